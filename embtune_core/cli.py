@@ -1,0 +1,63 @@
+"""The ``embtune`` command line: subcommands from :mod:`embtune_core.commands`, one-line errors."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+from embtune_core import __version__
+from embtune_core.commands import COMMAND_MODULES
+from embtune_core.errors import EXIT_INTERRUPTED, EXIT_UNEXPECTED, EmbtuneError
+
+EPILOG = """exit codes: 0 ok, 1 unexpected error, 2 bad command line, 3 bad input file or config,
+4 plugin conflict or unknown plugin, 5 external service failed after retries,
+130 interrupted (re-run the same command to resume)"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="embtune",
+        description="Fine-tune embedding models and query adapters for RAG on your own documents.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"embtune {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for module_name in COMMAND_MODULES:
+        module = importlib.import_module(module_name)
+        sub = subparsers.add_parser(module.NAME, help=module.HELP, description=module.DESCRIPTION,
+                                    epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+        module.add_arguments(sub)
+        sub.set_defaults(_run=module.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(levelname)s %(name)s: %(message)s")
+    if not getattr(args, "_run", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args._run(args) or 0)
+    except EmbtuneError as exc:
+        print(f"embtune: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("embtune: interrupted; re-run the same command to resume", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Exception as exc:  # noqa: BLE001 - last resort: one line, not a traceback, unless -v
+        if args.verbose:
+            raise
+        print(f"embtune: unexpected error: {type(exc).__name__}: {' '.join(str(exc).split())} "
+              "(re-run with -v for the traceback)", file=sys.stderr)
+        return EXIT_UNEXPECTED
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

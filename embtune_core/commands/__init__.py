@@ -1,0 +1,11 @@
+"""CLI subcommands, one module each, listed once here in the order ``embtune --help`` shows them.
+
+Each module defines ``NAME``, ``HELP`` (one line), ``DESCRIPTION`` (the ``--help`` text),
+``add_arguments(parser)`` and ``run(args) -> int``.
+"""
+
+COMMAND_MODULES = (
+    "embtune_core.commands.plugins",
+    "embtune_core.commands.models",
+    "embtune_core.commands.validate",
+)

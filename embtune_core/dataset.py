@@ -1,0 +1,326 @@
+"""The QA dataset: LlamaIndex's ``EmbeddingQAFinetuneDataset`` JSON, read and written unchanged.
+
+The file holds ``queries`` ({query id: text}), ``corpus`` ({chunk id: text}), ``relevant_docs``
+({query id: [chunk ids]}) and optionally ``mode`` ("text"). embtune may add keys LlamaIndex
+ignores: ``negatives`` ({query id: [chunk ids]}), ``scores`` ({query id: {chunk id: float}}) and
+``corpus_metadata`` ({chunk id: {"source": ..., "page": ...}}). Unknown keys are kept as they are,
+so ``QADataset.load(p).save(q)`` writes JSON equal to the input.
+
+Importers turn BEIR folders and pairs/triplets JSONL or CSV into the same model.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+from embtune_core import atomic
+from embtune_core.documents import stable_id
+from embtune_core.errors import DatasetError
+
+CORE_KEYS = ("queries", "corpus", "relevant_docs", "mode")
+EXTRA_KEYS = ("negatives", "scores", "corpus_metadata")
+
+
+@dataclass
+class QADataset:
+    queries: dict[str, str]
+    corpus: dict[str, str]
+    relevant_docs: dict[str, list[str]]
+    mode: str | None = "text"
+    extras: dict[str, Any] = field(default_factory=dict)
+
+    # --- convenient views of the optional keys -------------------------------------------------
+    @property
+    def negatives(self) -> dict[str, list[str]]:
+        return self.extras.get("negatives", {})
+
+    @negatives.setter
+    def negatives(self, value: dict[str, list[str]]) -> None:
+        self.extras["negatives"] = value
+
+    @property
+    def corpus_metadata(self) -> dict[str, dict[str, Any]]:
+        return self.extras.get("corpus_metadata", {})
+
+    def __len__(self) -> int:
+        return len(self.queries)
+
+    def pairs(self) -> list[tuple[str, str]]:
+        """(query text, positive chunk text) for each query and each of its relevant chunks."""
+        return [(self.queries[q], self.corpus[c]) for q, cs in self.relevant_docs.items() for c in cs]
+
+    def subset(self, query_ids: Iterable[str], *, corpus_ids: Iterable[str] | None = None) -> "QADataset":
+        """The queries given, with the whole corpus or only ``corpus_ids``; extras filtered to match."""
+        qids = [q for q in query_ids if q in self.queries]
+        keep_corpus = set(corpus_ids) if corpus_ids is not None else set(self.corpus)
+        extras: dict[str, Any] = {}
+        for key, value in self.extras.items():
+            if key in ("negatives", "scores") and isinstance(value, dict):
+                extras[key] = {q: _filter(value[q], keep_corpus) for q in qids if q in value}
+            elif key == "corpus_metadata" and isinstance(value, dict):
+                extras[key] = {c: m for c, m in value.items() if c in keep_corpus}
+            else:
+                extras[key] = value
+        return QADataset(
+            queries={q: self.queries[q] for q in qids},
+            corpus={c: t for c, t in self.corpus.items() if c in keep_corpus},
+            relevant_docs={q: [c for c in self.relevant_docs.get(q, []) if c in keep_corpus] for q in qids},
+            mode=self.mode,
+            extras=extras,
+        )
+
+    # --- JSON ----------------------------------------------------------------------------------
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "queries": self.queries,
+            "corpus": self.corpus,
+            "relevant_docs": self.relevant_docs,
+        }
+        if self.mode is not None:
+            out["mode"] = self.mode
+        out.update(self.extras)
+        return out
+
+    def save(self, path: str | Path, *, indent: int | None = None) -> None:
+        """Write atomically. ``indent=None`` matches the compact layout of LlamaIndex's files."""
+        self.validate(path)
+        atomic.write_json(path, self.to_json(), indent=indent)
+
+    @classmethod
+    def from_json(cls, data: Any, path: str | Path = "<dataset>") -> "QADataset":
+        if not isinstance(data, dict):
+            raise DatasetError("top level must be a JSON object with queries, corpus, relevant_docs", path=path)
+        for key in ("queries", "corpus", "relevant_docs"):
+            if key not in data:
+                raise DatasetError("missing required key", path=path, field=key)
+            if not isinstance(data[key], dict):
+                raise DatasetError("must be a JSON object", path=path, field=key)
+        mode = data.get("mode")
+        if mode is not None and not isinstance(mode, str):
+            raise DatasetError("must be a string such as \"text\"", path=path, field="mode")
+        relevant = {}
+        for qid, ids in data["relevant_docs"].items():
+            if isinstance(ids, str):
+                ids = [ids]
+            if not isinstance(ids, list):
+                raise DatasetError("must be a list of corpus ids", path=path, field=f"relevant_docs.{qid}")
+            relevant[qid] = ids
+        ds = cls(
+            queries=data["queries"],
+            corpus=data["corpus"],
+            relevant_docs=relevant,
+            mode=mode,
+            extras={k: v for k, v in data.items() if k not in CORE_KEYS},
+        )
+        ds.validate(path)
+        return ds
+
+    @classmethod
+    def load(cls, path: str | Path) -> "QADataset":
+        path = Path(path)
+        return cls.from_json(read_json(path), path)
+
+    # --- validation ----------------------------------------------------------------------------
+    def validate(self, path: str | Path = "<dataset>") -> None:
+        """Raise :class:`DatasetError` (one line, naming file and field) on the first problem."""
+        for key, table in (("queries", self.queries), ("corpus", self.corpus)):
+            for item_id, text in table.items():
+                if not isinstance(text, str):
+                    raise DatasetError("text must be a string", path=path, field=f"{key}.{item_id}")
+                if not text.strip():
+                    raise DatasetError("empty text", path=path, field=f"{key}.{item_id}")
+        for qid, ids in self.relevant_docs.items():
+            if qid not in self.queries:
+                raise DatasetError(f"dangling query id '{qid}' (not in queries)", path=path,
+                                   field="relevant_docs")
+            for cid in ids:
+                if cid not in self.corpus:
+                    raise DatasetError(f"dangling relevant id '{cid}' (not in corpus)", path=path,
+                                       field=f"relevant_docs.{qid}")
+        for qid, ids in self.negatives.items():
+            for cid in ids:
+                if cid not in self.corpus:
+                    raise DatasetError(f"dangling negative id '{cid}' (not in corpus)", path=path,
+                                       field=f"negatives.{qid}")
+
+
+def _filter(value: Any, keep: set[str]) -> Any:
+    if isinstance(value, list):
+        return [c for c in value if c in keep]
+    if isinstance(value, dict):
+        return {c: s for c, s in value.items() if c in keep}
+    return value
+
+
+def _reject_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise _DuplicateKey(key)
+        out[key] = value
+    return out
+
+
+class _DuplicateKey(ValueError):
+    def __init__(self, key: str):
+        super().__init__(key)
+        self.key = key
+
+
+def read_json(path: str | Path) -> Any:
+    """Parse JSON, refusing duplicate keys (JSON allows them; silently keeping the last loses data)."""
+    path = Path(path)
+    text = read_text(path)
+    try:
+        return json.loads(text, object_pairs_hook=_reject_duplicate_keys)
+    except _DuplicateKey as exc:
+        raise DatasetError(f"duplicate id '{exc.key}'", path=path) from None
+    except json.JSONDecodeError as exc:
+        raise DatasetError(f"malformed JSON at line {exc.lineno} column {exc.colno} (char {exc.pos}): {exc.msg}",
+                           path=path) from None
+
+
+def read_text(path: str | Path) -> str:
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise DatasetError("no such file", path=path) from None
+    except IsADirectoryError:
+        raise DatasetError("is a directory, expected a file", path=path) from None
+    except OSError as exc:
+        raise DatasetError(f"cannot read: {exc.strerror}", path=path) from None
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise DatasetError(f"not UTF-8 text (invalid byte at offset {exc.start})", path=path) from None
+
+
+# --- importers -----------------------------------------------------------------------------------
+def _read_jsonl(path: Path) -> list[dict[str, Any]]:
+    rows = []
+    for lineno, line in enumerate(read_text(path).splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise DatasetError(f"malformed JSON at line {lineno} column {exc.colno}: {exc.msg}", path=path) from None
+        if not isinstance(row, dict):
+            raise DatasetError(f"line {lineno} is not a JSON object", path=path)
+        rows.append(row)
+    return rows
+
+
+def load_beir(folder: str | Path, split: str = "test") -> QADataset:
+    """Import a BEIR folder: corpus.jsonl, queries.jsonl and qrels/<split>.tsv.
+
+    Title and text of a corpus entry are joined as BEIR's own evaluation does. Queries without a
+    positive judgement in the split are left out; qrels with score <= 0 are not relevant.
+    """
+    folder = Path(folder)
+    qrels_path = folder / "qrels" / f"{split}.tsv"
+    for needed in (folder / "corpus.jsonl", folder / "queries.jsonl", qrels_path):
+        if not needed.is_file():
+            raise DatasetError("missing BEIR file", path=needed)
+    corpus: dict[str, str] = {}
+    for i, row in enumerate(_read_jsonl(folder / "corpus.jsonl"), 1):
+        cid = str(row.get("_id", ""))
+        if not cid:
+            raise DatasetError(f"entry {i} has no _id", path=folder / "corpus.jsonl")
+        if cid in corpus:
+            raise DatasetError(f"duplicate id '{cid}'", path=folder / "corpus.jsonl")
+        title, text = str(row.get("title") or "").strip(), str(row.get("text") or "").strip()
+        corpus[cid] = f"{title} {text}".strip() if title else text
+    all_queries: dict[str, str] = {}
+    for i, row in enumerate(_read_jsonl(folder / "queries.jsonl"), 1):
+        qid = str(row.get("_id", ""))
+        if not qid:
+            raise DatasetError(f"entry {i} has no _id", path=folder / "queries.jsonl")
+        if qid in all_queries:
+            raise DatasetError(f"duplicate id '{qid}'", path=folder / "queries.jsonl")
+        all_queries[qid] = str(row.get("text") or "")
+    relevant: dict[str, list[str]] = {}
+    scores: dict[str, dict[str, float]] = {}
+    with open(qrels_path, newline="", encoding="utf-8") as handle:
+        for lineno, row in enumerate(csv.reader(handle, delimiter="\t"), 1):
+            if not row or (lineno == 1 and not row[-1].lstrip("-").isdigit()):
+                continue  # header line "query-id corpus-id score"
+            if len(row) < 3:
+                raise DatasetError(f"line {lineno}: expected query-id, corpus-id, score", path=qrels_path)
+            qid, cid, score = row[0], row[1], float(row[2])
+            scores.setdefault(qid, {})[cid] = score
+            if score > 0:
+                relevant.setdefault(qid, []).append(cid)
+    ds = QADataset(
+        queries={q: all_queries[q] for q in relevant if q in all_queries},
+        corpus=corpus,
+        relevant_docs={q: ids for q, ids in relevant.items() if q in all_queries},
+        extras={"scores": {q: s for q, s in scores.items() if q in relevant and q in all_queries}},
+    )
+    ds.validate(qrels_path)
+    return ds
+
+
+_QUERY_KEYS = ("query", "anchor", "question")
+_POSITIVE_KEYS = ("positive", "pos", "document", "passage")
+_NEGATIVE_KEYS = ("negative", "neg", "hard_negative")
+
+
+def _pick(row: dict[str, Any], keys: tuple[str, ...]) -> Any:
+    for key in keys:
+        if key in row and row[key] not in (None, ""):
+            return row[key]
+    return None
+
+
+def load_pairs(path: str | Path) -> QADataset:
+    """Import pairs or triplets from JSONL or CSV with columns query/anchor, positive[, negative].
+
+    Ids are derived from text, so one chunk used by several queries appears once in the corpus.
+    A ``negative`` column fills ``negatives``.
+    """
+    path = Path(path)
+    if path.suffix.lower() == ".csv":
+        text = read_text(path)
+        rows = list(csv.DictReader(text.splitlines()))
+    else:
+        rows = _read_jsonl(path)
+    queries: dict[str, str] = {}
+    corpus: dict[str, str] = {}
+    relevant: dict[str, list[str]] = {}
+    negatives: dict[str, list[str]] = {}
+    for i, row in enumerate(rows, 1):
+        query, positive = _pick(row, _QUERY_KEYS), _pick(row, _POSITIVE_KEYS)
+        if query is None or positive is None:
+            raise DatasetError(f"row {i} needs a query (or anchor) and a positive", path=path)
+        qid, pid = stable_id("q", query), stable_id("c", positive)
+        queries[qid] = str(query)
+        corpus[pid] = str(positive)
+        if pid not in relevant.setdefault(qid, []):
+            relevant[qid].append(pid)
+        negative = _pick(row, _NEGATIVE_KEYS)
+        for neg in negative if isinstance(negative, list) else ([negative] if negative is not None else []):
+            nid = stable_id("c", neg)
+            corpus[nid] = str(neg)
+            if nid not in negatives.setdefault(qid, []):
+                negatives[qid].append(nid)
+    if not queries:
+        raise DatasetError("no rows", path=path)
+    ds = QADataset(queries, corpus, relevant, extras={"negatives": negatives} if negatives else {})
+    ds.validate(path)
+    return ds
+
+
+def load_any(path: str | Path, *, split: str = "test") -> QADataset:
+    """Load a dataset in whichever supported format ``path`` is."""
+    path = Path(path)
+    if path.is_dir():
+        return load_beir(path, split=split)
+    if path.suffix.lower() in (".jsonl", ".csv"):
+        return load_pairs(path)
+    return QADataset.load(path)

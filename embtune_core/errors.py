@@ -1,0 +1,61 @@
+"""Errors that reach the user as one line and a documented exit code.
+
+Every error raised for bad input names the file (when there is one), the field (when there is
+one) and the problem, so the CLI can print ``embtune: error: <file>: <field>: <problem>`` and exit
+with the code of the error's class instead of a traceback.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+# Exit codes, documented in README.md ("Exit codes").
+EXIT_OK = 0
+EXIT_UNEXPECTED = 1
+EXIT_USAGE = 2  # bad command line (argparse uses 2 as well)
+EXIT_BAD_INPUT = 3  # a file, config field or dataset is invalid
+EXIT_PLUGIN = 4  # plugin conflict or unknown implementation
+EXIT_SERVICE = 5  # an external service (LLM, embeddings API) failed after retries
+EXIT_INTERRUPTED = 130  # SIGINT; the run can be resumed
+
+
+class EmbtuneError(Exception):
+    """Base class: a problem the user can fix, shown as a single line."""
+
+    exit_code = EXIT_UNEXPECTED
+
+    def __init__(self, problem: str, *, path: str | Path | None = None, field: str | None = None):
+        self.problem = " ".join(str(problem).split())  # one line, whatever the cause said
+        self.path = str(path) if path is not None else None
+        self.field = field
+        super().__init__(self.__str__())
+
+    def __str__(self) -> str:
+        parts = [p for p in (self.path, self.field) if p]
+        return ": ".join([*parts, self.problem])
+
+
+class InputError(EmbtuneError):
+    """A file, config value or dataset is invalid."""
+
+    exit_code = EXIT_BAD_INPUT
+
+
+class ConfigError(InputError):
+    """A configuration file or option is invalid."""
+
+
+class DatasetError(InputError):
+    """A dataset file is malformed or inconsistent."""
+
+
+class PluginError(EmbtuneError):
+    """Two plugins claim one name, or a requested implementation does not exist."""
+
+    exit_code = EXIT_PLUGIN
+
+
+class ServiceError(EmbtuneError):
+    """An external service kept failing after every retry."""
+
+    exit_code = EXIT_SERVICE

@@ -1,0 +1,1 @@
+"""embtune integrations (import name ``embtune_integrations``): LangChain and DocsGPT shims."""
