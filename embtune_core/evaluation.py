@@ -1,0 +1,389 @@
+"""Evaluate retrieval systems on a QA dataset: exact search, IR metrics per Matryoshka dimension, statistics.
+
+Three layers, each usable on its own:
+
+1. :func:`evaluate_embeddings` takes query and corpus embedding arrays and a
+   :class:`RetrievalTask` (the dataset's queries, corpus and relevance as positions), searches the
+   whole corpus exactly (:func:`embtune_core.search.exact_search`, cosine similarity) at every
+   requested dimension (truncate, then renormalise) and returns per-query scores.
+2. :func:`evaluate_systems` embeds the dataset with each :class:`System` (an encoder, optionally
+   with a query adapter applied to query embeddings only) through the embedding cache, calls
+   layer 1 and adds bootstrap confidence intervals and paired significance of every system
+   against the first. The result is an :class:`Evaluation`, which :mod:`embtune_core.report`
+   writes as JSON, Markdown and HTML.
+3. :func:`training_evaluator` wraps layer 1 as a sentence-transformers evaluator for
+   ``SentenceTransformerTrainer``, so training logs the same metrics.
+
+Queries without a relevant document are skipped, as sentence-transformers does.
+
+Example::
+
+    from embtune_core.dataset import QADataset
+    from embtune_core.evaluation import RetrievalTask, evaluate_embeddings
+
+    dataset = QADataset.load("val_dataset.json")
+    task = RetrievalTask.from_dataset(dataset)
+    results = evaluate_embeddings(query_emb, corpus_emb, task, dims=[384, 128])
+    results[128].means()["ndcg@10"]
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+
+from embtune_core import metrics as M
+from embtune_core import stats
+from embtune_core.dataset import QADataset
+from embtune_core.errors import ConfigError, DatasetError
+from embtune_core.search import exact_search, normalize
+
+DEFAULT_HIT_RATE_AT = (5,)  # LlamaIndex's guides report hit rate and MRR at top 5
+
+
+# --- layer 1: arrays in, per-query scores out ---------------------------------------------------------
+@dataclass
+class RetrievalTask:
+    """A dataset as arrays: the evaluated queries, the whole corpus, relevance as corpus positions."""
+
+    query_ids: list[str]
+    query_texts: list[str]
+    corpus_ids: list[str]
+    corpus_texts: list[str]
+    relevant: list[np.ndarray]  # corpus positions relevant to each query
+
+    @classmethod
+    def from_dataset(cls, dataset: QADataset, *, path: str = "<dataset>") -> "RetrievalTask":
+        corpus_ids = list(dataset.corpus)
+        position = {cid: i for i, cid in enumerate(corpus_ids)}
+        query_ids, relevant = [], []
+        for qid in dataset.queries:  # dataset order, like sentence-transformers
+            positions = sorted({position[c] for c in dataset.relevant_docs.get(qid, ()) if c in position})
+            if positions:
+                query_ids.append(qid)
+                relevant.append(np.asarray(positions, dtype=np.int64))
+        if not query_ids:
+            raise DatasetError("no query has a relevant document in the corpus; nothing to evaluate",
+                               path=path, field="relevant_docs")
+        return cls(query_ids, [dataset.queries[q] for q in query_ids], corpus_ids,
+                   [dataset.corpus[c] for c in corpus_ids], relevant)
+
+    @property
+    def n_relevant(self) -> np.ndarray:
+        return np.asarray([len(r) for r in self.relevant], dtype=np.int64)
+
+
+@dataclass
+class MetricSettings:
+    """Which cut-offs to compute: sentence-transformers' IR defaults plus LlamaIndex's hit rate/MRR@k."""
+
+    hit_rate_at: tuple[int, ...] = DEFAULT_HIT_RATE_AT
+    accuracy_at: tuple[int, ...] = M.ACCURACY_AT
+    precision_recall_at: tuple[int, ...] = M.PRECISION_RECALL_AT
+    mrr_at: tuple[int, ...] = M.MRR_AT
+    ndcg_at: tuple[int, ...] = M.NDCG_AT
+    map_at: tuple[int, ...] = M.MAP_AT
+
+    @property
+    def depth(self) -> int:
+        return max(max(self.hit_rate_at, default=1),
+                   M.max_depth(accuracy_at=self.accuracy_at, precision_recall_at=self.precision_recall_at,
+                               mrr_at=self.mrr_at, ndcg_at=self.ndcg_at, map_at=self.map_at))
+
+    def compute(self, hits: np.ndarray, n_relevant: np.ndarray) -> dict[str, np.ndarray]:
+        out: dict[str, np.ndarray] = {}
+        for k in self.hit_rate_at:
+            out.update(M.hit_rate_mrr(hits, k))
+        out.update(M.ir_metrics(hits, n_relevant, accuracy_at=self.accuracy_at,
+                                precision_recall_at=self.precision_recall_at, mrr_at=self.mrr_at,
+                                ndcg_at=self.ndcg_at, map_at=self.map_at))
+        return out
+
+
+@dataclass
+class DimensionResult:
+    """Per-query scores of one system at one embedding dimension."""
+
+    dim: int
+    per_query: dict[str, np.ndarray]
+    first_relevant_rank: np.ndarray  # 1-based; 0 = not within the ranking depth
+    ranking: M.Ranking
+
+    def means(self) -> dict[str, float]:
+        return M.mean_scores(self.per_query)
+
+
+def truncate(embeddings: np.ndarray, dim: int) -> np.ndarray:
+    """Matryoshka truncation: the first ``dim`` components, renormalised to unit length."""
+    return normalize(np.asarray(embeddings, dtype=np.float32)[:, :dim])
+
+
+def check_dims(dims: Iterable[int] | None, full_dim: int, *, source: str = "--dims") -> list[int]:
+    """``dims`` sorted descending and validated against the embedding width; default: the full width."""
+    if not dims:
+        return [full_dim]
+    out = sorted({int(d) for d in dims}, reverse=True)
+    bad = [d for d in out if d <= 0 or d > full_dim]
+    if bad:
+        raise ConfigError(f"dimension {bad[0]} is outside 1..{full_dim} (the embedding width)", field=source)
+    return out
+
+
+def evaluate_embeddings(query_emb: np.ndarray, corpus_emb: np.ndarray, task: RetrievalTask, *,
+                        dims: Iterable[int] | None = None, settings: MetricSettings | None = None,
+                        use_gpu: bool | None = None) -> dict[int, DimensionResult]:
+    """Rank the whole corpus for every query at each dimension and score the rankings.
+
+    ``query_emb`` (n_queries, d) is aligned with ``task.query_ids``, ``corpus_emb`` (n_corpus, d)
+    with ``task.corpus_ids``. Similarity is cosine (both sides renormalised after truncation).
+    """
+    settings = settings or MetricSettings()
+    query_emb, corpus_emb = np.asarray(query_emb), np.asarray(corpus_emb)
+    if query_emb.shape[0] != len(task.query_ids) or corpus_emb.shape[0] != len(task.corpus_ids):
+        raise ValueError(f"embeddings {query_emb.shape}/{corpus_emb.shape} do not match "
+                         f"{len(task.query_ids)} queries/{len(task.corpus_ids)} documents")
+    if query_emb.shape[1] != corpus_emb.shape[1]:
+        raise ValueError(f"query width {query_emb.shape[1]} != corpus width {corpus_emb.shape[1]}")
+    n_relevant = task.n_relevant
+    results: dict[int, DimensionResult] = {}
+    for dim in check_dims(dims, query_emb.shape[1]):
+        scores, indices = exact_search(truncate(query_emb, dim), truncate(corpus_emb, dim), settings.depth,
+                                       use_gpu=use_gpu)
+        ranking = M.Ranking(task.query_ids, task.corpus_ids, indices, scores)
+        hits = M.hit_matrix(indices, task.relevant)
+        results[dim] = DimensionResult(dim, settings.compute(hits, n_relevant), M.first_relevant_rank(hits),
+                                       ranking)
+    return results
+
+
+# --- layer 2: systems (encoder [+ query adapter]) through the embedding cache --------------------------
+@dataclass
+class System:
+    """One retrieval system: an encoder, optionally with a query adapter (queries only).
+
+    ``spec`` is how the user wrote it (for the report); ``encoder`` follows the encoder protocol
+    (``identity``, ``dimension``, ``encode_queries``, ``encode_documents``); ``adapter`` is a
+    ``torch.nn.Module`` mapping (n, dimension) query embeddings to (n, dimension).
+    """
+
+    name: str
+    encoder: Any
+    adapter: Any = None
+    spec: str = ""
+
+    @property
+    def identity(self) -> str:
+        identity = str(getattr(self.encoder, "identity", type(self.encoder).__name__))
+        adapter_identity = getattr(self.adapter, "identity", None) or getattr(self.adapter, "embtune_identity", None)
+        if self.adapter is not None:
+            identity += f" + adapter {adapter_identity or type(self.adapter).__name__}"
+        return identity
+
+
+def apply_adapter(adapter: Any, query_emb: np.ndarray, *, batch_size: int = 8192) -> np.ndarray:
+    """Run a torch query adapter over embeddings in batches, without gradients."""
+    import torch
+
+    was_training = adapter.training
+    adapter.eval()
+    try:
+        parameter = next(adapter.parameters(), None)
+        device = parameter.device if parameter is not None else torch.device("cpu")
+        dtype = parameter.dtype if parameter is not None else torch.float32
+        out = []
+        with torch.inference_mode():
+            for start in range(0, query_emb.shape[0], batch_size):
+                batch = torch.from_numpy(np.ascontiguousarray(query_emb[start:start + batch_size]))
+                out.append(adapter(batch.to(device=device, dtype=dtype)).float().cpu().numpy())
+        return np.concatenate(out) if out else np.empty((0, query_emb.shape[1]), np.float32)
+    finally:
+        adapter.train(was_training)
+
+
+def embed_system(system: System, task: RetrievalTask, *, cache: Any = None) -> tuple[np.ndarray, np.ndarray]:
+    """Query and corpus embeddings of ``task`` for ``system``, served from the embedding cache.
+
+    The adapter is applied after the cache, so one cached base embedding serves every adapter.
+    """
+    if cache is None:
+        from embtune_core.embedding_cache import EmbeddingCache
+
+        cache = EmbeddingCache()
+    query_emb = np.asarray(cache.embed(system.encoder, task.query_texts, kind="query"), dtype=np.float32)
+    corpus_emb = np.asarray(cache.embed(system.encoder, task.corpus_texts, kind="document"), dtype=np.float32)
+    if system.adapter is not None:
+        query_emb = apply_adapter(system.adapter, query_emb)
+    return query_emb, corpus_emb
+
+
+@dataclass
+class SystemResult:
+    name: str
+    spec: str
+    identity: str
+    dimension: int
+    dims: dict[int, DimensionResult]
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class Evaluation:
+    """Every system's per-query scores per dimension, with CIs and paired tests against the first."""
+
+    dataset_name: str
+    task: RetrievalTask
+    systems: list[SystemResult]
+    settings: MetricSettings
+    confidence: float = 0.95
+    seed: int = 0
+    n_resamples: int = stats.DEFAULT_RESAMPLES
+    n_permutations: int = stats.DEFAULT_PERMUTATIONS
+    summary: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def all_dims(self) -> list[int]:
+        return sorted({d for s in self.systems for d in s.dims}, reverse=True)
+
+    @property
+    def metric_names(self) -> list[str]:
+        for system in self.systems:
+            for result in system.dims.values():
+                return list(result.per_query)
+        return []
+
+    def compute_statistics(self) -> None:
+        """Fill :attr:`summary`: ``summary[system][dim][metric]`` = mean, CI, and the paired comparison
+        with the first system at the same dimension (``None`` for the first system itself)."""
+        baseline = self.systems[0]
+        summary: dict[str, Any] = {}
+        for system in self.systems:
+            per_dim: dict[int, Any] = {}
+            for dim, result in system.dims.items():
+                entry = {}
+                for metric, values in result.per_query.items():
+                    low, high = stats.bootstrap_ci(values, confidence=self.confidence,
+                                                   n_resamples=self.n_resamples, seed=self.seed)
+                    comparison = None
+                    if system is not baseline and dim in baseline.dims:
+                        comparison = stats.compare(baseline.dims[dim].per_query[metric], values,
+                                                   confidence=self.confidence, n_resamples=self.n_resamples,
+                                                   n_permutations=self.n_permutations, seed=self.seed)
+                    entry[metric] = {"mean": float(np.mean(values)), "ci_low": low, "ci_high": high,
+                                     "vs_baseline": comparison}
+                per_dim[dim] = entry
+            summary[system.name] = per_dim
+        self.summary = summary
+
+
+def evaluate_systems(systems: Sequence[System], dataset: QADataset, *, dims: Iterable[int] | None = None,
+                     settings: MetricSettings | None = None, dataset_name: str = "<dataset>",
+                     confidence: float = 0.95, seed: int = 0, n_resamples: int = stats.DEFAULT_RESAMPLES,
+                     n_permutations: int = stats.DEFAULT_PERMUTATIONS, cache: Any = None,
+                     use_gpu: bool | None = None, progress_bar: bool = True) -> Evaluation:
+    """Evaluate each system on ``dataset`` at each of ``dims`` (default: each system's full width).
+
+    Dimensions wider than a system's embeddings are skipped for that system (an API model and a
+    small local model can share one table at the dimensions they both have).
+    """
+    from embtune_core.progress import progress
+
+    if not systems:
+        raise ConfigError("no system to evaluate", field="--system")
+    names = [s.name for s in systems]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise ConfigError(f"system name '{duplicates[0]}' is used twice", field="--system")
+    settings = settings or MetricSettings()
+    task = RetrievalTask.from_dataset(dataset, path=dataset_name)
+    wanted = sorted({int(d) for d in dims}, reverse=True) if dims else None
+    if wanted and any(d <= 0 for d in wanted):
+        raise ConfigError(f"dimension {min(wanted)} must be positive", field="--dims")
+    results = []
+    bar = progress(systems, desc="evaluating systems", unit="system") if progress_bar else systems
+    for system in bar:
+        t0 = time.perf_counter()
+        query_emb, corpus_emb = embed_system(system, task, cache=cache)
+        t1 = time.perf_counter()
+        width = query_emb.shape[1]
+        system_dims = [d for d in wanted if d <= width] if wanted else [width]
+        if not system_dims:
+            raise ConfigError(f"system '{system.name}' has {width}-dimensional embeddings, narrower than "
+                              f"every requested dimension {wanted}", field="--dims")
+        per_dim = evaluate_embeddings(query_emb, corpus_emb, task, dims=system_dims, settings=settings,
+                                      use_gpu=use_gpu)
+        t2 = time.perf_counter()
+        results.append(SystemResult(system.name, system.spec, system.identity, width, per_dim,
+                                    {"embed": t1 - t0, "search_and_metrics": t2 - t1}))
+    evaluation = Evaluation(dataset_name, task, results, settings, confidence, seed, n_resamples, n_permutations)
+    evaluation.compute_statistics()
+    return evaluation
+
+
+# --- layer 3: the same metrics inside SentenceTransformerTrainer ---------------------------------------
+def _sentence_evaluator_base():
+    try:
+        from sentence_transformers.base.evaluation import BaseEvaluator
+    except ImportError:  # sentence-transformers < 6
+        from sentence_transformers.evaluation import SentenceEvaluator as BaseEvaluator
+    return BaseEvaluator
+
+
+def training_evaluator(dataset: QADataset, *, name: str = "val", matryoshka_dims: Iterable[int] | None = None,
+                       batch_size: int = 32, settings: MetricSettings | None = None):
+    """A sentence-transformers evaluator computing our IR metrics on ``dataset`` during training.
+
+    It encodes queries with ``model.encode_query`` and the corpus with ``model.encode_document``,
+    then scores exactly as ``embtune evaluate`` does. Keys are ``{name}_{metric}`` at the model's
+    full width (``val_ndcg@10``, ``val_map@100``...) and ``{name}_dim{d}_{metric}`` for each
+    Matryoshka dimension ``d`` narrower than that. ``primary_metric`` is ``{name}_ndcg@10`` (full
+    width); the trainer logs it as ``eval_{name}_ndcg@10``, so pass
+    ``metric_for_best_model="eval_val_ndcg@10"`` (or ``"val_ndcg@10"``; transformers adds ``eval_``).
+
+    Example::
+
+        evaluator = training_evaluator(val_dataset, name="val", matryoshka_dims=[384, 128, 64])
+        trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=train,
+                                             loss=loss, evaluator=evaluator)
+    """
+    base = _sentence_evaluator_base()
+    task = RetrievalTask.from_dataset(dataset)
+    metric_settings = settings or MetricSettings()
+    dims = sorted({int(d) for d in matryoshka_dims}, reverse=True) if matryoshka_dims else []
+
+    class EmbtuneIREvaluator(base):
+        """IR metrics (NDCG@10, MRR@10, MAP@100, accuracy/precision/recall@k) per Matryoshka dimension."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.name = name
+            self.task = task
+            self.dims = dims
+            self.batch_size = batch_size
+            self.settings = metric_settings
+            self.primary_metric = f"{name}_{M.PRIMARY_METRIC}" if name else M.PRIMARY_METRIC
+            self.greater_is_better = True
+
+        def __call__(self, model, output_path: str | None = None, epoch: int = -1, steps: int = -1,
+                     *args, **kwargs) -> dict[str, float]:
+            query_emb = model.encode_query(self.task.query_texts, batch_size=self.batch_size,
+                                           convert_to_numpy=True, show_progress_bar=False)
+            corpus_emb = model.encode_document(self.task.corpus_texts, batch_size=self.batch_size,
+                                               convert_to_numpy=True, show_progress_bar=False)
+            full = query_emb.shape[1]
+            wanted = [full] + [d for d in self.dims if d < full]
+            results = evaluate_embeddings(query_emb, corpus_emb, self.task, dims=wanted, settings=self.settings)
+            out: dict[str, float] = {}
+            for dim in wanted:
+                prefix = "" if dim == full else f"dim{dim}_"
+                out.update({f"{prefix}{metric}": value for metric, value in results[dim].means().items()})
+            out = self.prefix_name_to_metrics(out, self.name)
+            self.store_metrics_in_model_card_data(model, out, epoch, steps)
+            return out
+
+        def get_config_dict(self) -> dict[str, Any]:
+            return {"matryoshka_dims": self.dims} if self.dims else {}
+
+    return EmbtuneIREvaluator()

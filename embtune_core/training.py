@@ -1,0 +1,514 @@
+"""Full and partial fine-tuning of a sentence-transformers model with a pluggable loss strategy.
+
+Inputs: a training QA dataset (and optionally a validation one), a model name, a loss strategy
+name from the ``loss_strategies`` family and hyper-parameters (:class:`TrainSettings`). It trains
+through sentence-transformers' ``SentenceTransformerTrainer``: no-duplicates batches for losses
+with in-batch negatives, evaluation on the validation set every ``save_steps`` steps with the best
+checkpoint by NDCG@10 kept and loaded at the end, checkpoints that ``resume=True`` continues from,
+seeds, bf16/fp16 on a GPU, a progress bar and a JSONL loss log. It writes a standard
+sentence-transformers model directory, atomically, with a model card (README.md) stating base
+model, data sizes, loss, hyper-parameters and metrics before and after.
+
+The same code runs under ``torchrun`` / ``accelerate launch`` (DDP): every rank trains on its
+share of each batch, only rank 0 writes checkpoints, logs and the model.
+
+Usage::
+
+    from embtune_core.training import TrainSettings, train
+
+    result = train(TrainSettings(train="train_dataset.json", val="val_dataset.json",
+                                 model="sentence-transformers/all-MiniLM-L6-v2", loss="mnrl",
+                                 epochs=2, batch_size=16, out="models/minilm-10k"))
+    print(result["metrics_before"]["ndcg@10"], "->", result["metrics_after"]["ndcg@10"])
+    # SentenceTransformer("models/minilm-10k") loads it; DocsGPT: EMBEDDINGS_NAME=models/minilm-10k
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import os
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from embtune_core import atomic
+from embtune_core.errors import ConfigError
+from embtune_core.models import DEFAULT_MODEL
+
+log = logging.getLogger(__name__)
+
+LOSS_LOG = "loss_log.jsonl"
+BASELINE = "metrics_before.json"
+SUMMARY = "embtune_train.json"  # written into the model directory next to README.md
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+# The metrics the model card and the summary lead with: key -> suffixes evaluators use for it.
+HEADLINE_METRICS = {
+    "hit@5": ("hit@5", "hit_rate@5", "accuracy@5"),
+    "mrr@10": ("mrr@10",),
+    "ndcg@10": ("ndcg@10",),
+}
+
+
+@dataclass
+class TrainSettings:
+    """Everything one training run depends on; the ``[train]`` table of a config file holds the same keys."""
+
+    train: str
+    out: str
+    val: str | None = None
+    model: str = DEFAULT_MODEL
+    loss: str = "mnrl"
+    loss_options: dict[str, Any] = field(default_factory=dict)
+    matryoshka_dims: list[int] | None = None
+    epochs: float = 1.0
+    batch_size: int = 16
+    lr: float = 2e-5
+    warmup_ratio: float = 0.1
+    weight_decay: float = 0.01
+    seed: int = 42
+    max_steps: int = -1  # > 0 overrides epochs
+    save_steps: int | None = None  # default: once per epoch
+    save_total_limit: int = 2
+    logging_steps: int = 10
+    resume: bool = False
+    train_last_layers: int | None = None  # partial fine-tuning; None trains every layer
+    max_seq_length: int | None = None
+    precision: str = "auto"
+    checkpoint_dir: str | None = None  # default: <out>.checkpoints next to the output
+    eval_batch_size: int = 32
+
+    @classmethod
+    def from_mapping(cls, values: dict[str, Any], path: Any = "<config>") -> "TrainSettings":
+        """Settings from a ``[train]`` table (or any dict), refusing unknown keys and wrong types."""
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - set(fields))
+        if unknown:
+            raise ConfigError(f"unknown key '{unknown[0]}'; known: {', '.join(fields)}", path=path,
+                              field=f"train.{unknown[0]}")
+        for required in ("train", "out"):
+            if values.get(required) in (None, ""):
+                raise ConfigError("missing; give it in [train] or on the command line", path=path,
+                                  field=f"train.{required}")
+        settings = cls(**values)
+        settings.validate(path)
+        return settings
+
+    def validate(self, path: Any = "<config>") -> None:
+        def bad(name: str, problem: str) -> ConfigError:
+            return ConfigError(problem, path=path, field=f"train.{name}")
+
+        for name in ("batch_size", "save_total_limit", "logging_steps", "eval_batch_size"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                raise bad(name, "must be a positive integer")
+        for name in ("epochs", "lr"):
+            if not isinstance(getattr(self, name), (int, float)) or getattr(self, name) <= 0:
+                raise bad(name, "must be a positive number")
+        if not isinstance(self.warmup_ratio, (int, float)) or not 0 <= self.warmup_ratio < 1:
+            raise bad("warmup_ratio", "must be a number in [0, 1)")
+        if not isinstance(self.max_steps, int):
+            raise bad("max_steps", "must be an integer (-1: train for `epochs`)")
+        if self.save_steps is not None and (not isinstance(self.save_steps, int) or self.save_steps < 1):
+            raise bad("save_steps", "must be a positive integer")
+        if self.train_last_layers is not None and (not isinstance(self.train_last_layers, int)
+                                                   or self.train_last_layers < 0):
+            raise bad("train_last_layers", "must be an integer >= 0")
+        if self.precision not in PRECISIONS:
+            raise bad("precision", f"must be one of {', '.join(PRECISIONS)}")
+        if not isinstance(self.loss_options, dict):
+            raise bad("loss_options", "must be a table")
+        if self.matryoshka_dims is not None and (
+                not isinstance(self.matryoshka_dims, list)
+                or not all(isinstance(d, int) and d > 0 for d in self.matryoshka_dims)):
+            raise bad("matryoshka_dims", "must be a list of positive integers")
+
+    @property
+    def checkpoints(self) -> Path:
+        if self.checkpoint_dir:
+            return Path(self.checkpoint_dir)
+        out = Path(self.out)
+        return out.with_name(out.name + ".checkpoints")
+
+
+# --- partial fine-tuning -------------------------------------------------------------------------
+def transformer_layers(model):
+    """The list of transformer blocks of ``model``'s first module (``encoder.layer`` for BERT)."""
+    import torch
+
+    first = model[0]
+    best = None
+    for name, module in first.named_modules():
+        if isinstance(module, torch.nn.ModuleList) and re.search(r"(^|\.)(layer|layers|h|block)$", name):
+            if best is None or len(module) > len(best):
+                best = module
+    return best
+
+
+def freeze_all_but_last(model, n: int) -> dict[str, int]:
+    """Freeze the first module except its last ``n`` transformer blocks; later modules (pooling,
+    dense heads) stay trainable. Returns trainable and total parameter counts."""
+    layers = transformer_layers(model)
+    if layers is None:
+        raise ConfigError("cannot find the transformer layers of this model for partial fine-tuning",
+                          field="train.train_last_layers")
+    if n > len(layers):
+        raise ConfigError(f"model has only {len(layers)} transformer layers", field="train.train_last_layers")
+    for parameter in model[0].parameters():
+        parameter.requires_grad_(False)
+    for layer in list(layers)[len(layers) - n:] if n else []:
+        for parameter in layer.parameters():
+            parameter.requires_grad_(True)
+    for module in list(model)[1:]:
+        for parameter in module.parameters():
+            parameter.requires_grad_(True)
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return {"trainable_parameters": trainable, "total_parameters": sum(p.numel() for p in model.parameters()),
+            "transformer_layers": len(layers), "trained_layers": n}
+
+
+# --- evaluation ----------------------------------------------------------------------------------
+def build_evaluator(dataset, *, name: str = "val", matryoshka_dims=None, batch_size: int = 32):
+    """Our training evaluator (primary metric NDCG@10), exposing the score as ``ndcg@10``."""
+    try:
+        from embtune_core.evaluation import training_evaluator
+    except ImportError:  # the evaluation module is optional at this layer; fall back to the library's
+        training_evaluator = None
+    if training_evaluator is not None:
+        inner = training_evaluator(dataset, name=name, matryoshka_dims=matryoshka_dims)
+    else:
+        from sentence_transformers.sentence_transformer.evaluation import InformationRetrievalEvaluator
+
+        inner = InformationRetrievalEvaluator(
+            dataset.queries, dataset.corpus, {q: set(c) for q, c in dataset.relevant_docs.items()},
+            name=name, mrr_at_k=[10], ndcg_at_k=[10], accuracy_at_k=[1, 5, 10], precision_recall_at_k=[5, 10],
+            map_at_k=[100], batch_size=batch_size, write_csv=False)
+    return _HeadlineEvaluator(inner)
+
+
+def _headline_evaluator_class():
+    from sentence_transformers.base.evaluation.evaluator import BaseEvaluator
+
+    class HeadlineEvaluator(BaseEvaluator):
+        """Runs an evaluator and adds ``hit@5``, ``mrr@10`` and ``ndcg@10`` (the primary metric)."""
+
+        def __init__(self, inner) -> None:
+            super().__init__()
+            self.inner = inner
+            self.primary_metric = "ndcg@10"
+
+        def __call__(self, model, output_path=None, epoch: int = -1, steps: int = -1) -> dict[str, float]:
+            metrics = self.inner(model, output_path=output_path, epoch=epoch, steps=steps)
+            if not isinstance(metrics, dict):
+                metrics = {"ndcg@10": float(metrics)}
+            metrics = {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))}
+            primary = getattr(self.inner, "primary_metric", None)
+            metrics.update(headline(metrics, primary=primary))
+            return metrics
+
+    return HeadlineEvaluator
+
+
+def _HeadlineEvaluator(inner):  # noqa: N802 - class built lazily so importing this module stays cheap
+    return _headline_evaluator_class()(inner)
+
+
+def headline(metrics: dict[str, float], primary: str | None = None) -> dict[str, float]:
+    """hit@5, mrr@10 and ndcg@10 picked from an evaluator's metrics, whatever its key prefixes."""
+    out: dict[str, float] = {}
+    for key, suffixes in HEADLINE_METRICS.items():
+        if key == "ndcg@10" and primary and primary in metrics and primary.endswith("ndcg@10"):
+            out[key] = metrics[primary]
+            continue
+        for name, value in metrics.items():
+            bare = name[5:] if name.startswith("eval_") else name
+            if bare == key or any(bare.endswith("_" + s) or bare == s for s in suffixes):
+                out[key] = value
+                break
+    return out
+
+
+# --- checkpoints and logs ------------------------------------------------------------------------
+def latest_checkpoint(folder: str | Path) -> str | None:
+    """The newest complete ``checkpoint-N`` in ``folder`` (one with trainer_state.json, written last)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return None
+    found = []
+    for child in folder.iterdir():
+        match = re.fullmatch(r"checkpoint-(\d+)", child.name)
+        if match and child.is_dir() and (child / "trainer_state.json").is_file():
+            found.append((int(match.group(1)), child))
+    return str(max(found)[1]) if found else None
+
+
+def _append_jsonl(path: Path, record: dict[str, Any]) -> None:
+    """Append one line with one write on an O_APPEND descriptor: concurrent or torn writes never mix lines."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    line = (json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8")
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    try:
+        os.write(fd, line)
+    finally:
+        os.close(fd)
+
+
+def _callbacks(work_dir: Path, history: list[dict[str, Any]]):
+    from transformers import TrainerCallback
+
+    class LossLog(TrainerCallback):
+        """Every log record (loss, learning rate, evaluation metrics) as a line of loss_log.jsonl."""
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if logs is None:
+                return
+            record = {"step": state.global_step, "epoch": state.epoch, "time": round(time.time(), 3), **logs}
+            history.append(record)
+            if state.is_world_process_zero:
+                _append_jsonl(work_dir / LOSS_LOG, record)
+
+    class RankReport(TrainerCallback):
+        """Counts the optimisation steps each rank takes, so a DDP run shows every rank trained."""
+
+        def __init__(self) -> None:
+            self.steps = 0
+
+        def on_step_end(self, args, state, control, **kwargs):
+            self.steps += 1
+
+    return LossLog(), RankReport()
+
+
+def _rank() -> tuple[int, int]:
+    return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def _precision(choice: str) -> dict[str, bool]:
+    """bf16 where the GPU supports it, else fp16 on a GPU; full precision on CPU ("auto")."""
+    import torch
+
+    if choice == "fp32":
+        return {}
+    if choice in ("bf16", "fp16"):
+        if not torch.cuda.is_available():
+            raise ConfigError(f"{choice} needs a GPU; use precision = \"auto\" or \"fp32\" on CPU",
+                              field="train.precision")
+        return {choice: True}
+    if torch.cuda.is_available():
+        return {"bf16": True} if torch.cuda.is_bf16_supported() else {"fp16": True}
+    return {}
+
+
+# --- the run ------------------------------------------------------------------------------------
+def train(settings: TrainSettings) -> dict[str, Any]:
+    """Train, evaluate before and after, and write the model directory; returns the run summary.
+
+    Data problems (missing file, no negatives for a loss that needs them) raise before any model is
+    loaded. With ``settings.resume`` the newest complete checkpoint in the checkpoint folder is
+    continued (a fresh run starts when there is none).
+    """
+    from embtune_core.dataset import load_any
+    from embtune_plugins.losses import create_strategy
+
+    settings.validate()
+    rank, world_size = _rank()
+    strategy = create_strategy(settings.loss, matryoshka_dims=settings.matryoshka_dims,
+                               **{"seed": settings.seed, **settings.loss_options})
+    train_qa = load_any(settings.train)
+    train_rows = strategy.build_dataset(train_qa, settings.train)  # fails here, before loading a model
+    val_qa = load_any(settings.val) if settings.val else None
+
+    from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments
+    from sentence_transformers.base.sampler import BatchSamplers
+    from transformers import set_seed
+
+    from embtune_core import progress
+    from embtune_core.models import load_sentence_transformer, resolve
+
+    set_seed(settings.seed)
+    model = load_sentence_transformer(settings.model)
+    if settings.max_seq_length:
+        model.max_seq_length = settings.max_seq_length
+    partial = freeze_all_but_last(model, settings.train_last_layers) if settings.train_last_layers is not None \
+        else None
+    loss = strategy.build_loss(model)
+    evaluator = build_evaluator(val_qa, matryoshka_dims=settings.matryoshka_dims,
+                                batch_size=settings.eval_batch_size) if val_qa is not None else None
+
+    work_dir = settings.checkpoints
+    steps_per_epoch = max(1, math.ceil(len(train_rows) / (settings.batch_size * world_size)))
+    save_steps = settings.save_steps or steps_per_epoch
+    args = SentenceTransformerTrainingArguments(
+        output_dir=str(work_dir),
+        num_train_epochs=settings.epochs,
+        max_steps=settings.max_steps,
+        per_device_train_batch_size=settings.batch_size,
+        per_device_eval_batch_size=settings.eval_batch_size,
+        learning_rate=settings.lr,
+        warmup_steps=settings.warmup_ratio,  # a float below 1 is a ratio of the total steps
+        weight_decay=settings.weight_decay,
+        seed=settings.seed,
+        data_seed=settings.seed,
+        batch_sampler=BatchSamplers.NO_DUPLICATES if strategy.in_batch_negatives else BatchSamplers.BATCH_SAMPLER,
+        eval_strategy="steps" if evaluator is not None else "no",
+        eval_steps=save_steps if evaluator is not None else None,
+        save_strategy="steps",
+        save_steps=save_steps,
+        save_total_limit=settings.save_total_limit,
+        load_best_model_at_end=evaluator is not None,
+        metric_for_best_model="eval_ndcg@10" if evaluator is not None else None,
+        greater_is_better=True,
+        logging_steps=settings.logging_steps,
+        logging_first_step=True,
+        report_to="none",
+        disable_tqdm=not progress.enabled(),
+        dataloader_num_workers=0,
+        dataloader_pin_memory=_cuda(),
+        ddp_backend=None if _cuda() or world_size == 1 else "gloo",
+        **_precision(settings.precision),
+    )
+    history: list[dict[str, Any]] = []
+    loss_log, rank_report = _callbacks(work_dir, history)
+    trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=train_rows, loss=loss,
+                                         evaluator=evaluator, callbacks=[loss_log, rank_report])
+
+    checkpoint = latest_checkpoint(work_dir) if settings.resume else None
+    if settings.resume and checkpoint is None:
+        log.info("no checkpoint in %s yet; starting from the beginning", work_dir)
+    metrics_before = _baseline(trainer, work_dir, evaluator, rank) if evaluator is not None else {}
+
+    started = time.time()
+    output = trainer.train(resume_from_checkpoint=checkpoint)
+    train_seconds = time.time() - started
+    metrics_after = _evaluate(trainer) if evaluator is not None else {}
+
+    summary = {
+        "base_model": settings.model,
+        "base_model_path": resolve(settings.model).target,
+        "loss": strategy.describe(),
+        "settings": {k: v for k, v in dataclasses.asdict(settings).items()},
+        "data": {"train": _sizes(train_qa, settings.train), "train_rows": len(train_rows),
+                 "val": _sizes(val_qa, settings.val) if val_qa is not None else None},
+        "partial_fine_tuning": partial,
+        "world_size": world_size,
+        "global_step": trainer.state.global_step,
+        "resumed_from": checkpoint,
+        "best_checkpoint": trainer.state.best_model_checkpoint,
+        "train_loss": output.training_loss,
+        "train_seconds": round(train_seconds, 1),
+        "metrics_before": metrics_before,
+        "metrics_after": metrics_after,
+    }
+    saved = False
+    if trainer.is_world_process_zero():
+        save_model(model, settings.out, summary)
+        saved = True
+    atomic.write_json(work_dir / "ranks" / f"rank-{rank}.json",
+                      {"rank": rank, "world_size": world_size, "steps": rank_report.steps,
+                       "global_step": trainer.state.global_step, "saved_model": saved})
+    summary["history"] = history
+    return summary
+
+
+def _cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def _sizes(qa, path) -> dict[str, Any]:
+    return {"path": str(path), "queries": len(qa.queries), "corpus": len(qa.corpus),
+            "relevant_pairs": sum(len(v) for v in qa.relevant_docs.values()),
+            "negatives": sum(len(v) for v in qa.negatives.values())}
+
+
+def _evaluate(trainer) -> dict[str, float]:
+    metrics = trainer.evaluate()
+    return {k[5:] if k.startswith("eval_") else k: v for k, v in metrics.items()
+            if isinstance(v, (int, float))
+            and not k.endswith(("_runtime", "_per_second", "epoch", "model_preparation_time"))}
+
+
+def _baseline(trainer, work_dir: Path, evaluator, rank: int) -> dict[str, float]:
+    """Metrics of the untrained model, computed once per checkpoint folder (a resumed run reuses them)."""
+    path = work_dir / BASELINE
+    if path.is_file():
+        return json.loads(path.read_text(encoding="utf-8"))
+    metrics = _evaluate(trainer)
+    if rank == 0:
+        atomic.write_json(path, metrics)
+    return metrics
+
+
+# --- output --------------------------------------------------------------------------------------
+def save_model(model, out: str | Path, summary: dict[str, Any]) -> Path:
+    """Write the sentence-transformers directory with its model card, all files at once."""
+    out = Path(out)
+    with atomic.atomic_directory(out) as staging:
+        model.save(str(staging), create_model_card=False)
+        atomic.write_text(staging / "README.md", model_card(summary))
+        atomic.write_json(staging / SUMMARY, summary)
+    return out
+
+
+def _fmt(value: Any) -> str:
+    return f"{value:.4f}" if isinstance(value, float) else str(value)
+
+
+def model_card(summary: dict[str, Any]) -> str:
+    """README.md: base model, data sizes, loss, hyper-parameters and metrics before and after."""
+    s = summary["settings"]
+    loss = summary["loss"]
+    lines = [
+        "---",
+        "library_name: sentence-transformers",
+        "pipeline_tag: sentence-similarity",
+        f"base_model: {summary['base_model']}",
+        "tags: [sentence-transformers, sentence-similarity, feature-extraction, embtune]",
+        "---",
+        "",
+        f"# Fine-tuned {summary['base_model']}",
+        "",
+        f"Fine-tuned with embtune from **{summary['base_model']}** for retrieval (RAG). Load it with "
+        "`SentenceTransformer(\"<this folder>\")`, or in DocsGPT set `EMBEDDINGS_NAME=<this folder>`.",
+        "Documents must be re-embedded with this model: query and document embeddings both changed.",
+        "",
+        "## Data",
+        "",
+        "| split | file | queries | corpus | relevant pairs | negatives |",
+        "|---|---|---|---|---|---|",
+    ]
+    for split in ("train", "val"):
+        d = summary["data"].get(split)
+        if d:
+            lines.append(f"| {split} | {Path(d['path']).name} | {d['queries']} | {d['corpus']} | "
+                         f"{d['relevant_pairs']} | {d['negatives']} |")
+    lines += ["", f"Training rows ({loss['data_format']}): {summary['data']['train_rows']}", "",
+              "## Loss", "", f"`{loss['name']}`"]
+    options = {k: v for k, v in loss.items() if k not in ("name", "data_format", "inner")}
+    if options:
+        lines.append("(" + ", ".join(f"{k}={v}" for k, v in sorted(options.items())) + ")")
+    lines += ["", "## Hyper-parameters", "", "| setting | value |", "|---|---|"]
+    for key in ("epochs", "max_steps", "batch_size", "lr", "warmup_ratio", "weight_decay", "seed",
+                "save_steps", "train_last_layers", "max_seq_length", "precision", "matryoshka_dims"):
+        lines.append(f"| {key} | {s.get(key)} |")
+    lines.append(f"| processes (DDP world size) | {summary['world_size']} |")
+    lines.append(f"| optimisation steps | {summary['global_step']} |")
+    if summary.get("partial_fine_tuning"):
+        p = summary["partial_fine_tuning"]
+        lines.append(f"| trained parameters | {p['trainable_parameters']} of {p['total_parameters']} "
+                     f"(last {p['trained_layers']} of {p['transformer_layers']} layers + pooling/heads) |")
+    before, after = summary.get("metrics_before") or {}, summary.get("metrics_after") or {}
+    if before or after:
+        lines += ["", "## Evaluation (validation set)", "", "| metric | before | after |", "|---|---|---|"]
+        keys = [k for k in HEADLINE_METRICS if k in before or k in after]
+        keys += sorted(k for k in set(before) | set(after) if k not in keys and k != "loss")
+        for key in keys:
+            lines.append(f"| {key} | {_fmt(before.get(key, ''))} | {_fmt(after.get(key, ''))} |")
+        if summary.get("best_checkpoint"):
+            lines += ["", f"Best checkpoint by NDCG@10: `{Path(summary['best_checkpoint']).name}`."]
+    lines.append("")
+    return "\n".join(lines)

@@ -1,0 +1,179 @@
+"""A local OpenAI-compatible HTTP server for tests and benchmarks: scripted replies, faults, latency.
+
+It listens on 127.0.0.1 only, on a free port, in a background thread, and serves
+``POST /v1/chat/completions`` and ``POST /v1/embeddings`` the way the OpenAI API does, so the real
+``openai`` client talks to it over real HTTP.
+
+* ``chat_reply(request_json) -> str``: the assistant's text (default: two numbered questions
+  quoting the first words of the last user message).
+* ``embed(text) -> list[float]``: the embedding (default: a hashed bag of words, so related texts
+  are close and retrieval has signal).
+* ``faults``: a list consumed one per request, in order, before normal handling. Each item is a
+  dict: ``{"status": 429, "headers": {"Retry-After": "1"}}``, ``{"status": 500}``,
+  ``{"delay": 3.0}`` (sleep, then answer normally: a client timeout), ``{"body": "not json"}``
+  (malformed reply with status 200), ``{"drop": True}`` (close the connection without a reply).
+  ``None`` means no fault for that request.
+* ``latency``: seconds added to every request.
+* ``requests``: every request received, as ``(path, json_body, headers)`` (header names lower-case); ``count(path)``.
+
+Example::
+
+    with OpenAIServer(faults=[{"status": 429, "headers": {"Retry-After": "0"}}]) as server:
+        client = openai.OpenAI(base_url=server.base_url, api_key="test")
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, Callable
+
+import numpy as np
+
+
+def default_chat_reply(request: dict[str, Any]) -> str:
+    last = request["messages"][-1]["content"]
+    words = re.findall(r"\w+", last.split("---------------------")[-2] if "-----" in last else last)[:6]
+    topic = " ".join(words) or "this text"
+    return f"Here are two questions:\n1. What does the passage say about {topic}?\n2. Why is {topic} important?"
+
+
+def hashed_bag_of_words(text: str, dim: int = 64) -> list[float]:
+    vec = np.zeros(dim, dtype=np.float64)
+    for word in re.findall(r"\w+", text.lower()):
+        h = int.from_bytes(hashlib.md5(word.encode()).digest()[:8], "little")
+        vec[h % dim] += 1.0 if (h >> 32) & 1 else -1.0
+    norm = np.linalg.norm(vec)
+    if norm == 0:
+        vec[0] = 1.0
+        norm = 1.0
+    return (vec / norm).tolist()
+
+
+class OpenAIServer:
+    def __init__(self, *, chat_reply: Callable[[dict], str] = default_chat_reply,
+                 embed: Callable[[str], list[float]] = hashed_bag_of_words,
+                 faults: list[dict | None] | None = None, latency: float = 0.0):
+        self.chat_reply = chat_reply
+        self.embed = embed
+        self.faults = list(faults or [])
+        self.latency = latency
+        self.requests: list[tuple[str, dict, dict]] = []
+        self._lock = threading.Lock()
+        self._httpd: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    # --- lifecycle ---------------------------------------------------------------------------
+    def start(self) -> "OpenAIServer":
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):  # keep test output quiet
+                pass
+
+            def do_POST(self):
+                server._handle(self)
+
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._httpd.daemon_threads = True
+        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        if self._httpd is not None:
+            self._httpd.shutdown()
+            self._httpd.server_close()
+            self._httpd = None
+
+    def __enter__(self) -> "OpenAIServer":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    @property
+    def base_url(self) -> str:
+        assert self._httpd is not None, "server not started"
+        return f"http://127.0.0.1:{self._httpd.server_address[1]}/v1"
+
+    def count(self, path_suffix: str = "") -> int:
+        with self._lock:
+            return sum(1 for path, _, _ in self.requests if path.endswith(path_suffix))
+
+    # --- request handling --------------------------------------------------------------------
+    def _handle(self, handler: BaseHTTPRequestHandler) -> None:
+        length = int(handler.headers.get("Content-Length") or 0)
+        raw = handler.rfile.read(length) if length else b""
+        try:
+            body = json.loads(raw or b"{}")
+        except json.JSONDecodeError:
+            body = {}
+        with self._lock:
+            self.requests.append((handler.path, body, {k.lower(): v for k, v in handler.headers.items()}))
+            fault = self.faults.pop(0) if self.faults else None
+        if self.latency:
+            time.sleep(self.latency)
+        if fault:
+            if fault.get("drop"):
+                handler.close_connection = True
+                handler.connection.shutdown(2)
+                return
+            if "delay" in fault:
+                time.sleep(fault["delay"])
+            elif "status" in fault:
+                self._send(handler, fault["status"], {"error": {"message": "scripted fault",
+                                                                 "type": "server_error"}},
+                           fault.get("headers"))
+                return
+            elif "body" in fault:
+                self._send_raw(handler, 200, fault["body"].encode(), {})
+                return
+        if handler.path.endswith("/chat/completions"):
+            self._send(handler, 200, self._chat(body))
+        elif handler.path.endswith("/embeddings"):
+            self._send(handler, 200, self._embeddings(body))
+        else:
+            self._send(handler, 404, {"error": {"message": f"no route {handler.path}"}})
+
+    def _chat(self, body: dict) -> dict:
+        text = self.chat_reply(body)
+        prompt_tokens = sum(len(str(m.get("content", "")).split()) for m in body.get("messages", []))
+        completion_tokens = len(text.split())
+        return {
+            "id": "chatcmpl-test", "object": "chat.completion", "created": int(time.time()),
+            "model": body.get("model", "test-model"),
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
+                         "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+                      "total_tokens": prompt_tokens + completion_tokens},
+        }
+
+    def _embeddings(self, body: dict) -> dict:
+        inputs = body.get("input", [])
+        if isinstance(inputs, str):
+            inputs = [inputs]
+        data = [{"object": "embedding", "index": i, "embedding": self.embed(t)} for i, t in enumerate(inputs)]
+        tokens = sum(len(str(t).split()) for t in inputs)
+        return {"object": "list", "data": data, "model": body.get("model", "test-embed"),
+                "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}
+
+    @staticmethod
+    def _send(handler, status: int, payload: dict, headers: dict | None = None) -> None:
+        OpenAIServer._send_raw(handler, status, json.dumps(payload).encode(), headers or {})
+
+    @staticmethod
+    def _send_raw(handler, status: int, data: bytes, headers: dict) -> None:
+        handler.send_response(status)
+        handler.send_header("Content-Type", "application/json")
+        handler.send_header("Content-Length", str(len(data)))
+        for key, value in headers.items():
+            handler.send_header(key, value)
+        handler.end_headers()
+        handler.wfile.write(data)
