@@ -61,6 +61,22 @@ def write_json(path: str | Path, obj: Any, *, indent: int | None = 2) -> None:
         handle.write("\n")
 
 
+def recover_directory(path: str | Path) -> None:
+    """Undo a directory swap that a kill interrupted between its two renames.
+
+    Replacing a directory takes two renames (old aside, new in); a process killed between them
+    leaves only ``.NAME.old-PID``. Put it back, so readers see the old directory.
+    """
+    path = Path(path)
+    if path.exists():
+        for stale in path.parent.glob(f".{path.name}.old-*"):
+            shutil.rmtree(stale, ignore_errors=True)
+        return
+    olds = sorted(path.parent.glob(f".{path.name}.old-*"), key=lambda p: p.stat().st_mtime)
+    if olds:
+        os.replace(olds[-1], path)
+
+
 @contextlib.contextmanager
 def atomic_directory(path: str | Path) -> Iterator[Path]:
     """Yield a temporary directory; on success it replaces ``path`` (an old one is removed).
@@ -69,6 +85,7 @@ def atomic_directory(path: str | Path) -> Iterator[Path]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    recover_directory(path)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     try:
         yield tmp

@@ -30,8 +30,9 @@ Example::
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -56,7 +57,7 @@ class RetrievalTask:
     relevant: list[np.ndarray]  # corpus positions relevant to each query
 
     @classmethod
-    def from_dataset(cls, dataset: QADataset, *, path: str = "<dataset>") -> "RetrievalTask":
+    def from_dataset(cls, dataset: QADataset, *, path: str = "<dataset>") -> RetrievalTask:
         corpus_ids = list(dataset.corpus)
         position = {cid: i for i, cid in enumerate(corpus_ids)}
         query_ids, relevant = [], []

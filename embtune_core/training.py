@@ -77,6 +77,7 @@ class TrainSettings:
     logging_steps: int = 10
     resume: bool = False
     train_last_layers: int | None = None  # partial fine-tuning; None trains every layer
+    freeze_layers: int | None = None  # the other way to say it: freeze the embeddings and the first N layers
     max_seq_length: int | None = None
     precision: str = "auto"
     checkpoint_dir: str | None = None  # default: <out>.checkpoints next to the output
@@ -117,6 +118,10 @@ class TrainSettings:
         if self.train_last_layers is not None and (not isinstance(self.train_last_layers, int)
                                                    or self.train_last_layers < 0):
             raise bad("train_last_layers", "must be an integer >= 0")
+        if self.freeze_layers is not None and (not isinstance(self.freeze_layers, int) or self.freeze_layers < 0):
+            raise bad("freeze_layers", "must be an integer >= 0")
+        if self.freeze_layers is not None and self.train_last_layers is not None:
+            raise bad("freeze_layers", "give either freeze_layers or train_last_layers, not both")
         if self.precision not in PRECISIONS:
             raise bad("precision", f"must be one of {', '.join(PRECISIONS)}")
         if not isinstance(self.loss_options, dict):
@@ -148,13 +153,17 @@ def transformer_layers(model):
     return best
 
 
-def freeze_all_but_last(model, n: int) -> dict[str, int]:
-    """Freeze the first module except its last ``n`` transformer blocks; later modules (pooling,
-    dense heads) stay trainable. Returns trainable and total parameter counts."""
+def freeze_all_but_last(model, n: int | None, *, frozen: int | None = None) -> dict[str, int]:
+    """Freeze the first module except its last ``n`` transformer blocks (or all but the first ``frozen``);
+    later modules (pooling, dense heads) stay trainable. Returns trainable and total parameter counts."""
     layers = transformer_layers(model)
     if layers is None:
         raise ConfigError("cannot find the transformer layers of this model for partial fine-tuning",
                           field="train.train_last_layers")
+    if frozen is not None:
+        if frozen > len(layers):
+            raise ConfigError(f"model has only {len(layers)} transformer layers", field="train.freeze_layers")
+        n = len(layers) - frozen
     if n > len(layers):
         raise ConfigError(f"model has only {len(layers)} transformer layers", field="train.train_last_layers")
     for parameter in model[0].parameters():
@@ -332,8 +341,9 @@ def train(settings: TrainSettings) -> dict[str, Any]:
     model = load_sentence_transformer(settings.model)
     if settings.max_seq_length:
         model.max_seq_length = settings.max_seq_length
-    partial = freeze_all_but_last(model, settings.train_last_layers) if settings.train_last_layers is not None \
-        else None
+    partial = None
+    if settings.train_last_layers is not None or settings.freeze_layers is not None:
+        partial = freeze_all_but_last(model, settings.train_last_layers, frozen=settings.freeze_layers)
     loss = strategy.build_loss(model)
     evaluator = build_evaluator(val_qa, matryoshka_dims=settings.matryoshka_dims,
                                 batch_size=settings.eval_batch_size) if val_qa is not None else None
@@ -409,6 +419,7 @@ def train(settings: TrainSettings) -> dict[str, Any]:
     atomic.write_json(work_dir / "ranks" / f"rank-{rank}.json",
                       {"rank": rank, "world_size": world_size, "steps": rank_report.steps,
                        "global_step": trainer.state.global_step, "saved_model": saved})
+    summary["saved"] = saved
     summary["history"] = history
     return summary
 

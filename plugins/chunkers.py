@@ -1,8 +1,268 @@
-"""Built-in chunkers (placeholder: filled in by its issue)."""
+"""Built-in chunkers: a sentence-aware token window (``sentence``) and a recursive character splitter
+(``recursive``).
+
+Both work on character spans of the document, so every chunk's text is exactly
+``document.text[start_char_idx:end_char_idx]``: nothing is lost (only whitespace between chunks is
+dropped) and nothing is repeated except the overlap. The document is cut into small units, then
+units are packed greedily into windows of at most ``chunk_size``; the next window starts with
+the trailing units of the previous one that fit in ``chunk_overlap`` (LlamaIndex's
+SentenceSplitter does the same).
+
+* ``sentence``: units are sentences (and paragraph breaks), measured in tokens of the chosen
+  model's tokenizer; a sentence longer than ``chunk_size`` is cut at token boundaries. Defaults
+  follow LlamaIndex: 1024 tokens, overlap 20. It warns when ``chunk_size`` exceeds the model's
+  ``max_seq_length``, because the model silently truncates the excess in training and retrieval.
+* ``recursive``: units come from splitting on ``"\\n\\n"``, then ``"\\n"``, ``". "``, ``" "`` and
+  finally single characters, as LangChain's RecursiveCharacterTextSplitter does; measured in
+  characters.
+
+Chunk ids are :func:`~embtune_core.documents.stable_id` of (source, page and start offset, text):
+re-running on the same documents gives the same ids.
+
+Example::
+
+    chunker = get_registry().create("chunkers", "sentence", chunk_size=256, chunk_overlap=20,
+                                    model="sentence-transformers/all-MiniLM-L6-v2")
+    chunks = chunker.chunk(documents)
+    chunks[0].metadata["start_char_idx"], chunks[0].id
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import warnings
+from bisect import bisect_left
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
 
 from embtune_core import hookimpl
+from embtune_core.documents import Chunk, Document, stable_id
+from embtune_core.errors import ConfigError
+
+# A sentence ends at . ! ? (optionally followed by closing quotes/brackets) before whitespace, or
+# at a blank line. Abbreviations ("U.S. GAAP") may split early; overlap packing makes that harmless.
+_SENTENCE_END = re.compile(r"(?:[.!?][\"')\]\u201d\u2019]*\s+|\n\s*\n\s*)")
+
+
+@dataclass(frozen=True)
+class Unit:
+    start: int
+    end: int
+    length: int
+
+
+def sentence_spans(text: str) -> list[tuple[int, int]]:
+    """Sentence spans ``(start, end)`` that tile ``text`` exactly (trailing whitespace included)."""
+    spans, start = [], 0
+    for match in _SENTENCE_END.finditer(text):
+        if match.end() > start:
+            spans.append((start, match.end()))
+            start = match.end()
+    if start < len(text):
+        spans.append((start, len(text)))
+    return spans
+
+
+def pack(units: Sequence[Unit], chunk_size: int, chunk_overlap: int) -> list[tuple[int, int]]:
+    """Greedy windows over consecutive units: each at most ``chunk_size`` long (a lone unit may not be
+    shorter); each window after the first starts with the previous window's trailing units whose
+    total length is at most ``chunk_overlap``. Returns ``(first, last_exclusive)`` unit indices."""
+    windows: list[tuple[int, int]] = []
+    first = 0
+    while first < len(units):
+        last, total = first, 0
+        while last < len(units) and (last == first or total + units[last].length <= chunk_size):
+            total += units[last].length
+            last += 1
+        windows.append((first, last))
+        if last >= len(units):
+            break
+        # Overlap: walk back from the end while the tail fits, but always move forward.
+        back, tail = last, 0
+        while back - 1 > first and tail + units[back - 1].length <= chunk_overlap:
+            back -= 1
+            tail += units[back].length
+        # The overlap plus the next unit must still fit, else drop overlap to guarantee progress.
+        while back < last and tail + units[last].length > chunk_size:
+            tail -= units[back].length
+            back += 1
+        first = back
+    return windows
+
+
+def _trim(text: str, start: int, end: int) -> tuple[int, int]:
+    while start < end and text[start].isspace():
+        start += 1
+    while end > start and text[end - 1].isspace():
+        end -= 1
+    return start, end
+
+
+def chunks_from_spans(document: Document, spans: list[tuple[int, int]], chunker: str) -> list[Chunk]:
+    """Chunks for trimmed, non-empty spans, with stable ids and offsets in metadata."""
+    out = []
+    page = document.metadata.get("page", "")
+    for start, end in spans:
+        start, end = _trim(document.text, start, end)
+        if start >= end:
+            continue
+        text = document.text[start:end]
+        metadata = {**document.metadata, "chunk_index": len(out), "start_char_idx": start,
+                    "end_char_idx": end, "chunker": chunker}
+        out.append(Chunk(stable_id(document.source, f"{page}:{start}", text), text, metadata))
+    return out
+
+
+def _check_sizes(chunk_size: int, chunk_overlap: int) -> None:
+    if not isinstance(chunk_size, int) or chunk_size <= 0:
+        raise ConfigError(f"must be a positive integer, not {chunk_size!r}", field="chunk_size")
+    if not isinstance(chunk_overlap, int) or not 0 <= chunk_overlap < chunk_size:
+        raise ConfigError(f"must be an integer from 0 to chunk_size - 1 ({chunk_size - 1}), not {chunk_overlap!r}",
+                          field="chunk_overlap")
+
+
+def model_max_seq_length(model: str) -> int | None:
+    """A sentence-transformers model's ``max_seq_length`` read from its folder, without loading weights."""
+    from embtune_core.models import resolve
+
+    folder = Path(resolve(model, assemble=False).target)
+    config = folder / "sentence_bert_config.json"
+    if config.is_file():
+        value = json.loads(config.read_text(encoding="utf-8")).get("max_seq_length")
+        return int(value) if value else None
+    return None
+
+
+class SentenceChunker:
+    """Sentence-aware windows of at most ``chunk_size`` tokens of ``model``'s tokenizer, with overlap.
+
+    Args:
+        chunk_size: tokens per chunk (default 1024, as LlamaIndex's SentenceSplitter).
+        chunk_overlap: tokens shared by consecutive chunks (default 20), whole sentences only.
+        model: the embedding model whose tokenizer counts tokens (a name or a local folder).
+        tokenizer: a Hugging Face *fast* tokenizer to use instead of ``model``'s.
+    """
+
+    name = "sentence"
+
+    def __init__(self, chunk_size: int = 1024, chunk_overlap: int = 20, model: str | None = None,
+                 tokenizer: Any = None, warn_on_truncation: bool = True):
+        from embtune_core.models import DEFAULT_MODEL, resolve
+
+        _check_sizes(chunk_size, chunk_overlap)
+        self.chunk_size, self.chunk_overlap = chunk_size, chunk_overlap
+        self.model = model or DEFAULT_MODEL
+        if tokenizer is None:
+            from transformers import AutoTokenizer
+
+            tokenizer = AutoTokenizer.from_pretrained(resolve(self.model).target)
+        if not getattr(tokenizer, "is_fast", False):
+            raise ConfigError("the sentence chunker needs a fast tokenizer (with character offsets)",
+                              field="tokenizer")
+        self.tokenizer = tokenizer
+        self.max_seq_length = model_max_seq_length(self.model)
+        if warn_on_truncation and self.max_seq_length and chunk_size > self.max_seq_length:
+            warnings.warn(f"chunk_size {chunk_size} exceeds {self.model}'s max_seq_length "
+                          f"{self.max_seq_length}: tokens past {self.max_seq_length} are silently truncated "
+                          f"in training and retrieval; use --chunk-size {self.max_seq_length} or less",
+                          UserWarning, stacklevel=2)
+
+    def token_starts(self, text: str) -> list[int]:
+        """Start offset of each token of ``text`` (special tokens excluded), ascending."""
+        encoding = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True,
+                                  return_attention_mask=False, return_token_type_ids=False, verbose=False)
+        return [start for start, end in encoding["offset_mapping"] if end > start]
+
+    def units(self, text: str) -> list[Unit]:
+        starts = self.token_starts(text)
+
+        def count(a: int, b: int) -> int:  # tokens starting inside [a, b)
+            return bisect_left(starts, b) - bisect_left(starts, a)
+
+        units = []
+        for start, end in sentence_spans(text):
+            n = count(start, end)
+            if n <= self.chunk_size:
+                units.append(Unit(start, end, n))
+                continue
+            # An over-long "sentence" (a table, a list without full stops): cut at token boundaries.
+            first = bisect_left(starts, start)
+            cut = start
+            while cut < end:
+                nxt_index = first + self.chunk_size
+                nxt = starts[nxt_index] if nxt_index < len(starts) and starts[nxt_index] < end else end
+                units.append(Unit(cut, nxt, count(cut, nxt)))
+                cut, first = nxt, nxt_index
+        return units
+
+    def chunk(self, documents: Sequence[Document]) -> list[Chunk]:
+        out: list[Chunk] = []
+        for document in documents:
+            units = self.units(document.text)
+            windows = pack(units, self.chunk_size, self.chunk_overlap)
+            spans = [(units[a].start, units[b - 1].end) for a, b in windows]
+            out.extend(chunks_from_spans(document, spans, self.name))
+        return out
+
+
+DEFAULT_SEPARATORS = ("\n\n", "\n", ". ", " ", "")
+
+
+class RecursiveChunker:
+    """Chunks of at most ``chunk_size`` characters, split on the coarsest separator that works.
+
+    Args:
+        chunk_size: characters per chunk (default 1000).
+        chunk_overlap: characters shared by consecutive chunks (default 200), whole pieces only.
+        separators: tried in order; ``""`` cuts anywhere.
+    """
+
+    name = "recursive"
+
+    def __init__(self, chunk_size: int = 1000, chunk_overlap: int = 200,
+                 separators: Sequence[str] = DEFAULT_SEPARATORS,
+                 length_function: Callable[[str], int] = len):
+        _check_sizes(chunk_size, chunk_overlap)
+        self.chunk_size, self.chunk_overlap = chunk_size, chunk_overlap
+        self.separators = tuple(separators) or ("",)
+        self.length_function = length_function
+
+    def _split(self, text: str, start: int, end: int, separators: tuple[str, ...]) -> list[Unit]:
+        if self.length_function(text[start:end]) <= self.chunk_size:
+            return [Unit(start, end, self.length_function(text[start:end]))]
+        for i, sep in enumerate(separators):
+            if sep == "":
+                # Characters: cut into pieces of chunk_size characters.
+                return [Unit(a, min(a + self.chunk_size, end), self.length_function(text[a:min(a + self.chunk_size, end)]))
+                        for a in range(start, end, self.chunk_size)]
+            if text.find(sep, start, end) < 0:
+                continue
+            units, piece = [], start
+            while piece < end:
+                hit = text.find(sep, piece, end)
+                stop = end if hit < 0 else hit + len(sep)  # the separator stays with the piece before it
+                units.extend(self._split(text, piece, stop, separators[i + 1:]))
+                piece = stop
+            return units
+        return [Unit(start, end, self.length_function(text[start:end]))]
+
+    def chunk(self, documents: Sequence[Document]) -> list[Chunk]:
+        out: list[Chunk] = []
+        for document in documents:
+            if not document.text:
+                continue
+            units = self._split(document.text, 0, len(document.text), self.separators)
+            windows = pack(units, self.chunk_size, self.chunk_overlap)
+            spans = [(units[a].start, units[b - 1].end) for a, b in windows]
+            out.extend(chunks_from_spans(document, spans, self.name))
+        return out
 
 
 @hookimpl
 def register_chunkers(register):
-    pass
+    register("sentence", SentenceChunker,
+             description="sentence-aware windows of N model tokens with overlap (default 1024/20)")
+    register("recursive", RecursiveChunker,
+             description="recursive character splitter: paragraphs, lines, sentences, words (default 1000/200)")

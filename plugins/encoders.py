@@ -1,8 +1,335 @@
-"""Built-in encoders (placeholder: filled in by its issue)."""
+"""Built-in encoders: a sentence-transformers model, an OpenAI-compatible embeddings API, any LangChain
+``Embeddings`` object.
+
+Each factory returns an :class:`embtune_core.encoding.Encoder` (``identity``, ``dimension``,
+``encode_queries``, ``encode_documents``; float32 ``(n, dimension)`` arrays, unit length by default).
+
+* ``sentence-transformers``: ``factory(model=name_or_path_or_SentenceTransformer, device=None,
+  batch_size=32, normalize=True, query_prompt=None, document_prompt=None, truncate_dim=None)``.
+  Loaded through :func:`embtune_core.models.load_sentence_transformer` (packaged copies first),
+  lazily: a run whose vectors are all in the embedding cache never loads the model. Queries use
+  the model's ``"query"`` prompt and documents its ``"document"`` prompt when it defines them.
+  The identity of a local model is a fingerprint of its files, so a model retrained into the same
+  folder never reuses stale cached vectors.
+* ``openai``: ``factory(model="text-embedding-3-small", base_url=None, api_key=None,
+  api_key_env="OPENAI_API_KEY", batch_size=128, dimensions=None, normalize=True, max_retries=6,
+  timeout=60.0, concurrency=1)``. Works with OpenAI and any compatible server (vLLM, Ollama,
+  llama.cpp, LiteLLM) through ``base_url``. Batched; retried with exponential backoff on 429, 5xx,
+  timeouts and dropped connections, honouring ``Retry-After``; other errors (401, 404...) stop at
+  once with a one-line :class:`~embtune_core.errors.ServiceError`. The key is read from the
+  environment (``api_key="env:NAME"`` or ``api_key_env``) and is never logged nor part of the
+  identity.
+* ``langchain``: ``factory(embeddings=obj, identity=None, normalize=True, batch_size=None)`` wraps
+  any ``langchain_core.embeddings.Embeddings``. Pass ``identity=`` naming the model and settings
+  when the object's class and ``model`` attribute do not identify its vectors.
+
+Example::
+
+    from embtune_core.plugins import get_registry
+    encoder = get_registry().create("encoders", "openai", model="text-embedding-3-small",
+                                    base_url="http://127.0.0.1:8000/v1")
+    vectors = encoder.encode_documents(["first chunk", "second chunk"])
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import random
+import time
+from concurrent.futures import ThreadPoolExecutor
+from email.utils import parsedate_to_datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
 
 from embtune_core import hookimpl
+from embtune_core.config import secret
+from embtune_core.encoding import Encoder
+from embtune_core.errors import InputError, ServiceError
+
+log = logging.getLogger(__name__)
+
+
+# --- sentence-transformers -------------------------------------------------------------------------
+_SAMPLE_BLOCK = 1 << 16
+_FULL_HASH_LIMIT = 8 << 20
+_fingerprints: dict[tuple, str] = {}
+
+
+def _file_digest(path: Path, size: int) -> bytes:
+    """Content hash of one file; files over 8 MiB hash 64 evenly spaced 64 KiB blocks plus the size.
+
+    Sampling keeps a 1 GB model's fingerprint under a second; any retraining changes every
+    weight, so the sampled blocks change too.
+    """
+    digest = hashlib.blake2b(str(size).encode(), digest_size=16)
+    with open(path, "rb") as handle:
+        if size <= _FULL_HASH_LIMIT:
+            digest.update(handle.read())
+        else:
+            for i in range(64):
+                handle.seek((size - _SAMPLE_BLOCK) * i // 63)
+                digest.update(handle.read(_SAMPLE_BLOCK))
+    return digest.digest()
+
+
+def directory_fingerprint(folder: str | os.PathLike) -> str:
+    """A hash of a model folder's files (names and content; README and hidden files ignored)."""
+    folder = Path(folder)
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and not any(part.startswith(".") for part in
+                   p.relative_to(folder).parts) and p.name.lower() != "readme.md")
+    stats = tuple((str(p.relative_to(folder)), p.stat().st_size, p.stat().st_mtime_ns) for p in files)
+    key = (str(folder.resolve()), stats)
+    if key not in _fingerprints:
+        digest = hashlib.blake2b(digest_size=12)
+        for path, (relative, size, _) in zip(files, stats):
+            digest.update(relative.encode() + b"\0" + _file_digest(path, size))
+        _fingerprints[key] = digest.hexdigest()
+    return _fingerprints[key]
+
+
+def module_fingerprint(model: Any) -> str:
+    """A hash of an in-memory model's weights and prompts (for models never saved to disk)."""
+    digest = hashlib.blake2b(digest_size=12)
+    for name, tensor in model.state_dict().items():
+        digest.update(name.encode() + b"\0" + tensor.detach().cpu().contiguous().numpy().tobytes())
+    digest.update(repr(sorted(getattr(model, "prompts", {}).items())).encode())
+    return digest.hexdigest()
+
+
+class SentenceTransformerEncoder(Encoder):
+    """A sentence-transformers model as an encoder (see the module docstring)."""
+
+    def __init__(self, model: Any = None, *, device: str | None = None, batch_size: int = 32,
+                 normalize: bool = True, query_prompt: str | None = None, document_prompt: str | None = None,
+                 truncate_dim: int | None = None):
+        from embtune_core.models import DEFAULT_MODEL, resolve
+
+        self.device = device
+        self.batch_size = int(batch_size)
+        self.normalize = bool(normalize)
+        self.query_prompt = query_prompt
+        self.document_prompt = document_prompt
+        self.truncate_dim = truncate_dim
+        self._model = None
+        if model is None:
+            model = DEFAULT_MODEL
+        if isinstance(model, (str, os.PathLike)):
+            self.name = str(model)
+            resolution = resolve(self.name)
+            content = (f"files={directory_fingerprint(resolution.target)}" if resolution.is_local
+                       else f"hub={self.name}")
+        else:  # an already loaded SentenceTransformer, e.g. one being fine-tuned
+            self._model = model
+            self.name = getattr(model, "embtune_model_name", type(model).__name__)
+            content = f"weights={module_fingerprint(model)}"
+        settings = [content, f"normalize={self.normalize}"]
+        if query_prompt is not None:
+            settings.append(f"query_prompt={query_prompt!r}")
+        if document_prompt is not None:
+            settings.append(f"document_prompt={document_prompt!r}")
+        if truncate_dim:
+            settings.append(f"truncate_dim={int(truncate_dim)}")
+        self.identity = "sentence-transformers " + " ".join(settings)
+
+    @property
+    def model(self):
+        if self._model is None:
+            from embtune_core.models import load_sentence_transformer
+
+            self._model = load_sentence_transformer(self.name, device=self.device)
+        return self._model
+
+    @property
+    def dimension(self) -> int:
+        model = self.model
+        get_dim = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
+        dim = get_dim()
+        return min(dim, int(self.truncate_dim)) if self.truncate_dim else dim
+
+    def _encode(self, texts: list[str], kind: str) -> np.ndarray:
+        encode = self.model.encode_query if kind == "query" else self.model.encode_document
+        prompt = self.query_prompt if kind == "query" else self.document_prompt
+        return encode(texts, prompt=prompt, batch_size=self.batch_size, convert_to_numpy=True,
+                      show_progress_bar=False, normalize_embeddings=False, truncate_dim=self.truncate_dim)
+
+
+# --- OpenAI-compatible embeddings API --------------------------------------------------------------
+DEFAULT_OPENAI_BASE_URL = "https://api.openai.com/v1"
+
+
+def _retry_after(exc: Exception) -> float | None:
+    """Seconds the server asked us to wait (``Retry-After-Ms``, ``Retry-After`` seconds or date)."""
+    response = getattr(exc, "response", None)
+    headers = getattr(response, "headers", None)
+    if not headers:
+        return None
+    value = headers.get("retry-after-ms")
+    if value:
+        try:
+            return float(value) / 1000.0
+        except ValueError:
+            pass
+    value = headers.get("retry-after")
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        try:
+            return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
+        except (TypeError, ValueError):
+            return None
+
+
+class OpenAIEncoder(Encoder):
+    """An OpenAI-compatible ``/v1/embeddings`` endpoint as an encoder (see the module docstring)."""
+
+    def __init__(self, model: str = "text-embedding-3-small", *, base_url: str | None = None,
+                 api_key: Any = None, api_key_env: str = "OPENAI_API_KEY", batch_size: int = 128,
+                 dimensions: int | None = None, normalize: bool = True, max_retries: int = 6,
+                 timeout: float = 60.0, backoff: float = 1.0, max_backoff: float = 60.0, concurrency: int = 1,
+                 query_prefix: str = "", document_prefix: str = ""):
+        import openai
+
+        if not model:
+            raise InputError("the openai encoder needs a model name", field="model")
+        self.model_name = model
+        self.base_url = (base_url or os.environ.get("OPENAI_BASE_URL") or DEFAULT_OPENAI_BASE_URL).rstrip("/")
+        self.batch_size = max(1, int(batch_size))
+        self.dimensions = int(dimensions) if dimensions else None
+        self.normalize = bool(normalize)
+        self.max_retries = int(max_retries)
+        self.backoff = float(backoff)
+        self.max_backoff = float(max_backoff)
+        self.concurrency = max(1, int(concurrency))
+        self.query_prefix = query_prefix
+        self.document_prefix = document_prefix
+        key = secret(api_key, default_env=api_key_env, field="api_key")
+        # Local servers (vLLM, Ollama) accept any key; the client insists on one.
+        self._client = openai.OpenAI(base_url=self.base_url, api_key=key or "not-needed", max_retries=0,
+                                     timeout=timeout)
+        self._dimension = self.dimensions
+        settings = [f"model={model}", f"base_url={self.base_url}", f"normalize={self.normalize}"]
+        if self.dimensions:
+            settings.append(f"dimensions={self.dimensions}")
+        if query_prefix:
+            settings.append(f"query_prefix={query_prefix!r}")
+        if document_prefix:
+            settings.append(f"document_prefix={document_prefix!r}")
+        self.identity = "openai " + " ".join(settings)
+
+    @property
+    def dimension(self) -> int:
+        if self._dimension is None:
+            self._dimension = int(self._request(["dimension probe"]).shape[1])
+        return self._dimension
+
+    def _encode(self, texts: list[str], kind: str) -> np.ndarray:
+        prefix = self.query_prefix if kind == "query" else self.document_prefix
+        # The API rejects empty strings; a space embeds as "nothing" on every server we know.
+        texts = [f"{prefix}{t}" if (prefix or t) else " " for t in texts]
+        batches = [texts[i:i + self.batch_size] for i in range(0, len(texts), self.batch_size)]
+        if self.concurrency > 1 and len(batches) > 1:
+            with ThreadPoolExecutor(self.concurrency) as pool:
+                parts = list(pool.map(self._request, batches))
+        else:
+            parts = [self._request(batch) for batch in batches]
+        vectors = np.concatenate(parts) if parts else np.zeros((0, self.dimension), np.float32)
+        if self._dimension is None and len(vectors):
+            self._dimension = vectors.shape[1]
+        return vectors
+
+    def _request(self, batch: list[str]) -> np.ndarray:
+        import openai
+
+        retryable = (openai.RateLimitError, openai.InternalServerError, openai.APITimeoutError,
+                     openai.APIConnectionError, openai.APIResponseValidationError, ValueError)
+        extra = {"dimensions": self.dimensions} if self.dimensions else {}
+        for attempt in range(self.max_retries + 1):
+            try:
+                response = self._client.embeddings.create(model=self.model_name, input=batch, **extra)
+                data = sorted(response.data, key=lambda item: item.index)
+                if len(data) != len(batch):
+                    raise ValueError(f"{len(data)} embeddings for {len(batch)} inputs")
+                return np.asarray([item.embedding for item in data], dtype=np.float32)
+            except retryable as exc:
+                if attempt == self.max_retries:
+                    raise ServiceError(f"embeddings request to {self.base_url} failed after "
+                                       f"{attempt + 1} attempts: {_describe(exc)}") from None
+                wait = _retry_after(exc)
+                if wait is None:
+                    wait = min(self.max_backoff, self.backoff * 2 ** attempt) * (0.5 + random.random() / 2)
+                wait = min(wait, max(self.max_backoff, 1.0) * 2)
+                log.warning("embeddings request to %s failed (%s); retry %d/%d in %.1fs", self.base_url,
+                            _describe(exc), attempt + 1, self.max_retries, wait)
+                time.sleep(wait)
+            except openai.APIStatusError as exc:  # 400, 401, 403, 404...: retrying cannot help
+                raise ServiceError(f"embeddings request to {self.base_url} refused: {_describe(exc)}") from None
+        raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _describe(exc: Exception) -> str:
+    status = getattr(exc, "status_code", None)
+    name = type(exc).__name__
+    message = getattr(exc, "message", None) or str(exc)
+    return f"HTTP {status} {name}: {message}" if status else f"{name}: {message}"
+
+
+# --- LangChain ---------------------------------------------------------------------------------------
+_IDENTIFYING_ATTRIBUTES = ("model", "model_name", "model_id", "deployment", "dimensions", "size",
+                           "task_type", "query_instruction", "embed_instruction")
+
+
+class LangChainEncoder(Encoder):
+    """Any LangChain ``Embeddings`` object as an encoder (see the module docstring)."""
+
+    def __init__(self, embeddings: Any = None, *, identity: str | None = None, normalize: bool = True,
+                 batch_size: int | None = None):
+        if embeddings is None or not (hasattr(embeddings, "embed_documents") and hasattr(embeddings, "embed_query")):
+            raise InputError("the langchain encoder needs embeddings=<a LangChain Embeddings object>",
+                             field="embeddings")
+        self.embeddings = embeddings
+        self.normalize = bool(normalize)
+        self.batch_size = int(batch_size) if batch_size else None
+        self._dimension: int | None = None
+        if identity is None:
+            cls = type(embeddings)
+            # Only whitelisted, non-secret attributes: a model object may hold an API key.
+            attrs = [f"{a}={getattr(embeddings, a)}" for a in _IDENTIFYING_ATTRIBUTES
+                     if isinstance(getattr(embeddings, a, None), (str, int, float))]
+            if not attrs:
+                log.warning("%s exposes no model name; pass identity= so cached vectors are not mixed up",
+                            cls.__name__)
+            identity = " ".join([f"class={cls.__module__}.{cls.__qualname__}", *attrs])
+        self.identity = f"langchain {identity} normalize={self.normalize}"
+
+    @property
+    def dimension(self) -> int:
+        if self._dimension is None:
+            self._dimension = len(self.embeddings.embed_query("dimension probe"))
+        return self._dimension
+
+    def _encode(self, texts: list[str], kind: str) -> np.ndarray:
+        if kind == "query":
+            vectors = [self.embeddings.embed_query(t) for t in texts]
+        else:
+            step = self.batch_size or max(1, len(texts))
+            vectors = [v for i in range(0, len(texts), step)
+                       for v in self.embeddings.embed_documents(texts[i:i + step])]
+        array = np.asarray(vectors, dtype=np.float32)
+        if self._dimension is None and array.ndim == 2 and len(array):
+            self._dimension = array.shape[1]
+        return array
 
 
 @hookimpl
 def register_encoders(register):
-    pass
+    register("sentence-transformers", SentenceTransformerEncoder,
+             description="a sentence-transformers model (name, folder or loaded model)")
+    register("openai", OpenAIEncoder,
+             description="an OpenAI-compatible embeddings API (OpenAI, vLLM, Ollama...) via base_url")
+    register("langchain", LangChainEncoder, description="any LangChain Embeddings object (embeddings=...)")

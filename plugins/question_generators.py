@@ -1,8 +1,96 @@
-"""Built-in question_generators (placeholder: filled in by its issue)."""
+"""Built-in question generators, and the helper that turns generated questions into a QA dataset.
+
+Registered names (each module holds one technique):
+
+* ``openai``: an OpenAI-compatible chat LLM (OpenAI, vLLM, Ollama, llama.cpp server) writes N
+  questions per chunk -- :mod:`embtune_plugins.qgen_openai`.
+* ``ict``: inverse cloze task, a sentence of the chunk is the query and the rest the positive;
+  LLM-free, seeded -- :mod:`embtune_plugins.qgen_offline`.
+* ``crop``: independent cropping, two random spans of a chunk form a pair; LLM-free, seeded --
+  :mod:`embtune_plugins.qgen_offline`.
+* ``local-llm``: a small local GGUF model with a few-shot prompt (optional extra ``local-llm``)
+  -- :mod:`embtune_plugins.qgen_local_llm`.
+
+Factories import their module on first use, so listing plugins stays cheap.
+
+Example::
+
+    generator = get_registry().create("question_generators", "ict", seed=0)
+    dataset = generator.generate(chunks)          # QADataset in LlamaIndex's format
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
 
 from embtune_core import hookimpl
+from embtune_core.dataset import QADataset
+from embtune_core.documents import Chunk, stable_id
+
+# Chunk metadata worth keeping per corpus entry (small, JSON-friendly).
+_METADATA_KEYS = ("source", "file_name", "page", "line", "chunk_index", "start_char_idx", "end_char_idx")
+
+
+def corpus_metadata(chunk: Chunk, **extra: Any) -> dict[str, Any]:
+    meta = {k: chunk.metadata[k] for k in _METADATA_KEYS if k in chunk.metadata}
+    meta.update(extra)
+    return meta
+
+
+def query_id(chunk_id: str, index: int, question: str) -> str:
+    """Stable query id: the same chunk and question give the same id on every run."""
+    return stable_id("query", chunk_id, index, question)
+
+
+def dataset_from_questions(chunks: Sequence[Chunk], questions: dict[str, list[str]]) -> QADataset:
+    """A QADataset whose corpus is every chunk and whose queries are ``questions[chunk.id]``.
+
+    Chunks keep their input order, so the output does not depend on which call finished first.
+    """
+    queries: dict[str, str] = {}
+    relevant: dict[str, list[str]] = {}
+    corpus: dict[str, str] = {}
+    metadata: dict[str, dict[str, Any]] = {}
+    for chunk in chunks:
+        corpus[chunk.id] = chunk.text
+        metadata[chunk.id] = corpus_metadata(chunk)
+        for i, question in enumerate(questions.get(chunk.id, [])):
+            qid = query_id(chunk.id, i, question)
+            queries[qid] = question
+            relevant[qid] = [chunk.id]
+    return QADataset(queries, corpus, relevant, extras={"corpus_metadata": metadata})
+
+
+def _openai(**options):
+    from embtune_plugins.qgen_openai import OpenAIQuestionGenerator
+
+    return OpenAIQuestionGenerator(**options)
+
+
+def _ict(**options):
+    from embtune_plugins.qgen_offline import InverseClozeGenerator
+
+    return InverseClozeGenerator(**options)
+
+
+def _crop(**options):
+    from embtune_plugins.qgen_offline import CropGenerator
+
+    return CropGenerator(**options)
+
+
+def _local_llm(**options):
+    from embtune_plugins.qgen_local_llm import LocalLLMQuestionGenerator
+
+    return LocalLLMQuestionGenerator(**options)
 
 
 @hookimpl
 def register_question_generators(register):
-    pass
+    register("openai", _openai, description="OpenAI-compatible chat LLM (OpenAI, vLLM, Ollama, llama.cpp); "
+                                            "concurrent, retrying, resumable")
+    register("ict", _ict, description="inverse cloze task: a sentence is the query, the rest of the chunk "
+                                      "the positive (LLM-free, seeded)")
+    register("crop", _crop, description="independent cropping: two random spans of one chunk (LLM-free, seeded)")
+    register("local-llm", _local_llm, description="small local GGUF model with a few-shot prompt "
+                                                  "(extra: embtune[local-llm])")

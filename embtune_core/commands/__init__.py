@@ -8,4 +8,6 @@ COMMAND_MODULES = (
     "embtune_core.commands.plugins",
     "embtune_core.commands.models",
     "embtune_core.commands.validate",
+    "embtune_core.commands.train",
+    "embtune_core.commands.export",
 )
