@@ -20,6 +20,7 @@ import json
 import os
 import platform
 import shlex
+import shutil
 import subprocess
 import sys
 import time
@@ -29,7 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data" / "llamaindex-10k-qa"
 sys.path.insert(0, str(ROOT))
 
-from embtune_core import atomic  # noqa: E402
+from embtune_core import atomic
 
 
 def main() -> int:
@@ -46,6 +47,7 @@ def main() -> int:
         print(f"bench/train_10k.py: no data at {data}; skipping", file=sys.stderr)
         return 0
     model_dir = work / "minilm-lyft"
+    shutil.rmtree(work / "checkpoints", ignore_errors=True)  # a fresh, reproducible run every time
     command = [
         "embtune", "train",
         "--train", str(data / "train_dataset.json"), "--val", str(data / "val_dataset.json"),
@@ -70,12 +72,21 @@ def main() -> int:
         "figures": figures,
         "target": "hit@5 up by more than 5.7 points (LlamaIndex, bge-small-en: 0.787 -> 0.844)",
         "target_met": figures["hit@5"]["change_points"] > 5.7,
-        "train": summary["data"]["train"], "val": summary["data"]["val"],
-        "train_rows": summary["data"]["train_rows"], "global_step": summary["global_step"],
-        "best_checkpoint": summary["best_checkpoint"], "train_loss": summary["train_loss"],
-        "wall_seconds": round(wall, 1), "train_seconds": summary["train_seconds"],
-        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
-        "metrics_before": before, "metrics_after": after,
+        "train": summary["data"]["train"],
+        "val": summary["data"]["val"],
+        "train_rows": summary["data"]["train_rows"],
+        "global_step": summary["global_step"],
+        "best_checkpoint": summary["best_checkpoint"],
+        "train_loss": summary["train_loss"],
+        "wall_seconds": round(wall, 1),
+        "train_seconds": summary["train_seconds"],
+        "machine": {
+            "cpus": os.cpu_count(),
+            "platform": platform.platform(),
+            "python": platform.python_version(),
+        },
+        "metrics_before": before,
+        "metrics_after": after,
     }
     atomic.write_json(opts.out, result)
     print(json.dumps(figures, indent=2))

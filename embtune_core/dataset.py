@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import csv
 import json
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
@@ -22,6 +23,9 @@ from embtune_core.documents import stable_id
 from embtune_core.errors import DatasetError
 
 CORE_KEYS = ("queries", "corpus", "relevant_docs", "mode")
+
+# Chunks of 1024 tokens can exceed csv's default 128 KiB field limit.
+csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
 EXTRA_KEYS = ("negatives", "scores", "corpus_metadata")
 
 
@@ -287,7 +291,10 @@ def load_pairs(path: str | Path) -> QADataset:
     path = Path(path)
     if path.suffix.lower() == ".csv":
         text = read_text(path)
-        rows = list(csv.DictReader(text.splitlines()))
+        try:
+            rows = list(csv.DictReader(text.splitlines()))
+        except csv.Error as exc:
+            raise DatasetError(f"malformed CSV: {exc}", path=path) from None
     else:
         rows = _read_jsonl(path)
     queries: dict[str, str] = {}

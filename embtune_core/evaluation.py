@@ -167,6 +167,7 @@ class System:
 
     ``spec`` is how the user wrote it (for the report); ``encoder`` follows the encoder protocol
     (``identity``, ``dimension``, ``encode_queries``, ``encode_documents``); ``adapter`` is a
+    :class:`~embtune_core.adapter_io.SavedAdapter` (from ``load_adapter``) or a bare
     ``torch.nn.Module`` mapping (n, dimension) query embeddings to (n, dimension).
     """
 
@@ -178,14 +179,17 @@ class System:
     @property
     def identity(self) -> str:
         identity = str(getattr(self.encoder, "identity", type(self.encoder).__name__))
-        adapter_identity = getattr(self.adapter, "identity", None) or getattr(self.adapter, "embtune_identity", None)
         if self.adapter is not None:
-            identity += f" + adapter {adapter_identity or type(self.adapter).__name__}"
+            identity += f" | adapter {getattr(self.adapter, 'fingerprint', None) or type(self.adapter).__name__}"
         return identity
 
 
 def apply_adapter(adapter: Any, query_emb: np.ndarray, *, batch_size: int = 8192) -> np.ndarray:
-    """Run a torch query adapter over embeddings in batches, without gradients."""
+    """Query embeddings through an adapter: a :class:`~embtune_core.adapter_io.SavedAdapter`
+    (its ``transform``) or a bare ``torch.nn.Module`` (run in batches without gradients)."""
+    if hasattr(adapter, "transform"):
+        return np.concatenate([adapter.transform(query_emb[start:start + batch_size])
+                               for start in range(0, max(1, query_emb.shape[0]), batch_size)])
     import torch
 
     was_training = adapter.training
@@ -263,18 +267,21 @@ class Evaluation:
         for system in self.systems:
             per_dim: dict[int, Any] = {}
             for dim, result in system.dims.items():
-                entry = {}
-                for metric, values in result.per_query.items():
-                    low, high = stats.bootstrap_ci(values, confidence=self.confidence,
-                                                   n_resamples=self.n_resamples, seed=self.seed)
-                    comparison = None
-                    if system is not baseline and dim in baseline.dims:
-                        comparison = stats.compare(baseline.dims[dim].per_query[metric], values,
-                                                   confidence=self.confidence, n_resamples=self.n_resamples,
-                                                   n_permutations=self.n_permutations, seed=self.seed)
-                    entry[metric] = {"mean": float(np.mean(values)), "ci_low": low, "ci_high": high,
-                                     "vs_baseline": comparison}
-                per_dim[dim] = entry
+                names = list(result.per_query)
+                scores = np.stack([result.per_query[m] for m in names], axis=1)  # (queries, metrics)
+                low, high = stats.bootstrap_ci(scores, confidence=self.confidence, n_resamples=self.n_resamples,
+                                               seed=self.seed)
+                comparison = None
+                if system is not baseline and dim in baseline.dims:
+                    base_scores = np.stack([baseline.dims[dim].per_query[m] for m in names], axis=1)
+                    comparison = stats.compare(base_scores, scores, confidence=self.confidence,
+                                               n_resamples=self.n_resamples, n_permutations=self.n_permutations,
+                                               seed=self.seed)
+                per_dim[dim] = {
+                    metric: {"mean": float(scores[:, j].mean()), "ci_low": float(low[j]), "ci_high": float(high[j]),
+                             "vs_baseline": None if comparison is None else
+                             {key: float(values[j]) for key, values in comparison.items()}}
+                    for j, metric in enumerate(names)}
             summary[system.name] = per_dim
         self.summary = summary
 

@@ -18,8 +18,8 @@ Example::
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 from embtune_core.documents import Document
 from embtune_core.errors import InputError

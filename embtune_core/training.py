@@ -84,7 +84,7 @@ class TrainSettings:
     eval_batch_size: int = 32
 
     @classmethod
-    def from_mapping(cls, values: dict[str, Any], path: Any = "<config>") -> "TrainSettings":
+    def from_mapping(cls, values: dict[str, Any], path: Any = "<config>") -> TrainSettings:
         """Settings from a ``[train]`` table (or any dict), refusing unknown keys and wrong types."""
         fields = {f.name: f for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - set(fields))
@@ -118,7 +118,8 @@ class TrainSettings:
         if self.train_last_layers is not None and (not isinstance(self.train_last_layers, int)
                                                    or self.train_last_layers < 0):
             raise bad("train_last_layers", "must be an integer >= 0")
-        if self.freeze_layers is not None and (not isinstance(self.freeze_layers, int) or self.freeze_layers < 0):
+        if self.freeze_layers is not None and (not isinstance(self.freeze_layers, int)
+                                               or self.freeze_layers < 0):
             raise bad("freeze_layers", "must be an integer >= 0")
         if self.freeze_layers is not None and self.train_last_layers is not None:
             raise bad("freeze_layers", "give either freeze_layers or train_last_layers, not both")
@@ -127,8 +128,9 @@ class TrainSettings:
         if not isinstance(self.loss_options, dict):
             raise bad("loss_options", "must be a table")
         if self.matryoshka_dims is not None and (
-                not isinstance(self.matryoshka_dims, list)
-                or not all(isinstance(d, int) and d > 0 for d in self.matryoshka_dims)):
+            not isinstance(self.matryoshka_dims, list)
+            or not all(isinstance(d, int) and d > 0 for d in self.matryoshka_dims)
+        ):
             raise bad("matryoshka_dims", "must be a list of positive integers")
 
     @property
@@ -147,9 +149,11 @@ def transformer_layers(model):
     first = model[0]
     best = None
     for name, module in first.named_modules():
-        if isinstance(module, torch.nn.ModuleList) and re.search(r"(^|\.)(layer|layers|h|block)$", name):
-            if best is None or len(module) > len(best):
-                best = module
+        is_block_list = isinstance(module, torch.nn.ModuleList) and re.search(
+            r"(^|\.)(layer|layers|h|block)$", name
+        )
+        if is_block_list and (best is None or len(module) > len(best)):
+            best = module
     return best
 
 
@@ -158,8 +162,10 @@ def freeze_all_but_last(model, n: int | None, *, frozen: int | None = None) -> d
     later modules (pooling, dense heads) stay trainable. Returns trainable and total parameter counts."""
     layers = transformer_layers(model)
     if layers is None:
-        raise ConfigError("cannot find the transformer layers of this model for partial fine-tuning",
-                          field="train.train_last_layers")
+        raise ConfigError(
+            "cannot find the transformer layers of this model for partial fine-tuning",
+            field="train.train_last_layers",
+        )
     if frozen is not None:
         if frozen > len(layers):
             raise ConfigError(f"model has only {len(layers)} transformer layers", field="train.freeze_layers")
@@ -168,15 +174,19 @@ def freeze_all_but_last(model, n: int | None, *, frozen: int | None = None) -> d
         raise ConfigError(f"model has only {len(layers)} transformer layers", field="train.train_last_layers")
     for parameter in model[0].parameters():
         parameter.requires_grad_(False)
-    for layer in list(layers)[len(layers) - n:] if n else []:
+    for layer in list(layers)[len(layers) - n :] if n else []:
         for parameter in layer.parameters():
             parameter.requires_grad_(True)
     for module in list(model)[1:]:
         for parameter in module.parameters():
             parameter.requires_grad_(True)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    return {"trainable_parameters": trainable, "total_parameters": sum(p.numel() for p in model.parameters()),
-            "transformer_layers": len(layers), "trained_layers": n}
+    return {
+        "trainable_parameters": trainable,
+        "total_parameters": sum(p.numel() for p in model.parameters()),
+        "transformer_layers": len(layers),
+        "trained_layers": n,
+    }
 
 
 # --- evaluation ----------------------------------------------------------------------------------
@@ -187,14 +197,23 @@ def build_evaluator(dataset, *, name: str = "val", matryoshka_dims=None, batch_s
     except ImportError:  # the evaluation module is optional at this layer; fall back to the library's
         training_evaluator = None
     if training_evaluator is not None:
-        inner = training_evaluator(dataset, name=name, matryoshka_dims=matryoshka_dims)
+        inner = training_evaluator(dataset, name=name, matryoshka_dims=matryoshka_dims, batch_size=batch_size)
     else:
         from sentence_transformers.sentence_transformer.evaluation import InformationRetrievalEvaluator
 
         inner = InformationRetrievalEvaluator(
-            dataset.queries, dataset.corpus, {q: set(c) for q, c in dataset.relevant_docs.items()},
-            name=name, mrr_at_k=[10], ndcg_at_k=[10], accuracy_at_k=[1, 5, 10], precision_recall_at_k=[5, 10],
-            map_at_k=[100], batch_size=batch_size, write_csv=False)
+            dataset.queries,
+            dataset.corpus,
+            {q: set(c) for q, c in dataset.relevant_docs.items()},
+            name=name,
+            mrr_at_k=[10],
+            ndcg_at_k=[10],
+            accuracy_at_k=[1, 5, 10],
+            precision_recall_at_k=[5, 10],
+            map_at_k=[100],
+            batch_size=batch_size,
+            write_csv=False,
+        )
     return _HeadlineEvaluator(inner)
 
 
@@ -221,7 +240,7 @@ def _headline_evaluator_class():
     return HeadlineEvaluator
 
 
-def _HeadlineEvaluator(inner):  # noqa: N802 - class built lazily so importing this module stays cheap
+def _HeadlineEvaluator(inner):
     return _headline_evaluator_class()(inner)
 
 
@@ -232,11 +251,17 @@ def headline(metrics: dict[str, float], primary: str | None = None) -> dict[str,
         if key == "ndcg@10" and primary and primary in metrics and primary.endswith("ndcg@10"):
             out[key] = metrics[primary]
             continue
-        for name, value in metrics.items():
-            bare = name[5:] if name.startswith("eval_") else name
-            if bare == key or any(bare.endswith("_" + s) or bare == s for s in suffixes):
-                out[key] = value
-                break
+        # the shortest matching key is the full-width one (Matryoshka keys add a dimension)
+        matches = sorted(
+            (len(name), name)
+            for name in metrics
+            if any(
+                name.removeprefix("eval_").endswith("_" + s) or name.removeprefix("eval_") == s
+                for s in (key, *suffixes)
+            )
+        )
+        if matches:
+            out[key] = metrics[matches[0][1]]
     return out
 
 
@@ -303,8 +328,9 @@ def _precision(choice: str) -> dict[str, bool]:
         return {}
     if choice in ("bf16", "fp16"):
         if not torch.cuda.is_available():
-            raise ConfigError(f"{choice} needs a GPU; use precision = \"auto\" or \"fp32\" on CPU",
-                              field="train.precision")
+            raise ConfigError(
+                f'{choice} needs a GPU; use precision = "auto" or "fp32" on CPU', field="train.precision"
+            )
         return {choice: True}
     if torch.cuda.is_available():
         return {"bf16": True} if torch.cuda.is_bf16_supported() else {"fp16": True}
@@ -319,13 +345,21 @@ def train(settings: TrainSettings) -> dict[str, Any]:
     loaded. With ``settings.resume`` the newest complete checkpoint in the checkpoint folder is
     continued (a fresh run starts when there is none).
     """
-    from embtune_core.dataset import load_any
     from embtune_plugins.losses import create_strategy
+
+    from embtune_core.dataset import load_any
 
     settings.validate()
     rank, world_size = _rank()
-    strategy = create_strategy(settings.loss, matryoshka_dims=settings.matryoshka_dims,
-                               **{"seed": settings.seed, **settings.loss_options})
+    if not settings.resume and any(settings.checkpoints.glob("checkpoint-*")):
+        raise ConfigError(f"{settings.checkpoints} holds checkpoints of an earlier run; pass --resume "
+                          "to continue it, or remove that folder (or give another --checkpoint-dir) to "
+                          "start afresh", field="train.resume")
+    strategy = create_strategy(
+        settings.loss,
+        matryoshka_dims=settings.matryoshka_dims,
+        **{"seed": settings.seed, **settings.loss_options},
+    )
     train_qa = load_any(settings.train)
     train_rows = strategy.build_dataset(train_qa, settings.train)  # fails here, before loading a model
     val_qa = load_any(settings.val) if settings.val else None
@@ -345,8 +379,11 @@ def train(settings: TrainSettings) -> dict[str, Any]:
     if settings.train_last_layers is not None or settings.freeze_layers is not None:
         partial = freeze_all_but_last(model, settings.train_last_layers, frozen=settings.freeze_layers)
     loss = strategy.build_loss(model)
-    evaluator = build_evaluator(val_qa, matryoshka_dims=settings.matryoshka_dims,
-                                batch_size=settings.eval_batch_size) if val_qa is not None else None
+    evaluator = (
+        build_evaluator(val_qa, matryoshka_dims=settings.matryoshka_dims, batch_size=settings.eval_batch_size)
+        if val_qa is not None
+        else None
+    )
 
     work_dir = settings.checkpoints
     steps_per_epoch = max(1, math.ceil(len(train_rows) / (settings.batch_size * world_size)))
@@ -362,7 +399,9 @@ def train(settings: TrainSettings) -> dict[str, Any]:
         weight_decay=settings.weight_decay,
         seed=settings.seed,
         data_seed=settings.seed,
-        batch_sampler=BatchSamplers.NO_DUPLICATES if strategy.in_batch_negatives else BatchSamplers.BATCH_SAMPLER,
+        batch_sampler=BatchSamplers.NO_DUPLICATES
+        if strategy.in_batch_negatives
+        else BatchSamplers.BATCH_SAMPLER,
         eval_strategy="steps" if evaluator is not None else "no",
         eval_steps=save_steps if evaluator is not None else None,
         save_strategy="steps",
@@ -382,13 +421,19 @@ def train(settings: TrainSettings) -> dict[str, Any]:
     )
     history: list[dict[str, Any]] = []
     loss_log, rank_report = _callbacks(work_dir, history)
-    trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=train_rows, loss=loss,
-                                         evaluator=evaluator, callbacks=[loss_log, rank_report])
+    trainer = SentenceTransformerTrainer(
+        model=model,
+        args=args,
+        train_dataset=train_rows,
+        loss=loss,
+        evaluator=evaluator,
+        callbacks=[loss_log, rank_report],
+    )
 
     checkpoint = latest_checkpoint(work_dir) if settings.resume else None
     if settings.resume and checkpoint is None:
         log.info("no checkpoint in %s yet; starting from the beginning", work_dir)
-    metrics_before = _baseline(trainer, work_dir, evaluator, rank) if evaluator is not None else {}
+    metrics_before = _baseline(trainer, work_dir, settings, rank) if evaluator is not None else {}
 
     started = time.time()
     output = trainer.train(resume_from_checkpoint=checkpoint)
@@ -400,8 +445,11 @@ def train(settings: TrainSettings) -> dict[str, Any]:
         "base_model_path": resolve(settings.model).target,
         "loss": strategy.describe(),
         "settings": {k: v for k, v in dataclasses.asdict(settings).items()},
-        "data": {"train": _sizes(train_qa, settings.train), "train_rows": len(train_rows),
-                 "val": _sizes(val_qa, settings.val) if val_qa is not None else None},
+        "data": {
+            "train": _sizes(train_qa, settings.train),
+            "train_rows": len(train_rows),
+            "val": _sizes(val_qa, settings.val) if val_qa is not None else None,
+        },
         "partial_fine_tuning": partial,
         "world_size": world_size,
         "global_step": trainer.state.global_step,
@@ -416,9 +464,16 @@ def train(settings: TrainSettings) -> dict[str, Any]:
     if trainer.is_world_process_zero():
         save_model(model, settings.out, summary)
         saved = True
-    atomic.write_json(work_dir / "ranks" / f"rank-{rank}.json",
-                      {"rank": rank, "world_size": world_size, "steps": rank_report.steps,
-                       "global_step": trainer.state.global_step, "saved_model": saved})
+    atomic.write_json(
+        work_dir / "ranks" / f"rank-{rank}.json",
+        {
+            "rank": rank,
+            "world_size": world_size,
+            "steps": rank_report.steps,
+            "global_step": trainer.state.global_step,
+            "saved_model": saved,
+        },
+    )
     summary["saved"] = saved
     summary["history"] = history
     return summary
@@ -431,26 +486,39 @@ def _cuda() -> bool:
 
 
 def _sizes(qa, path) -> dict[str, Any]:
-    return {"path": str(path), "queries": len(qa.queries), "corpus": len(qa.corpus),
-            "relevant_pairs": sum(len(v) for v in qa.relevant_docs.values()),
-            "negatives": sum(len(v) for v in qa.negatives.values())}
+    return {
+        "path": str(path),
+        "queries": len(qa.queries),
+        "corpus": len(qa.corpus),
+        "relevant_pairs": sum(len(v) for v in qa.relevant_docs.values()),
+        "negatives": sum(len(v) for v in qa.negatives.values()),
+    }
 
 
 def _evaluate(trainer) -> dict[str, float]:
     metrics = trainer.evaluate()
-    return {k[5:] if k.startswith("eval_") else k: v for k, v in metrics.items()
-            if isinstance(v, (int, float))
-            and not k.endswith(("_runtime", "_per_second", "epoch", "model_preparation_time"))}
+    return {
+        k.removeprefix("eval_"): v
+        for k, v in metrics.items()
+        if isinstance(v, (int, float))
+        and not k.endswith(("_runtime", "_per_second", "epoch", "model_preparation_time"))
+    }
 
 
-def _baseline(trainer, work_dir: Path, evaluator, rank: int) -> dict[str, float]:
-    """Metrics of the untrained model, computed once per checkpoint folder (a resumed run reuses them)."""
+def _baseline(trainer, work_dir: Path, settings: TrainSettings, rank: int) -> dict[str, float]:
+    """Metrics of the untrained model, computed once per run (a resumed run reuses them).
+
+    Every rank decides alike: rank 0 writes the file only after an evaluation all ranks take part in.
+    """
     path = work_dir / BASELINE
+    identity = {"model": settings.model, "val": settings.val, "max_seq_length": settings.max_seq_length}
     if path.is_file():
-        return json.loads(path.read_text(encoding="utf-8"))
+        saved = json.loads(path.read_text(encoding="utf-8"))
+        if {k: saved.get(k) for k in identity} == identity:
+            return saved["metrics"]
     metrics = _evaluate(trainer)
     if rank == 0:
-        atomic.write_json(path, metrics)
+        atomic.write_json(path, {**identity, "metrics": metrics})
     return metrics
 
 
@@ -483,8 +551,10 @@ def model_card(summary: dict[str, Any]) -> str:
         "",
         f"# Fine-tuned {summary['base_model']}",
         "",
-        f"Fine-tuned with embtune from **{summary['base_model']}** for retrieval (RAG). Load it with "
-        "`SentenceTransformer(\"<this folder>\")`, or in DocsGPT set `EMBEDDINGS_NAME=<this folder>`.",
+        (
+            f"Fine-tuned with embtune from **{summary['base_model']}** for retrieval (RAG). Load it with "
+            '`SentenceTransformer("<this folder>")`, or in DocsGPT set `EMBEDDINGS_NAME=<this folder>`.'
+        ),
         "Documents must be re-embedded with this model: query and document embeddings both changed.",
         "",
         "## Data",
@@ -495,23 +565,46 @@ def model_card(summary: dict[str, Any]) -> str:
     for split in ("train", "val"):
         d = summary["data"].get(split)
         if d:
-            lines.append(f"| {split} | {Path(d['path']).name} | {d['queries']} | {d['corpus']} | "
-                         f"{d['relevant_pairs']} | {d['negatives']} |")
-    lines += ["", f"Training rows ({loss['data_format']}): {summary['data']['train_rows']}", "",
-              "## Loss", "", f"`{loss['name']}`"]
-    options = {k: v for k, v in loss.items() if k not in ("name", "data_format", "inner")}
+            lines.append(
+                f"| {split} | {Path(d['path']).name} | {d['queries']} | {d['corpus']} | "
+                f"{d['relevant_pairs']} | {d['negatives']} |"
+            )
+    lines += [
+        "",
+        f"Training rows ({loss['data_format']}): {summary['data']['train_rows']}",
+        "",
+        "## Loss",
+        "",
+        f"`{loss['name']}`",
+    ]
+    hidden = ("name", "data_format", "inner", "needs_negatives", "in_batch_negatives")
+    options = {k: v for k, v in loss.items() if k not in hidden}
     if options:
         lines.append("(" + ", ".join(f"{k}={v}" for k, v in sorted(options.items())) + ")")
     lines += ["", "## Hyper-parameters", "", "| setting | value |", "|---|---|"]
-    for key in ("epochs", "max_steps", "batch_size", "lr", "warmup_ratio", "weight_decay", "seed",
-                "save_steps", "train_last_layers", "max_seq_length", "precision", "matryoshka_dims"):
+    for key in (
+        "epochs",
+        "max_steps",
+        "batch_size",
+        "lr",
+        "warmup_ratio",
+        "weight_decay",
+        "seed",
+        "save_steps",
+        "train_last_layers",
+        "max_seq_length",
+        "precision",
+        "matryoshka_dims",
+    ):
         lines.append(f"| {key} | {s.get(key)} |")
     lines.append(f"| processes (DDP world size) | {summary['world_size']} |")
     lines.append(f"| optimisation steps | {summary['global_step']} |")
     if summary.get("partial_fine_tuning"):
         p = summary["partial_fine_tuning"]
-        lines.append(f"| trained parameters | {p['trainable_parameters']} of {p['total_parameters']} "
-                     f"(last {p['trained_layers']} of {p['transformer_layers']} layers + pooling/heads) |")
+        lines.append(
+            f"| trained parameters | {p['trainable_parameters']} of {p['total_parameters']} "
+            f"(last {p['trained_layers']} of {p['transformer_layers']} layers + pooling/heads) |"
+        )
     before, after = summary.get("metrics_before") or {}, summary.get("metrics_after") or {}
     if before or after:
         lines += ["", "## Evaluation (validation set)", "", "| metric | before | after |", "|---|---|---|"]

@@ -33,9 +33,12 @@ import json
 import re
 import warnings
 from bisect import bisect_left
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
+
+from tokenizers import Tokenizer as _RawTokenizer
 
 from embtune_core import hookimpl
 from embtune_core.documents import Chunk, Document, stable_id
@@ -68,9 +71,12 @@ def sentence_spans(text: str) -> list[tuple[int, int]]:
 def pack(units: Sequence[Unit], chunk_size: int, chunk_overlap: int) -> list[tuple[int, int]]:
     """Greedy windows over consecutive units: each at most ``chunk_size`` long (a lone unit may not be
     shorter); each window after the first starts with the previous window's trailing units whose
-    total length is at most ``chunk_overlap``. Returns ``(first, last_exclusive)`` unit indices."""
+    total length is at most ``chunk_overlap``. Returns ``(first, last_exclusive)`` unit indices.
+
+    Overlap units are taken only from what the previous window added, so no unit is in more than
+    two windows."""
     windows: list[tuple[int, int]] = []
-    first = 0
+    first, new_from = 0, 0
     while first < len(units):
         last, total = first, 0
         while last < len(units) and (last == first or total + units[last].length <= chunk_size):
@@ -81,14 +87,14 @@ def pack(units: Sequence[Unit], chunk_size: int, chunk_overlap: int) -> list[tup
             break
         # Overlap: walk back from the end while the tail fits, but always move forward.
         back, tail = last, 0
-        while back - 1 > first and tail + units[back - 1].length <= chunk_overlap:
+        while back - 1 > first and back - 1 >= new_from and tail + units[back - 1].length <= chunk_overlap:
             back -= 1
             tail += units[back].length
         # The overlap plus the next unit must still fit, else drop overlap to guarantee progress.
         while back < last and tail + units[last].length > chunk_size:
             tail -= units[back].length
             back += 1
-        first = back
+        first, new_from = back, last
     return windows
 
 
@@ -102,12 +108,14 @@ def _trim(text: str, start: int, end: int) -> tuple[int, int]:
 
 def chunks_from_spans(document: Document, spans: list[tuple[int, int]], chunker: str) -> list[Chunk]:
     """Chunks for trimmed, non-empty spans, with stable ids and offsets in metadata."""
-    out = []
+    out: list[Chunk] = []
     page = document.metadata.get("page", "")
+    covered = 0
     for start, end in spans:
         start, end = _trim(document.text, start, end)
-        if start >= end:
-            continue
+        if start >= end or end <= covered:
+            continue  # only whitespace, or nothing the previous chunk did not already hold
+        covered = end
         text = document.text[start:end]
         metadata = {**document.metadata, "chunk_index": len(out), "start_char_idx": start,
                     "end_char_idx": end, "chunker": chunker}
@@ -135,6 +143,21 @@ def model_max_seq_length(model: str) -> int | None:
     return None
 
 
+def load_tokenizer(folder: str) -> Any:
+    """The model's fast tokenizer: straight from ``tokenizer.json`` when there is one (the
+    ``tokenizers`` library imports in a fraction of the time ``transformers`` takes), else through
+    ``AutoTokenizer``. Truncation and padding are off: whole documents are tokenized."""
+    path = Path(folder) / "tokenizer.json"
+    if path.is_file():
+        tokenizer = _RawTokenizer.from_file(str(path))
+        tokenizer.no_truncation()
+        tokenizer.no_padding()
+        return tokenizer
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(folder)
+
+
 class SentenceChunker:
     """Sentence-aware windows of at most ``chunk_size`` tokens of ``model``'s tokenizer, with overlap.
 
@@ -142,7 +165,8 @@ class SentenceChunker:
         chunk_size: tokens per chunk (default 1024, as LlamaIndex's SentenceSplitter).
         chunk_overlap: tokens shared by consecutive chunks (default 20), whole sentences only.
         model: the embedding model whose tokenizer counts tokens (a name or a local folder).
-        tokenizer: a Hugging Face *fast* tokenizer to use instead of ``model``'s.
+        tokenizer: a ``tokenizers.Tokenizer`` or a Hugging Face *fast* tokenizer to use instead of
+            ``model``'s.
     """
 
     name = "sentence"
@@ -155,10 +179,8 @@ class SentenceChunker:
         self.chunk_size, self.chunk_overlap = chunk_size, chunk_overlap
         self.model = model or DEFAULT_MODEL
         if tokenizer is None:
-            from transformers import AutoTokenizer
-
-            tokenizer = AutoTokenizer.from_pretrained(resolve(self.model).target)
-        if not getattr(tokenizer, "is_fast", False):
+            tokenizer = load_tokenizer(resolve(self.model).target)
+        if not isinstance(tokenizer, _RawTokenizer) and not getattr(tokenizer, "is_fast", False):
             raise ConfigError("the sentence chunker needs a fast tokenizer (with character offsets)",
                               field="tokenizer")
         self.tokenizer = tokenizer
@@ -171,9 +193,13 @@ class SentenceChunker:
 
     def token_starts(self, text: str) -> list[int]:
         """Start offset of each token of ``text`` (special tokens excluded), ascending."""
-        encoding = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True,
-                                  return_attention_mask=False, return_token_type_ids=False, verbose=False)
-        return [start for start, end in encoding["offset_mapping"] if end > start]
+        if isinstance(self.tokenizer, _RawTokenizer):
+            offsets = self.tokenizer.encode(text, add_special_tokens=False).offsets
+        else:
+            offsets = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True,
+                                     return_attention_mask=False, return_token_type_ids=False,
+                                     verbose=False)["offset_mapping"]
+        return [start for start, end in offsets if end > start]
 
     def units(self, text: str) -> list[Unit]:
         starts = self.token_starts(text)

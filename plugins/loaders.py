@@ -21,6 +21,7 @@ Example::
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import re
@@ -123,6 +124,18 @@ def clean_layout_text(text: str) -> str:
     return _BLANK_RUNS.sub("\n\n", "\n".join(lines)).strip()
 
 
+@contextlib.contextmanager
+def _quiet_pypdf():
+    """pypdf logs repairs it made ("incorrect startxref pointer") as warnings; they are not the user's problem."""
+    logger = logging.getLogger("pypdf")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
 def load_pdf(path: Path, *, extraction_mode: str = "layout", password: str = "", **_: Any) -> list[Document]:
     """One document per page with text; ``page`` is 1-based. Pages without text are left out."""
     from pypdf import PdfReader
@@ -148,27 +161,28 @@ def load_pdf(path: Path, *, extraction_mode: str = "layout", password: str = "",
     if b"%%EOF" not in tail:
         # pypdf would rebuild what it can and silently drop the rest of the document.
         raise InputError("truncated PDF (no %%EOF marker at the end of the file)", path=path)
-    try:
-        reader = PdfReader(path, strict=False)
-        if reader.is_encrypted and not reader.decrypt(password):
-            raise InputError("encrypted PDF: a password is required to read it", path=path)
-        total = len(reader.pages)
-        docs = []
-        for number, page in enumerate(reader.pages, 1):
-            if extraction_mode == "layout":
-                text = clean_layout_text(page.extract_text(extraction_mode="layout"))
-            else:
-                text = page.extract_text().strip()
-            if text:
-                docs.append(Document(text, {**_base_metadata(path), "page": number, "total_pages": total}))
-    except InputError:
-        raise
-    except (PyPdfError, ValueError, KeyError, TypeError, AttributeError, IndexError,
-            NotImplementedError, OSError) as exc:
-        # pypdf raises many types on damaged files; all mean "cannot read this PDF".
-        if "decrypt" in str(exc).lower() or "crypt" in type(exc).__name__.lower():
-            raise InputError(f"encrypted PDF: {exc}", path=path) from None
-        raise InputError(f"unreadable PDF: {type(exc).__name__}: {exc}", path=path) from None
+    with _quiet_pypdf():
+        try:
+            reader = PdfReader(path, strict=False)
+            if reader.is_encrypted and not reader.decrypt(password):
+                raise InputError("encrypted PDF: a password is required to read it", path=path)
+            total = len(reader.pages)
+            docs = []
+            for number, page in enumerate(reader.pages, 1):
+                if extraction_mode == "layout":
+                    text = clean_layout_text(page.extract_text(extraction_mode="layout"))
+                else:
+                    text = page.extract_text().strip()
+                if text:
+                    docs.append(Document(text, {**_base_metadata(path), "page": number, "total_pages": total}))
+        except InputError:
+            raise
+        except (PyPdfError, ValueError, KeyError, TypeError, AttributeError, IndexError,
+                NotImplementedError, OSError) as exc:
+            # pypdf raises many types on damaged files; all mean "cannot read this PDF".
+            if "decrypt" in str(exc).lower() or "crypt" in type(exc).__name__.lower():
+                raise InputError(f"encrypted PDF: {exc}", path=path) from None
+            raise InputError(f"unreadable PDF: {type(exc).__name__}: {exc}", path=path) from None
     if not docs:
         raise InputError(f"no extractable text in {total} page(s) (a scanned PDF needs OCR first)", path=path)
     return docs

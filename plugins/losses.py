@@ -35,7 +35,8 @@ from __future__ import annotations
 
 import copy
 import random
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from embtune_core import hookimpl
 from embtune_core.dataset import QADataset
@@ -69,10 +70,15 @@ class LossStrategy:
     def check(self, qa: QADataset, path: Any = "<dataset>") -> None:
         """Raise :class:`DatasetError` when ``qa`` lacks what this strategy needs."""
         if not qa.relevant_docs or not any(qa.relevant_docs.values()):
-            raise DatasetError("no (query, relevant chunk) pairs to train on", path=path, field="relevant_docs")
+            raise DatasetError(
+                "no (query, relevant chunk) pairs to train on", path=path, field="relevant_docs"
+            )
         if self.needs_negatives and not _has_negatives(qa):
-            raise DatasetError(f"loss '{self.name}' needs hard negatives and the dataset has none; "
-                               f"{HOW_TO_GET_NEGATIVES}", path=path, field="negatives")
+            raise DatasetError(
+                f"loss '{self.name}' needs hard negatives and the dataset has none; {HOW_TO_GET_NEGATIVES}",
+                path=path,
+                field="negatives",
+            )
 
     def build_dataset(self, qa: QADataset, path: Any = "<dataset>"):
         """The training columns of :attr:`data_format` as a ``datasets.Dataset``."""
@@ -90,8 +96,11 @@ class LossStrategy:
 
     def describe(self) -> dict[str, Any]:
         """Name, data format and options, for model cards and logs."""
-        return {"name": self.name, "data_format": self.data_format,
-                **{k: v for k, v in vars(self).items() if not k.startswith("_")}}
+        return {
+            "name": self.name,
+            "data_format": self.data_format,
+            **{k: v for k, v in vars(self).items() if not k.startswith("_")},
+        }
 
 
 def _has_negatives(qa: QADataset) -> bool:
@@ -175,7 +184,9 @@ class CachedMNRLStrategy(MNRLStrategy):
     def build_loss(self, model):
         from sentence_transformers.sentence_transformer.losses import CachedMultipleNegativesRankingLoss
 
-        return CachedMultipleNegativesRankingLoss(model, scale=self.scale, mini_batch_size=self.mini_batch_size)
+        return CachedMultipleNegativesRankingLoss(
+            model, scale=self.scale, mini_batch_size=self.mini_batch_size
+        )
 
 
 class GISTStrategy(_InBatchNegatives):
@@ -284,10 +295,16 @@ class CosineStrategy(LossStrategy):
 
     def check(self, qa: QADataset, path: Any = "<dataset>") -> None:
         if not qa.relevant_docs or not any(qa.relevant_docs.values()):
-            raise DatasetError("no (query, relevant chunk) pairs to train on", path=path, field="relevant_docs")
+            raise DatasetError(
+                "no (query, relevant chunk) pairs to train on", path=path, field="relevant_docs"
+            )
         if not _scores(qa) and not _has_negatives(qa):
-            raise DatasetError("loss 'cosine' needs graded pairs and the dataset has neither scores nor "
-                               f"negatives; {HOW_TO_GET_NEGATIVES}", path=path, field="scores")
+            raise DatasetError(
+                "loss 'cosine' needs graded pairs and the dataset has neither scores nor "
+                f"negatives; {HOW_TO_GET_NEGATIVES}",
+                path=path,
+                field="scores",
+            )
 
     def _columns(self, qa: QADataset) -> dict[str, list]:
         columns: dict[str, list] = {"anchor": [], "text": [], "score": []}
@@ -301,7 +318,9 @@ class CosineStrategy(LossStrategy):
                     columns["score"].append(min(1.0, max(0.0, float(score) / top)))
             return columns
         for qid, relevant in qa.relevant_docs.items():
-            negatives = [n for n in qa.negatives.get(qid, []) if n not in relevant][: self.negatives_per_query]
+            negatives = [n for n in qa.negatives.get(qid, []) if n not in relevant][
+                : self.negatives_per_query
+            ]
             for cid, score in [(c, 1.0) for c in relevant] + [(n, 0.0) for n in negatives]:
                 columns["anchor"].append(qa.queries[qid])
                 columns["text"].append(qa.corpus[cid])
@@ -318,8 +337,11 @@ def _scores(qa: QADataset) -> dict[str, dict[str, float]]:
     raw = qa.extras.get("scores") or {}
     if not isinstance(raw, dict):
         return {}
-    return {q: {c: s for c, s in per.items() if c in qa.corpus}
-            for q, per in raw.items() if q in qa.queries and isinstance(per, dict) and per}
+    return {
+        q: {c: s for c, s in per.items() if c in qa.corpus}
+        for q, per in raw.items()
+        if q in qa.queries and isinstance(per, dict) and per
+    }
 
 
 class TripletStrategy(LossStrategy):
@@ -379,8 +401,10 @@ class MatryoshkaStrategy(LossStrategy):
 
         size = model.get_embedding_dimension()
         if size is not None and self.dims[0] > size:
-            raise ConfigError(f"dimension {self.dims[0]} exceeds the model's embedding dimension {size}",
-                              field="matryoshka_dims")
+            raise ConfigError(
+                f"dimension {self.dims[0]} exceeds the model's embedding dimension {size}",
+                field="matryoshka_dims",
+            )
         return MatryoshkaLoss(model, self.inner.build_loss(model), matryoshka_dims=self.dims)
 
     def describe(self) -> dict[str, Any]:
@@ -398,7 +422,9 @@ STRATEGIES: dict[str, tuple[type[LossStrategy], str]] = {
 }
 
 
-def create_strategy(name: str, *, matryoshka_dims: Sequence[int] | None = None, **options: Any) -> LossStrategy:
+def create_strategy(
+    name: str, *, matryoshka_dims: Sequence[int] | None = None, **options: Any
+) -> LossStrategy:
     """The registered strategy ``name`` built with ``options``, Matryoshka-wrapped when dims are given."""
     from embtune_core.plugins import get_registry
 

@@ -37,17 +37,32 @@ def add_arguments(parser) -> None:
     parser.add_argument("--warmup-ratio", type=float, help="share of steps for linear warm-up (default: 0.1)")
     parser.add_argument("--seed", type=int)
     parser.add_argument("--max-steps", type=int, help="stop after this many steps (overrides --epochs)")
-    parser.add_argument("--save-steps", type=int, help="checkpoint (and evaluate) every N steps (default: each epoch)")
-    parser.add_argument("--resume", action="store_true", default=None,
-                        help="continue from the newest checkpoint in the checkpoint folder")
+    parser.add_argument(
+        "--save-steps", type=int, help="checkpoint (and evaluate) every N steps (default: each epoch)"
+    )
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        default=None,
+        help="continue from the newest checkpoint in the checkpoint folder",
+    )
     layers = parser.add_mutually_exclusive_group()
-    layers.add_argument("--train-last-layers", type=int, metavar="N",
-                        help="partial fine-tuning: train only the last N transformer layers (+ pooling, heads)")
-    layers.add_argument("--freeze-layers", type=int, metavar="N",
-                        help="partial fine-tuning: freeze the embeddings and the first N transformer layers")
+    layers.add_argument(
+        "--train-last-layers",
+        type=int,
+        metavar="N",
+        help="partial fine-tuning: train only the last N transformer layers (+ pooling, heads)",
+    )
+    layers.add_argument(
+        "--freeze-layers",
+        type=int,
+        metavar="N",
+        help="partial fine-tuning: freeze the embeddings and the first N transformer layers",
+    )
     parser.add_argument("--max-seq-length", type=int)
-    parser.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"),
-                        help="auto: bf16/fp16 on a GPU, fp32 on CPU")
+    parser.add_argument(
+        "--precision", choices=("auto", "fp32", "bf16", "fp16"), help="auto: bf16/fp16 on a GPU, fp32 on CPU"
+    )
     parser.add_argument("--checkpoint-dir", help="checkpoints and loss log (default: OUT.checkpoints)")
     parser.add_argument("--out", help="output model directory")
 
@@ -56,7 +71,9 @@ def _int_list(text: str) -> list[int]:
     try:
         dims = [int(part) for part in text.replace(" ", "").split(",") if part]
     except ValueError:
-        raise ConfigError(f"expected comma-separated integers, got '{text}'", field="--matryoshka-dims") from None
+        raise ConfigError(
+            f"expected comma-separated integers, got '{text}'", field="--matryoshka-dims"
+        ) from None
     return dims
 
 
@@ -78,9 +95,27 @@ def settings_from_args(args):
     if args.config:
         origin = args.config
         values.update(section(load_config(args.config), "train", args.config))
-    for key in ("train", "val", "model", "loss", "matryoshka_dims", "epochs", "batch_size", "lr", "warmup_ratio",
-                "seed", "max_steps", "save_steps", "resume", "train_last_layers", "freeze_layers", "max_seq_length",
-                "precision", "checkpoint_dir", "out"):
+    for key in (
+        "train",
+        "val",
+        "model",
+        "loss",
+        "matryoshka_dims",
+        "epochs",
+        "batch_size",
+        "lr",
+        "warmup_ratio",
+        "seed",
+        "max_steps",
+        "save_steps",
+        "resume",
+        "train_last_layers",
+        "freeze_layers",
+        "max_seq_length",
+        "precision",
+        "checkpoint_dir",
+        "out",
+    ):
         value = getattr(args, key, None)
         if value is not None:
             values[key] = value
@@ -103,8 +138,10 @@ def run(args) -> int:
     before, after = summary["metrics_before"], summary["metrics_after"]
     if not summary["saved"]:
         return 0  # another rank (rank 0) wrote the model and reports
-    print(f"model written to {settings.out} ({summary['global_step']} steps, "
-          f"train loss {summary['train_loss']:.4f})")
+    print(
+        f"model written to {settings.out} ({summary['global_step']} steps, "
+        f"train loss {summary['train_loss']:.4f})"
+    )
     for key in ("hit@5", "mrr@10", "ndcg@10"):
         if key in before or key in after:
             print(f"  {key:8s} {before.get(key, float('nan')):.4f} -> {after.get(key, float('nan')):.4f}")

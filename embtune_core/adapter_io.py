@@ -1,0 +1,282 @@
+"""Saving, loading and importing query adapters: safetensors weights plus a JSON config, no pickle.
+
+An adapter folder holds two files, written together atomically::
+
+    adapter_config.json   {"format": "embtune-adapter", "format_version": 1, "adapter_type": "linear",
+                           "options": {...}, "dimension": 384, "normalize_output": true,
+                           "base_encoder": {"identity": "...", "normalize": true}, "training": {...}}
+    adapter.safetensors   the module's state dict
+
+``adapter_type`` and ``options`` rebuild the module through the ``adapters`` plugin family, so
+custom adapters from plugins save and load like the built-in ones. ``base_encoder.identity`` is
+the identity of the encoder whose query vectors the adapter was trained on: an adapter only makes
+sense on that encoder, and :func:`load_adapter` refuses another one with a one-line error.
+``normalize_output`` says whether adapted queries are scaled back to unit length (cosine search).
+
+LlamaIndex adapter folders (``config.json`` + ``pytorch_model.bin`` of ``LinearLayer`` or
+``TwoLayerNN``) are imported by :func:`load_adapter` too. Their weights are read with
+``torch.load(weights_only=True)``, which refuses any pickled object but tensors. They record no
+base model, so pass ``expected_encoder_identity`` knowingly.
+
+Example::
+
+    adapter = load_adapter("out/adapter", expected_encoder_identity=encoder.identity)
+    queries = adapter.transform(encoder.encode_queries(["What was Uber's 2021 revenue?"]))
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from embtune_core import atomic
+from embtune_core.errors import InputError, PluginError
+
+log = logging.getLogger(__name__)
+
+FORMAT = "embtune-adapter"
+FORMAT_VERSION = 1
+CONFIG_NAME = "adapter_config.json"
+WEIGHTS_NAME = "adapter.safetensors"
+LLAMAINDEX_CONFIG = "config.json"
+LLAMAINDEX_WEIGHTS = "pytorch_model.bin"
+
+
+@dataclass
+class AdapterConfig:
+    adapter_type: str
+    dimension: int
+    options: dict[str, Any] = field(default_factory=dict)
+    base_encoder_identity: str | None = None
+    base_normalize: bool | None = None
+    normalize_output: bool = True
+    training: dict[str, Any] = field(default_factory=dict)
+    imported_from: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        out = {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "adapter_type": self.adapter_type,
+            "options": self.options,
+            "dimension": self.dimension,
+            "normalize_output": self.normalize_output,
+            "base_encoder": {"identity": self.base_encoder_identity, "normalize": self.base_normalize},
+            "training": self.training,
+        }
+        if self.imported_from:
+            out["imported_from"] = self.imported_from
+        return out
+
+    @classmethod
+    def from_json(cls, data: Any, path: Path) -> "AdapterConfig":
+        if not isinstance(data, dict) or data.get("format") != FORMAT:
+            raise InputError(f"not an embtune adapter config (expected \"format\": \"{FORMAT}\")", path=path)
+        if data.get("format_version", 0) > FORMAT_VERSION:
+            raise InputError(f"adapter format version {data['format_version']} is newer than this embtune "
+                             f"understands ({FORMAT_VERSION}); upgrade embtune", path=path)
+        for key, kind in (("adapter_type", str), ("dimension", int), ("options", dict)):
+            if not isinstance(data.get(key), kind):
+                raise InputError(f"missing or not a {kind.__name__}", path=path, field=key)
+        base = data.get("base_encoder") or {}
+        if not isinstance(base, dict):
+            raise InputError("must be an object", path=path, field="base_encoder")
+        return cls(adapter_type=data["adapter_type"], dimension=data["dimension"], options=data["options"],
+                   base_encoder_identity=base.get("identity"), base_normalize=base.get("normalize"),
+                   normalize_output=bool(data.get("normalize_output", True)),
+                   training=data.get("training") or {}, imported_from=data.get("imported_from"))
+
+
+class SavedAdapter:
+    """A query adapter module with its config: what :func:`load_adapter` returns and ``save`` writes."""
+
+    def __init__(self, module: nn.Module, config: AdapterConfig, path: Path | None = None):
+        self.module = module.eval()
+        self.config = config
+        self.path = path
+
+    @classmethod
+    def wrap(cls, module: nn.Module, *, dimension: int, normalize_output: bool = True) -> "SavedAdapter":
+        """A bare module (no recorded base encoder), e.g. one just built in Python."""
+        adapter_type = getattr(module, "adapter_type", type(module).__name__)
+        options = module.config() if hasattr(module, "config") else {}
+        return cls(module, AdapterConfig(adapter_type, int(dimension), options, normalize_output=normalize_output))
+
+    @property
+    def fingerprint(self) -> str:
+        """A short hash of type, options and weights (names an adapted encoder in cache keys)."""
+        digest = hashlib.blake2b(digest_size=8)
+        digest.update(json.dumps([self.config.adapter_type, self.config.options, self.config.normalize_output],
+                                 sort_keys=True).encode())
+        for name, tensor in sorted(self.module.state_dict().items()):
+            digest.update(name.encode() + tensor.detach().cpu().float().contiguous().numpy().tobytes())
+        return f"{self.config.adapter_type}-{digest.hexdigest()}"
+
+    def check_base(self, encoder_identity: str) -> None:
+        """Refuse an encoder other than the one the adapter was trained on."""
+        expected = self.config.base_encoder_identity
+        if expected is None:
+            log.warning("adapter %s records no base encoder; assuming it fits %s", self.path or "", encoder_identity)
+            return
+        if expected != encoder_identity:
+            raise InputError(f"adapter was trained on encoder '{expected}', not on '{encoder_identity}'; "
+                             "train an adapter for this encoder", path=self.path)
+
+    @torch.no_grad()
+    def transform(self, queries: np.ndarray) -> np.ndarray:
+        """Adapted query vectors, float32 ``(n, dim)``, unit length when ``normalize_output``."""
+        queries = np.asarray(queries, dtype=np.float32)
+        if queries.ndim != 2 or queries.shape[1] != self.config.dimension:
+            raise InputError(f"adapter expects vectors of dimension {self.config.dimension}, got shape "
+                             f"{queries.shape}", path=self.path)
+        param = next(iter(self.module.parameters()), None)
+        device = param.device if param is not None else torch.device("cpu")
+        out = self.module(torch.from_numpy(queries).to(device)).float()
+        if self.config.normalize_output:
+            out = torch.nn.functional.normalize(out, dim=-1)
+        return np.ascontiguousarray(out.cpu().numpy(), dtype=np.float32)
+
+    def save(self, directory: str | Path) -> Path:
+        return save_adapter(directory, self.module, self.config)
+
+
+def build_adapter(adapter_type: str, dimension: int, options: dict[str, Any] | None = None) -> nn.Module:
+    """A fresh adapter from the ``adapters`` plugin family (``factory(dim, **options)``)."""
+    from embtune_core.plugins import get_registry
+
+    try:
+        return get_registry().create("adapters", adapter_type, dim=int(dimension), **(options or {}))
+    except TypeError as exc:  # an option the factory does not take
+        raise PluginError(f"adapter '{adapter_type}': {exc}") from None
+
+
+def save_adapter(directory: str | Path, module: nn.Module, config: AdapterConfig) -> Path:
+    """Write ``adapter_config.json`` and ``adapter.safetensors`` into ``directory``, all or nothing."""
+    from safetensors.torch import save_file
+
+    directory = Path(directory)
+    tensors = {name: t.detach().cpu().contiguous() for name, t in module.state_dict().items()}
+    with atomic.atomic_directory(directory) as staging:
+        save_file(tensors, str(staging / WEIGHTS_NAME), metadata={"format": FORMAT})
+        atomic.write_json(staging / CONFIG_NAME, config.to_json())
+    return directory
+
+
+def load_adapter(directory: str | Path, *, expected_encoder_identity: str | None = None,
+                 map_location: str | torch.device = "cpu") -> SavedAdapter:
+    """Load an embtune adapter folder (or import a LlamaIndex one); check the base encoder if given."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise InputError("no such adapter folder", path=directory)
+    if (directory / CONFIG_NAME).is_file():
+        adapter = _load_embtune(directory, map_location)
+    elif (directory / LLAMAINDEX_CONFIG).is_file() and (directory / LLAMAINDEX_WEIGHTS).is_file():
+        adapter = import_llamaindex_adapter(directory)
+    else:
+        raise InputError(f"not an adapter folder: expected {CONFIG_NAME} + {WEIGHTS_NAME} (embtune) or "
+                         f"{LLAMAINDEX_CONFIG} + {LLAMAINDEX_WEIGHTS} (LlamaIndex)", path=directory)
+    if expected_encoder_identity is not None:
+        adapter.check_base(expected_encoder_identity)
+    return adapter
+
+
+def _load_embtune(directory: Path, map_location) -> SavedAdapter:
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    config_path = directory / CONFIG_NAME
+    try:
+        data = json.loads(config_path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise InputError(f"malformed JSON: {exc}", path=config_path) from None
+    config = AdapterConfig.from_json(data, config_path)
+    weights_path = directory / WEIGHTS_NAME
+    if not weights_path.is_file():
+        raise InputError("missing adapter weights", path=weights_path)
+    try:
+        state = load_file(str(weights_path), device=str(map_location))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise InputError(f"unreadable safetensors file: {exc}", path=weights_path) from None
+    module = build_adapter(config.adapter_type, config.dimension, config.options)
+    _load_state(module, state, weights_path)
+    return SavedAdapter(module, config, directory)
+
+
+def _load_state(module: nn.Module, state: dict[str, torch.Tensor], path: Path) -> None:
+    try:
+        module.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        raise InputError(f"weights do not fit the configured adapter: {' '.join(str(exc).split())[:300]}",
+                         path=path) from None
+
+
+# --- LlamaIndex import -------------------------------------------------------------------------------
+def import_llamaindex_adapter(directory: str | Path, *, base_encoder_identity: str | None = None) -> SavedAdapter:
+    """Convert a LlamaIndex ``LinearLayer`` / ``TwoLayerNN`` folder into an embtune adapter.
+
+    ``LinearLayer``: ``linear.weight`` (+ ``linear.bias``) -> ``linear`` adapter (bias zero when absent).
+    ``TwoLayerNN``: ``linear1``, ``linear2``, ``residual_weight``; with ``add_residual`` its
+    output ``embed + r * linear2(act(linear1(embed)))`` is our ``two-layer`` adapter with
+    ``up = r * linear2``; without it, the ``two-layer`` adapter with ``residual=False``.
+    LlamaIndex's ``AdapterEmbeddingModel`` does not normalise adapted queries, so neither does the
+    import (``normalize_output=False``); with unit-length documents the ranking is the same.
+    """
+    directory = Path(directory)
+    config_path, weights_path = directory / LLAMAINDEX_CONFIG, directory / LLAMAINDEX_WEIGHTS
+    try:
+        raw = json.loads(config_path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise InputError(f"unreadable LlamaIndex adapter config: {exc}", path=config_path) from None
+    if not isinstance(raw, dict):
+        raise InputError("expected a JSON object", path=config_path)
+    try:
+        state = torch.load(weights_path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - weights_only refuses arbitrary objects with several error types
+        raise InputError(f"not a plain tensor state dict (refused to unpickle): {' '.join(str(exc).split())[:200]}",
+                         path=weights_path) from None
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise InputError("expected a state dict of tensors", path=weights_path)
+
+    if "linear.weight" in state:
+        weight = state["linear.weight"]
+        if weight.ndim != 2 or weight.shape[0] != weight.shape[1]:
+            raise InputError(f"linear.weight must be square, got {tuple(weight.shape)}", path=weights_path)
+        dim = weight.shape[0]
+        bias = state.get("linear.bias", torch.zeros(dim))
+        module = build_adapter("linear", dim, {"bias": True})
+        _load_state(module, {"linear.weight": weight.float(), "linear.bias": bias.float()}, weights_path)
+        adapter_type, options = "linear", {"bias": True}
+    elif "linear1.weight" in state and "linear2.weight" in state:
+        w1, w2 = state["linear1.weight"].float(), state["linear2.weight"].float()
+        hidden, dim = w1.shape
+        if w2.shape != (dim, hidden):
+            raise InputError(f"linear2.weight must be ({dim}, {hidden}), got {tuple(w2.shape)}", path=weights_path)
+        residual = bool(raw.get("add_residual", False))
+        scale = state.get("residual_weight", torch.ones(1)).float().reshape(-1)[0] if residual else 1.0
+        activation = str(raw.get("activation_fn_str", "relu"))
+        options = {"hidden": int(hidden), "activation": activation, "dropout": 0.0, "residual": residual}
+        module = build_adapter("two-layer", dim, options)
+        _load_state(module, {
+            "down.weight": w1, "down.bias": state.get("linear1.bias", torch.zeros(hidden)).float(),
+            "up.weight": w2 * scale, "up.bias": state.get("linear2.bias", torch.zeros(dim)).float() * scale,
+        }, weights_path)
+        adapter_type = "two-layer"
+    else:
+        raise InputError(f"unknown LlamaIndex adapter weights {sorted(state)[:6]}; expected LinearLayer "
+                         "(linear.weight) or TwoLayerNN (linear1.*, linear2.*)", path=weights_path)
+    config = AdapterConfig(adapter_type, int(dim), options, base_encoder_identity=base_encoder_identity,
+                           normalize_output=False, imported_from=f"llamaindex:{directory}")
+    return SavedAdapter(module, config, directory)
+
+
+def describe(config: AdapterConfig) -> dict[str, Any]:
+    """The config as a plain dict (for reports)."""
+    return asdict(config)

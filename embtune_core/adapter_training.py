@@ -1,0 +1,383 @@
+"""Training query adapters on cached embeddings: the encoder runs once, every epoch reuses its vectors.
+
+Inputs: an encoder (any backend, even a black-box API), a training :class:`QADataset`, optionally a
+validation one, and :class:`AdapterTrainingConfig`. Corpus and queries are embedded once through
+the :class:`~embtune_core.embedding_cache.EmbeddingCache`; training then touches only tensors, so
+twelve epochs cost about one embedding pass.
+
+What it optimises, per (query, positive chunk) pair, with ``a = adapter(q)`` (unit length when
+``normalize_output``) and every document vector frozen:
+
+* a contrastive (InfoNCE) loss ``-log softmax(a . d / temperature)[positive]`` over the **whole
+  cached corpus**: every frozen document is a negative, which includes the in-batch positives of
+  the other queries (with ``corpus_negatives=False``, only in-batch documents and hard negatives;
+  above ``max_corpus_negatives`` documents, a fresh random sample of that size per step). The
+  query's other relevant chunks are masked out, never used as negatives;
+* plus ``hard_negative_weight`` x the same loss over (positive, mined hard negatives) when the
+  dataset has ``negatives`` (hard negatives that are also relevant are dropped);
+* plus ``identity_reg`` x the adapter's distance from the identity map
+  (:func:`embtune_core.adapter_base.identity_penalty`), which keeps it close to the base model.
+
+AdamW; batches are reshuffled every epoch (seeded) and never hold one positive chunk twice.
+After every epoch the adapter is scored (MRR@10 by default) on a validation split held out **by
+source document** (``corpus_metadata[...]["source"]``), else by page, else by chunk, so the
+questions of one chunk never straddle train and validation. The best epoch is
+kept; epoch 0 is the identity map itself, so the saved adapter never scores below the base model
+on the validation split. Training stops after ``patience`` epochs without improvement.
+
+Example::
+
+    encoder = encoder_from_spec("st:sentence-transformers/all-MiniLM-L6-v2")
+    result = train_adapter(encoder, QADataset.load("train_dataset.json"),
+                           config=AdapterTrainingConfig(adapter="linear", epochs=12), output_dir="out/adapter")
+    print(result.baseline["mrr@10"], "->", result.best["mrr@10"])
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import logging
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from embtune_core import metrics
+from embtune_core.adapter_base import check_identity_at_init, identity_penalty
+from embtune_core.adapter_io import AdapterConfig, SavedAdapter, build_adapter, save_adapter
+from embtune_core.dataset import QADataset
+from embtune_core.embedding_cache import EmbeddingCache
+from embtune_core.errors import ConfigError, DatasetError, InputError
+from embtune_core.progress import progress
+from embtune_core.search import exact_search
+
+log = logging.getLogger(__name__)
+
+SELECTION_METRICS = ("mrr@10", "hit_rate@1", "hit_rate@5", "hit_rate@10")
+
+
+@dataclass
+class AdapterTrainingConfig:
+    """Hyper-parameters; the defaults are those measured on the Lyft -> Uber split (bench/adapter_10k.py)."""
+
+    adapter: str = "linear"
+    adapter_options: dict[str, Any] = field(default_factory=dict)
+    epochs: int = 12
+    batch_size: int = 32
+    lr: float = 1e-3
+    weight_decay: float = 0.0  # decay pulls weights toward zero, not toward the identity; identity_reg does that
+    temperature: float = 0.05
+    identity_reg: float = 1.0
+    hard_negative_weight: float = 1.0
+    corpus_negatives: bool = True
+    max_corpus_negatives: int = 65536
+    val_fraction: float = 0.2
+    patience: int = 4
+    selection_metric: str = "mrr@10"
+    normalize_output: bool = True
+    seed: int = 42
+    device: str | None = None
+
+    def validate(self, path: str = "<config>") -> None:
+        def bad(field_name: str, problem: str) -> ConfigError:
+            return ConfigError(problem, path=path, field=field_name)
+
+        if self.epochs < 0:
+            raise bad("epochs", "must be >= 0")
+        if self.batch_size < 1:
+            raise bad("batch_size", "must be >= 1")
+        if not self.lr > 0:
+            raise bad("lr", "must be > 0")
+        if not self.temperature > 0:
+            raise bad("temperature", "must be > 0")
+        if self.identity_reg < 0 or self.hard_negative_weight < 0 or self.weight_decay < 0:
+            raise bad("identity_reg", "weights must be >= 0")
+        if not 0 < self.val_fraction < 1:
+            raise bad("val_fraction", "must be between 0 and 1")
+        if self.selection_metric not in SELECTION_METRICS:
+            raise bad("selection_metric", f"must be one of {', '.join(SELECTION_METRICS)}")
+
+    @classmethod
+    def from_mapping(cls, values: dict[str, Any], path: str = "<config>") -> "AdapterTrainingConfig":
+        """From a TOML ``[adapter]`` table: keys are the field names (``-`` or ``_``); unknown keys refused."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        clean: dict[str, Any] = {}
+        for key, value in values.items():
+            name = key.replace("-", "_")
+            if name == "type":
+                name = "adapter"
+            if name not in known:
+                raise ConfigError(f"unknown key; known: {', '.join(sorted(known))}", path=path, field=f"adapter.{key}")
+            clean[name] = value
+        config = cls(**clean)
+        config.validate(path)
+        return config
+
+
+@dataclass
+class TrainingResult:
+    adapter: SavedAdapter
+    baseline: dict[str, float]  # validation metrics of the base model (the identity adapter)
+    best: dict[str, float]  # validation metrics of the kept adapter
+    best_epoch: int  # 0 means no epoch beat the base model: the adapter is the identity
+    history: list[dict[str, Any]]
+    timings: dict[str, float]
+    output_dir: Path | None = None
+
+
+# --- splitting ---------------------------------------------------------------------------------------
+def split_for_validation(dataset: QADataset, val_fraction: float = 0.2, *,
+                         seed: int = 42) -> tuple[QADataset, QADataset]:
+    """(train, validation) held out by source document, else by page, else by chunk.
+
+    Uses :func:`embtune_core.splitting.split_by_source`, so the questions of one chunk (or one
+    document) never straddle the split. Training keeps only its own chunks; validation queries are
+    ranked against the whole corpus, the harder and more realistic task (held-out documents among
+    all the others).
+    """
+    from embtune_core.splitting import split_by_source
+
+    for by in ("source", "page", "chunk"):
+        try:
+            train, val = split_by_source(dataset, val_fraction=val_fraction, seed=seed, by=by)
+            break
+        except InputError as exc:
+            if by == "chunk":
+                raise DatasetError(f"cannot hold out a validation split: {exc.problem}") from None
+            log.info("validation split by %s impossible (%s); trying a finer grouping", by, exc.problem)
+    return train, dataset.subset(list(val.queries))
+
+
+# --- embedded data -----------------------------------------------------------------------------------
+@dataclass
+class _Embedded:
+    queries: torch.Tensor  # (n_queries, dim)
+    corpus: torch.Tensor  # (n_corpus, dim)
+    query_ids: list[str]
+    corpus_ids: list[str]
+    relevant: list[np.ndarray]  # corpus rows per query row
+    negatives: list[np.ndarray]  # hard-negative corpus rows per query row
+
+
+def _embed(dataset: QADataset, encoder, cache: EmbeddingCache, device: torch.device, label: str) -> _Embedded:
+    query_ids = [q for q in dataset.queries if dataset.relevant_docs.get(q)]
+    corpus_ids = list(dataset.corpus)
+    row = {cid: i for i, cid in enumerate(corpus_ids)}
+    corpus = cache.embed(encoder, [dataset.corpus[c] for c in corpus_ids], kind="document",
+                         desc=f"embedding {label} corpus")
+    queries = cache.embed(encoder, [dataset.queries[q] for q in query_ids], kind="query",
+                          desc=f"embedding {label} queries")
+    relevant = [np.array(sorted({row[c] for c in dataset.relevant_docs[q] if c in row}), dtype=np.int64)
+                for q in query_ids]
+    negatives = []
+    for q, rel in zip(query_ids, relevant):
+        rows = {row[c] for c in dataset.negatives.get(q, []) if c in row} - set(rel.tolist())
+        negatives.append(np.array(sorted(rows), dtype=np.int64))
+    return _Embedded(torch.from_numpy(np.array(queries)).to(device), torch.from_numpy(np.array(corpus)).to(device),
+                     query_ids, corpus_ids, relevant, negatives)
+
+
+# --- batching ----------------------------------------------------------------------------------------
+def no_duplicate_batches(pairs: np.ndarray, batch_size: int, rng: np.random.Generator) -> list[np.ndarray]:
+    """Shuffle ``pairs`` (rows of (query row, positive row)) into batches that never repeat a positive.
+
+    A pair whose positive is already in the open batch waits for the next one, as
+    sentence-transformers' ``NoDuplicatesBatchSampler`` does; every pair is used once per epoch.
+    """
+    order = list(rng.permutation(len(pairs)))
+    batches: list[np.ndarray] = []
+    while order:
+        batch: list[int] = []
+        seen: set[int] = set()
+        waiting: list[int] = []
+        for index in order:
+            positive = int(pairs[index, 1])
+            if len(batch) < batch_size and positive not in seen:
+                batch.append(index)
+                seen.add(positive)
+            else:
+                waiting.append(index)
+        batches.append(np.array(batch, dtype=np.int64))
+        order = waiting
+    return batches
+
+
+# --- evaluation --------------------------------------------------------------------------------------
+@torch.no_grad()
+def _adapted(adapter: torch.nn.Module, queries: torch.Tensor, normalize: bool) -> torch.Tensor:
+    out = adapter(queries)
+    return F.normalize(out, dim=-1) if normalize else out
+
+
+def retrieval_metrics(query_emb: np.ndarray, corpus_emb: np.ndarray, relevant: list[np.ndarray]) -> dict[str, float]:
+    """hit_rate@1/5/10 and mrr@10 of exact inner-product search (``relevant``: corpus rows per query)."""
+    _, indices = exact_search(np.asarray(query_emb, np.float32), np.asarray(corpus_emb, np.float32), k=10)
+    hits = metrics.hit_matrix(indices, relevant)
+    out = {f"hit_rate@{k}": float(metrics.hit_rate(hits, k).mean()) for k in (1, 5, 10)}
+    out["mrr@10"] = float(metrics.reciprocal_rank(hits, 10).mean())
+    return out
+
+
+def _evaluate(adapter: torch.nn.Module, data: _Embedded, normalize: bool) -> dict[str, float]:
+    was_training = adapter.training
+    adapter.eval()
+    queries = _adapted(adapter, data.queries, normalize).cpu().numpy()
+    adapter.train(was_training)
+    return retrieval_metrics(queries, data.corpus.cpu().numpy(), data.relevant)
+
+
+# --- training ----------------------------------------------------------------------------------------
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % (2 ** 32))
+    torch.manual_seed(seed)
+
+
+def _contrastive_loss(adapted: torch.Tensor, corpus: torch.Tensor, positives: np.ndarray, batch_queries: np.ndarray,
+                      train: _Embedded, config: AdapterTrainingConfig, rng: np.random.Generator) -> torch.Tensor:
+    """InfoNCE of each query against its positive over the candidate documents (see module docstring)."""
+    n_corpus = corpus.shape[0]
+    batch_negatives = [train.negatives[q] for q in batch_queries]
+    if config.corpus_negatives and n_corpus <= config.max_corpus_negatives:
+        candidates = None  # the whole corpus
+    else:
+        pool = [positives, *batch_negatives]
+        if config.corpus_negatives:
+            pool.append(rng.choice(n_corpus, size=config.max_corpus_negatives, replace=False))
+        candidates = np.unique(np.concatenate(pool))
+    if candidates is None:
+        logits = adapted @ corpus.T
+        column = {"rows": None}
+    else:
+        logits = adapted @ corpus[torch.from_numpy(candidates).to(corpus.device)].T
+        column = {"rows": candidates}
+
+    def columns(rows: np.ndarray) -> np.ndarray:
+        if column["rows"] is None:
+            return rows
+        cols = np.searchsorted(candidates, rows)
+        cols = np.clip(cols, 0, len(candidates) - 1)
+        return np.where(candidates[cols] == rows, cols, -1)
+
+    targets = torch.from_numpy(columns(positives)).to(corpus.device)
+    # Mask the query's other relevant chunks: they are not negatives.
+    mask_r, mask_c = [], []
+    for i, (q, pos) in enumerate(zip(batch_queries, positives)):
+        for other in columns(train.relevant[q]):
+            if other >= 0 and other != columns(np.array([pos]))[0]:
+                mask_r.append(i)
+                mask_c.append(int(other))
+    if mask_r:
+        logits = logits.index_put((torch.tensor(mask_r, device=logits.device), torch.tensor(mask_c, device=logits.device)),
+                                  torch.tensor(float("-inf"), device=logits.device))
+    loss = F.cross_entropy(logits / config.temperature, targets)
+    if config.hard_negative_weight > 0 and any(len(n) for n in batch_negatives):
+        width = max(len(n) for n in batch_negatives)
+        rows = np.full((len(positives), width + 1), -1, dtype=np.int64)
+        rows[:, 0] = positives
+        for i, negs in enumerate(batch_negatives):
+            rows[i, 1:1 + len(negs)] = negs
+        valid = torch.from_numpy(rows >= 0).to(corpus.device)
+        gathered = corpus[torch.from_numpy(np.maximum(rows, 0)).to(corpus.device)]  # (b, width + 1, dim)
+        scores = torch.einsum("bd,bkd->bk", adapted, gathered).masked_fill(~valid, float("-inf"))
+        has_negative = valid[:, 1:].any(dim=1)
+        hard = F.cross_entropy(scores[has_negative] / config.temperature,
+                               torch.zeros(int(has_negative.sum()), dtype=torch.long, device=corpus.device))
+        loss = loss + config.hard_negative_weight * hard
+    return loss
+
+
+def train_adapter(encoder, train: QADataset, val: QADataset | None = None, *,
+                  config: AdapterTrainingConfig | None = None, cache: EmbeddingCache | None = None,
+                  output_dir: str | Path | None = None) -> TrainingResult:
+    """Train a query adapter for ``encoder`` on ``train``; keep the epoch best on ``val``.
+
+    Without ``val``, a validation split is held out of ``train`` by source document
+    (:func:`split_for_validation`). With ``output_dir``, the adapter is written there atomically.
+    """
+    config = config or AdapterTrainingConfig()
+    config.validate()
+    cache = cache or EmbeddingCache()
+    device = torch.device(config.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    _seed_everything(config.seed)
+    rng = np.random.default_rng(config.seed)
+
+    if val is None:
+        train, val = split_for_validation(train, config.val_fraction, seed=config.seed)
+    t0 = time.perf_counter()
+    train_data = _embed(train, encoder, cache, device, "train")
+    val_data = _embed(val, encoder, cache, device, "validation")
+    embed_seconds = time.perf_counter() - t0
+    if not train_data.query_ids:
+        raise DatasetError("no training query has a relevant chunk")
+    if not val_data.query_ids:
+        raise DatasetError("no validation query has a relevant chunk")
+    dim = train_data.corpus.shape[1]
+
+    adapter = build_adapter(config.adapter, dim, config.adapter_options)
+    check_identity_at_init(adapter, dim, name=f"adapter '{config.adapter}'")
+    adapter.to(device).train()
+    optimizer = torch.optim.AdamW(adapter.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+
+    pairs = np.array([(q, int(p)) for q, rel in enumerate(train_data.relevant) for p in rel], dtype=np.int64)
+    t1 = time.perf_counter()
+    baseline = _evaluate(adapter, val_data, config.normalize_output)
+    best, best_epoch, best_state = baseline, 0, copy.deepcopy(adapter.state_dict())
+    history: list[dict[str, Any]] = [{"epoch": 0, "loss": None, **baseline}]
+    metric = config.selection_metric
+    stale = 0
+    bar = progress(range(1, config.epochs + 1), desc=f"training {config.adapter} adapter", unit="epoch")
+    for epoch in bar:
+        losses = []
+        for batch in no_duplicate_batches(pairs, config.batch_size, rng):
+            batch_queries, positives = pairs[batch, 0], pairs[batch, 1]
+            query_vectors = train_data.queries[torch.from_numpy(batch_queries).to(device)]
+            adapted = adapter(query_vectors)
+            if config.normalize_output:
+                adapted = F.normalize(adapted, dim=-1)
+            loss = _contrastive_loss(adapted, train_data.corpus, positives, batch_queries, train_data, config, rng)
+            if config.identity_reg > 0:
+                loss = loss + config.identity_reg * identity_penalty(adapter, query_vectors)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            losses.append(float(loss.detach()))
+        scores = _evaluate(adapter, val_data, config.normalize_output)
+        history.append({"epoch": epoch, "loss": float(np.mean(losses)), **scores})
+        if scores[metric] > best[metric] + 1e-9:
+            best, best_epoch, best_state, stale = scores, epoch, copy.deepcopy(adapter.state_dict()), 0
+        else:
+            stale += 1
+        bar.set_postfix(loss=f"{np.mean(losses):.4f}", **{metric: f"{scores[metric]:.4f}"})
+        if stale >= config.patience:
+            log.info("early stop after epoch %d: no %s gain on validation for %d epochs", epoch, metric, stale)
+            break
+    bar.close()
+    train_seconds = time.perf_counter() - t1
+    adapter.load_state_dict(best_state)
+    adapter.cpu().eval()
+
+    options = adapter.config() if hasattr(adapter, "config") else dict(config.adapter_options)
+    adapter_config = AdapterConfig(
+        adapter_type=config.adapter, dimension=dim, options=options,
+        base_encoder_identity=encoder.identity, base_normalize=getattr(encoder, "normalize", None),
+        normalize_output=config.normalize_output,
+        training={
+            "config": {k: v for k, v in dataclasses.asdict(config).items() if k != "device"},
+            "train_queries": len(train_data.query_ids), "train_corpus": len(train_data.corpus_ids),
+            "val_queries": len(val_data.query_ids), "val_corpus": len(val_data.corpus_ids),
+            "baseline": baseline, "best": best, "best_epoch": best_epoch, "history": history,
+        })
+    saved = SavedAdapter(adapter, adapter_config)
+    out = None
+    if output_dir is not None:
+        out = save_adapter(output_dir, adapter, adapter_config)
+        saved.path = out
+    return TrainingResult(saved, baseline, best, best_epoch, history,
+                          {"embed_seconds": embed_seconds, "train_seconds": train_seconds}, out)

@@ -1,0 +1,193 @@
+"""``embtune build-dataset``: documents -> load -> chunk -> generate questions -> split -> train/val JSON."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from embtune_core import atomic
+from embtune_core.config import load_config, section
+from embtune_core.errors import ConfigError
+from embtune_core.loading import load_documents
+from embtune_core.plugins import get_registry
+from embtune_core.splitting import GROUP_BY, split_by_source, write_split
+
+log = logging.getLogger(__name__)
+
+NAME = "build-dataset"
+HELP = "turn a folder of documents into train.json / val.json (LlamaIndex QA format)"
+DESCRIPTION = """Load documents (.pdf, .txt, .md, .jsonl), chunk them, generate questions per chunk,
+split by source document and write OUT/train.json and OUT/val.json atomically, in LlamaIndex's
+EmbeddingQAFinetuneDataset format plus corpus_metadata (source, page, offsets).
+
+Examples:
+  embtune build-dataset docs/ -o data                       # offline: inverse cloze task
+  embtune build-dataset docs/ -o data --generator openai --llm-model gpt-4o-mini
+  embtune build-dataset docs/ -o data --generator openai --base-url http://localhost:8000/v1 \\
+      --llm-model Qwen/Qwen2.5-7B-Instruct --concurrency 32   # vLLM, no key needed
+
+Question generation with --generator openai journals every completed call in --work-dir
+(default OUT/.work): if the run is interrupted or crashes, run the same command again and it
+resumes without repeating a completed call. The API key comes from the environment only
+(OPENAI_API_KEY, or --api-key-env NAME).
+
+Options may also come from the [dataset] table of a --config TOML file (same names with
+underscores, e.g. chunk_size = 256, generator = "openai", val_fraction = 0.2, and a
+[dataset.generator_options] table for generator-specific settings); the command line wins.
+
+Splitting: whole source documents go to one side (--split-by source); a single document cannot
+be split that way: use --split-by page (or chunk), or --val-fraction 0 for train.json only.
+Validation sets that share a chunk, query or (with --split-by source) a document with training
+are refused."""
+
+DEFAULTS: dict[str, Any] = {
+    "chunker": "sentence", "chunk_size": None, "chunk_overlap": None, "model": None,
+    "generator": "ict", "llm_model": None, "base_url": None, "api_key_env": None,
+    "questions_per_chunk": None, "concurrency": 8, "max_retries": 6, "timeout": 60.0, "prompt_file": None,
+    "temperature": None, "val_fraction": 0.2, "split_by": "source", "seed": 0, "skip_bad": False,
+    "work_dir": None, "out": None,
+}
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("inputs", nargs="*", help="document files and/or folders")
+    parser.add_argument("-o", "--out", help="output folder for train.json and val.json")
+    parser.add_argument("--config", help="TOML file with a [dataset] table")
+    parser.add_argument("--chunker", help="chunker plugin (default: sentence; also: recursive)")
+    parser.add_argument("--chunk-size", type=int, help="tokens (sentence: 1024) or characters (recursive: 1000)")
+    parser.add_argument("--chunk-overlap", type=int, help="overlap (sentence: 20 tokens; recursive: 200 chars)")
+    parser.add_argument("--model", help="embedding model whose tokenizer the sentence chunker counts with "
+                                        "(default: sentence-transformers/all-MiniLM-L6-v2)")
+    parser.add_argument("--generator", help="question generator (default: ict; also: openai, crop, local-llm)")
+    parser.add_argument("--llm-model", help="chat model for --generator openai (default: gpt-4o-mini)")
+    parser.add_argument("--base-url", help="OpenAI-compatible endpoint, e.g. http://localhost:11434/v1")
+    parser.add_argument("--api-key-env", help="environment variable holding the API key (default: OPENAI_API_KEY)")
+    parser.add_argument("--questions-per-chunk", type=int, help="questions per chunk (openai: 2; ict/crop: 1)")
+    parser.add_argument("--prompt-file", help="prompt template with {context_str} and {num_questions_per_chunk}")
+    parser.add_argument("--concurrency", type=int, help="LLM requests in flight (default: 8)")
+    parser.add_argument("--max-retries", type=int, help="retries per LLM call (default: 6)")
+    parser.add_argument("--timeout", type=float, help="seconds per LLM request (default: 60)")
+    parser.add_argument("--temperature", type=float, help="LLM sampling temperature (default: server's)")
+    parser.add_argument("--val-fraction", type=float, help="share of queries for validation (default: 0.2; 0: none)")
+    parser.add_argument("--split-by", choices=GROUP_BY, help="unit kept on one side of the split (default: source)")
+    parser.add_argument("--seed", type=int, help="seed for generators and the split (default: 0)")
+    parser.add_argument("--skip-bad", action="store_true", default=None,
+                        help="skip unreadable files (listed at the end) instead of stopping")
+    parser.add_argument("--work-dir", help="journal folder for resuming (default: OUT/.work)")
+
+
+def resolve_settings(args) -> dict[str, Any]:
+    """Command line over the [dataset] config table over defaults."""
+    config: dict[str, Any] = {}
+    config_path = getattr(args, "config", None)
+    if config_path:
+        config = section(load_config(config_path), "dataset", config_path)
+        unknown = set(config) - set(DEFAULTS) - {"inputs", "generator_options", "prompt"}
+        if unknown:
+            raise ConfigError(f"unknown key(s) {', '.join(sorted(unknown))}; known: "
+                              f"{', '.join(sorted(DEFAULTS))}, inputs, prompt, generator_options",
+                              path=config_path, field="dataset")
+    settings = dict(DEFAULTS)
+    settings.update({k: v for k, v in config.items() if k in DEFAULTS})
+    for key in DEFAULTS:
+        value = getattr(args, key, None)
+        if value is not None:
+            settings[key] = value
+    settings["inputs"] = list(args.inputs) or list(config.get("inputs", []))
+    settings["prompt"] = config.get("prompt")
+    settings["generator_options"] = config.get("generator_options", {})
+    if not isinstance(settings["generator_options"], dict):
+        raise ConfigError("must be a table", path=config_path, field="dataset.generator_options")
+    if not settings["inputs"]:
+        raise ConfigError("no documents given (pass files or folders, or inputs = [...] in [dataset])",
+                          field="inputs")
+    if not settings["out"]:
+        raise ConfigError("no output folder (pass -o/--out, or out = \"...\" in [dataset])", field="out")
+    if not 0.0 <= float(settings["val_fraction"]) < 1.0:
+        raise ConfigError(f"must be in [0, 1), not {settings['val_fraction']}", field="val_fraction")
+    return settings
+
+
+def chunker_options(s: dict[str, Any]) -> dict[str, Any]:
+    options = {k: s[k] for k in ("chunk_size", "chunk_overlap") if s[k] is not None}
+    if s["chunker"] == "sentence" and s["model"]:
+        options["model"] = s["model"]
+    return options
+
+
+def generator_options(s: dict[str, Any]) -> dict[str, Any]:
+    options: dict[str, Any] = {"seed": s["seed"]}
+    if s["questions_per_chunk"] is not None:
+        options["questions_per_chunk"] = s["questions_per_chunk"]
+    if s["generator"] in ("openai", "local-llm"):
+        options["model"] = s["llm_model"]  # None: the generator's default
+        prompt = s["prompt"]
+        if s["prompt_file"]:
+            from embtune_core.dataset import read_text
+
+            prompt = read_text(s["prompt_file"])
+        options.update(prompt=prompt, temperature=s["temperature"])
+    if s["generator"] == "openai":
+        options.update(base_url=s["base_url"], concurrency=s["concurrency"], max_retries=s["max_retries"],
+                       timeout=s["timeout"],
+                       api_key=f"env:{s['api_key_env']}" if s["api_key_env"] else None)
+    options.update(s["generator_options"])
+    return {k: v for k, v in options.items() if v is not None or k == "api_key"}
+
+
+def run(args) -> int:
+    s = resolve_settings(args)
+    started = time.perf_counter()
+    registry = get_registry()
+    out = Path(s["out"])
+    work_dir = Path(s["work_dir"]) if s["work_dir"] else out / ".work"
+
+    documents, skipped = load_documents(s["inputs"], skip_bad=bool(s["skip_bad"]), registry=registry)
+    sources = {d.source for d in documents}
+    print(f"loaded {len(documents)} documents from {len(sources)} files", file=sys.stderr)
+
+    chunker = registry.create("chunkers", s["chunker"], **chunker_options(s))
+    chunks = chunker.chunk(documents)
+    print(f"{len(chunks)} chunks ({s['chunker']})", file=sys.stderr)
+
+    generator = registry.create("question_generators", s["generator"], **generator_options(s))
+    dataset = generator.generate(chunks, work_dir=work_dir)
+    report = dict(getattr(generator, "last_report", {}) or {})
+    if not dataset.queries:
+        raise ConfigError(f"the {s['generator']} generator produced no queries from {len(chunks)} chunks",
+                          field="generator")
+
+    train_path, val_path = out / "train.json", out / "val.json"
+    if s["val_fraction"] > 0:
+        train, val = split_by_source(dataset, val_fraction=float(s["val_fraction"]), seed=int(s["seed"]),
+                                     by=s["split_by"])
+        write_split(train, val, train_path, val_path, allow_shared_sources=s["split_by"] != "source")
+    else:
+        train, val = dataset, None
+        write_split(train, None, train_path, None)
+
+    summary = {
+        "inputs": [str(p) for p in s["inputs"]], "documents": len(documents), "files": len(sources),
+        "skipped": [{"path": p, "reason": r} for p, r in skipped], "chunks": len(chunks),
+        "chunker": s["chunker"], "generator": s["generator"], "generator_report": report,
+        "train": {"queries": len(train.queries), "corpus": len(train.corpus), "path": str(train_path)},
+        "val": ({"queries": len(val.queries), "corpus": len(val.corpus), "path": str(val_path)}
+                if val is not None else None),
+        "split_by": s["split_by"], "seed": s["seed"], "seconds": round(time.perf_counter() - started, 2),
+    }
+    atomic.write_json(out / "build-report.json", summary)
+    if report.get("total_tokens"):
+        print(f"token usage: {report['prompt_tokens']} prompt + {report['completion_tokens']} completion "
+              f"= {report['total_tokens']} ({report.get('calls', 0)} calls, {report.get('resumed', 0)} resumed "
+              "from the journal)", file=sys.stderr)
+    print(f"wrote {train_path}: {len(train.queries)} queries, {len(train.corpus)} chunks")
+    if val is not None:
+        print(f"wrote {val_path}: {len(val.queries)} queries, {len(val.corpus)} chunks")
+    if skipped:
+        print(f"skipped {len(skipped)} bad file(s):")
+        for path, reason in skipped:
+            print(f"  {path}: {reason}")
+    return 0

@@ -1,0 +1,148 @@
+"""``embtune evaluate``: compare retrieval systems on one dataset; write JSON, Markdown and HTML reports."""
+
+from __future__ import annotations
+
+import re
+import sys
+from dataclasses import dataclass
+
+from embtune_core.errors import ConfigError
+
+NAME = "evaluate"
+HELP = "compare systems (models, adapters, APIs) on a QA dataset: IR metrics, CIs, significance, reports"
+DESCRIPTION = """Evaluate any number of retrieval systems on one QA dataset and compare them in one table.
+
+Each --system is NAME=SPEC (NAME labels it in the report; without "NAME=" the spec is the label):
+
+  SPEC := ENCODER | ENCODER+adapter:ADAPTER_DIR
+  ENCODER:
+    model:NAME_OR_DIR                 a sentence-transformers model (hub name or local folder;
+                                      packaged MiniLM/mpnet resolve offline); same as st:NAME_OR_DIR
+    openai:MODEL[@BASE_URL]           an OpenAI-compatible embeddings API (key from OPENAI_API_KEY)
+    PLUGIN:VALUE                      any registered encoder plugin, called with model=VALUE
+  +adapter:ADAPTER_DIR                a trained query adapter applied to query embeddings only
+                                      (refused if it was trained on another encoder)
+
+Examples:
+  embtune evaluate val.json --system base=model:sentence-transformers/all-MiniLM-L6-v2 \\
+      --system tuned=model:runs/x/model \\
+      --system adapted=model:sentence-transformers/all-MiniLM-L6-v2+adapter:runs/x/adapter \\
+      --dims 384,256,128,64 --out reports/val
+
+Every query is searched exactly over the whole corpus (FAISS, cosine similarity; GPU when
+available), at each --dims dimension (Matryoshka: truncate, then renormalise). Metrics: LlamaIndex
+hit rate@k and MRR@k (--k), and sentence-transformers' IR metrics (accuracy/precision/recall@1,3,5,10,
+MRR@10, NDCG@10, MAP@100). Each mean has a bootstrap confidence interval over queries; each system
+is compared with the FIRST one (paired randomisation test and paired t-test). Embeddings are cached,
+so a repeated evaluation does not re-encode. --out writes report.json (per-query scores),
+report.md and report.html (self-contained, with charts), each atomically."""
+
+_NAME_PREFIX = re.compile(r"^([A-Za-z0-9_.-]+)=(.+)$")
+_ADAPTER_MARK = "+adapter:"
+
+
+@dataclass
+class SystemSpec:
+    name: str
+    encoder_spec: str
+    adapter_dir: str | None
+    text: str
+
+
+def parse_system(text: str) -> SystemSpec:
+    """``NAME=ENCODER[+adapter:DIR]`` as its parts (see DESCRIPTION)."""
+    text = text.strip()
+    match = _NAME_PREFIX.match(text)
+    name, spec = (match.group(1), match.group(2)) if match else (text, text)
+    encoder_spec, mark, adapter_dir = spec.rpartition(_ADAPTER_MARK) if _ADAPTER_MARK in spec else (spec, "", "")
+    if mark and not adapter_dir:
+        raise ConfigError(f"'{text}': nothing after '+adapter:' (expected the adapter folder)", field="--system")
+    if not encoder_spec:
+        raise ConfigError(f"'{text}': no encoder before '+adapter:' (e.g. model:NAME+adapter:DIR)",
+                          field="--system")
+    if encoder_spec.startswith("model:"):
+        encoder_spec = "st:" + encoder_spec[len("model:"):]
+    if encoder_spec.startswith("adapter:"):
+        raise ConfigError(f"'{text}': name the base encoder first, e.g. model:NAME+adapter:DIR", field="--system")
+    return SystemSpec(name, encoder_spec, adapter_dir or None, spec)
+
+
+def _int_list(value: str, option: str) -> list[int]:
+    try:
+        values = [int(v) for v in value.replace(" ", "").split(",") if v]
+    except ValueError:
+        raise ConfigError(f"expected comma-separated positive integers, got '{value}'", field=option) from None
+    if not values or any(v <= 0 for v in values):
+        raise ConfigError(f"expected comma-separated positive integers, got '{value}'", field=option)
+    return values
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("dataset", help="QA dataset: LlamaIndex JSON, BEIR folder, pairs/triplets .jsonl/.csv")
+    parser.add_argument("--system", action="append", required=True, metavar="NAME=SPEC",
+                        help="a system to evaluate (repeat; the first is the baseline); see the syntax above")
+    parser.add_argument("--dims", default=None, metavar="D[,D...]",
+                        help="embedding dimensions to evaluate (Matryoshka truncation); default: each system's full")
+    parser.add_argument("--k", default="5", metavar="K[,K...]",
+                        help="cut-offs for LlamaIndex hit rate@k and MRR@k (default: 5)")
+    parser.add_argument("--out", default=None, metavar="DIR", help="write report.json, report.md, report.html here")
+    parser.add_argument("--split", default="test", help="BEIR qrels split (default: test)")
+    parser.add_argument("--batch-size", type=int, default=None, help="encoder batch size")
+    parser.add_argument("--device", default=None, help="device for local models (cpu, cuda, mps)")
+    parser.add_argument("--confidence", type=float, default=0.95, help="confidence level of the intervals")
+    parser.add_argument("--resamples", type=int, default=2000, help="bootstrap resamples (default: 2000)")
+    parser.add_argument("--permutations", type=int, default=10000,
+                        help="randomisation-test permutations (default: 10000)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the bootstrap and randomisation test")
+
+
+def build_system(spec: SystemSpec, *, batch_size: int | None = None, device: str | None = None):
+    """The :class:`~embtune_core.evaluation.System` a parsed spec names."""
+    from embtune_core.encoding import encoder_from_spec, parse_encoder_spec
+    from embtune_core.evaluation import System
+
+    encoder_name, _ = parse_encoder_spec(spec.encoder_spec)
+    options = {}
+    if batch_size is not None:
+        options["batch_size"] = batch_size
+    if device is not None and encoder_name == "sentence-transformers":
+        options["device"] = device
+    encoder = encoder_from_spec(spec.encoder_spec, **options)
+    adapter = None
+    if spec.adapter_dir:
+        from embtune_core.adapter_io import load_adapter
+
+        adapter = load_adapter(spec.adapter_dir, expected_encoder_identity=encoder.identity)
+    return System(spec.name, encoder, adapter, spec.text)
+
+
+def run(args) -> int:
+    import logging
+
+    from embtune_core.dataset import load_any
+    from embtune_core.evaluation import MetricSettings, evaluate_systems
+    from embtune_core.report import report_json, report_markdown, write_reports
+
+    if not 0.0 < args.confidence < 1.0:
+        raise ConfigError(f"must be between 0 and 1, got {args.confidence}", field="--confidence")
+    for option, value in (("--resamples", args.resamples), ("--permutations", args.permutations)):
+        if value < 1:
+            raise ConfigError(f"must be positive, got {value}", field=option)
+    logging.getLogger("faiss").setLevel(logging.WARNING)  # its loader logs each CPU-feature probe
+    specs = [parse_system(text) for text in args.system]
+    dims = _int_list(args.dims, "--dims") if args.dims else None
+    settings = MetricSettings(hit_rate_at=tuple(_int_list(args.k, "--k")))
+    dataset = load_any(args.dataset, split=args.split)
+    systems = [build_system(spec, batch_size=args.batch_size, device=args.device) for spec in specs]
+    evaluation = evaluate_systems(systems, dataset, dims=dims, settings=settings, dataset_name=str(args.dataset),
+                                  confidence=args.confidence, seed=args.seed, n_resamples=args.resamples,
+                                  n_permutations=args.permutations)
+    data = report_json(evaluation)
+    markdown = report_markdown(data)
+    if args.out:
+        paths = write_reports(evaluation, args.out, data=data)
+        sys.stdout.write(markdown.split("\n## All metrics")[0] + "\n")  # the full table is in the files
+        print(f"wrote {paths['json']}, {paths['markdown']}, {paths['html']}")
+    else:
+        sys.stdout.write(markdown)
+    return 0

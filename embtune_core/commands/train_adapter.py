@@ -1,0 +1,124 @@
+"""``embtune train-adapter``: train a query adapter on cached embeddings of a frozen encoder."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+
+from embtune_core.adapter_training import AdapterTrainingConfig, train_adapter
+from embtune_core.config import load_config, section
+from embtune_core.dataset import load_any
+from embtune_core.embedding_cache import EmbeddingCache
+from embtune_core.encoding import encoder_from_spec
+from embtune_core.errors import ConfigError
+
+NAME = "train-adapter"
+HELP = "train a query adapter (linear, two-layer, plugin) on a frozen encoder; documents untouched"
+DESCRIPTION = """Train a small transform applied to query embeddings only, on top of a frozen encoder (a
+sentence-transformers model or an OpenAI-compatible embeddings API). Documents and existing vector
+indexes stay as they are. Corpus and queries are embedded once through the embedding cache, so
+epochs cost almost nothing and a re-run embeds nothing.
+
+The adapter (safetensors + adapter_config.json) is written atomically to --out. Without --val, a
+validation split is held out of --train by source document; the epoch with the best validation
+MRR@10 is kept, and epoch 0 is the base model itself, so the adapter never scores below it there.
+
+Options come from the command line, else the [adapter] table of --config, else the defaults:
+
+  [adapter]
+  type = "two-layer"           # adapter name
+  adapter_options = { hidden = 384, activation = "gelu" }
+  epochs = 12
+  batch_size = 32
+  lr = 1e-3
+  temperature = 0.05
+  identity_reg = 1.0
+  seed = 42
+
+Encoder specs: st:MODEL (sentence-transformers name or folder), openai:MODEL[@BASE_URL] (key
+from OPENAI_API_KEY or --api-key-env), or a bare model name.
+
+example:
+  embtune train-adapter --train train_dataset.json --encoder st:sentence-transformers/all-MiniLM-L6-v2 \\
+      --adapter linear --epochs 12 --out adapters/minilm-linear"""
+
+_FLAG_FIELDS = ("epochs", "batch_size", "lr", "temperature", "identity_reg", "seed", "val_fraction", "patience",
+                "hard_negative_weight", "selection_metric", "device")
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--train", required=True, help="training dataset (LlamaIndex JSON, BEIR folder, pairs)")
+    parser.add_argument("--val", help="validation dataset for early stopping (default: held out of --train)")
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--encoder", help="encoder spec, e.g. st:sentence-transformers/all-MiniLM-L6-v2 or "
+                                         "openai:text-embedding-3-small@http://127.0.0.1:8000/v1")
+    group.add_argument("--model", help="sentence-transformers model name or folder (same as --encoder st:MODEL)")
+    parser.add_argument("--api-key-env", help="environment variable holding the API key (openai encoder)")
+    parser.add_argument("--adapter", help="adapter type: linear, two-layer or a plugin's (default: linear)")
+    parser.add_argument("--hidden", type=int, help="two-layer: hidden size (default: the embedding dimension)")
+    parser.add_argument("--activation", help="two-layer: relu, gelu, silu, tanh, sigmoid, leaky_relu")
+    parser.add_argument("--epochs", type=int)
+    parser.add_argument("--batch-size", type=int)
+    parser.add_argument("--lr", type=float, help="AdamW learning rate")
+    parser.add_argument("--temperature", type=float, help="softmax temperature of the contrastive loss")
+    parser.add_argument("--identity-reg", type=float, help="weight of the penalty toward the identity map")
+    parser.add_argument("--hard-negative-weight", type=float, help="weight of the mined hard-negative term")
+    parser.add_argument("--val-fraction", type=float, help="share of source documents held out (no --val)")
+    parser.add_argument("--patience", type=int, help="epochs without validation gain before stopping")
+    parser.add_argument("--selection-metric", help="mrr@10 (default), hit_rate@1, hit_rate@5, hit_rate@10")
+    parser.add_argument("--seed", type=int)
+    parser.add_argument("--device", help="torch device (default: cuda when available, else cpu)")
+    parser.add_argument("--cache-dir", help="embedding cache folder (default: $EMBTUNE_CACHE/embeddings)")
+    parser.add_argument("--config", help="TOML file with an [adapter] table")
+    parser.add_argument("--out", required=True, help="output adapter folder (replaced atomically)")
+
+
+def build_config(args) -> AdapterTrainingConfig:
+    values: dict = {}
+    if args.config:
+        values.update(section(load_config(args.config), "adapter", args.config))
+    for name in _FLAG_FIELDS:
+        value = getattr(args, name, None)
+        if value is not None:
+            values[name] = value
+    if args.adapter:
+        values.pop("type", None)
+        values["adapter"] = args.adapter
+    options = dict(values.get("adapter_options") or values.get("adapter-options") or {})
+    if args.hidden is not None:
+        options["hidden"] = args.hidden
+    if args.activation:
+        options["activation"] = args.activation
+    if options:
+        values.pop("adapter-options", None)
+        values["adapter_options"] = options
+    return AdapterTrainingConfig.from_mapping(values, args.config or "<command line>")
+
+
+def run(args) -> int:
+    config = build_config(args)
+    if args.model:
+        spec = f"st:{args.model}"
+    elif args.encoder:
+        spec = args.encoder
+    else:
+        raise ConfigError("give --encoder SPEC or --model NAME", path="<command line>", field="encoder")
+    options = {"api_key": f"env:{args.api_key_env}"} if args.api_key_env else {}
+    encoder = encoder_from_spec(spec, **options)
+    train = load_any(args.train)
+    val = load_any(args.val) if args.val else None
+    result = train_adapter(encoder, train, val, config=config, cache=EmbeddingCache(args.cache_dir),
+                           output_dir=args.out)
+    metric = config.selection_metric
+    summary = {
+        "adapter": config.adapter, "out": str(result.output_dir), "best_epoch": result.best_epoch,
+        "validation_before": result.baseline, "validation_after": result.best,
+        "seconds": {k: round(v, 2) for k, v in result.timings.items()},
+        "config": {k: v for k, v in dataclasses.asdict(config).items() if v is not None},
+    }
+    print(json.dumps(summary, indent=2))
+    print(f"{config.adapter} adapter -> {result.output_dir}: validation {metric} "
+          f"{result.baseline[metric]:.4f} -> {result.best[metric]:.4f} (epoch {result.best_epoch}), "
+          f"hit_rate@5 {result.baseline['hit_rate@5']:.4f} -> {result.best['hit_rate@5']:.4f}", file=sys.stderr)
+    return 0

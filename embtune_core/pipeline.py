@@ -1,0 +1,358 @@
+"""``embtune run``: load -> chunk -> generate -> split -> mine -> train / adapter -> evaluate -> export.
+
+Each stage reads the outputs of earlier stages and writes its own into a folder of the run
+directory keyed by the hash of everything it depends on (:mod:`embtune_core.rundir`). Re-running
+the same config skips every finished stage; a stage interrupted midway resumes from its journal
+(question generation) or its newest checkpoint (training). The config is TOML::
+
+    [run]        name, out ("runs"), seed
+    [data]       inputs = ["docs/"] (files or folders), skip_bad; val_inputs = documents that form the
+                 validation set (else [split] holds out whole documents); or train/val = existing datasets
+                 (LlamaIndex JSON, pairs JSONL/CSV, or BEIR folders read with train_split/val_split)
+    [chunk]      chunker ("sentence"), chunk_size, chunk_overlap, model, ... (chunker options)
+    [generate]   generator ("ict"), questions_per_chunk, ... (generator options)
+    [split]      val_fraction (0.2), split_by ("source")
+    [mine]       enabled, miner ("embedding-rank"), encoder, ... (miner options)
+    [train]      enabled, model, loss, epochs, batch_size, matryoshka_dims, ... (see `embtune train`)
+    [adapter]    enabled, encoder, type ("linear"), epochs, ... (see `embtune train-adapter`)
+    [evaluate]   dims, k
+    [export]     zip (true): also write the fine-tuned model as a zip archive
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import zipfile
+from pathlib import Path
+from typing import Any, Callable
+
+from embtune_core import atomic
+from embtune_core.config import load_config
+from embtune_core.dataset import QADataset, load_any
+from embtune_core.documents import Chunk
+from embtune_core.errors import ConfigError
+from embtune_core.models import DEFAULT_MODEL
+from embtune_core.plugins import get_registry
+from embtune_core.rundir import RunDir, StageDir, inputs_hash
+
+log = logging.getLogger(__name__)
+
+SECTIONS = ("run", "data", "chunk", "generate", "split", "mine", "train", "adapter", "evaluate", "export")
+
+
+def _table(config: dict[str, Any], name: str, path: Path) -> dict[str, Any]:
+    value = config.get(name, {})
+    if not isinstance(value, dict):
+        raise ConfigError("must be a table", path=path, field=name)
+    return dict(value)
+
+
+def _enabled(table: dict[str, Any]) -> bool:
+    return bool(table.pop("enabled", True))
+
+
+def collect_val_files(paths: list[Path]) -> list[Path]:
+    from embtune_core.loading import collect_files
+
+    return collect_files(paths) if paths else []
+
+
+def split_by_named_sources(dataset: QADataset, val_sources: set[str]) -> tuple[QADataset, QADataset]:
+    """Validation = the chunks (and their queries) from ``val_sources``; training = the rest."""
+    def from_val(cid: str) -> bool:
+        source = str((dataset.corpus_metadata.get(cid) or {}).get("source", ""))
+        # a .jsonl line's source is "<file>:<line>"
+        return source in val_sources or source.rsplit(":", 1)[0] in val_sources
+
+    val_corpus = [c for c in dataset.corpus if from_val(c)]
+    val_set = set(val_corpus)
+    train_corpus = [c for c in dataset.corpus if c not in val_set]
+    val_queries = [q for q, ids in dataset.relevant_docs.items() if ids and ids[0] in val_set]
+    held = set(val_queries)
+    train_queries = [q for q in dataset.queries if q not in held]
+    return dataset.subset(train_queries, corpus_ids=train_corpus), dataset.subset(val_queries, corpus_ids=val_corpus)
+
+
+class Pipeline:
+    """One run of a config. ``run()`` returns the run summary (also in ``manifest.json``)."""
+
+    def __init__(self, config: dict[str, Any], *, config_path: str | Path = "<config>",
+                 run_dir: str | Path | None = None, echo: Callable[[str], None] = print):
+        self.config_path = Path(config_path)
+        unknown = sorted(set(config) - set(SECTIONS))
+        if unknown:
+            raise ConfigError(f"unknown section; known: {', '.join(SECTIONS)}", path=config_path, field=unknown[0])
+        self.config = config
+        self.t = {name: _table(config, name, self.config_path) for name in SECTIONS}
+        run = self.t["run"]
+        self.seed = int(run.get("seed", 42))
+        base = self.config_path.parent if self.config_path.is_file() else Path.cwd()
+        self.base = base
+        self.root = RunDir(run_dir or base / run.get("out", "runs") / run.get("name", self.config_path.stem))
+        self.echo = echo
+        self._validate()
+
+    # --- config checks, before any heavy work ------------------------------------------------------
+    def _path(self, value: str) -> Path:
+        path = Path(value).expanduser()
+        return path if path.is_absolute() else self.base / path
+
+    def _paths(self, key: str) -> list[Path]:
+        raw = self.t["data"].get(key, [])
+        return [self._path(p) for p in ([raw] if isinstance(raw, str) else raw)]
+
+    def _validate(self) -> None:
+        data = self.t["data"]
+        has_inputs, has_dataset = "inputs" in data, "train" in data
+        if has_inputs == has_dataset:
+            raise ConfigError("give either inputs (documents) or train (an existing dataset)",
+                              path=self.config_path, field="data")
+        paths = ([*self._paths("inputs"), *self._paths("val_inputs")] if has_inputs
+                 else [self._path(data[k]) for k in ("train", "val") if k in data])
+        for value in paths:
+            if not value.exists():
+                raise ConfigError(f"no such file or folder: {value}", path=self.config_path,
+                                  field="data.inputs" if has_inputs else "data.train")
+        for name in ("train", "adapter"):
+            table = dict(self.t[name])
+            if not table or not _enabled(table):
+                continue
+            if name == "train":
+                from embtune_core.training import TrainSettings
+
+                TrainSettings.from_mapping({**table, "train": "-", "out": "-"}, self.config_path)
+            else:
+                from embtune_core.adapter_training import AdapterTrainingConfig
+
+                table.pop("encoder", None)
+                AdapterTrainingConfig.from_mapping(table, self.config_path)
+
+    # --- stage plumbing ----------------------------------------------------------------------------
+    def _stage(self, name: str, key: dict[str, Any], work: Callable[[StageDir], dict[str, Any]]) -> StageDir:
+        stage = self.root.stage(name, key)
+        if stage.done:
+            self.echo(f"[{name}] up to date ({stage.path.name})")
+        else:
+            self.echo(f"[{name}] running -> {stage.path}")
+            stage.start()
+            started = time.time()
+            outputs = work(stage)
+            stage.finish(outputs, round(time.time() - started, 2))
+        self.manifest["stages"][name] = {"key": stage.key, "dir": str(stage.path), **stage.outputs()}
+        self.root.write_manifest(self.manifest)
+        return stage
+
+    # --- stages ------------------------------------------------------------------------------------
+    def _chunks(self, inputs: dict[str, str]) -> StageDir:
+        data, options = self.t["data"], dict(self.t["chunk"])
+        name = options.pop("chunker", "sentence")
+        if name == "sentence":
+            options.setdefault("model", self.t["train"].get("model", DEFAULT_MODEL))
+
+        def work(stage: StageDir) -> dict[str, Any]:
+            from embtune_core.loading import load_documents
+
+            paths = self._paths("inputs") + self._paths("val_inputs")
+            documents, skipped = load_documents(paths, skip_bad=bool(data.get("skip_bad", False)))
+            for path, reason in skipped:
+                self.echo(f"  skipped {path}: {reason}")
+            chunks = get_registry().create("chunkers", name, **options).chunk(documents)
+            with atomic.atomic_open(stage.path / "chunks.jsonl") as handle:
+                for chunk in chunks:
+                    handle.write(json.dumps({"id": chunk.id, "text": chunk.text, "metadata": chunk.metadata}) + "\n")
+            return {"documents": len(documents), "chunks": len(chunks), "skipped": skipped}
+
+        return self._stage("chunk", {"inputs": inputs, "skip_bad": data.get("skip_bad", False),
+                                     "chunker": name, "options": options}, work)
+
+    def _generate(self, chunk_stage: StageDir) -> StageDir:
+        options = dict(self.t["generate"])
+        name = options.pop("generator", "ict")
+        options.setdefault("seed", self.seed)
+
+        def work(stage: StageDir) -> dict[str, Any]:
+            chunks = [Chunk(**json.loads(line)) for line in
+                      (chunk_stage.path / "chunks.jsonl").read_text(encoding="utf-8").splitlines()]
+            generator = get_registry().create("question_generators", name, **options)
+            dataset = generator.generate(chunks, work_dir=stage.work)
+            dataset.save(stage.path / "dataset.json")
+            return {"queries": len(dataset.queries), "corpus": len(dataset.corpus),
+                    "usage": getattr(generator, "usage", None)}
+
+        # The key holds the generator settings but not secrets: api keys come from the environment.
+        return self._stage("generate", {"chunks": chunk_stage.key, "generator": name, "options": options}, work)
+
+    def _split(self, generate_stage: StageDir) -> StageDir:
+        options = dict(self.t["split"])
+        options.setdefault("seed", self.seed)
+        val_sources = sorted(str(p) for p in collect_val_files(self._paths("val_inputs")))
+
+        def work(stage: StageDir) -> dict[str, Any]:
+            from embtune_core.splitting import split_by_source, write_split
+
+            dataset = QADataset.load(generate_stage.path / "dataset.json")
+            if val_sources:
+                train, val = split_by_named_sources(dataset, set(val_sources))
+            else:
+                train, val = split_by_source(dataset, **options)
+            write_split(train, val, stage.path / "train.json", stage.path / "val.json")
+            return {"train_queries": len(train.queries), "val_queries": len(val.queries),
+                    "train_corpus": len(train.corpus), "val_corpus": len(val.corpus)}
+
+        return self._stage("split", {"dataset": generate_stage.key, "options": options,
+                                     "val_sources": val_sources}, work)
+
+    def _import(self, inputs: dict[str, str]) -> StageDir:
+        data = self.t["data"]
+
+        def work(stage: StageDir) -> dict[str, Any]:
+            from embtune_core.splitting import split_by_source, write_split
+
+            train = load_any(self._path(data["train"]), split=data.get("train_split", "train"))
+            if "val" in data:
+                val = load_any(self._path(data["val"]), split=data.get("val_split", "test"))
+            else:
+                train, val = split_by_source(train, seed=self.seed, **self.t["split"])
+            write_split(train, val, stage.path / "train.json", stage.path / "val.json")
+            return {"train_queries": len(train.queries), "val_queries": len(val.queries),
+                    "train_corpus": len(train.corpus), "val_corpus": len(val.corpus)}
+
+        return self._stage("split", {"inputs": inputs, "split": self.t["split"], "seed": self.seed}, work)
+
+    def _mine(self, split_stage: StageDir) -> StageDir:
+        options = dict(self.t["mine"])
+        options.pop("enabled", None)
+        name = options.pop("miner", "embedding-rank")
+        encoder_spec = options.pop("encoder", self.t["train"].get("model", DEFAULT_MODEL))
+
+        def work(stage: StageDir) -> dict[str, Any]:
+            from embtune_core.encoding import encoder_from_spec
+
+            miner = get_registry().create("negative_miners", name, **options)
+            mined = miner.mine(QADataset.load(split_stage.path / "train.json"), encoder_from_spec(encoder_spec))
+            mined.save(stage.path / "train.json")
+            return {"report": getattr(miner, "last_report", {})}
+
+        return self._stage("mine", {"split": split_stage.key, "miner": name, "encoder": encoder_spec,
+                                    "options": options}, work)
+
+    def _train(self, train_path: Path, val_path: Path, upstream: str) -> StageDir:
+        table = dict(self.t["train"])
+        table.pop("enabled", None)
+        table.setdefault("seed", self.seed)
+
+        def work(stage: StageDir) -> dict[str, Any]:
+            from embtune_core.training import TrainSettings, train
+
+            settings = TrainSettings.from_mapping(
+                {**table, "train": str(train_path), "val": str(val_path), "out": str(stage.path / "model"),
+                 "checkpoint_dir": str(stage.work / "checkpoints"), "resume": True}, self.config_path)
+            summary = train(settings)
+            return {"model": str(stage.path / "model"), "metrics_before": summary.get("metrics_before"),
+                    "metrics_after": summary.get("metrics_after"), "train_seconds": summary.get("train_seconds")}
+
+        return self._stage("train", {"data": upstream, "settings": table}, work)
+
+    def _adapter(self, train_path: Path, val_path: Path, upstream: str) -> StageDir:
+        table = dict(self.t["adapter"])
+        table.pop("enabled", None)
+        table.setdefault("seed", self.seed)
+        encoder_spec = table.pop("encoder", self.t["train"].get("model", DEFAULT_MODEL))
+
+        def work(stage: StageDir) -> dict[str, Any]:
+            from embtune_core.adapter_training import AdapterTrainingConfig, train_adapter
+            from embtune_core.encoding import encoder_from_spec
+
+            config = AdapterTrainingConfig.from_mapping(table, str(self.config_path))
+            result = train_adapter(encoder_from_spec(encoder_spec), QADataset.load(train_path),
+                                   QADataset.load(val_path), config=config, output_dir=stage.path / "adapter")
+            return {"adapter": str(stage.path / "adapter"), "encoder": encoder_spec, "best_epoch": result.best_epoch,
+                    "metrics_before": result.baseline, "metrics_after": result.best}
+
+        return self._stage("adapter", {"data": upstream, "encoder": encoder_spec, "settings": table}, work)
+
+    def _evaluate(self, val_path: Path, systems: list[tuple[str, str]], upstream: list[str]) -> StageDir:
+        options = dict(self.t["evaluate"])
+
+        def work(stage: StageDir) -> dict[str, Any]:
+            from embtune_core.commands.evaluate import build_system, parse_system
+            from embtune_core.evaluation import MetricSettings, evaluate_systems
+            from embtune_core.report import report_json, report_markdown, write_reports
+
+            built = [build_system(parse_system(f"{name}={spec}")) for name, spec in systems]
+            settings = MetricSettings(hit_rate_at=tuple(options.get("k", [1, 5, 10])))
+            evaluation = evaluate_systems(built, QADataset.load(val_path), dims=options.get("dims"),
+                                          settings=settings, dataset_name="validation", seed=self.seed)
+            data = report_json(evaluation)
+            write_reports(evaluation, stage.path, data=data)
+            atomic.write_text(stage.path / "table.md", report_markdown(data).split("\n## All metrics")[0])
+            return {"report": str(stage.path / "report.html"), "table": str(stage.path / "table.md")}
+
+        return self._stage("evaluate", {"upstream": upstream, "systems": systems, "options": options}, work)
+
+    def _export(self, train_stage: StageDir) -> StageDir:
+        def work(stage: StageDir) -> dict[str, Any]:
+            model_dir = Path(train_stage.outputs()["model"])
+            with atomic.atomic_open(stage.path / "model.zip", "wb") as handle:
+                with zipfile.ZipFile(handle, "w", zipfile.ZIP_DEFLATED) as archive:
+                    for file in sorted(model_dir.rglob("*")):
+                        if file.is_file():
+                            archive.write(file, Path(model_dir.name) / file.relative_to(model_dir))
+            return {"zip": str(stage.path / "model.zip")}
+
+        return self._stage("export", {"train": train_stage.key}, work)
+
+    # --- the whole run -----------------------------------------------------------------------------
+    def run(self) -> dict[str, Any]:
+        data = self.t["data"]
+        if "inputs" in data:
+            raw = data["inputs"]
+            inputs = inputs_hash([self._path(p) for p in ([raw] if isinstance(raw, str) else raw)])
+        else:
+            inputs = inputs_hash([self._path(data[k]) for k in ("train", "val") if k in data])
+        self.manifest = RunDir.new_manifest(self.config, inputs, self.seed)
+        self.root.write_manifest(self.manifest)
+
+        if "inputs" in data:
+            split = self._split(self._generate(self._chunks(inputs)))
+        else:
+            split = self._import(inputs)
+        train_path, val_path, upstream = split.path / "train.json", split.path / "val.json", split.key
+        mine_table = dict(self.t["mine"])
+        if mine_table and _enabled(mine_table):
+            mine = self._mine(split)
+            train_path, upstream = mine.path / "train.json", mine.key
+
+        base_model = self.t["train"].get("model", DEFAULT_MODEL)
+        systems: list[tuple[str, str]] = [("base", f"model:{base_model}")]
+        keys = [upstream]
+        train_table, adapter_table = dict(self.t["train"]), dict(self.t["adapter"])
+        train_stage = None
+        if train_table and _enabled(train_table):
+            train_stage = self._train(train_path, val_path, upstream)
+            systems.append(("fine-tuned", f"model:{train_stage.outputs()['model']}"))
+            keys.append(train_stage.key)
+        if adapter_table and _enabled(adapter_table):
+            adapter_stage = self._adapter(train_path, val_path, upstream)
+            out = adapter_stage.outputs()
+            if out["encoder"] != base_model:
+                systems.append(("adapter-base", f"model:{out['encoder']}"))
+            systems.append(("base+adapter", f"model:{out['encoder']}+adapter:{out['adapter']}"))
+            keys.append(adapter_stage.key)
+        evaluate = self._evaluate(val_path, systems, keys)
+        if train_stage is not None and self.t["export"].get("zip", True):
+            self._export(train_stage)
+
+        table = Path(evaluate.outputs()["table"]).read_text(encoding="utf-8")
+        self.manifest["finished"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        self.manifest["report"] = evaluate.outputs()["report"]
+        self.root.write_manifest(self.manifest)
+        return {"run_dir": str(self.root.root), "report": evaluate.outputs()["report"], "table": table,
+                "manifest": str(self.root.root / "manifest.json")}
+
+
+def run_config(path: str | Path, *, run_dir: str | Path | None = None, echo: Callable[[str], None] = print
+               ) -> dict[str, Any]:
+    return Pipeline(load_config(path), config_path=path, run_dir=run_dir, echo=echo).run()

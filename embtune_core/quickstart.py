@@ -1,0 +1,75 @@
+"""The offline quickstart: a corpus every CPython ships, the packaged MiniLM, an LLM-free generator.
+
+The corpus is the Python language reference as ``pydoc_data.topics`` carries it (79 topics, about
+465 KB of real technical prose), written out as one ``.txt`` file per topic so the run goes
+through the ordinary loaders like any user's documents.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from embtune_core import atomic
+from embtune_core.models import DEFAULT_MODEL
+
+QUICKSTART_CONFIG = """\
+# embtune quickstart: written by `embtune quickstart`; run it again with `embtune run {config}`.
+[run]
+name = "quickstart"
+seed = 42
+
+[data]
+inputs = ["{corpus}"]
+
+[chunk]
+chunker = "sentence"
+chunk_size = 200
+chunk_overlap = 20
+
+[generate]
+generator = "ict"          # LLM-free: a sentence is the query, the rest of its chunk the answer
+questions_per_chunk = 1
+
+[split]
+val_fraction = 0.25        # by source document: no topic is on both sides
+
+[mine]
+num_negatives = 1
+
+[train]
+model = "{model}"
+loss = "mnrl"
+matryoshka_dims = [384, 256, 128, 64]
+epochs = 1
+batch_size = 32
+lr = 5e-5
+
+[adapter]
+type = "linear"
+epochs = 12
+
+[evaluate]
+dims = [384, 256, 128, 64]
+"""
+
+
+def write_corpus(folder: Path) -> int:
+    """Write each pydoc topic to ``folder/<topic>.txt``; returns the number of files."""
+    from pydoc_data.topics import topics
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, text in sorted(topics.items()):
+        safe = re.sub(r"[^A-Za-z0-9_.-]", "_", name)
+        atomic.write_text(folder / f"{safe}.txt", text)
+    return len(topics)
+
+
+def prepare(out: Path, *, model: str = DEFAULT_MODEL) -> Path:
+    """Write the corpus and the config into ``out``; returns the config path."""
+    out = out.resolve()
+    corpus = out / "corpus"
+    write_corpus(corpus)
+    config = out / "quickstart.toml"
+    atomic.write_text(config, QUICKSTART_CONFIG.format(corpus=corpus.as_posix(), model=model, config=config))
+    return config

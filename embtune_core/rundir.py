@@ -1,0 +1,101 @@
+"""Run directories: a manifest plus one folder per stage, cached by the hash of the stage's inputs.
+
+A stage folder is ``stages/<stage>-<key>`` where ``key`` hashes the stage's settings, the keys of
+the stages it reads and the content of the input files. A stage is done when its ``_done.json``
+exists (written last, atomically); its ``work/`` folder keeps journals and checkpoints, so a run
+interrupted in the middle of a stage resumes that stage where it stopped. Changing a setting
+changes the key of that stage and of every stage after it, and only those are redone.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from embtune_core import atomic
+
+TRACKED_PACKAGES = ("embtune", "torch", "sentence-transformers", "transformers", "faiss-cpu", "faiss-gpu-cu12",
+                    "openai", "langchain-core", "pypdf", "numpy")
+
+
+def stable_hash(obj: Any) -> str:
+    """Hash of a JSON-serialisable object, independent of dict order."""
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def file_hash(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def inputs_hash(paths: list[Path]) -> dict[str, str]:
+    """``{path: sha256}`` for every file under ``paths`` (folders walked, sorted)."""
+    files: list[Path] = []
+    for path in paths:
+        files.extend(sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path])
+    return {str(f): file_hash(f) for f in files if f.exists()}
+
+
+def package_versions() -> dict[str, str]:
+    versions = {"python": platform.python_version()}
+    for name in TRACKED_PACKAGES:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return versions
+
+
+class StageDir:
+    def __init__(self, root: Path, name: str, key: str):
+        self.name, self.key = name, key
+        self.path = root / "stages" / f"{name}-{key[:12]}"
+        self.work = self.path / "work"
+
+    @property
+    def done(self) -> bool:
+        return (self.path / "_done.json").is_file()
+
+    def outputs(self) -> dict[str, Any]:
+        return json.loads((self.path / "_done.json").read_text())["outputs"]
+
+    def start(self) -> None:
+        self.work.mkdir(parents=True, exist_ok=True)
+
+    def finish(self, outputs: dict[str, Any], seconds: float) -> None:
+        atomic.write_json(self.path / "_done.json", {"stage": self.name, "key": self.key, "seconds": seconds,
+                                                    "outputs": outputs})
+
+
+class RunDir:
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    def stage(self, name: str, key_material: Any) -> StageDir:
+        return StageDir(self.root, name, stable_hash({"stage": name, **key_material}))
+
+    def write_manifest(self, manifest: dict[str, Any]) -> None:
+        atomic.write_json(self.root / "manifest.json", manifest)
+
+    @staticmethod
+    def new_manifest(config: dict[str, Any], inputs: dict[str, str], seed: int) -> dict[str, Any]:
+        return {
+            "embtune_run": 1,
+            "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "command": [Path(sys.argv[0]).name, *sys.argv[1:]],
+            "config": config,
+            "seed": seed,
+            "inputs": inputs,
+            "versions": package_versions(),
+            "stages": {},
+        }

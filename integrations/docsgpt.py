@@ -1,0 +1,293 @@
+"""DocsGPT embeddings: a fine-tuned model directory, or a base model plus an embtune query adapter.
+
+DocsGPT (arc53/DocsGPT) builds its embeddings in ``application/vectorstore/base.py`` through
+``EmbeddingsSingleton.get_instance(settings.EMBEDDINGS_NAME)``: one instance per name and process,
+made by ``EmbeddingsSingleton._create_instance``, whose name map covers a few known models; any
+other name falls through to ``SentenceTransformer(name)``. DocsGPT then calls only
+``embed_documents(list)`` when ingesting (Celery worker), ``embed_query(str)`` when searching
+(web process) and reads ``dimension`` to size indexes.
+
+* **Fine-tuned model** (both sides change): no code needed. ``EMBEDDINGS_NAME=/path/to/model``
+  falls through to ``SentenceTransformer(path)``. In Docker, mount the folder into the backend
+  *and* the worker container, e.g. ``./out/model:/app/models/my-model``, and set
+  ``EMBEDDINGS_NAME=/app/models/my-model``; then re-ingest your sources (document vectors change).
+* **Base model + adapter** (queries only; existing indexes stay valid): DocsGPT cannot apply an
+  adapter by itself, so :func:`register` teaches its singleton one more kind of name,
+  ``embtune:<dir>``, without editing DocsGPT's files. It wraps ``_create_instance`` so that such a
+  name builds an :class:`~embtune_integrations.langchain.EmbtuneEmbeddings` (exactly DocsGPT's
+  interface: ``embed_documents``, ``embed_query``, ``dimension``, and a ``__call__`` like its own
+  wrappers); every other name goes to DocsGPT's own code unchanged. ``<dir>`` is an adapter
+  folder (the base model is ``EMBTUNE_BASE_MODEL``, a model name or folder: the very model the
+  adapter was trained on, which loading checks) or a model folder (no adapter).
+
+Both DocsGPT processes (the web app and the Celery worker) must call :func:`register`. Without
+touching their start commands: run ``python -m embtune_integrations.docsgpt install-hook`` once
+in DocsGPT's Python environment (image). It writes ``embtune_docsgpt.pth`` into site-packages;
+Python runs that line at every start-up, and when ``EMBTUNE_DOCSGPT=1`` it calls
+:func:`register`, which patches the DocsGPT module as soon as it is imported (an import hook; the
+module is not imported early). Processes without ``EMBTUNE_DOCSGPT=1`` only pay for reading one
+environment variable. A ``sitecustomize.py`` with ``import embtune_integrations.docsgpt as d;
+d.register()`` works the same way.
+
+Settings (environment): ``EMBTUNE_BASE_MODEL`` (base model for an adapter name),
+``EMBTUNE_DEVICE`` (``cpu``, ``cuda``...), ``EMBTUNE_BATCH_SIZE`` (default 32).
+
+Example (docker-compose ``environment:`` of both the backend and the worker)::
+
+    EMBTUNE_DOCSGPT: "1"
+    EMBEDDINGS_NAME: "embtune:/app/models/my-adapter"
+    EMBTUNE_BASE_MODEL: "/app/models/all-mpnet-base-v2"
+
+and in Python, for a quick check: ``python -m embtune_integrations.docsgpt check embtune:/app/models/my-adapter``.
+"""
+
+from __future__ import annotations
+
+import importlib.abc
+import json
+import os
+import sys
+import sysconfig
+import threading
+from pathlib import Path
+from typing import Any
+
+PREFIX = "embtune:"
+ENABLE_ENV = "EMBTUNE_DOCSGPT"
+BASE_MODEL_ENV = "EMBTUNE_BASE_MODEL"
+DEVICE_ENV = "EMBTUNE_DEVICE"
+BATCH_SIZE_ENV = "EMBTUNE_BATCH_SIZE"
+# Where DocsGPT keeps EmbeddingsSingleton: the current tree, and the package name of newer trees.
+TARGET_MODULES = ("application.vectorstore.base", "docsgpt.vectorstore.base")
+PTH_NAME = "embtune_docsgpt.pth"
+# One line: .pth files run lines that start with "import"; the import of embtune happens only when enabled.
+PTH_LINE = ("import os; os.environ.get('EMBTUNE_DOCSGPT', '') in ('1', 'true', 'yes') and "
+            "__import__('embtune_integrations.docsgpt').docsgpt.register()\n")
+
+_options: dict[str, Any] = {}
+_lock = threading.Lock()
+
+
+def is_embtune_name(name: Any) -> bool:
+    return isinstance(name, str) and name.startswith(PREFIX)
+
+
+def embeddings_from_name(name: str, *, base_model: str | None = None, device: str | None = None,
+                         batch_size: int | None = None):
+    """The embeddings an ``embtune:<dir>`` name stands for (see the module docstring)."""
+    from embtune_integrations.langchain import EmbtuneEmbeddings
+
+    from embtune_core.errors import InputError
+
+    if not is_embtune_name(name):
+        raise InputError(f"'{name}' does not start with '{PREFIX}'", field="EMBEDDINGS_NAME")
+    target = Path(name[len(PREFIX):].strip()).expanduser()
+    if not target.is_dir():
+        raise InputError("not a folder; expected an adapter or model folder after 'embtune:'", path=target,
+                         field="EMBEDDINGS_NAME")
+    device = device or os.environ.get(DEVICE_ENV) or None
+    batch_size = int(batch_size or os.environ.get(BATCH_SIZE_ENV) or 32)
+    if (target / "modules.json").is_file():  # a sentence-transformers model folder
+        return EmbtuneEmbeddings(str(target), device=device, batch_size=batch_size)
+    if not _is_adapter_folder(target):
+        raise InputError("holds neither a sentence-transformers model (modules.json) nor an embtune adapter "
+                         "(adapter_config.json)", path=target, field="EMBEDDINGS_NAME")
+    base = base_model or os.environ.get(BASE_MODEL_ENV) or _recorded_base_model(target)
+    if not base:
+        raise InputError(f"adapter folder needs its base model: set {BASE_MODEL_ENV} to the model (name or folder) "
+                         "the adapter was trained on", path=target, field=BASE_MODEL_ENV)
+    return EmbtuneEmbeddings(base, adapter=str(target), device=device, batch_size=batch_size)
+
+
+def _is_adapter_folder(folder: Path) -> bool:
+    from embtune_core import adapter_io
+
+    return (folder / adapter_io.CONFIG_NAME).is_file() or (
+        (folder / adapter_io.LLAMAINDEX_CONFIG).is_file() and (folder / adapter_io.LLAMAINDEX_WEIGHTS).is_file())
+
+
+def _recorded_base_model(folder: Path) -> str | None:
+    """A base model name the adapter config records, if a future format records one."""
+    try:
+        config = json.loads((folder / "adapter_config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    base = config.get("base_encoder") if isinstance(config, dict) else None
+    for key in ("model", "name"):
+        value = base.get(key) if isinstance(base, dict) else None
+        if isinstance(value, str) and value:
+            return value
+    return None
+
+
+# --- patching DocsGPT's singleton -------------------------------------------------------------------
+def patch_module(module) -> bool:
+    """Make ``module.EmbeddingsSingleton`` build ``embtune:`` names; idempotent. False if it has none.
+
+    ``_create_instance`` is wrapped (``get_instance`` where a DocsGPT version has no
+    ``_create_instance``), so DocsGPT's own caching, locking and remote-embeddings dispatch stay
+    in charge and only the construction of an ``embtune:`` name changes.
+    """
+    singleton = getattr(module, "EmbeddingsSingleton", None)
+    if singleton is None:
+        return False
+    attribute = "_create_instance" if "_create_instance" in vars(singleton) else "get_instance"
+    current = vars(singleton).get(attribute)
+    if current is None:
+        return False
+    original = current.__func__ if isinstance(current, (staticmethod, classmethod)) else current
+    if getattr(original, "_embtune_original", None) is not None:
+        return True  # already patched
+    if attribute == "get_instance":
+        if not isinstance(getattr(singleton, "_instances", None), dict):
+            singleton._instances = {}
+        instances = singleton._instances
+
+        def get_instance(embeddings_name, *args, **kwargs):
+            if not is_embtune_name(embeddings_name):
+                return original(embeddings_name, *args, **kwargs)
+            if embeddings_name not in instances:
+                instances[embeddings_name] = embeddings_from_name(embeddings_name, **_options)
+            return instances[embeddings_name]
+
+        replacement = get_instance
+    else:
+        def _create_instance(embeddings_name, *args, **kwargs):
+            if is_embtune_name(embeddings_name):
+                return embeddings_from_name(embeddings_name, **_options)
+            return original(embeddings_name, *args, **kwargs)
+
+        replacement = _create_instance
+    replacement._embtune_original = original  # type: ignore[attr-defined]
+    setattr(singleton, attribute, staticmethod(replacement))
+    return True
+
+
+def unpatch_module(module) -> None:
+    """Undo :func:`patch_module` (tests, or switching the integration off at run time)."""
+    singleton = getattr(module, "EmbeddingsSingleton", None)
+    for attribute in ("_create_instance", "get_instance"):
+        current = vars(singleton).get(attribute) if singleton is not None else None
+        func = current.__func__ if isinstance(current, staticmethod) else current
+        original = getattr(func, "_embtune_original", None)
+        if original is not None:
+            setattr(singleton, attribute, staticmethod(original))
+
+
+class _PatchingLoader(importlib.abc.Loader):
+    """Runs the real loader, then patches the module it produced."""
+
+    def __init__(self, loader):
+        self._loader = loader
+
+    def create_module(self, spec):
+        return self._loader.create_module(spec)
+
+    def exec_module(self, module):
+        self._loader.exec_module(module)
+        patch_module(module)
+
+    def __getattr__(self, name):  # get_source, get_filename...: the real loader's
+        return getattr(self._loader, name)
+
+
+class _PatchOnImport(importlib.abc.MetaPathFinder):
+    """Finds DocsGPT's base module through the other finders and hands back a patching loader."""
+
+    def find_spec(self, fullname, path, target=None):
+        if fullname not in TARGET_MODULES:
+            return None
+        for finder in sys.meta_path:
+            if finder is self or not hasattr(finder, "find_spec"):
+                continue
+            spec = finder.find_spec(fullname, path, target)
+            if spec is not None:
+                if spec.loader is not None and hasattr(spec.loader, "exec_module"):
+                    spec.loader = _PatchingLoader(spec.loader)
+                return spec
+        return None
+
+
+def register(*, base_model: str | None = None, device: str | None = None, batch_size: int | None = None) -> None:
+    """Install the ``embtune:<dir>`` names into DocsGPT's ``EmbeddingsSingleton`` (see the module docstring).
+
+    Patches the DocsGPT module now if it is already imported, and otherwise when it is imported.
+    The keyword arguments override the ``EMBTUNE_*`` environment variables.
+    """
+    with _lock:
+        _options.update({k: v for k, v in (("base_model", base_model), ("device", device),
+                                            ("batch_size", batch_size)) if v is not None})
+        if not any(isinstance(finder, _PatchOnImport) for finder in sys.meta_path):
+            sys.meta_path.insert(0, _PatchOnImport())
+        for name in TARGET_MODULES:
+            module = sys.modules.get(name)
+            if module is not None:
+                patch_module(module)
+
+
+def unregister() -> None:
+    """Remove the import hook and undo the patch of already imported DocsGPT modules."""
+    with _lock:
+        sys.meta_path[:] = [f for f in sys.meta_path if not isinstance(f, _PatchOnImport)]
+        for name in TARGET_MODULES:
+            if name in sys.modules:
+                unpatch_module(sys.modules[name])
+        _options.clear()
+
+
+# --- start-up hook ----------------------------------------------------------------------------------
+def write_pth(site_dir: str | os.PathLike | None = None) -> Path:
+    """Write ``embtune_docsgpt.pth`` into ``site_dir`` (default: this interpreter's site-packages).
+
+    Every Python process of that environment then calls :func:`register` at start-up when
+    ``EMBTUNE_DOCSGPT=1``. Returns the file's path.
+    """
+    from embtune_core import atomic
+
+    directory = Path(site_dir) if site_dir is not None else Path(sysconfig.get_paths()["purelib"])
+    path = directory / PTH_NAME
+    atomic.write_text(path, PTH_LINE)
+    return path
+
+
+def remove_pth(site_dir: str | os.PathLike | None = None) -> bool:
+    directory = Path(site_dir) if site_dir is not None else Path(sysconfig.get_paths()["purelib"])
+    path = directory / PTH_NAME
+    if path.is_file():
+        path.unlink()
+        return True
+    return False
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m embtune_integrations.docsgpt install-hook | remove-hook | check NAME``."""
+    import argparse
+
+    from embtune_core.errors import EmbtuneError
+
+    parser = argparse.ArgumentParser(prog="python -m embtune_integrations.docsgpt",
+                                     description="Install embtune's DocsGPT start-up hook, or check a name.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for command in ("install-hook", "remove-hook"):
+        p = sub.add_parser(command)
+        p.add_argument("--site-dir", help="site-packages folder (default: this interpreter's)")
+    check = sub.add_parser("check", help="build the embeddings for an EMBEDDINGS_NAME and embed a probe")
+    check.add_argument("name")
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "install-hook":
+            print(f"wrote {write_pth(args.site_dir)}; set {ENABLE_ENV}=1 in the web and worker environments")
+        elif args.command == "remove-hook":
+            print("removed" if remove_pth(args.site_dir) else "no hook installed")
+        else:
+            embeddings = embeddings_from_name(args.name)
+            vector = embeddings.embed_query("probe")
+            print(f"{args.name}: {embeddings!r}, dimension {embeddings.dimension} ({len(vector)} floats per query)")
+    except EmbtuneError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

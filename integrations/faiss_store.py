@@ -1,0 +1,413 @@
+"""Build, save and load LangChain FAISS vector stores without pickle; GPU FAISS when present.
+
+LangChain's ``FAISS`` (``langchain_community.vectorstores.FAISS``) keeps its docstore in a pickle
+(``index.pkl``) and has no GPU handling. This module wraps it:
+
+* :func:`build_faiss_store` embeds documents in blocks (with a progress bar) into a ``FAISS``
+  store. The index lives on the GPU when a GPU build of FAISS and a GPU are present
+  (``use_gpu=None`` decides with :func:`embtune_core.search.gpu_available`), else on the CPU.
+* :func:`save_faiss_store` writes a folder, atomically (all files or none):
+  ``index.faiss`` (``faiss.write_index`` of a CPU copy: a GPU index is copied back to the CPU
+  first), ``docstore.json`` (``id``, ``page_content``, ``metadata`` per vector, in index order)
+  and ``manifest.json`` (format, embedding identity, dimension, distance strategy, checksums).
+* :func:`load_faiss_store` reads that folder back and never unpickles anything. It refuses
+  embeddings whose document vectors differ from those the store was built with (the identity in
+  the manifest), so a store built with the base model loads with base + adapter embeddings (the
+  adapter changes queries only) but not with an unrelated model.
+* :func:`as_retriever` returns the LangChain retriever.
+
+Pickle and ``allow_dangerous_deserialization``
+-----------------------------------------------
+A folder saved by LangChain's own ``FAISS.save_local`` holds ``index.pkl``; unpickling a file runs
+whatever code its author put in it. LangChain therefore refuses to load it unless the caller passes
+``allow_dangerous_deserialization=True``, which is safe only for files you made yourself and that
+nobody else could have modified (not for stores downloaded or shared on a writable volume). Many
+apps, DocsGPT included, set that flag unconditionally, which turns write access to the index folder
+into code execution in the app. Our format needs no such trust: JSON and a FAISS index file carry
+data only. :func:`load_faiss_store` loads a LangChain pickle store only with the same explicit
+opt-in (and says so in a one-line error otherwise); load it once with the flag and save it with
+:func:`save_faiss_store` to convert it.
+
+GPU notes: a GPU flat index returns at most 2048 neighbours per query (FAISS's GPU limit), and
+``FAISS.delete`` needs ``remove_ids``, which GPU indexes lack: call :func:`to_cpu` first.
+
+Example::
+
+    from embtune_integrations.faiss_store import as_retriever, build_faiss_store, load_faiss_store, save_faiss_store
+    from embtune_integrations.langchain import EmbtuneEmbeddings
+
+    embeddings = EmbtuneEmbeddings("out/model")
+    store = build_faiss_store(["first chunk", "second chunk"], embeddings)
+    save_faiss_store(store, "out/index")
+    retriever = as_retriever(load_faiss_store("out/index", embeddings), k=4)
+    retriever.invoke("what does the first chunk say?")
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from langchain_core.documents import Document
+from langchain_core.embeddings import Embeddings
+
+from embtune_core import atomic
+from embtune_core.errors import InputError
+from embtune_core.progress import progress
+
+__all__ = [
+    "FORMAT",
+    "MANIFEST",
+    "as_retriever",
+    "build_faiss_store",
+    "is_on_gpu",
+    "load_faiss_store",
+    "save_faiss_store",
+    "to_cpu",
+    "to_gpu",
+]
+
+FORMAT = "embtune-langchain-faiss"
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+INDEX_FILE = "index.faiss"
+DOCSTORE_FILE = "docstore.json"
+EMBED_BLOCK = 8192  # texts per embed_documents call: bounds memory and drives the progress bar
+
+_STRATEGIES = {"max_inner_product": "MAX_INNER_PRODUCT", "inner_product": "MAX_INNER_PRODUCT",
+               "ip": "MAX_INNER_PRODUCT", "cosine": "MAX_INNER_PRODUCT",
+               "euclidean": "EUCLIDEAN_DISTANCE", "euclidean_distance": "EUCLIDEAN_DISTANCE", "l2": "EUCLIDEAN_DISTANCE"}
+
+
+def _faiss():
+    try:
+        import faiss
+    except ImportError:
+        raise InputError("FAISS is not installed; install embtune[cpu] (faiss-cpu) or embtune[gpu] "
+                         "(faiss-gpu-cu12)") from None
+    return faiss
+
+
+def _distance_strategy(value: Any):
+    from langchain_community.vectorstores.utils import DistanceStrategy
+
+    if isinstance(value, DistanceStrategy):
+        key = value.value
+    else:
+        key = _STRATEGIES.get(str(value).lower(), str(value).upper())
+    if key not in ("MAX_INNER_PRODUCT", "EUCLIDEAN_DISTANCE"):
+        raise InputError(f"distance strategy '{value}' is not supported by LangChain's FAISS index; "
+                         "use 'max_inner_product' (cosine for unit vectors) or 'euclidean'",
+                         field="distance_strategy")
+    return DistanceStrategy(key)
+
+
+# --- GPU ------------------------------------------------------------------------------------------
+def is_on_gpu(store) -> bool:
+    """True when the store's FAISS index lives on a GPU."""
+    faiss = _faiss()
+    return hasattr(faiss, "GpuIndex") and isinstance(store.index, faiss.GpuIndex)
+
+
+def to_gpu(store, device: int = 0) -> bool:
+    """Move the store's index to GPU ``device`` when a GPU FAISS build and a GPU are present.
+
+    Returns True when the index is on a GPU afterwards. LangChain's FAISS calls ``index.search``
+    and ``index.add`` only, which GPU indexes provide, so the store works unchanged.
+    """
+    from embtune_core.search import _gpu_resources, gpu_available
+
+    if is_on_gpu(store):
+        return True
+    if not gpu_available():
+        return False
+    # One StandardGpuResources per process (shared with embtune_core.search): each holds GPU scratch memory.
+    store.index = _faiss().index_cpu_to_gpu(_gpu_resources(), device, store.index)
+    return True
+
+
+def to_cpu(store) -> None:
+    """Move the store's index back to the CPU (needed for ``delete`` and done before saving)."""
+    if is_on_gpu(store):
+        store.index = _faiss().index_gpu_to_cpu(store.index)
+
+
+def _cpu_index(store):
+    return _faiss().index_gpu_to_cpu(store.index) if is_on_gpu(store) else store.index
+
+
+# --- build ----------------------------------------------------------------------------------------
+def build_faiss_store(documents: Sequence[Document | str], embeddings: Embeddings, *,
+                      metadatas: Sequence[dict] | None = None, ids: Sequence[str] | None = None,
+                      distance_strategy: Any = "max_inner_product", use_gpu: bool | None = None,
+                      block_size: int = EMBED_BLOCK):
+    """A LangChain ``FAISS`` store of ``documents`` (LangChain Documents or plain strings).
+
+    ``distance_strategy``: ``"max_inner_product"`` (default; cosine similarity for unit vectors,
+    which :class:`~embtune_integrations.langchain.EmbtuneEmbeddings` gives by default) or
+    ``"euclidean"``. ``ids`` default to each Document's ``id``, else a random UUID.
+    ``use_gpu``: None = GPU when available, True = GPU (refused when none), False = CPU.
+    """
+    from langchain_community.docstore.in_memory import InMemoryDocstore
+    from langchain_community.vectorstores import FAISS
+
+    faiss = _faiss()
+    strategy = _distance_strategy(distance_strategy)
+    texts, metas, doc_ids = _unpack(documents, metadatas, ids)
+    dimension = getattr(embeddings, "dimension", None)
+    if dimension is None:  # a foreign Embeddings object: ask it
+        dimension = len(embeddings.embed_query("dimension probe"))
+    index = faiss.IndexFlatIP(int(dimension)) if strategy.value == "MAX_INNER_PRODUCT" else \
+        faiss.IndexFlatL2(int(dimension))
+    store = FAISS(embeddings, index, InMemoryDocstore(), {}, distance_strategy=strategy)
+    _place(store, use_gpu)
+    step = max(1, int(block_size))
+    with progress(total=len(texts), desc="embedding documents", unit="doc") as bar:
+        for start in range(0, len(texts), step):
+            block = texts[start:start + step]
+            vectors = embeddings.embed_documents(block)
+            if vectors and len(vectors[0]) != dimension:
+                raise InputError(f"the embeddings returned {len(vectors[0])}-dimensional vectors, "
+                                 f"expected {dimension}", field="embeddings")
+            store.add_embeddings(zip(block, vectors), metadatas=metas[start:start + step],
+                                 ids=doc_ids[start:start + step])
+            bar.update(len(block))
+    return store
+
+
+def _unpack(documents, metadatas, ids) -> tuple[list[str], list[dict], list[str]]:
+    if isinstance(documents, (str, Document)):
+        documents = [documents]
+    documents = list(documents)
+    if metadatas is not None and len(metadatas) != len(documents):
+        raise InputError(f"{len(metadatas)} metadatas for {len(documents)} documents", field="metadatas")
+    if ids is not None and len(ids) != len(documents):
+        raise InputError(f"{len(ids)} ids for {len(documents)} documents", field="ids")
+    texts, metas, doc_ids = [], [], []
+    for i, doc in enumerate(documents):
+        if isinstance(doc, Document):
+            texts.append(doc.page_content)
+            metas.append(dict(doc.metadata))
+            doc_ids.append(doc.id)
+        elif isinstance(doc, str):
+            texts.append(doc)
+            metas.append({})
+            doc_ids.append(None)
+        else:
+            raise InputError(f"document {i} is a {type(doc).__name__}, expected a LangChain Document or a string",
+                             field="documents")
+        if metadatas is not None:
+            metas[-1] = {**metas[-1], **dict(metadatas[i])}
+        if ids is not None:
+            doc_ids[-1] = ids[i]
+    doc_ids = [str(d) if d is not None else str(uuid.uuid4()) for d in doc_ids]
+    if len(set(doc_ids)) != len(doc_ids):
+        seen: set[str] = set()
+        duplicate = next(d for d in doc_ids if d in seen or seen.add(d))
+        raise InputError(f"document id '{duplicate}' occurs more than once", field="ids")
+    return texts, metas, doc_ids
+
+
+def _place(store, use_gpu: bool | None) -> None:
+    if use_gpu is False:
+        return
+    moved = to_gpu(store)
+    if use_gpu and not moved:
+        raise InputError("use_gpu=True but no GPU build of FAISS with a visible GPU is installed", field="use_gpu")
+
+
+def as_retriever(store, k: int = 4, *, search_type: str = "similarity", **search_kwargs: Any):
+    """The store as a LangChain retriever returning the top ``k`` documents per question."""
+    return store.as_retriever(search_type=search_type, search_kwargs={"k": int(k), **search_kwargs})
+
+
+# --- save -----------------------------------------------------------------------------------------
+def _embedding_record(embeddings: Any, dimension: int) -> dict[str, Any]:
+    cls = type(embeddings)
+    record: dict[str, Any] = {"class": f"{cls.__module__}.{cls.__qualname__}", "dimension": dimension}
+    for attribute in ("document_identity", "identity"):
+        value = getattr(embeddings, attribute, None)
+        if isinstance(value, str):
+            record[attribute] = value
+    return record
+
+
+def _digest(path: Path) -> str:
+    digest = hashlib.blake2b(digest_size=16)
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _json_default(doc_id: str):
+    def default(value: Any) -> Any:
+        raise InputError(f"document '{doc_id}': metadata value of type {type(value).__name__} cannot be saved "
+                         "as JSON; store strings, numbers, booleans, lists or dicts", field="metadata")
+    return default
+
+
+def save_faiss_store(store, folder: str | Path) -> Path:
+    """Write ``store`` to ``folder`` (see the module docstring), atomically; returns the folder.
+
+    ``folder`` is replaced as a whole; an existing folder that is not a vector store is refused
+    rather than overwritten.
+    """
+    faiss = _faiss()
+    folder = Path(folder)
+    _refuse_foreign_folder(folder)
+    index = _cpu_index(store)
+    count = int(index.ntotal)
+    if len(store.index_to_docstore_id) != count:
+        raise InputError(f"store is inconsistent: {count} vectors but {len(store.index_to_docstore_id)} "
+                         "docstore ids", path=folder)
+    records = []
+    for position in range(count):
+        doc_id = store.index_to_docstore_id[position]
+        doc = store.docstore.search(doc_id)
+        if not isinstance(doc, Document):
+            raise InputError(f"vector {position} points to document '{doc_id}', which the docstore lacks", path=folder)
+        records.append({"id": str(doc_id), "page_content": doc.page_content, "metadata": doc.metadata})
+    with atomic.atomic_directory(folder) as staging:
+        faiss.write_index(index, str(staging / INDEX_FILE))
+        with open(staging / DOCSTORE_FILE, "w", encoding="utf-8") as handle:
+            handle.write('{"documents": [\n')
+            for i, record in enumerate(records):
+                if i:
+                    handle.write(",\n")
+                json.dump(record, handle, ensure_ascii=False, default=_json_default(record["id"]))
+            handle.write("\n]}\n")
+        manifest = {
+            "format": FORMAT,
+            "version": FORMAT_VERSION,
+            "count": count,
+            "dimension": int(index.d),
+            "distance_strategy": store.distance_strategy.value if hasattr(store.distance_strategy, "value")
+            else str(store.distance_strategy),
+            "normalize_L2": bool(getattr(store, "_normalize_L2", False)),
+            "faiss_index": type(index).__name__,
+            "embeddings": _embedding_record(store.embeddings, int(index.d)),
+            "files": {INDEX_FILE: _digest(staging / INDEX_FILE), DOCSTORE_FILE: _digest(staging / DOCSTORE_FILE)},
+        }
+        atomic.write_json(staging / MANIFEST, manifest)
+    return folder
+
+
+def _refuse_foreign_folder(folder: Path) -> None:
+    if not folder.exists():
+        return
+    if not folder.is_dir():
+        raise InputError("exists and is not a folder; choose a new path for the vector store", path=folder)
+    if any(folder.iterdir()) and not ((folder / MANIFEST).is_file() or (folder / "index.faiss").is_file()):
+        raise InputError("is a non-empty folder that holds no vector store; refusing to replace it", path=folder)
+
+
+# --- load -----------------------------------------------------------------------------------------
+def load_faiss_store(folder: str | Path, embeddings: Embeddings, *, allow_dangerous_deserialization: bool = False,
+                     use_gpu: bool | None = None, check_embeddings: bool = True, index_name: str = "index"):
+    """Load a store saved by :func:`save_faiss_store` (no pickle), or opt in to a LangChain pickle store.
+
+    ``embeddings`` embed the questions; with ``check_embeddings`` (default) they must produce the
+    same document vectors as those the store was built with (identity and dimension from the
+    manifest). ``allow_dangerous_deserialization=True`` is needed, and honoured, only for folders
+    saved by LangChain's ``FAISS.save_local`` (``index.pkl``); see the module docstring.
+    ``use_gpu`` as in :func:`build_faiss_store`.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise InputError("vector store folder not found", path=folder)
+    if (folder / MANIFEST).is_file():
+        store = _load_ours(folder, embeddings, check_embeddings)
+    elif (folder / f"{index_name}.pkl").is_file():
+        if not allow_dangerous_deserialization:
+            raise InputError(f"{index_name}.pkl is a LangChain pickle store and unpickling can run arbitrary code; "
+                             "pass allow_dangerous_deserialization=True only if you made it and nobody else "
+                             "could modify it (then re-save it with save_faiss_store to drop the pickle)",
+                             path=folder)
+        from langchain_community.vectorstores import FAISS
+
+        store = FAISS.load_local(str(folder), embeddings, index_name=index_name,
+                                 allow_dangerous_deserialization=True)
+        _check_dimension(folder, store.index.d, embeddings)
+    else:
+        raise InputError(f"no {MANIFEST} (embtune store) nor {index_name}.pkl (LangChain store) in this folder",
+                         path=folder)
+    _place(store, use_gpu)
+    return store
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return json.load(handle)
+    except json.JSONDecodeError as exc:
+        raise InputError(f"invalid JSON at line {exc.lineno}: {exc.msg}", path=path) from None
+    except OSError as exc:
+        raise InputError(f"cannot read: {exc.strerror}", path=path) from None
+
+
+def _load_ours(folder: Path, embeddings: Embeddings, check_embeddings: bool):
+    from langchain_community.docstore.in_memory import InMemoryDocstore
+    from langchain_community.vectorstores import FAISS
+
+    faiss = _faiss()
+    manifest_path = folder / MANIFEST
+    manifest = _read_json(manifest_path)
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        raise InputError(f"not an embtune vector store manifest (format is not '{FORMAT}')", path=manifest_path)
+    if int(manifest.get("version", 0)) > FORMAT_VERSION:
+        raise InputError(f"store format version {manifest.get('version')} is newer than this embtune reads "
+                         f"({FORMAT_VERSION}); upgrade embtune", path=manifest_path, field="version")
+    files = manifest.get("files") or {}
+    if not isinstance(files, dict):
+        raise InputError("'files' must map file names to checksums", path=manifest_path, field="files")
+    for name, expected in files.items():
+        path = folder / name
+        if not path.is_file():
+            raise InputError("missing file of the vector store", path=path)
+        if _digest(path) != expected:
+            raise InputError("checksum differs from the manifest (file changed or truncated after saving)", path=path)
+    index = faiss.read_index(str(folder / INDEX_FILE))
+    docstore_path = folder / DOCSTORE_FILE
+    data = _read_json(docstore_path)
+    records = data.get("documents") if isinstance(data, dict) else None
+    if not isinstance(records, list):
+        raise InputError("expected an object with a 'documents' list", path=docstore_path)
+    if len(records) != index.ntotal:
+        raise InputError(f"{len(records)} documents for {index.ntotal} vectors in {INDEX_FILE}", path=docstore_path)
+    documents: dict[str, Document] = {}
+    index_to_id: dict[int, str] = {}
+    for position, record in enumerate(records):
+        if not isinstance(record, dict) or not isinstance(record.get("id"), str) \
+                or not isinstance(record.get("page_content"), str) or not isinstance(record.get("metadata", {}), dict):
+            raise InputError(f"document {position}: expected id and page_content strings and a metadata object",
+                             path=docstore_path)
+        doc_id = record["id"]
+        if doc_id in documents:
+            raise InputError(f"document id '{doc_id}' occurs more than once", path=docstore_path)
+        documents[doc_id] = Document(id=doc_id, page_content=record["page_content"],
+                                     metadata=record.get("metadata", {}))
+        index_to_id[position] = doc_id
+    record = manifest.get("embeddings") or {}
+    if check_embeddings:
+        stored = record.get("document_identity")
+        current = getattr(embeddings, "document_identity", None)
+        if isinstance(stored, str) and isinstance(current, str) and stored != current:
+            raise InputError(f"the store was indexed with '{stored}' but these embeddings make document vectors "
+                             f"with '{current}'; use the model the store was built with (an adapter on top of it "
+                             "is fine) or pass check_embeddings=False", path=manifest_path)
+    _check_dimension(folder, index.d, embeddings)
+    return FAISS(embeddings, index, InMemoryDocstore(documents), index_to_id,
+                 distance_strategy=_distance_strategy(manifest.get("distance_strategy", "MAX_INNER_PRODUCT")),
+                 normalize_L2=bool(manifest.get("normalize_L2", False)))
+
+
+def _check_dimension(folder: Path, index_dimension: int, embeddings: Any) -> None:
+    dimension = getattr(embeddings, "dimension", None)
+    if isinstance(dimension, int) and dimension != int(index_dimension):
+        raise InputError(f"the index holds {index_dimension}-dimensional vectors but the embeddings make "
+                         f"{dimension}-dimensional ones", path=folder)

@@ -1,0 +1,186 @@
+"""LangChain ``Embeddings`` for a fine-tuned model, or for a base model plus a query adapter.
+
+:class:`EmbtuneEmbeddings` is a ``langchain_core.embeddings.Embeddings`` built from
+
+* a fine-tuned model directory (what ``embtune train`` writes), or any model name, resolved
+  offline through :mod:`embtune_core.models` (``sentence-transformers/all-MiniLM-L6-v2`` loads
+  the packaged copy), or any encoder spec of :mod:`embtune_core.encoding`
+  (``openai:text-embedding-3-small@http://127.0.0.1:8000/v1``); or
+* the same plus ``adapter=<adapter directory>``: the trained adapter transforms *query* vectors
+  only (``embed_query``), so ``embed_documents`` returns exactly the base model's vectors and a
+  vector store already built with the base model stays valid. Loading refuses an adapter trained
+  for another base model.
+
+Inputs: ``batch_size`` (texts per forward pass), ``device`` (``"cpu"``, ``"cuda"``, ``"cuda:1"``;
+default: the model's choice), ``normalize`` (unit-length vectors, the right setting for cosine or
+inner-product search). ``dimension`` is the vector length (DocsGPT sizes its indexes with it).
+``aembed_documents`` / ``aembed_query`` run the model in a worker thread so an event loop keeps
+serving while it computes.
+
+Example::
+
+    from embtune_integrations.langchain import EmbtuneEmbeddings
+
+    tuned = EmbtuneEmbeddings("out/model")                       # fine-tuned directory
+    adapted = EmbtuneEmbeddings("sentence-transformers/all-MiniLM-L6-v2", adapter="out/adapter")
+    vectors = adapted.embed_documents(["Uber's revenue grew 57% in 2021."])   # base model's vectors
+    query = adapted.embed_query("How fast did Uber grow?")                     # adapted
+    adapted.dimension                                                           # 384
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from langchain_core.embeddings import Embeddings
+from langchain_core.runnables.config import run_in_executor
+
+from embtune_core.encoding import AdaptedEncoder, EncoderProtocol, encoder_from_spec
+from embtune_core.errors import InputError
+from embtune_core.models import DEFAULT_MODEL
+from embtune_core.plugins import get_registry
+
+__all__ = ["EmbtuneEmbeddings"]
+
+
+class EmbtuneEmbeddings(Embeddings):
+    """A LangChain ``Embeddings`` over an embtune encoder, optionally with a query adapter.
+
+    Args:
+        model: a model directory, a model name (resolved offline first) or an encoder spec; or an
+            already built encoder (anything with ``identity``, ``dimension``, ``encode_queries``,
+            ``encode_documents``), a loaded ``SentenceTransformer`` or another LangChain
+            ``Embeddings`` (e.g. an API model, to put an adapter in front of it).
+        adapter: an adapter directory saved by embtune (safetensors + JSON config), or a loaded
+            adapter; applied to queries only.
+        batch_size: texts per batch.
+        device: torch device for a local model (``None``: sentence-transformers picks one).
+        normalize: unit-length output vectors.
+        **encoder_options: further options for the encoder factory (``query_prompt``...).
+    """
+
+    def __init__(self, model: str | os.PathLike | EncoderProtocol = DEFAULT_MODEL, *,
+                 adapter: str | os.PathLike | Any | None = None, batch_size: int = 32,
+                 device: str | None = None, normalize: bool = True, **encoder_options: Any):
+        if batch_size < 1:
+            raise InputError(f"batch_size must be at least 1, got {batch_size}", field="batch_size")
+        self.batch_size = int(batch_size)
+        self.device = device
+        self.normalize = bool(normalize)
+        if isinstance(model, (str, os.PathLike)):
+            options: dict[str, Any] = {"batch_size": self.batch_size, "normalize": self.normalize,
+                                       **encoder_options}
+            if device is not None:
+                options["device"] = device
+            self.base_encoder: EncoderProtocol = encoder_from_spec(os.fspath(model), **options)
+            self.model_name = os.fspath(model)
+        elif hasattr(model, "encode_documents") and hasattr(model, "identity"):
+            self.base_encoder = model
+            self.model_name = getattr(model, "name", type(model).__name__)
+        else:  # a loaded SentenceTransformer, or another LangChain Embeddings object
+            family = "langchain" if isinstance(model, Embeddings) else "sentence-transformers"
+            options = {"embeddings" if family == "langchain" else "model": model,
+                       "batch_size": self.batch_size, "normalize": self.normalize, **encoder_options}
+            if device is not None and family == "sentence-transformers":
+                options["device"] = device
+            self.base_encoder = get_registry().create("encoders", family, **options)
+            self.model_name = getattr(model, "embtune_model_name", type(model).__name__)
+        self.adapter_path: str | None = None
+        if adapter is None:
+            self.encoder: EncoderProtocol = self.base_encoder
+        else:
+            if isinstance(adapter, (str, os.PathLike)):
+                from embtune_core.adapter_io import load_adapter
+
+                self.adapter_path = os.fspath(adapter)
+                adapter = load_adapter(self.adapter_path, expected_encoder_identity=self.base_encoder.identity)
+            self.encoder = AdaptedEncoder(self.base_encoder, adapter)
+        # Fast tokenizers raise "Already borrowed" when two threads use one at once; the async
+        # methods run in threads, so calls into the model take turns.
+        self._lock = threading.Lock()
+
+    # -- identity -------------------------------------------------------------------------------
+    @property
+    def dimension(self) -> int:
+        """Length of every vector (of queries and documents alike)."""
+        return int(self.encoder.dimension)
+
+    @property
+    def identity(self) -> str:
+        """The query side's identity: model, settings and adapter fingerprint."""
+        return self.encoder.identity
+
+    @property
+    def document_identity(self) -> str:
+        """What produced the document vectors: the base encoder's identity (an adapter never
+        changes documents), so a store indexed with the base model matches an adapted one."""
+        return self.base_encoder.identity
+
+    @property
+    def has_adapter(self) -> bool:
+        return self.encoder is not self.base_encoder
+
+    # -- LangChain interface --------------------------------------------------------------------
+    def embed_documents(self, texts: list[str]) -> list[list[float]]:
+        """Document vectors (the base model's, also when an adapter is set)."""
+        texts = _as_texts(texts, "embed_documents")
+        if not texts:
+            return []
+        with self._lock:
+            return _to_lists(self.encoder.encode_documents(texts))
+
+    def embed_query(self, text: str) -> list[float]:
+        """One query vector, through the adapter when one is set."""
+        if not isinstance(text, str):
+            raise InputError(f"embed_query expects a string, got {type(text).__name__}", field="text")
+        with self._lock:
+            return _to_lists(self.encoder.encode_queries([text]))[0]
+
+    def embed_queries(self, texts: Sequence[str]) -> list[list[float]]:
+        """Several query vectors in one batched call (not part of LangChain's interface)."""
+        texts = _as_texts(texts, "embed_queries")
+        if not texts:
+            return []
+        with self._lock:
+            return _to_lists(self.encoder.encode_queries(texts))
+
+    async def aembed_documents(self, texts: list[str]) -> list[list[float]]:
+        """:meth:`embed_documents` in a worker thread; the event loop keeps running meanwhile."""
+        return await run_in_executor(None, self.embed_documents, texts)
+
+    async def aembed_query(self, text: str) -> list[float]:
+        """:meth:`embed_query` in a worker thread; the event loop keeps running meanwhile."""
+        return await run_in_executor(None, self.embed_query, text)
+
+    def __call__(self, text: str | list[str]):
+        """``embed_query`` for a string, ``embed_documents`` for a list (DocsGPT's wrappers allow both)."""
+        if isinstance(text, str):
+            return self.embed_query(text)
+        if isinstance(text, list):
+            return self.embed_documents(text)
+        raise InputError(f"expected a string or a list of strings, got {type(text).__name__}", field="text")
+
+    def __repr__(self) -> str:
+        adapter = f", adapter={self.adapter_path!r}" if self.adapter_path else (
+            ", adapter=<in memory>" if self.has_adapter else "")
+        return f"{type(self).__name__}({self.model_name!r}{adapter})"
+
+
+def _as_texts(texts: Any, method: str) -> list[str]:
+    if isinstance(texts, str):
+        raise InputError(f"{method} expects a list of strings, got one string; use embed_query for one text",
+                         field="texts")
+    texts = list(texts)
+    for i, text in enumerate(texts):
+        if not isinstance(text, str):
+            raise InputError(f"{method}: item {i} is {type(text).__name__}, not a string", field="texts")
+    return texts
+
+
+def _to_lists(vectors: np.ndarray) -> list[list[float]]:
+    # float32 -> Python floats; LangChain and DocsGPT expect plain lists.
+    return np.asarray(vectors, dtype=np.float32).tolist()

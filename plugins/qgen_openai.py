@@ -1,0 +1,454 @@
+"""Questions from an OpenAI-compatible chat LLM: concurrent, retrying, resumable.
+
+Inputs: chunks; a chat model behind any OpenAI-compatible endpoint (OpenAI, vLLM, Ollama,
+llama.cpp server) given by ``model``, ``base_url`` and an API key taken from the environment
+(``OPENAI_API_KEY`` by default, or ``api_key="env:NAME"``). Output: a QA dataset with
+``questions_per_chunk`` questions per chunk, in chunk order.
+
+* Prompt: LlamaIndex's ``generate_qa_embedding_pairs`` prompt by default; override it with a
+  template holding ``{context_str}`` and ``{num_questions_per_chunk}``.
+* Parsing survives numbered lists, bullets, "Q1:" labels, Markdown bold, quotes, ``<think>``
+  blocks and preamble lines such as "Here are two questions:" (llama_index issues 16745, 10089).
+* Up to ``concurrency`` requests in flight (asyncio); each is retried on 429, 408/409, 5xx,
+  timeouts, dropped connections and malformed replies, with exponential backoff and jitter,
+  waiting at least what a ``Retry-After`` header asks. Other errors (401, 400...) stop at once.
+* Every completed call is appended to a JSONL journal in ``work_dir`` and fsynced, so a run that
+  is interrupted or crashes resumes without repeating a completed call; a torn last line (a
+  crash mid-write) is dropped. The journal key is the request itself (model, messages,
+  settings), so changing the prompt or model never reuses stale answers.
+* Token usage is totalled in ``last_report`` and logged at the end. The API key is never logged.
+
+Example::
+
+    generator = OpenAIQuestionGenerator(model="gpt-4o-mini", questions_per_chunk=2, concurrency=16)
+    dataset = generator.generate(chunks, work_dir=Path("work"))
+    generator.last_report["total_tokens"]
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import email.utils
+import hashlib
+import json
+import logging
+import os
+import random
+import re
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from embtune_plugins.question_generators import dataset_from_questions
+
+from embtune_core.config import secret
+from embtune_core.dataset import QADataset
+from embtune_core.documents import Chunk
+from embtune_core.errors import ConfigError, InputError, ServiceError
+from embtune_core.progress import progress
+
+log = logging.getLogger(__name__)
+
+# The prompt of LlamaIndex's generate_qa_embedding_pairs (DEFAULT_QA_GENERATE_PROMPT_TMPL).
+DEFAULT_PROMPT = """\
+Context information is below.
+
+---------------------
+{context_str}
+---------------------
+
+Given the context information and not prior knowledge.
+generate only questions based on the below query.
+
+You are a Teacher/ Professor. Your task is to setup \
+{num_questions_per_chunk} questions for an upcoming \
+quiz/examination. The questions should be diverse in nature \
+across the document. Restrict the questions to the \
+context information provided."
+"""
+
+JOURNAL_NAME = "qgen-openai.journal.jsonl"
+RETRY_STATUS = {408, 409, 429}
+
+# --- parsing ---------------------------------------------------------------------------------------
+_THINK = re.compile(r"<think>.*?</think>", re.DOTALL | re.IGNORECASE)
+_MARKER = re.compile(
+    r"^\s*(?:[-*\u2022\u25cf>]+\s*|#+\s*|\(?\d{1,3}\s*[.):\]]\s*|\(?[a-hA-H][.)]\s+|"
+    r"(?:q(?:uestion)?\s*\d*\s*[:.)-])\s*)+", re.IGNORECASE)
+_PREAMBLE = re.compile(r"^(?:here (?:are|is)|sure|certainly|okay|ok,|of course|below (?:are|is)|"
+                       r"the following|i (?:have|hope|can)|these questions|note:)", re.IGNORECASE)
+
+
+def _clean(line: str) -> str:
+    line = _MARKER.sub("", line.strip()).strip()
+    line = line.replace("**", "").replace("__", "").strip()
+    if len(line) >= 2 and line[0] in "\"'\u201c`" and line[-1] in "\"'\u201d`":
+        line = line[1:-1].strip()
+    return line
+
+
+def parse_questions(text: str | None, limit: int | None = None) -> list[str]:
+    """The questions in an LLM reply, in order, without numbering, bullets or preamble lines."""
+    if not text:
+        return []
+    text = _THINK.sub("", text)
+    lines = [_clean(line) for line in text.replace("\r", "\n").split("\n")]
+    lines = [line for line in lines if line]
+    candidates = []
+    for line in lines:
+        if line.endswith(":") and "?" not in line:
+            continue  # "Here are two questions:", "Questions:"
+        if _PREAMBLE.match(line) and "?" not in line:
+            continue
+        candidates.append(line)
+    # When some lines are questions, lines that are not ("I hope this helps.") are chatter.
+    if any(c.endswith("?") for c in candidates):
+        candidates = [c for c in candidates if "?" in c]
+    seen, out = set(), []
+    for c in candidates:
+        if c.lower() not in seen:
+            seen.add(c.lower())
+            out.append(c)
+    return out[:limit] if limit else out
+
+
+# --- journal ---------------------------------------------------------------------------------------
+class Journal:
+    """Append-only JSONL of completed calls: one fsynced line per call; a torn last line is dropped."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.entries: dict[str, dict[str, Any]] = {}
+        self._handle = None
+        self._lock_handle = None
+
+    def open(self) -> Journal:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock()
+        if self.path.exists():
+            data = self.path.read_bytes()
+            good_end = data.rfind(b"\n") + 1  # bytes after the last newline are a torn write
+            if good_end < len(data):
+                log.warning("%s: dropping a torn last line (%d bytes) from an interrupted run",
+                            self.path, len(data) - good_end)
+                with open(self.path, "r+b") as handle:
+                    handle.truncate(good_end)
+                    handle.flush()
+                    os.fsync(handle.fileno())
+            for number, line in enumerate(data[:good_end].splitlines(), 1):
+                if not line.strip():
+                    continue
+                try:
+                    entry = json.loads(line)
+                    self.entries[entry["key"]] = entry
+                except (json.JSONDecodeError, KeyError, TypeError):
+                    log.warning("%s: line %d is damaged; that call will be made again", self.path, number)
+        self._handle = open(self.path, "ab")  # noqa: SIM115 - held for the whole run, closed in close()
+        return self
+
+    def _lock(self) -> None:
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - Windows: no advisory lock
+            return
+        self._lock_handle = open(self.path.with_name(self.path.name + ".lock"), "w")  # noqa: SIM115
+        try:
+            fcntl.flock(self._lock_handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            self._lock_handle.close()
+            raise InputError("another run is using this journal; wait for it or use another --work-dir",
+                             path=self.path) from None
+
+    def append(self, entry: dict[str, Any]) -> None:
+        assert self._handle is not None, "journal not open"
+        self._write(entry)
+        os.fsync(self._handle.fileno())
+        self.entries[entry["key"]] = entry
+
+    async def append_async(self, entry: dict[str, Any]) -> None:
+        """:meth:`append` whose fsync runs in a thread, so other requests proceed meanwhile.
+
+        The line is written whole from the event loop's thread (no interleaving); concurrent
+        fsyncs of one file coalesce in the kernel."""
+        assert self._handle is not None, "journal not open"
+        self._write(entry)
+        await asyncio.to_thread(os.fsync, self._handle.fileno())
+        self.entries[entry["key"]] = entry
+
+    def _write(self, entry: dict[str, Any]) -> None:
+        self._handle.write((json.dumps(entry, ensure_ascii=False) + "\n").encode("utf-8"))
+        self._handle.flush()
+
+    def close(self) -> None:
+        if self._handle is not None:
+            self._handle.close()
+            self._handle = None
+        if self._lock_handle is not None:
+            self._lock_handle.close()
+            self._lock_handle = None
+
+    def __enter__(self):
+        return self.open()
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class _BadReply(Exception):
+    """A 200 reply we cannot use (malformed JSON, no choices, no questions): worth retrying."""
+
+
+def _retry_after_seconds(headers: Any) -> float | None:
+    """Seconds from ``retry-after-ms`` or ``Retry-After`` (seconds or an HTTP date), if present."""
+    if headers is None:
+        return None
+    with contextlib.suppress(TypeError, ValueError):
+        ms = headers.get("retry-after-ms")
+        if ms is not None:
+            return max(0.0, float(ms) / 1000)
+    value = headers.get("retry-after")
+    if value is None:
+        return None
+    with contextlib.suppress(TypeError, ValueError):
+        return max(0.0, float(value))
+    with contextlib.suppress(TypeError, ValueError):
+        when = email.utils.parsedate_to_datetime(value)
+        return max(0.0, when.timestamp() - time.time())
+    return None
+
+
+class OpenAIQuestionGenerator:
+    """Generate questions per chunk with an OpenAI-compatible chat model.
+
+    Args:
+        model: chat model name on the server.
+        base_url: endpoint such as ``http://localhost:8000/v1`` (vLLM), ``http://localhost:11434/v1``
+            (Ollama); ``None`` means api.openai.com.
+        api_key: ``"env:NAME"`` or ``None`` (reads ``OPENAI_API_KEY``); never a literal key.
+        questions_per_chunk: N questions asked for, and kept, per chunk.
+        prompt: template with ``{context_str}`` and ``{num_questions_per_chunk}``.
+        system_prompt: optional system message.
+        concurrency: requests in flight at once.
+        max_retries: retries per call after the first attempt.
+        timeout: seconds per request.
+        initial_backoff / max_backoff: exponential backoff bounds in seconds (jittered).
+        temperature / max_tokens: passed to the server when set.
+    """
+
+    def __init__(self, model: str = "gpt-4o-mini", base_url: str | None = None, api_key: Any = None,
+                 questions_per_chunk: int = 2, prompt: str | None = None, system_prompt: str | None = None,
+                 concurrency: int = 8, max_retries: int = 6, timeout: float = 60.0,
+                 initial_backoff: float = 1.0, max_backoff: float = 60.0, max_retry_after: float = 300.0,
+                 temperature: float | None = None, max_tokens: int | None = None, seed: int | None = None,
+                 **_ignored):
+        if questions_per_chunk < 1:
+            raise ConfigError("must be at least 1", field="questions_per_chunk")
+        if concurrency < 1:
+            raise ConfigError("must be at least 1", field="concurrency")
+        self.prompt = prompt or DEFAULT_PROMPT
+        if "{context_str}" not in self.prompt:
+            raise ConfigError("the prompt template must contain {context_str}", field="prompt")
+        self.model, self.base_url = model, base_url
+        self.api_key = secret(api_key, default_env="OPENAI_API_KEY", field="api_key")
+        if self.api_key is None:
+            if base_url is None:
+                raise ConfigError("no API key: set OPENAI_API_KEY (or api_key = \"env:NAME\"), "
+                                  "or give base_url for a local server", field="api_key")
+            self.api_key = "EMPTY"  # local servers (vLLM, Ollama, llama.cpp) accept any key
+        self.questions_per_chunk = questions_per_chunk
+        self.system_prompt = system_prompt
+        self.concurrency, self.max_retries, self.timeout = concurrency, max_retries, timeout
+        self.initial_backoff, self.max_backoff = initial_backoff, max_backoff
+        self.max_retry_after = max_retry_after
+        self.temperature, self.max_tokens = temperature, max_tokens
+        self._jitter = random.Random(seed)
+        self.last_report: dict[str, Any] = {}
+
+    # --- requests ------------------------------------------------------------------------------
+    def messages(self, chunk: Chunk) -> list[dict[str, str]]:
+        user = (self.prompt.replace("{context_str}", chunk.text)
+                .replace("{num_questions_per_chunk}", str(self.questions_per_chunk)))
+        messages = [{"role": "user", "content": user}]
+        if self.system_prompt:
+            messages.insert(0, {"role": "system", "content": self.system_prompt})
+        return messages
+
+    def request(self, chunk: Chunk) -> dict[str, Any]:
+        body: dict[str, Any] = {"model": self.model, "messages": self.messages(chunk)}
+        if self.temperature is not None:
+            body["temperature"] = self.temperature
+        if self.max_tokens is not None:
+            body["max_tokens"] = self.max_tokens
+        return body
+
+    def request_key(self, body: dict[str, Any]) -> str:
+        """The journal key: the request itself (and N), so any change of prompt or model misses.
+
+        The endpoint is not part of it: a restarted server on another port resumes the same run."""
+        payload = json.dumps([body, self.questions_per_chunk], sort_keys=True)
+        return hashlib.sha256(payload.encode("utf-8")).hexdigest()
+
+    def _scrub(self, message: str) -> str:
+        if self.api_key and self.api_key != "EMPTY":
+            message = message.replace(self.api_key, "***")
+        return " ".join(message.split())[:300]
+
+    def _delay(self, attempt: int, exc: BaseException) -> float:
+        response = getattr(exc, "response", None)
+        retry_after = _retry_after_seconds(getattr(response, "headers", None))
+        backoff = min(self.max_backoff, self.initial_backoff * (2 ** attempt))
+        jittered = backoff / 2 + self._jitter.uniform(0, backoff / 2)  # "equal jitter"
+        if retry_after is not None:
+            return min(retry_after, self.max_retry_after)
+        return jittered
+
+    async def _call(self, client, body: dict[str, Any], chunk: Chunk, stats: dict[str, int]) -> dict[str, Any]:
+        import openai
+
+        last_problem = ""
+        for attempt in range(self.max_retries + 1):
+            try:
+                response = await client.chat.completions.create(**body)
+                try:
+                    content = response.choices[0].message.content
+                except (IndexError, AttributeError, TypeError):
+                    raise _BadReply("reply has no choices") from None
+                questions = parse_questions(content, self.questions_per_chunk)
+                if not questions:
+                    raise _BadReply(f"no questions found in the reply {str(content)[:80]!r}")
+                usage = getattr(response, "usage", None)
+                return {"key": self.request_key(body), "chunk_id": chunk.id, "questions": questions,
+                        "reply": content,
+                        "usage": {"prompt_tokens": int(getattr(usage, "prompt_tokens", 0) or 0),
+                                  "completion_tokens": int(getattr(usage, "completion_tokens", 0) or 0)},
+                        "attempts": attempt + 1}
+            except openai.APIStatusError as exc:
+                if exc.status_code not in RETRY_STATUS and exc.status_code < 500:
+                    raise ServiceError(f"{self.base_url or 'OpenAI'} refused the request: HTTP {exc.status_code}: "
+                                       f"{self._scrub(str(exc))}") from None
+                last_problem = f"HTTP {exc.status_code}"
+                failure = exc
+            except (openai.APITimeoutError, openai.APIConnectionError) as exc:
+                last_problem = "timeout" if isinstance(exc, openai.APITimeoutError) else "connection error"
+                failure = exc
+            except (_BadReply, json.JSONDecodeError, openai.APIResponseValidationError) as exc:
+                last_problem = f"malformed reply: {self._scrub(str(exc))}"
+                failure = exc
+            if attempt == self.max_retries:
+                break
+            stats["retries"] += 1
+            delay = self._delay(attempt, failure)
+            log.debug("chunk %s: %s; retry %d in %.2fs", chunk.id, last_problem, attempt + 1, delay)
+            await asyncio.sleep(delay)
+        if last_problem.startswith("malformed reply"):
+            # The model, not the service, failed on this chunk: record it and carry on.
+            log.warning("chunk %s: no usable questions after %d attempts (%s)", chunk.id,
+                        self.max_retries + 1, last_problem)
+            return {"key": self.request_key(body), "chunk_id": chunk.id, "questions": [],
+                    "error": last_problem, "usage": {"prompt_tokens": 0, "completion_tokens": 0},
+                    "attempts": self.max_retries + 1}
+        raise ServiceError(f"{self.base_url or 'OpenAI'}: chat completion failed after {self.max_retries + 1} "
+                           f"attempts ({last_problem}); completed calls are journaled, re-run to resume")
+
+    async def _run(self, todo: list[tuple[Chunk, dict[str, Any]]], journal: Journal, bar,
+                   stats: dict[str, int]) -> None:
+        import openai
+
+        client = openai.AsyncOpenAI(base_url=self.base_url, api_key=self.api_key, max_retries=0,
+                                    timeout=self.timeout)
+        queue: asyncio.Queue = asyncio.Queue()
+        for item in todo:
+            queue.put_nowait(item)
+
+        async def worker() -> None:
+            while True:
+                try:
+                    chunk, body = queue.get_nowait()
+                except asyncio.QueueEmpty:
+                    return
+                entry = await self._call(client, body, chunk, stats)
+                await journal.append_async(entry)
+                stats["calls"] += 1
+                bar.update(1)
+
+        tasks = [asyncio.ensure_future(worker()) for _ in range(min(self.concurrency, len(todo)))]
+        try:
+            done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+            for task in done:
+                task.result()  # re-raise the first failure
+        finally:
+            for task in tasks:
+                task.cancel()
+            await client.close()
+
+    # --- public --------------------------------------------------------------------------------
+    def generate(self, chunks: Sequence[Chunk], *, work_dir: Path | None = None) -> QADataset:
+        started = time.perf_counter()
+        requests = [(chunk, self.request(chunk)) for chunk in chunks]
+        journal_dir = Path(work_dir) if work_dir is not None else None
+        with contextlib.ExitStack() as stack:
+            if journal_dir is None:
+                import tempfile
+
+                journal_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="embtune-qgen-")))
+            journal = stack.enter_context(Journal(journal_dir / JOURNAL_NAME))
+            # One call per distinct request: identical chunks (repeated boilerplate) share the answer.
+            todo, queued = [], set()
+            for chunk, body in requests:
+                key = self.request_key(body)
+                if key not in journal.entries and key not in queued:
+                    queued.add(key)
+                    todo.append((chunk, body))
+            resumed = len({self.request_key(b) for _, b in requests} & set(journal.entries))
+            if resumed:
+                log.info("resuming: %d of %d calls already in %s", resumed, len(requests), journal.path)
+            stats = {"calls": 0, "retries": 0}
+            bar = stack.enter_context(progress(total=len(todo) + resumed, desc="questions", unit="call"))
+            bar.update(resumed)
+            if todo:
+                _run_coroutine(self._run(todo, journal, bar, stats))
+            entries = {c.id: journal.entries[self.request_key(b)] for c, b in requests}
+        questions = {cid: e["questions"] for cid, e in entries.items()}
+        prompt_tokens = sum(e["usage"]["prompt_tokens"] for e in entries.values())
+        completion_tokens = sum(e["usage"]["completion_tokens"] for e in entries.values())
+        self.last_report = {
+            "chunks": len(requests), "calls": stats["calls"], "resumed": resumed, "retries": stats["retries"],
+            "failed_chunks": sum(1 for e in entries.values() if not e["questions"]),
+            "questions": sum(len(q) for q in questions.values()),
+            "prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens,
+            "seconds": round(time.perf_counter() - started, 3),
+        }
+        log.info("question generation: %(questions)d questions for %(chunks)d chunks, %(calls)d calls "
+                 "(%(resumed)d resumed, %(retries)d retries, %(failed_chunks)d chunks without questions); "
+                 "tokens: %(prompt_tokens)d prompt + %(completion_tokens)d completion = %(total_tokens)d",
+                 self.last_report)
+        return dataset_from_questions(chunks, questions)
+
+
+def _run_coroutine(coroutine) -> Any:
+    """``asyncio.run``, also from inside a running event loop (Jupyter), via a helper thread."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coroutine)
+    result: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            result["value"] = asyncio.run(coroutine)
+        except BaseException as exc:  # noqa: BLE001 - handed back to the caller's thread
+            result["error"] = exc
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    thread.join()
+    if "error" in result:
+        raise result["error"]
+    return result.get("value")

@@ -1,0 +1,139 @@
+"""Encoders: spec parsing, sentence-transformers, the OpenAI-compatible API over real HTTP, LangChain."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+
+import numpy as np
+import pytest
+from openai_server import OpenAIServer, hashed_bag_of_words
+
+from embtune_core.encoding import EncoderProtocol, encoder_from_spec, parse_encoder_spec
+from embtune_core.errors import EXIT_SERVICE, InputError, ServiceError
+from embtune_core.plugins import get_registry
+
+
+def test_builtin_encoders_are_registered():
+    assert {"sentence-transformers", "openai", "langchain"} <= set(get_registry().names("encoders"))
+
+
+@pytest.mark.parametrize("spec, expected", [
+    ("st:sentence-transformers/all-MiniLM-L6-v2", ("sentence-transformers", {"model": "sentence-transformers/all-MiniLM-L6-v2"})),
+    ("sentence-transformers:/models/mine", ("sentence-transformers", {"model": "/models/mine"})),
+    ("sentence-transformers/all-MiniLM-L6-v2", ("sentence-transformers", {"model": "sentence-transformers/all-MiniLM-L6-v2"})),
+    ("/tmp/some model", ("sentence-transformers", {"model": "/tmp/some model"})),
+    ("openai:text-embedding-3-small", ("openai", {"model": "text-embedding-3-small"})),
+    ("openai:nomic@http://127.0.0.1:8000/v1",
+     ("openai", {"model": "nomic", "base_url": "http://127.0.0.1:8000/v1"})),
+])
+def test_spec_parsing(spec, expected):
+    assert parse_encoder_spec(spec) == expected
+
+
+@pytest.mark.parametrize("spec", ["", "st:", "openai:m@"])
+def test_bad_specs_are_one_line_input_errors(spec):
+    with pytest.raises(InputError):
+        parse_encoder_spec(spec)
+
+
+def test_sentence_transformers_encoder(tiny_model_dir, tmp_path):
+    encoder = encoder_from_spec(f"st:{tiny_model_dir}")
+    assert isinstance(encoder, EncoderProtocol)
+    docs = encoder.encode_documents(["the cat sat", "a dog barked", "the cat sat"])
+    queries = encoder.encode_queries(["where did the cat sit?"])
+    assert docs.dtype == np.float32 and docs.shape == (3, encoder.dimension) == (3, 32)
+    assert queries.shape == (1, 32)
+    np.testing.assert_allclose(np.linalg.norm(docs, axis=1), 1.0, rtol=1e-5)
+    np.testing.assert_allclose(docs[0], docs[2])
+    # The identity follows the model's content, not its folder: a copy matches, a retrained model does not.
+    copy = tmp_path / "copy"
+    shutil.copytree(tiny_model_dir, copy)
+    assert encoder_from_spec(f"st:{copy}").identity == encoder.identity
+    weights = next(p for p in copy.rglob("*.safetensors"))
+    data = bytearray(weights.read_bytes())
+    data[-10] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    assert encoder_from_spec(f"st:{copy}").identity != encoder.identity
+    # Settings that change vectors change the identity.
+    assert encoder_from_spec(f"st:{tiny_model_dir}", normalize=False).identity != encoder.identity
+    assert encoder_from_spec(f"st:{tiny_model_dir}", query_prompt="query: ").identity != encoder.identity
+
+
+def _bow(texts):
+    return np.array([hashed_bag_of_words(t) for t in texts], dtype=np.float32)
+
+
+def test_openai_encoder_batches_over_real_http(monkeypatch):
+    monkeypatch.setenv("EMBTUNE_TEST_KEY", "sk-secret-value")
+    texts = [f"document number {i} about topic {i % 3}" for i in range(5)]
+    with OpenAIServer() as server:
+        encoder = encoder_from_spec(f"openai:test-embed@{server.base_url}", batch_size=2,
+                                    api_key="env:EMBTUNE_TEST_KEY")
+        vectors = encoder.encode_documents(texts)
+        assert server.count("/embeddings") == 3  # 2 + 2 + 1
+        assert server.requests[0][2]["authorization"] == "Bearer sk-secret-value"
+        assert server.requests[0][1]["model"] == "test-embed"
+        assert "sk-secret" not in encoder.identity and server.base_url in encoder.identity
+    np.testing.assert_allclose(vectors, _bow(texts), atol=1e-6)
+    assert encoder.dimension == 64
+
+
+def test_openai_encoder_retries_429_5xx_timeouts_and_drops(caplog, monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-never-logged")
+    faults = [{"status": 429, "headers": {"Retry-After": "0"}}, {"status": 503}, {"drop": True},
+              {"delay": 2.0}, {"body": "not json"}]
+    with OpenAIServer(faults=faults) as server, caplog.at_level(logging.DEBUG):
+        encoder = encoder_from_spec(f"openai:e@{server.base_url}", timeout=0.5, backoff=0.01, max_retries=6)
+        vectors = encoder.encode_queries(["hello world"])
+        assert server.count("/embeddings") == 6
+    np.testing.assert_allclose(vectors, _bow(["hello world"]), atol=1e-6)
+    assert "sk-never-logged" not in caplog.text
+    assert "retry" in caplog.text
+
+
+def test_openai_encoder_honours_retry_after(monkeypatch):
+    waits = []
+    monkeypatch.setattr("embtune_plugins.encoders.time.sleep", waits.append)
+    with OpenAIServer(faults=[{"status": 429, "headers": {"Retry-After": "7"}}]) as server:
+        encoder = encoder_from_spec(f"openai:e@{server.base_url}", api_key="env:NO_SUCH_VARIABLE")
+        encoder.encode_documents(["x"])
+    assert waits == [7.0]
+
+
+def test_openai_encoder_gives_up_with_a_one_line_error():
+    with OpenAIServer(faults=[{"status": 500}] * 3) as server:
+        encoder = encoder_from_spec(f"openai:e@{server.base_url}", max_retries=2, backoff=0.01)
+        with pytest.raises(ServiceError) as info:
+            encoder.encode_documents(["x"])
+    assert info.value.exit_code == EXIT_SERVICE and "\n" not in str(info.value) and "3 attempts" in str(info.value)
+
+
+def test_openai_encoder_does_not_retry_a_refusal():
+    with OpenAIServer(faults=[{"status": 401}]) as server:
+        encoder = encoder_from_spec(f"openai:e@{server.base_url}", backoff=0.01)
+        with pytest.raises(ServiceError, match="refused"):
+            encoder.encode_documents(["x"])
+        assert server.count("/embeddings") == 1
+
+
+def test_openai_encoder_refuses_a_literal_key_in_config():
+    with pytest.raises(InputError):
+        get_registry().create("encoders", "openai", model="m", api_key="sk-literal")
+
+
+def test_langchain_encoder_wraps_any_embeddings_object():
+    from langchain_core.embeddings import DeterministicFakeEmbedding
+
+    fake = DeterministicFakeEmbedding(size=16)
+    encoder = get_registry().create("encoders", "langchain", embeddings=fake)
+    assert "DeterministicFakeEmbedding" in encoder.identity and "size=16" in encoder.identity
+    docs = encoder.encode_documents(["a", "b"])
+    query = encoder.encode_queries(["a"])
+    assert docs.shape == (2, 16) and docs.dtype == np.float32 and encoder.dimension == 16
+    expected = np.asarray(fake.embed_query("a"), dtype=np.float32)
+    np.testing.assert_allclose(query[0], expected / np.linalg.norm(expected), rtol=1e-5)
+    named = get_registry().create("encoders", "langchain", embeddings=fake, identity="my-model v2")
+    assert "my-model v2" in named.identity
+    with pytest.raises(InputError):
+        get_registry().create("encoders", "langchain", embeddings="not an embeddings object")

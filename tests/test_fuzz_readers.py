@@ -1,0 +1,100 @@
+"""Fuzzing every reader: random bytes, truncation, huge lines, invalid UTF-8, NUL bytes.
+
+Each reader either returns or raises an EmbtuneError (one line, naming the file); never a traceback.
+"""
+
+from __future__ import annotations
+
+import io
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from embtune_core.config import load_config
+from embtune_core.dataset import QADataset, load_any, load_pairs
+from embtune_core.errors import EmbtuneError
+from embtune_core.loading import load_documents
+
+FUZZ = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+
+NASTY = st.one_of(
+    st.binary(max_size=2048),
+    st.binary(max_size=64).map(lambda b: b"\x00" * 10 + b),
+    st.text(max_size=500).map(lambda t: t.encode("utf-8")),
+    st.just(b"\xff\xfe\xfd invalid utf-8"),
+    st.just(b"x" * 300_000),  # one huge line
+    st.just(b'{"queries": {"q": "a"}, "corpus": {"c": "b"}, "relevant_docs": {"q": ["c"]'),  # truncated
+)
+
+
+def _check(call, path) -> None:
+    try:
+        call(path)
+    except EmbtuneError as exc:
+        message = str(exc)
+        assert "\n" not in message
+        assert str(path) in message
+    # any other exception type fails the test with its traceback
+
+
+@FUZZ
+@given(data=NASTY)
+def test_dataset_reader(tmp_path, data):
+    path = tmp_path / "d.json"
+    path.write_bytes(data)
+    _check(QADataset.load, path)
+
+
+@FUZZ
+@given(data=NASTY)
+def test_pairs_reader(tmp_path, data):
+    for name in ("p.jsonl", "p.csv"):
+        path = tmp_path / name
+        path.write_bytes(data)
+        _check(load_pairs, path)
+
+
+@FUZZ
+@given(data=NASTY)
+def test_config_reader(tmp_path, data):
+    path = tmp_path / "c.toml"
+    path.write_bytes(data)
+    _check(load_config, path)
+
+
+@FUZZ
+@given(data=NASTY, suffix=st.sampled_from([".txt", ".md", ".jsonl", ".pdf"]))
+def test_document_loaders(tmp_path, data, suffix):
+    path = tmp_path / f"doc{suffix}"
+    path.write_bytes(data)
+    _check(lambda p: load_documents([p]), path)
+
+
+def _pdf_bytes() -> bytes:
+    from pypdf import PdfWriter
+
+    writer = PdfWriter()
+    writer.add_blank_page(200, 200)
+    buffer = io.BytesIO()
+    writer.write(buffer)
+    return buffer.getvalue()
+
+
+@FUZZ
+@given(cut=st.integers(min_value=0, max_value=10_000), flip=st.integers(min_value=0, max_value=10_000))
+def test_truncated_and_corrupted_pdfs(tmp_path, cut, flip):
+    data = bytearray(_pdf_bytes())
+    data = data[: cut % (len(data) + 1)]
+    if data:
+        data[flip % len(data)] ^= 0xFF
+    path = tmp_path / "broken.pdf"
+    path.write_bytes(bytes(data))
+    _check(lambda p: load_documents([p]), path)
+
+
+def test_beir_folder_with_garbage(tmp_path):
+    (tmp_path / "qrels").mkdir()
+    (tmp_path / "corpus.jsonl").write_bytes(b"\x00\x01garbage\n")
+    (tmp_path / "queries.jsonl").write_bytes(b"{}\n")
+    (tmp_path / "qrels" / "test.tsv").write_bytes(b"q\td\n")
+    _check(load_any, tmp_path)

@@ -1,0 +1,154 @@
+"""`embtune run`: interrupted by SIGINT during question generation and again during training, it
+resumes and finishes with the same dataset and metrics as an uninterrupted run, paying no call twice,
+and no output of the run contains the API key."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from openai_server import OpenAIServer
+
+PLANTED_KEY = "sk-embtune-planted-secret-0123456789"
+TOPICS = ["volcano", "glacier", "desert", "reef", "forest", "tundra", "canyon", "delta", "prairie", "marsh"]
+
+
+def _corpus(folder: Path) -> Path:
+    folder.mkdir()
+    for i, topic in enumerate(TOPICS):
+        sentences = [f"The {topic} number {j} has feature {topic}{j} that visitors of the {topic} remember."
+                     for j in range(6)]
+        (folder / f"{i:02d}-{topic}.txt").write_text("\n\n".join(" ".join(sentences[k:k + 2])
+                                                               for k in range(0, 6, 2)))
+    return folder
+
+
+def _config(path: Path, corpus: Path, base_url: str, model: str) -> Path:
+    path.write_text(f"""
+[run]
+name = "t"
+seed = 7
+[data]
+inputs = ["{corpus.as_posix()}"]
+[chunk]
+chunker = "recursive"
+chunk_size = 200
+chunk_overlap = 0
+[generate]
+generator = "openai"
+base_url = "{base_url}"
+model = "test-model"
+api_key = "env:EMBTUNE_TEST_KEY"
+questions_per_chunk = 2
+concurrency = 1
+initial_backoff = 0.05
+[split]
+val_fraction = 0.3
+[train]
+model = "{model}"
+loss = "mnrl"
+epochs = 3
+batch_size = 4
+save_steps = 1
+lr = 1e-3
+[adapter]
+type = "linear"
+epochs = 3
+[evaluate]
+k = [1, 5]
+""")
+    return path
+
+
+def _start(config: Path, run_dir: Path) -> subprocess.Popen:
+    env = dict(os.environ, EMBTUNE_TEST_KEY=PLANTED_KEY, PYTHONUNBUFFERED="1")
+    return subprocess.Popen([sys.executable, "-m", "embtune_core.cli", "run", str(config), "--run-dir", str(run_dir)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+
+
+def _interrupt_when(proc: subprocess.Popen, ready, timeout: float = 240) -> str:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"run ended before it could be interrupted:\n{proc.stdout.read()}")
+        if ready():
+            proc.send_signal(signal.SIGINT)
+            out, _ = proc.communicate(timeout=120)
+            return out
+        time.sleep(0.05)
+    proc.kill()
+    pytest.fail("the interruption point was never reached")
+
+
+def _finish(config: Path, run_dir: Path) -> str:
+    proc = _start(config, run_dir)
+    out, _ = proc.communicate(timeout=600)
+    assert proc.returncode == 0, out
+    return out
+
+
+def _journal_lines(run_dir: Path) -> int:
+    return sum(len(p.read_text().splitlines()) for p in run_dir.glob("stages/generate-*/work/**/*.jsonl"))
+
+
+def _checkpoints(run_dir: Path) -> list[Path]:
+    return list(run_dir.glob("stages/train-*/work/checkpoints/checkpoint-*/trainer_state.json"))
+
+
+def _results(run_dir: Path) -> tuple[dict, dict]:
+    dataset = json.loads(next(run_dir.glob("stages/generate-*/dataset.json")).read_text())
+    report = json.loads(next(run_dir.glob("stages/evaluate-*/report.json")).read_text())
+    return dataset, report["systems"] if "systems" in report else report
+
+
+@pytest.mark.slow
+def test_interrupted_run_resumes_to_the_same_result(tmp_path, tiny_model_dir):
+    corpus = _corpus(tmp_path / "corpus")
+    with OpenAIServer(latency=0.15) as server:
+        config = _config(tmp_path / "run.toml", corpus, server.base_url, tiny_model_dir)
+
+        reference = tmp_path / "reference"
+        _finish(config, reference)
+        calls_uninterrupted = server.count("/chat/completions")
+        assert calls_uninterrupted > 4
+
+        resumed = tmp_path / "resumed"
+        out = _interrupt_when(_start(config, resumed), lambda: _journal_lines(resumed) >= 3)
+        assert "interrupted" in out
+        assert not list(resumed.glob("stages/generate-*/_done.json"))
+        out = _interrupt_when(_start(config, resumed), lambda: len(_checkpoints(resumed)) >= 1)
+        assert "interrupted" in out
+        assert list(resumed.glob("stages/generate-*/_done.json"))
+        assert not list(resumed.glob("stages/train-*/_done.json"))
+        _finish(config, resumed)
+        calls_resumed = server.count("/chat/completions") - calls_uninterrupted
+
+    assert calls_resumed == calls_uninterrupted, "a completed LLM call was paid for twice"
+    ref_dataset, ref_report = _results(reference)
+    new_dataset, new_report = _results(resumed)
+    assert new_dataset == ref_dataset
+    assert json.dumps(new_report, sort_keys=True, default=str) == json.dumps(ref_report, sort_keys=True, default=str) \
+        or _same_metrics(ref_report, new_report)
+
+    # The key was used (the server saw it) but no file the run wrote contains it.
+    for path in list(reference.rglob("*")) + list(resumed.rglob("*")):
+        if path.is_file():
+            assert PLANTED_KEY.encode() not in path.read_bytes(), f"API key leaked into {path}"
+
+
+def _same_metrics(a, b, tol=1e-6) -> bool:
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_same_metrics(a[k], b[k], tol) for k in a
+                                            if k not in ("seconds", "timings", "dataset", "spec", "identity"))
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(_same_metrics(x, y, tol) for x, y in zip(a, b))
+    if isinstance(a, float) and isinstance(b, float):
+        return abs(a - b) <= tol
+    return a == b
