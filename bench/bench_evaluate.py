@@ -75,7 +75,7 @@ def time_st(model, dataset) -> tuple[float, dict[str, float]]:
     return time.perf_counter() - start, {k.removeprefix("cosine_"): v for k, v in results.items()}
 
 
-def time_ours(spec: str, dataset, cache_root: Path, dims, *, preload: bool):
+def time_ours(spec: str, dataset, cache_root: Path, dims, *, preload: bool, name: str = "<dataset>"):
     from embtune_core.embedding_cache import EmbeddingCache
     from embtune_core.encoding import encoder_from_spec
     from embtune_core.evaluation import System, evaluate_systems
@@ -87,7 +87,7 @@ def time_ours(spec: str, dataset, cache_root: Path, dims, *, preload: bool):
     else:  # repeated run: a new process would build the encoder (identity) but never load the model
         start = time.perf_counter()
         encoder = encoder_from_spec(spec)
-    evaluation = evaluate_systems([System("base", encoder, spec=spec)], dataset, dims=dims,
+    evaluation = evaluate_systems([System("base", encoder, spec=spec)], dataset, dims=dims, dataset_name=name,
                                   cache=EmbeddingCache(cache_root), progress_bar=False)
     return time.perf_counter() - start, evaluation
 
@@ -150,7 +150,7 @@ def main(argv=None) -> int:
         report_eval = cold_eval
         if args.dims:
             _, report_eval = time_ours(spec, dataset, work / "cache0", [int(d) for d in args.dims.split(",")],
-                                       preload=False)
+                                       preload=False, name=dataset_name)
         paths = write_reports(report_eval, work / "report")
         shot = screenshot(paths["html"], RESULTS / "report_screenshot.png")
     finally:

@@ -77,7 +77,7 @@ class AdapterConfig:
         return out
 
     @classmethod
-    def from_json(cls, data: Any, path: Path) -> "AdapterConfig":
+    def from_json(cls, data: Any, path: Path) -> AdapterConfig:
         if not isinstance(data, dict) or data.get("format") != FORMAT:
             raise InputError(f"not an embtune adapter config (expected \"format\": \"{FORMAT}\")", path=path)
         if data.get("format_version", 0) > FORMAT_VERSION:
@@ -104,7 +104,7 @@ class SavedAdapter:
         self.path = path
 
     @classmethod
-    def wrap(cls, module: nn.Module, *, dimension: int, normalize_output: bool = True) -> "SavedAdapter":
+    def wrap(cls, module: nn.Module, *, dimension: int, normalize_output: bool = True) -> SavedAdapter:
         """A bare module (no recorded base encoder), e.g. one just built in Python."""
         adapter_type = getattr(module, "adapter_type", type(module).__name__)
         options = module.config() if hasattr(module, "config") else {}

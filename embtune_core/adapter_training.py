@@ -35,6 +35,7 @@ Example::
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import logging
@@ -60,6 +61,7 @@ from embtune_core.search import exact_search
 log = logging.getLogger(__name__)
 
 SELECTION_METRICS = ("mrr@10", "hit_rate@1", "hit_rate@5", "hit_rate@10")
+SINGLE_THREAD_LIMIT = 1 << 24  # corpus floats (documents x dimension) up to which training uses one CPU thread
 
 
 @dataclass
@@ -104,7 +106,7 @@ class AdapterTrainingConfig:
             raise bad("selection_metric", f"must be one of {', '.join(SELECTION_METRICS)}")
 
     @classmethod
-    def from_mapping(cls, values: dict[str, Any], path: str = "<config>") -> "AdapterTrainingConfig":
+    def from_mapping(cls, values: dict[str, Any], path: str = "<config>") -> AdapterTrainingConfig:
         """From a TOML ``[adapter]`` table: keys are the field names (``-`` or ``_``); unknown keys refused."""
         known = {f.name for f in dataclasses.fields(cls)}
         clean: dict[str, Any] = {}
@@ -233,6 +235,19 @@ def _evaluate(adapter: torch.nn.Module, data: _Embedded, normalize: bool) -> dic
 
 
 # --- training ----------------------------------------------------------------------------------------
+@contextlib.contextmanager
+def _cpu_threads(device: torch.device, corpus_size: int):
+    """One CPU thread for small problems: (32 x 384) matrix products run several times slower when
+    torch spreads them over threads that compete with other work; large corpora keep every thread."""
+    previous = torch.get_num_threads()
+    if device.type == "cpu" and corpus_size <= SINGLE_THREAD_LIMIT:
+        torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
 def _seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % (2 ** 32))
@@ -293,40 +308,11 @@ def _contrastive_loss(adapted: torch.Tensor, corpus: torch.Tensor, positives: np
     return loss
 
 
-def train_adapter(encoder, train: QADataset, val: QADataset | None = None, *,
-                  config: AdapterTrainingConfig | None = None, cache: EmbeddingCache | None = None,
-                  output_dir: str | Path | None = None) -> TrainingResult:
-    """Train a query adapter for ``encoder`` on ``train``; keep the epoch best on ``val``.
-
-    Without ``val``, a validation split is held out of ``train`` by source document
-    (:func:`split_for_validation`). With ``output_dir``, the adapter is written there atomically.
-    """
-    config = config or AdapterTrainingConfig()
-    config.validate()
-    cache = cache or EmbeddingCache()
-    device = torch.device(config.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    _seed_everything(config.seed)
-    rng = np.random.default_rng(config.seed)
-
-    if val is None:
-        train, val = split_for_validation(train, config.val_fraction, seed=config.seed)
-    t0 = time.perf_counter()
-    train_data = _embed(train, encoder, cache, device, "train")
-    val_data = _embed(val, encoder, cache, device, "validation")
-    embed_seconds = time.perf_counter() - t0
-    if not train_data.query_ids:
-        raise DatasetError("no training query has a relevant chunk")
-    if not val_data.query_ids:
-        raise DatasetError("no validation query has a relevant chunk")
-    dim = train_data.corpus.shape[1]
-
-    adapter = build_adapter(config.adapter, dim, config.adapter_options)
-    check_identity_at_init(adapter, dim, name=f"adapter '{config.adapter}'")
-    adapter.to(device).train()
-    optimizer = torch.optim.AdamW(adapter.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-
+def _train_loop(adapter: torch.nn.Module, optimizer: torch.optim.Optimizer, train_data: _Embedded,
+                val_data: _Embedded, config: AdapterTrainingConfig, rng: np.random.Generator):
+    """Epochs of shuffled, duplicate-free batches; returns (best metrics, best epoch, best state, history)."""
+    device = train_data.queries.device
     pairs = np.array([(q, int(p)) for q, rel in enumerate(train_data.relevant) for p in rel], dtype=np.int64)
-    t1 = time.perf_counter()
     baseline = _evaluate(adapter, val_data, config.normalize_output)
     best, best_epoch, best_state = baseline, 0, copy.deepcopy(adapter.state_dict())
     history: list[dict[str, Any]] = [{"epoch": 0, "loss": None, **baseline}]
@@ -359,8 +345,47 @@ def train_adapter(encoder, train: QADataset, val: QADataset | None = None, *,
             log.info("early stop after epoch %d: no %s gain on validation for %d epochs", epoch, metric, stale)
             break
     bar.close()
-    train_seconds = time.perf_counter() - t1
     adapter.load_state_dict(best_state)
+    return best, best_epoch, history
+
+
+def train_adapter(encoder, train: QADataset, val: QADataset | None = None, *,
+                  config: AdapterTrainingConfig | None = None, cache: EmbeddingCache | None = None,
+                  output_dir: str | Path | None = None) -> TrainingResult:
+    """Train a query adapter for ``encoder`` on ``train``; keep the epoch best on ``val``.
+
+    Without ``val``, a validation split is held out of ``train`` by source document
+    (:func:`split_for_validation`). With ``output_dir``, the adapter is written there atomically.
+    """
+    config = config or AdapterTrainingConfig()
+    config.validate()
+    cache = cache or EmbeddingCache()
+    device = torch.device(config.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    _seed_everything(config.seed)
+    rng = np.random.default_rng(config.seed)
+
+    if val is None:
+        train, val = split_for_validation(train, config.val_fraction, seed=config.seed)
+    t0 = time.perf_counter()
+    train_data = _embed(train, encoder, cache, device, "train")
+    val_data = _embed(val, encoder, cache, device, "validation")
+    embed_seconds = time.perf_counter() - t0
+    if not train_data.query_ids:
+        raise DatasetError("no training query has a relevant chunk")
+    if not val_data.query_ids:
+        raise DatasetError("no validation query has a relevant chunk")
+    dim = train_data.corpus.shape[1]
+
+    adapter = build_adapter(config.adapter, dim, config.adapter_options)
+    check_identity_at_init(adapter, dim, name=f"adapter '{config.adapter}'")
+    adapter.to(device).train()
+    optimizer = torch.optim.AdamW(adapter.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+
+    t1 = time.perf_counter()
+    with _cpu_threads(device, train_data.corpus.numel()):
+        best, best_epoch, history = _train_loop(adapter, optimizer, train_data, val_data, config, rng)
+    baseline = {k: v for k, v in history[0].items() if k not in ("epoch", "loss")}
+    train_seconds = time.perf_counter() - t1
     adapter.cpu().eval()
 
     options = adapter.config() if hasattr(adapter, "config") else dict(config.adapter_options)

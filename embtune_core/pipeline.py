@@ -339,7 +339,7 @@ class Pipeline:
             out = adapter_stage.outputs()
             if out["encoder"] != base_model:
                 systems.append(("adapter-base", f"model:{out['encoder']}"))
-            systems.append(("base+adapter", f"model:{out['encoder']}+adapter:{out['adapter']}"))
+            systems.append(("adapter", f"model:{out['encoder']}+adapter:{out['adapter']}"))
             keys.append(adapter_stage.key)
         evaluate = self._evaluate(val_path, systems, keys)
         if train_stage is not None and self.t["export"].get("zip", True):

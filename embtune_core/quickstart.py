@@ -24,8 +24,8 @@ inputs = ["{corpus}"]
 
 [chunk]
 chunker = "sentence"
-chunk_size = 200
-chunk_overlap = 20
+chunk_size = 128           # short chunks keep the demo fast on a laptop CPU
+chunk_overlap = 16
 
 [generate]
 generator = "ict"          # LLM-free: a sentence is the query, the rest of its chunk the answer
@@ -34,8 +34,9 @@ questions_per_chunk = 1
 [split]
 val_fraction = 0.25        # by source document: no topic is on both sides
 
-[mine]
-num_negatives = 1
+# Hard negatives help MNRL but cost one more embedding pass; add a [mine] table to try them:
+# [mine]
+# num_negatives = 1
 
 [train]
 model = "{model}"
@@ -44,6 +45,7 @@ matryoshka_dims = [384, 256, 128, 64]
 epochs = 1
 batch_size = 32
 lr = 5e-5
+max_seq_length = 128
 
 [adapter]
 type = "linear"

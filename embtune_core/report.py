@@ -289,7 +289,7 @@ def chart_rank_distribution(data: dict[str, Any]) -> str:
 def _html_table(header: list[str], rows: list[list[str]]) -> str:
     head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
     body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in rows)
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    return f"<div class='scroll'><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>"
 
 
 _STYLE = """
@@ -300,6 +300,7 @@ th:first-child, td:first-child { text-align: left; }
 thead { background: #f3f3f3; }
 img { max-width: 100%; border: 1px solid #eee; }
 .note { color: #555; font-size: 0.9em; }
+.scroll { overflow-x: auto; }
 """
 
 

@@ -37,7 +37,8 @@ def gpu_available() -> bool:
 
 
 @functools.lru_cache(maxsize=1)
-def _gpu_resources():
+def gpu_resources():
+    """One FAISS GPU resources object for the whole process (they hold scratch memory)."""
     import faiss
 
     return faiss.StandardGpuResources()
@@ -48,7 +49,7 @@ def _flat_index(block: np.ndarray, use_gpu: bool):
 
     index = faiss.IndexFlatIP(block.shape[1])
     if use_gpu:
-        index = faiss.index_cpu_to_gpu(_gpu_resources(), 0, index)
+        index = faiss.index_cpu_to_gpu(gpu_resources(), 0, index)
     index.add(block)
     return index
 

@@ -545,7 +545,7 @@ def model_card(summary: dict[str, Any]) -> str:
         "---",
         "library_name: sentence-transformers",
         "pipeline_tag: sentence-similarity",
-        f"base_model: {summary['base_model']}",
+        f"base_model: {json.dumps(summary['base_model'])}",
         "tags: [sentence-transformers, sentence-similarity, feature-extraction, embtune]",
         "---",
         "",

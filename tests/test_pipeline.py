@@ -103,9 +103,10 @@ def _checkpoints(run_dir: Path) -> list[Path]:
 
 
 def _results(run_dir: Path) -> tuple[dict, dict]:
+    """The generated dataset, and each system's per-query scores (paths and timings differ by run)."""
     dataset = json.loads(next(run_dir.glob("stages/generate-*/dataset.json")).read_text())
     report = json.loads(next(run_dir.glob("stages/evaluate-*/report.json")).read_text())
-    return dataset, report["systems"] if "systems" in report else report
+    return dataset, {"query_ids": report["query_ids"], "per_query": report["per_query"]}
 
 
 @pytest.mark.slow
@@ -130,25 +131,16 @@ def test_interrupted_run_resumes_to_the_same_result(tmp_path, tiny_model_dir):
         _finish(config, resumed)
         calls_resumed = server.count("/chat/completions") - calls_uninterrupted
 
-    assert calls_resumed == calls_uninterrupted, "a completed LLM call was paid for twice"
+    # Completed calls are journaled and never repeated; the one call in flight when SIGINT landed
+    # (concurrency = 1) had no answer yet and is the only one that may be sent again.
+    assert calls_uninterrupted <= calls_resumed <= calls_uninterrupted + 1, "a completed LLM call was paid twice"
     ref_dataset, ref_report = _results(reference)
     new_dataset, new_report = _results(resumed)
     assert new_dataset == ref_dataset
-    assert json.dumps(new_report, sort_keys=True, default=str) == json.dumps(ref_report, sort_keys=True, default=str) \
-        or _same_metrics(ref_report, new_report)
+    assert set(new_report["per_query"]) == {"base", "fine-tuned", "adapter"}
+    assert new_report == ref_report
 
     # The key was used (the server saw it) but no file the run wrote contains it.
     for path in list(reference.rglob("*")) + list(resumed.rglob("*")):
         if path.is_file():
             assert PLANTED_KEY.encode() not in path.read_bytes(), f"API key leaked into {path}"
-
-
-def _same_metrics(a, b, tol=1e-6) -> bool:
-    if isinstance(a, dict) and isinstance(b, dict):
-        return a.keys() == b.keys() and all(_same_metrics(a[k], b[k], tol) for k in a
-                                            if k not in ("seconds", "timings", "dataset", "spec", "identity"))
-    if isinstance(a, list) and isinstance(b, list):
-        return len(a) == len(b) and all(_same_metrics(x, y, tol) for x, y in zip(a, b))
-    if isinstance(a, float) and isinstance(b, float):
-        return abs(a - b) <= tol
-    return a == b

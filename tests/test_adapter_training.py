@@ -1,0 +1,173 @@
+"""Adapter training on cached embeddings, over the OpenAI-compatible API on 127.0.0.1 (real HTTP).
+
+The synthetic task: chunk (k, j) reads "alpha{k} topic{j} ..." and its questions say "beta{k}
+topic{j}". The test server's hashed bag of words cannot tell that beta{k} means alpha{k}, so the
+base model only finds the topic; a query adapter can learn the beta -> alpha map from training
+chunks and apply it to held-out chunks with unseen (k, j) combinations.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from openai_server import OpenAIServer
+
+from embtune_core.adapter_io import load_adapter
+from embtune_core.adapter_training import (
+    AdapterTrainingConfig,
+    no_duplicate_batches,
+    split_for_validation,
+    train_adapter,
+)
+from embtune_core.cli import main
+from embtune_core.dataset import QADataset
+from embtune_core.embedding_cache import EmbeddingCache
+from embtune_core.encoding import AdaptedEncoder, encoder_from_spec
+from embtune_core.errors import ConfigError, InputError
+
+
+def synonym_dataset(ks=range(8), js=range(8), with_negatives=False) -> QADataset:
+    corpus, queries, relevant, negatives = {}, {}, {}, {}
+    for k in ks:
+        for j in js:
+            cid = f"c{k}-{j}"
+            corpus[cid] = f"alpha{k} topic{j} report section"
+            for n, template in enumerate(("beta{k} topic{j}", "what about beta{k} in topic{j}")):
+                qid = f"q{k}-{j}-{n}"
+                queries[qid] = template.format(k=k, j=j)
+                relevant[qid] = [cid]
+                if with_negatives:
+                    negatives[qid] = [f"c{(k + 1) % len(ks)}-{j}"]
+    extras = {"negatives": negatives} if with_negatives else {}
+    return QADataset(queries, corpus, relevant, extras=extras)
+
+
+def test_batches_are_shuffled_and_never_repeat_a_positive():
+    pairs = np.array([(q, q // 2) for q in range(40)])  # two queries per positive, adjacent
+    batches = no_duplicate_batches(pairs, 8, np.random.default_rng(0))
+    used = np.concatenate(batches)
+    assert sorted(used.tolist()) == list(range(40))
+    for batch in batches:
+        assert len(set(pairs[batch, 1].tolist())) == len(batch) <= 8
+    assert used.tolist() != list(range(40))
+    again = no_duplicate_batches(pairs, 8, np.random.default_rng(0))
+    assert [b.tolist() for b in again] == [b.tolist() for b in batches]  # seeded
+
+
+def test_validation_split_holds_out_whole_chunks():
+    dataset = synonym_dataset()
+    train, val = split_for_validation(dataset, 0.25, seed=3)
+    train_chunks = {c for ids in train.relevant_docs.values() for c in ids}
+    val_chunks = {c for ids in val.relevant_docs.values() for c in ids}
+    assert train_chunks and val_chunks and not train_chunks & val_chunks
+    assert len(train.queries) + len(val.queries) == len(dataset.queries)
+    assert set(val.corpus) == set(dataset.corpus)  # validation ranks against every chunk
+
+
+def test_adapter_over_openai_api_trains_and_leaves_documents_untouched(tmp_path):
+    train = synonym_dataset(js=range(6))
+    heldout = synonym_dataset(js=range(6, 8))  # combinations never seen in training
+    cache = EmbeddingCache(tmp_path / "cache")
+    with OpenAIServer() as server:
+        encoder = encoder_from_spec(f"openai:test-embed@{server.base_url}", batch_size=50)
+        corpus_texts = list(heldout.corpus.values()) + list(train.corpus.values())
+        before = cache.embed(encoder, corpus_texts, kind="document").copy()
+        config = AdapterTrainingConfig(adapter="linear", epochs=15, lr=3e-2, batch_size=16, temperature=0.05,
+                                       identity_reg=0.01, patience=15, seed=0)
+        result = train_adapter(encoder, train, config=config, cache=cache, output_dir=tmp_path / "adapter")
+        requests_after_training = server.count("/embeddings")
+        after = cache.embed(encoder, corpus_texts, kind="document")
+        adapter = load_adapter(tmp_path / "adapter", expected_encoder_identity=encoder.identity)
+        adapted = AdaptedEncoder(encoder, adapter)
+        documents = adapted.encode_documents(corpus_texts)
+        queries = adapted.encode_queries(list(heldout.queries.values()))
+        base_queries = encoder.encode_queries(list(heldout.queries.values()))
+    # No corpus vector changed: the cached ones, and those the adapted encoder makes.
+    np.testing.assert_array_equal(after, before)
+    np.testing.assert_array_equal(documents, before)
+    assert server.count("/embeddings") >= requests_after_training
+    # Training learned beta -> alpha and it transfers to held-out chunks.
+    assert result.best["mrr@10"] > result.baseline["mrr@10"] + 0.2 and result.best_epoch > 0
+    corpus = before[: len(heldout.corpus)]
+    positives = np.array([list(heldout.corpus).index(ids[0]) for ids in heldout.relevant_docs.values()])
+
+    def hit_at_1(q):
+        return float((np.argmax(q @ corpus.T, axis=1) == positives).mean())
+
+    assert hit_at_1(queries) > hit_at_1(base_queries) + 0.3
+    assert adapter.config.training["best_epoch"] == result.best_epoch
+    assert adapter.config.base_encoder_identity == encoder.identity and "sk-" not in encoder.identity
+
+
+def test_cached_embeddings_make_a_second_run_free(tmp_path):
+    dataset = synonym_dataset(ks=range(4), js=range(4))
+    cache = EmbeddingCache(tmp_path / "cache")
+    with OpenAIServer() as server:
+        encoder = encoder_from_spec(f"openai:e@{server.base_url}")
+        config = AdapterTrainingConfig(epochs=2, seed=0)
+        train_adapter(encoder, dataset, config=config, cache=cache)
+        first = server.count("/embeddings")
+        train_adapter(encoder, dataset, config=AdapterTrainingConfig(adapter="two-layer", epochs=3, seed=1),
+                      cache=cache)
+        assert server.count("/embeddings") == first  # every vector came from the cache
+
+
+@pytest.mark.parametrize("corpus_negatives, max_corpus_negatives", [(True, 65536), (True, 8), (False, 65536)])
+def test_hard_negatives_and_negative_pools(tmp_path, corpus_negatives, max_corpus_negatives):
+    dataset = synonym_dataset(with_negatives=True)
+    with OpenAIServer() as server:
+        encoder = encoder_from_spec(f"openai:e@{server.base_url}")
+        config = AdapterTrainingConfig(adapter="two-layer", adapter_options={"hidden": 32}, epochs=15, lr=1e-2,
+                                       identity_reg=0.01, corpus_negatives=corpus_negatives,
+                                       max_corpus_negatives=max_corpus_negatives, seed=0, patience=15)
+        result = train_adapter(encoder, dataset, config=config, cache=EmbeddingCache(tmp_path))
+    assert result.best["mrr@10"] > result.baseline["mrr@10"] + 0.1
+    assert all(np.isfinite(h["loss"]) for h in result.history[1:])
+
+
+def test_never_worse_than_the_base_model_on_validation(tmp_path):
+    """Labels with no signal: whatever training does, the kept adapter is at least the identity."""
+    rng = np.random.default_rng(0)
+    dataset = synonym_dataset()
+    chunks = list(dataset.corpus)
+    dataset.relevant_docs = {q: [chunks[rng.integers(len(chunks))]] for q in dataset.queries}
+    with OpenAIServer() as server:
+        encoder = encoder_from_spec(f"openai:e@{server.base_url}")
+        result = train_adapter(encoder, dataset, config=AdapterTrainingConfig(epochs=5, lr=3e-2, seed=0),
+                               cache=EmbeddingCache(tmp_path))
+        sample = encoder.encode_queries(["beta1 topic2"])
+    assert result.best["mrr@10"] >= result.baseline["mrr@10"]
+    if result.best_epoch == 0:
+        np.testing.assert_allclose(result.adapter.transform(sample), sample, atol=1e-6)
+
+
+def test_config_table_and_bad_values():
+    config = AdapterTrainingConfig.from_mapping({"type": "two-layer", "epochs": 3, "identity-reg": 0.5})
+    assert (config.adapter, config.epochs, config.identity_reg) == ("two-layer", 3, 0.5)
+    with pytest.raises(ConfigError, match="unknown key"):
+        AdapterTrainingConfig.from_mapping({"epoch": 3}, "cfg.toml")
+    with pytest.raises(ConfigError, match="temperature"):
+        AdapterTrainingConfig.from_mapping({"temperature": 0}, "cfg.toml")
+
+
+def test_cli_train_adapter(tmp_path, capsys):
+    train = synonym_dataset(ks=range(4), js=range(4))
+    train.save(tmp_path / "train.json")
+    (tmp_path / "adapter.toml").write_text('[adapter]\ntype = "two-layer"\nepochs = 2\n'
+                                           'adapter_options = { hidden = 16 }\n')
+    with OpenAIServer() as server:
+        spec = f"openai:e@{server.base_url}"
+        code = main(["train-adapter", "--train", str(tmp_path / "train.json"), "--encoder", spec,
+                     "--config", str(tmp_path / "adapter.toml"), "--epochs", "3", "--seed", "1",
+                     "--cache-dir", str(tmp_path / "cache"), "--out", str(tmp_path / "out")])
+        assert code == 0
+        adapter = load_adapter(tmp_path / "out", expected_encoder_identity=encoder_from_spec(spec).identity)
+    assert adapter.config.adapter_type == "two-layer" and adapter.config.options["hidden"] == 16
+    assert adapter.config.training["config"]["epochs"] == 3  # the flag wins over the config file
+    assert '"validation_after"' in capsys.readouterr().out
+    with pytest.raises(InputError, match="trained on encoder"):
+        load_adapter(tmp_path / "out", expected_encoder_identity="openai model=other")
+    (tmp_path / "bad.toml").write_text("[adapter]\nlearning_rate = 1\n")
+    code = main(["train-adapter", "--train", str(tmp_path / "train.json"), "--encoder", "openai:e@http://127.0.0.1:9/v1",
+                 "--config", str(tmp_path / "bad.toml"), "--out", str(tmp_path / "out2")])
+    assert code == 3 and "learning_rate" in capsys.readouterr().err and not (tmp_path / "out2").exists()
