@@ -34,11 +34,11 @@ ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data" / "llamaindex-10k-qa"
 sys.path.insert(0, str(ROOT))
 
-from embtune_core import atomic  # noqa: E402
-from embtune_core.adapter_training import AdapterTrainingConfig, retrieval_metrics, train_adapter  # noqa: E402
-from embtune_core.dataset import QADataset  # noqa: E402
-from embtune_core.embedding_cache import EmbeddingCache  # noqa: E402
-from embtune_core.encoding import encoder_from_spec  # noqa: E402
+from embtune_core import atomic
+from embtune_core.adapter_training import AdapterTrainingConfig, retrieval_metrics, train_adapter
+from embtune_core.dataset import QADataset
+from embtune_core.embedding_cache import EmbeddingCache
+from embtune_core.encoding import encoder_from_spec
 
 LLAMAINDEX_REFERENCE = {"bge-small-en linear adapter": {"hit_rate@5": [0.787, 0.799], "mrr": [0.643, 0.662]},
                         "MiniLM, LlamaIndex engine (from the issue)": {"hit_rate@5 linear": [0.728, 0.705],

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import platform
+import statistics
 import sys
 import tempfile
 import time
@@ -38,12 +39,12 @@ ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data" / "llamaindex-10k-qa"
 sys.path.insert(0, str(ROOT))
 
-from embtune_core import atomic  # noqa: E402
-from embtune_core.adapter_io import build_adapter  # noqa: E402
-from embtune_core.adapter_training import AdapterTrainingConfig, train_adapter  # noqa: E402
-from embtune_core.dataset import QADataset  # noqa: E402
-from embtune_core.embedding_cache import EmbeddingCache  # noqa: E402
-from embtune_core.encoding import encoder_from_spec  # noqa: E402
+from embtune_core import atomic
+from embtune_core.adapter_io import build_adapter
+from embtune_core.adapter_training import AdapterTrainingConfig, train_adapter
+from embtune_core.dataset import QADataset
+from embtune_core.embedding_cache import EmbeddingCache
+from embtune_core.encoding import encoder_from_spec
 
 
 def subset(dataset: QADataset, n_chunks: int) -> QADataset:
@@ -53,30 +54,48 @@ def subset(dataset: QADataset, n_chunks: int) -> QADataset:
     return dataset.subset(queries, corpus_ids=chunks)
 
 
-def reference_loop(encoder, dataset: QADataset, *, epochs: int, batch_size: int, lr: float) -> float:
+class Clock:
+    """Wall time and process CPU time (all threads) of a block: the machine is shared, and CPU time
+    is what other people's jobs disturb least."""
+
+    def __enter__(self):
+        self.wall, self.cpu = time.perf_counter(), time.process_time()
+        return self
+
+    def __exit__(self, *exc):
+        self.wall, self.cpu = time.perf_counter() - self.wall, time.process_time() - self.cpu
+
+
+def reference_loop(encoder, dataset: QADataset, *, epochs: int, batch_size: int, lr: float) -> list[Clock]:
     """LlamaIndex's adapter fine-tuning loop: every batch of every epoch is embedded again."""
     pairs = [(dataset.queries[q], dataset.corpus[ids[0]]) for q, ids in dataset.relevant_docs.items() if ids]
     adapter = build_adapter("linear", encoder.dimension, {"bias": False})
     optimizer = torch.optim.AdamW(adapter.parameters(), lr=lr)
-    start = time.perf_counter()
+    clocks = []
     for _ in range(epochs):
-        for i in range(0, len(pairs), batch_size):  # LlamaIndex does not shuffle
-            batch = pairs[i:i + batch_size]
-            query_emb = torch.from_numpy(encoder.encode_queries([q for q, _ in batch]))
-            text_emb = torch.from_numpy(encoder.encode_documents([t for _, t in batch]))
-            scores = F.normalize(adapter(query_emb), dim=-1) @ F.normalize(text_emb, dim=-1).T * 20.0
-            loss = F.cross_entropy(scores, torch.arange(len(batch)))
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-    return time.perf_counter() - start
+        with Clock() as clock:
+            for i in range(0, len(pairs), batch_size):  # LlamaIndex does not shuffle
+                batch = pairs[i:i + batch_size]
+                query_emb = torch.from_numpy(encoder.encode_queries([q for q, _ in batch]))
+                text_emb = torch.from_numpy(encoder.encode_documents([t for _, t in batch]))
+                scores = F.normalize(adapter(query_emb), dim=-1) @ F.normalize(text_emb, dim=-1).T * 20.0
+                loss = F.cross_entropy(scores, torch.arange(len(batch)))
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+        clocks.append(clock)
+    return clocks
 
 
-def embedding_pass(encoder, dataset: QADataset) -> float:
-    start = time.perf_counter()
-    encoder.encode_queries(list(dataset.queries.values()))
-    encoder.encode_documents(list(dataset.corpus.values()))
-    return time.perf_counter() - start
+def embedding_pass(encoder, dataset: QADataset) -> Clock:
+    with Clock() as clock:
+        encoder.encode_queries(list(dataset.queries.values()))
+        encoder.encode_documents(list(dataset.corpus.values()))
+    return clock
+
+
+def _median(values: list[float]) -> float:
+    return float(statistics.median(values))
 
 
 def main() -> int:
@@ -86,6 +105,7 @@ def main() -> int:
     parser.add_argument("--chunks", type=int, default=60, help="Lyft chunks in the subset (default 60)")
     parser.add_argument("--epochs", type=int, default=12)
     parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--repeats", type=int, default=3, help="embedding pass / embtune runs (median kept)")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "adapter.json"))
     opts = parser.parse_args()
     data = Path(opts.data)
@@ -96,23 +116,33 @@ def main() -> int:
     encoder = encoder_from_spec(opts.encoder)
     encoder.encode_documents(["warm-up: load the model and its kernels"] * 4)
 
-    pass_before = embedding_pass(encoder, dataset)
-    print(f"embedding pass ({len(dataset.queries)} questions + {len(dataset.corpus)} chunks): {pass_before:.1f}s")
     config = AdapterTrainingConfig(adapter="linear", epochs=opts.epochs, batch_size=opts.batch_size,
                                    patience=opts.epochs, seed=0)
-    with tempfile.TemporaryDirectory() as empty_cache:
-        start = time.perf_counter()
-        result = train_adapter(encoder, dataset, config=config, cache=EmbeddingCache(empty_cache))
-        ours = time.perf_counter() - start
-    print(f"embtune, {opts.epochs} epochs incl. embedding: {ours:.1f}s "
-          f"(embedding {result.timings['embed_seconds']:.1f}s, training {result.timings['train_seconds']:.2f}s)")
+    passes, ours, results = [], [], []
+    for repeat in range(opts.repeats):  # interleaved, so a burst of load hits both sides alike
+        passes.append(embedding_pass(encoder, dataset))
+        with tempfile.TemporaryDirectory() as empty_cache, Clock() as clock:
+            results.append(train_adapter(encoder, dataset, config=config, cache=EmbeddingCache(empty_cache)))
+        ours.append(clock)
+        print(f"repeat {repeat}: embedding pass ({len(dataset.queries)} questions + {len(dataset.corpus)} chunks) "
+              f"{passes[-1].wall:.1f}s wall / {passes[-1].cpu:.1f}s cpu; embtune {opts.epochs} epochs incl. "
+              f"embedding {clock.wall:.1f}s wall / {clock.cpu:.1f}s cpu (training {results[-1].timings['train_seconds']:.2f}s)")
     reference = reference_loop(encoder, dataset, epochs=opts.epochs, batch_size=opts.batch_size, lr=config.lr)
-    print(f"reference loop, {opts.epochs} epochs: {reference:.1f}s")
-    pass_after = embedding_pass(encoder, dataset)
-    embed_pass = (pass_before + pass_after) / 2
-    overhead = ours / embed_pass - 1
-    speedup = reference / ours
-    print(f"embtune = one embedding pass {100 * overhead:+.1f}%; reference / embtune = {speedup:.1f}x")
+    reference_wall, reference_cpu = sum(c.wall for c in reference), sum(c.cpu for c in reference)
+    print(f"reference loop, {opts.epochs} epochs: {reference_wall:.1f}s wall / {reference_cpu:.1f}s cpu")
+    figures = {}
+    for kind in ("wall", "cpu"):
+        embed_pass = _median([getattr(c, kind) for c in passes])
+        embtune = _median([getattr(c, kind) for c in ours])
+        total = reference_wall if kind == "wall" else reference_cpu
+        figures[kind] = {"embedding_pass_median": round(embed_pass, 2), "embtune_median": round(embtune, 2),
+                         "reference_total": round(total, 2),
+                         "reference_per_epoch": [round(getattr(c, kind), 2) for c in reference],
+                         "overhead_vs_one_embedding_pass": round(embtune / embed_pass - 1, 4),
+                         "speedup_vs_reference": round(total / embtune, 2)}
+        print(f"{kind:4s}: embtune = one embedding pass {100 * (embtune / embed_pass - 1):+.1f}%; "
+              f"reference / embtune = {total / embtune:.1f}x")
+    training = [r.timings["train_seconds"] for r in results]
 
     atomic.write_json(opts.out, {
         "benchmark": "adapter training on cached embeddings vs. LlamaIndex-style re-embedding loop",
@@ -121,14 +151,14 @@ def main() -> int:
         "subset": {"chunks": len(dataset.corpus), "questions": len(dataset.queries),
                    "note": "first chunks of the Lyft 10-K QA set, so the reference loop ends in minutes on 2 cores"},
         "epochs": opts.epochs, "batch_size": opts.batch_size,
-        "seconds": {"embedding_pass_before": round(pass_before, 2), "embedding_pass_after": round(pass_after, 2),
-                    "embtune_total": round(ours, 2), "embtune_embedding": round(result.timings["embed_seconds"], 2),
-                    "embtune_training": round(result.timings["train_seconds"], 3),
-                    "reference_total": round(reference, 2)},
-        "overhead_vs_one_embedding_pass": round(overhead, 4),
-        "speedup_vs_reference": round(speedup, 2),
+        "repeats": opts.repeats,
+        "seconds": figures,
+        "embtune_training_only_seconds": [round(t, 3) for t in training],
+        "overhead_vs_one_embedding_pass": figures["wall"]["overhead_vs_one_embedding_pass"],
+        "speedup_vs_reference": figures["wall"]["speedup_vs_reference"],
         "targets": {"overhead_below": 0.05, "speedup_at_least": 20.0},
-        "met": {"overhead": overhead < 0.05, "speedup": speedup >= 20.0},
+        "met": {kind: {"overhead": f["overhead_vs_one_embedding_pass"] < 0.05,
+                       "speedup": f["speedup_vs_reference"] >= 20.0} for kind, f in figures.items()},
         "machine": {"python": platform.python_version(), "torch": torch.__version__,
                     "cpu_threads": torch.get_num_threads(), "cuda": torch.cuda.is_available()},
     })

@@ -224,7 +224,8 @@ def main() -> int:
 
     median = {v: {k: statistics.median(r[k] for r in rs) for k in rs[0]} for v, rs in runs.items()}
     ratios = {
-        k: round(median["embtune"][k] / median["plain"][k], 3) for k in ("wall_seconds", "peak_rss_mib")
+        k: round(median["embtune"][k] / median["plain"][k], 3)
+        for k in ("wall_seconds", "peak_rss_mib", "cpu_seconds")
     }
     report = {
         "benchmark": "embtune train vs plain sentence-transformers script, same training",
@@ -247,8 +248,8 @@ def main() -> int:
         "runs": runs,
         "median": median,
         "ratio_embtune_over_plain": ratios,
-        "target": "ratio <= 1.05 for wall time and peak memory",
-        "target_met": all(v <= 1.05 for v in ratios.values()),
+        "target": "ratio <= 1.05 for wall time and peak memory (CPU seconds: steadier on a shared machine)",
+        "target_met": ratios["wall_seconds"] <= 1.05 and ratios["peak_rss_mib"] <= 1.05,
         "machine": {
             "cpus": os.cpu_count(),
             "platform": platform.platform(),

@@ -35,6 +35,7 @@ Example::
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import copy
 import dataclasses
@@ -192,21 +193,30 @@ def no_duplicate_batches(pairs: np.ndarray, batch_size: int, rng: np.random.Gene
     A pair whose positive is already in the open batch waits for the next one, as
     sentence-transformers' ``NoDuplicatesBatchSampler`` does; every pair is used once per epoch.
     """
-    order = list(rng.permutation(len(pairs)))
+    pending = collections.deque(int(i) for i in rng.permutation(len(pairs)))
+    deferred: list[int] = []  # pairs that met their positive in an earlier batch; they go first next time
     batches: list[np.ndarray] = []
-    while order:
+    while pending or deferred:
         batch: list[int] = []
         seen: set[int] = set()
         waiting: list[int] = []
-        for index in order:
+        for index in deferred:
             positive = int(pairs[index, 1])
             if len(batch) < batch_size and positive not in seen:
                 batch.append(index)
                 seen.add(positive)
             else:
                 waiting.append(index)
+        deferred = waiting
+        while pending and len(batch) < batch_size:
+            index = pending.popleft()
+            positive = int(pairs[index, 1])
+            if positive in seen:
+                deferred.append(index)
+            else:
+                batch.append(index)
+                seen.add(positive)
         batches.append(np.array(batch, dtype=np.int64))
-        order = waiting
     return batches
 
 

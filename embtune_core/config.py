@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from embtune_core import textfiles
 from embtune_core.errors import ConfigError
 
 if sys.version_info >= (3, 11):
@@ -17,16 +18,9 @@ else:  # pragma: no cover - exercised on 3.10 only
 
 def load_config(path: str | Path) -> dict[str, Any]:
     path = Path(path)
+    text = textfiles.read_text(path, error=ConfigError)
     try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raise ConfigError("no such file", path=path) from None
-    except OSError as exc:
-        raise ConfigError(f"cannot read: {exc.strerror}", path=path) from None
-    try:
-        return tomllib.loads(raw.decode("utf-8"))
-    except UnicodeDecodeError as exc:
-        raise ConfigError(f"not UTF-8 text (invalid byte at offset {exc.start})", path=path) from None
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"invalid TOML: {exc}", path=path) from None
 

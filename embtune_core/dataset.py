@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
-from embtune_core import atomic
+from embtune_core import atomic, textfiles
 from embtune_core.documents import stable_id
 from embtune_core.errors import DatasetError
 
@@ -189,19 +189,7 @@ def read_json(path: str | Path) -> Any:
 
 
 def read_text(path: str | Path) -> str:
-    path = Path(path)
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise DatasetError("no such file", path=path) from None
-    except IsADirectoryError:
-        raise DatasetError("is a directory, expected a file", path=path) from None
-    except OSError as exc:
-        raise DatasetError(f"cannot read: {exc.strerror}", path=path) from None
-    try:
-        return data.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise DatasetError(f"not UTF-8 text (invalid byte at offset {exc.start})", path=path) from None
+    return textfiles.read_text(path, error=DatasetError)
 
 
 # --- importers -----------------------------------------------------------------------------------

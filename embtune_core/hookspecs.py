@@ -94,6 +94,8 @@ def register_evaluators(register):
     """Register evaluators.
 
     ``factory(**options)`` returns an object with
-    ``evaluate(ranking: Ranking, dataset: QADataset) -> dict`` where ``ranking`` holds the ranked
-    corpus ids per query; the result maps metric names to floats and may hold ``per_query`` scores.
+    ``evaluate(ranking: embtune_core.metrics.Ranking, dataset: QADataset) -> dict`` where
+    ``ranking`` holds the ranked corpus positions per query (``ranking.ranked_ids(row)`` gives the
+    ids of row ``row``, the query ``ranking.query_ids[row]``); the result maps metric names to
+    floats and may hold ``per_query`` scores.
     """

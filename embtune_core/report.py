@@ -223,14 +223,16 @@ def chart_metric_vs_dimension(data: dict[str, Any]) -> str:
     names = _metric_names(data)
     metrics = [m for m in CHART_METRICS if m in names] + [m for m in names if m.startswith("hit_rate@")][:1]
     figure, axes = plt.subplots(1, len(metrics), figsize=(4.2 * len(metrics), 3.4), squeeze=False)
+    n_systems = len(data["systems"])
     for ax, metric in zip(axes[0], metrics):
-        for system in data["systems"]:
+        for i, system in enumerate(data["systems"]):
             dims = sorted(int(d) for d in system["results"])
             entries = [system["results"][str(d)][metric] for d in dims]
             means = [e["mean"] for e in entries]
             errors = [[m - e["ci_low"] for m, e in zip(means, entries)],
                       [e["ci_high"] - m for m, e in zip(means, entries)]]
-            ax.errorbar(dims, means, yerr=errors, marker="o", capsize=3, label=system["name"])
+            dodge = 1.0 + 0.025 * (i - (n_systems - 1) / 2)  # keep overlapping error bars apart
+            ax.errorbar([d * dodge for d in dims], means, yerr=errors, marker="o", capsize=3, label=system["name"])
         all_dims = sorted({int(d) for s in data["systems"] for d in s["results"]})
         if len(all_dims) > 1 and all_dims[0] > 0 and all_dims[-1] / all_dims[0] >= 4:
             ax.set_xscale("log", base=2)

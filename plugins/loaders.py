@@ -28,7 +28,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from embtune_core import hookimpl
+from embtune_core import hookimpl, textfiles
 from embtune_core.documents import Document
 from embtune_core.errors import InputError
 
@@ -47,23 +47,13 @@ def _base_metadata(path: Path) -> dict[str, Any]:
 def read_text_file(path: Path, *, max_line_chars: int = MAX_LINE_CHARS) -> str:
     """The file as text, or :class:`InputError` when it is empty, binary, not UTF-8 or has huge lines."""
     path = Path(path)
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise InputError("no such file", path=path) from None
-    except IsADirectoryError:
-        raise InputError("is a directory, expected a file", path=path) from None
-    except OSError as exc:
-        raise InputError(f"cannot read: {exc.strerror}", path=path) from None
+    data = textfiles.read_bytes(path)
     if not data.strip():
         raise InputError("empty file", path=path)
     nul = data.find(b"\x00")
     if nul >= 0:
         raise InputError(f"binary file, not text (NUL byte at offset {nul})", path=path)
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise InputError(f"not UTF-8 text (invalid byte at offset {exc.start})", path=path) from None
+    text = textfiles.decode_utf8(data, path)
     longest, line_no = 0, 0
     for number, line in enumerate(text.split("\n"), 1):
         if len(line) > longest:

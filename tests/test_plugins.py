@@ -127,3 +127,19 @@ def test_two_distributions_claiming_one_name_fail_the_cli(example_installed, tmp
     line = result.stderr.strip()
     assert "\n" not in line
     assert "embtune-plugin-example" in line and "embtune-clash" in line
+
+
+def test_example_evaluator_scores_a_real_ranking(example_installed):
+    code = textwrap.dedent("""
+        import numpy as np
+        from embtune_core.dataset import QADataset
+        from embtune_core.metrics import Ranking
+        from embtune_core.plugins import get_registry
+        ds = QADataset({"q1": "a", "q2": "b"}, {"c1": "x", "c2": "y"}, {"q1": ["c1"], "q2": ["c1"]})
+        ranking = Ranking(["q1", "q2"], ["c1", "c2"], np.array([[0, 1], [1, 0]]))
+        print(get_registry().create("evaluators", "recall-at-1").evaluate(ranking, ds))
+    """)
+    env = dict(os.environ, PYTHONPATH=str(example_installed))
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "{'recall@1': 0.5}"

@@ -40,8 +40,11 @@ class RecallAt1:
     """Share of queries whose top-ranked document is relevant."""
 
     def evaluate(self, ranking, dataset) -> dict:
-        hits = [1.0 if ids and ids[0] in set(dataset.relevant_docs.get(qid, [])) else 0.0
-                for qid, ids in ranking.items()]
+        """``ranking``: an :class:`embtune_core.metrics.Ranking`; ``dataset``: the QA dataset."""
+        hits = []
+        for row, qid in enumerate(ranking.query_ids):
+            ids = ranking.ranked_ids(row)
+            hits.append(1.0 if ids and ids[0] in set(dataset.relevant_docs.get(qid, [])) else 0.0)
         return {"recall@1": sum(hits) / len(hits) if hits else 0.0}
 
 

@@ -1,0 +1,30 @@
+"""Reading input files with one-line errors that name the file (every reader goes through here)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from embtune_core.errors import InputError
+
+
+def read_bytes(path: str | Path, *, error: type[InputError] = InputError) -> bytes:
+    path = Path(path)
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise error("no such file", path=path) from None
+    except IsADirectoryError:
+        raise error("is a directory, expected a file", path=path) from None
+    except OSError as exc:
+        raise error(f"cannot read: {exc.strerror}", path=path) from None
+
+
+def decode_utf8(data: bytes, path: str | Path, *, error: type[InputError] = InputError) -> str:
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise error(f"not UTF-8 text (invalid byte at offset {exc.start})", path=path) from None
+
+
+def read_text(path: str | Path, *, error: type[InputError] = InputError) -> str:
+    return decode_utf8(read_bytes(path, error=error), path, error=error)
