@@ -4,7 +4,8 @@ An adapter folder holds two files, written together atomically::
 
     adapter_config.json   {"format": "embtune-adapter", "format_version": 1, "adapter_type": "linear",
                            "options": {...}, "dimension": 384, "normalize_output": true,
-                           "base_encoder": {"identity": "...", "normalize": true}, "training": {...}}
+                           "base_encoder": {"identity": "...", "normalize": true, "name": "..."},
+                           "training": {...}}
     adapter.safetensors   the module's state dict
 
 ``adapter_type`` and ``options`` rebuild the module through the ``adapters`` plugin family, so
@@ -57,6 +58,7 @@ class AdapterConfig:
     options: dict[str, Any] = field(default_factory=dict)
     base_encoder_identity: str | None = None
     base_normalize: bool | None = None
+    base_encoder_name: str | None = None  # for people: the model name it was trained with
     normalize_output: bool = True
     training: dict[str, Any] = field(default_factory=dict)
     imported_from: str | None = None
@@ -69,7 +71,8 @@ class AdapterConfig:
             "options": self.options,
             "dimension": self.dimension,
             "normalize_output": self.normalize_output,
-            "base_encoder": {"identity": self.base_encoder_identity, "normalize": self.base_normalize},
+            "base_encoder": {"identity": self.base_encoder_identity, "normalize": self.base_normalize,
+                             "name": self.base_encoder_name},
             "training": self.training,
         }
         if self.imported_from:
@@ -91,6 +94,7 @@ class AdapterConfig:
             raise InputError("must be an object", path=path, field="base_encoder")
         return cls(adapter_type=data["adapter_type"], dimension=data["dimension"], options=data["options"],
                    base_encoder_identity=base.get("identity"), base_normalize=base.get("normalize"),
+                   base_encoder_name=base.get("name"),
                    normalize_output=bool(data.get("normalize_output", True)),
                    training=data.get("training") or {}, imported_from=data.get("imported_from"))
 
@@ -127,7 +131,8 @@ class SavedAdapter:
             log.warning("adapter %s records no base encoder; assuming it fits %s", self.path or "", encoder_identity)
             return
         if expected != encoder_identity:
-            raise InputError(f"adapter was trained on encoder '{expected}', not on '{encoder_identity}'; "
+            name = f" ({self.config.base_encoder_name})" if self.config.base_encoder_name else ""
+            raise InputError(f"adapter was trained on encoder '{expected}'{name}, not on '{encoder_identity}'; "
                              "train an adapter for this encoder", path=self.path)
 
     @torch.no_grad()

@@ -374,9 +374,13 @@ def train_adapter(encoder, train: QADataset, val: QADataset | None = None, *,
     _seed_everything(config.seed)
     rng = np.random.default_rng(config.seed)
 
-    if val is None:
-        train, val = split_for_validation(train, config.val_fraction, seed=config.seed)
     t0 = time.perf_counter()
+    if val is None:
+        # One encoder call for all questions and one for the whole corpus, before splitting: the
+        # fewest, fullest batches; both sides of the split then read the cache.
+        cache.embed(encoder, list(train.corpus.values()), kind="document", desc="embedding corpus")
+        cache.embed(encoder, list(train.queries.values()), kind="query", desc="embedding queries")
+        train, val = split_for_validation(train, config.val_fraction, seed=config.seed)
     train_data = _embed(train, encoder, cache, device, "train")
     val_data = _embed(val, encoder, cache, device, "validation")
     embed_seconds = time.perf_counter() - t0
@@ -402,6 +406,7 @@ def train_adapter(encoder, train: QADataset, val: QADataset | None = None, *,
     adapter_config = AdapterConfig(
         adapter_type=config.adapter, dimension=dim, options=options,
         base_encoder_identity=encoder.identity, base_normalize=getattr(encoder, "normalize", None),
+        base_encoder_name=getattr(encoder, "name", None) or getattr(encoder, "model_name", None),
         normalize_output=config.normalize_output,
         training={
             "config": {k: v for k, v in dataclasses.asdict(config).items() if k != "device"},

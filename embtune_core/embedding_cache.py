@@ -176,7 +176,8 @@ class EmbeddingCache:
         if missing:
             encode = encoder.encode_queries if kind == "query" else encoder.encode_documents
             todo = list(missing.items())
-            with progress(desc=desc or f"embedding {kind}s", total=len(todo), unit="text") as bar:
+            label = desc or ("embedding queries" if kind == "query" else "embedding documents")
+            with progress(desc=label, total=len(todo), unit="text") as bar:
                 for start in range(0, len(todo), self.shard_size):
                     batch = todo[start:start + self.shard_size]
                     vectors = np.asarray(encode([text for _, text in batch]), dtype=np.float32)

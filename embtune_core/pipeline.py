@@ -279,7 +279,7 @@ class Pipeline:
         def work(stage: StageDir) -> dict[str, Any]:
             from embtune_core.commands.evaluate import build_system, parse_system
             from embtune_core.evaluation import MetricSettings, evaluate_systems
-            from embtune_core.report import report_json, report_markdown, write_reports
+            from embtune_core.report import report_compact, report_json, write_reports
 
             built = [build_system(parse_system(f"{name}={spec}")) for name, spec in systems]
             settings = MetricSettings(hit_rate_at=tuple(options.get("k", [1, 5, 10])))
@@ -287,8 +287,8 @@ class Pipeline:
                                           settings=settings, dataset_name="validation", seed=self.seed)
             data = report_json(evaluation)
             write_reports(evaluation, stage.path, data=data)
-            atomic.write_text(stage.path / "table.md", report_markdown(data).split("\n## All metrics")[0])
-            return {"report": str(stage.path / "report.html"), "table": str(stage.path / "table.md")}
+            atomic.write_text(stage.path / "table.txt", report_compact(data) + "\n")
+            return {"report": str(stage.path / "report.html"), "table": str(stage.path / "table.txt")}
 
         return self._stage("evaluate", {"upstream": upstream, "systems": systems, "options": options}, work)
 
@@ -337,6 +337,9 @@ class Pipeline:
         if adapter_table and _enabled(adapter_table):
             adapter_stage = self._adapter(train_path, val_path, upstream)
             out = adapter_stage.outputs()
+            if out.get("best_epoch") == 0:
+                self.echo("  adapter: no epoch beat the base model on held-out training documents, so the "
+                          "identity was kept (an adapter never makes retrieval worse than the base)")
             if out["encoder"] != base_model:
                 systems.append(("adapter-base", f"model:{out['encoder']}"))
             systems.append(("adapter", f"model:{out['encoder']}+adapter:{out['adapter']}"))

@@ -357,3 +357,24 @@ def write_reports(evaluation, out_dir: str | Path, *, data: dict[str, Any] | Non
     atomic.write_text(paths["markdown"], markdown)
     atomic.write_text(paths["html"], page)
     return paths
+
+
+COMPACT_METRICS = ("ndcg@10", "mrr@10", "hit_rate@5", "recall@10")
+
+
+def report_compact(data: dict[str, Any], metrics: tuple[str, ...] = COMPACT_METRICS) -> str:
+    """A terminal-sized before/after table: each system at each dimension, its change against the
+    first system and the randomisation-test p-value of that change (on the first metric)."""
+    header = ["system", "dim", *metrics, f"Δ {metrics[0]}", "p"]
+    rows = []
+    for system in data["systems"]:
+        for dim, results in system["results"].items():
+            cells = [system["name"], dim]
+            cells += [_fmt(results.get(m, {}).get("mean"), 3) if m in results else "-" for m in metrics]
+            versus = (results.get(metrics[0]) or {}).get("vs_baseline")
+            cells += [f"{versus['difference']:+.3f}", _p(versus.get("p_randomization"))] if versus else ["", ""]
+            rows.append(cells)
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    lines = ["  ".join(str(c).rjust(w) if i else str(c).ljust(w) for i, (c, w) in enumerate(zip(r, widths)))
+             for r in [header, *rows]]
+    return "\n".join([lines[0], "-" * len(lines[0]), *lines[1:]])

@@ -345,9 +345,8 @@ def train(settings: TrainSettings) -> dict[str, Any]:
     loaded. With ``settings.resume`` the newest complete checkpoint in the checkpoint folder is
     continued (a fresh run starts when there is none).
     """
-    from embtune_plugins.losses import create_strategy
-
     from embtune_core.dataset import load_any
+    from embtune_plugins.losses import create_strategy
 
     settings.validate()
     rank, world_size = _rank()

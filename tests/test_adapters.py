@@ -84,7 +84,8 @@ def test_save_load_round_trip(tmp_path, name, options):
     assert sorted(p.name for p in (tmp_path / "ad").iterdir()) == sorted([CONFIG_NAME, WEIGHTS_NAME])
     written = json.loads((tmp_path / "ad" / CONFIG_NAME).read_text())
     assert written["adapter_type"] == name and written["dimension"] == DIM
-    assert written["base_encoder"] == {"identity": "enc A", "normalize": True} and written["normalize_output"]
+    assert written["base_encoder"] == {"identity": "enc A", "normalize": True, "name": None}
+    assert written["normalize_output"]
     loaded = load_adapter(tmp_path / "ad", expected_encoder_identity="enc A")
     x = _unit(9)
     expected = F.normalize(adapter(x), dim=-1).detach().numpy()
