@@ -38,11 +38,11 @@ sys.path.insert(0, str(ROOT / "tests"))
 os.environ.setdefault("EMBTUNE_NO_PROGRESS", "1")
 
 import openai
-from embtune_plugins.qgen_openai import OpenAIQuestionGenerator, parse_questions
 from openai_server import OpenAIServer
 
 from embtune_core import atomic
 from embtune_core.documents import Chunk
+from embtune_plugins.qgen_openai import OpenAIQuestionGenerator, parse_questions
 
 
 def make_chunks(n: int) -> list[Chunk]:

@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("embtune: interrupted; re-run the same command to resume", file=sys.stderr)
         return EXIT_INTERRUPTED
-    except Exception as exc:  # noqa: BLE001 - last resort: one line, not a traceback, unless -v
+    except Exception as exc:
         if args.verbose:
             raise
         print(f"embtune: unexpected error: {type(exc).__name__}: {' '.join(str(exc).split())} "

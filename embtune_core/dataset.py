@@ -14,9 +14,10 @@ from __future__ import annotations
 import csv
 import json
 import sys
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from embtune_core import atomic, textfiles
 from embtune_core.documents import stable_id
@@ -57,7 +58,7 @@ class QADataset:
         """(query text, positive chunk text) for each query and each of its relevant chunks."""
         return [(self.queries[q], self.corpus[c]) for q, cs in self.relevant_docs.items() for c in cs]
 
-    def subset(self, query_ids: Iterable[str], *, corpus_ids: Iterable[str] | None = None) -> "QADataset":
+    def subset(self, query_ids: Iterable[str], *, corpus_ids: Iterable[str] | None = None) -> QADataset:
         """The queries given, with the whole corpus or only ``corpus_ids``; extras filtered to match."""
         qids = [q for q in query_ids if q in self.queries]
         keep_corpus = set(corpus_ids) if corpus_ids is not None else set(self.corpus)
@@ -95,7 +96,7 @@ class QADataset:
         atomic.write_json(path, self.to_json(), indent=indent)
 
     @classmethod
-    def from_json(cls, data: Any, path: str | Path = "<dataset>") -> "QADataset":
+    def from_json(cls, data: Any, path: str | Path = "<dataset>") -> QADataset:
         if not isinstance(data, dict):
             raise DatasetError("top level must be a JSON object with queries, corpus, relevant_docs", path=path)
         for key in ("queries", "corpus", "relevant_docs"):
@@ -124,7 +125,7 @@ class QADataset:
         return ds
 
     @classmethod
-    def load(cls, path: str | Path) -> "QADataset":
+    def load(cls, path: str | Path) -> QADataset:
         path = Path(path)
         return cls.from_json(read_json(path), path)
 

@@ -24,9 +24,9 @@ from __future__ import annotations
 import json
 import logging
 import time
-import zipfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from embtune_core import atomic
 from embtune_core.config import load_config
@@ -294,13 +294,9 @@ class Pipeline:
 
     def _export(self, train_stage: StageDir) -> StageDir:
         def work(stage: StageDir) -> dict[str, Any]:
-            model_dir = Path(train_stage.outputs()["model"])
-            with atomic.atomic_open(stage.path / "model.zip", "wb") as handle:
-                with zipfile.ZipFile(handle, "w", zipfile.ZIP_DEFLATED) as archive:
-                    for file in sorted(model_dir.rglob("*")):
-                        if file.is_file():
-                            archive.write(file, Path(model_dir.name) / file.relative_to(model_dir))
-            return {"zip": str(stage.path / "model.zip")}
+            from embtune_core.commands.export import export_zip
+
+            return {"zip": str(export_zip(train_stage.outputs()["model"], stage.path / "model.zip"))}
 
         return self._stage("export", {"train": train_stage.key}, work)
 

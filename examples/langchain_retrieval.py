@@ -132,6 +132,11 @@ def main(argv: list[str] | None = None) -> int:
     if not (args.model or args.adapter or args.train_adapter):
         parser.error("give --model, --adapter or --train-adapter (something tuned to compare with the base model)")
 
+    from langchain_core.documents import Document
+
+    from embtune_core import atomic
+    from embtune_core.dataset import load_any
+    from embtune_core.errors import EmbtuneError
     from embtune_integrations.faiss_store import (
         as_retriever,
         build_faiss_store,
@@ -139,11 +144,6 @@ def main(argv: list[str] | None = None) -> int:
         save_faiss_store,
     )
     from embtune_integrations.langchain import EmbtuneEmbeddings
-    from langchain_core.documents import Document
-
-    from embtune_core import atomic
-    from embtune_core.dataset import load_any
-    from embtune_core.errors import EmbtuneError
 
     try:
         builtin_train, builtin_eval = builtin_datasets()

@@ -75,9 +75,8 @@ def is_embtune_name(name: Any) -> bool:
 def embeddings_from_name(name: str, *, base_model: str | None = None, device: str | None = None,
                          batch_size: int | None = None):
     """The embeddings an ``embtune:<dir>`` name stands for (see the module docstring)."""
-    from embtune_integrations.langchain import EmbtuneEmbeddings
-
     from embtune_core.errors import InputError
+    from embtune_integrations.langchain import EmbtuneEmbeddings
 
     if not is_embtune_name(name):
         raise InputError(f"'{name}' does not start with '{PREFIX}'", field="EMBEDDINGS_NAME")

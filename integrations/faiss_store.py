@@ -119,7 +119,7 @@ def to_gpu(store, device: int = 0) -> bool:
     Returns True when the index is on a GPU afterwards. LangChain's FAISS calls ``index.search``
     and ``index.add`` only, which GPU indexes provide, so the store works unchanged.
     """
-    from embtune_core.search import gpu_resources, gpu_available
+    from embtune_core.search import gpu_available, gpu_resources
 
     if is_on_gpu(store):
         return True

@@ -25,13 +25,12 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 
-from embtune_plugins.chunkers import sentence_spans
-from embtune_plugins.question_generators import corpus_metadata, query_id
-
 from embtune_core.dataset import QADataset
 from embtune_core.documents import Chunk, stable_id
 from embtune_core.errors import ConfigError
 from embtune_core.progress import progress
+from embtune_plugins.chunkers import sentence_spans
+from embtune_plugins.question_generators import corpus_metadata, query_id
 
 log = logging.getLogger(__name__)
 _WORD = re.compile(r"\S+")

@@ -42,13 +42,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from embtune_plugins.question_generators import dataset_from_questions
-
 from embtune_core.config import secret
 from embtune_core.dataset import QADataset
 from embtune_core.documents import Chunk
 from embtune_core.errors import ConfigError, InputError, ServiceError
 from embtune_core.progress import progress
+from embtune_plugins.question_generators import dataset_from_questions
 
 log = logging.getLogger(__name__)
 

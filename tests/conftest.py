@@ -47,10 +47,9 @@ def tiny_model_dir(tmp_path_factory, minilm_path) -> str:
 
     Fast enough to train for a few steps in a unit test; built here, never downloaded.
     """
+    import torch
     from sentence_transformers import SentenceTransformer, models
     from transformers import AutoTokenizer, BertConfig, BertModel
-
-    import torch
 
     torch.manual_seed(0)
     out = tmp_path_factory.mktemp("tiny-model")

@@ -29,8 +29,9 @@ import json
 import re
 import threading
 import time
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -68,7 +69,7 @@ class OpenAIServer:
         self._thread: threading.Thread | None = None
 
     # --- lifecycle ---------------------------------------------------------------------------
-    def start(self) -> "OpenAIServer":
+    def start(self) -> OpenAIServer:
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -92,7 +93,7 @@ class OpenAIServer:
             self._httpd.server_close()
             self._httpd = None
 
-    def __enter__(self) -> "OpenAIServer":
+    def __enter__(self) -> OpenAIServer:  # noqa: PYI034 - the server, started
         return self.start()
 
     def __exit__(self, *exc) -> None:

@@ -70,9 +70,16 @@ def test_killed_directory_writer_leaves_a_whole_directory(tmp_path, trial):
 def test_exception_inside_leaves_old_content(tmp_path):
     target = tmp_path / "f.txt"
     atomic.write_text(target, "old")
-    with pytest.raises(RuntimeError):
-        with atomic.atomic_open(target) as handle:
-            handle.write("new, half written")
-            raise RuntimeError("boom")
+    with pytest.raises(RuntimeError), atomic.atomic_open(target) as handle:
+        handle.write("new, half written")
+        raise RuntimeError("boom")
     assert target.read_text() == "old"
     assert [p.name for p in tmp_path.iterdir()] == ["f.txt"]
+
+
+def test_outputs_get_normal_permissions_not_private_temp_ones(tmp_path):
+    atomic.write_text(tmp_path / "f.txt", "x")
+    with atomic.atomic_directory(tmp_path / "d") as d:
+        (d / "a").write_text("y")
+    assert (tmp_path / "f.txt").stat().st_mode & 0o777 == atomic.FILE_MODE
+    assert (tmp_path / "d").stat().st_mode & 0o777 == atomic.DIR_MODE

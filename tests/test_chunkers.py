@@ -7,13 +7,13 @@ import warnings
 from bisect import bisect_left
 
 import pytest
-from embtune_plugins.chunkers import RecursiveChunker, SentenceChunker, sentence_spans
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from embtune_core.documents import Document
 from embtune_core.errors import ConfigError
 from embtune_core.plugins import get_registry
+from embtune_plugins.chunkers import RecursiveChunker, SentenceChunker, sentence_spans
 
 WORDS = ["revenue", "Lyft", "drivers", "riders", "grew", "in", "2021", "the", "net", "loss", "was",
          "$1.0", "billion", "U.S.", "autonomous", "vehicles", "insurance", "pneumonoultramicroscopic"]

@@ -20,11 +20,11 @@ import faiss
 import numpy as np
 import pytest
 import torch
-from embtune_integrations import docsgpt
-from embtune_integrations.langchain import EmbtuneEmbeddings
 
 from embtune_core.adapter_io import AdapterConfig, build_adapter, save_adapter
 from embtune_core.errors import InputError
+from embtune_integrations import docsgpt
+from embtune_integrations.langchain import EmbtuneEmbeddings
 
 STANDIN = textwrap.dedent('''
     """Stand-in for DocsGPT's application/vectorstore/base.py (embeddings part)."""

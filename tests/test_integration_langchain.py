@@ -9,6 +9,10 @@ import pickle
 import numpy as np
 import pytest
 import torch
+
+from embtune_core.adapter_io import AdapterConfig, build_adapter, save_adapter
+from embtune_core.errors import InputError
+from embtune_core.search import gpu_available
 from embtune_integrations.faiss_store import (
     MANIFEST,
     as_retriever,
@@ -18,10 +22,6 @@ from embtune_integrations.faiss_store import (
     save_faiss_store,
 )
 from embtune_integrations.langchain import EmbtuneEmbeddings
-
-from embtune_core.adapter_io import AdapterConfig, build_adapter, save_adapter
-from embtune_core.errors import InputError
-from embtune_core.search import gpu_available
 
 TEXTS = [
     "Uber's revenue grew 57% in 2021 to 17.5 billion dollars.",

@@ -7,10 +7,10 @@ import json
 import re
 
 import pytest
-from embtune_plugins.loaders import clean_layout_text, load_jsonl, load_pdf
 
 from embtune_core.errors import InputError
 from embtune_core.loading import collect_files, load_documents
+from embtune_plugins.loaders import clean_layout_text, load_jsonl, load_pdf
 
 
 def make_pdf(pages: list[str]) -> bytes:

@@ -2,7 +2,6 @@
 
 import openai
 import pytest
-
 from openai_server import OpenAIServer
 
 

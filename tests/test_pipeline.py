@@ -13,7 +13,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from openai_server import OpenAIServer
 
 PLANTED_KEY = "sk-embtune-planted-secret-0123456789"

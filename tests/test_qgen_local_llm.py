@@ -5,10 +5,10 @@ from __future__ import annotations
 import importlib.util
 
 import pytest
-from embtune_plugins.qgen_local_llm import packaged_gguf
 
 from embtune_core.documents import Chunk
 from embtune_core.plugins import get_registry
+from embtune_plugins.qgen_local_llm import packaged_gguf
 
 pytestmark = pytest.mark.skipif(
     packaged_gguf() is None or not (importlib.util.find_spec("llama_cpp") or importlib.util.find_spec("gguf")),

@@ -30,7 +30,7 @@ def test_ties_rank_earlier_document_first_whatever_the_block_size():
 
 
 def test_k_larger_than_corpus_is_clipped():
-    scores, ids = exact_search(np.eye(3, dtype=np.float32), np.eye(3, dtype=np.float32), 10)
+    _, ids = exact_search(np.eye(3, dtype=np.float32), np.eye(3, dtype=np.float32), 10)
     assert ids.shape == (3, 3)
     assert ids[:, 0].tolist() == [0, 1, 2]
 

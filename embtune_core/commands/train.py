@@ -31,11 +31,11 @@ def add_arguments(parser) -> None:
                         help="option for the loss strategy, e.g. mini_batch_size=16 (repeatable)")
     parser.add_argument("--matryoshka-dims", type=_int_list, metavar="D1,D2,...",
                         help="wrap the loss in MatryoshkaLoss over these dimensions, e.g. 384,256,128,64")
-    parser.add_argument("--epochs", type=float)
-    parser.add_argument("--batch-size", type=int)
+    parser.add_argument("--epochs", type=float, help="passes over the training data (default: 1; fractions allowed)")
+    parser.add_argument("--batch-size", type=int, help="pairs per batch; more in-batch negatives (default: 16)")
     parser.add_argument("--lr", type=float, help="learning rate (default: 2e-5)")
     parser.add_argument("--warmup-ratio", type=float, help="share of steps for linear warm-up (default: 0.1)")
-    parser.add_argument("--seed", type=int)
+    parser.add_argument("--seed", type=int, help="random seed for data order and initialisation (default: 42)")
     parser.add_argument("--max-steps", type=int, help="stop after this many steps (overrides --epochs)")
     parser.add_argument(
         "--save-steps", type=int, help="checkpoint (and evaluate) every N steps (default: each epoch)"
@@ -59,7 +59,7 @@ def add_arguments(parser) -> None:
         metavar="N",
         help="partial fine-tuning: freeze the embeddings and the first N transformer layers",
     )
-    parser.add_argument("--max-seq-length", type=int)
+    parser.add_argument("--max-seq-length", type=int, help="truncate inputs to this many tokens (default: the model's)")
     parser.add_argument(
         "--precision", choices=("auto", "fp32", "bf16", "fp16"), help="auto: bf16/fp16 on a GPU, fp32 on CPU"
     )

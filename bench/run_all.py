@@ -1,0 +1,133 @@
+"""Run every benchmark of the project, then write bench/RESULTS.md from bench/results/*.json.
+
+    python bench/run_all.py             # run them all (about two hours on 2 CPU cores), then summarise
+    python bench/run_all.py --only qgen evaluate
+    python bench/run_all.py --summarise # only rebuild RESULTS.md from the figures already there
+
+Each benchmark compares embtune with a reference run side by side in the same process tree and
+writes its own JSON; this script only runs them in turn and tabulates the ratios.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.metadata
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent
+RESULTS = BENCH / "results"
+
+# name -> (script, result file); quality runs need ../shared/data and skip without it.
+BENCHMARKS = {
+    "qgen": ("bench_qgen.py", "qgen.json"),
+    "evaluate": ("bench_evaluate.py", "evaluate.json"),
+    "adapter": ("bench_adapter.py", "adapter.json"),
+    "train": ("bench_train.py", "train.json"),
+    "adapter_10k": ("adapter_10k.py", "adapter_10k.json"),
+    "train_10k": ("train_10k.py", "train_10k.json"),
+}
+
+
+def _load(name: str) -> dict | None:
+    path = RESULTS / BENCHMARKS[name][1]
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def _get(data: dict | None, *keys, default=None):
+    for key in keys:
+        if not isinstance(data, dict) or key not in data:
+            return default
+        data = data[key]
+    return data
+
+
+def _fmt(value, digits: int = 3) -> str:
+    return "n/a" if value is None else (f"{value:.{digits}f}" if isinstance(value, float) else str(value))
+
+
+def summarise() -> str:
+    versions = {}
+    for name in ("embtune", "torch", "sentence-transformers", "transformers", "faiss-cpu", "numpy"):
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            pass
+    rows = []
+    qgen = _load("qgen")
+    rows.append(("question generation, concurrency 16 vs sequential (300 ms/call)", "throughput ratio",
+                 _fmt(_get(qgen, "throughput_ratio"), 2) + "x", ">= 8x"))
+    evaluate = _load("evaluate")
+    rows.append(("evaluation vs sentence-transformers InformationRetrievalEvaluator", "time ratio (ours / ST)",
+                 _fmt(_get(evaluate, "ratios", "ours_cold_over_st"), 2), "<= 1.0"))
+    rows.append(("repeated evaluation from the embedding cache", "speed-up",
+                 _fmt(_get(evaluate, "ratios", "cold_over_warm_speedup"), 0) + "x", ">= 20x"))
+    adapter = _load("adapter")
+    rows.append(("adapter training, 12 epochs, vs re-embedding every batch (LlamaIndex loop)", "speed-up",
+                 _fmt(_get(adapter, "speedup_vs_reference"), 1) + "x", ">= 20x"))
+    rows.append(("adapter training, extra time over one embedding pass", "overhead",
+                 _fmt(_get(adapter, "overhead_vs_one_embedding_pass"), 3), "< 0.05"))
+    train = _load("train")
+    rows.append(("embtune train vs plain sentence-transformers script", "wall-time ratio",
+                 _fmt(_get(train, "ratio_embtune_over_plain", "wall_seconds")), "<= 1.05"))
+    rows.append(("embtune train vs plain sentence-transformers script", "peak-memory ratio",
+                 _fmt(_get(train, "ratio_embtune_over_plain", "peak_rss_mib")), "<= 1.05"))
+    t10 = _load("train_10k")
+    hit = _get(t10, "figures", "hit@5") or {}
+    rows.append(("full fine-tune MiniLM, Lyft -> Uber, hit@5", "before -> after (points)",
+                 f"{_fmt(hit.get('before'), 4)} -> {_fmt(hit.get('after'), 4)} ({_fmt(hit.get('change_points'), 2)})",
+                 "> +5.7"))
+    a10 = _load("adapter_10k")
+    for kind in ("linear", "two-layer"):
+        gain = _get(a10, "adapters", kind, "gain_mean") or {}
+        hit5, mrr = gain.get("hit_rate@5"), gain.get("mrr@10")
+        rows.append((f"{kind} adapter on frozen MiniLM, Lyft -> Uber (mean of seeds)", "hit@5 / MRR@10 gain",
+                     f"{_fmt(hit5 * 100 if hit5 is not None else None, 2)} pts / {_fmt(mrr, 4)}",
+                     "> +1.2 pts / > +0.019"))
+    lines = [
+        "# Benchmark results",
+        "",
+        f"Written by `python bench/run_all.py` on {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; each "
+        "figure comes from the JSON file its benchmark wrote under `bench/results/` (see its `command` field).",
+        "",
+        f"Machine: {platform.machine()}, {os.cpu_count()} CPU cores, Python {platform.python_version()}, "
+        + ", ".join(f"{k} {v}" for k, v in versions.items()) + ". No GPU.",
+        "",
+        "Figures recorded in this repository were taken on a 2-core machine shared with other jobs; wall times "
+        "are noisy there, which is why every speed target is a ratio of runs interleaved in one process tree.",
+        "",
+        "| benchmark | measure | result | target |",
+        "|---|---|---|---|",
+        *[f"| {a} | {b} | {c} | {d} |" for a, b, c, d in rows],
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--only", nargs="*", choices=sorted(BENCHMARKS), help="run only these benchmarks")
+    parser.add_argument("--summarise", action="store_true", help="do not run anything; rebuild RESULTS.md")
+    args = parser.parse_args()
+    if not args.summarise:
+        for name in args.only or BENCHMARKS:
+            script = BENCH / BENCHMARKS[name][0]
+            print(f"== {name}: {script.name}", flush=True)
+            result = subprocess.run([sys.executable, str(script)], check=False)
+            if result.returncode != 0:
+                print(f"   {name} exited with {result.returncode}; its old figures (if any) are kept", flush=True)
+    sys.path.insert(0, str(BENCH.parent))
+    from embtune_core import atomic
+
+    atomic.write_text(BENCH / "RESULTS.md", summarise())
+    print(f"wrote {BENCH / 'RESULTS.md'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
