@@ -92,14 +92,14 @@ def summarise() -> str:
     lines = [
         "# Benchmark results",
         "",
-        f"Written by `python bench/run_all.py` on {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; each "
-        "figure comes from the JSON file its benchmark wrote under `bench/results/` (see its `command` field).",
+        (f"Written by `python bench/run_all.py` on {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; each "
+        "figure comes from the JSON file its benchmark wrote under `bench/results/` (see its `command` field)."),
         "",
         f"Machine: {platform.machine()}, {os.cpu_count()} CPU cores, Python {platform.python_version()}, "
         + ", ".join(f"{k} {v}" for k, v in versions.items()) + ". No GPU.",
         "",
-        "Figures recorded in this repository were taken on a 2-core machine shared with other jobs; wall times "
-        "are noisy there, which is why every speed target is a ratio of runs interleaved in one process tree.",
+        ("Figures recorded in this repository were taken on a 2-core machine shared with other jobs; wall times "
+        "are noisy there, which is why every speed target is a ratio of runs interleaved in one process tree."),
         "",
         "| benchmark | measure | result | target |",
         "|---|---|---|---|",

@@ -90,9 +90,9 @@ class Pipeline:
         self.seed = int(run.get("seed", 42))
         base = self.config_path.parent if self.config_path.is_file() else Path.cwd()
         self.base = base
-        self.root = RunDir(run_dir or base / run.get("out", "runs") / run.get("name", self.config_path.stem))
         self.echo = echo
-        self._validate()
+        self._validate()  # before anything is created on disk
+        self.root = RunDir(run_dir or base / run.get("out", "runs") / run.get("name", self.config_path.stem))
 
     # --- config checks, before any heavy work ------------------------------------------------------
     def _path(self, value: str) -> Path:

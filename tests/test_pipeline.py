@@ -143,3 +143,21 @@ def test_interrupted_run_resumes_to_the_same_result(tmp_path, tiny_model_dir):
     for path in list(reference.rglob("*")) + list(resumed.rglob("*")):
         if path.is_file():
             assert PLANTED_KEY.encode() not in path.read_bytes(), f"API key leaked into {path}"
+
+
+def test_bad_config_fails_before_creating_anything(tmp_path):
+    config = tmp_path / "bad.toml"
+    config.write_text('[run]\nname = "x"\n[data]\ninputs = ["missing-folder"]\n[train]\nepochs = -1\n')
+    result = subprocess.run([sys.executable, "-m", "embtune_core.cli", "run", str(config)], capture_output=True,
+                            text=True, check=False)
+    assert result.returncode == 3
+    assert result.stderr.strip() == (f"embtune: error: {config}: data.inputs: no such file or folder: "
+                                     f"{tmp_path / 'missing-folder'}")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.toml"]
+
+    (tmp_path / "docs").mkdir()
+    config.write_text('[data]\ninputs = ["docs"]\n[train]\nepochs = -1\n')
+    result = subprocess.run([sys.executable, "-m", "embtune_core.cli", "run", str(config)], capture_output=True,
+                            text=True, check=False)
+    assert result.returncode == 3 and "train.epochs: must be a positive number" in result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.toml", "docs"]
