@@ -161,3 +161,20 @@ def test_bad_config_fails_before_creating_anything(tmp_path):
                             text=True, check=False)
     assert result.returncode == 3 and "train.epochs: must be a positive number" in result.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.toml", "docs"]
+
+
+def test_named_validation_sources_split_without_leaking_repeated_questions():
+    from embtune_core.dataset import QADataset
+    from embtune_core.pipeline import split_by_named_sources
+    from embtune_core.splitting import leakage
+
+    ds = QADataset(
+        queries={"q1": "revenue?", "q2": "auditor opinion?", "q3": "auditor opinion?", "q4": "drivers?"},
+        corpus={"a1": "lyft revenue", "a2": "lyft audit", "b1": "uber audit", "b2": "uber drivers"},
+        relevant_docs={"q1": ["a1"], "q2": ["a2"], "q3": ["b1"], "q4": ["b2"]},
+        extras={"corpus_metadata": {"a1": {"source": "lyft.pdf"}, "a2": {"source": "lyft.pdf"},
+                                    "b1": {"source": "uber.pdf"}, "b2": {"source": "uber.pdf"}}})
+    train, val = split_by_named_sources(ds, {"uber.pdf"})
+    assert set(train.corpus) == {"a1", "a2"} and set(val.corpus) == {"b1", "b2"}
+    assert set(val.queries) == {"q4"}  # q3 repeats a training question's text
+    assert not any(leakage(train, val).values())
