@@ -61,6 +61,8 @@ def collect_val_files(paths: list[Path]) -> list[Path]:
 
 def split_by_named_sources(dataset: QADataset, val_sources: set[str]) -> tuple[QADataset, QADataset]:
     """Validation = the chunks (and their queries) from ``val_sources``; training = the rest."""
+    from embtune_core.splitting import without_repeated_questions
+
     def from_val(cid: str) -> bool:
         source = str((dataset.corpus_metadata.get(cid) or {}).get("source", ""))
         # a .jsonl line's source is "<file>:<line>"
@@ -72,9 +74,7 @@ def split_by_named_sources(dataset: QADataset, val_sources: set[str]) -> tuple[Q
     val_queries = [q for q, ids in dataset.relevant_docs.items() if ids and ids[0] in val_set]
     held = set(val_queries)
     train_queries = [q for q in dataset.queries if q not in held]
-    # A question asked of both sides (boilerplate repeats across filings) would leak: training keeps it.
-    train_texts = {dataset.queries[q] for q in train_queries}
-    val_queries = [q for q in val_queries if dataset.queries[q] not in train_texts]
+    val_queries = without_repeated_questions(dataset, train_queries, val_queries)
     return dataset.subset(train_queries, corpus_ids=train_corpus), dataset.subset(val_queries, corpus_ids=val_corpus)
 
 

@@ -106,15 +106,23 @@ def split_by_source(dataset: QADataset, *, val_fraction: float = 0.2, seed: int 
                    if dataset.relevant_docs.get(q) and dataset.relevant_docs[q][0] in val_set]
     val_query_set = set(val_queries)
     train_queries = [q for q in dataset.queries if q not in val_query_set]
-    # A question asked of both sides ("What was the total revenue?") would leak: keep it in training.
-    train_texts = {dataset.queries[q] for q in train_queries}
-    dropped = [q for q in val_queries if dataset.queries[q] in train_texts]
-    if dropped:
-        log.info("split: %d validation queries repeat a training query's text; left out", len(dropped))
-        val_queries = [q for q in val_queries if dataset.queries[q] not in train_texts]
+    val_queries = without_repeated_questions(dataset, train_queries, val_queries)
     train = dataset.subset(train_queries, corpus_ids=train_corpus)
     val = dataset.subset(val_queries, corpus_ids=val_corpus)
     return train, val
+
+
+def without_repeated_questions(dataset: QADataset, train_queries: list[str], val_queries: list[str]) -> list[str]:
+    """``val_queries`` less those whose text is also a training question's.
+
+    A question asked of both sides ("What was the total revenue?") would leak: training keeps it.
+    """
+    train_texts = {dataset.queries[q] for q in train_queries}
+    kept = [q for q in val_queries if dataset.queries[q] not in train_texts]
+    if len(kept) < len(val_queries):
+        log.info("split: %d validation queries repeat a training query's text; left out",
+                 len(val_queries) - len(kept))
+    return kept
 
 
 def leakage(train: QADataset, val: QADataset) -> dict[str, list[Any]]:
