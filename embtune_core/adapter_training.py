@@ -53,6 +53,7 @@ import torch.nn.functional as F
 from embtune_core import metrics
 from embtune_core.adapter_base import check_identity_at_init, identity_penalty
 from embtune_core.adapter_io import AdapterConfig, SavedAdapter, build_adapter, save_adapter
+from embtune_core.config import check_types
 from embtune_core.dataset import QADataset
 from embtune_core.embedding_cache import EmbeddingCache
 from embtune_core.errors import ConfigError, DatasetError, InputError
@@ -89,8 +90,13 @@ class AdapterTrainingConfig:
 
     def validate(self, path: str = "<config>") -> None:
         def bad(field_name: str, problem: str) -> ConfigError:
-            return ConfigError(problem, path=path, field=field_name)
+            return ConfigError(problem, path=path, field=f"adapter.{field_name}")
 
+        # Types first: a TOML string where a number belongs would otherwise fail as a TypeError below.
+        check_types({f.name: getattr(self, f.name) for f in dataclasses.fields(self)},
+                    {f.name: f.default for f in dataclasses.fields(self)}, path=path, table="adapter")
+        if not isinstance(self.adapter_options, dict):
+            raise bad("adapter_options", "must be a table")
         if self.epochs < 0:
             raise bad("epochs", "must be >= 0")
         if self.batch_size < 1:
@@ -264,6 +270,16 @@ def _seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def _adamw(adapter: torch.nn.Module, config: AdapterTrainingConfig) -> torch.optim.Optimizer:
+    """AdamW, fused into one kernel per step where torch supports it (CPU since torch 2.4): on these
+    small matrices the step is mostly per-operation overhead, and fusing halves it."""
+    params = list(adapter.parameters())
+    try:
+        return torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay, fused=True)
+    except (RuntimeError, TypeError, ValueError):  # older torch, or a device or dtype without the fused kernel
+        return torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+
+
 def _contrastive_loss(adapted: torch.Tensor, corpus: torch.Tensor, positives: np.ndarray, batch_queries: np.ndarray,
                       train: _Embedded, config: AdapterTrainingConfig, rng: np.random.Generator) -> torch.Tensor:
     """InfoNCE of each query against its positive over the candidate documents (see module docstring)."""
@@ -350,7 +366,8 @@ def _train_loop(adapter: torch.nn.Module, optimizer: torch.optim.Optimizer, trai
             best, best_epoch, best_state, stale = scores, epoch, copy.deepcopy(adapter.state_dict()), 0
         else:
             stale += 1
-        bar.set_postfix(loss=f"{np.mean(losses):.4f}", **{metric: f"{scores[metric]:.4f}"})
+        # refresh=False: the bar redraws at tqdm's own pace, not once per (sub-second) epoch.
+        bar.set_postfix(loss=f"{np.mean(losses):.4f}", **{metric: f"{scores[metric]:.4f}"}, refresh=False)
         if stale >= config.patience:
             log.info("early stop after epoch %d: no %s gain on validation for %d epochs", epoch, metric, stale)
             break
@@ -361,11 +378,13 @@ def _train_loop(adapter: torch.nn.Module, optimizer: torch.optim.Optimizer, trai
 
 def train_adapter(encoder, train: QADataset, val: QADataset | None = None, *,
                   config: AdapterTrainingConfig | None = None, cache: EmbeddingCache | None = None,
-                  output_dir: str | Path | None = None) -> TrainingResult:
+                  output_dir: str | Path | None = None, augment: QADataset | None = None) -> TrainingResult:
     """Train a query adapter for ``encoder`` on ``train``; keep the epoch best on ``val``.
 
     Without ``val``, a validation split is held out of ``train`` by source document
-    (:func:`split_for_validation`). With ``output_dir``, the adapter is written there atomically.
+    (:func:`split_for_validation`). ``augment`` (e.g. :func:`embtune_core.pseudo_queries.index_pseudo_queries`
+    over the corpus to be searched) joins the training side only, after the split, so the epoch is
+    still chosen on real questions. With ``output_dir``, the adapter is written there atomically.
     """
     config = config or AdapterTrainingConfig()
     config.validate()
@@ -381,6 +400,10 @@ def train_adapter(encoder, train: QADataset, val: QADataset | None = None, *,
         cache.embed(encoder, list(train.corpus.values()), kind="document", desc="embedding corpus")
         cache.embed(encoder, list(train.queries.values()), kind="query", desc="embedding queries")
         train, val = split_for_validation(train, config.val_fraction, seed=config.seed)
+    if augment is not None:
+        from embtune_core.pseudo_queries import merge
+
+        train = merge(train, augment)
     train_data = _embed(train, encoder, cache, device, "train")
     val_data = _embed(val, encoder, cache, device, "validation")
     embed_seconds = time.perf_counter() - t0
@@ -393,7 +416,7 @@ def train_adapter(encoder, train: QADataset, val: QADataset | None = None, *,
     adapter = build_adapter(config.adapter, dim, config.adapter_options)
     check_identity_at_init(adapter, dim, name=f"adapter '{config.adapter}'")
     adapter.to(device).train()
-    optimizer = torch.optim.AdamW(adapter.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    optimizer = _adamw(adapter, config)
 
     t1 = time.perf_counter()
     with _cpu_threads(device, train_data.corpus.numel()):
@@ -411,6 +434,7 @@ def train_adapter(encoder, train: QADataset, val: QADataset | None = None, *,
         training={
             "config": {k: v for k, v in dataclasses.asdict(config).items() if k != "device"},
             "train_queries": len(train_data.query_ids), "train_corpus": len(train_data.corpus_ids),
+            "augment_queries": len(augment.queries) if augment is not None else 0,
             "val_queries": len(val_data.query_ids), "val_corpus": len(val_data.corpus_ids),
             "baseline": baseline, "best": best, "best_epoch": best_epoch, "history": history,
         })

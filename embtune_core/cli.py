@@ -5,19 +5,30 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import re
 import sys
 
 from embtune_core import __version__
 from embtune_core.commands import COMMAND_MODULES
-from embtune_core.errors import EXIT_INTERRUPTED, EXIT_UNEXPECTED, EmbtuneError
+from embtune_core.errors import EXIT_INTERRUPTED, EXIT_UNEXPECTED, EXIT_USAGE, EmbtuneError, UsageError
 
 EPILOG = """exit codes: 0 ok, 1 unexpected error, 2 bad command line, 3 bad input file or config,
 4 plugin conflict or unknown plugin, 5 external service failed after retries,
 130 interrupted (re-run the same command to resume)"""
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse whose usage errors are one line like every other error (argparse prints the usage too)."""
+
+    def error(self, message: str):
+        match = re.match(r"argument (\S+): (.*)", message, re.DOTALL)
+        option, problem = match.groups() if match else (None, message)
+        error = UsageError(f"{problem} (see '{self.prog} --help')", field=option)
+        self.exit(EXIT_USAGE, f"embtune: error: {error}\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="embtune",
         description="Fine-tune embedding models and query adapters for RAG on your own documents.",
         epilog=EPILOG,
@@ -37,7 +48,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help, --version, or a usage error already printed
+        return exc.code if isinstance(exc.code, int) else EXIT_USAGE
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s")
     if not getattr(args, "_run", None):

@@ -209,6 +209,25 @@ def _read_jsonl(path: Path) -> list[dict[str, Any]]:
     return rows
 
 
+def _beir_entries(path: Path, text_of) -> dict[str, str]:
+    """{_id: text} of a BEIR corpus.jsonl or queries.jsonl; ids must be present and unique."""
+    entries: dict[str, str] = {}
+    for i, row in enumerate(_read_jsonl(path), 1):
+        entry_id = str(row.get("_id", ""))
+        if not entry_id:
+            raise DatasetError(f"entry {i} has no _id", path=path)
+        if entry_id in entries:
+            raise DatasetError(f"duplicate id '{entry_id}'", path=path)
+        entries[entry_id] = text_of(row)
+    return entries
+
+
+def _beir_document_text(row: dict[str, Any]) -> str:
+    # Title and text joined as BEIR's own evaluation does.
+    title, text = str(row.get("title") or "").strip(), str(row.get("text") or "").strip()
+    return f"{title} {text}".strip() if title else text
+
+
 def load_beir(folder: str | Path, split: str = "test") -> QADataset:
     """Import a BEIR folder: corpus.jsonl, queries.jsonl and qrels/<split>.tsv.
 
@@ -220,35 +239,25 @@ def load_beir(folder: str | Path, split: str = "test") -> QADataset:
     for needed in (folder / "corpus.jsonl", folder / "queries.jsonl", qrels_path):
         if not needed.is_file():
             raise DatasetError("missing BEIR file", path=needed)
-    corpus: dict[str, str] = {}
-    for i, row in enumerate(_read_jsonl(folder / "corpus.jsonl"), 1):
-        cid = str(row.get("_id", ""))
-        if not cid:
-            raise DatasetError(f"entry {i} has no _id", path=folder / "corpus.jsonl")
-        if cid in corpus:
-            raise DatasetError(f"duplicate id '{cid}'", path=folder / "corpus.jsonl")
-        title, text = str(row.get("title") or "").strip(), str(row.get("text") or "").strip()
-        corpus[cid] = f"{title} {text}".strip() if title else text
-    all_queries: dict[str, str] = {}
-    for i, row in enumerate(_read_jsonl(folder / "queries.jsonl"), 1):
-        qid = str(row.get("_id", ""))
-        if not qid:
-            raise DatasetError(f"entry {i} has no _id", path=folder / "queries.jsonl")
-        if qid in all_queries:
-            raise DatasetError(f"duplicate id '{qid}'", path=folder / "queries.jsonl")
-        all_queries[qid] = str(row.get("text") or "")
+    corpus = _beir_entries(folder / "corpus.jsonl", _beir_document_text)
+    all_queries = _beir_entries(folder / "queries.jsonl", lambda row: str(row.get("text") or ""))
     relevant: dict[str, list[str]] = {}
     scores: dict[str, dict[str, float]] = {}
-    with open(qrels_path, newline="", encoding="utf-8") as handle:
-        for lineno, row in enumerate(csv.reader(handle, delimiter="\t"), 1):
-            if not row or (lineno == 1 and not row[-1].lstrip("-").isdigit()):
+    for lineno, row in enumerate(csv.reader(read_text(qrels_path).splitlines(), delimiter="\t"), 1):
+        if not row:
+            continue
+        if len(row) < 3:
+            raise DatasetError(f"line {lineno}: expected query-id, corpus-id, score", path=qrels_path)
+        qid, cid = row[0], row[1]
+        try:
+            score = float(row[2])
+        except ValueError:
+            if lineno == 1:
                 continue  # header line "query-id corpus-id score"
-            if len(row) < 3:
-                raise DatasetError(f"line {lineno}: expected query-id, corpus-id, score", path=qrels_path)
-            qid, cid, score = row[0], row[1], float(row[2])
-            scores.setdefault(qid, {})[cid] = score
-            if score > 0:
-                relevant.setdefault(qid, []).append(cid)
+            raise DatasetError(f"line {lineno}: score {row[2][:40]!r} is not a number", path=qrels_path) from None
+        scores.setdefault(qid, {})[cid] = score
+        if score > 0:
+            relevant.setdefault(qid, []).append(cid)
     ds = QADataset(
         queries={q: all_queries[q] for q in relevant if q in all_queries},
         corpus=corpus,

@@ -18,6 +18,8 @@ EXIT_PLUGIN = 4  # plugin conflict or unknown implementation
 EXIT_SERVICE = 5  # an external service (LLM, embeddings API) failed after retries
 EXIT_INTERRUPTED = 130  # SIGINT; the run can be resumed
 
+COMMAND_LINE = "<command line>"  # the "file" an error names when the bad value was typed as an option
+
 
 class EmbtuneError(Exception):
     """Base class: a problem the user can fix, shown as a single line."""
@@ -33,6 +35,15 @@ class EmbtuneError(Exception):
     def __str__(self) -> str:
         parts = [p for p in (self.path, self.field) if p]
         return ": ".join([*parts, self.problem])
+
+
+class UsageError(EmbtuneError):
+    """An option typed on the command line has a bad value (argparse's own errors exit 2 as well)."""
+
+    exit_code = EXIT_USAGE
+
+    def __init__(self, problem: str, *, path: str | Path | None = COMMAND_LINE, field: str | None = None):
+        super().__init__(problem, path=path, field=field)
 
 
 class InputError(EmbtuneError):

@@ -258,7 +258,7 @@ class Pipeline:
 
         return self._stage("train", {"data": upstream, "settings": table}, work)
 
-    def _adapter(self, train_path: Path, val_path: Path, upstream: str) -> StageDir:
+    def _adapter(self, train_path: Path, upstream: str) -> StageDir:
         table = dict(self.t["adapter"])
         table.pop("enabled", None)
         table.setdefault("seed", self.seed)
@@ -269,8 +269,10 @@ class Pipeline:
             from embtune_core.encoding import encoder_from_spec
 
             config = AdapterTrainingConfig.from_mapping(table, str(self.config_path))
-            result = train_adapter(encoder_from_spec(encoder_spec), QADataset.load(train_path),
-                                   QADataset.load(val_path), config=config, output_dir=stage.path / "adapter")
+            # The epoch is chosen on training documents held out by source, never on the validation
+            # split: that split is the final comparison, and choosing on it would flatter the adapter.
+            result = train_adapter(encoder_from_spec(encoder_spec), QADataset.load(train_path), config=config,
+                                   output_dir=stage.path / "adapter")
             return {"adapter": str(stage.path / "adapter"), "encoder": encoder_spec, "best_epoch": result.best_epoch,
                     "metrics_before": result.baseline, "metrics_after": result.best}
 
@@ -334,7 +336,7 @@ class Pipeline:
             systems.append(("fine-tuned", f"model:{train_stage.outputs()['model']}"))
             keys.append(train_stage.key)
         if adapter_table and _enabled(adapter_table):
-            adapter_stage = self._adapter(train_path, val_path, upstream)
+            adapter_stage = self._adapter(train_path, upstream)
             out = adapter_stage.outputs()
             if out.get("best_epoch") == 0:
                 self.echo("  adapter: no epoch beat the base model on held-out training documents, so the "

@@ -437,7 +437,7 @@ def train(settings: TrainSettings) -> dict[str, Any]:
     started = time.time()
     output = trainer.train(resume_from_checkpoint=checkpoint)
     train_seconds = time.time() - started
-    metrics_after = _evaluate(trainer) if evaluator is not None else {}
+    metrics_after = _metrics_after(trainer, history) if evaluator is not None else {}
 
     summary = {
         "base_model": settings.model,
@@ -495,11 +495,29 @@ def _sizes(qa, path) -> dict[str, Any]:
 
 
 def _evaluate(trainer) -> dict[str, float]:
-    metrics = trainer.evaluate()
+    return _metric_values(trainer.evaluate())
+
+
+def _metrics_after(trainer, history: list[dict[str, Any]]) -> dict[str, float]:
+    """Metrics of the model the trainer ended with (the best checkpoint, reloaded at the end).
+
+    The evaluation logged at the best checkpoint's step already measured exactly these weights, so
+    it is reused instead of paying for one more pass over the validation set (minutes on a CPU).
+    Every rank sees the same log, so all ranks decide alike and none waits in a lone evaluation.
+    """
+    step = getattr(trainer.state, "best_global_step", None)
+    if trainer.state.best_model_checkpoint and step:
+        logged = [r for r in history if r.get("step") == step and "eval_ndcg@10" in r]
+        if logged:
+            return _metric_values(logged[-1])
+    return _evaluate(trainer)
+
+
+def _metric_values(logs: dict[str, Any]) -> dict[str, float]:
     return {
         k.removeprefix("eval_"): v
-        for k, v in metrics.items()
-        if isinstance(v, (int, float))
+        for k, v in logs.items()
+        if k.startswith("eval_") and isinstance(v, (int, float))
         and not k.endswith(("_runtime", "_per_second", "epoch", "model_preparation_time"))
     }
 

@@ -44,6 +44,7 @@ class LinearAdapter(QueryAdapter):
     def __init__(self, dim: int, bias: bool = True):
         super().__init__(dim, bias=bool(bias))
         self.linear = nn.Linear(self.dim, self.dim, bias=bool(bias))
+        self._eye: torch.Tensor | None = None
         with torch.no_grad():
             self.linear.weight.copy_(torch.eye(self.dim))
             if self.linear.bias is not None:
@@ -54,8 +55,12 @@ class LinearAdapter(QueryAdapter):
 
     def identity_penalty(self, x: torch.Tensor) -> torch.Tensor:
         # Parameter space: ||W - I||_F^2 + ||b||^2, independent of the batch.
-        eye = torch.eye(self.dim, device=x.device, dtype=self.linear.weight.dtype)
-        penalty = (self.linear.weight - eye).pow(2).sum()
+        weight = self.linear.weight
+        eye = self._eye
+        if eye is None or eye.device != weight.device or eye.dtype != weight.dtype:
+            # Kept between steps (a plain attribute, not in the state dict): one identity per run.
+            eye = self._eye = torch.eye(self.dim, device=weight.device, dtype=weight.dtype)
+        penalty = (weight - eye).pow(2).sum()
         if self.linear.bias is not None:
             penalty = penalty + self.linear.bias.pow(2).sum()
         return penalty

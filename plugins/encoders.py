@@ -105,7 +105,7 @@ class SentenceTransformerEncoder(Encoder):
 
     def __init__(self, model: Any = None, *, device: str | None = None, batch_size: int = 32,
                  normalize: bool = True, query_prompt: str | None = None, document_prompt: str | None = None,
-                 truncate_dim: int | None = None):
+                 truncate_dim: int | None = None, max_seq_length: int | None = None):
         from embtune_core.models import DEFAULT_MODEL, resolve
 
         self.device = device
@@ -114,6 +114,8 @@ class SentenceTransformerEncoder(Encoder):
         self.query_prompt = query_prompt
         self.document_prompt = document_prompt
         self.truncate_dim = truncate_dim
+        # Tokens past the model's max_seq_length are cut; a longer limit lets long chunks count in full.
+        self.max_seq_length = int(max_seq_length) if max_seq_length else None
         self._model = None
         if model is None:
             model = DEFAULT_MODEL
@@ -125,6 +127,8 @@ class SentenceTransformerEncoder(Encoder):
         else:  # an already loaded SentenceTransformer, e.g. one being fine-tuned
             self._model = model
             self.name = getattr(model, "embtune_model_name", type(model).__name__)
+            if self.max_seq_length:
+                model.max_seq_length = self.max_seq_length
             content = f"weights={module_fingerprint(model)}"
         settings = [content, f"normalize={self.normalize}"]
         if query_prompt is not None:
@@ -133,6 +137,8 @@ class SentenceTransformerEncoder(Encoder):
             settings.append(f"document_prompt={document_prompt!r}")
         if truncate_dim:
             settings.append(f"truncate_dim={int(truncate_dim)}")
+        if self.max_seq_length:
+            settings.append(f"max_seq_length={self.max_seq_length}")
         self.identity = "sentence-transformers " + " ".join(settings)
 
     @property
@@ -141,6 +147,8 @@ class SentenceTransformerEncoder(Encoder):
             from embtune_core.models import load_sentence_transformer
 
             self._model = load_sentence_transformer(self.name, device=self.device)
+            if self.max_seq_length:
+                self._model.max_seq_length = self.max_seq_length
         return self._model
 
     @property

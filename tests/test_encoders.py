@@ -60,6 +60,19 @@ def test_sentence_transformers_encoder(tiny_model_dir, tmp_path):
     assert encoder_from_spec(f"st:{tiny_model_dir}", query_prompt="query: ").identity != encoder.identity
 
 
+def test_max_seq_length_lets_long_texts_count_in_full(tiny_model_dir):
+    """The tiny model cuts at 128 tokens; a limit of 8 makes texts equal that differ after the 8th."""
+    long_a = "the cat sat on the mat " * 3 + "alpha beta gamma"
+    long_b = "the cat sat on the mat " * 3 + "delta epsilon zeta"
+    full = encoder_from_spec(f"st:{tiny_model_dir}")
+    short = encoder_from_spec(f"st:{tiny_model_dir}", max_seq_length=8)
+    assert short.identity != full.identity and "max_seq_length=8" in short.identity
+    a, b = short.encode_documents([long_a, long_b])
+    np.testing.assert_allclose(a, b, rtol=1e-5)
+    a, b = full.encode_documents([long_a, long_b])
+    assert not np.allclose(a, b)
+
+
 def _bow(texts):
     return np.array([hashed_bag_of_words(t) for t in texts], dtype=np.float32)
 

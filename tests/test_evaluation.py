@@ -279,15 +279,23 @@ def test_cli_evaluate_writes_three_reports(tiny_model_dir, tmp_path, capsys):
     assert report["systems"][1]["results"]["16"]["ndcg@10"]["vs_baseline"]["difference"] == 0.0
     assert (out / "report.html").read_text().count("data:image/png;base64,") == 2
     assert "## Against the baseline" in (out / "report.md").read_text()
+    # --max-seq-length reaches every local model, and the report says which limit was used.
+    code = main(["evaluate", str(data), "--system", f"base=model:{tiny_model_dir}", "--max-seq-length", "8",
+                 "--out", str(tmp_path / "short"), "--resamples", "10", "--permutations", "10"])
+    assert code == 0
+    short = json.loads((tmp_path / "short" / "report.json").read_text())
+    assert "max_seq_length=8" in short["systems"][0]["identity"]
+    assert "max_seq_length" not in report["systems"][0]["identity"]
 
 
-def test_cli_bad_input_is_one_line_with_exit_code_3(tiny_model_dir, tmp_path, capsys):
+def test_cli_bad_input_is_one_line_with_documented_exit_code(tiny_model_dir, tmp_path, capsys):
     from embtune_core.cli import main
 
     data = tmp_path / "val.json"
     small_dataset().save(data)
-    assert main(["evaluate", str(data), "--system", f"m={tiny_model_dir}", "--dims", "32,abc"]) == 3
-    assert main(["evaluate", str(data), "--system", f"m={tiny_model_dir}", "--dims", "64"]) == 3
+    # bad --dims are a bad command line (2); a missing dataset a bad input file (3)
+    assert main(["evaluate", str(data), "--system", f"m={tiny_model_dir}", "--dims", "32,abc"]) == 2
+    assert main(["evaluate", str(data), "--system", f"m={tiny_model_dir}", "--dims", "64"]) == 2
     assert main(["evaluate", str(tmp_path / "missing.json"), "--system", f"m={tiny_model_dir}"]) == 3
     errors = capsys.readouterr().err.strip().splitlines()
     assert len(errors) == 3 and all(line.startswith("embtune: error:") for line in errors)

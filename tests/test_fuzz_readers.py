@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -98,3 +99,27 @@ def test_beir_folder_with_garbage(tmp_path):
     (tmp_path / "queries.jsonl").write_bytes(b"{}\n")
     (tmp_path / "qrels" / "test.tsv").write_bytes(b"q\td\n")
     _check(load_any, tmp_path)
+
+
+@FUZZ
+@given(qrels=st.binary(max_size=200))
+def test_beir_qrels_random_bytes(tmp_path_factory, qrels):
+    """Valid corpus and queries, arbitrary qrels: a BEIR-style error naming the file, or a dataset."""
+    folder = tmp_path_factory.mktemp("beir")
+    (folder / "qrels").mkdir()
+    (folder / "corpus.jsonl").write_text('{"_id": "d1", "text": "a document"}\n')
+    (folder / "queries.jsonl").write_text('{"_id": "q1", "text": "a query"}\n')
+    (folder / "qrels" / "test.tsv").write_bytes(b"query-id\tcorpus-id\tscore\n" + qrels)
+    _check(load_any, folder)
+
+
+def test_beir_qrels_float_scores_and_bad_score(tmp_path):
+    (tmp_path / "qrels").mkdir()
+    (tmp_path / "corpus.jsonl").write_text('{"_id": "d1", "text": "a document"}\n')
+    (tmp_path / "queries.jsonl").write_text('{"_id": "q1", "text": "a query"}\n')
+    qrels = tmp_path / "qrels" / "test.tsv"
+    qrels.write_text("q1\td1\t0.5\n")  # no header, a float score on line 1: a judgement, not a header
+    assert load_any(tmp_path).relevant_docs == {"q1": ["d1"]}
+    qrels.write_text("query-id\tcorpus-id\tscore\nq1\td1\thigh\n")
+    with pytest.raises(EmbtuneError, match=r"test\.tsv: line 2: score 'high' is not a number"):
+        load_any(tmp_path)

@@ -127,6 +127,13 @@ def test_output_loads_and_has_a_model_card(tiny_model_dir, qa_files, tmp_path, m
     assert "sk-test" not in card and "sk-test" not in (out / "embtune_train.json").read_text()
     assert set(summary["metrics_before"]) >= {"hit@5", "mrr@10", "ndcg@10"}
     assert summary["best_checkpoint"] is not None
+    # The final metrics are the evaluation logged at the best checkpoint, not one more pass over val:
+    # evaluations = the baseline + one per save step (2 and 4), and nothing after training.
+    evaluations = [r for r in summary["history"] if "eval_ndcg@10" in r]
+    assert [r["step"] for r in evaluations] == [0, 2, 4]
+    best_step = int(summary["best_checkpoint"].rsplit("-", 1)[1])
+    logged = next(r for r in evaluations if r["step"] == best_step)
+    assert summary["metrics_after"]["ndcg@10"] == logged["eval_ndcg@10"]
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".model.")]  # no staging left behind
 
 

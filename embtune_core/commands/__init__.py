@@ -2,7 +2,24 @@
 
 Each module defines ``NAME``, ``HELP`` (one line), ``DESCRIPTION`` (the ``--help`` text),
 ``add_arguments(parser)`` and ``run(args) -> int``.
+
+Below are the checks commands run on their arguments before any heavy work (loading a model,
+reading documents, embedding), so a typo costs a second, not a training run: argparse types for
+numbers, :class:`Sources` to name the flag or config key a bad setting came from, and checks of
+output paths, plugin names and models. A value typed on the command line is a usage error (exit 2);
+one read from a file is an input error (exit 3); an unknown plugin name is a plugin error (exit 4).
 """
+
+from __future__ import annotations
+
+import argparse
+import math
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from embtune_core.errors import COMMAND_LINE, ConfigError, EmbtuneError, InputError, PluginError, UsageError
 
 COMMAND_MODULES = (
     "embtune_core.commands.quickstart",
@@ -17,3 +34,201 @@ COMMAND_MODULES = (
     "embtune_core.commands.train_adapter",
     "embtune_core.commands.export",
 )
+
+
+# --- numbers on the command line (argparse types: a bad value is a one-line usage error, exit 2) ----
+def _number(convert: Callable[[str], Any], accept: Callable[[Any], bool],
+            wanted: str) -> Callable[[str], Any]:
+    def parse(text: str) -> Any:
+        try:
+            value = convert(text)
+        except ValueError:
+            value = None
+        if value is None or not math.isfinite(value) or not accept(value):
+            raise argparse.ArgumentTypeError(f"must be {wanted}, got '{text}'")
+        return value
+
+    parse.__name__ = wanted
+    return parse
+
+
+positive_int = _number(int, lambda v: v >= 1, "a positive integer")
+non_negative_int = _number(int, lambda v: v >= 0, "an integer >= 0")
+positive_float = _number(float, lambda v: v > 0, "a positive number")
+non_negative_float = _number(float, lambda v: v >= 0, "a number >= 0")
+fraction = _number(float, lambda v: 0 <= v < 1, "a number in [0, 1)")
+open_fraction = _number(float, lambda v: 0 < v < 1, "a number between 0 and 1")
+
+
+def positive_int_list(text: str) -> list[int]:
+    """``"384,256,128"`` as ``[384, 256, 128]``; anything else is a usage error."""
+    try:
+        values = [int(part) for part in text.replace(" ", "").split(",") if part]
+    except ValueError:
+        values = []
+    if not values or any(v <= 0 for v in values):
+        raise argparse.ArgumentTypeError(f"must be comma-separated positive integers, got '{text}'")
+    return values
+
+
+# --- where a setting came from -------------------------------------------------------------------
+def flag(key: str) -> str:
+    return "--" + key.replace("_", "-")
+
+
+class Sources:
+    """Where each setting of a command came from -- a flag, or a key of a config file's table -- so
+    an error about the setting names what the user actually wrote.
+
+    ``blame(exc)`` re-raises a plugin's or validator's error (which knows only the setting's name)
+    as ``<command line>: --flag: problem`` (a usage error, exit 2) or ``config.toml: table.key:
+    problem`` (exit 3); plugin errors keep exit 4. Errors that already name a file other than the
+    merged settings' ``origin`` pass through unchanged.
+    """
+
+    def __init__(self, config_path: str | Path | None = None, table: str = "", *, origin: str | None = None):
+        self.config_path = str(config_path) if config_path else None
+        self.table = table
+        self.origin = origin  # the path given to a validator of the merged settings, if any
+        self._where: dict[str, tuple[str, str]] = {}
+
+    def config(self, values: dict[str, Any], prefix: str = "") -> Sources:
+        for key in values:
+            self._where[key] = (self.config_path or "<config>", f"{self.table}.{prefix}{key}")
+        return self
+
+    def command_line(self, args: argparse.Namespace, keys: Any,
+                     flags: dict[str, str] | None = None) -> Sources:
+        for key in keys:
+            if getattr(args, key, None) is not None:
+                self._where[key] = (COMMAND_LINE, (flags or {}).get(key) or flag(key))
+        return self
+
+    def set(self, key: str, path: str, field: str) -> None:
+        self._where[key] = (path, field)
+
+    def where(self, key: str) -> tuple[str, str]:
+        """(file, field) of setting ``key``; a default counts as the command line's (its flag)."""
+        return self._where.get(key, (COMMAND_LINE, flag(key)))
+
+    def error(self, problem: str, key: str, kind: type[EmbtuneError] = ConfigError) -> EmbtuneError:
+        path, field = self.where(key)
+        if path == COMMAND_LINE and kind is not PluginError:
+            kind = UsageError
+        return kind(problem, path=path, field=field)
+
+    def blame(self, exc: EmbtuneError, key: str | None = None) -> EmbtuneError:
+        if exc.path not in (None, self.origin):
+            return exc  # it names the file at fault already (a dataset, a prompt file...)
+        key = key or (exc.field or "").rsplit(".", 1)[-1]
+        if key and (key in self._where or exc.path == COMMAND_LINE):
+            return self.error(exc.problem, key, type(exc))
+        return exc
+
+
+# --- paths the command will write -------------------------------------------------------------------
+def _file_above(path: Path) -> Path | None:
+    return next((p for p in path.parents if p.exists() and not p.is_dir()), None)
+
+
+def check_output_dir(path: str | Path, field: str, *, replaces: str | None = None) -> None:
+    """Refuse an output folder that is a file or lies under one. With ``replaces`` (the marker file of
+    what the command writes, e.g. modules.json), also refuse to replace a non-empty folder without it."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise InputError("is a file, expected a folder", path=path, field=field)
+    above = _file_above(path)
+    if above is not None:
+        raise InputError(f"cannot be created: {above} is a file", path=path, field=field)
+    if replaces and path.is_dir() and any(path.iterdir()) and not (path / replaces).is_file():
+        raise InputError(f"folder exists and holds no {replaces}: refusing to replace it "
+                         "(remove it, or choose another folder)", path=path, field=field)
+
+
+def check_output_file(path: str | Path, field: str) -> None:
+    """Refuse an output file that is a folder or lies under a file."""
+    path = Path(path)
+    if path.is_dir():
+        raise InputError("is a folder, expected a file name", path=path, field=field)
+    above = _file_above(path)
+    if above is not None:
+        raise InputError(f"cannot be created: {above} is a file", path=path, field=field)
+
+
+# --- names of plugins and models -------------------------------------------------------------------
+def check_plugin(family: str, name: Any, sources: Sources, key: str) -> None:
+    """Refuse an unknown implementation name (exit 4), naming the flag or config key it came from."""
+    from embtune_core.plugins import get_registry
+
+    try:
+        get_registry().get(family, str(name))
+    except PluginError as exc:
+        raise sources.blame(exc, key) from None
+
+
+def _looks_like_path(name: str) -> bool:
+    # Hub ids are NAME or ORG/NAME; anything else is meant as a folder.
+    return (name.startswith((".", "/", "~", "\\")) or name.endswith(("/", "\\")) or name.count("/") > 1
+            or "\\" in name or re.match(r"^[A-Za-z]:", name) is not None)
+
+
+def _in_hub_cache(name: str) -> bool:
+    from huggingface_hub import try_to_load_from_cache
+
+    def cached(repo: str, filename: str) -> bool:
+        try:
+            return isinstance(try_to_load_from_cache(repo, filename), str)
+        except ValueError:  # an invalid repo id (HFValidationError) is simply not cached
+            return False
+
+    repos = (name, f"sentence-transformers/{name}") if "/" not in name else (name,)
+    return any(cached(repo, filename) for repo in repos for filename in ("modules.json", "config.json"))
+
+
+def check_model(name: str, sources: Sources, key: str) -> None:
+    """Refuse a model that cannot load, before anything loads it: a missing folder, a folder that is
+    not a model, or (with HF_HUB_OFFLINE set) a hub name the local cache does not hold. The error
+    names the model as its file and the flag or config key as its field; exit 3."""
+    from embtune_core.models import resolve
+
+    name, field = str(name), sources.where(key)[1]
+    if not name.strip():
+        raise sources.error("empty model name", key)
+    resolution = resolve(name, assemble=False)
+    if resolution.source == "local directory":
+        folder = Path(resolution.target)
+        if not any((folder / marker).is_file() for marker in ("modules.json", "config.json")):
+            raise InputError("not a model folder (no modules.json or config.json)", path=name, field=field)
+        return
+    if resolution.is_local:  # a packaged copy
+        return
+    if Path(name).expanduser().exists():
+        raise InputError("is a file, expected a model folder or name", path=name, field=field)
+    if _looks_like_path(name):
+        raise InputError("no such model folder", path=name, field=field)
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE and not _in_hub_cache(name):
+        raise InputError("no such model folder, and the Hugging Face cache does not hold it "
+                         "(HF_HUB_OFFLINE is set)", path=name, field=field)
+
+
+def check_encoder(spec: str, sources: Sources, key: str) -> None:
+    """Refuse a bad encoder spec (see :mod:`embtune_core.encoding`) before the encoder is built:
+    bad syntax, an unknown ``NAME:`` prefix (exit 4), or a sentence-transformers model that cannot load."""
+    from embtune_core.encoding import SPEC_ALIASES, parse_encoder_spec
+    from embtune_core.plugins import get_registry
+
+    try:
+        name, options = parse_encoder_spec(spec)
+    except EmbtuneError as exc:
+        raise sources.blame(exc, key) from None
+    prefix, sep, _ = str(spec).strip().partition(":")
+    unprefixed = name == "sentence-transformers" and options["model"] == str(spec).strip()
+    if unprefixed and sep and re.fullmatch(r"[A-Za-z][\w.-]+", prefix) and not Path(spec).exists():
+        known = sorted({*SPEC_ALIASES, *get_registry().names("encoders")})
+        raise sources.error(f"unknown encoder '{prefix}' in '{spec}'; known: {', '.join(known)}", key,
+                            PluginError)
+    if name == "sentence-transformers":
+        check_model(str(options["model"]), sources, key)
+

@@ -9,9 +9,20 @@ from pathlib import Path
 from typing import Any
 
 from embtune_core import atomic
-from embtune_core.config import load_config, section
-from embtune_core.errors import ConfigError
-from embtune_core.loading import load_documents
+from embtune_core.commands import (
+    Sources,
+    check_model,
+    check_output_dir,
+    check_plugin,
+    fraction,
+    non_negative_float,
+    non_negative_int,
+    positive_float,
+    positive_int,
+)
+from embtune_core.config import check_types, load_config, section
+from embtune_core.errors import COMMAND_LINE, ConfigError, EmbtuneError, UsageError
+from embtune_core.loading import collect_files, load_documents
 from embtune_core.plugins import get_registry
 from embtune_core.splitting import GROUP_BY, split_by_source, write_split
 
@@ -57,21 +68,26 @@ def add_arguments(parser) -> None:
     parser.add_argument("-o", "--out", help="output folder for train.json and val.json")
     parser.add_argument("--config", help="TOML file with a [dataset] table")
     parser.add_argument("--chunker", help="chunker plugin (default: sentence; also: recursive)")
-    parser.add_argument("--chunk-size", type=int, help="tokens (sentence: 1024) or characters (recursive: 1000)")
-    parser.add_argument("--chunk-overlap", type=int, help="overlap (sentence: 20 tokens; recursive: 200 chars)")
+    parser.add_argument("--chunk-size", type=positive_int,
+                        help="tokens (sentence: 1024) or characters (recursive: 1000)")
+    parser.add_argument("--chunk-overlap", type=non_negative_int,
+                        help="overlap (sentence: 20 tokens; recursive: 200 chars)")
     parser.add_argument("--model", help="embedding model whose tokenizer the sentence chunker counts with "
                                         "(default: sentence-transformers/all-MiniLM-L6-v2)")
     parser.add_argument("--generator", help="question generator (default: ict; also: openai, crop, local-llm)")
     parser.add_argument("--llm-model", help="chat model for --generator openai (default: gpt-4o-mini)")
     parser.add_argument("--base-url", help="OpenAI-compatible endpoint, e.g. http://localhost:11434/v1")
     parser.add_argument("--api-key-env", help="environment variable holding the API key (default: OPENAI_API_KEY)")
-    parser.add_argument("--questions-per-chunk", type=int, help="questions per chunk (openai: 2; ict/crop: 1)")
+    parser.add_argument("--questions-per-chunk", type=positive_int,
+                        help="questions per chunk (openai: 2; ict/crop: 1)")
     parser.add_argument("--prompt-file", help="prompt template with {context_str} and {num_questions_per_chunk}")
-    parser.add_argument("--concurrency", type=int, help="LLM requests in flight (default: 8)")
-    parser.add_argument("--max-retries", type=int, help="retries per LLM call (default: 6)")
-    parser.add_argument("--timeout", type=float, help="seconds per LLM request (default: 60)")
-    parser.add_argument("--temperature", type=float, help="LLM sampling temperature (default: server's)")
-    parser.add_argument("--val-fraction", type=float, help="share of queries for validation (default: 0.2; 0: none)")
+    parser.add_argument("--concurrency", type=positive_int, help="LLM requests in flight (default: 8)")
+    parser.add_argument("--max-retries", type=non_negative_int, help="retries per LLM call (default: 6)")
+    parser.add_argument("--timeout", type=positive_float, help="seconds per LLM request (default: 60)")
+    parser.add_argument("--temperature", type=non_negative_float,
+                        help="LLM sampling temperature (default: server's)")
+    parser.add_argument("--val-fraction", type=fraction,
+                        help="share of queries for validation (default: 0.2; 0: none)")
     parser.add_argument("--split-by", choices=GROUP_BY, help="unit kept on one side of the split (default: source)")
     parser.add_argument("--seed", type=int, help="seed for generators and the split (default: 0)")
     parser.add_argument("--skip-bad", action="store_true", default=None,
@@ -80,9 +96,10 @@ def add_arguments(parser) -> None:
 
 
 def resolve_settings(args) -> dict[str, Any]:
-    """Command line over the [dataset] config table over defaults."""
+    """Command line over the [dataset] config table over defaults (``settings["origins"]``: which is which)."""
     config: dict[str, Any] = {}
     config_path = getattr(args, "config", None)
+    sources = Sources(config_path, "dataset")
     if config_path:
         config = section(load_config(config_path), "dataset", config_path)
         unknown = set(config) - set(DEFAULTS) - {"inputs", "generator_options", "prompt"}
@@ -90,24 +107,36 @@ def resolve_settings(args) -> dict[str, Any]:
             raise ConfigError(f"unknown key(s) {', '.join(sorted(unknown))}; known: "
                               f"{', '.join(sorted(DEFAULTS))}, inputs, prompt, generator_options",
                               path=config_path, field="dataset")
+        check_types(config, DEFAULTS, path=config_path, table="dataset")
+        sources.config(config)
     settings = dict(DEFAULTS)
     settings.update({k: v for k, v in config.items() if k in DEFAULTS})
     for key in DEFAULTS:
         value = getattr(args, key, None)
         if value is not None:
             settings[key] = value
+    sources.command_line(args, DEFAULTS)
     settings["inputs"] = list(args.inputs) or list(config.get("inputs", []))
     settings["prompt"] = config.get("prompt")
     settings["generator_options"] = config.get("generator_options", {})
     if not isinstance(settings["generator_options"], dict):
         raise ConfigError("must be a table", path=config_path, field="dataset.generator_options")
+    sources.config(settings["generator_options"], prefix="generator_options.")
+    if args.inputs:
+        sources.set("inputs", COMMAND_LINE, "INPUTS")
+    # A missing API key is fixed where the key's variable is named.
+    sources.set("api_key", *sources.where("api_key_env"))
     if not settings["inputs"]:
-        raise ConfigError("no documents given (pass files or folders, or inputs = [...] in [dataset])",
-                          field="inputs")
+        raise (ConfigError("no documents given (pass files or folders, or inputs = [...])", path=config_path,
+                           field="dataset.inputs") if config_path else
+               UsageError("no documents given (pass files or folders)", field="INPUTS"))
     if not settings["out"]:
-        raise ConfigError("no output folder (pass -o/--out, or out = \"...\" in [dataset])", field="out")
+        raise (ConfigError("no output folder (pass -o/--out, or out = \"...\")", path=config_path,
+                           field="dataset.out") if config_path else
+               UsageError("no output folder (pass -o/--out)", field="--out"))
     if not 0.0 <= float(settings["val_fraction"]) < 1.0:
-        raise ConfigError(f"must be in [0, 1), not {settings['val_fraction']}", field="val_fraction")
+        raise sources.error(f"must be in [0, 1), not {settings['val_fraction']}", "val_fraction")
+    settings["origins"] = sources
     return settings
 
 
@@ -140,20 +169,34 @@ def generator_options(s: dict[str, Any]) -> dict[str, Any]:
 
 def run(args) -> int:
     s = resolve_settings(args)
+    origins: Sources = s["origins"]
     started = time.perf_counter()
     registry = get_registry()
     out = Path(s["out"])
     work_dir = Path(s["work_dir"]) if s["work_dir"] else out / ".work"
 
+    # Everything the settings alone can refute is refuted before a document is read: the inputs are
+    # listed, the generator and the chunker built (cheap: an LLM is only called, a local one loaded, later).
+    check_output_dir(out, origins.where("out")[1])
+    check_output_dir(work_dir, origins.where("work_dir")[1])
+    collect_files(s["inputs"], registry)
+    check_plugin("question_generators", s["generator"], origins, "generator")
+    check_plugin("chunkers", s["chunker"], origins, "chunker")
+    if s["chunker"] == "sentence" and s["model"]:
+        check_model(s["model"], origins, "model")
+    try:
+        generator = registry.create("question_generators", s["generator"], **generator_options(s))
+        chunker = registry.create("chunkers", s["chunker"], **chunker_options(s))
+    except EmbtuneError as exc:
+        raise origins.blame(exc) from None
+
     documents, skipped = load_documents(s["inputs"], skip_bad=bool(s["skip_bad"]), registry=registry)
     sources = {d.source for d in documents}
     print(f"loaded {len(documents)} documents from {len(sources)} files", file=sys.stderr)
 
-    chunker = registry.create("chunkers", s["chunker"], **chunker_options(s))
     chunks = chunker.chunk(documents)
     print(f"{len(chunks)} chunks ({s['chunker']})", file=sys.stderr)
 
-    generator = registry.create("question_generators", s["generator"], **generator_options(s))
     dataset = generator.generate(chunks, work_dir=work_dir)
     report = dict(getattr(generator, "last_report", {}) or {})
     if not dataset.queries:

@@ -6,7 +6,15 @@ import re
 import sys
 from dataclasses import dataclass
 
-from embtune_core.errors import ConfigError
+from embtune_core.commands import (
+    Sources,
+    check_encoder,
+    check_output_dir,
+    open_fraction,
+    positive_int,
+    positive_int_list,
+)
+from embtune_core.errors import ConfigError, EmbtuneError, UsageError
 
 NAME = "evaluate"
 HELP = "compare systems (models, adapters, APIs) on a QA dataset: IR metrics, CIs, significance, reports"
@@ -61,43 +69,41 @@ def parse_system(text: str) -> SystemSpec:
         raise ConfigError(f"'{text}': no encoder before '+adapter:' (e.g. model:NAME+adapter:DIR)",
                           field="--system")
     if encoder_spec.startswith("model:"):
+        if not encoder_spec[len("model:"):].strip():
+            raise ConfigError(f"'{text}': no model after 'model:' (a model name or folder)", field="--system")
         encoder_spec = "st:" + encoder_spec[len("model:"):]
     if encoder_spec.startswith("adapter:"):
         raise ConfigError(f"'{text}': name the base encoder first, e.g. model:NAME+adapter:DIR", field="--system")
     return SystemSpec(name, encoder_spec, adapter_dir or None, spec)
 
 
-def _int_list(value: str, option: str) -> list[int]:
-    try:
-        values = [int(v) for v in value.replace(" ", "").split(",") if v]
-    except ValueError:
-        raise ConfigError(f"expected comma-separated positive integers, got '{value}'", field=option) from None
-    if not values or any(v <= 0 for v in values):
-        raise ConfigError(f"expected comma-separated positive integers, got '{value}'", field=option)
-    return values
-
-
 def add_arguments(parser) -> None:
     parser.add_argument("dataset", help="QA dataset: LlamaIndex JSON, BEIR folder, pairs/triplets .jsonl/.csv")
     parser.add_argument("--system", action="append", required=True, metavar="NAME=SPEC",
                         help="a system to evaluate (repeat; the first is the baseline); see the syntax above")
-    parser.add_argument("--dims", default=None, metavar="D[,D...]",
+    parser.add_argument("--dims", type=positive_int_list, default=None, metavar="D[,D...]",
                         help="embedding dimensions to evaluate (Matryoshka truncation); default: each system's full")
-    parser.add_argument("--k", default="5", metavar="K[,K...]",
+    parser.add_argument("--k", type=positive_int_list, default="5", metavar="K[,K...]",
                         help="cut-offs for LlamaIndex hit rate@k and MRR@k (default: 5)")
     parser.add_argument("--out", default=None, metavar="DIR", help="write report.json, report.md, report.html here")
     parser.add_argument("--split", default="test", help="BEIR qrels split (default: test)")
-    parser.add_argument("--batch-size", type=int, default=None, help="encoder batch size")
+    parser.add_argument("--batch-size", type=positive_int, default=None, help="encoder batch size")
     parser.add_argument("--device", default=None, help="device for local models (cpu, cuda, mps)")
-    parser.add_argument("--confidence", type=float, default=0.95, help="confidence level of the intervals")
-    parser.add_argument("--resamples", type=int, default=2000, help="bootstrap resamples (default: 2000)")
-    parser.add_argument("--permutations", type=int, default=10000,
+    parser.add_argument("--max-seq-length", type=positive_int, default=None, metavar="TOKENS",
+                        help="token limit of local sentence-transformers models (default: each model's own); "
+                             "chunks longer than the limit are cut, so raise it for long chunks")
+    parser.add_argument("--confidence", type=open_fraction, default=0.95,
+                        help="confidence level of the intervals")
+    parser.add_argument("--resamples", type=positive_int, default=2000,
+                        help="bootstrap resamples (default: 2000)")
+    parser.add_argument("--permutations", type=positive_int, default=10000,
                         help="randomisation-test permutations (default: 10000)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the bootstrap and randomisation test")
 
 
-def build_system(spec: SystemSpec, *, batch_size: int | None = None, device: str | None = None):
-    """The :class:`~embtune_core.evaluation.System` a parsed spec names."""
+def build_system(spec: SystemSpec, *, batch_size: int | None = None, device: str | None = None,
+                 max_seq_length: int | None = None, adapter=None):
+    """The :class:`~embtune_core.evaluation.System` a parsed spec names (``adapter``: its folder, loaded)."""
     from embtune_core.encoding import encoder_from_spec, parse_encoder_spec
     from embtune_core.evaluation import System
 
@@ -105,15 +111,55 @@ def build_system(spec: SystemSpec, *, batch_size: int | None = None, device: str
     options = {}
     if batch_size is not None:
         options["batch_size"] = batch_size
-    if device is not None and encoder_name == "sentence-transformers":
-        options["device"] = device
+    if encoder_name == "sentence-transformers":
+        if device is not None:
+            options["device"] = device
+        if max_seq_length is not None:
+            options["max_seq_length"] = max_seq_length
     encoder = encoder_from_spec(spec.encoder_spec, **options)
-    adapter = None
     if spec.adapter_dir:
-        from embtune_core.adapter_io import load_adapter
+        if adapter is None:
+            from embtune_core.adapter_io import load_adapter
 
-        adapter = load_adapter(spec.adapter_dir, expected_encoder_identity=encoder.identity)
+            adapter = load_adapter(spec.adapter_dir)
+        adapter.check_base(encoder.identity)
     return System(spec.name, encoder, adapter, spec.text)
+
+
+def known_width(spec: SystemSpec, system) -> int | None:
+    """A system's embedding width when it is known without loading a model or calling an API: from its
+    adapter, or from the config files of a local sentence-transformers folder; None when unsure."""
+    import json
+    from pathlib import Path
+
+    from embtune_core.encoding import parse_encoder_spec
+    from embtune_core.models import resolve
+
+    if system.adapter is not None:
+        return int(system.adapter.config.dimension)
+    name, options = parse_encoder_spec(spec.encoder_spec)
+    if name != "sentence-transformers" or getattr(system.encoder, "truncate_dim", None):
+        return None
+    folder = Path(resolve(str(options["model"]), assemble=False).target)
+    width = None
+    try:
+        for module in json.loads((folder / "modules.json").read_text(encoding="utf-8")):
+            kind = str(module.get("type", "")).rsplit(".", 1)[-1]
+            config_path = folder / str(module.get("path", "")) / "config.json"
+            if kind == "Pooling":  # sentence-transformers 6 writes pooling_mode, older ones a flag per mode
+                config = json.loads(config_path.read_text(encoding="utf-8"))
+                mode = config.get("pooling_mode")
+                modes = ((1 if isinstance(mode, str) else len(mode)) if mode is not None
+                         else sum(bool(v) for k, v in config.items() if k.startswith("pooling_mode_")))
+                dimension = config.get("embedding_dimension") or config["word_embedding_dimension"]
+                width = int(dimension) * max(1, modes)
+            elif kind == "Dense":
+                width = int(json.loads(config_path.read_text(encoding="utf-8"))["out_features"])
+            elif kind not in ("Transformer", "Normalize"):
+                return None  # a module whose output width we do not know how to read
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+    return width
 
 
 def run(args) -> int:
@@ -123,17 +169,39 @@ def run(args) -> int:
     from embtune_core.evaluation import MetricSettings, evaluate_systems
     from embtune_core.report import report_json, report_markdown, write_reports
 
-    if not 0.0 < args.confidence < 1.0:
-        raise ConfigError(f"must be between 0 and 1, got {args.confidence}", field="--confidence")
-    for option, value in (("--resamples", args.resamples), ("--permutations", args.permutations)):
-        if value < 1:
-            raise ConfigError(f"must be positive, got {value}", field=option)
     logging.getLogger("faiss").setLevel(logging.WARNING)  # its loader logs each CPU-feature probe
-    specs = [parse_system(text) for text in args.system]
-    dims = _int_list(args.dims, "--dims") if args.dims else None
-    settings = MetricSettings(hit_rate_at=tuple(_int_list(args.k, "--k")))
+    # Everything the arguments alone can refute is refuted before the dataset or a model is read.
+    if args.out:
+        check_output_dir(args.out, "--out")
+    try:
+        specs = [parse_system(text) for text in args.system]
+    except ConfigError as exc:
+        raise UsageError(exc.problem, field=exc.field) from None
+    names = [spec.name for spec in specs]
+    if len(set(names)) < len(names):
+        raise UsageError(f"system name '{next(n for n in names if names.count(n) > 1)}' is used twice "
+                         "(label each with NAME=SPEC)", field="--system")
+    adapters = {}
+    for spec in specs:
+        check_encoder(spec.encoder_spec, Sources().command_line(args, ("system",)), "system")
+        if spec.adapter_dir:
+            from embtune_core.adapter_io import load_adapter
+
+            try:
+                adapters[spec.name] = load_adapter(spec.adapter_dir)
+            except EmbtuneError as exc:
+                raise type(exc)(exc.problem, path=exc.path, field=exc.field or "--system") from None
+    dims = args.dims
+    settings = MetricSettings(hit_rate_at=tuple(args.k))
     dataset = load_any(args.dataset, split=args.split)
-    systems = [build_system(spec, batch_size=args.batch_size, device=args.device) for spec in specs]
+    systems = [build_system(spec, batch_size=args.batch_size, device=args.device,
+                            max_seq_length=args.max_seq_length, adapter=adapters.get(spec.name))
+               for spec in specs]
+    for spec, system in zip(specs, systems):
+        width = known_width(spec, system)
+        if dims and width and min(dims) > width:  # else evaluate_systems checks, once it has embedded
+            raise UsageError(f"system '{system.name}' has {width}-dimensional embeddings, narrower than "
+                             f"every requested dimension {sorted(dims, reverse=True)}", field="--dims")
     evaluation = evaluate_systems(systems, dataset, dims=dims, settings=settings, dataset_name=str(args.dataset),
                                   confidence=args.confidence, seed=args.seed, n_resamples=args.resamples,
                                   n_permutations=args.permutations)

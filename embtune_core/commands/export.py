@@ -7,6 +7,7 @@ import zipfile
 from pathlib import Path
 
 from embtune_core import atomic
+from embtune_core.commands import check_output_file
 from embtune_core.errors import InputError
 
 NAME = "export"
@@ -29,7 +30,8 @@ def export_zip(model_dir: str | Path, out: str | Path) -> Path:
     """Zip ``model_dir`` under one top folder named after ``out``; refuses anything but a model directory."""
     model_dir, out = Path(model_dir), Path(out)
     if not model_dir.is_dir():
-        raise InputError("no such model directory", path=model_dir)
+        problem = "is a file, expected a model directory" if model_dir.exists() else "no such model directory"
+        raise InputError(problem, path=model_dir)
     if not (model_dir / "modules.json").is_file():
         raise InputError("not a sentence-transformers model directory (no modules.json)", path=model_dir)
     top = out.name[:-4] if out.name.lower().endswith(".zip") else out.name
@@ -46,6 +48,7 @@ def export_zip(model_dir: str | Path, out: str | Path) -> Path:
 
 
 def run(args) -> int:
+    check_output_file(args.out, "--out")
     out = export_zip(args.model_dir, args.out)
     print(f"{args.model_dir} -> {out} ({out.stat().st_size} bytes)")
     return 0

@@ -6,9 +6,19 @@ import sys
 from typing import Any
 
 from embtune_core import atomic
-from embtune_core.config import load_config, section
+from embtune_core.commands import (
+    Sources,
+    check_encoder,
+    check_output_file,
+    check_plugin,
+    fraction,
+    non_negative_float,
+    non_negative_int,
+    positive_int,
+)
+from embtune_core.config import check_types, load_config, section
 from embtune_core.dataset import load_any
-from embtune_core.errors import ConfigError
+from embtune_core.errors import ConfigError, EmbtuneError
 from embtune_core.plugins import get_registry
 
 NAME = "mine"
@@ -38,32 +48,45 @@ def add_arguments(parser) -> None:
     parser.add_argument("--miner", help="negative miner plugin (default: embedding-rank)")
     parser.add_argument("--encoder", "--model", dest="encoder",
                         help="model name/folder or encoder spec (default: the packaged all-MiniLM-L6-v2)")
-    parser.add_argument("--num-negatives", type=int, help="negatives per query (default: 5)")
-    parser.add_argument("--range-min", type=int, help="skip this many top-ranked non-positives (default: 0)")
-    parser.add_argument("--range-max", type=int, help="consider ranks below this (default: 50)")
-    parser.add_argument("--relative-margin", type=float,
+    parser.add_argument("--num-negatives", type=positive_int, help="negatives per query (default: 5)")
+    parser.add_argument("--range-min", type=non_negative_int,
+                        help="skip this many top-ranked non-positives (default: 0)")
+    parser.add_argument("--range-max", type=positive_int, help="consider ranks below this (default: 50)")
+    parser.add_argument("--relative-margin", type=fraction,
                         help="drop candidates above positive*(1-m) (default: 0.05; 0 disables)")
-    parser.add_argument("--margin", type=float, help="also drop candidates above positive-m (default: off)")
+    parser.add_argument("--margin", type=non_negative_float,
+                        help="also drop candidates above positive-m (default: off)")
     parser.add_argument("--no-cache", dest="use_cache", action="store_false", default=None,
                         help="do not use the embedding cache")
 
 
 def run(args) -> int:
     settings = dict(DEFAULTS)
+    sources = Sources(args.config, "mine")
     if args.config:
         config = section(load_config(args.config), "mine", args.config)
         unknown = set(config) - set(DEFAULTS)
         if unknown:
             raise ConfigError(f"unknown key(s) {', '.join(sorted(unknown))}; known: {', '.join(sorted(DEFAULTS))}",
                               path=args.config, field="mine")
+        check_types(config, DEFAULTS, path=args.config, table="mine")
         settings.update(config)
+        sources.config(config)
+    sources.command_line(args, DEFAULTS, {"use_cache": "--no-cache"})
     for key in DEFAULTS:
         if getattr(args, key, None) is not None:
             settings[key] = getattr(args, key)
-    dataset = load_any(args.dataset)
+    # Everything the arguments alone can refute is refuted before the dataset or a model is read.
+    check_output_file(args.out, "--out")
+    check_plugin("negative_miners", settings["miner"], sources, "miner")
+    check_encoder(settings["encoder"], sources, "encoder")
     miner_options = {k: settings[k] for k in ("num_negatives", "range_min", "range_max", "relative_margin",
                                               "margin", "use_cache")}
-    miner = get_registry().create("negative_miners", settings["miner"], **miner_options)
+    try:
+        miner = get_registry().create("negative_miners", settings["miner"], **miner_options)
+    except EmbtuneError as exc:
+        raise sources.blame(exc) from None
+    dataset = load_any(args.dataset)
     mined = miner.mine(dataset, settings["encoder"])
     mined.save(args.out)
     report = dict(getattr(miner, "last_report", {}) or {})

@@ -20,9 +20,11 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
+    from embtune_core.commands import check_output_dir
     from embtune_core.pipeline import run_config
     from embtune_core.quickstart import prepare
 
+    check_output_dir(args.out, "--out")
     started = time.time()
     out = Path(args.out)
     config = prepare(out)

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
+from embtune_core.commands import Sources, check_encoder, check_model, check_output_dir, check_plugin
+from embtune_core.config import load_config
 from embtune_core.pipeline import run_config
 
 NAME = "run"
@@ -21,7 +26,33 @@ def add_arguments(parser) -> None:
     parser.add_argument("--run-dir", help="run directory (default: [run] out/name next to the config)")
 
 
+# (table, key, plugin family) of every implementation name a config may give
+PLUGIN_KEYS = (("chunk", "chunker", "chunkers"), ("generate", "generator", "question_generators"),
+               ("mine", "miner", "negative_miners"), ("train", "loss", "loss_strategies"),
+               ("adapter", "type", "adapters"), ("adapter", "adapter", "adapters"))
+
+
+def check_names(config: dict[str, Any], path: str | Path) -> None:
+    """Refuse unknown plugin names and models that cannot load before any stage runs (the pipeline
+    checks the rest of the config itself, before it creates the run directory)."""
+    def table(name: str) -> dict[str, Any]:
+        value = config.get(name)
+        return value if isinstance(value, dict) and value.get("enabled", True) else {}
+
+    for name, key, family in PLUGIN_KEYS:
+        if key in table(name):
+            check_plugin(family, table(name)[key], Sources(path, name).config(table(name)), key)
+    if "model" in table("train"):
+        check_model(table("train")["model"], Sources(path, "train").config(table("train")), "model")
+    for name in ("mine", "adapter"):
+        if "encoder" in table(name):
+            check_encoder(table(name)["encoder"], Sources(path, name).config(table(name)), "encoder")
+
+
 def run(args) -> int:
+    if args.run_dir:
+        check_output_dir(args.run_dir, "--run-dir")
+    check_names(load_config(args.config), args.config)
     result = run_config(args.config, run_dir=args.run_dir)
     print()
     print(result["table"].strip())

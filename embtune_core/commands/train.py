@@ -2,8 +2,19 @@
 
 from __future__ import annotations
 
+from embtune_core.commands import (
+    Sources,
+    check_model,
+    check_output_dir,
+    check_plugin,
+    fraction,
+    non_negative_int,
+    positive_float,
+    positive_int,
+    positive_int_list,
+)
 from embtune_core.config import load_config, section
-from embtune_core.errors import ConfigError
+from embtune_core.errors import COMMAND_LINE, ConfigError, UsageError
 
 NAME = "train"
 HELP = "fine-tune a sentence-transformers model on a QA dataset (full or last-N-layers)"
@@ -29,16 +40,20 @@ def add_arguments(parser) -> None:
     parser.add_argument("--loss", help="loss strategy (default: mnrl)")
     parser.add_argument("--loss-option", action="append", metavar="KEY=VALUE",
                         help="option for the loss strategy, e.g. mini_batch_size=16 (repeatable)")
-    parser.add_argument("--matryoshka-dims", type=_int_list, metavar="D1,D2,...",
+    parser.add_argument("--matryoshka-dims", type=positive_int_list, metavar="D1,D2,...",
                         help="wrap the loss in MatryoshkaLoss over these dimensions, e.g. 384,256,128,64")
-    parser.add_argument("--epochs", type=float, help="passes over the training data (default: 1; fractions allowed)")
-    parser.add_argument("--batch-size", type=int, help="pairs per batch; more in-batch negatives (default: 16)")
-    parser.add_argument("--lr", type=float, help="learning rate (default: 2e-5)")
-    parser.add_argument("--warmup-ratio", type=float, help="share of steps for linear warm-up (default: 0.1)")
+    parser.add_argument("--epochs", type=positive_float,
+                        help="passes over the training data (default: 1; fractions allowed)")
+    parser.add_argument("--batch-size", type=positive_int,
+                        help="pairs per batch; more in-batch negatives (default: 16)")
+    parser.add_argument("--lr", type=positive_float, help="learning rate (default: 2e-5)")
+    parser.add_argument("--warmup-ratio", type=fraction,
+                        help="share of steps for linear warm-up (default: 0.1)")
     parser.add_argument("--seed", type=int, help="random seed for data order and initialisation (default: 42)")
     parser.add_argument("--max-steps", type=int, help="stop after this many steps (overrides --epochs)")
     parser.add_argument(
-        "--save-steps", type=int, help="checkpoint (and evaluate) every N steps (default: each epoch)"
+        "--save-steps", type=positive_int,
+        help="checkpoint (and evaluate) every N steps (default: each epoch)"
     )
     parser.add_argument(
         "--resume",
@@ -49,32 +64,23 @@ def add_arguments(parser) -> None:
     layers = parser.add_mutually_exclusive_group()
     layers.add_argument(
         "--train-last-layers",
-        type=int,
+        type=non_negative_int,
         metavar="N",
         help="partial fine-tuning: train only the last N transformer layers (+ pooling, heads)",
     )
     layers.add_argument(
         "--freeze-layers",
-        type=int,
+        type=non_negative_int,
         metavar="N",
         help="partial fine-tuning: freeze the embeddings and the first N transformer layers",
     )
-    parser.add_argument("--max-seq-length", type=int, help="truncate inputs to this many tokens (default: the model's)")
+    parser.add_argument("--max-seq-length", type=positive_int,
+                        help="truncate inputs to this many tokens (default: the model's)")
     parser.add_argument(
         "--precision", choices=("auto", "fp32", "bf16", "fp16"), help="auto: bf16/fp16 on a GPU, fp32 on CPU"
     )
     parser.add_argument("--checkpoint-dir", help="checkpoints and loss log (default: OUT.checkpoints)")
     parser.add_argument("--out", help="output model directory")
-
-
-def _int_list(text: str) -> list[int]:
-    try:
-        dims = [int(part) for part in text.replace(" ", "").split(",") if part]
-    except ValueError:
-        raise ConfigError(
-            f"expected comma-separated integers, got '{text}'", field="--matryoshka-dims"
-        ) from None
-    return dims
 
 
 def _parse_value(text: str):
@@ -86,54 +92,63 @@ def _parse_value(text: str):
     return {"true": True, "false": False}.get(text.lower(), text)
 
 
+SETTING_KEYS = ("train", "val", "model", "loss", "matryoshka_dims", "epochs", "batch_size", "lr",
+                "warmup_ratio", "seed", "max_steps", "save_steps", "resume", "train_last_layers", "freeze_layers",
+                "max_seq_length", "precision", "checkpoint_dir", "out")
+
+
 def settings_from_args(args):
-    """TrainSettings from the [train] table of --config, overridden by options given on the command line."""
+    """TrainSettings from the [train] table of --config, overridden by options given on the command line,
+    and the :class:`Sources` saying which setting came from where (for errors raised later)."""
     from embtune_core.training import TrainSettings
 
     values: dict = {}
-    origin = "<command line>"
+    origin = args.config or COMMAND_LINE
+    sources = Sources(args.config, "train", origin=origin)
     if args.config:
-        origin = args.config
         values.update(section(load_config(args.config), "train", args.config))
-    for key in (
-        "train",
-        "val",
-        "model",
-        "loss",
-        "matryoshka_dims",
-        "epochs",
-        "batch_size",
-        "lr",
-        "warmup_ratio",
-        "seed",
-        "max_steps",
-        "save_steps",
-        "resume",
-        "train_last_layers",
-        "freeze_layers",
-        "max_seq_length",
-        "precision",
-        "checkpoint_dir",
-        "out",
-    ):
+        sources.config(values)
+    for key in SETTING_KEYS:
         value = getattr(args, key, None)
         if value is not None:
             values[key] = value
+    sources.command_line(args, SETTING_KEYS)
     if args.loss_option:
         options = dict(values.get("loss_options") or {})
         for item in args.loss_option:
             key, sep, value = item.partition("=")
-            if not sep or not key:
-                raise ConfigError(f"expected KEY=VALUE, got '{item}'", field="--loss-option")
+            if not sep or not key.strip():
+                raise UsageError(f"expected KEY=VALUE, got '{item}'", field="--loss-option")
             options[key.strip()] = _parse_value(value.strip())
         values["loss_options"] = options
-    return TrainSettings.from_mapping(values, origin)
+        sources.set("loss_options", COMMAND_LINE, "--loss-option")
+    try:
+        return TrainSettings.from_mapping(values, origin), sources
+    except ConfigError as exc:
+        raise sources.blame(exc) from None
+
+
+def check_settings(settings, sources: Sources) -> None:
+    """Refute what the settings alone can refute, before train() reads a dataset or loads a model."""
+    from embtune_plugins.losses import create_strategy
+
+    check_output_dir(settings.out, sources.where("out")[1], replaces="modules.json")
+    check_output_dir(settings.checkpoints, sources.where("checkpoint_dir")[1])
+    check_plugin("loss_strategies", settings.loss, sources, "loss")
+    try:
+        create_strategy(settings.loss, matryoshka_dims=settings.matryoshka_dims,
+                        **{"seed": settings.seed, **settings.loss_options})
+    except ConfigError as exc:
+        key = "matryoshka_dims" if exc.field == "matryoshka_dims" else "loss_options"
+        raise sources.blame(exc, key) from None
+    check_model(settings.model, sources, "model")
 
 
 def run(args) -> int:
     from embtune_core.training import train
 
-    settings = settings_from_args(args)
+    settings, sources = settings_from_args(args)
+    check_settings(settings, sources)
     summary = train(settings)
     before, after = summary["metrics_before"], summary["metrics_after"]
     if not summary["saved"]:

@@ -6,12 +6,22 @@ import dataclasses
 import json
 import sys
 
-from embtune_core.adapter_training import AdapterTrainingConfig, train_adapter
+from embtune_core.commands import (
+    Sources,
+    check_encoder,
+    check_output_dir,
+    check_plugin,
+    non_negative_float,
+    non_negative_int,
+    open_fraction,
+    positive_float,
+    positive_int,
+)
 from embtune_core.config import load_config, section
-from embtune_core.dataset import load_any
-from embtune_core.embedding_cache import EmbeddingCache
-from embtune_core.encoding import encoder_from_spec
-from embtune_core.errors import ConfigError
+from embtune_core.errors import COMMAND_LINE, ConfigError, UsageError
+
+# adapter_training (and with it torch) is imported in run(): `embtune --help` and every other
+# command would otherwise pay about a second and a half for it.
 
 NAME = "train-adapter"
 HELP = "train a query adapter (linear, two-layer, plugin) on a frozen encoder; documents untouched"
@@ -50,22 +60,34 @@ _FLAG_FIELDS = ("epochs", "batch_size", "lr", "temperature", "identity_reg", "se
 def add_arguments(parser) -> None:
     parser.add_argument("--train", required=True, help="training dataset (LlamaIndex JSON, BEIR folder, pairs)")
     parser.add_argument("--val", help="validation dataset for early stopping (default: held out of --train)")
+    parser.add_argument("--index-corpus", action="append", metavar="DATASET",
+                        help="a dataset holding the chunks the adapter will search (repeatable); only their texts "
+                             "are read: LLM-free pseudo-queries made from them (inverse cloze x5 + crops x5 per "
+                             "chunk) join the training pairs. Transductive, and on new documents far stronger "
+                             "(bench/adapter_10k.py)")
     group = parser.add_mutually_exclusive_group()
     group.add_argument("--encoder", help="encoder spec, e.g. st:sentence-transformers/all-MiniLM-L6-v2 or "
                                          "openai:text-embedding-3-small@http://127.0.0.1:8000/v1")
     group.add_argument("--model", help="sentence-transformers model name or folder (same as --encoder st:MODEL)")
     parser.add_argument("--api-key-env", help="environment variable holding the API key (openai encoder)")
     parser.add_argument("--adapter", help="adapter type: linear, two-layer or a plugin's (default: linear)")
-    parser.add_argument("--hidden", type=int, help="two-layer: hidden size (default: the embedding dimension)")
+    parser.add_argument("--hidden", type=positive_int,
+                        help="two-layer: hidden size (default: the embedding dimension)")
     parser.add_argument("--activation", help="two-layer: relu, gelu, silu, tanh, sigmoid, leaky_relu")
-    parser.add_argument("--epochs", type=int, help="maximum training epochs (default 12)")
-    parser.add_argument("--batch-size", type=int, help="questions per batch, never two with one positive (default 32)")
-    parser.add_argument("--lr", type=float, help="AdamW learning rate")
-    parser.add_argument("--temperature", type=float, help="softmax temperature of the contrastive loss")
-    parser.add_argument("--identity-reg", type=float, help="weight of the penalty toward the identity map")
-    parser.add_argument("--hard-negative-weight", type=float, help="weight of the mined hard-negative term")
-    parser.add_argument("--val-fraction", type=float, help="share of source documents held out (no --val)")
-    parser.add_argument("--patience", type=int, help="epochs without validation gain before stopping")
+    parser.add_argument("--epochs", type=non_negative_int, help="maximum training epochs (default 12)")
+    parser.add_argument("--batch-size", type=positive_int,
+                        help="questions per batch, never two with one positive (default 32)")
+    parser.add_argument("--lr", type=positive_float, help="AdamW learning rate")
+    parser.add_argument("--temperature", type=positive_float,
+                        help="softmax temperature of the contrastive loss")
+    parser.add_argument("--identity-reg", type=non_negative_float,
+                        help="weight of the penalty toward the identity map")
+    parser.add_argument("--hard-negative-weight", type=non_negative_float,
+                        help="weight of the mined hard-negative term")
+    parser.add_argument("--val-fraction", type=open_fraction,
+                        help="share of source documents held out (no --val)")
+    parser.add_argument("--patience", type=non_negative_int,
+                        help="epochs without validation gain before stopping")
     parser.add_argument("--selection-metric", help="mrr@10 (default), hit_rate@1, hit_rate@5, hit_rate@10")
     parser.add_argument("--seed", type=int, help="seed for initialisation, shuffling and the split (default 42)")
     parser.add_argument("--device", help="torch device (default: cuda when available, else cpu)")
@@ -74,14 +96,23 @@ def add_arguments(parser) -> None:
     parser.add_argument("--out", required=True, help="output adapter folder (replaced atomically)")
 
 
-def build_config(args) -> AdapterTrainingConfig:
+def build_config(args):
+    """AdapterTrainingConfig from the command line over the [adapter] table, and where each setting came from."""
+    from embtune_core.adapter_training import AdapterTrainingConfig
+
     values: dict = {}
+    origin = args.config or COMMAND_LINE
+    sources = Sources(args.config, "adapter", origin=origin)
     if args.config:
         values.update(section(load_config(args.config), "adapter", args.config))
+        sources.config({key.replace("-", "_"): value for key, value in values.items()})
+        if "type" in values:
+            sources.set("adapter", args.config, "adapter.type")
     for name in _FLAG_FIELDS:
         value = getattr(args, name, None)
         if value is not None:
             values[name] = value
+    sources.command_line(args, (*_FLAG_FIELDS, "adapter"))
     if args.adapter:
         values.pop("type", None)
         values["adapter"] = args.adapter
@@ -93,23 +124,45 @@ def build_config(args) -> AdapterTrainingConfig:
     if options:
         values.pop("adapter-options", None)
         values["adapter_options"] = options
-    return AdapterTrainingConfig.from_mapping(values, args.config or "<command line>")
+    try:
+        return AdapterTrainingConfig.from_mapping(values, origin), sources
+    except ConfigError as exc:
+        raise sources.blame(exc) from None
 
 
 def run(args) -> int:
-    config = build_config(args)
+    # Everything the arguments alone can refute is refuted before a dataset or a model is read; what
+    # needs no torch first (checking the config imports adapter_training, and torch with it).
     if args.model:
-        spec = f"st:{args.model}"
+        spec, key = f"st:{args.model}", "model"
     elif args.encoder:
-        spec = args.encoder
+        spec, key = args.encoder, "encoder"
     else:
-        raise ConfigError("give --encoder SPEC or --model NAME", path="<command line>", field="encoder")
+        raise UsageError("give --encoder SPEC or --model NAME", field="--encoder")
+    check_encoder(spec, Sources().command_line(args, (key,)), key)
+    check_output_dir(args.out, "--out", replaces="adapter_config.json")
+    if args.cache_dir:
+        check_output_dir(args.cache_dir, "--cache-dir")
+    config, sources = build_config(args)
+    check_plugin("adapters", config.adapter, sources, "adapter")
+
+    from embtune_core.adapter_training import train_adapter
+    from embtune_core.dataset import load_any
+    from embtune_core.embedding_cache import EmbeddingCache
+    from embtune_core.encoding import encoder_from_spec
+
     options = {"api_key": f"env:{args.api_key_env}"} if args.api_key_env else {}
     encoder = encoder_from_spec(spec, **options)
     train = load_any(args.train)
     val = load_any(args.val) if args.val else None
+    augment = None
+    if args.index_corpus:
+        from embtune_core.pseudo_queries import index_pseudo_queries, merge
+
+        corpus = merge(*(load_any(path) for path in args.index_corpus)).corpus
+        augment = index_pseudo_queries(corpus, seed=config.seed)
     result = train_adapter(encoder, train, val, config=config, cache=EmbeddingCache(args.cache_dir),
-                           output_dir=args.out)
+                           output_dir=args.out, augment=augment)
     metric = config.selection_metric
     summary = {
         "adapter": config.adapter, "out": str(result.output_dir), "best_epoch": result.best_epoch,
