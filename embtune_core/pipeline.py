@@ -14,7 +14,9 @@ the same config skips every finished stage; a stage interrupted midway resumes f
     [split]      val_fraction (0.2), split_by ("source")
     [mine]       enabled, miner ("embedding-rank"), encoder, ... (miner options)
     [train]      enabled, model, loss, epochs, batch_size, matryoshka_dims, ... (see `embtune train`)
-    [adapter]    enabled, encoder, type ("linear"), epochs, ... (see `embtune train-adapter`)
+    [adapter]    enabled, encoder, type ("linear"), epochs, ... (see `embtune train-adapter`);
+                 index_pseudo_queries = true or { ict = 1, crop = 1 }: also train on LLM-free
+                 pseudo-queries from every chunk of the index (transductive; see pseudo_queries.py)
     [evaluate]   dims, k
     [export]     zip (true): also write the fine-tuned model as a zip archive
 """
@@ -130,6 +132,7 @@ class Pipeline:
                 from embtune_core.adapter_training import AdapterTrainingConfig
 
                 table.pop("encoder", None)
+                _index_mix(table.pop("index_pseudo_queries", False), self.config_path)
                 AdapterTrainingConfig.from_mapping(table, self.config_path)
 
     # --- stage plumbing ----------------------------------------------------------------------------
@@ -258,11 +261,12 @@ class Pipeline:
 
         return self._stage("train", {"data": upstream, "settings": table}, work)
 
-    def _adapter(self, train_path: Path, upstream: str) -> StageDir:
+    def _adapter(self, train_path: Path, val_path: Path, upstream: str) -> StageDir:
         table = dict(self.t["adapter"])
         table.pop("enabled", None)
         table.setdefault("seed", self.seed)
         encoder_spec = table.pop("encoder", self.t["train"].get("model", DEFAULT_MODEL))
+        index_mix = _index_mix(table.pop("index_pseudo_queries", False), self.config_path)
 
         def work(stage: StageDir) -> dict[str, Any]:
             from embtune_core.adapter_training import AdapterTrainingConfig, train_adapter
@@ -271,12 +275,20 @@ class Pipeline:
             config = AdapterTrainingConfig.from_mapping(table, str(self.config_path))
             # The epoch is chosen on training documents held out by source, never on the validation
             # split: that split is the final comparison, and choosing on it would flatter the adapter.
+            augment = None
+            if index_mix:
+                from embtune_core.pseudo_queries import index_pseudo_queries, merge
+
+                # The index holds every chunk, validation documents included: only their texts are read.
+                chunks = merge(QADataset.load(train_path), QADataset.load(val_path)).corpus
+                augment = index_pseudo_queries(chunks, mix=index_mix, seed=config.seed)
             result = train_adapter(encoder_from_spec(encoder_spec), QADataset.load(train_path), config=config,
-                                   output_dir=stage.path / "adapter")
+                                   output_dir=stage.path / "adapter", augment=augment)
             return {"adapter": str(stage.path / "adapter"), "encoder": encoder_spec, "best_epoch": result.best_epoch,
                     "metrics_before": result.baseline, "metrics_after": result.best}
 
-        return self._stage("adapter", {"data": upstream, "encoder": encoder_spec, "settings": table}, work)
+        return self._stage("adapter", {"data": upstream, "encoder": encoder_spec, "settings": table,
+                                       "index_pseudo_queries": index_mix}, work)
 
     def _evaluate(self, val_path: Path, systems: list[tuple[str, str]], upstream: list[str]) -> StageDir:
         options = dict(self.t["evaluate"])
@@ -336,7 +348,7 @@ class Pipeline:
             systems.append(("fine-tuned", f"model:{train_stage.outputs()['model']}"))
             keys.append(train_stage.key)
         if adapter_table and _enabled(adapter_table):
-            adapter_stage = self._adapter(train_path, upstream)
+            adapter_stage = self._adapter(train_path, val_path, upstream)
             out = adapter_stage.outputs()
             if out.get("best_epoch") == 0:
                 self.echo("  adapter: no epoch beat the base model on held-out training documents, so the "
@@ -360,3 +372,22 @@ class Pipeline:
 def run_config(path: str | Path, *, run_dir: str | Path | None = None, echo: Callable[[str], None] = print
                ) -> dict[str, Any]:
     return Pipeline(load_config(path), config_path=path, run_dir=run_dir, echo=echo).run()
+
+
+def _index_mix(value: Any, path: Path) -> dict[str, int] | None:
+    """``[adapter] index_pseudo_queries``: false (default), true (the default mix) or {generator = per chunk}."""
+    from embtune_core.pseudo_queries import DEFAULT_MIX
+
+    if value is False:
+        return None
+    if value is True:
+        return dict(DEFAULT_MIX)
+    if isinstance(value, dict) and value and all(
+            isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value.values()):
+        from embtune_core.plugins import get_registry
+
+        for name in value:
+            get_registry().get("question_generators", str(name))  # an unknown name fails now, not after training
+        return {str(k): int(v) for k, v in value.items()}
+    raise ConfigError("must be true, false or a table of question generator = questions per chunk "
+                      "(e.g. { ict = 1, crop = 1 })", path=path, field="adapter.index_pseudo_queries")

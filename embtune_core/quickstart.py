@@ -49,8 +49,11 @@ lr = 5e-5
 max_seq_length = 128
 
 [adapter]
-type = "linear"
+type = "two-layer"
 epochs = 12
+# The index's own chunks are known: one inverse-cloze and one crop pseudo-query per chunk (train and
+# val documents alike, texts only) teach the adapter the documents it will search.
+index_pseudo_queries = {{ ict = 1, crop = 1 }}
 
 [evaluate]
 dims = [384, 256, 128, 64]

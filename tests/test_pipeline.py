@@ -60,6 +60,7 @@ lr = 1e-3
 [adapter]
 type = "linear"
 epochs = 3
+index_pseudo_queries = {{ crop = 1 }}
 [evaluate]
 k = [1, 5]
 """)
@@ -138,6 +139,11 @@ def test_interrupted_run_resumes_to_the_same_result(tmp_path, tiny_model_dir):
     assert new_dataset == ref_dataset
     assert set(new_report["per_query"]) == {"base", "fine-tuned", "adapter"}
     assert new_report == ref_report
+    # The adapter also trained on one crop pseudo-query per chunk of the index (train and val chunks).
+    training = json.loads(next(resumed.glob("stages/adapter-*/adapter/adapter_config.json")).read_text())["training"]
+    chunks = sum(len(json.loads(next(resumed.glob(f"stages/split-*/{name}.json")).read_text())["corpus"])
+                 for name in ("train", "val"))
+    assert 0 < training["augment_queries"] <= chunks
 
     # The key was used (the server saw it) but no file the run wrote contains it.
     for path in list(reference.rglob("*")) + list(resumed.rglob("*")):
@@ -160,6 +166,10 @@ def test_bad_config_fails_before_creating_anything(tmp_path):
     result = subprocess.run([sys.executable, "-m", "embtune_core.cli", "run", str(config)], capture_output=True,
                             text=True, check=False)
     assert result.returncode == 3 and "train.epochs: must be a positive number" in result.stderr
+    config.write_text('[data]\ninputs = ["docs"]\n[adapter]\nindex_pseudo_queries = "yes"\n')
+    result = subprocess.run([sys.executable, "-m", "embtune_core.cli", "run", str(config)], capture_output=True,
+                            text=True, check=False)
+    assert result.returncode == 3 and "adapter.index_pseudo_queries: must be true, false or a table" in result.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.toml", "docs"]
 
 

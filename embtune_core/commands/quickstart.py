@@ -10,8 +10,8 @@ HELP = "offline demo: fine-tune MiniLM and an adapter on the Python reference, p
 DESCRIPTION = """Run the whole pipeline offline on the embedded default: the Python language reference
 that every CPython ships (pydoc_data.topics, 79 topics) as the documents, the packaged
 all-MiniLM-L6-v2 as the model, and the LLM-free inverse-cloze generator for questions. It trains a
-linear query adapter and a full fine-tune (MNRL + Matryoshka), prints the before/after table and
-writes an HTML report. Re-running resumes and reuses finished stages."""
+two-layer query adapter (with pseudo-queries from every chunk of the index) and a full fine-tune
+(MNRL + Matryoshka), prints the before/after table and writes an HTML report. Re-running resumes and reuses finished stages."""
 
 
 def add_arguments(parser) -> None:
