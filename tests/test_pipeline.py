@@ -69,7 +69,11 @@ k = [1, 5]
 
 def _start(config: Path, run_dir: Path) -> subprocess.Popen:
     env = dict(os.environ, EMBTUNE_TEST_KEY=PLANTED_KEY, PYTHONUNBUFFERED="1")
-    return subprocess.Popen([sys.executable, "-m", "embtune_core.cli", "run", str(config), "--run-dir", str(run_dir)],
+    # A shell that runs pytest in the background (`cmd &`) hands its children SIGINT ignored, and
+    # Python then never raises KeyboardInterrupt: restore it, as a terminal's Ctrl-C expects.
+    restore_sigint = ("import runpy, signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+                      "sys.argv[0] = 'embtune'; runpy.run_module('embtune_core.cli', run_name='__main__')")
+    return subprocess.Popen([sys.executable, "-c", restore_sigint, "run", str(config), "--run-dir", str(run_dir)],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
 
 
