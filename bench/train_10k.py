@@ -131,10 +131,8 @@ def _figures(before: dict, after: dict) -> dict:
 
 def _means(results: dict) -> dict:
     """hit@5, mrr@10, ndcg@10 means from one dimension's results in an `embtune evaluate` report."""
-    def mean(value):
-        return value["mean"] if isinstance(value, dict) else value
-    return {"hit@5": mean(results["hit_rate@5"]), "mrr@10": mean(results["mrr@10"]),
-            "ndcg@10": mean(results["ndcg@10"])}
+    return {"hit@5": results["hit_rate@5"]["mean"], "mrr@10": results["mrr@10"]["mean"],
+            "ndcg@10": results["ndcg@10"]["mean"]}
 
 
 if __name__ == "__main__":

@@ -275,14 +275,15 @@ class Pipeline:
             config = AdapterTrainingConfig.from_mapping(table, str(self.config_path))
             # The epoch is chosen on training documents held out by source, never on the validation
             # split: that split is the final comparison, and choosing on it would flatter the adapter.
+            train_qa = QADataset.load(train_path)
             augment = None
             if index_mix:
                 from embtune_core.pseudo_queries import index_pseudo_queries, merge
 
                 # The index holds every chunk, validation documents included: only their texts are read.
-                chunks = merge(QADataset.load(train_path), QADataset.load(val_path)).corpus
+                chunks = merge(train_qa, QADataset.load(val_path)).corpus
                 augment = index_pseudo_queries(chunks, mix=index_mix, seed=config.seed)
-            result = train_adapter(encoder_from_spec(encoder_spec), QADataset.load(train_path), config=config,
+            result = train_adapter(encoder_from_spec(encoder_spec), train_qa, config=config,
                                    output_dir=stage.path / "adapter", augment=augment)
             return {"adapter": str(stage.path / "adapter"), "encoder": encoder_spec, "best_epoch": result.best_epoch,
                     "metrics_before": result.baseline, "metrics_after": result.best}
