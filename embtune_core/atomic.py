@@ -2,6 +2,18 @@
 
 Every output embtune writes goes through here. The temporary file lives in the destination's
 directory so ``os.replace`` is a rename on one filesystem, which POSIX makes atomic.
+
+Recovery touches only what embtune made and can prove it made (a user's ``.model.old-backup``
+beside ``--out model`` is never moved or deleted):
+
+* temporaries are named ``.NAME.embtune-HOST-PID-RANDOM.tmp``; one left by a writer that died (its
+  pid no longer runs on this host) is removed by the next write of the same NAME;
+* replacing a directory takes two renames (old aside, new in), announced first by a journal
+  ``.NAME.embtune-swap.json`` naming the two folders. A kill between them is undone by
+  :func:`recover_directory`, which acts only on the folders a journal names.
+
+Outputs follow the process umask (0644/0755 under the usual 022), also the files that libraries
+write inside a staging folder, so a container running as another user can read a model.
 """
 
 from __future__ import annotations
@@ -9,11 +21,15 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import secrets
 import shutil
+import socket
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+HOST = socket.gethostname()
 
 
 def _current_umask() -> int:
@@ -38,13 +54,58 @@ def _fsync_dir(directory: Path) -> None:
             os.close(fd)
 
 
+def _temp_prefix(name: str) -> str:
+    return f".{name}.embtune-{HOST}-{os.getpid()}-"
+
+
+def _writer_is_dead(entry: Path, name: str) -> bool:
+    """True when ``entry`` is a temporary of NAME whose writer ran on this host and has exited."""
+    stem = entry.name[len(f".{name}.embtune-"):]
+    if not entry.name.endswith(".tmp") or not stem.startswith(f"{HOST}-"):
+        return False
+    pid_text = stem[len(HOST) + 1:].split("-", 1)[0]
+    if not pid_text.isdigit():
+        return False
+    pid = int(pid_text)
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except OSError:  # exists, owned by someone else
+        return False
+    return False
+
+
+def remove_leftovers(path: str | Path) -> list[Path]:
+    """Delete temporaries of ``path`` left by embtune writers that died; returns what was removed."""
+    path = Path(path)
+    removed = []
+    if not path.parent.is_dir():
+        return removed
+    for entry in path.parent.glob(f".{glob_escape(path.name)}.embtune-*.tmp"):
+        if _writer_is_dead(entry, path.name):
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry, ignore_errors=True)
+            else:
+                with contextlib.suppress(FileNotFoundError):
+                    entry.unlink()
+            removed.append(entry)
+    return removed
+
+
+def glob_escape(name: str) -> str:
+    return "".join(f"[{c}]" if c in "*?[" else c for c in name)
+
+
 @contextlib.contextmanager
 def atomic_open(path: str | Path, mode: str = "w", encoding: str | None = "utf-8") -> Iterator[Any]:
     """Open a temporary sibling of ``path`` for writing; rename it over ``path`` on success."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     binary = "b" in mode
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(path.name), suffix=".tmp", dir=path.parent)
     try:
         os.chmod(tmp, FILE_MODE)
         with os.fdopen(fd, mode, encoding=None if binary else encoding) as handle:
@@ -57,6 +118,7 @@ def atomic_open(path: str | Path, mode: str = "w", encoding: str | None = "utf-8
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+    remove_leftovers(path)
 
 
 def write_text(path: str | Path, text: str) -> None:
@@ -75,20 +137,42 @@ def write_json(path: str | Path, obj: Any, *, indent: int | None = 2) -> None:
         handle.write("\n")
 
 
-def recover_directory(path: str | Path) -> None:
-    """Undo a directory swap that a kill interrupted between its two renames.
+def _journal(path: Path) -> Path:
+    return path.with_name(f".{path.name}.embtune-swap.json")
 
-    Replacing a directory takes two renames (old aside, new in); a process killed between them
-    leaves only ``.NAME.old-PID``. Put it back, so readers see the old directory.
+
+def recover_directory(path: str | Path) -> None:
+    """Undo a directory swap that a kill interrupted between its two renames, and clear what it left.
+
+    Only the folder a swap journal names is touched: put back when ``path`` is missing, deleted
+    when ``path`` is there (the swap finished). Temporaries of dead writers are removed too.
     """
     path = Path(path)
-    if path.exists():
-        for stale in path.parent.glob(f".{path.name}.old-*"):
-            shutil.rmtree(stale, ignore_errors=True)
-        return
-    olds = sorted(path.parent.glob(f".{path.name}.old-*"), key=lambda p: p.stat().st_mtime)
-    if olds:
-        os.replace(olds[-1], path)
+    journal = _journal(path)
+    if journal.is_file():
+        try:
+            old = path.with_name(json.loads(journal.read_text(encoding="utf-8"))["old"])
+        except (OSError, ValueError, KeyError, TypeError):
+            old = None
+        if old is not None and old.parent == path.parent and old.name.startswith(f".{path.name}.old-embtune-"):
+            if not path.exists() and old.is_dir():
+                os.replace(old, path)
+            elif old.exists():
+                shutil.rmtree(old, ignore_errors=True)
+        with contextlib.suppress(FileNotFoundError):
+            journal.unlink()
+    remove_leftovers(path)
+
+
+def _follow_umask(folder: Path) -> None:
+    """Files and folders a library wrote inside ``folder`` get the umask's permissions (some write 0600)."""
+    for root, dirs, files in os.walk(folder):
+        for name in dirs:
+            os.chmod(Path(root) / name, DIR_MODE)
+        for name in files:
+            entry = Path(root) / name
+            if not entry.is_symlink():
+                os.chmod(entry, FILE_MODE)
 
 
 @contextlib.contextmanager
@@ -100,18 +184,22 @@ def atomic_directory(path: str | Path) -> Iterator[Path]:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     recover_directory(path)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=_temp_prefix(path.name), suffix=".tmp", dir=path.parent))
     try:
         os.chmod(tmp, DIR_MODE)
         yield tmp
+        _follow_umask(tmp)
         old = None
         if path.exists():
-            old = path.with_name(f".{path.name}.old-{os.getpid()}")
+            old = path.with_name(f".{path.name}.old-embtune-{HOST}-{os.getpid()}-{secrets.token_hex(4)}")
+            write_json(_journal(path), {"old": old.name, "new": path.name, "pid": os.getpid(), "host": HOST})
             os.replace(path, old)
         os.replace(tmp, path)
         _fsync_dir(path.parent)
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
+            with contextlib.suppress(FileNotFoundError):
+                _journal(path).unlink()
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -3,18 +3,44 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import logging
 import re
 import sys
 
-from embtune_core import __version__
+from embtune_core import __version__, interrupts
 from embtune_core.commands import COMMAND_MODULES
-from embtune_core.errors import EXIT_INTERRUPTED, EXIT_UNEXPECTED, EXIT_USAGE, EmbtuneError, UsageError
+from embtune_core.errors import (
+    EXIT_BAD_INPUT,
+    EXIT_INTERRUPTED,
+    EXIT_TERMINATED,
+    EXIT_UNEXPECTED,
+    EXIT_USAGE,
+    EmbtuneError,
+    UsageError,
+)
 
-EPILOG = """exit codes: 0 ok, 1 unexpected error, 2 bad command line, 3 bad input file or config,
-4 plugin conflict or unknown plugin, 5 external service failed after retries,
-130 interrupted (re-run the same command to resume)"""
+EPILOG = """exit codes: 0 ok, 1 unexpected error, 2 bad command line, 3 bad input file or config (or an
+output that cannot be written: disk full, read-only), 4 plugin conflict or unknown plugin, 5 external
+service failed after retries, 130 interrupted by Ctrl-C and 143 by SIGTERM (re-run the same command
+to resume)"""
+
+
+_DISK_ERRNOS = {errno.ENOSPC: "no space left on device", errno.EROFS: "read-only file system",
+                errno.EDQUOT: "disk quota exceeded", errno.EACCES: "permission denied"}
+
+
+def disk_problem(exc: BaseException) -> tuple[str, str] | None:
+    """(path, problem) when ``exc`` is a failed write to disk (ENOSPC, EROFS, quota, permission), as
+    raised by Python, by torch's zip writer or by safetensors; None otherwise."""
+    if isinstance(exc, OSError) and exc.errno in _DISK_ERRNOS:
+        return str(exc.filename or "the output"), _DISK_ERRNOS[exc.errno]
+    text = str(exc)
+    if "No space left on device" in text or "os error 28" in text or (
+            "inline_container" in text and "write" in text.lower()):
+        return "the output", "no space left on device (a write failed)"
+    return None
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -54,6 +80,10 @@ def main(argv: list[str] | None = None) -> int:
         return exc.code if isinstance(exc.code, int) else EXIT_USAGE
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s")
+    from embtune_core.secrets_scrub import install_log_filter, scrub
+
+    install_log_filter()
+    interrupts.install()
     if not getattr(args, "_run", None):
         parser.print_help()
         return 2
@@ -62,13 +92,21 @@ def main(argv: list[str] | None = None) -> int:
     except EmbtuneError as exc:
         print(f"embtune: error: {exc}", file=sys.stderr)
         return exc.exit_code
-    except KeyboardInterrupt:
-        print("embtune: interrupted; re-run the same command to resume", file=sys.stderr)
-        return EXIT_INTERRUPTED
+    except KeyboardInterrupt as exc:
+        terminated = isinstance(exc, interrupts.Terminated) or interrupts.requested() == "SIGTERM"
+        signal_name = "SIGTERM" if terminated else "Ctrl-C"
+        print(f"embtune: interrupted ({signal_name}); what finished is kept; re-run the same command to resume",
+              file=sys.stderr)
+        return EXIT_TERMINATED if terminated else EXIT_INTERRUPTED
     except Exception as exc:
+        disk = disk_problem(exc)
+        if disk is not None:
+            print(f"embtune: error: {scrub(disk[0])}: cannot write: {disk[1]} (free space or choose another "
+                  "output folder; finished work is kept)", file=sys.stderr)
+            return EXIT_BAD_INPUT
         if args.verbose:
             raise
-        print(f"embtune: unexpected error: {type(exc).__name__}: {' '.join(str(exc).split())} "
+        print(f"embtune: unexpected error: {type(exc).__name__}: {scrub(' '.join(str(exc).split()))} "
               "(re-run with -v for the traceback)", file=sys.stderr)
         return EXIT_UNEXPECTED
 

@@ -74,4 +74,8 @@ def secret(value: Any, *, default_env: str | None = None, path: str | Path = "<c
     else:
         raise ConfigError("API keys may not be written in config; use \"env:VARIABLE_NAME\"", path=path,
                           field=field)
-    return os.environ.get(env_name) if env_name else None
+    value = os.environ.get(env_name) if env_name else None
+    from embtune_core.secrets_scrub import register
+
+    register(value)  # never printed nor written, whatever its variable is called
+    return value

@@ -17,6 +17,7 @@ EXIT_BAD_INPUT = 3  # a file, config field or dataset is invalid
 EXIT_PLUGIN = 4  # plugin conflict or unknown implementation
 EXIT_SERVICE = 5  # an external service (LLM, embeddings API) failed after retries
 EXIT_INTERRUPTED = 130  # SIGINT; the run can be resumed
+EXIT_TERMINATED = 143  # SIGTERM (docker stop, Kubernetes); the run can be resumed
 
 COMMAND_LINE = "<command line>"  # the "file" an error names when the bad value was typed as an option
 
@@ -27,13 +28,17 @@ class EmbtuneError(Exception):
     exit_code = EXIT_UNEXPECTED
 
     def __init__(self, problem: str, *, path: str | Path | None = None, field: str | None = None):
-        self.problem = one_line(" ".join(str(problem).split()))  # one line, whatever the cause said
+        from embtune_core.secrets_scrub import scrub
+
+        self.problem = scrub(one_line(" ".join(str(problem).split())))  # one line, no secret, whatever the cause said
         self.path = str(path) if path is not None else None
         self.field = field
         super().__init__(self.__str__())
 
     def __str__(self) -> str:
-        parts = [one_line(p) for p in (self.path, self.field) if p]
+        from embtune_core.secrets_scrub import scrub
+
+        parts = [scrub(one_line(p)) for p in (self.path, self.field) if p]
         return ": ".join([*parts, self.problem])
 
 

@@ -76,18 +76,38 @@ def collect_files(paths: str | Path | Iterable[str | Path], registry: Registry |
     return unique
 
 
+def source_names(paths: str | Path | Iterable[str | Path], files: list[Path]) -> dict[Path, str]:
+    """Each file's name relative to the inputs as given: ``FOLDER/sub/file.pdf`` for a file found in a
+    folder input, ``file.pdf`` for a file given itself. Chunk ids, splits and stage keys use these,
+    never absolute paths, so the same documents give the same run from any location."""
+    if isinstance(paths, (str, Path)):
+        paths = [paths]
+    folders = [Path(p) for p in paths if Path(p).is_dir()]
+    names: dict[Path, str] = {}
+    for file in files:
+        folder = next((f for f in folders if f in file.parents), None)
+        names[file] = f"{folder.resolve().name}/{file.relative_to(folder).as_posix()}" if folder else file.name
+    return names
+
+
 def load_documents(paths_or_folder: str | Path | Iterable[str | Path], *, skip_bad: bool = False,
                    registry: Registry | None = None, **loader_options) -> tuple[list[Document],
                                                                                 list[tuple[str, str]]]:
     """Load every file; returns ``(documents, skipped)`` with ``skipped`` as ``[(path, reason)]``."""
     registry = registry or get_registry()
     files = collect_files(paths_or_folder, registry)
+    names = source_names(paths_or_folder, files)
     documents: list[Document] = []
     skipped: list[tuple[str, str]] = []
     for path in progress(files, desc="loading", unit="file"):
         loader = registry.get("loaders", path.suffix.lower()).factory
         try:
-            documents.extend(loader(path, **loader_options))
+            for document in loader(path, **loader_options):
+                source = document.source
+                # "file.jsonl:12" for a line of a JSON Lines file: keep the suffix on the name.
+                suffix = source[len(str(path)):] if source.startswith(str(path)) else ""
+                document.metadata.setdefault("source_name", names[path] + suffix)
+                documents.append(document)
         except InputError as exc:
             if not skip_bad:
                 raise

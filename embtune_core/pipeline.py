@@ -146,7 +146,8 @@ class Pipeline:
             started = time.time()
             outputs = work(stage)
             stage.finish(outputs, round(time.time() - started, 2))
-        self.manifest["stages"][name] = {"key": stage.key, "dir": str(stage.path), **stage.outputs()}
+        self.manifest["stages"][name] = {"key": stage.key, "dir": stage.path.relative_to(self.root.root).as_posix(),
+                                         **stage.outputs()}
         self.root.write_manifest(self.manifest)
         return stage
 
@@ -171,7 +172,8 @@ class Pipeline:
             return {"documents": len(documents), "chunks": len(chunks), "skipped": skipped}
 
         return self._stage("chunk", {"inputs": inputs, "skip_bad": data.get("skip_bad", False),
-                                     "chunker": name, "options": options}, work)
+                                     "chunker": name, "options": options,
+                                     "model_content": _model_content(options.get("model"))}, work)
 
     def _generate(self, chunk_stage: StageDir) -> StageDir:
         options = dict(self.t["generate"])
@@ -188,7 +190,8 @@ class Pipeline:
                     "usage": getattr(generator, "usage", None)}
 
         # The key holds the generator settings but not secrets: api keys come from the environment.
-        return self._stage("generate", {"chunks": chunk_stage.key, "generator": name, "options": options}, work)
+        return self._stage("generate", {"chunks": chunk_stage.key, "generator": name, "options": options,
+                                        "files": _file_contents(options, self._path)}, work)
 
     def _split(self, generate_stage: StageDir) -> StageDir:
         options = dict(self.t["split"])
@@ -202,7 +205,7 @@ class Pipeline:
             if val_sources:
                 train, val = split_by_named_sources(dataset, set(val_sources))
             else:
-                train, val = split_by_source(dataset, **options)
+                train, val = split_by_source(dataset, **_split_options(options))
             write_split(train, val, stage.path / "train.json", stage.path / "val.json")
             return {"train_queries": len(train.queries), "val_queries": len(val.queries),
                     "train_corpus": len(train.corpus), "val_corpus": len(val.corpus)}
@@ -220,7 +223,7 @@ class Pipeline:
             if "val" in data:
                 val = load_any(self._path(data["val"]), split=data.get("val_split", "test"))
             else:
-                train, val = split_by_source(train, seed=self.seed, **self.t["split"])
+                train, val = split_by_source(train, **_split_options({"seed": self.seed, **self.t["split"]}))
             write_split(train, val, stage.path / "train.json", stage.path / "val.json")
             return {"train_queries": len(train.queries), "val_queries": len(val.queries),
                     "train_corpus": len(train.corpus), "val_corpus": len(val.corpus)}
@@ -242,7 +245,7 @@ class Pipeline:
             return {"report": getattr(miner, "last_report", {})}
 
         return self._stage("mine", {"split": split_stage.key, "miner": name, "encoder": encoder_spec,
-                                    "options": options}, work)
+                                    "encoder_content": _model_content(encoder_spec), "options": options}, work)
 
     def _train(self, train_path: Path, val_path: Path, upstream: str) -> StageDir:
         table = dict(self.t["train"])
@@ -259,7 +262,8 @@ class Pipeline:
             return {"model": str(stage.path / "model"), "metrics_before": summary.get("metrics_before"),
                     "metrics_after": summary.get("metrics_after"), "train_seconds": summary.get("train_seconds")}
 
-        return self._stage("train", {"data": upstream, "settings": table}, work)
+        return self._stage("train", {"data": upstream, "settings": table,
+                                     "model_content": _model_content(table.get("model", DEFAULT_MODEL))}, work)
 
     def _adapter(self, train_path: Path, val_path: Path, upstream: str) -> StageDir:
         table = dict(self.t["adapter"])
@@ -289,6 +293,7 @@ class Pipeline:
                     "metrics_before": result.baseline, "metrics_after": result.best}
 
         return self._stage("adapter", {"data": upstream, "encoder": encoder_spec, "settings": table,
+                                       "encoder_content": _model_content(encoder_spec),
                                        "index_pseudo_queries": index_mix}, work)
 
     def _evaluate(self, val_path: Path, systems: list[tuple[str, str]], upstream: list[str]) -> StageDir:
@@ -308,7 +313,12 @@ class Pipeline:
             atomic.write_text(stage.path / "table.txt", report_compact(data) + "\n")
             return {"report": str(stage.path / "report.html"), "table": str(stage.path / "table.txt")}
 
-        return self._stage("evaluate", {"upstream": upstream, "systems": systems, "options": options}, work)
+        # Systems inside the run folder are named by the upstream stage keys, not by their paths.
+        run_root = str(self.root.root)
+        named = [(name, spec.replace(run_root, "<run>")) for name, spec in systems]
+        return self._stage("evaluate", {"upstream": upstream, "systems": named, "options": options,
+                                        "base_content": _model_content(self.t["train"].get("model", DEFAULT_MODEL))},
+                           work)
 
     def _export(self, train_stage: StageDir) -> StageDir:
         def work(stage: StageDir) -> dict[str, Any]:
@@ -320,6 +330,13 @@ class Pipeline:
 
     # --- the whole run -----------------------------------------------------------------------------
     def run(self) -> dict[str, Any]:
+        """Run every stage (finished ones are reused), holding the run folder's lock throughout."""
+        from embtune_core.locking import hold
+
+        with hold(self.root.root / ".embtune.lock", subject=self.root.root, what="run folder"):
+            return self._run()
+
+    def _run(self) -> dict[str, Any]:
         data = self.t["data"]
         if "inputs" in data:
             raw = data["inputs"]
@@ -373,6 +390,37 @@ class Pipeline:
 def run_config(path: str | Path, *, run_dir: str | Path | None = None, echo: Callable[[str], None] = print
                ) -> dict[str, Any]:
     return Pipeline(load_config(path), config_path=path, run_dir=run_dir, echo=echo).run()
+
+
+def _split_options(table: dict[str, Any]) -> dict[str, Any]:
+    """``[split]`` as split_by_source's arguments: the documented key ``split_by`` is its ``by``."""
+    options = dict(table)
+    if "split_by" in options:
+        options["by"] = options.pop("split_by")
+    return options
+
+
+def _model_content(spec: Any) -> str | None:
+    """What a model name, folder or encoder spec stands for in a stage key: a local model's file
+    fingerprint (replacing the folder's content changes every key that reads it), else the spec."""
+    if not spec:
+        return None
+    from embtune_core.encoding import parse_encoder_spec
+    from embtune_core.fingerprint import content_key
+
+    name, options = parse_encoder_spec(str(spec))
+    return content_key(options["model"]) if name == "sentence-transformers" else str(spec)
+
+
+def _file_contents(options: dict[str, Any], resolve_path: Callable[[str], Path]) -> dict[str, str]:
+    """sha256 of every file an option names (``prompt_file``...), so editing one re-runs its stage."""
+    from embtune_core.rundir import file_hash
+
+    found = {}
+    for key, value in options.items():
+        if key.endswith("_file") and isinstance(value, str) and resolve_path(value).is_file():
+            found[key] = file_hash(resolve_path(value))
+    return found
 
 
 def _index_mix(value: Any, path: Path) -> dict[str, int] | None:

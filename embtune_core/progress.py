@@ -15,6 +15,23 @@ def enabled() -> bool:
     return os.environ.get("EMBTUNE_NO_PROGRESS", "") in ("", "0")
 
 
+class _Bar(tqdm):
+    """tqdm that, at each item, raises a pending Ctrl-C/SIGTERM (see :mod:`embtune_core.interrupts`)."""
+
+    def __iter__(self):
+        from embtune_core.interrupts import check
+
+        for item in super().__iter__():
+            check()
+            yield item
+
+    def update(self, n=1):
+        from embtune_core.interrupts import check
+
+        check()
+        return super().update(n)
+
+
 def progress(iterable: Iterable[T] | None = None, *, desc: str = "", total: int | None = None,
              unit: str = "it") -> tqdm:
-    return tqdm(iterable, desc=desc, total=total, unit=unit, disable=not enabled(), dynamic_ncols=True)
+    return _Bar(iterable, desc=desc, total=total, unit=unit, disable=not enabled(), dynamic_ncols=True)

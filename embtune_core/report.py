@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from embtune_core import atomic
+from embtune_core.secrets_scrub import scrub
 
 REPORT_FORMAT = "embtune-evaluation"
 REPORT_VERSION = 1
@@ -57,8 +58,8 @@ def report_json(evaluation) -> dict[str, Any]:
         summary = evaluation.summary.get(system.name, {})
         systems.append({
             "name": system.name,
-            "spec": system.spec,
-            "identity": system.identity,
+            "spec": scrub(system.spec),
+            "identity": scrub(system.identity),
             "dimension": system.dimension,
             "dims": sorted(system.dims, reverse=True),
             "seconds": {k: round(v, 4) for k, v in system.seconds.items()},

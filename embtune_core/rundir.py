@@ -38,11 +38,17 @@ def file_hash(path: Path) -> str:
 
 
 def inputs_hash(paths: list[Path]) -> dict[str, str]:
-    """``{path: sha256}`` for every file under ``paths`` (folders walked, sorted)."""
-    files: list[Path] = []
+    """``{name: sha256}`` for every file under ``paths`` (folders walked, sorted), each named relative to
+    the input it came from (``FOLDER/sub/file``, or the file's own name): content and names, never the
+    absolute location, so a copied or moved project keeps its stage keys."""
+    named: dict[str, str] = {}
     for path in paths:
-        files.extend(sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path])
-    return {str(f): file_hash(f) for f in files if f.exists()}
+        if path.is_dir():
+            for f in sorted(p for p in path.rglob("*") if p.is_file()):
+                named[f"{path.resolve().name}/{f.relative_to(path).as_posix()}"] = file_hash(f)
+        elif path.exists():
+            named[path.name] = file_hash(path)
+    return named
 
 
 def package_versions() -> dict[str, str]:
@@ -57,6 +63,7 @@ def package_versions() -> dict[str, str]:
 
 class StageDir:
     def __init__(self, root: Path, name: str, key: str):
+        self.root = root
         self.name, self.key = name, key
         self.path = root / "stages" / f"{name}-{key[:12]}"
         self.work = self.path / "work"
@@ -66,14 +73,30 @@ class StageDir:
         return (self.path / "_done.json").is_file()
 
     def outputs(self) -> dict[str, Any]:
-        return json.loads((self.path / "_done.json").read_text())["outputs"]
+        """The stage's outputs; paths inside the run folder come back absolute for this location."""
+        done = json.loads((self.path / "_done.json").read_text())
+        outputs = done["outputs"]
+        for key in done.get("relative_to_run", []):
+            outputs[key] = str(self.root / outputs[key])
+        return outputs
 
     def start(self) -> None:
         self.work.mkdir(parents=True, exist_ok=True)
 
     def finish(self, outputs: dict[str, Any], seconds: float) -> None:
+        """Mark the stage done. Paths inside the run folder are stored relative to it, so a copied or
+        moved run folder reads its own files, never the original location's."""
+        stored, relative = dict(outputs), []
+        root = self.root.resolve()
+        for key, value in outputs.items():
+            if isinstance(value, str) and Path(value).is_absolute():
+                try:
+                    stored[key] = Path(value).resolve().relative_to(root).as_posix()
+                    relative.append(key)
+                except ValueError:
+                    pass
         atomic.write_json(self.path / "_done.json", {"stage": self.name, "key": self.key, "seconds": seconds,
-                                                    "outputs": outputs})
+                                                    "outputs": stored, "relative_to_run": relative})
 
 
 class RunDir:

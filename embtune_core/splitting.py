@@ -34,11 +34,13 @@ GROUP_BY = ("source", "page", "chunk")
 def group_of(dataset: QADataset, corpus_id: str, by: str = "source") -> str:
     """The split group of a corpus entry; entries without metadata are their own group."""
     meta = dataset.corpus_metadata.get(corpus_id) or {}
-    if by == "chunk" or not meta.get("source"):
+    # source_name (the file as named relative to the inputs) keeps the split the same from any folder.
+    source = meta.get("source_name") or meta.get("source")
+    if by == "chunk" or not source:
         return f"chunk:{meta.get('chunk_id', corpus_id)}"
     if by == "page":
-        return f"{meta['source']}#{meta.get('page', '')}"
-    return str(meta["source"])
+        return f"{source}#{meta.get('page', '')}"
+    return str(source)
 
 
 class _UnionFind:

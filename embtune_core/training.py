@@ -25,6 +25,7 @@ Usage::
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -36,7 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from embtune_core import atomic
+from embtune_core import atomic, interrupts
 from embtune_core.errors import ConfigError
 from embtune_core.models import DEFAULT_MODEL
 
@@ -268,17 +269,90 @@ def headline(metrics: dict[str, float], primary: str | None = None) -> dict[str,
 
 
 # --- checkpoints and logs ------------------------------------------------------------------------
+COMPLETE = "embtune_complete.json"
+RUN_FINGERPRINT = "run_fingerprint.txt"  # in the checkpoint folder: which settings and data made it
+
+
+def run_fingerprint(settings: TrainSettings) -> str:
+    """A hash of every setting (``resume`` aside) and of the training and validation data's content:
+    re-running the same command after an interruption resumes only when this is unchanged."""
+    from embtune_core.rundir import inputs_hash, stable_hash
+
+    values = {k: v for k, v in dataclasses.asdict(settings).items() if k != "resume"}
+    data = inputs_hash([Path(p) for p in (settings.train, settings.val) if p and Path(p).exists()])
+    return stable_hash({"settings": values, "data": data})  # written into a checkpoint after the trainer has saved all of it
+
+
 def latest_checkpoint(folder: str | Path) -> str | None:
-    """The newest complete ``checkpoint-N`` in ``folder`` (one with trainer_state.json, written last)."""
+    """The newest complete ``checkpoint-N`` in ``folder``.
+
+    A checkpoint counts only when :func:`checkpoint_problem` finds nothing wrong with it. A newer one
+    that is torn (killed mid-save, disk full) is moved aside to ``.incomplete-checkpoint-N`` (never
+    deleted) and the previous complete one is used, with one line saying so.
+    """
     folder = Path(folder)
     if not folder.is_dir():
         return None
     found = []
     for child in folder.iterdir():
         match = re.fullmatch(r"checkpoint-(\d+)", child.name)
-        if match and child.is_dir() and (child / "trainer_state.json").is_file():
+        if match and child.is_dir():
             found.append((int(match.group(1)), child))
-    return str(max(found)[1]) if found else None
+    for _, child in sorted(found, reverse=True):
+        problem = checkpoint_problem(child)
+        if problem is None:
+            return str(child)
+        aside = child.with_name(f".incomplete-{child.name}-{int(time.time())}")
+        os.replace(child, aside)
+        log.warning("%s is incomplete (%s); moved aside to %s, resuming from an earlier checkpoint", child,
+                    problem, aside.name)
+    return None
+
+
+def checkpoint_problem(folder: Path) -> str | None:
+    """Why a checkpoint folder cannot be resumed from, or None: trainer_state.json must parse, every
+    safetensors file must be as long as its header says, every ``.pt``/``.pth`` must be a whole zip
+    (torch's format), and embtune's completion marker must be there (older checkpoints without it
+    are accepted when everything else checks out)."""
+    import zipfile
+
+    state = folder / "trainer_state.json"
+    try:
+        json.loads(state.read_text(encoding="utf-8"))["global_step"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        return f"trainer_state.json: {type(exc).__name__}"
+    for path in sorted(folder.rglob("*.safetensors")):
+        problem = _safetensors_problem(path)
+        if problem:
+            return f"{path.relative_to(folder)}: {problem}"
+    for path in sorted([*folder.glob("*.pt"), *folder.glob("*.pth")]):
+        try:
+            with zipfile.ZipFile(path) as archive:
+                archive.namelist()
+        except (OSError, zipfile.BadZipFile) as exc:
+            return f"{path.name}: {exc}"
+    marker = folder / COMPLETE
+    if marker.exists():
+        try:
+            json.loads(marker.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return f"{COMPLETE}: torn"
+    return None
+
+
+def _safetensors_problem(path: Path) -> str | None:
+    """The safetensors layout: 8-byte header length, JSON header, then the tensors' bytes."""
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as handle:
+            n = int.from_bytes(handle.read(8), "little")
+            if n <= 0 or 8 + n > size:
+                return "truncated header"
+            header = json.loads(handle.read(n))
+        end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
+    except (OSError, ValueError, KeyError, TypeError, IndexError):
+        return "unreadable header"
+    return None if 8 + n + end == size else f"{size} bytes, header says {8 + n + end}"
 
 
 def _append_jsonl(path: Path, record: dict[str, Any]) -> None:
@@ -306,6 +380,15 @@ def _callbacks(work_dir: Path, history: list[dict[str, Any]]):
             if state.is_world_process_zero:
                 _append_jsonl(work_dir / LOSS_LOG, record)
 
+    class MarkComplete(TrainerCallback):
+        """After the trainer has written a checkpoint, mark it complete (see checkpoint_problem)."""
+
+        def on_save(self, args, state, control, **kwargs):
+            if state.is_world_process_zero:
+                folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+                if folder.is_dir():
+                    atomic.write_json(folder / COMPLETE, {"global_step": state.global_step})
+
     class RankReport(TrainerCallback):
         """Counts the optimisation steps each rank takes, so a DDP run shows every rank trained."""
 
@@ -314,8 +397,9 @@ def _callbacks(work_dir: Path, history: list[dict[str, Any]]):
 
         def on_step_end(self, args, state, control, **kwargs):
             self.steps += 1
+            interrupts.check()  # a Ctrl-C/SIGTERM lost inside a __del__ still stops the run here
 
-    return LossLog(), RankReport()
+    return LossLog(), RankReport(), MarkComplete()
 
 
 def _rank() -> tuple[int, int]:
@@ -352,10 +436,16 @@ def train(settings: TrainSettings) -> dict[str, Any]:
 
     settings.validate()
     rank, world_size = _rank()
+    fingerprint = run_fingerprint(settings)
+    recorded = settings.checkpoints / RUN_FINGERPRINT
     if not settings.resume and any(settings.checkpoints.glob("checkpoint-*")):
-        raise ConfigError(f"{settings.checkpoints} holds checkpoints of an earlier run; pass --resume "
-                          "to continue it, or remove that folder (or give another --checkpoint-dir) to "
-                          "start afresh", field="train.resume")
+        same = recorded.is_file() and recorded.read_text(encoding="utf-8").strip() == fingerprint
+        if not same:
+            raise ConfigError(f"{settings.checkpoints} holds checkpoints of an earlier run with other settings or "
+                              "data; pass --resume to continue it anyway, or remove that folder (or give another "
+                              "--checkpoint-dir) to start afresh", field="train.resume")
+        log.info("resuming the interrupted run in %s (same settings and data)", settings.checkpoints)
+        settings = dataclasses.replace(settings, resume=True)
     strategy = create_strategy(
         settings.loss,
         matryoshka_dims=settings.matryoshka_dims,
@@ -445,20 +535,22 @@ def train(settings: TrainSettings) -> dict[str, Any]:
         **_precision(settings.precision),
     )
     history: list[dict[str, Any]] = []
-    loss_log, rank_report = _callbacks(work_dir, history)
+    loss_log, rank_report, mark_complete = _callbacks(work_dir, history)
     trainer = SentenceTransformerTrainer(
         model=model,
         args=args,
         train_dataset=train_rows,
         loss=loss,
         evaluator=evaluator,
-        callbacks=[loss_log, rank_report],
+        callbacks=[loss_log, rank_report, mark_complete],
     )
     from transformers.trainer_callback import PrinterCallback
 
     # Without progress bars the trainer prints every log dict to stdout; loss_log.jsonl keeps them.
     trainer.remove_callback(PrinterCallback)
 
+    if rank == 0:  # recorded only now: a run refused for its data leaves no folder behind
+        atomic.write_text(recorded, fingerprint + "\n")
     checkpoint = latest_checkpoint(work_dir) if settings.resume else None
     if settings.resume and checkpoint is None:
         log.info("no checkpoint in %s yet; starting from the beginning", work_dir)
@@ -571,10 +663,35 @@ def _baseline(trainer, work_dir: Path, settings: TrainSettings, rank: int) -> di
         saved = json.loads(path.read_text(encoding="utf-8"))
         if {k: saved.get(k) for k in identity} == identity:
             return saved["metrics"]
-    metrics = _evaluate(trainer)
+    with preserved_random_state():  # evaluated on some runs only: it must not shift what training draws
+        metrics = _evaluate(trainer)
     if rank == 0:
         atomic.write_json(path, {**identity, "metrics": metrics})
     return metrics
+
+
+@contextlib.contextmanager
+def preserved_random_state():
+    """Run the block, then put Python's, NumPy's and torch's (CPU and CUDA) random states back.
+
+    Work that runs only on some paths (the baseline evaluation runs unless a resumed run finds its
+    file) must not change what the rest of the run computes: same seed, same weights, bit for bit.
+    """
+    import random
+
+    import numpy as np
+    import torch
+
+    states = (random.getstate(), np.random.get_state(), torch.get_rng_state(),
+              torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None)
+    try:
+        yield
+    finally:
+        random.setstate(states[0])
+        np.random.set_state(states[1])
+        torch.set_rng_state(states[2])
+        if states[3] is not None:
+            torch.cuda.set_rng_state_all(states[3])
 
 
 # --- output --------------------------------------------------------------------------------------

@@ -17,8 +17,9 @@ SentenceSplitter does the same).
   finally single characters, as LangChain's RecursiveCharacterTextSplitter does; measured in
   characters.
 
-Chunk ids are :func:`~embtune_core.documents.stable_id` of (source, page and start offset, text):
-re-running on the same documents gives the same ids.
+Chunk ids are :func:`~embtune_core.documents.stable_id` of (source name, page and start offset, text):
+re-running on the same documents gives the same ids, from whichever folder they are read (the
+``source_name`` that :func:`~embtune_core.loading.load_documents` sets is relative to the inputs).
 
 Example::
 
@@ -139,7 +140,9 @@ def chunks_from_spans(document: Document, spans: list[tuple[int, int]], chunker:
         text = document.text[start:end]
         metadata = {**document.metadata, "chunk_index": len(out), "start_char_idx": start,
                     "end_char_idx": end, "chunker": chunker}
-        out.append(Chunk(stable_id(document.source, f"{page}:{start}", text), text, metadata))
+        # source_name (relative to the inputs) keeps ids, and so the questions, the same from any folder.
+        source = document.metadata.get("source_name") or document.source
+        out.append(Chunk(stable_id(source, f"{page}:{start}", text), text, metadata))
     return out
 
 

@@ -40,7 +40,6 @@ import random
 import time
 from concurrent.futures import ThreadPoolExecutor
 from email.utils import parsedate_to_datetime
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -49,48 +48,12 @@ from embtune_core import hookimpl
 from embtune_core.config import secret
 from embtune_core.encoding import Encoder
 from embtune_core.errors import InputError, ServiceError
+from embtune_core.fingerprint import directory_fingerprint
 
 log = logging.getLogger(__name__)
 
 
 # --- sentence-transformers -------------------------------------------------------------------------
-_SAMPLE_BLOCK = 1 << 16
-_FULL_HASH_LIMIT = 8 << 20
-_fingerprints: dict[tuple, str] = {}
-
-
-def _file_digest(path: Path, size: int) -> bytes:
-    """Content hash of one file; files over 8 MiB hash 64 evenly spaced 64 KiB blocks plus the size.
-
-    Sampling keeps a 1 GB model's fingerprint under a second; any retraining changes every
-    weight, so the sampled blocks change too.
-    """
-    digest = hashlib.blake2b(str(size).encode(), digest_size=16)
-    with open(path, "rb") as handle:
-        if size <= _FULL_HASH_LIMIT:
-            digest.update(handle.read())
-        else:
-            for i in range(64):
-                handle.seek((size - _SAMPLE_BLOCK) * i // 63)
-                digest.update(handle.read(_SAMPLE_BLOCK))
-    return digest.digest()
-
-
-def directory_fingerprint(folder: str | os.PathLike) -> str:
-    """A hash of a model folder's files (names and content; README and hidden files ignored)."""
-    folder = Path(folder)
-    files = sorted(p for p in folder.rglob("*") if p.is_file() and not any(part.startswith(".") for part in
-                   p.relative_to(folder).parts) and p.name.lower() != "readme.md")
-    stats = tuple((str(p.relative_to(folder)), p.stat().st_size, p.stat().st_mtime_ns) for p in files)
-    key = (str(folder.resolve()), stats)
-    if key not in _fingerprints:
-        digest = hashlib.blake2b(digest_size=12)
-        for path, (relative, size, _) in zip(files, stats):
-            digest.update(relative.encode() + b"\0" + _file_digest(path, size))
-        _fingerprints[key] = digest.hexdigest()
-    return _fingerprints[key]
-
-
 def module_fingerprint(model: Any) -> str:
     """A hash of an in-memory model's weights and prompts (for models never saved to disk)."""
     digest = hashlib.blake2b(digest_size=12)
@@ -274,7 +237,10 @@ class OpenAIEncoder(Encoder):
         self._client = openai.OpenAI(base_url=self.base_url, api_key=key or "not-needed", max_retries=0,
                                      timeout=timeout)
         self._dimension = self.dimensions
-        settings = [f"model={model}", f"base_url={self.base_url}", f"normalize={self.normalize}"]
+        from embtune_core.secrets_scrub import scrub
+
+        # Credentials in the URL change no vector: the identity (cache key, reports) never holds them.
+        settings = [f"model={model}", f"base_url={scrub(self.base_url)}", f"normalize={self.normalize}"]
         if self.dimensions:
             settings.append(f"dimensions={self.dimensions}")
         if query_prefix:

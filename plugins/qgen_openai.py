@@ -291,9 +291,11 @@ class OpenAIQuestionGenerator:
         return hashlib.sha256(payload.encode("utf-8")).hexdigest()
 
     def _scrub(self, message: str) -> str:
+        from embtune_core.secrets_scrub import register, scrub
+
         if self.api_key and self.api_key != "EMPTY":
-            message = message.replace(self.api_key, "***")
-        return " ".join(message.split())[:300]
+            register(self.api_key)
+        return " ".join(scrub(message).split())[:300]
 
     def _delay(self, attempt: int, exc: BaseException) -> float:
         response = getattr(exc, "response", None)

@@ -11,7 +11,8 @@ It listens on 127.0.0.1 only, on a free port, in a background thread, and serves
 * ``faults``: a list consumed one per request, in order, before normal handling. Each item is a
   dict: ``{"status": 429, "headers": {"Retry-After": "1"}}``, ``{"status": 500}``,
   ``{"delay": 3.0}`` (sleep, then answer normally: a client timeout), ``{"body": "not json"}``
-  (malformed reply with status 200), ``{"drop": True}`` (close the connection without a reply).
+  (malformed reply with status 200), ``{"drop": True}`` (close the connection without a reply);
+  ``"echo_headers": True`` beside ``status`` quotes the request's headers (the API key) in the error.
   ``None`` means no fault for that request.
 * ``latency``: seconds added to every request.
 * ``requests``: every request received, as ``(path, json_body, headers)`` (header names lower-case); ``count(path)``.
@@ -129,8 +130,10 @@ class OpenAIServer:
             if "delay" in fault:
                 time.sleep(fault["delay"])
             elif "status" in fault:
-                self._send(handler, fault["status"], {"error": {"message": "scripted fault",
-                                                                 "type": "server_error"}},
+                message = "scripted fault"
+                if fault.get("echo_headers"):  # a careless server that quotes the request, key included
+                    message += f" for request with headers {dict(handler.headers.items())}"
+                self._send(handler, fault["status"], {"error": {"message": message, "type": "server_error"}},
                            fault.get("headers"))
                 return
             elif "body" in fault:

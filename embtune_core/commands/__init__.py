@@ -131,15 +131,38 @@ def _file_above(path: Path) -> Path | None:
     return next((p for p in path.parents if p.exists() and not p.is_dir()), None)
 
 
+def check_writable(path: str | Path, field: str) -> None:
+    """Refuse an output whose nearest existing folder cannot be written (read-only file system,
+    permissions), before any heavy work; the folder named is the one at fault."""
+    import errno
+    import os
+
+    path = Path(path).absolute()
+    existing = next((p for p in [path, *path.parents] if p.exists()), None)
+    if existing is None or not existing.is_dir():
+        return
+    try:
+        os.close(os.open(existing, os.O_RDONLY))
+        probe = existing / f".embtune-write-probe-{os.getpid()}"
+        os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        os.unlink(probe)
+    except OSError as exc:
+        problem = {errno.EROFS: "read-only file system", errno.EACCES: "permission denied",
+                   errno.ENOSPC: "no space left on device"}.get(exc.errno, exc.strerror or str(exc))
+        raise InputError(f"cannot write in {existing}: {problem}", path=path, field=field) from None
+
+
 def check_output_dir(path: str | Path, field: str, *, replaces: str | None = None) -> None:
-    """Refuse an output folder that is a file or lies under one. With ``replaces`` (the marker file of
-    what the command writes, e.g. modules.json), also refuse to replace a non-empty folder without it."""
+    """Refuse an output folder that is a file, lies under one, or cannot be written. With ``replaces``
+    (the marker file of what the command writes, e.g. modules.json), also refuse to replace a
+    non-empty folder without it."""
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise InputError("is a file, expected a folder", path=path, field=field)
     above = _file_above(path)
     if above is not None:
         raise InputError(f"cannot be created: {above} is a file", path=path, field=field)
+    check_writable(path, field)
     if replaces and path.is_dir() and any(path.iterdir()) and not (path / replaces).is_file():
         raise InputError(f"folder exists and holds no {replaces}: refusing to replace it "
                          "(remove it, or choose another folder)", path=path, field=field)
@@ -153,6 +176,7 @@ def check_output_file(path: str | Path, field: str) -> None:
     above = _file_above(path)
     if above is not None:
         raise InputError(f"cannot be created: {above} is a file", path=path, field=field)
+    check_writable(path.parent, field)
 
 
 # --- names of plugins and models -------------------------------------------------------------------
@@ -211,6 +235,37 @@ def check_model(name: str, sources: Sources, key: str) -> None:
     if constants.HF_HUB_OFFLINE and not _in_hub_cache(name):
         raise InputError("no such model folder, and the Hugging Face cache does not hold it "
                          "(HF_HUB_OFFLINE is set)", path=name, field=field)
+    if not constants.HF_HUB_OFFLINE and not _in_hub_cache(name):
+        probe_hub(name, field)
+
+
+HUB_TIMEOUT_SECONDS = 10.0  # EMBTUNE_HUB_TIMEOUT overrides
+
+
+def probe_hub(name: str, field: str) -> None:
+    """Ask the hub about ``name`` once, within a bounded time, before anything downloads it: a silent
+    network (a server that never answers, no DNS) is one line and exit 5 after seconds, not minutes
+    of retries; an unknown model is one line and exit 3."""
+    import os
+
+    from huggingface_hub import HfApi
+    from huggingface_hub.errors import GatedRepoError, HfHubHTTPError, RepositoryNotFoundError
+
+    from embtune_core.errors import ServiceError
+
+    timeout = float(os.environ.get("EMBTUNE_HUB_TIMEOUT", HUB_TIMEOUT_SECONDS))
+    advice = "set HF_HUB_OFFLINE=1 to use only the local cache, or pass a local model folder"
+    try:
+        HfApi().model_info(name, timeout=timeout)
+    except (RepositoryNotFoundError, GatedRepoError) as exc:
+        raise InputError(f"the Hugging Face hub has no model by this name, or it is gated "
+                         f"({type(exc).__name__}); {advice}", path=name, field=field) from None
+    except HfHubHTTPError as exc:
+        raise ServiceError(f"the Hugging Face hub answered {exc.response.status_code if exc.response is not None else ''}"
+                           f" for this model; {advice}", path=name, field=field) from None
+    except Exception as exc:  # noqa: BLE001 - timeouts, refused connections, DNS: whatever the HTTP client raises
+        raise ServiceError(f"cannot reach the Hugging Face hub within {timeout:g} s ({type(exc).__name__}); "
+                           f"{advice}", path=name, field=field) from None
 
 
 def check_encoder(spec: str, sources: Sources, key: str) -> None:

@@ -62,6 +62,10 @@ def parse_system(text: str) -> SystemSpec:
     text = text.strip()
     match = _NAME_PREFIX.match(text)
     name, spec = (match.group(1), match.group(2)) if match else (text, text)
+    if not match:
+        from embtune_core.secrets_scrub import scrub
+
+        name = scrub(name)  # the label shows in every table: never a URL's credentials
     encoder_spec, mark, adapter_dir = spec.rpartition(_ADAPTER_MARK) if _ADAPTER_MARK in spec else (spec, "", "")
     if mark and not adapter_dir:
         raise ConfigError(f"'{text}': nothing after '+adapter:' (expected the adapter folder)", field="--system")

@@ -149,11 +149,19 @@ def check_settings(settings, sources: Sources) -> None:
 
 
 def run(args) -> int:
+    from embtune_core.locking import hold, lock_path_for_output
     from embtune_core.training import train
 
     settings, sources = settings_from_args(args)
     check_settings(settings, sources)
-    summary = train(settings)
+    import contextlib
+    import os
+
+    # Under torchrun every rank runs this command with the same --out: rank 0 alone holds the lock.
+    lock = (hold(lock_path_for_output(settings.out), subject=settings.out, what=sources.where("out")[1])
+            if int(os.environ.get("RANK", "0")) == 0 else contextlib.nullcontext())
+    with lock:
+        summary = train(settings)
     before, after = summary["metrics_before"], summary["metrics_after"]
     if not summary["saved"]:
         return 0  # another rank (rank 0) wrote the model and reports

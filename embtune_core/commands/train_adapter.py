@@ -176,8 +176,11 @@ def run(args) -> int:
 
         corpus = merge(*(load_any(path) for path in args.index_corpus)).corpus
         augment = index_pseudo_queries(corpus, seed=config.seed)
-    result = train_adapter(encoder, train, val, config=config, cache=EmbeddingCache(args.cache_dir),
-                           output_dir=args.out, augment=augment)
+    from embtune_core.locking import hold, lock_path_for_output
+
+    with hold(lock_path_for_output(args.out), subject=args.out, what="--out"):
+        result = train_adapter(encoder, train, val, config=config, cache=EmbeddingCache(args.cache_dir),
+                               output_dir=args.out, augment=augment)
     metric = config.selection_metric
     summary = {
         "adapter": config.adapter, "out": str(result.output_dir), "best_epoch": result.best_epoch,
