@@ -46,6 +46,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Third-party loggers that talk at INFO about their own internals: FAISS's loader reports each SIMD
+# build it tries and fails to import ("ModuleNotFoundError(... swigfaiss_avx512)") before it loads
+# one that works, on every run. Shown again with -v.
+NOISY_LOGGERS = ("faiss.loader", "faiss")
+
+
+def quiet_third_party_loggers(verbose: bool = False) -> None:
+    """Raise the listed third-party loggers to WARNING (left alone with ``verbose``); ours keep INFO."""
+    if not verbose:
+        for name in NOISY_LOGGERS:
+            logging.getLogger(name).setLevel(logging.WARNING)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     try:
@@ -54,6 +67,7 @@ def main(argv: list[str] | None = None) -> int:
         return exc.code if isinstance(exc.code, int) else EXIT_USAGE
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s")
+    quiet_third_party_loggers(args.verbose)
     if not getattr(args, "_run", None):
         parser.print_help()
         return 2

@@ -163,13 +163,10 @@ def known_width(spec: SystemSpec, system) -> int | None:
 
 
 def run(args) -> int:
-    import logging
-
     from embtune_core.dataset import load_any
     from embtune_core.evaluation import MetricSettings, evaluate_systems
     from embtune_core.report import report_json, report_markdown, write_reports
 
-    logging.getLogger("faiss").setLevel(logging.WARNING)  # its loader logs each CPU-feature probe
     # Everything the arguments alone can refute is refuted before the dataset or a model is read.
     if args.out:
         check_output_dir(args.out, "--out")
