@@ -429,6 +429,9 @@ def train(settings: TrainSettings) -> dict[str, Any]:
         callbacks=[loss_log, rank_report],
     )
 
+    device = str(args.device)
+    precision = "bf16" if args.bf16 else "fp16" if args.fp16 else "fp32"
+    log.info("training on %s, precision %s, %d process(es)", device, precision, world_size)
     checkpoint = latest_checkpoint(work_dir) if settings.resume else None
     if settings.resume and checkpoint is None:
         log.info("no checkpoint in %s yet; starting from the beginning", work_dir)
@@ -451,6 +454,8 @@ def train(settings: TrainSettings) -> dict[str, Any]:
         },
         "partial_fine_tuning": partial,
         "world_size": world_size,
+        "device": device,
+        "precision": precision,
         "global_step": trainer.state.global_step,
         "resumed_from": checkpoint,
         "best_checkpoint": trainer.state.best_model_checkpoint,
@@ -468,6 +473,7 @@ def train(settings: TrainSettings) -> dict[str, Any]:
         {
             "rank": rank,
             "world_size": world_size,
+            "device": device,
             "steps": rank_report.steps,
             "global_step": trainer.state.global_step,
             "saved_model": saved,
@@ -614,6 +620,8 @@ def model_card(summary: dict[str, Any]) -> str:
         "matryoshka_dims",
     ):
         lines.append(f"| {key} | {s.get(key)} |")
+    if summary.get("device"):
+        lines.append(f"| device, precision used | {summary['device']}, {summary['precision']} |")
     lines.append(f"| processes (DDP world size) | {summary['world_size']} |")
     lines.append(f"| optimisation steps | {summary['global_step']} |")
     if summary.get("partial_fine_tuning"):
