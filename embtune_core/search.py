@@ -23,7 +23,8 @@ Contract of :func:`exact_search`:
 * **Memory**: blocks over both queries and corpus keep memory bounded: a million 384-dim documents
   are 1.5 GB of float32, and a (10k x 1M) score matrix would be 40 GB, so each block's top-k is
   merged into a running top-k. One block of scores is ``query_block x corpus_block`` float32 values
-  (4 GiB at the defaults) on the backend's device.
+  (4 GiB at the defaults) on the backend's device; torch on the CPU takes fewer queries per block so
+  that one block stays under 256 MiB.
 * **Errors**: ``ValueError`` for arrays that are not 2-D or whose widths differ;
   :class:`~embtune_core.errors.ConfigError` (one line, exit 3 in the CLI) for an unknown backend
   name, ``"faiss"`` forced without a FAISS build, or ``use_gpu=True`` where the backend sees no GPU.
@@ -278,6 +279,9 @@ def _torch_search(queries, corpus, k, query_block, corpus_block, device: str):
 
     dev = torch.device(device)
     n = queries.shape[0]
+    # A CPU's RAM is shared with everything else: cap a score block (plus its masks) at 256 MiB there.
+    cap = 2**30 if device == "cuda" else 2**26
+    query_block = max(1, min(query_block, cap // max(1, min(corpus_block, corpus.shape[0]))))
     best_s: list = [None] * ((n + query_block - 1) // query_block)
     best_i: list = [None] * len(best_s)
     with torch.no_grad(), _full_fp32_matmul(torch):
