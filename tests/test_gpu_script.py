@@ -36,6 +36,10 @@ def test_gpu_script_smoke_mode_records_every_part(tmp_path):
     matryoshka = parts["matryoshka"]
     assert matryoshka["optimizer_steps"] > 0 and matryoshka["wall_s"] > 0 and matryoshka["samples_per_s"] > 0
     assert matryoshka["device"] == "cpu" and matryoshka["precision"] == "fp32"
+    # The locally built tokenizer took its BERT-size vocabulary: one token per word, so lengths are real.
+    assert matryoshka["vocabulary"] == 30_522 and matryoshka["parameters"] > 30_522 * 32
+    assert 8 + 2 <= matryoshka["mean_tokens"]["question"] <= 30 + 2
+    assert 30 + 2 <= matryoshka["mean_tokens"]["passage"] <= 200 + 2
 
     cli = parts["cli"]
     assert cli["train"]["rc"] == 0 and (cli["train"]["device"], cli["train"]["precision"]) == ("cpu", "fp32")

@@ -99,8 +99,15 @@ def build_tokenizer(folder: Path):
     from transformers import BertTokenizerFast
 
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "vocab.txt").write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *words()]) + "\n")
-    tokenizer = BertTokenizerFast(vocab_file=str(folder / "vocab.txt"), do_lower_case=True)
+    tokens = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *words()]
+    (folder / "vocab.txt").write_text("\n".join(tokens) + "\n")
+    # transformers 5 takes the vocabulary as `vocab`; 4 as `vocab_file` (and 5 ignores that name silently).
+    tokenizer = BertTokenizerFast(vocab={t: i for i, t in enumerate(tokens)}, do_lower_case=True)
+    if len(tokenizer) != len(tokens):
+        tokenizer = BertTokenizerFast(vocab_file=str(folder / "vocab.txt"), do_lower_case=True)
+    sample = " ".join(tokens[5:10])
+    if len(tokenizer) != len(tokens) or tokenizer(sample)["input_ids"] != [2, 5, 6, 7, 8, 9, 3]:
+        raise RuntimeError(f"the locally built tokenizer did not take its {len(tokens)}-token vocabulary")
     return tokenizer
 
 
@@ -277,6 +284,9 @@ def part_matryoshka(size: dict, work: Path) -> dict:
         report_to="none", disable_tqdm=True, dataloader_num_workers=0, seed=42,
     )
     trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=data, loss=loss)
+    tokenizer = model.tokenizer
+    lengths = {name: round(sum(len(tokenizer(t)["input_ids"]) for t in texts[:500]) / min(500, len(texts)), 1)
+               for name, texts in (("question", questions), ("passage", passages))}
     if cuda:
         torch.cuda.reset_peak_memory_stats()
         torch.cuda.synchronize()
@@ -287,6 +297,7 @@ def part_matryoshka(size: dict, work: Path) -> dict:
     wall = time.perf_counter() - t0
     return {
         "model": f"random BertModel {size['bert']}", "parameters": sum(p.numel() for p in model.parameters()),
+        "vocabulary": len(tokenizer), "mean_tokens": lengths,
         "pairs": size["pairs"], "epochs": size["epochs"], "batch": size["batch"],
         "gradient_accumulation": size["accumulation"], "matryoshka_dims": dims,
         "precision": "bf16" if bf16 else "fp32", "tf32": bool(cuda), "device": str(args.device),
