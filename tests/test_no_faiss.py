@@ -102,3 +102,14 @@ def test_cli_run_with_faiss_prints_no_loader_noise_and_keeps_its_own_info_lines(
     assert proc.returncode == 0, out[-3000:]
     assert "swigfaiss" not in out and "ModuleNotFoundError" not in out and "faiss.loader" not in out, out
     assert "INFO embtune_core.search: exact search: faiss on cpu" in out, out  # embtune's own INFO lines stay
+
+
+def test_langchain_faiss_store_without_faiss_is_a_one_line_input_error(monkeypatch):
+    pytest.importorskip("langchain_community")
+    from embtune_core.errors import InputError
+    from embtune_integrations.faiss_store import build_faiss_store
+
+    monkeypatch.setitem(sys.modules, "faiss", None)  # what `import faiss` sees with no FAISS build installed
+    with pytest.raises(InputError, match=r"^FAISS is not installed; install embtune\[cpu\]") as info:
+        build_faiss_store(["a chunk"], embeddings=None)
+    assert "\n" not in str(info.value)
