@@ -30,6 +30,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -60,6 +61,7 @@ class AdapterConfig:
     base_normalize: bool | None = None
     base_encoder_name: str | None = None  # for people: the model name it was trained with
     normalize_output: bool = True
+    base_weights: str | None = None  # module fingerprint of a local base model's weights and prompts
     training: dict[str, Any] = field(default_factory=dict)
     imported_from: str | None = None
 
@@ -72,7 +74,8 @@ class AdapterConfig:
             "dimension": self.dimension,
             "normalize_output": self.normalize_output,
             "base_encoder": {"identity": self.base_encoder_identity, "normalize": self.base_normalize,
-                             "name": self.base_encoder_name},
+                             "name": self.base_encoder_name,
+                             **({"weights": self.base_weights} if self.base_weights else {})},
             "training": self.training,
         }
         if self.imported_from:
@@ -94,7 +97,7 @@ class AdapterConfig:
             raise InputError("must be an object", path=path, field="base_encoder")
         return cls(adapter_type=data["adapter_type"], dimension=data["dimension"], options=data["options"],
                    base_encoder_identity=base.get("identity"), base_normalize=base.get("normalize"),
-                   base_encoder_name=base.get("name"),
+                   base_encoder_name=base.get("name"), base_weights=base.get("weights"),
                    normalize_output=bool(data.get("normalize_output", True)),
                    training=data.get("training") or {}, imported_from=data.get("imported_from"))
 
@@ -109,7 +112,12 @@ class SavedAdapter:
 
     @classmethod
     def wrap(cls, module: nn.Module, *, dimension: int, normalize_output: bool = True) -> SavedAdapter:
-        """A bare module (no recorded base encoder), e.g. one just built in Python."""
+        """A bare module (no recorded base encoder), e.g. one just built in Python.
+
+        Raises :class:`InputError` when the module does not map ``(n, dimension)`` vectors to
+        ``(n, dimension)``: probed once with a zero batch, so a wrong width fails here, in one line,
+        not later inside a matrix product."""
+        check_width(module, int(dimension))
         adapter_type = getattr(module, "adapter_type", type(module).__name__)
         options = module.config() if hasattr(module, "config") else {}
         return cls(module, AdapterConfig(adapter_type, int(dimension), options, normalize_output=normalize_output))
@@ -124,16 +132,32 @@ class SavedAdapter:
             digest.update(name.encode() + tensor.detach().cpu().float().contiguous().numpy().tobytes())
         return f"{self.config.adapter_type}-{digest.hexdigest()}"
 
-    def check_base(self, encoder_identity: str) -> None:
-        """Refuse an encoder other than the one the adapter was trained on."""
+    def check_base(self, encoder: Any) -> None:
+        """Refuse an encoder other than the one the adapter was trained on.
+
+        ``encoder`` is an encoder or its identity string. The identities are compared on what
+        changes the vectors: a local model named by folder and the same model passed in memory
+        (a ``SentenceTransformer`` object) match when their weights and prompts are equal and every
+        other setting (normalisation, token limit, prompts) is the same. (The width is checked where
+        vectors meet the adapter, :meth:`transform`: reading an API encoder's width may cost a call.)
+        """
+        encoder_identity = encoder if isinstance(encoder, str) else str(encoder.identity)
         expected = self.config.base_encoder_identity
         if expected is None:
             log.warning("adapter %s records no base encoder; assuming it fits %s", self.path or "", encoder_identity)
             return
-        if expected != encoder_identity:
+        if expected != encoder_identity and not self._same_weights(encoder, expected, encoder_identity):
             name = f" ({self.config.base_encoder_name})" if self.config.base_encoder_name else ""
             raise InputError(f"adapter was trained on encoder '{expected}'{name}, not on '{encoder_identity}'; "
                              "train an adapter for this encoder", path=self.path)
+
+    def _same_weights(self, encoder: Any, expected: str, actual: str) -> bool:
+        """True when ``encoder`` differs from the recorded base only in how its model is named (a
+        folder's file hash against an in-memory model's weight hash) and has the same weights."""
+        if isinstance(encoder, str) or not self.config.base_weights or _settings_of(expected) != _settings_of(actual):
+            return False
+        weights = getattr(encoder, "weights_fingerprint", None)
+        return weights is not None and weights == self.config.base_weights
 
     @torch.no_grad()
     def transform(self, queries: np.ndarray) -> np.ndarray:
@@ -151,6 +175,34 @@ class SavedAdapter:
 
     def save(self, directory: str | Path) -> Path:
         return save_adapter(directory, self.module, self.config)
+
+
+_CONTENT = re.compile(r" (?:files|weights|hub)=\S+")
+
+
+def _settings_of(identity: str) -> str:
+    """An encoder identity without the part that names the model's content (files/weights/hub)."""
+    return _CONTENT.sub("", identity)
+
+
+@torch.no_grad()
+def check_width(module: nn.Module, dimension: int) -> None:
+    """Raise :class:`InputError` unless ``module`` maps a ``(1, dimension)`` batch to ``(1, dimension)``."""
+    param = next(iter(module.parameters()), None)
+    probe = torch.zeros(1, dimension, device=param.device if param is not None else "cpu",
+                        dtype=param.dtype if param is not None else torch.float32)
+    was_training = module.training
+    module.eval()
+    try:
+        out = module(probe)
+    except RuntimeError as exc:
+        raise InputError(f"adapter module does not accept {dimension}-dimensional query vectors (the encoder's "
+                         f"width): {' '.join(str(exc).split())[:160]}", field="adapter") from None
+    finally:
+        module.train(was_training)
+    if tuple(getattr(out, "shape", ())) != (1, dimension):
+        raise InputError(f"adapter module maps {dimension}-dimensional vectors to shape "
+                         f"{tuple(getattr(out, 'shape', ()))}; expected (n, {dimension})", field="adapter")
 
 
 def build_adapter(adapter_type: str, dimension: int, options: dict[str, Any] | None = None) -> nn.Module:

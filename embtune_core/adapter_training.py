@@ -389,6 +389,13 @@ def train_adapter(encoder, train: QADataset, val: QADataset | None = None, *,
     config = config or AdapterTrainingConfig()
     config.validate()
     cache = cache or EmbeddingCache()
+    from embtune_core import token_limits
+
+    texts = {"query": list(train.queries.values()), "document": list(train.corpus.values())}
+    if val is not None:
+        texts = {"query": texts["query"] + list(val.queries.values()),
+                 "document": texts["document"] + [t for c, t in val.corpus.items() if c not in train.corpus]}
+    truncation = token_limits.check_encoder(encoder, texts)
     device = torch.device(config.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     _seed_everything(config.seed)
     rng = np.random.default_rng(config.seed)
@@ -430,10 +437,12 @@ def train_adapter(encoder, train: QADataset, val: QADataset | None = None, *,
         adapter_type=config.adapter, dimension=dim, options=options,
         base_encoder_identity=encoder.identity, base_normalize=getattr(encoder, "normalize", None),
         base_encoder_name=getattr(encoder, "name", None) or getattr(encoder, "model_name", None),
+        base_weights=getattr(encoder, "weights_fingerprint", None),
         normalize_output=config.normalize_output,
         training={
             "config": {k: v for k, v in dataclasses.asdict(config).items() if k != "device"},
             "train_queries": len(train_data.query_ids), "train_corpus": len(train_data.corpus_ids),
+            "truncation": truncation,
             "augment_queries": len(augment.queries) if augment is not None else 0,
             "val_queries": len(val_data.query_ids), "val_corpus": len(val_data.corpus_ids),
             "baseline": baseline, "best": best, "best_epoch": best_epoch, "history": history,

@@ -4,7 +4,10 @@ The file holds ``queries`` ({query id: text}), ``corpus`` ({chunk id: text}), ``
 ({query id: [chunk ids]}) and optionally ``mode`` ("text"). embtune may add keys LlamaIndex
 ignores: ``negatives`` ({query id: [chunk ids]}), ``scores`` ({query id: {chunk id: float}}) and
 ``corpus_metadata`` ({chunk id: {"source": ..., "page": ...}}). Unknown keys are kept as they are,
-so ``QADataset.load(p).save(q)`` writes JSON equal to the input.
+so ``QADataset.load(p).save(q)`` writes JSON equal to the input, except that corpus ids written as
+JSON integers in ``relevant_docs``/``negatives`` (``[1]``) are read, and written back, as the string
+keys they name (``["1"]``): JSON object keys are always strings. A text made only of white space
+or invisible characters (zero-width spaces) is refused as empty.
 
 Importers turn BEIR folders and pairs/triplets JSONL or CSV into the same model.
 """
@@ -113,13 +116,18 @@ class QADataset:
                 ids = [ids]
             if not isinstance(ids, list):
                 raise DatasetError("must be a list of corpus ids", path=path, field=f"relevant_docs.{qid}")
-            relevant[qid] = ids
+            relevant[qid] = [_corpus_id(i, path, f"relevant_docs.{qid}") for i in ids]
+        extras = {k: v for k, v in data.items() if k not in CORE_KEYS}
+        if isinstance(extras.get("negatives"), dict):
+            extras["negatives"] = {
+                qid: [_corpus_id(i, path, f"negatives.{qid}") for i in ids] if isinstance(ids, list) else ids
+                for qid, ids in extras["negatives"].items()}
         ds = cls(
             queries=data["queries"],
             corpus=data["corpus"],
             relevant_docs=relevant,
             mode=mode,
-            extras={k: v for k, v in data.items() if k not in CORE_KEYS},
+            extras=extras,
         )
         ds.validate(path)
         return ds
@@ -136,7 +144,7 @@ class QADataset:
             for item_id, text in table.items():
                 if not isinstance(text, str):
                     raise DatasetError("text must be a string", path=path, field=f"{key}.{item_id}")
-                if not text.strip():
+                if textfiles.is_blank(text):
                     raise DatasetError("empty text", path=path, field=f"{key}.{item_id}")
         for qid, ids in self.relevant_docs.items():
             if qid not in self.queries:
@@ -151,6 +159,17 @@ class QADataset:
                 if cid not in self.corpus:
                     raise DatasetError(f"dangling negative id '{cid}' (not in corpus)", path=path,
                                        field=f"negatives.{qid}")
+
+
+def _corpus_id(value: Any, path: str | Path, field: str) -> str:
+    """A corpus id as the string key it must match: JSON object keys are always strings, so an id
+    written as a number (``[1]``) means the key ``"1"``; anything else is refused."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    raise DatasetError(f"corpus id {json.dumps(value)[:40]} must be a string (or an integer)", path=path,
+                       field=field)
 
 
 def _filter(value: Any, keep: set[str]) -> Any:
@@ -321,8 +340,46 @@ def load_pairs(path: str | Path) -> QADataset:
     return ds
 
 
+def beir_splits(folder: str | Path) -> list[str]:
+    """The qrels splits a BEIR folder holds (``train``, ``dev``, ``test``...), sorted."""
+    return sorted(p.stem for p in (Path(folder) / "qrels").glob("*.tsv"))
+
+
+def load_split(path: str | Path, *, split: str, field: str, option: str = "--split") -> QADataset:
+    """A dataset for a command that trains or mines: a BEIR folder is read with qrels/``split``.tsv,
+    which must exist (a folder without it is refused, never replaced by another split: training on
+    ``test`` by default would grade the model on its own training questions). Files have no split."""
+    path = Path(path)
+    if path.is_dir() and not (path / "qrels" / f"{split}.tsv").is_file() and (path / "corpus.jsonl").is_file():
+        have = ", ".join(beir_splits(path)) or "none"
+        raise DatasetError(f"no '{split}' split (qrels/{split}.tsv; this folder has: {have}); pass {option} "
+                           "to read another", path=path, field=field)
+    return load_any(path, split=split)
+
+
+def source_of(path: str | Path, split: str | None = None) -> str:
+    """Where a dataset's queries came from, for summaries and reports: the file, or a BEIR folder's
+    qrels file of ``split``."""
+    path = Path(path)
+    return str(path / "qrels" / f"{split}.tsv") if split and path.is_dir() else str(path)
+
+
+def check_disjoint_queries(train: QADataset, val: QADataset, *, path: str | Path, field: str) -> None:
+    """Refuse a validation set that shares a query id or a query text with the training set: the
+    best checkpoint (or adapter epoch) would be chosen on questions the model was trained on."""
+    shared_ids = set(train.queries) & set(val.queries)
+    train_texts = set(train.queries.values())
+    shared_texts = {t for t in val.queries.values() if t in train_texts}
+    if shared_ids or shared_texts:
+        example = min(shared_ids) if shared_ids else min(shared_texts)
+        raise DatasetError(f"validation shares {len(shared_ids)} query ids and {len(shared_texts)} query texts "
+                           f"with the training set (e.g. {example[:60]!r}); validate on other queries "
+                           "(another file, or a BEIR folder's dev split)", path=path, field=field)
+
+
 def load_any(path: str | Path, *, split: str = "test") -> QADataset:
-    """Load a dataset in whichever supported format ``path`` is."""
+    """Load a dataset in whichever supported format ``path`` is (a BEIR folder with qrels/``split``.tsv;
+    ``test`` suits evaluation; commands that train or mine use :func:`load_split`)."""
     path = Path(path)
     if path.is_dir():
         return load_beir(path, split=split)

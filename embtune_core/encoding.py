@@ -128,7 +128,7 @@ class AdaptedEncoder(Encoder):
         self.base = encoder
         if isinstance(adapter, SavedAdapter):
             if check_identity:
-                adapter.check_base(encoder.identity)
+                adapter.check_base(encoder)
             self.adapter = adapter
         else:
             self.adapter = SavedAdapter.wrap(adapter, dimension=encoder.dimension,
@@ -148,6 +148,11 @@ class AdaptedEncoder(Encoder):
 
     def encode_documents(self, texts: Sequence[str]) -> np.ndarray:
         return self.base.encode_documents(list(texts))
+
+    @property
+    def count_over_limit(self):
+        """The base encoder's token counter (see :mod:`embtune_core.token_limits`), or None."""
+        return getattr(self.base, "count_over_limit", None)
 
 
 # --- specs ----------------------------------------------------------------------------------------

@@ -27,14 +27,20 @@ class EmbtuneError(Exception):
     exit_code = EXIT_UNEXPECTED
 
     def __init__(self, problem: str, *, path: str | Path | None = None, field: str | None = None):
-        self.problem = " ".join(str(problem).split())  # one line, whatever the cause said
+        self.problem = one_line(" ".join(str(problem).split()))  # one line, whatever the cause said
         self.path = str(path) if path is not None else None
         self.field = field
         super().__init__(self.__str__())
 
     def __str__(self) -> str:
-        parts = [p for p in (self.path, self.field) if p]
+        parts = [one_line(p) for p in (self.path, self.field) if p]
         return ": ".join([*parts, self.problem])
+
+
+def one_line(text: str) -> str:
+    """``text`` with line breaks and other control characters escaped (``\\n``), so an id or a file
+    name that holds one cannot split a one-line error in two."""
+    return "".join(ch if ch.isprintable() or ch == " " else repr(ch)[1:-1] for ch in str(text))
 
 
 class UsageError(EmbtuneError):

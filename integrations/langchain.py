@@ -97,7 +97,7 @@ class EmbtuneEmbeddings(Embeddings):
                 from embtune_core.adapter_io import load_adapter
 
                 self.adapter_path = os.fspath(adapter)
-                adapter = load_adapter(self.adapter_path, expected_encoder_identity=self.base_encoder.identity)
+                adapter = load_adapter(self.adapter_path)  # AdaptedEncoder checks base and width
             self.encoder = AdaptedEncoder(self.base_encoder, adapter)
         # Fast tokenizers raise "Already borrowed" when two threads use one at once; the async
         # methods run in threads, so calls into the model take turns.

@@ -9,8 +9,9 @@ the trailing units of the previous one that fit in ``chunk_overlap`` (LlamaIndex
 SentenceSplitter does the same).
 
 * ``sentence``: units are sentences (and paragraph breaks), measured in tokens of the chosen
-  model's tokenizer; a sentence longer than ``chunk_size`` is cut at token boundaries. Defaults
-  follow LlamaIndex: 1024 tokens, overlap 20. It warns when ``chunk_size`` exceeds the model's
+  model's tokenizer; a sentence longer than ``chunk_size`` is cut at the last white space that fits
+  (at token boundaries only inside one over-long word). Default size: what the model reads of a
+  text (``max_seq_length`` less special tokens); overlap 20 as LlamaIndex. It warns when ``chunk_size`` exceeds the model's
   ``max_seq_length``, because the model silently truncates the excess in training and retrieval.
 * ``recursive``: units come from splitting on ``"\\n\\n"``, then ``"\\n"``, ``". "``, ``" "`` and
   finally single characters, as LangChain's RecursiveCharacterTextSplitter does; measured in
@@ -30,7 +31,9 @@ Example::
 from __future__ import annotations
 
 import json
+import logging
 import re
+import unicodedata
 import warnings
 from bisect import bisect_left
 from collections.abc import Callable, Sequence
@@ -44,9 +47,22 @@ from embtune_core import hookimpl
 from embtune_core.documents import Chunk, Document, stable_id
 from embtune_core.errors import ConfigError
 
-# A sentence ends at . ! ? (optionally followed by closing quotes/brackets) before whitespace, or
-# at a blank line. Abbreviations ("U.S. GAAP") may split early; overlap packing makes that harmless.
-_SENTENCE_END = re.compile(r"(?:[.!?][\"')\]\u201d\u2019]*\s+|\n\s*\n\s*)")
+log = logging.getLogger(__name__)
+
+# A sentence ends at . ! ? (optionally followed by closing quotes/brackets) before whitespace, at
+# the full-width ends of Chinese and Japanese (。！？, written without a following space), or at a
+# blank line. Abbreviations ("U.S. GAAP") may split early; overlap packing makes that harmless.
+_SENTENCE_END = re.compile(
+    r"(?:[.!?][\"')\]\u201d\u2019]*\s+|[\u3002\uff01\uff1f\uff61][\"')\]\u201d\u2019\u300d\u300f\uff09]*\s*|\n\s*\n\s*)")
+
+
+# Chinese and Japanese are written without spaces: each ideograph or kana counts as one word.
+_WORD = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]|[^\s\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]+")
+
+
+def word_count(text: str) -> int:
+    """Words in ``text``: white-space separated runs, each CJK ideograph or kana counting as one."""
+    return len(_WORD.findall(text))
 
 
 @dataclass(frozen=True)
@@ -98,10 +114,14 @@ def pack(units: Sequence[Unit], chunk_size: int, chunk_overlap: int) -> list[tup
     return windows
 
 
+def _invisible(ch: str) -> bool:
+    return ch.isspace() or unicodedata.category(ch) == "Cf"  # white space, zero-width characters
+
+
 def _trim(text: str, start: int, end: int) -> tuple[int, int]:
-    while start < end and text[start].isspace():
+    while start < end and _invisible(text[start]):
         start += 1
-    while end > start and text[end - 1].isspace():
+    while end > start and _invisible(text[end - 1]):
         end -= 1
     return start, end
 
@@ -132,14 +152,24 @@ def _check_sizes(chunk_size: int, chunk_overlap: int) -> None:
 
 
 def model_max_seq_length(model: str) -> int | None:
-    """A sentence-transformers model's ``max_seq_length`` read from its folder, without loading weights."""
+    """A sentence-transformers model's ``max_seq_length`` read from its folder, without loading weights:
+    ``sentence_bert_config.json`` (sentence-transformers < 6), else the tokenizer's ``model_max_length``
+    bounded by ``max_position_embeddings``, as sentence-transformers 6 saves and reads it."""
     from embtune_core.models import resolve
 
     folder = Path(resolve(model, assemble=False).target)
-    config = folder / "sentence_bert_config.json"
-    if config.is_file():
-        value = json.loads(config.read_text(encoding="utf-8")).get("max_seq_length")
-        return int(value) if value else None
+
+    def read(name: str) -> dict:
+        path = folder / name
+        return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+
+    value = read("sentence_bert_config.json").get("max_seq_length")
+    if value:
+        return int(value)
+    tokenizer_limit = read("tokenizer_config.json").get("model_max_length")
+    if isinstance(tokenizer_limit, (int, float)) and 0 < tokenizer_limit < 1e6:  # 1e30 means "unset"
+        positions = read("config.json").get("max_position_embeddings")
+        return int(min(tokenizer_limit, positions)) if isinstance(positions, int) else int(tokenizer_limit)
     return None
 
 
@@ -162,7 +192,9 @@ class SentenceChunker:
     """Sentence-aware windows of at most ``chunk_size`` tokens of ``model``'s tokenizer, with overlap.
 
     Args:
-        chunk_size: tokens per chunk (default 1024, as LlamaIndex's SentenceSplitter).
+        chunk_size: tokens per chunk; default: what the model reads of a text (its ``max_seq_length``
+            less its special tokens, 254 for the packaged MiniLM), so no chunk is cut at embedding
+            time; 1024 (LlamaIndex's SentenceSplitter) when the model's limit is unknown, said once.
         chunk_overlap: tokens shared by consecutive chunks (default 20), whole sentences only.
         model: the embedding model whose tokenizer counts tokens (a name or a local folder).
         tokenizer: a ``tokenizers.Tokenizer`` or a Hugging Face *fast* tokenizer to use instead of
@@ -171,12 +203,10 @@ class SentenceChunker:
 
     name = "sentence"
 
-    def __init__(self, chunk_size: int = 1024, chunk_overlap: int = 20, model: str | None = None,
+    def __init__(self, chunk_size: int | None = None, chunk_overlap: int = 20, model: str | None = None,
                  tokenizer: Any = None, warn_on_truncation: bool = True):
         from embtune_core.models import DEFAULT_MODEL, resolve
 
-        _check_sizes(chunk_size, chunk_overlap)
-        self.chunk_size, self.chunk_overlap = chunk_size, chunk_overlap
         self.model = model or DEFAULT_MODEL
         if tokenizer is None:
             tokenizer = load_tokenizer(resolve(self.model).target)
@@ -185,11 +215,27 @@ class SentenceChunker:
                               field="tokenizer")
         self.tokenizer = tokenizer
         self.max_seq_length = model_max_seq_length(self.model)
+        if chunk_size is None:
+            chunk_size = self.default_chunk_size()
+        _check_sizes(chunk_size, chunk_overlap)
+        self.chunk_size, self.chunk_overlap = chunk_size, chunk_overlap
         if warn_on_truncation and self.max_seq_length and chunk_size > self.max_seq_length:
             warnings.warn(f"chunk_size {chunk_size} exceeds {self.model}'s max_seq_length "
                           f"{self.max_seq_length}: tokens past {self.max_seq_length} are silently truncated "
                           f"in training and retrieval; use --chunk-size {self.max_seq_length} or less",
                           UserWarning, stacklevel=2)
+
+    def default_chunk_size(self) -> int:
+        """The model's ``max_seq_length`` less the special tokens its tokenizer adds ([CLS], [SEP])."""
+        if not self.max_seq_length:
+            log.warning("%s records no max_seq_length; chunking at 1024 tokens (pass --chunk-size to choose)",
+                        self.model)
+            return 1024
+        if isinstance(self.tokenizer, _RawTokenizer):
+            special = len(self.tokenizer.encode("", add_special_tokens=True).ids)
+        else:
+            special = len(self.tokenizer("", add_special_tokens=True)["input_ids"])
+        return max(1, self.max_seq_length - special)
 
     def token_starts(self, text: str) -> list[int]:
         """Start offset of each token of ``text`` (special tokens excluded), ascending."""
@@ -213,12 +259,19 @@ class SentenceChunker:
             if n <= self.chunk_size:
                 units.append(Unit(start, end, n))
                 continue
-            # An over-long "sentence" (a table, a list without full stops): cut at token boundaries.
+            # An over-long "sentence" (a table, a list without full stops): cut at the last white
+            # space that fits, so a word is never split (sub-word tokens of Korean or German would be);
+            # at a token boundary only when a single "word" is longer than chunk_size.
             first = bisect_left(starts, start)
             cut = start
             while cut < end:
                 nxt_index = first + self.chunk_size
                 nxt = starts[nxt_index] if nxt_index < len(starts) and starts[nxt_index] < end else end
+                if nxt < end:
+                    space = max(text.rfind(" ", cut, nxt), text.rfind("\n", cut, nxt), text.rfind("\t", cut, nxt))
+                    if space > cut:
+                        nxt = space + 1
+                        nxt_index = bisect_left(starts, nxt)
                 units.append(Unit(cut, nxt, count(cut, nxt)))
                 cut, first = nxt, nxt_index
         return units
@@ -289,6 +342,6 @@ class RecursiveChunker:
 @hookimpl
 def register_chunkers(register):
     register("sentence", SentenceChunker,
-             description="sentence-aware windows of N model tokens with overlap (default 1024/20)")
+             description="sentence-aware windows of N model tokens with overlap (default: the model's limit/20)")
     register("recursive", RecursiveChunker,
              description="recursive character splitter: paragraphs, lines, sentences, words (default 1000/200)")

@@ -104,6 +104,28 @@ def module_fingerprint(model: Any) -> str:
     return digest.hexdigest()
 
 
+def _own_limit(folder: str | os.PathLike) -> int | None:
+    from embtune_plugins.chunkers import model_max_seq_length
+
+    try:
+        return model_max_seq_length(str(folder))
+    except (OSError, ValueError):
+        return None
+
+
+_limit_notices: set[tuple[str, int, int]] = set()
+
+
+def _set_limit(model: Any, limit: int, name: str) -> None:
+    """Set the token limit, saying once per model and limit that it differs from the model's own."""
+    own = getattr(model, "embtune_own_max_seq_length", None) or model.max_seq_length
+    model.embtune_own_max_seq_length = own
+    if own != limit and (name, own, limit) not in _limit_notices:
+        _limit_notices.add((name, own, limit))
+        log.warning("%s: token limit set to %d (the model's own is %s)", name, limit, own)
+    model.max_seq_length = limit
+
+
 class SentenceTransformerEncoder(Encoder):
     """A sentence-transformers model as an encoder (see the module docstring)."""
 
@@ -125,6 +147,7 @@ class SentenceTransformerEncoder(Encoder):
         # Tokens past the model's max_seq_length are cut; a longer limit lets long chunks count in full.
         self.max_seq_length = int(max_seq_length) if max_seq_length else None
         self._model = None
+        self._weights: str | None = None
         if model is None:
             model = DEFAULT_MODEL
         if isinstance(model, (str, os.PathLike)):
@@ -132,12 +155,21 @@ class SentenceTransformerEncoder(Encoder):
             resolution = resolve(self.name)
             content = (f"files={directory_fingerprint(resolution.target)}" if resolution.is_local
                        else f"hub={self.name}")
+            own = _own_limit(resolution.target) if resolution.is_local else None
+            if self.max_seq_length is not None and self.max_seq_length == own:
+                self.max_seq_length = None  # the model's own limit: same vectors, same identity
         else:  # an already loaded SentenceTransformer, e.g. one being fine-tuned
             self._model = model
             self.name = getattr(model, "embtune_model_name", type(model).__name__)
+            own = getattr(model, "embtune_own_max_seq_length", None) or model.max_seq_length
+            if self.max_seq_length == own:
+                self.max_seq_length = None
             if self.max_seq_length:
-                model.max_seq_length = self.max_seq_length
-            content = f"weights={module_fingerprint(model)}"
+                _set_limit(model, self.max_seq_length, self.name)
+            elif model.max_seq_length != own:  # changed in memory by its owner: part of what it computes
+                self.max_seq_length = int(model.max_seq_length)
+            self._weights = module_fingerprint(model)
+            content = f"weights={self._weights}"
         settings = [content, f"normalize={self.normalize}"]
         if query_prompt is not None:
             settings.append(f"query_prompt={query_prompt!r}")
@@ -158,7 +190,7 @@ class SentenceTransformerEncoder(Encoder):
 
             self._model = load_sentence_transformer(self.name, device=self.device)
             if self.max_seq_length:
-                self._model.max_seq_length = self.max_seq_length
+                _set_limit(self._model, self.max_seq_length, self.name)
             if self.precision != "fp32":
                 import torch
 
@@ -167,11 +199,32 @@ class SentenceTransformerEncoder(Encoder):
         return self._model
 
     @property
+    def weights_fingerprint(self) -> str:
+        """:func:`module_fingerprint` of the model (loads it once): what an adapter records of its
+        base, so a folder and the same model passed in memory are recognised as one."""
+        if self._weights is None:
+            self._weights = module_fingerprint(self.model)
+        return self._weights
+
+    @property
     def dimension(self) -> int:
         model = self.model
         get_dim = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
         dim = get_dim()
         return min(dim, int(self.truncate_dim)) if self.truncate_dim else dim
+
+    @property
+    def token_limit(self) -> int | None:
+        """Tokens the model reads of each text (its ``max_seq_length``); the rest is cut."""
+        return getattr(self.model, "max_seq_length", None)
+
+    def count_over_limit(self, texts: list[str], kind: str) -> tuple[int, int | None]:
+        """(texts longer than :attr:`token_limit`, the limit), counted with the model's tokenizer
+        and the prompt ``kind`` gets; see :mod:`embtune_core.token_limits`."""
+        from embtune_core.token_limits import count_over
+
+        prompt = self.query_prompt if kind == "query" else self.document_prompt
+        return count_over(self.model, texts, kind, prompt)
 
     def _encode(self, texts: list[str], kind: str) -> np.ndarray:
         encode = self.model.encode_query if kind == "query" else self.model.encode_document

@@ -54,6 +54,8 @@ def read_text_file(path: Path, *, max_line_chars: int = MAX_LINE_CHARS) -> str:
     if nul >= 0:
         raise InputError(f"binary file, not text (NUL byte at offset {nul})", path=path)
     text = textfiles.decode_utf8(data, path)
+    if textfiles.is_blank(text):
+        raise InputError("empty file (only white space or invisible characters)", path=path)
     longest, line_no = 0, 0
     for number, line in enumerate(text.split("\n"), 1):
         if len(line) > longest:
@@ -95,7 +97,7 @@ def load_jsonl(path: Path, *, text_key: str = "text", **_: Any) -> list[Document
         if not isinstance(row, dict):
             raise InputError(f"line {number}: expected a JSON object", path=path)
         text = row.get(text_key)
-        if not isinstance(text, str) or not text.strip():
+        if not isinstance(text, str) or textfiles.is_blank(text):
             raise InputError(f"line {number}: missing or empty \"{text_key}\" string", path=path)
         metadata = row.get("metadata", {})
         if not isinstance(metadata, dict):
@@ -163,7 +165,7 @@ def load_pdf(path: Path, *, extraction_mode: str = "layout", password: str = "",
                     text = clean_layout_text(page.extract_text(extraction_mode="layout"))
                 else:
                     text = page.extract_text().strip()
-                if text:
+                if not textfiles.is_blank(text):
                     docs.append(Document(text, {**_base_metadata(path), "page": number, "total_pages": total}))
         except InputError:
             raise
@@ -173,6 +175,8 @@ def load_pdf(path: Path, *, extraction_mode: str = "layout", password: str = "",
             if "decrypt" in str(exc).lower() or "crypt" in type(exc).__name__.lower():
                 raise InputError(f"encrypted PDF: {exc}", path=path) from None
             raise InputError(f"unreadable PDF: {type(exc).__name__}: {exc}", path=path) from None
+    if total == 0:
+        raise InputError("the PDF has no pages", path=path)
     if not docs:
         raise InputError(f"no extractable text in {total} page(s) (a scanned PDF needs OCR first)", path=path)
     return docs

@@ -16,6 +16,9 @@ unlabelled positive (a false negative) and is dropped:
   positive's score; with several positives the lowest positive score is used.
 * ``margin`` (optional): TopK-MarginPos, keep only if ``score <= positive_score - margin``.
 
+A candidate whose text equals a positive's text (the same chunk under another id) or an already kept
+negative's is never kept, whatever the margins (``skipped_same_text`` counts them).
+
 The first ``num_negatives`` survivors are kept. ``last_report`` counts the candidates examined,
 the ones the guard dropped and queries left with fewer than ``num_negatives``.
 
@@ -100,24 +103,35 @@ class EmbeddingRankMiner:
         return float(limit)
 
     def mine(self, dataset: QADataset, encoder: Any) -> QADataset:
+        from embtune_core import token_limits
+
         encoder = as_encoder(encoder)
         qids = [q for q in dataset.queries if dataset.relevant_docs.get(q)]
         cids = list(dataset.corpus)
+        truncation = token_limits.check_encoder(encoder, {"query": [dataset.queries[q] for q in qids],
+                                                          "document": [dataset.corpus[c] for c in cids]})
         position = {c: i for i, c in enumerate(cids)}
         q_emb = normalize(_embed(encoder, [dataset.queries[q] for q in qids], "query", self.use_cache))
         c_emb = normalize(_embed(encoder, [dataset.corpus[c] for c in cids], "document", self.use_cache))
         max_pos = max((len(dataset.relevant_docs[q]) for q in qids), default=0)
         scores, indices = exact_search(q_emb, c_emb, self.range_max + max_pos)
         negatives: dict[str, list[str]] = {}
-        examined = dropped = short = 0
+        examined = dropped = short = same_text = 0
         for row, qid in enumerate(qids):
             positives = {position[c] for c in dataset.relevant_docs[qid] if c in position}
             pos_score = float(min(q_emb[row] @ c_emb[p] for p in positives))
             limit = self.threshold(pos_score)
+            # A chunk whose text equals a positive's is that positive under another id (boilerplate
+            # repeats in real filings): never a negative, whatever the guard's margin. Two negatives
+            # with one text would be the same negative twice.
+            seen_texts = {dataset.corpus[cids[p]] for p in positives}
             kept: list[str] = []
             rank = -1
             for score, index in zip(scores[row], indices[row]):
                 if index in positives or index >= len(cids):
+                    continue
+                if dataset.corpus[cids[index]] in seen_texts:
+                    same_text += 1
                     continue
                 rank += 1
                 if rank < self.range_min:
@@ -129,6 +143,7 @@ class EmbeddingRankMiner:
                     dropped += 1
                     continue
                 kept.append(cids[index])
+                seen_texts.add(dataset.corpus[cids[index]])
             short += len(kept) < self.num_negatives
             negatives[qid] = kept
         extras = dict(dataset.extras)
@@ -137,12 +152,14 @@ class EmbeddingRankMiner:
             "queries": len(qids), "candidates_examined": examined, "dropped_by_guard": dropped,
             "negatives_kept": sum(len(v) for v in negatives.values()),
             "queries_with_fewer_negatives": short, "num_negatives": self.num_negatives,
+            "skipped_same_text": same_text, "truncation": truncation,
             "range": [self.range_min, self.range_max], "relative_margin": self.relative_margin,
             "margin": self.margin,
         }
         log.info("mined %d negatives for %d queries; the false-negative guard dropped %d of %d candidates "
-                 "examined; %d queries have fewer than %d", self.last_report["negatives_kept"], len(qids),
-                 dropped, examined, short, self.num_negatives)
+                 "examined; %d queries have fewer than %d; %d candidates skipped for repeating a positive's or "
+                 "another negative's text", self.last_report["negatives_kept"], len(qids),
+                 dropped, examined, short, self.num_negatives, same_text)
         return QADataset(dataset.queries, dataset.corpus, dataset.relevant_docs, dataset.mode, extras)
 
 

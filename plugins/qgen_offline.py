@@ -29,7 +29,7 @@ from embtune_core.dataset import QADataset
 from embtune_core.documents import Chunk, stable_id
 from embtune_core.errors import ConfigError
 from embtune_core.progress import progress
-from embtune_plugins.chunkers import sentence_spans
+from embtune_plugins.chunkers import sentence_spans, word_count
 from embtune_plugins.question_generators import corpus_metadata, query_id
 
 log = logging.getLogger(__name__)
@@ -66,7 +66,7 @@ class InverseClozeGenerator:
         for chunk in progress(chunks, desc="ICT queries", unit="chunk"):
             spans = [(a, b) for a, b in sentence_spans(chunk.text) if chunk.text[a:b].strip()]
             eligible = [s for s in spans
-                        if self.min_words <= len(chunk.text[s[0]:s[1]].split()) <= self.max_words]
+                        if self.min_words <= word_count(chunk.text[s[0]:s[1]]) <= self.max_words]
             if len(spans) < 2 or not eligible:
                 skipped += 1  # still a corpus entry: a realistic distractor for retrieval
                 corpus[chunk.id] = chunk.text

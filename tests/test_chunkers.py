@@ -110,11 +110,25 @@ def test_overlong_sentence_is_cut_at_token_boundaries(sentence_chunker):
 
 def test_warns_when_chunk_size_exceeds_max_seq_length(minilm_path):
     with pytest.warns(UserWarning, match="exceeds .* max_seq_length 256.*truncated"):
-        chunker = get_registry().create("chunkers", "sentence", model=minilm_path)
-    assert chunker.chunk_size == 1024 and chunker.chunk_overlap == 20  # LlamaIndex's defaults
+        SentenceChunker(chunk_size=1024, model=minilm_path)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         SentenceChunker(chunk_size=256, model=minilm_path)
+
+
+def test_default_chunk_size_fits_the_model(minilm_path):
+    # MiniLM reads 256 tokens, [CLS] and [SEP] included: 254 of a chunk's own tokens fit (issue 14).
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        chunker = get_registry().create("chunkers", "sentence", model=minilm_path)
+    assert chunker.chunk_size == 254 and chunker.chunk_overlap == 20
+    from embtune_core.models import load_sentence_transformer
+    from embtune_core.token_limits import count_over
+
+    text = " ".join(f"Sentence {i} is about revenue and rides." for i in range(200))
+    chunks = chunker.chunk([Document(text, {"source": "long.txt"})])
+    assert len(chunks) > 5
+    assert count_over(load_sentence_transformer(minilm_path), [c.text for c in chunks], "document") == (0, 256)
 
 
 def test_bad_sizes_are_config_errors():

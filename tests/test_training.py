@@ -26,7 +26,11 @@ def _state(model_dir: str) -> dict[str, torch.Tensor]:
 def qa_files(tmp_path):
     train_path, val_path = tmp_path / "train.json", tmp_path / "val.json"
     make_qa().save(train_path)
-    make_qa(negatives=False).save(val_path)
+    val = make_qa(negatives=False)  # the same chunks, asked with other questions (validation shares no query)
+    renamed = {q: "v" + q for q in val.queries}
+    val.queries = {renamed[q]: "tell me " + t for q, t in val.queries.items()}
+    val.relevant_docs = {renamed[q]: ids for q, ids in val.relevant_docs.items()}
+    val.save(val_path)
     return train_path, val_path
 
 

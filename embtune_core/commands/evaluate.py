@@ -126,7 +126,7 @@ def build_system(spec: SystemSpec, *, batch_size: int | None = None, device: str
             from embtune_core.adapter_io import load_adapter
 
             adapter = load_adapter(spec.adapter_dir)
-        adapter.check_base(encoder.identity)
+        adapter.check_base(encoder)
     return System(spec.name, encoder, adapter, spec.text)
 
 
@@ -207,6 +207,10 @@ def run(args) -> int:
     evaluation = evaluate_systems(systems, dataset, dims=dims, settings=settings, dataset_name=str(args.dataset),
                                   confidence=args.confidence, seed=args.seed, n_resamples=args.resamples,
                                   n_permutations=args.permutations)
+    from pathlib import Path
+
+    if Path(args.dataset).is_dir():
+        evaluation.split = args.split
     data = report_json(evaluation)
     markdown = report_markdown(data)
     if args.out:

@@ -17,7 +17,7 @@ from embtune_core.commands import (
     positive_int,
 )
 from embtune_core.config import check_types, load_config, section
-from embtune_core.dataset import load_any
+from embtune_core.dataset import load_split, source_of
 from embtune_core.errors import ConfigError, EmbtuneError
 from embtune_core.plugins import get_registry
 
@@ -45,6 +45,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("dataset", help="QA dataset (LlamaIndex JSON, BEIR folder, pairs JSONL/CSV)")
     parser.add_argument("-o", "--out", required=True, help="output dataset JSON")
     parser.add_argument("--config", help="TOML file with a [mine] table")
+    parser.add_argument("--split", default="train",
+                        help="qrels split read when DATASET is a BEIR folder (default: train)")
     parser.add_argument("--miner", help="negative miner plugin (default: embedding-rank)")
     parser.add_argument("--encoder", "--model", dest="encoder",
                         help="model name/folder or encoder spec (default: the packaged all-MiniLM-L6-v2)")
@@ -86,10 +88,12 @@ def run(args) -> int:
         miner = get_registry().create("negative_miners", settings["miner"], **miner_options)
     except EmbtuneError as exc:
         raise sources.blame(exc) from None
-    dataset = load_any(args.dataset)
+    dataset = load_split(args.dataset, split=args.split, field="dataset")
     mined = miner.mine(dataset, settings["encoder"])
     mined.save(args.out)
     report = dict(getattr(miner, "last_report", {}) or {})
+    if report:
+        report["source"] = source_of(args.dataset, args.split)
     if report:
         atomic.write_json(f"{args.out}.mine-report.json", report)
         print(f"false-negative guard dropped {report['dropped_by_guard']} of {report['candidates_examined']} "

@@ -22,7 +22,9 @@ DESCRIPTION = """Fine-tune a sentence-transformers model on a QA dataset (LlamaI
 pairs/triplets JSONL/CSV) with a loss strategy (see `embtune plugins`): mnrl, cached-mnrl, gist,
 contrastive, online-contrastive, cosine, triplet; --matryoshka-dims wraps any of them in Matryoshka
 training. With --val the model is evaluated every --save-steps steps and the checkpoint with the best
-NDCG@10 is kept. Writes a sentence-transformers model directory with a model card (README.md) to --out;
+NDCG@10 is kept. A BEIR folder is read with its train split (--split) for --train and its dev split
+(--val-split) for --val; a folder without that split is refused, and so is a validation set that
+shares queries with the training set. Writes a sentence-transformers model directory with a model card (README.md) to --out;
 checkpoints and loss_log.jsonl go to --checkpoint-dir (default: OUT.checkpoints), and --resume continues
 from the newest checkpoint there. Settings may come from the [train] table of --config (same names,
 underscores); options given on the command line win. Runs unchanged under torchrun / accelerate launch.
@@ -36,6 +38,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--config", help="TOML file whose [train] table holds these settings")
     parser.add_argument("--train", help="training dataset")
     parser.add_argument("--val", help="validation dataset (evaluation during training, best checkpoint)")
+    parser.add_argument("--split", help="qrels split read when --train is a BEIR folder (default: train)")
+    parser.add_argument("--val-split", help="qrels split read when --val is a BEIR folder (default: dev)")
     parser.add_argument("--model", help="base model name or directory (default: packaged all-MiniLM-L6-v2)")
     parser.add_argument("--loss", help="loss strategy (default: mnrl)")
     parser.add_argument("--loss-option", action="append", metavar="KEY=VALUE",
@@ -92,7 +96,7 @@ def _parse_value(text: str):
     return {"true": True, "false": False}.get(text.lower(), text)
 
 
-SETTING_KEYS = ("train", "val", "model", "loss", "matryoshka_dims", "epochs", "batch_size", "lr",
+SETTING_KEYS = ("train", "val", "split", "val_split", "model", "loss", "matryoshka_dims", "epochs", "batch_size", "lr",
                 "warmup_ratio", "seed", "max_steps", "save_steps", "resume", "train_last_layers", "freeze_layers",
                 "max_seq_length", "precision", "checkpoint_dir", "out")
 

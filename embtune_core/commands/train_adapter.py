@@ -60,6 +60,13 @@ _FLAG_FIELDS = ("epochs", "batch_size", "lr", "temperature", "identity_reg", "se
 def add_arguments(parser) -> None:
     parser.add_argument("--train", required=True, help="training dataset (LlamaIndex JSON, BEIR folder, pairs)")
     parser.add_argument("--val", help="validation dataset for early stopping (default: held out of --train)")
+    parser.add_argument("--split", default="train",
+                        help="qrels split read when --train is a BEIR folder (default: train)")
+    parser.add_argument("--val-split", default="dev",
+                        help="qrels split read when --val is a BEIR folder (default: dev)")
+    parser.add_argument("--max-seq-length", type=positive_int, metavar="TOKENS",
+                        help="token limit of a local sentence-transformers encoder (default: the model's own); "
+                             "evaluate and serve the adapter at the same limit")
     parser.add_argument("--index-corpus", action="append", metavar="DATASET",
                         help="a dataset holding the chunks the adapter will search (repeatable); only their texts "
                              "are read: LLM-free pseudo-queries made from them (inverse cloze x5 + crops x5 per "
@@ -147,14 +154,22 @@ def run(args) -> int:
     check_plugin("adapters", config.adapter, sources, "adapter")
 
     from embtune_core.adapter_training import train_adapter
-    from embtune_core.dataset import load_any
+    from embtune_core.dataset import check_disjoint_queries, load_any, load_split, source_of
     from embtune_core.embedding_cache import EmbeddingCache
     from embtune_core.encoding import encoder_from_spec
 
     options = {"api_key": f"env:{args.api_key_env}"} if args.api_key_env else {}
+    if args.max_seq_length:
+        from embtune_core.encoding import parse_encoder_spec
+
+        if parse_encoder_spec(spec)[0] != "sentence-transformers":
+            raise UsageError("applies to local sentence-transformers encoders only", field="--max-seq-length")
+        options["max_seq_length"] = args.max_seq_length
     encoder = encoder_from_spec(spec, **options)
-    train = load_any(args.train)
-    val = load_any(args.val) if args.val else None
+    train = load_split(args.train, split=args.split, field="--train")
+    val = load_split(args.val, split=args.val_split, field="--val", option="--val-split") if args.val else None
+    if val is not None:
+        check_disjoint_queries(train, val, path=args.val, field="--val")
     augment = None
     if args.index_corpus:
         from embtune_core.pseudo_queries import index_pseudo_queries, merge
@@ -166,6 +181,8 @@ def run(args) -> int:
     metric = config.selection_metric
     summary = {
         "adapter": config.adapter, "out": str(result.output_dir), "best_epoch": result.best_epoch,
+        "train_source": source_of(args.train, args.split),
+        "val_source": source_of(args.val, args.val_split) if args.val else "held out of the training set",
         "validation_before": result.baseline, "validation_after": result.best,
         "seconds": {k: round(v, 2) for k, v in result.timings.items()},
         "config": {k: v for k, v in dataclasses.asdict(config).items() if v is not None},

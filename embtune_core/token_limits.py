@@ -1,0 +1,113 @@
+"""Token limits: count the texts a model will cut, say so in one line, and record it.
+
+A sentence-transformers model embeds at most ``max_seq_length`` tokens of a text (special tokens
+and any prompt included) and silently drops the rest (sentence-transformers #4060): a 770-token
+10-K chunk seen by a 256-token MiniLM is two thirds unread. Every command that embeds with a local
+model (``evaluate``, ``train``, ``mine``, ``train-adapter``, the pipeline) counts, with the model's
+own tokenizer, how many of its texts exceed the limit, logs one warning per kind of text, e.g.::
+
+    6 of 6 corpus texts exceed 256 tokens of sentence-transformers/all-MiniLM-L6-v2; they are cut
+    (pass --max-seq-length 512 to keep them whole)
+
+and records :func:`summary`'s dict in its report, summary or model card.
+
+Encoders that cannot count (API models, LangChain objects) are skipped: their servers apply their
+own limits, which embtune cannot see.
+
+Example::
+
+    record = check_encoder(encoder, {"query": queries, "document": corpus})
+    record  # {"limit": 256, "query": {"over": 0, "total": 40}, "document": {"over": 6, "total": 6}}
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+KIND_NAMES = {"query": "queries", "document": "corpus texts"}
+
+
+def prompt_for(model: Any, kind: str, explicit: str | None = None) -> str:
+    """The prompt sentence-transformers prepends for ``kind`` (``encode_query``/``encode_document``):
+    an explicit one, else the model's ``prompts[kind]``, else its default prompt, else none."""
+    if explicit is not None:
+        return explicit
+    prompts = getattr(model, "prompts", None) or {}
+    if kind in prompts:
+        return prompts[kind]
+    default = getattr(model, "default_prompt_name", None)
+    return prompts.get(default, "") if default else ""
+
+
+def token_lengths(model: Any, texts: Sequence[str], prompt: str = "") -> list[int]:
+    """Tokens of each ``prompt + text`` with the model's tokenizer, special tokens included, uncut."""
+    tokenizer = model.tokenizer
+    lengths: list[int] = []
+    for start in range(0, len(texts), 1024):  # bounded memory on big corpora
+        batch = [prompt + t for t in texts[start:start + 1024]]
+        encoded = tokenizer(batch, add_special_tokens=True, truncation=False, verbose=False,
+                            return_attention_mask=False, return_token_type_ids=False)
+        lengths.extend(len(ids) for ids in encoded["input_ids"])
+    return lengths
+
+
+def count_over(model: Any, texts: Sequence[str], kind: str, prompt: str | None = None) -> tuple[int, int | None]:
+    """(how many ``texts`` exceed the model's limit, the limit); (0, None) when it has no limit."""
+    limit = getattr(model, "max_seq_length", None)
+    if not limit or not texts:
+        return 0, limit
+    lengths = token_lengths(model, list(texts), prompt_for(model, kind, prompt))
+    return sum(n > limit for n in lengths), int(limit)
+
+
+def warning_line(over: int, total: int, kind: str, limit: int, model_name: str) -> str:
+    return (f"{over} of {total} {KIND_NAMES.get(kind, kind)} exceed {limit} tokens of {model_name}; they are cut "
+            f"(pass --max-seq-length {_suggest(limit)} to keep more of them)")
+
+
+def _suggest(limit: int) -> int:
+    return max(512, 2 * int(limit))
+
+
+def check(counter: Any, texts_by_kind: Mapping[str, Sequence[str]], *, model_name: str = "the model",
+          warn: bool = True) -> dict[str, Any] | None:
+    """Count over-long texts of each kind with ``counter(texts, kind) -> (over, limit)`` and log one
+    warning per kind that has any; returns ``{"limit": L, kind: {"over": n, "total": m}, ...}``."""
+    record: dict[str, Any] = {"limit": None}
+    for kind, texts in texts_by_kind.items():
+        texts = list(texts)
+        over, limit = counter(texts, kind)
+        if limit is None:
+            return None
+        record["limit"] = limit
+        record[kind] = {"over": int(over), "total": len(texts)}
+        if over and warn:
+            log.warning(warning_line(over, len(texts), kind, limit, model_name))
+    return record
+
+
+def check_encoder(encoder: Any, texts_by_kind: Mapping[str, Sequence[str]], *, warn: bool = True
+                  ) -> dict[str, Any] | None:
+    """:func:`check` for an encoder that can count (``count_over_limit``); None for one that cannot."""
+    counter = getattr(encoder, "count_over_limit", None)
+    if counter is None:
+        return None
+    return check(counter, texts_by_kind, model_name=str(getattr(encoder, "name", "the model")), warn=warn)
+
+
+def check_model(model: Any, texts_by_kind: Mapping[str, Sequence[str]], *, model_name: str = "the model",
+                warn: bool = True) -> dict[str, Any] | None:
+    """:func:`check` for a loaded ``SentenceTransformer`` (training, where no encoder wraps it)."""
+    return check(lambda texts, kind: count_over(model, texts, kind), texts_by_kind, model_name=model_name, warn=warn)
+
+
+def describe(record: Mapping[str, Any] | None) -> str | None:
+    """One line for a report: ``limit 256 tokens; cut: 6 of 6 corpus texts, 0 of 40 queries``."""
+    if not record or not record.get("limit"):
+        return None
+    cuts = [f"{v['over']} of {v['total']} {KIND_NAMES.get(k, k)}" for k, v in record.items() if k != "limit"]
+    return f"limit {record['limit']} tokens; cut: " + ", ".join(cuts)
