@@ -72,6 +72,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Third-party loggers that talk at INFO about their own internals: FAISS's loader reports each SIMD
+# build it tries and fails to import ("ModuleNotFoundError(... swigfaiss_avx512)") before it loads
+# one that works, on every run. Shown again with -v.
+NOISY_LOGGERS = ("faiss.loader", "faiss")
+
+
+def quiet_third_party_loggers(verbose: bool = False) -> None:
+    """Raise the listed third-party loggers to WARNING (left alone with ``verbose``); ours keep INFO."""
+    if not verbose:
+        for name in NOISY_LOGGERS:
+            logging.getLogger(name).setLevel(logging.WARNING)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     try:
@@ -84,6 +97,7 @@ def main(argv: list[str] | None = None) -> int:
 
     install_log_filter()
     interrupts.install()
+    quiet_third_party_loggers(args.verbose)
     if not getattr(args, "_run", None):
         parser.print_help()
         return 2

@@ -549,6 +549,9 @@ def train(settings: TrainSettings) -> dict[str, Any]:
     # Without progress bars the trainer prints every log dict to stdout; loss_log.jsonl keeps them.
     trainer.remove_callback(PrinterCallback)
 
+    device = str(args.device)
+    precision = "bf16" if args.bf16 else "fp16" if args.fp16 else "fp32"
+    log.info("training on %s, precision %s, %d process(es)", device, precision, world_size)
     if rank == 0:  # recorded only now: a run refused for its data leaves no folder behind
         atomic.write_text(recorded, fingerprint + "\n")
     checkpoint = latest_checkpoint(work_dir) if settings.resume else None
@@ -578,6 +581,8 @@ def train(settings: TrainSettings) -> dict[str, Any]:
         "truncation": truncation,
         "partial_fine_tuning": partial,
         "world_size": world_size,
+        "device": device,
+        "precision": precision,
         "global_step": trainer.state.global_step,
         "resumed_from": checkpoint,
         "best_checkpoint": trainer.state.best_model_checkpoint,
@@ -595,6 +600,7 @@ def train(settings: TrainSettings) -> dict[str, Any]:
         {
             "rank": rank,
             "world_size": world_size,
+            "device": device,
             "steps": rank_report.steps,
             "global_step": trainer.state.global_step,
             "saved_model": saved,
@@ -783,6 +789,8 @@ def model_card(summary: dict[str, Any]) -> str:
     if batches:
         lines.append(f"| batches per epoch | {batches['per_epoch']} ({batches['mean_rows_per_batch']} rows on "
                      f"average; every row used once per epoch) |")
+    if summary.get("device"):
+        lines.append(f"| device, precision used | {summary['device']}, {summary['precision']} |")
     lines.append(f"| processes (DDP world size) | {summary['world_size']} |")
     lines.append(f"| optimisation steps | {summary['global_step']} |")
     if summary.get("partial_fine_tuning"):

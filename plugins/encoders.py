@@ -5,7 +5,10 @@ Each factory returns an :class:`embtune_core.encoding.Encoder` (``identity``, ``
 ``encode_queries``, ``encode_documents``; float32 ``(n, dimension)`` arrays, unit length by default).
 
 * ``sentence-transformers``: ``factory(model=name_or_path_or_SentenceTransformer, device=None,
-  batch_size=32, normalize=True, query_prompt=None, document_prompt=None, truncate_dim=None)``.
+  batch_size=32, normalize=True, query_prompt=None, document_prompt=None, truncate_dim=None,
+  max_seq_length=None, precision="fp32")``. ``precision`` ``"bf16"``/``"fp16"`` casts a model loaded
+  by name to that dtype (vectors still come back float32) and is part of the identity; the device
+  and precision are logged in one line when the model loads.
   Loaded through :func:`embtune_core.models.load_sentence_transformer` (packaged copies first),
   lazily: a run whose vectors are all in the embedding cache never loads the model. Queries use
   the model's ``"query"`` prompt and documents its ``"document"`` prompt when it defines them.
@@ -47,10 +50,11 @@ import numpy as np
 from embtune_core import hookimpl
 from embtune_core.config import secret
 from embtune_core.encoding import Encoder
-from embtune_core.errors import InputError, ServiceError
+from embtune_core.errors import ConfigError, InputError, ServiceError
 from embtune_core.fingerprint import directory_fingerprint
 
 log = logging.getLogger(__name__)
+ENCODER_PRECISIONS = ("fp32", "bf16", "fp16")
 
 
 # --- sentence-transformers -------------------------------------------------------------------------
@@ -90,9 +94,13 @@ class SentenceTransformerEncoder(Encoder):
 
     def __init__(self, model: Any = None, *, device: str | None = None, batch_size: int = 32,
                  normalize: bool = True, query_prompt: str | None = None, document_prompt: str | None = None,
-                 truncate_dim: int | None = None, max_seq_length: int | None = None):
+                 truncate_dim: int | None = None, max_seq_length: int | None = None, precision: str = "fp32"):
         from embtune_core.models import DEFAULT_MODEL, resolve
 
+        if precision not in ENCODER_PRECISIONS:
+            raise ConfigError(f"precision must be one of {', '.join(ENCODER_PRECISIONS)}, got '{precision}'",
+                              field="precision")
+        self.precision = precision
         self.device = device
         self.batch_size = int(batch_size)
         self.normalize = bool(normalize)
@@ -134,6 +142,8 @@ class SentenceTransformerEncoder(Encoder):
             settings.append(f"truncate_dim={int(truncate_dim)}")
         if self.max_seq_length:
             settings.append(f"max_seq_length={self.max_seq_length}")
+        if self.precision != "fp32":  # half-precision vectors differ: never mix them with fp32 ones in a cache
+            settings.append(f"precision={self.precision}")
         self.identity = "sentence-transformers " + " ".join(settings)
 
     @property
@@ -144,6 +154,11 @@ class SentenceTransformerEncoder(Encoder):
             self._model = load_sentence_transformer(self.name, device=self.device)
             if self.max_seq_length:
                 _set_limit(self._model, self.max_seq_length, self.name)
+            if self.precision != "fp32":
+                import torch
+
+                self._model.to({"bf16": torch.bfloat16, "fp16": torch.float16}[self.precision])
+            log.info("encoder %s: device %s, precision %s", self.name, self._model.device, self.precision)
         return self._model
 
     @property

@@ -66,6 +66,8 @@ def test_torchrun_two_cpu_processes_train_and_only_rank_0_saves(tiny_model_dir, 
     assert proc.stdout.count("model written to") == 1
     summary = json.loads((out / "embtune_train.json").read_text())
     assert summary["world_size"] == 2
+    assert (summary["device"], summary["precision"]) == ("cpu", "fp32")  # what it ran on, stated
+    assert all(r["device"] == "cpu" for r in reports)
     # exactly one model directory next to the output, no leftover staging directories
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model", "train.json", "work"]
     assert SentenceTransformer(str(out)).encode(["q"]).shape == (1, 32)

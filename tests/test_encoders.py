@@ -73,6 +73,21 @@ def test_max_seq_length_lets_long_texts_count_in_full(tiny_model_dir):
     assert not np.allclose(a, b)
 
 
+def test_precision_casts_the_model_states_it_and_keeps_float32_vectors(tiny_model_dir, caplog):
+    from embtune_core.errors import ConfigError
+
+    full = encoder_from_spec(f"st:{tiny_model_dir}")
+    half = encoder_from_spec(f"st:{tiny_model_dir}", precision="bf16")
+    assert half.identity == full.identity + " precision=bf16"  # never shares cached vectors with fp32
+    with caplog.at_level(logging.INFO, logger="embtune_plugins.encoders"):
+        vectors = half.encode_documents(["the cat sat on the mat", "a dog"])
+    assert vectors.dtype == np.float32 and vectors.shape == (2, 32)
+    np.testing.assert_allclose(vectors, full.encode_documents(["the cat sat on the mat", "a dog"]), atol=0.05)
+    assert any(r.getMessage().endswith(": device cpu, precision bf16") for r in caplog.records)
+    with pytest.raises(ConfigError, match="precision must be one of fp32, bf16, fp16"):
+        encoder_from_spec(f"st:{tiny_model_dir}", precision="int8")
+
+
 def _bow(texts):
     return np.array([hashed_bag_of_words(t) for t in texts], dtype=np.float32)
 

@@ -93,6 +93,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--split", default="test", help="BEIR qrels split (default: test)")
     parser.add_argument("--batch-size", type=positive_int, default=None, help="encoder batch size")
     parser.add_argument("--device", default=None, help="device for local models (cpu, cuda, mps)")
+    parser.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default=None,
+                        help="dtype local models run in (default: fp32); logged with the device when a model loads")
     parser.add_argument("--max-seq-length", type=positive_int, default=None, metavar="TOKENS",
                         help="token limit of local sentence-transformers models (default: each model's own); "
                              "chunks longer than the limit are cut, so raise it for long chunks")
@@ -106,7 +108,7 @@ def add_arguments(parser) -> None:
 
 
 def build_system(spec: SystemSpec, *, batch_size: int | None = None, device: str | None = None,
-                 max_seq_length: int | None = None, adapter=None):
+                 max_seq_length: int | None = None, adapter=None, precision: str | None = None):
     """The :class:`~embtune_core.evaluation.System` a parsed spec names (``adapter``: its folder, loaded)."""
     from embtune_core.encoding import encoder_from_spec, parse_encoder_spec
     from embtune_core.evaluation import System
@@ -120,6 +122,8 @@ def build_system(spec: SystemSpec, *, batch_size: int | None = None, device: str
             options["device"] = device
         if max_seq_length is not None:
             options["max_seq_length"] = max_seq_length
+        if precision is not None:
+            options["precision"] = precision
     encoder = encoder_from_spec(spec.encoder_spec, **options)
     if spec.adapter_dir:
         if adapter is None:
@@ -167,13 +171,10 @@ def known_width(spec: SystemSpec, system) -> int | None:
 
 
 def run(args) -> int:
-    import logging
-
     from embtune_core.dataset import load_any
     from embtune_core.evaluation import MetricSettings, evaluate_systems
     from embtune_core.report import report_json, report_markdown, write_reports
 
-    logging.getLogger("faiss").setLevel(logging.WARNING)  # its loader logs each CPU-feature probe
     # Everything the arguments alone can refute is refuted before the dataset or a model is read.
     if args.out:
         check_output_dir(args.out, "--out")
@@ -199,7 +200,8 @@ def run(args) -> int:
     settings = MetricSettings(hit_rate_at=tuple(args.k))
     dataset = load_any(args.dataset, split=args.split)
     systems = [build_system(spec, batch_size=args.batch_size, device=args.device,
-                            max_seq_length=args.max_seq_length, adapter=adapters.get(spec.name))
+                            max_seq_length=args.max_seq_length, adapter=adapters.get(spec.name),
+                            precision=args.precision)
                for spec in specs]
     for spec, system in zip(specs, systems):
         width = known_width(spec, system)

@@ -167,7 +167,8 @@ def run(args) -> int:
         return 0  # another rank (rank 0) wrote the model and reports
     print(
         f"model written to {settings.out} ({summary['global_step']} steps, "
-        f"train loss {summary['train_loss']:.4f})"
+        f"train loss {summary['train_loss']:.4f}; {summary['device']}, {summary['precision']}, "
+        f"{summary['world_size']} process(es))"
     )
     for key in ("hit@5", "mrr@10", "ndcg@10"):
         if key in before or key in after:
