@@ -128,8 +128,8 @@ def embeddings_from_name(name: str, *, base_model: str | None = None, device: st
         raise InputError(f"'{name}' does not start with '{PREFIX}'", field="EMBEDDINGS_NAME")
     target = Path(name[len(PREFIX):].strip()).expanduser()
     if not target.is_dir():
-        raise InputError(f"folder not found after '{PREFIX}'; mount the adapter or model folder into this "
-                         "container (backend and worker) or fix the path", path=target, field="EMBEDDINGS_NAME")
+        raise InputError(f"not a folder (nothing there); mount the adapter or model folder into this container "
+                         f"(backend and worker) or fix the path after '{PREFIX}'", path=target, field="EMBEDDINGS_NAME")
     device = device or setting(DEVICE_ENV) or None
     raw_batch = batch_size or setting(BATCH_SIZE_ENV) or 32
     try:
