@@ -152,3 +152,28 @@ def test_training_on_host_vectors_records_the_convention_and_loads(host_models, 
     # Trained on the host's vectors, the adapter does not fit embtune's prompted ones.
     with pytest.raises(InputError, match="query prompt 'query: '"):
         EmbtuneEmbeddings(path, adapter=tmp_path / "adapter", prompts=True)
+
+
+def test_train_adapter_command_with_host_vectors(host_models, tmp_path, capsys):
+    from embtune_core.cli import main
+
+    path = host_models["non-normalizing"]
+    corpus = {f"c{i}": text for i, text in enumerate(TEXTS)}
+    data = {"queries": {f"q{i}": f"Which sentence mentions {text.split()[1]}?" for i, text in enumerate(TEXTS)},
+            "corpus": corpus, "relevant_docs": {f"q{i}": [f"c{i}"] for i in range(len(TEXTS))}, "mode": "text"}
+    val = {**data, "queries": {f"v{i}": text[:25] for i, text in enumerate(TEXTS)},
+           "relevant_docs": {f"v{i}": [f"c{i}"] for i in range(len(TEXTS))}}
+    (tmp_path / "train.json").write_text(json.dumps(data))
+    (tmp_path / "val.json").write_text(json.dumps(val))
+    code = main(["train-adapter", "--model", path, "--host-vectors", "--train", str(tmp_path / "train.json"),
+                 "--val", str(tmp_path / "val.json"), "--epochs", "1", "--batch-size", "2",
+                 "--out", str(tmp_path / "adapter")])
+    assert code == 0, capsys.readouterr().err
+    base = json.loads((tmp_path / "adapter" / "adapter_config.json").read_text())["base_encoder"]
+    assert base["normalize"] is False and base["prompts"] is False and base["convention"]["unit_length"] is False
+    adapted = EmbtuneEmbeddings(path, adapter=tmp_path / "adapter")
+    np.testing.assert_allclose(adapted.embed_documents(TEXTS), docsgpt_vectors(path, TEXTS), atol=1e-6)
+    # Only local sentence-transformers models compute vectors the hosts' way.
+    assert main(["train-adapter", "--encoder", "openai:text-embedding-3-small@http://127.0.0.1:9/v1",
+                 "--host-vectors", "--train", str(tmp_path / "train.json"), "--out", str(tmp_path / "x")]) == 2
+    assert "--host-vectors" in capsys.readouterr().err
