@@ -149,11 +149,23 @@ def embeddings_from_name(name: str, *, base_model: str | None = None, device: st
     if not base:
         raise InputError(f"adapter folder needs its base model: set {BASE_MODEL_ENV} to the model (name or folder) "
                          "the adapter was trained on", path=target, field=BASE_MODEL_ENV)
-    if _looks_like_path(base) and not Path(base).expanduser().is_dir():
+    if not Path(base).expanduser().is_dir() and (_looks_like_path(base) or _trained_on_a_folder(target)):
+        # A relative path that is missing reads as a hub name; the adapter knows it came from a folder.
         raise InputError(f"base model folder '{base}' (from {source}) not found; mount it into this container "
                          f"(backend and worker) or set {BASE_MODEL_ENV} to the model the adapter was trained on",
                          field=BASE_MODEL_ENV)
     return EmbtuneEmbeddings(base, adapter=str(target), device=device, batch_size=batch_size)
+
+
+def _trained_on_a_folder(folder: Path) -> bool:
+    """Whether the adapter's recorded base was a local model folder (its identity names ``files=``)."""
+    try:
+        config = json.loads((folder / "adapter_config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    base = config.get("base_encoder") if isinstance(config, dict) else None
+    identity = base.get("identity") if isinstance(base, dict) else None
+    return isinstance(identity, str) and " files=" in identity
 
 
 def _looks_like_path(value: str) -> bool:

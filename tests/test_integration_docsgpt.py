@@ -240,6 +240,11 @@ def test_missing_base_model_folder_says_so(adapter_dir, tmp_path, monkeypatch):
     assert "not-mounted" in message and "not found" in message and "mount it" in message
     assert "trained on" in message  # the fix, not a wrong diagnosis: no "adapter was trained on encoder"
     assert "adapter was trained on encoder" not in message
+    # A relative path would read as a hub name; the adapter was trained on a folder, so it is one too.
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv(docsgpt.BASE_MODEL_ENV, "models/base")
+    with pytest.raises(InputError, match="base model folder 'models/base' .* not found"):
+        docsgpt.embeddings_from_name(f"embtune:{adapter_dir}")
 
 
 def test_plain_adapter_folder_as_embeddings_name_names_the_fix(fake_docsgpt, adapter_dir, capsys):
