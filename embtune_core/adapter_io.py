@@ -4,7 +4,10 @@ An adapter folder holds two files, written together atomically::
 
     adapter_config.json   {"format": "embtune-adapter", "format_version": 1, "adapter_type": "linear",
                            "options": {...}, "dimension": 384, "normalize_output": true,
-                           "base_encoder": {"identity": "...", "normalize": true, "name": "..."},
+                           "base_encoder": {"identity": "...", "normalize": true, "name": "...",
+                                            "weights": "...", "prompts": true,
+                                            "convention": {"unit_length": true, "query_prompt": "",
+                                                           "document_prompt": ""}},
                            "training": {...}}
     adapter.safetensors   the module's state dict
 
@@ -13,6 +16,16 @@ custom adapters from plugins save and load like the built-in ones. ``base_encode
 the identity of the encoder whose query vectors the adapter was trained on: an adapter only makes
 sense on that encoder, and :func:`load_adapter` refuses another one with a one-line error.
 ``normalize_output`` says whether adapted queries are scaled back to unit length (cosine search).
+
+``base_encoder.prompts`` and ``base_encoder.convention`` record how the base computed the query
+vectors the adapter was trained on: through the model's query/document prompts or plain
+``encode()`` (what DocsGPT and LangChain's ``HuggingFaceEmbeddings`` call), and the resulting
+``unit_length`` (normalised by embtune or by the model's own ``Normalize`` module) and prompt
+strings. :meth:`SavedAdapter.check_base` accepts an encoder of the same model whose settings differ
+only in ways that leave the vectors equal (``normalize=True`` on a model that normalises anyway,
+prompts on a model without any) and refuses one whose vectors differ, naming the difference.
+Adapters saved before these keys existed are read as before: their convention is derived from the
+recorded identity.
 
 LlamaIndex adapter folders (``config.json`` + ``pytorch_model.bin`` of ``LinearLayer`` or
 ``TwoLayerNN``) are imported by :func:`load_adapter` too. Their weights are read with
@@ -30,7 +43,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,6 +52,12 @@ import torch
 from torch import nn
 
 from embtune_core import atomic
+from embtune_core.encoding import (
+    _CONVENTION_KEYS,
+    _SETTING,
+    _content_of,
+    _settings_of,
+)
 from embtune_core.errors import InputError, PluginError
 
 log = logging.getLogger(__name__)
@@ -62,6 +80,8 @@ class AdapterConfig:
     base_encoder_name: str | None = None  # for people: the model name it was trained with
     normalize_output: bool = True
     base_weights: str | None = None  # module fingerprint of a local base model's weights and prompts
+    base_prompts: bool | None = None  # True: encode_query/encode_document with the model's prompts; False: encode()
+    base_convention: dict[str, Any] | None = None  # unit_length, query_prompt, document_prompt of the base vectors
     training: dict[str, Any] = field(default_factory=dict)
     imported_from: str | None = None
 
@@ -75,7 +95,9 @@ class AdapterConfig:
             "normalize_output": self.normalize_output,
             "base_encoder": {"identity": self.base_encoder_identity, "normalize": self.base_normalize,
                              "name": self.base_encoder_name,
-                             **({"weights": self.base_weights} if self.base_weights else {})},
+                             **({"weights": self.base_weights} if self.base_weights else {}),
+                             **({"prompts": self.base_prompts} if self.base_prompts is not None else {}),
+                             **({"convention": self.base_convention} if self.base_convention else {})},
             "training": self.training,
         }
         if self.imported_from:
@@ -98,6 +120,8 @@ class AdapterConfig:
         return cls(adapter_type=data["adapter_type"], dimension=data["dimension"], options=data["options"],
                    base_encoder_identity=base.get("identity"), base_normalize=base.get("normalize"),
                    base_encoder_name=base.get("name"), base_weights=base.get("weights"),
+                   base_prompts=base.get("prompts") if isinstance(base.get("prompts"), bool) else None,
+                   base_convention=base.get("convention") if isinstance(base.get("convention"), dict) else None,
                    normalize_output=bool(data.get("normalize_output", True)),
                    training=data.get("training") or {}, imported_from=data.get("imported_from"))
 
@@ -138,26 +162,58 @@ class SavedAdapter:
         ``encoder`` is an encoder or its identity string. The identities are compared on what
         changes the vectors: a local model named by folder and the same model passed in memory
         (a ``SentenceTransformer`` object) match when their weights and prompts are equal and every
-        other setting (normalisation, token limit, prompts) is the same. (The width is checked where
-        vectors meet the adapter, :meth:`transform`: reading an API encoder's width may cost a call.)
+        other setting (token limit, truncation) is the same. Normalisation and prompts are compared
+        on their effect (the encoder's ``convention``): ``normalize=True`` and ``False`` are the same
+        vectors for a model ending in a ``Normalize`` module, prompts on or off the same for a model
+        without prompts. Raises :class:`InputError` in one line naming the difference. (The width
+        is checked where vectors meet the adapter, :meth:`transform`: reading an API encoder's width
+        may cost a call.)
         """
         encoder_identity = encoder if isinstance(encoder, str) else str(encoder.identity)
         expected = self.config.base_encoder_identity
         if expected is None:
             log.warning("adapter %s records no base encoder; assuming it fits %s", self.path or "", encoder_identity)
             return
-        if expected != encoder_identity and not self._same_weights(encoder, expected, encoder_identity):
-            name = f" ({self.config.base_encoder_name})" if self.config.base_encoder_name else ""
-            raise InputError(f"adapter was trained on encoder '{expected}'{name}, not on '{encoder_identity}'; "
-                             "train an adapter for this encoder", path=self.path)
+        if expected == encoder_identity:
+            return
+        name = f" ({self.config.base_encoder_name})" if self.config.base_encoder_name else ""
+        same_model = not isinstance(encoder, str) and (
+            _content_of(expected) == _content_of(encoder_identity) or self._same_weights(encoder))
+        if same_model and _settings_of(expected, _CONVENTION_KEYS) == _settings_of(encoder_identity, _CONVENTION_KEYS):
+            trained, current = self._trained_convention(encoder), getattr(encoder, "convention", None)
+            if trained is not None and trained == current:
+                return  # settings differ, vectors do not
+            if trained is not None and current is not None:
+                raise InputError(
+                    f"adapter was trained on query vectors {_describe_convention(trained)} of this model{name}, but "
+                    f"these embeddings compute {_describe_convention(current)}; train the adapter on the vectors the "
+                    "host computes (embtune train-adapter --host-vectors) or set normalize/prompts to match it (the "
+                    "index must then hold documents embedded the same way)", path=self.path)
+        if same_model and _settings_of(expected) == _settings_of(encoder_identity):
+            return  # same weights under another name (folder vs in-memory model), same settings
+        raise InputError(f"adapter was trained on encoder '{expected}'{name}, not on '{encoder_identity}'; "
+                         "train an adapter for this encoder", path=self.path)
 
-    def _same_weights(self, encoder: Any, expected: str, actual: str) -> bool:
-        """True when ``encoder`` differs from the recorded base only in how its model is named (a
-        folder's file hash against an in-memory model's weight hash) and has the same weights."""
-        if isinstance(encoder, str) or not self.config.base_weights or _settings_of(expected) != _settings_of(actual):
+    def _same_weights(self, encoder: Any) -> bool:
+        """True when ``encoder``'s model has the weights the adapter records (a folder's file hash
+        against an in-memory model's weight hash name one model two ways)."""
+        if not self.config.base_weights:
             return False
         weights = getattr(encoder, "weights_fingerprint", None)
         return weights is not None and weights == self.config.base_weights
+
+    def _trained_convention(self, encoder: Any) -> dict[str, Any] | None:
+        """The convention of the vectors the adapter was trained on: recorded, or (older adapters)
+        derived from the recorded identity's settings on ``encoder``'s model."""
+        if self.config.base_convention:
+            return dict(self.config.base_convention)
+        derive = getattr(encoder, "convention_for", None)
+        settings = _parse_settings(self.config.base_encoder_identity or "")
+        if derive is None or "normalize" not in settings:
+            return None
+        return derive(normalize=settings["normalize"] == "True", prompts=settings.get("prompts") != "none",
+                      query_prompt=_literal(settings.get("query_prompt")),
+                      document_prompt=_literal(settings.get("document_prompt")))
 
     @torch.no_grad()
     def transform(self, queries: np.ndarray) -> np.ndarray:
@@ -177,12 +233,29 @@ class SavedAdapter:
         return save_adapter(directory, self.module, self.config)
 
 
-_CONTENT = re.compile(r" (?:files|weights|hub)=\S+")
+def _parse_settings(identity: str) -> dict[str, str]:
+    return {m.group(1): m.group(2) for m in _SETTING.finditer(identity)}
 
 
-def _settings_of(identity: str) -> str:
-    """An encoder identity without the part that names the model's content (files/weights/hub)."""
-    return _CONTENT.sub("", identity)
+def _literal(value: str | None) -> str | None:
+    import ast
+
+    if value is None:
+        return None
+    try:
+        parsed = ast.literal_eval(value)
+    except (ValueError, SyntaxError):
+        return value
+    return parsed if isinstance(parsed, str) else value
+
+
+def _describe_convention(convention: dict[str, Any]) -> str:
+    """``{'unit_length': True, 'query_prompt': 'query: '}`` as 'unit length, query prompt 'query: ''."""
+    parts = ["unit length" if convention.get("unit_length") else "not normalised"]
+    for kind in ("query", "document"):
+        prompt = convention.get(f"{kind}_prompt") or ""
+        parts.append(f"{kind} prompt {prompt!r}" if prompt else f"no {kind} prompt")
+    return "(" + ", ".join(parts) + ")"
 
 
 @torch.no_grad()

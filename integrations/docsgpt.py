@@ -23,14 +23,28 @@ other name falls through to ``SentenceTransformer(name)``. DocsGPT then calls on
 Both DocsGPT processes (the web app and the Celery worker) must call :func:`register`. Without
 touching their start commands: run ``python -m embtune_integrations.docsgpt install-hook`` once
 in DocsGPT's Python environment (image). It writes ``embtune_docsgpt.pth`` into site-packages;
-Python runs that line at every start-up, and when ``EMBTUNE_DOCSGPT=1`` it calls
+Python runs that line at every start-up, and when ``EMBTUNE_DOCSGPT`` is true (``1``, ``true``,
+``yes``, ``on``, any case, as DocsGPT's own pydantic settings read booleans) it calls
 :func:`register`, which patches the DocsGPT module as soon as it is imported (an import hook; the
-module is not imported early). Processes without ``EMBTUNE_DOCSGPT=1`` only pay for reading one
-environment variable. A ``sitecustomize.py`` with ``import embtune_integrations.docsgpt as d;
-d.register()`` works the same way.
+module is not imported early). ``EMBTUNE_DOCSGPT`` is read from the environment, else from
+``.env`` in the folder the process starts in (DocsGPT's non-Docker commands start in the project
+root, where its ``.env`` lives); a value that is neither true nor false is reported in one line on
+stderr and leaves the hook off. A process with neither pays one ``stat`` of ``.env``. A
+``sitecustomize.py`` with ``import embtune_integrations.docsgpt as d; d.register()`` works the same way.
 
-Settings (environment): ``EMBTUNE_BASE_MODEL`` (base model for an adapter name),
+Settings (:func:`setting`: the environment first, then DocsGPT's ``.env`` at the project root, as
+DocsGPT's settings read it; pydantic-settings never copies ``.env`` into the environment):
+``EMBTUNE_BASE_MODEL`` (base model for an adapter name; else the one the adapter records),
 ``EMBTUNE_DEVICE`` (``cpu``, ``cuda``...), ``EMBTUNE_BATCH_SIZE`` (default 32).
+
+Vectors: ``embed_documents`` returns exactly what DocsGPT's own ``EmbeddingsWrapper`` returns for
+the base model (``SentenceTransformer(name).encode(texts)``: no prompt, no normalisation of its
+own), so an index DocsGPT built with that model stays valid; the adapter must have been trained on
+query vectors computed the same way (``embtune train-adapter --host-vectors``), which loading
+checks. With the hook installed, an adapter folder given without ``embtune:`` is refused in one
+line (sentence-transformers would mistake its ``adapter_config.json`` for PEFT's), and
+``python -m embtune_integrations.docsgpt check NAME --index DIR`` compares an existing index with
+NAME (dimension, and the model where an embtune manifest records it).
 
 Example (docker-compose ``environment:`` of both the backend and the worker)::
 
@@ -60,12 +74,36 @@ BATCH_SIZE_ENV = "EMBTUNE_BATCH_SIZE"
 # Where DocsGPT keeps EmbeddingsSingleton: the current tree, and the package name of newer trees.
 TARGET_MODULES = ("application.vectorstore.base", "docsgpt.vectorstore.base")
 PTH_NAME = "embtune_docsgpt.pth"
-# One line: .pth files run lines that start with "import"; the import of embtune happens only when enabled.
-PTH_LINE = ("import os; os.environ.get('EMBTUNE_DOCSGPT', '') in ('1', 'true', 'yes') and "
-            "__import__('embtune_integrations.docsgpt').docsgpt.register()\n")
+# One line: .pth files run lines that start with "import". A process whose environment lacks
+# EMBTUNE_DOCSGPT and that starts in a folder without .env pays one stat() and imports nothing;
+# otherwise embtune_integrations._startup decides (it imports this module only when enabled).
+PTH_LINE = ("import os; (os.environ.get('EMBTUNE_DOCSGPT') is not None or os.path.isfile('.env')) and "
+            "__import__('embtune_integrations._startup')._startup.run()\n")
+ADAPTER_FORMAT = "embtune-adapter"
 
 _options: dict[str, Any] = {}
 _lock = threading.Lock()
+_env_files: list[Path] = []  # DocsGPT's own .env, learnt when its module is patched
+
+
+def setting(name: str) -> str | None:
+    """An ``EMBTUNE_*`` setting as DocsGPT reads its own: the environment first, then DocsGPT's
+    ``.env`` (the project root, next to ``application/``; learnt when DocsGPT's module is patched),
+    then ``.env`` in the current folder. Empty values count as unset."""
+    from embtune_integrations._startup import dotenv_value
+
+    value = os.environ.get(name)
+    if value is not None and value.strip():
+        return value.strip()
+    seen: set[Path] = set()
+    for path in (*_env_files, Path.cwd() / ".env"):
+        if path in seen:
+            continue
+        seen.add(path)
+        value = dotenv_value(str(path), name)
+        if value is not None and value.strip():
+            return value.strip()
+    return None
 
 
 def is_embtune_name(name: Any) -> bool:
@@ -74,7 +112,15 @@ def is_embtune_name(name: Any) -> bool:
 
 def embeddings_from_name(name: str, *, base_model: str | None = None, device: str | None = None,
                          batch_size: int | None = None):
-    """The embeddings an ``embtune:<dir>`` name stands for (see the module docstring)."""
+    """The embeddings an ``embtune:<dir>`` name stands for (see the module docstring).
+
+    Settings not passed come from :func:`setting` (environment, then DocsGPT's ``.env``). The
+    base model of an adapter is ``base_model``, else ``EMBTUNE_BASE_MODEL``, else the one the
+    adapter's config records. Raises :class:`~embtune_core.errors.InputError` in one line naming
+    the setting, the cause and the fix: a missing folder (a volume not mounted), a folder that is
+    neither a model nor an adapter, an adapter without a base model, or an adapter trained on
+    another model or on vectors computed another way.
+    """
     from embtune_core.errors import InputError
     from embtune_integrations.langchain import EmbtuneEmbeddings
 
@@ -82,20 +128,72 @@ def embeddings_from_name(name: str, *, base_model: str | None = None, device: st
         raise InputError(f"'{name}' does not start with '{PREFIX}'", field="EMBEDDINGS_NAME")
     target = Path(name[len(PREFIX):].strip()).expanduser()
     if not target.is_dir():
-        raise InputError("not a folder; expected an adapter or model folder after 'embtune:'", path=target,
-                         field="EMBEDDINGS_NAME")
-    device = device or os.environ.get(DEVICE_ENV) or None
-    batch_size = int(batch_size or os.environ.get(BATCH_SIZE_ENV) or 32)
+        raise InputError(f"not a folder (nothing there); mount the adapter or model folder into this container "
+                         f"(backend and worker) or fix the path after '{PREFIX}'", path=target, field="EMBEDDINGS_NAME")
+    device = device or setting(DEVICE_ENV) or None
+    raw_batch = batch_size or setting(BATCH_SIZE_ENV) or 32
+    try:
+        batch_size = int(raw_batch)
+    except ValueError:
+        raise InputError(f"must be a whole number, got {raw_batch!r}", field=BATCH_SIZE_ENV) from None
     if (target / "modules.json").is_file():  # a sentence-transformers model folder
         return EmbtuneEmbeddings(str(target), device=device, batch_size=batch_size)
     if not _is_adapter_folder(target):
         raise InputError("holds neither a sentence-transformers model (modules.json) nor an embtune adapter "
                          "(adapter_config.json)", path=target, field="EMBEDDINGS_NAME")
-    base = base_model or os.environ.get(BASE_MODEL_ENV) or _recorded_base_model(target)
+    base, source = base_model, "register(base_model=...)"
+    if not base:
+        base, source = setting(BASE_MODEL_ENV), BASE_MODEL_ENV
+    if not base:
+        base, source = _recorded_base_model(target), "the adapter's adapter_config.json (base_encoder.name)"
     if not base:
         raise InputError(f"adapter folder needs its base model: set {BASE_MODEL_ENV} to the model (name or folder) "
                          "the adapter was trained on", path=target, field=BASE_MODEL_ENV)
+    if not Path(base).expanduser().is_dir() and (_looks_like_path(base) or _trained_on_a_folder(target)):
+        # A relative path that is missing reads as a hub name; the adapter knows it came from a folder.
+        raise InputError(f"base model folder '{base}' (from {source}) not found; mount it into this container "
+                         f"(backend and worker) or set {BASE_MODEL_ENV} to the model the adapter was trained on",
+                         field=BASE_MODEL_ENV)
     return EmbtuneEmbeddings(base, adapter=str(target), device=device, batch_size=batch_size)
+
+
+def _trained_on_a_folder(folder: Path) -> bool:
+    """Whether the adapter's recorded base was a local model folder (its identity names ``files=``)."""
+    try:
+        config = json.loads((folder / "adapter_config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    base = config.get("base_encoder") if isinstance(config, dict) else None
+    identity = base.get("identity") if isinstance(base, dict) else None
+    return isinstance(identity, str) and " files=" in identity
+
+
+def _looks_like_path(value: str) -> bool:
+    """A folder rather than a hub name: absolute, or starting with '.' or '~' (hub names are 'org/name')."""
+    return os.path.isabs(value) or value.startswith((".", "~"))
+
+
+def is_plain_adapter_folder(name: Any) -> bool:
+    """True when ``name`` (without the ``embtune:`` prefix) is an embtune adapter folder: given to
+    DocsGPT as is, sentence-transformers would mistake its ``adapter_config.json`` for PEFT's."""
+    if not isinstance(name, str) or is_embtune_name(name):
+        return False
+    folder = Path(name).expanduser()
+    if not folder.is_dir() or (folder / "modules.json").is_file():
+        return False
+    try:
+        config = json.loads((folder / "adapter_config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(config, dict) and config.get("format") == ADAPTER_FORMAT
+
+
+def plain_adapter_error(name: str):
+    from embtune_core.errors import InputError
+
+    return InputError(f"'{name}' is an embtune adapter folder, not a model (sentence-transformers would report "
+                      f"'Loading a PEFT model requires peft'); set EMBEDDINGS_NAME=embtune:{name} and "
+                      f"{BASE_MODEL_ENV} to its base model", field="EMBEDDINGS_NAME")
 
 
 def _is_adapter_folder(folder: Path) -> bool:
@@ -130,6 +228,11 @@ def patch_module(module) -> bool:
     singleton = getattr(module, "EmbeddingsSingleton", None)
     if singleton is None:
         return False
+    file = getattr(module, "__file__", None)
+    if file:  # .../application/vectorstore/base.py: DocsGPT's settings read <project root>/.env
+        env_file = Path(file).resolve().parents[2] / ".env"
+        if env_file not in _env_files:
+            _env_files.append(env_file)
     attribute = "_create_instance" if "_create_instance" in vars(singleton) else "get_instance"
     current = vars(singleton).get(attribute)
     if current is None:
@@ -143,6 +246,8 @@ def patch_module(module) -> bool:
         instances = singleton._instances
 
         def get_instance(embeddings_name, *args, **kwargs):
+            if is_plain_adapter_folder(embeddings_name):
+                raise plain_adapter_error(embeddings_name)
             if not is_embtune_name(embeddings_name):
                 return original(embeddings_name, *args, **kwargs)
             if embeddings_name not in instances:
@@ -154,6 +259,8 @@ def patch_module(module) -> bool:
         def _create_instance(embeddings_name, *args, **kwargs):
             if is_embtune_name(embeddings_name):
                 return embeddings_from_name(embeddings_name, **_options)
+            if is_plain_adapter_folder(embeddings_name):
+                raise plain_adapter_error(embeddings_name)
             return original(embeddings_name, *args, **kwargs)
 
         replacement = _create_instance
@@ -239,7 +346,7 @@ def write_pth(site_dir: str | os.PathLike | None = None) -> Path:
     """Write ``embtune_docsgpt.pth`` into ``site_dir`` (default: this interpreter's site-packages).
 
     Every Python process of that environment then calls :func:`register` at start-up when
-    ``EMBTUNE_DOCSGPT=1``. Returns the file's path.
+    ``EMBTUNE_DOCSGPT`` is true (environment, or ``.env`` in its start folder). Returns the file's path.
     """
     from embtune_core import atomic
 
@@ -258,8 +365,75 @@ def remove_pth(site_dir: str | os.PathLike | None = None) -> bool:
     return False
 
 
+def embeddings_for_check(name: str):
+    """The embeddings DocsGPT would build for ``name`` with the hook installed (a plain name: the
+    host's own vectors, as its ``EmbeddingsWrapper`` computes them)."""
+    from embtune_integrations.langchain import EmbtuneEmbeddings
+
+    if is_plain_adapter_folder(name):
+        raise plain_adapter_error(name)
+    if is_embtune_name(name):
+        return embeddings_from_name(name)
+    return EmbtuneEmbeddings(name, device=setting(DEVICE_ENV) or None)
+
+
+def _describe(embeddings) -> str:
+    convention = getattr(embeddings, "document_convention", None)
+    if not isinstance(convention, dict):
+        return "as the model computes them"
+    prompt = convention.get("document_prompt") or ""
+    return (("unit length" if convention.get("unit_length") else "not normalised") + ", "
+            + (f"prompt {prompt!r}" if prompt else "no prompt") + " (as DocsGPT's own encode() computes them)")
+
+
+def check_index(folder: str | os.PathLike, embeddings, name: str) -> int:
+    """Compare every ``index.faiss`` under ``folder`` with ``embeddings``; returns how many fit.
+
+    The dimension must equal ``embeddings.dimension`` (else DocsGPT's search fails with a bare
+    ``AssertionError`` and the UI shows 0 results); where an embtune ``manifest.json`` records the
+    model, its document vectors must be those of ``embeddings``. Only ``index.faiss`` and JSON
+    are read, never ``index.pkl``. Raises :class:`~embtune_core.errors.InputError` in one line.
+    """
+    from embtune_core.encoding import same_vectors
+    from embtune_core.errors import InputError
+
+    folder = Path(folder).expanduser()
+    if not folder.is_dir():
+        raise InputError("index folder not found", path=folder, field="--index")
+    files = [folder / "index.faiss"] if (folder / "index.faiss").is_file() else sorted(folder.rglob("index.faiss"))
+    if not files:
+        raise InputError("no index.faiss here (DocsGPT keeps one per source under indexes/<source id>/)",
+                         path=folder, field="--index")
+    import faiss
+
+    for path in files:
+        try:
+            dimension = int(faiss.read_index(str(path)).d)
+        except RuntimeError as exc:
+            raise InputError(f"unreadable FAISS index: {' '.join(str(exc).split())[:160]}", path=path) from None
+        if dimension != embeddings.dimension:
+            raise InputError(f"the index holds {dimension}-dimensional vectors but {name} makes "
+                             f"{embeddings.dimension}-dimensional ones (DocsGPT would fail with a bare AssertionError "
+                             f"and show 0 results); set {BASE_MODEL_ENV} to the model the index was built with, or "
+                             "re-ingest the source", path=path)
+        manifest = path.parent / "manifest.json"
+        record = {}
+        if manifest.is_file():
+            try:
+                record = json.loads(manifest.read_text(encoding="utf-8")).get("embeddings") or {}
+            except (OSError, ValueError, AttributeError):
+                record = {}
+        stored, current = record.get("document_identity"), getattr(embeddings, "document_identity", None)
+        if isinstance(stored, str) and isinstance(current, str) and not same_vectors(
+                stored, record.get("document_convention"), current, getattr(embeddings, "document_convention", None)):
+            raise InputError(f"the index was built with '{stored}' but {name} makes document vectors with "
+                             f"'{current}'; set {BASE_MODEL_ENV} to the model the index was built with, or re-ingest",
+                             path=manifest)
+    return len(files)
+
+
 def main(argv: list[str] | None = None) -> int:
-    """``python -m embtune_integrations.docsgpt install-hook | remove-hook | check NAME``."""
+    """``python -m embtune_integrations.docsgpt install-hook | remove-hook | check NAME [--index DIR]``."""
     import argparse
 
     from embtune_core.errors import EmbtuneError
@@ -270,18 +444,28 @@ def main(argv: list[str] | None = None) -> int:
     for command in ("install-hook", "remove-hook"):
         p = sub.add_parser(command)
         p.add_argument("--site-dir", help="site-packages folder (default: this interpreter's)")
-    check = sub.add_parser("check", help="build the embeddings for an EMBEDDINGS_NAME and embed a probe")
-    check.add_argument("name")
+    check = sub.add_parser("check", help="build the embeddings for an EMBEDDINGS_NAME and embed a probe; with "
+                                         "--index, compare them with an existing index")
+    check.add_argument("name", help="the EMBEDDINGS_NAME to check (embtune:<dir>, a model folder or name)")
+    check.add_argument("--index", metavar="DIR",
+                       help="an index folder (one with index.faiss, or DocsGPT's indexes/ with one per source): "
+                            "its dimension, and its model where recorded, must fit NAME")
     args = parser.parse_args(argv)
     try:
         if args.command == "install-hook":
-            print(f"wrote {write_pth(args.site_dir)}; set {ENABLE_ENV}=1 in the web and worker environments")
+            print(f"wrote {write_pth(args.site_dir)}; set {ENABLE_ENV}=1 for the web and worker processes "
+                  "(their environment, or DocsGPT's .env in the folder they start in)")
         elif args.command == "remove-hook":
             print("removed" if remove_pth(args.site_dir) else "no hook installed")
         else:
-            embeddings = embeddings_from_name(args.name)
+            embeddings = embeddings_for_check(args.name)
             vector = embeddings.embed_query("probe")
-            print(f"{args.name}: {embeddings!r}, dimension {embeddings.dimension} ({len(vector)} floats per query)")
+            documents = embeddings.embed_documents(["probe"])
+            print(f"{args.name}: {embeddings!r}, dimension {embeddings.dimension} ({len(vector)} floats per query, "
+                  f"{len(documents[0])} per document); document vectors {_describe(embeddings)}")
+            if args.index:
+                count = check_index(args.index, embeddings, args.name)
+                print(f"{args.index}: {count} index file(s) of dimension {embeddings.dimension} fit {args.name}")
     except EmbtuneError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code

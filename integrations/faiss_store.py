@@ -16,6 +16,26 @@ LangChain's ``FAISS`` (``langchain_community.vectorstores.FAISS``) keeps its doc
   adapter changes queries only) but not with an unrelated model.
 * :func:`as_retriever` returns the LangChain retriever.
 
+Relevance scores
+----------------
+LangChain turns FAISS's raw scores into relevance with ``1 - score`` for inner product, which
+inverts the order for cosine scores (a chunk at cosine 0.86 gets relevance 0.14; langchain
+#14948), and ``1 - distance / sqrt(2)`` for FAISS's *squared* L2 distance, which leaves [0, 1].
+Every store this module builds or loads therefore carries its own ``relevance_score_fn``:
+
+==================  =======================================  =========================================
+index               unit-length vectors                      other vectors
+==================  =======================================  =========================================
+inner product       ``clip(score, 0, 1)`` (the cosine)       ``(1 + s / (1 + |s|)) / 2``
+L2 (squared)        ``clip(1 - d / 2, 0, 1)`` (the cosine)   ``1 / (1 + d)`` (DocsGPT's own mapping)
+==================  =======================================  =========================================
+
+so relevance rises with similarity and lies in [0, 1], and a ``similarity_score_threshold``
+retriever's threshold is a cosine for unit-length vectors. Whether vectors are unit length is
+measured on the vectors themselves when the store is built (recorded in the manifest) or loaded.
+Stores are :class:`EmbtuneFAISS`, a LangChain ``FAISS`` that also refuses vectors of the wrong
+width in one line (``k``, ``filter``, ``fetch_k`` and MMR are LangChain's own).
+
 Pickle and ``allow_dangerous_deserialization``
 -----------------------------------------------
 A folder saved by LangChain's own ``FAISS.save_local`` holds ``index.pkl``; unpickling a file runs
@@ -56,6 +76,7 @@ from langchain_core.documents import Document
 from langchain_core.embeddings import Embeddings
 
 from embtune_core import atomic
+from embtune_core.encoding import same_vectors
 from embtune_core.errors import InputError
 from embtune_core.progress import progress
 
@@ -66,7 +87,9 @@ __all__ = [
     "build_faiss_store",
     "is_on_gpu",
     "load_faiss_store",
+    "relevance_function",
     "save_faiss_store",
+    "store_class",
     "to_cpu",
     "to_gpu",
 ]
@@ -104,6 +127,114 @@ def _distance_strategy(value: Any):
                          "use 'max_inner_product' (cosine for unit vectors) or 'euclidean'",
                          field="distance_strategy")
     return DistanceStrategy(key)
+
+
+# --- relevance ------------------------------------------------------------------------------------
+UNIT_TOLERANCE = 1e-3  # |norm - 1| under which a vector counts as unit length (float32 models drift ~1e-6)
+
+
+def cosine_relevance_from_ip(score: float) -> float:
+    """Relevance of an inner-product score between unit vectors: the cosine, clipped to [0, 1]."""
+    return min(1.0, max(0.0, float(score)))
+
+
+def cosine_relevance_from_l2(distance: float) -> float:
+    """Relevance of FAISS's squared L2 distance between unit vectors: ``d = 2 - 2 cos``, so the
+    cosine ``1 - d / 2``, clipped to [0, 1]."""
+    return min(1.0, max(0.0, 1.0 - float(distance) / 2.0))
+
+
+def squashed_ip_relevance(score: float) -> float:
+    """Relevance of an inner product of vectors of any length: strictly increasing, in (0, 1)."""
+    score = float(score)
+    return 0.5 * (1.0 + score / (1.0 + abs(score)))
+
+
+def inverse_l2_relevance(distance: float) -> float:
+    """Relevance of a squared L2 distance of vectors of any length: ``1 / (1 + d)``, in (0, 1]."""
+    return 1.0 / (1.0 + max(0.0, float(distance)))
+
+
+def relevance_function(strategy: Any, unit_vectors: bool):
+    """The relevance function for a distance strategy (see the module docstring)."""
+    inner = _distance_strategy(strategy).value == "MAX_INNER_PRODUCT"
+    if unit_vectors:
+        return cosine_relevance_from_ip if inner else cosine_relevance_from_l2
+    return squashed_ip_relevance if inner else inverse_l2_relevance
+
+
+def _all_unit(vectors: Any) -> bool:
+    import numpy as np
+
+    array = np.asarray(vectors, dtype=np.float32)
+    if array.size == 0:
+        return True
+    return bool(np.all(np.abs(np.linalg.norm(array, axis=1) - 1.0) <= UNIT_TOLERANCE))
+
+
+def _index_is_unit(index) -> bool:
+    """Whether a flat index holds unit vectors (its first 100k are read; other index types: no)."""
+    count = min(int(index.ntotal), 100_000)
+    try:
+        return _all_unit(index.reconstruct_n(0, count)) if count else True
+    except RuntimeError:  # an index type that cannot reconstruct: assume arbitrary lengths
+        return False
+
+
+def _store_class():
+    from langchain_community.vectorstores import FAISS
+
+    class EmbtuneFAISS(FAISS):
+        """LangChain's ``FAISS`` with a relevance function that fits its vectors and a width check.
+
+        The relevance function is chosen again when vectors of another kind (unit length or
+        not) are added, so scores stay in [0, 1] and ordered whatever is added later."""
+
+        embtune_unit_vectors: bool = True
+
+        def _check_width(self, vectors: list) -> None:
+            if vectors and len(vectors[0]) != self.index.d:
+                raise InputError(f"the embeddings returned {len(vectors[0])}-dimensional vectors but the index "
+                                 f"holds {self.index.d}-dimensional ones; use the embeddings the store was built "
+                                 "with", field="embeddings")
+
+        def _note(self, vectors: list) -> None:
+            unit = self.embtune_unit_vectors and _all_unit(vectors)
+            if unit != self.embtune_unit_vectors or self.override_relevance_score_fn is None:
+                self.embtune_unit_vectors = unit
+                self.override_relevance_score_fn = relevance_function(self.distance_strategy, unit)
+
+        def add_embeddings(self, text_embeddings, metadatas=None, ids=None, **kwargs):
+            pairs = list(text_embeddings)
+            vectors = [list(v) for _, v in pairs]
+            self._check_width(vectors)
+            self._note(vectors)
+            return super().add_embeddings(pairs, metadatas=metadatas, ids=ids, **kwargs)
+
+        def add_texts(self, texts, metadatas=None, ids=None, **kwargs):
+            texts = list(texts)
+            vectors = self._embed_documents(texts)
+            return self.add_embeddings(zip(texts, vectors), metadatas=metadatas, ids=ids, **kwargs)
+
+    return EmbtuneFAISS
+
+
+_STORE_CLASS = None
+
+
+def store_class():
+    """:class:`EmbtuneFAISS` (built on first use: LangChain is imported only then)."""
+    global _STORE_CLASS
+    if _STORE_CLASS is None:
+        _STORE_CLASS = _store_class()
+    return _STORE_CLASS
+
+
+def _make_store(embeddings, index, docstore, index_to_id, strategy, *, unit: bool, normalize_L2: bool = False):
+    store = store_class()(embeddings, index, docstore, index_to_id, distance_strategy=strategy,
+                          normalize_L2=normalize_L2, relevance_score_fn=relevance_function(strategy, unit))
+    store.embtune_unit_vectors = unit
+    return store
 
 
 # --- GPU ------------------------------------------------------------------------------------------
@@ -153,7 +284,6 @@ def build_faiss_store(documents: Sequence[Document | str], embeddings: Embedding
     ``use_gpu``: None = GPU when available, True = GPU (refused when none), False = CPU.
     """
     from langchain_community.docstore.in_memory import InMemoryDocstore
-    from langchain_community.vectorstores import FAISS
 
     faiss = _faiss()
     strategy = _distance_strategy(distance_strategy)
@@ -163,7 +293,7 @@ def build_faiss_store(documents: Sequence[Document | str], embeddings: Embedding
         dimension = len(embeddings.embed_query("dimension probe"))
     index = faiss.IndexFlatIP(int(dimension)) if strategy.value == "MAX_INNER_PRODUCT" else \
         faiss.IndexFlatL2(int(dimension))
-    store = FAISS(embeddings, index, InMemoryDocstore(), {}, distance_strategy=strategy)
+    store = _make_store(embeddings, index, InMemoryDocstore(), {}, strategy, unit=True)
     _place(store, use_gpu)
     step = max(1, int(block_size))
     with progress(total=len(texts), desc="embedding documents", unit="doc") as bar:
@@ -233,6 +363,9 @@ def _embedding_record(embeddings: Any, dimension: int) -> dict[str, Any]:
         value = getattr(embeddings, attribute, None)
         if isinstance(value, str):
             record[attribute] = value
+    convention = getattr(embeddings, "document_convention", None)
+    if isinstance(convention, dict):
+        record["document_convention"] = convention
     return record
 
 
@@ -289,6 +422,8 @@ def save_faiss_store(store, folder: str | Path) -> Path:
             "distance_strategy": store.distance_strategy.value if hasattr(store.distance_strategy, "value")
             else str(store.distance_strategy),
             "normalize_L2": bool(getattr(store, "_normalize_L2", False)),
+            # Measured on the stored vectors: picks the relevance function when the store is loaded.
+            "unit_vectors": _index_is_unit(index),
             "faiss_index": type(index).__name__,
             "embeddings": _embedding_record(store.embeddings, int(index.d)),
             "files": {INDEX_FILE: _digest(staging / INDEX_FILE), DOCSTORE_FILE: _digest(staging / DOCSTORE_FILE)},
@@ -330,9 +465,15 @@ def load_faiss_store(folder: str | Path, embeddings: Embeddings, *, allow_danger
                              path=folder)
         from langchain_community.vectorstores import FAISS
 
-        store = FAISS.load_local(str(folder), embeddings, index_name=index_name,
-                                 allow_dangerous_deserialization=True)
-        _check_dimension(folder, store.index.d, embeddings)
+        loaded = FAISS.load_local(str(folder), embeddings, index_name=index_name,
+                                  allow_dangerous_deserialization=True)
+        _check_dimension(folder, loaded.index.d, embeddings)
+        # index.pkl records no distance strategy (LangChain then assumes L2); the index knows its metric.
+        faiss = _faiss()
+        strategy = _distance_strategy("max_inner_product" if loaded.index.metric_type == faiss.METRIC_INNER_PRODUCT
+                                      else "euclidean")
+        store = _make_store(embeddings, loaded.index, loaded.docstore, loaded.index_to_docstore_id, strategy,
+                            unit=_index_is_unit(loaded.index), normalize_L2=bool(loaded._normalize_L2))
     else:
         raise InputError(f"no {MANIFEST} (embtune store) nor {index_name}.pkl (LangChain store) in this folder",
                          path=folder)
@@ -352,7 +493,6 @@ def _read_json(path: Path) -> Any:
 
 def _load_ours(folder: Path, embeddings: Embeddings, check_embeddings: bool):
     from langchain_community.docstore.in_memory import InMemoryDocstore
-    from langchain_community.vectorstores import FAISS
 
     faiss = _faiss()
     manifest_path = folder / MANIFEST
@@ -396,14 +536,17 @@ def _load_ours(folder: Path, embeddings: Embeddings, check_embeddings: bool):
     if check_embeddings:
         stored = record.get("document_identity")
         current = getattr(embeddings, "document_identity", None)
-        if isinstance(stored, str) and isinstance(current, str) and stored != current:
+        if isinstance(stored, str) and isinstance(current, str) and stored != current and not same_vectors(
+                stored, record.get("document_convention"), current, getattr(embeddings, "document_convention", None)):
             raise InputError(f"the store was indexed with '{stored}' but these embeddings make document vectors "
                              f"with '{current}'; use the model the store was built with (an adapter on top of it "
                              "is fine) or pass check_embeddings=False", path=manifest_path)
     _check_dimension(folder, index.d, embeddings)
-    return FAISS(embeddings, index, InMemoryDocstore(documents), index_to_id,
-                 distance_strategy=_distance_strategy(manifest.get("distance_strategy", "MAX_INNER_PRODUCT")),
-                 normalize_L2=bool(manifest.get("normalize_L2", False)))
+    unit = manifest.get("unit_vectors")
+    return _make_store(embeddings, index, InMemoryDocstore(documents), index_to_id,
+                       _distance_strategy(manifest.get("distance_strategy", "MAX_INNER_PRODUCT")),
+                       unit=bool(unit) if isinstance(unit, bool) else _index_is_unit(index),
+                       normalize_L2=bool(manifest.get("normalize_L2", False)))
 
 
 def _check_dimension(folder: Path, index_dimension: int, embeddings: Any) -> None:

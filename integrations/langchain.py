@@ -9,11 +9,24 @@
 * the same plus ``adapter=<adapter directory>``: the trained adapter transforms *query* vectors
   only (``embed_query``), so ``embed_documents`` returns exactly the base model's vectors and a
   vector store already built with the base model stays valid. Loading refuses an adapter trained
-  for another base model.
+  for another base model, or on query vectors computed another way (see below).
+
+**Vectors as the host computes them (the default).** DocsGPT's ``EmbeddingsWrapper`` and
+LangChain's ``HuggingFaceEmbeddings`` (default ``encode_kwargs``) both call the model's plain
+``encode(texts)``: no prompt but the model's default one, no normalisation of their own (unit
+length only when the model ends in a ``Normalize`` module). With the defaults ``normalize=False``
+and ``prompts=False``, :meth:`EmbtuneEmbeddings.embed_documents` and, without an adapter,
+``embed_query`` return exactly those vectors (float32, equal to ~1e-7), so an index the host built
+stays valid. ``normalize=True`` gives unit-length vectors whatever the model; ``prompts=True`` uses
+the model's ``"query"``/``"document"`` prompts (``encode_query``/``encode_document``, embtune's
+evaluation default): both change the vectors of some models, so an index built by the host then
+no longer matches. An adapter is checked against the convention it was trained on (recorded in its
+config): train it with ``embtune train-adapter --host-vectors`` for a host that computes vectors
+plainly.
 
 Inputs: ``batch_size`` (texts per forward pass), ``device`` (``"cpu"``, ``"cuda"``, ``"cuda:1"``;
-default: the model's choice), ``normalize`` (unit-length vectors, the right setting for cosine or
-inner-product search). ``dimension`` is the vector length (DocsGPT sizes its indexes with it).
+default: the model's choice), ``normalize`` and ``prompts`` (above). ``dimension`` is the vector
+length (DocsGPT sizes its indexes with it).
 ``aembed_documents`` / ``aembed_query`` run the model in a worker thread so an event loop keeps
 serving while it computes.
 
@@ -39,7 +52,7 @@ import numpy as np
 from langchain_core.embeddings import Embeddings
 from langchain_core.runnables.config import run_in_executor
 
-from embtune_core.encoding import AdaptedEncoder, EncoderProtocol, encoder_from_spec
+from embtune_core.encoding import AdaptedEncoder, EncoderProtocol, encoder_from_spec, parse_encoder_spec
 from embtune_core.errors import InputError
 from embtune_core.models import DEFAULT_MODEL
 from embtune_core.plugins import get_registry
@@ -59,21 +72,32 @@ class EmbtuneEmbeddings(Embeddings):
             adapter; applied to queries only.
         batch_size: texts per batch.
         device: torch device for a local model (``None``: sentence-transformers picks one).
-        normalize: unit-length output vectors.
+        normalize: scale every vector to unit length (default False: the model's own output, as
+            the host computes it; a model ending in ``Normalize`` gives unit vectors either way).
+        prompts: apply the model's query/document prompts (default False: plain ``encode()``,
+            as DocsGPT and ``HuggingFaceEmbeddings`` do). Local sentence-transformers models only.
         **encoder_options: further options for the encoder factory (``query_prompt``...).
+
+    Raises:
+        InputError: a bad ``batch_size``, a missing model or adapter folder, or an adapter trained
+            on another encoder or on query vectors computed another way (one line naming which).
     """
 
     def __init__(self, model: str | os.PathLike | EncoderProtocol = DEFAULT_MODEL, *,
                  adapter: str | os.PathLike | Any | None = None, batch_size: int = 32,
-                 device: str | None = None, normalize: bool = True, **encoder_options: Any):
+                 device: str | None = None, normalize: bool = False, prompts: bool = False,
+                 **encoder_options: Any):
         if batch_size < 1:
             raise InputError(f"batch_size must be at least 1, got {batch_size}", field="batch_size")
         self.batch_size = int(batch_size)
         self.device = device
         self.normalize = bool(normalize)
+        self.prompts = bool(prompts)
         if isinstance(model, (str, os.PathLike)):
             options: dict[str, Any] = {"batch_size": self.batch_size, "normalize": self.normalize,
                                        **encoder_options}
+            if encoder_from_spec_family(os.fspath(model)) == "sentence-transformers":
+                options.setdefault("prompts", self.prompts)
             if device is not None:
                 options["device"] = device
             self.base_encoder: EncoderProtocol = encoder_from_spec(os.fspath(model), **options)
@@ -85,8 +109,10 @@ class EmbtuneEmbeddings(Embeddings):
             family = "langchain" if isinstance(model, Embeddings) else "sentence-transformers"
             options = {"embeddings" if family == "langchain" else "model": model,
                        "batch_size": self.batch_size, "normalize": self.normalize, **encoder_options}
-            if device is not None and family == "sentence-transformers":
-                options["device"] = device
+            if family == "sentence-transformers":
+                options.setdefault("prompts", self.prompts)
+                if device is not None:
+                    options["device"] = device
             self.base_encoder = get_registry().create("encoders", family, **options)
             self.model_name = getattr(model, "embtune_model_name", type(model).__name__)
         self.adapter_path: str | None = None
@@ -119,6 +145,12 @@ class EmbtuneEmbeddings(Embeddings):
         """What produced the document vectors: the base encoder's identity (an adapter never
         changes documents), so a store indexed with the base model matches an adapted one."""
         return self.base_encoder.identity
+
+    @property
+    def document_convention(self) -> dict[str, Any] | None:
+        """How document vectors come out (``unit_length``, prompts), where the encoder can say."""
+        convention = getattr(self.base_encoder, "convention", None)
+        return dict(convention) if isinstance(convention, dict) else None
 
     @property
     def has_adapter(self) -> bool:
@@ -168,6 +200,11 @@ class EmbtuneEmbeddings(Embeddings):
         adapter = f", adapter={self.adapter_path!r}" if self.adapter_path else (
             ", adapter=<in memory>" if self.has_adapter else "")
         return f"{type(self).__name__}({self.model_name!r}{adapter})"
+
+
+def encoder_from_spec_family(spec: str) -> str:
+    """The encoder family a spec names (``sentence-transformers``, ``openai``, a plugin's)."""
+    return parse_encoder_spec(spec)[0]
 
 
 def _as_texts(texts: Any, method: str) -> list[str]:

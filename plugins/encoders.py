@@ -5,13 +5,19 @@ Each factory returns an :class:`embtune_core.encoding.Encoder` (``identity``, ``
 ``encode_queries``, ``encode_documents``; float32 ``(n, dimension)`` arrays, unit length by default).
 
 * ``sentence-transformers``: ``factory(model=name_or_path_or_SentenceTransformer, device=None,
-  batch_size=32, normalize=True, query_prompt=None, document_prompt=None, truncate_dim=None,
+  batch_size=32, normalize=True, prompts=True, query_prompt=None, document_prompt=None, truncate_dim=None,
   max_seq_length=None, precision="fp32")``. ``precision`` ``"bf16"``/``"fp16"`` casts a model loaded
   by name to that dtype (vectors still come back float32) and is part of the identity; the device
   and precision are logged in one line when the model loads.
   Loaded through :func:`embtune_core.models.load_sentence_transformer` (packaged copies first),
-  lazily: a run whose vectors are all in the embedding cache never loads the model. Queries use
-  the model's ``"query"`` prompt and documents its ``"document"`` prompt when it defines them.
+  lazily: a run whose vectors are all in the embedding cache never loads the model. With
+  ``prompts=True`` queries use the model's ``"query"`` prompt and documents its ``"document"``
+  prompt when it defines them (``encode_query`` / ``encode_document``). With ``prompts=False``
+  both go through plain ``model.encode(texts)``, which is what DocsGPT's ``EmbeddingsWrapper`` and
+  LangChain's ``HuggingFaceEmbeddings`` call; with ``normalize=False`` too, the vectors are exactly
+  the host's (unit length only when the model ends in a ``Normalize`` module). ``prompts=False``
+  adds ``prompts=none`` to the identity; ``prompts=True`` adds nothing, so identities recorded
+  before the option existed still match.
   The identity of a local model is a fingerprint of its files, so a model retrained into the same
   folder never reuses stale cached vectors.
 * ``openai``: ``factory(model="text-embedding-3-small", base_url=None, api_key=None,
@@ -93,8 +99,9 @@ class SentenceTransformerEncoder(Encoder):
     """A sentence-transformers model as an encoder (see the module docstring)."""
 
     def __init__(self, model: Any = None, *, device: str | None = None, batch_size: int = 32,
-                 normalize: bool = True, query_prompt: str | None = None, document_prompt: str | None = None,
-                 truncate_dim: int | None = None, max_seq_length: int | None = None, precision: str = "fp32"):
+                 normalize: bool = True, prompts: bool = True, query_prompt: str | None = None,
+                 document_prompt: str | None = None, truncate_dim: int | None = None,
+                 max_seq_length: int | None = None, precision: str = "fp32"):
         from embtune_core.models import DEFAULT_MODEL, resolve
 
         if precision not in ENCODER_PRECISIONS:
@@ -104,6 +111,7 @@ class SentenceTransformerEncoder(Encoder):
         self.device = device
         self.batch_size = int(batch_size)
         self.normalize = bool(normalize)
+        self.prompts = bool(prompts)
         self.query_prompt = query_prompt
         self.document_prompt = document_prompt
         self.truncate_dim = truncate_dim
@@ -134,6 +142,8 @@ class SentenceTransformerEncoder(Encoder):
             self._weights = module_fingerprint(model)
             content = f"weights={self._weights}"
         settings = [content, f"normalize={self.normalize}"]
+        if not self.prompts:
+            settings.append("prompts=none")
         if query_prompt is not None:
             settings.append(f"query_prompt={query_prompt!r}")
         if document_prompt is not None:
@@ -187,13 +197,50 @@ class SentenceTransformerEncoder(Encoder):
         from embtune_core.token_limits import count_over
 
         prompt = self.query_prompt if kind == "query" else self.document_prompt
+        if not self.prompts and prompt is None:
+            kind = "plain"  # encode() applies only the model's default prompt, as prompt_for does for an unknown kind
         return count_over(self.model, texts, kind, prompt)
 
+    @property
+    def convention(self) -> dict[str, Any]:
+        """How the vectors come out, whatever settings say so (loads the model): ``unit_length``
+        (normalised here, or by the model's own ``Normalize`` module) and the exact ``query_prompt``
+        and ``document_prompt`` prepended ("" for none). Two encoders of the same model with equal
+        conventions give equal vectors; an adapter's base check compares them."""
+        return self.convention_for(normalize=self.normalize, prompts=self.prompts, query_prompt=self.query_prompt,
+                                   document_prompt=self.document_prompt)
+
+    def convention_for(self, *, normalize: bool, prompts: bool, query_prompt: str | None = None,
+                       document_prompt: str | None = None) -> dict[str, Any]:
+        """:attr:`convention` of this model under other settings (an adapter's recorded ones)."""
+        from sentence_transformers.models import Normalize
+
+        model = self.model
+        table = getattr(model, "prompts", None) or {}
+        default_name = getattr(model, "default_prompt_name", None)
+        default = table.get(default_name, "") if default_name else ""
+
+        def used(kind: str, explicit: str | None) -> str:
+            if explicit is not None:
+                return explicit
+            if prompts:  # encode_query / encode_document pick these, as sentence-transformers does
+                for name in (("query",) if kind == "query" else ("document", "passage", "corpus")):
+                    if name in table:
+                        return table[name]
+            return default
+
+        return {"unit_length": bool(normalize or any(isinstance(m, Normalize) for m in model)),
+                "query_prompt": used("query", query_prompt), "document_prompt": used("document", document_prompt)}
+
     def _encode(self, texts: list[str], kind: str) -> np.ndarray:
-        encode = self.model.encode_query if kind == "query" else self.model.encode_document
         prompt = self.query_prompt if kind == "query" else self.document_prompt
-        return encode(texts, prompt=prompt, batch_size=self.batch_size, convert_to_numpy=True,
-                      show_progress_bar=False, normalize_embeddings=False, truncate_dim=self.truncate_dim)
+        options = {"batch_size": self.batch_size, "convert_to_numpy": True, "show_progress_bar": False,
+                   "normalize_embeddings": False, "truncate_dim": self.truncate_dim}
+        if not self.prompts:
+            # The host's call: plain encode() (only the model's default prompt, if it names one).
+            return self.model.encode(texts, prompt=prompt, **options)
+        encode = self.model.encode_query if kind == "query" else self.model.encode_document
+        return encode(texts, prompt=prompt, **options)
 
 
 # --- OpenAI-compatible embeddings API --------------------------------------------------------------

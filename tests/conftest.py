@@ -65,3 +65,25 @@ def tiny_model_dir(tmp_path_factory, minilm_path) -> str:
     model_dir = out / "st"
     model.save(str(model_dir))
     return str(model_dir)
+
+
+@pytest.fixture(scope="session")
+def host_models(tiny_model_dir, tmp_path_factory) -> dict[str, str]:
+    """Three tiny models that hosts (DocsGPT, LangChain) embed differently from embtune's evaluation
+    default: ``normalizing`` (ends in Normalize, no prompts: like MiniLM and mpnet),
+    ``non-normalizing`` (mean pooling, no Normalize module) and ``prompted`` (Normalize, with
+    ``prompts={"query": "query: ", "document": "passage: "}``). Same weights as tiny_model_dir."""
+    from sentence_transformers import SentenceTransformer, models
+
+    hf_dir = Path(tiny_model_dir).parent / "hf"
+    out = tmp_path_factory.mktemp("host-models")
+
+    def build(name: str, normalize: bool, prompts: dict[str, str] | None = None) -> str:
+        transformer = models.Transformer(str(hf_dir), max_seq_length=128)
+        pooling = models.Pooling(transformer.get_embedding_dimension(), "mean")
+        modules = [transformer, pooling, *([models.Normalize()] if normalize else [])]
+        SentenceTransformer(modules=modules, prompts=prompts).save(str(out / name))
+        return str(out / name)
+
+    return {"normalizing": tiny_model_dir, "non-normalizing": build("raw", False),
+            "prompted": build("prompted", True, {"query": "query: ", "document": "passage: "})}

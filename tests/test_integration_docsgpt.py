@@ -210,3 +210,127 @@ def test_base_model_from_the_environment(adapter_dir, tiny_model_dir, monkeypatc
     monkeypatch.setenv(docsgpt.BATCH_SIZE_ENV, "3")
     embeddings = docsgpt.embeddings_from_name(f"embtune:{adapter_dir}")
     assert embeddings.has_adapter and embeddings.batch_size == 3 and embeddings.dimension == 32
+
+
+# --- issue 16: the host's vectors, and misconfigurations that read as one line each -------------------
+@pytest.mark.parametrize("kind", ["normalizing", "non-normalizing", "prompted"])
+def test_docsgpt_index_built_without_embtune_stays_valid_with_an_adapter(fake_docsgpt, host_models, kind, tmp_path):
+    """DocsGPT ingested with its own wrapper; the adapter name must give the very same document vectors."""
+    from embtune_core.encoding import encoder_from_spec
+
+    path = host_models[kind]
+    encoder = encoder_from_spec(path, normalize=False, prompts=False)  # what train-adapter --host-vectors uses
+    torch.manual_seed(3)
+    module = build_adapter("linear", encoder.dimension, {"bias": True})
+    save_adapter(tmp_path / "adapter", module, AdapterConfig(
+        "linear", encoder.dimension, {"bias": True}, base_encoder_identity=encoder.identity, base_normalize=False,
+        base_weights=encoder.weights_fingerprint, base_prompts=False, base_convention=encoder.convention))
+    docsgpt.register(base_model=path)
+    before = ingest(fake_docsgpt, path, TEXTS)  # DocsGPT's own EmbeddingsWrapper, no embtune involved
+    after = ingest(fake_docsgpt, f"embtune:{tmp_path / 'adapter'}", TEXTS)
+    np.testing.assert_allclose(after.reconstruct_n(0, 4), before.reconstruct_n(0, 4), atol=1e-6)
+
+
+def test_missing_base_model_folder_says_so(adapter_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv(docsgpt.BASE_MODEL_ENV, str(tmp_path / "not-mounted"))
+    with pytest.raises(InputError) as error:
+        docsgpt.embeddings_from_name(f"embtune:{adapter_dir}")
+    message = str(error.value)
+    assert "\n" not in message and message.startswith(docsgpt.BASE_MODEL_ENV)
+    assert "not-mounted" in message and "not found" in message and "mount it" in message
+    assert "trained on" in message  # the fix, not a wrong diagnosis: no "adapter was trained on encoder"
+    assert "adapter was trained on encoder" not in message
+    # A relative path would read as a hub name; the adapter was trained on a folder, so it is one too.
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv(docsgpt.BASE_MODEL_ENV, "models/base")
+    with pytest.raises(InputError, match="base model folder 'models/base' .* not found"):
+        docsgpt.embeddings_from_name(f"embtune:{adapter_dir}")
+
+
+def test_plain_adapter_folder_as_embeddings_name_names_the_fix(fake_docsgpt, adapter_dir, capsys):
+    docsgpt.register()
+    with pytest.raises(InputError) as error:
+        fake_docsgpt.EmbeddingsSingleton.get_instance(str(adapter_dir))
+    message = str(error.value)
+    assert "\n" not in message and f"EMBEDDINGS_NAME=embtune:{adapter_dir}" in message and "PEFT" in message
+    assert docsgpt.main(["check", str(adapter_dir)]) == 3
+    assert f"embtune:{adapter_dir}" in capsys.readouterr().err
+
+
+def test_check_compares_an_existing_index(adapter_dir, tiny_model_dir, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv(docsgpt.BASE_MODEL_ENV, tiny_model_dir)
+    name = f"embtune:{adapter_dir}"
+    indexes = tmp_path / "indexes"
+    for source, width in (("source-a", 32), ("source-b", 16)):  # DocsGPT: one folder per source
+        (indexes / source).mkdir(parents=True)
+        faiss.write_index(faiss.IndexFlatL2(width), str(indexes / source / "index.faiss"))
+    assert docsgpt.main(["check", name, "--index", str(indexes / "source-a")]) == 0
+    assert "fit" in capsys.readouterr().out
+    assert docsgpt.main(["check", name, "--index", str(indexes)]) == 3
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1  # (transformers' "Loading weights" bar shares stderr)
+    err = errors[0]
+    assert "source-b" in err and "16-dimensional" in err and "32-dimensional" in err
+    assert "re-ingest" in err
+    assert docsgpt.main(["check", name, "--index", str(tmp_path / "none")]) == 3
+    assert "index folder not found" in capsys.readouterr().err
+
+
+def _hook_run(site_dir, app, env, cwd, script_tail=""):
+    script = textwrap.dedent(f"""
+        import json, site, sys
+        site.addsitedir({str(site_dir)!r})
+        sys.path.insert(0, {str(app)!r})
+        hooked = "embtune_integrations.docsgpt" in sys.modules
+        from application.vectorstore.base import EmbeddingsSingleton
+        patched = hasattr(EmbeddingsSingleton._create_instance, "_embtune_original")
+        result = {{"hooked": hooked, "patched": patched}}
+    """) + textwrap.dedent(script_tail) + "print(json.dumps(result))\n"
+    return subprocess.run([sys.executable, "-c", script], env=env, cwd=cwd, capture_output=True, text=True,
+                          timeout=180, check=False)
+
+
+@pytest.fixture
+def docsgpt_tree(tmp_path):
+    app = tmp_path / "docsgpt"
+    (app / "application" / "vectorstore").mkdir(parents=True)
+    (app / "application" / "__init__.py").write_text("")
+    (app / "application" / "vectorstore" / "__init__.py").write_text("")
+    (app / "application" / "vectorstore" / "base.py").write_text(STANDIN)
+    site_dir = tmp_path / "site"
+    docsgpt.write_pth(site_dir)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("EMBTUNE_") or k == "EMBTUNE_CACHE"}
+    return app, site_dir, env
+
+
+@pytest.mark.parametrize("value, enabled", [("True", True), ("on", True), ("YES", True), ("0", False),
+                                            ("False", False), ("maybe", None)])
+def test_enable_flag_reads_like_docsgpts_booleans(docsgpt_tree, tmp_path, value, enabled):
+    app, site_dir, env = docsgpt_tree
+    run = _hook_run(site_dir, app, {**env, docsgpt.ENABLE_ENV: value}, cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    result = json.loads(run.stdout.strip().splitlines()[-1])
+    assert result == {"hooked": bool(enabled), "patched": bool(enabled)}
+    if enabled is None:  # neither true nor false: said in one line, hook off
+        lines = [line for line in run.stderr.splitlines() if "EMBTUNE_DOCSGPT" in line]
+        assert len(lines) == 1 and "'maybe'" in lines[0] and "stays off" in lines[0]
+
+
+def test_settings_in_docsgpts_env_file_are_read(docsgpt_tree, adapter_dir, tiny_model_dir, tmp_path):
+    """Non-Docker runs keep settings in DocsGPT's .env, which pydantic-settings never exports."""
+    app, site_dir, env = docsgpt_tree
+    (app / ".env").write_text(f"# DocsGPT settings\nEMBEDDINGS_NAME=embtune:{adapter_dir}\n"
+                              f"EMBTUNE_DOCSGPT=true\nEMBTUNE_BASE_MODEL=\"{tiny_model_dir}\"\nEMBTUNE_BATCH_SIZE=5\n")
+    tail = f"""
+        e = EmbeddingsSingleton.get_instance({f"embtune:{adapter_dir}"!r})
+        result.update(adapter=e.has_adapter, batch=e.batch_size, dimension=e.dimension)
+    """
+    # Started in the project root (DocsGPT's documented commands): everything comes from .env.
+    run = _hook_run(site_dir, app, env, cwd=app, script_tail=tail)
+    assert run.returncode == 0, run.stderr
+    assert json.loads(run.stdout.strip().splitlines()[-1]) == {
+        "hooked": True, "patched": True, "adapter": True, "batch": 5, "dimension": 32}
+    # Started elsewhere with the flag in the environment: the rest still comes from DocsGPT's .env.
+    run = _hook_run(site_dir, app, {**env, docsgpt.ENABLE_ENV: "1"}, cwd=tmp_path, script_tail=tail)
+    assert run.returncode == 0, run.stderr
+    assert json.loads(run.stdout.strip().splitlines()[-1])["adapter"] is True

@@ -99,9 +99,10 @@ def test_adapter_changes_query_vectors_only(base, adapted, adapter_dir):
 
 
 def test_adapter_for_another_base_model_is_refused(tiny_model_dir, adapter_dir):
-    # normalize=False changes the base encoder's identity: the adapter was not trained on it.
+    # A shorter token limit changes the vectors of long texts: the adapter was not trained on them.
+    # (normalize=True would not: this model ends in a Normalize module, so its vectors are equal.)
     with pytest.raises(InputError, match="trained on encoder"):
-        EmbtuneEmbeddings(tiny_model_dir, adapter=adapter_dir, normalize=False)
+        EmbtuneEmbeddings(tiny_model_dir, adapter=adapter_dir, max_seq_length=16)
 
 
 def test_async_methods_match_sync_and_do_not_block_the_loop(base, adapted):
@@ -181,7 +182,7 @@ def test_store_built_with_base_model_serves_the_adapted_retriever(base, adapted,
     np.testing.assert_allclose(np.sort(scores[0]), np.sort(documents @ vector), atol=1e-5)
     assert len(as_retriever(store, k=3).invoke(TEXTS[0])) == 3
 
-    other = EmbtuneEmbeddings(tiny_model_dir, normalize=False)  # different document vectors
+    other = EmbtuneEmbeddings(tiny_model_dir, max_seq_length=16)  # different document vectors
     with pytest.raises(InputError, match="indexed with"):
         load_faiss_store(folder, other)
 
@@ -247,3 +248,62 @@ def test_example_script_compares_base_and_tuned_retrievers(tiny_model_dir, adapt
     assert figures["results"]["fine-tuned"] == figures["results"]["base"]
     for results in figures["results"].values():
         assert 0.0 <= results["mrr@3"] <= results["hit_rate@3"] <= 1.0
+
+
+# --- LangChain's vector-store contract on every store embtune builds or loads (issue 16, fault 2) ---
+def _stores(embeddings, strategy, tmp_path):
+    """The same texts as a store just built, one saved and loaded, and a LangChain pickle store loaded."""
+    built = build_faiss_store(TEXTS, embeddings, distance_strategy=strategy, ids=[f"c{i}" for i in range(6)],
+                              metadatas=[{"topic": "science" if i in (1, 5) else "other"} for i in range(6)])
+    built.save_local(str(tmp_path / "lc"))  # LangChain's format: index.pkl records no distance strategy
+    return {"built": built,
+            "loaded": load_faiss_store(save_faiss_store(built, tmp_path / "ix"), embeddings),
+            "pickle": load_faiss_store(tmp_path / "lc", embeddings, allow_dangerous_deserialization=True)}
+
+
+@pytest.mark.parametrize("strategy", ["max_inner_product", "euclidean"])
+@pytest.mark.parametrize("kind", ["normalizing", "non-normalizing"])
+def test_relevance_lies_in_0_1_and_rises_with_similarity(host_models, kind, strategy, tmp_path):
+    embeddings = EmbtuneEmbeddings(host_models[kind])
+    documents = np.array(embeddings.embed_documents(TEXTS))
+    query = np.array(embeddings.embed_query(TEXTS[2]))
+    # Similarity as the index measures it: inner product, or minus the squared L2 distance.
+    similarity = documents @ query if strategy == "max_inner_product" else -((documents - query) ** 2).sum(axis=1)
+    expected_order = [TEXTS[i] for i in np.argsort(-similarity)]
+    for name, store in _stores(embeddings, strategy, tmp_path).items():
+        results = store.similarity_search_with_relevance_scores(TEXTS[2], k=6)
+        relevance = [score for _, score in results]
+        assert all(0.0 <= r <= 1.0 for r in relevance), (name, relevance)
+        assert [d.page_content for d, _ in results] == expected_order, name
+        assert relevance == sorted(relevance, reverse=True), name  # more similar, more relevant
+        if kind == "normalizing":  # unit vectors: relevance is the cosine (clipped at 0)
+            cosines = np.clip(np.sort(documents @ query)[::-1], 0, 1)
+            np.testing.assert_allclose(relevance, cosines, atol=1e-5, err_msg=name)
+
+
+def test_threshold_retriever_keeps_the_relevant_chunk(minilm_path, tmp_path):
+    embeddings = EmbtuneEmbeddings(minilm_path)
+    question = "What is the capital of France?"
+    cosines = np.array(embeddings.embed_documents(TEXTS)) @ np.array(embeddings.embed_query(question))
+    assert cosines[2] > 0.7 and np.delete(cosines, 2).max() < 0.2  # Paris, then nothing related
+    for strategy in ("max_inner_product", "euclidean"):
+        for name, store in _stores(embeddings, strategy, tmp_path / strategy).items():
+            retriever = as_retriever(store, k=4, search_type="similarity_score_threshold", score_threshold=0.5)
+            assert [d.page_content for d in retriever.invoke(question)] == [TEXTS[2]], (strategy, name)
+
+
+def test_k_filter_mmr_and_width_follow_langchains_contract(base, tmp_path):
+    from langchain_core.documents import Document
+
+    for name, store in _stores(base, "max_inner_product", tmp_path).items():
+        assert len(store.similarity_search(TEXTS[0], k=3)) == 3
+        science = store.similarity_search(TEXTS[0], k=6, filter={"topic": "science"})
+        assert {d.page_content for d in science} == {TEXTS[1], TEXTS[5]}, name
+        mmr = store.max_marginal_relevance_search(TEXTS[3], k=3, fetch_k=6)
+        assert len(mmr) == 3 and mmr[0].page_content == TEXTS[3] and len({d.page_content for d in mmr}) == 3
+        hits = as_retriever(store, k=2, search_type="mmr", fetch_k=6).invoke(TEXTS[4])
+        assert len(hits) == 2 and hits[0].page_content == TEXTS[4]
+        with pytest.raises(InputError, match="16-dimensional vectors but the index holds 32"):
+            store.add_embeddings([("too narrow", [0.1] * 16)])
+        store.add_documents([Document(page_content="A new chunk about coral reefs.", id=f"{name}-new")])
+        assert store.index.ntotal == len(TEXTS) + 1

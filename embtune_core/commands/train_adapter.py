@@ -76,6 +76,10 @@ def add_arguments(parser) -> None:
     group.add_argument("--encoder", help="encoder spec, e.g. st:sentence-transformers/all-MiniLM-L6-v2 or "
                                          "openai:text-embedding-3-small@http://127.0.0.1:8000/v1")
     group.add_argument("--model", help="sentence-transformers model name or folder (same as --encoder st:MODEL)")
+    parser.add_argument("--host-vectors", action="store_true",
+                        help="compute query and document vectors as DocsGPT and LangChain's HuggingFaceEmbeddings do: "
+                             "plain encode(), no prompts, no normalisation but the model's own (train the adapter "
+                             "for an index those hosts built); sentence-transformers encoders only")
     parser.add_argument("--api-key-env", help="environment variable holding the API key (openai encoder)")
     parser.add_argument("--adapter", help="adapter type: linear, two-layer or a plugin's (default: linear)")
     parser.add_argument("--hidden", type=positive_int,
@@ -165,6 +169,12 @@ def run(args) -> int:
         if parse_encoder_spec(spec)[0] != "sentence-transformers":
             raise UsageError("applies to local sentence-transformers encoders only", field="--max-seq-length")
         options["max_seq_length"] = args.max_seq_length
+    if getattr(args, "host_vectors", False):
+        from embtune_core.encoding import parse_encoder_spec
+
+        if parse_encoder_spec(spec)[0] != "sentence-transformers":
+            raise UsageError("applies to local sentence-transformers encoders only", field="--host-vectors")
+        options.update(normalize=False, prompts=False)
     encoder = encoder_from_spec(spec, **options)
     train = load_split(args.train, split=args.split, field="--train")
     val = load_split(args.val, split=args.val_split, field="--val", option="--val-split") if args.val else None
