@@ -269,7 +269,7 @@ def headline(metrics: dict[str, float], primary: str | None = None) -> dict[str,
 
 
 # --- checkpoints and logs ------------------------------------------------------------------------
-COMPLETE = "embtune_complete.json"
+COMPLETE = "embtune_complete.json"  # written into a checkpoint after the trainer has saved all of it
 RUN_FINGERPRINT = "run_fingerprint.txt"  # in the checkpoint folder: which settings and data made it
 
 
@@ -280,7 +280,7 @@ def run_fingerprint(settings: TrainSettings) -> str:
 
     values = {k: v for k, v in dataclasses.asdict(settings).items() if k != "resume"}
     data = inputs_hash([Path(p) for p in (settings.train, settings.val) if p and Path(p).exists()])
-    return stable_hash({"settings": values, "data": data})  # written into a checkpoint after the trainer has saved all of it
+    return stable_hash({"settings": values, "data": data})
 
 
 def latest_checkpoint(folder: str | Path) -> str | None:
@@ -298,8 +298,10 @@ def latest_checkpoint(folder: str | Path) -> str | None:
         match = re.fullmatch(r"checkpoint-(\d+)", child.name)
         if match and child.is_dir():
             found.append((int(match.group(1)), child))
+    # Checkpoints written by this version carry the marker: once one does, one without it is torn.
+    marked = any((child / COMPLETE).exists() for _, child in found)
     for _, child in sorted(found, reverse=True):
-        problem = checkpoint_problem(child)
+        problem = checkpoint_problem(child, require_marker=marked)
         if problem is None:
             return str(child)
         aside = child.with_name(f".incomplete-{child.name}-{int(time.time())}")
@@ -309,11 +311,11 @@ def latest_checkpoint(folder: str | Path) -> str | None:
     return None
 
 
-def checkpoint_problem(folder: Path) -> str | None:
+def checkpoint_problem(folder: Path, *, require_marker: bool = False) -> str | None:
     """Why a checkpoint folder cannot be resumed from, or None: trainer_state.json must parse, every
     safetensors file must be as long as its header says, every ``.pt``/``.pth`` must be a whole zip
-    (torch's format), and embtune's completion marker must be there (older checkpoints without it
-    are accepted when everything else checks out)."""
+    (torch's format), and embtune's completion marker must parse where present and be present with
+    ``require_marker`` (checkpoints of older versions have none)."""
     import zipfile
 
     state = folder / "trainer_state.json"
@@ -332,6 +334,8 @@ def checkpoint_problem(folder: Path) -> str | None:
         except (OSError, zipfile.BadZipFile) as exc:
             return f"{path.name}: {exc}"
     marker = folder / COMPLETE
+    if require_marker and not marker.exists():
+        return f"no {COMPLETE} (the save did not finish)"
     if marker.exists():
         try:
             json.loads(marker.read_text(encoding="utf-8"))
@@ -477,7 +481,8 @@ def train(settings: TrainSettings) -> dict[str, Any]:
         model.max_seq_length = settings.max_seq_length
     from embtune_core import token_limits
 
-    answered = [q for q in train_qa.queries if q not in set(unanswered)]
+    skipped = set(unanswered)
+    answered = [q for q in train_qa.queries if q not in skipped]
     truncation = token_limits.check_model(model, {
         "query": [train_qa.queries[q] for q in answered],
         "document": sorted({train_qa.corpus[c] for q in answered for c in train_qa.relevant_docs.get(q, ())

@@ -199,7 +199,7 @@ def test_second_writer_is_refused_naming_the_holder_and_dead_holders_are_taken_o
 
 
 # --- 5: a torn checkpoint is verified, set aside, and the previous one used --------------------------
-@pytest.mark.parametrize("tear", ["trainer_state.json", "model.safetensors"])
+@pytest.mark.parametrize("tear", ["trainer_state.json", "model.safetensors", "embtune_complete.json"])
 def test_torn_checkpoint_falls_back_to_the_previous_one(tiny_model_dir, tmp_path, tear):
     data = tmp_path / "train.json"
     _train_set().save(data)
@@ -209,10 +209,14 @@ def test_torn_checkpoint_falls_back_to_the_previous_one(tiny_model_dir, tmp_path
     shutil.rmtree(tmp_path / "m")
     newest = tmp_path / "m.checkpoints" / "checkpoint-4"
     torn = newest / tear
-    torn.write_bytes(torn.read_bytes()[: torn.stat().st_size // 2])
+    if tear == "embtune_complete.json":  # killed after the trainer's files, before the marker
+        torn.unlink()
+    else:
+        torn.write_bytes(torn.read_bytes()[: torn.stat().st_size // 2])
     result = _embtune(*argv, "--resume")
     assert result.returncode == 0, result.stderr
-    assert f"{newest} is incomplete ({tear}" in result.stderr
+    expected = "no embtune_complete.json" if tear == "embtune_complete.json" else tear
+    assert f"{newest} is incomplete ({expected}" in result.stderr
     assert (tmp_path / "m" / "model.safetensors").is_file()
     assert list((tmp_path / "m.checkpoints").glob(".incomplete-checkpoint-4-*"))  # set aside, not deleted
 
