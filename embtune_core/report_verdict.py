@@ -102,7 +102,9 @@ def verdict(data: dict[str, Any], *, code: str = "`") -> list[str]:
                      f"{q(baseline)} scores {mean:.4f} on {metric} at {dim} dims (nothing to compare with).")
     else:
         row = next((r for r in rows if r["system"] == system["name"] and r["dim"] == dim), None)
-        text = f"{q(system['name'])} is best on {metric}: {mean:.4f} at {dim} dims"
+        where = (f"at {dim} dims" if system.get("dimension") else
+                 f"(no embeddings: paired with the baseline at its {dim} dims)")
+        text = f"{q(system['name'])} is best on {metric}: {mean:.4f} {where}"
         if row is not None:
             text += (f", {row['difference']:+.4f} over the baseline {q(baseline)} at the same dimension "
                      f"({conf}% CI {row['ci_low']:+.4f} to {row['ci_high']:+.4f}); this difference is "
