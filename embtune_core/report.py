@@ -156,11 +156,17 @@ def _once(metrics: list[str], data: dict[str, Any]) -> list[str]:
 
 
 def _equal_lines(data: dict[str, Any]) -> list[str]:
+    """One line per reason: the groups of metrics equal on every query, and which one is shown."""
     from embtune_core.report_verdict import equal_metric_groups, equal_metrics_reason
 
-    return [f"{' = '.join(g)} on every query, for every system and dimension: {equal_metrics_reason(g, data)}; "
-            f"shown once, as {g[0] if g[0] in _every_once(data) else next(m for m in g if m in _every_once(data))}"
-            for g in equal_metric_groups(data)]
+    shown = set(_every_once(data))
+    by_reason: dict[str, list[str]] = {}
+    for group in equal_metric_groups(data):
+        kept = next((m for m in group if m in shown), group[0])
+        by_reason.setdefault(equal_metrics_reason(group, data), []).append(
+            f"{' = '.join(group)} (shown as {kept})")
+    return [f"{'; '.join(groups)}: equal on every query for every system and dimension, because {reason}"
+            for reason, groups in by_reason.items()]
 
 
 def _every_once(data: dict[str, Any]) -> list[str]:

@@ -51,7 +51,8 @@ Every query is searched exactly over the whole corpus (FAISS, cosine similarity;
 available), at each --dims dimension (Matryoshka: truncate, then renormalise). Metrics: LlamaIndex
 hit rate@k and MRR@k (--k), and sentence-transformers' IR metrics (accuracy/precision/recall@1,3,5,10,
 MRR@10, NDCG@10, MAP@100). Each mean has a bootstrap confidence interval over queries; each system
-is compared with the FIRST one (paired randomisation test and paired t-test). Embeddings are cached,
+is compared with the FIRST one (paired randomisation test and paired t-test); the report's
+verdict decides significance after Holm–Bonferroni correction over the comparisons made. Embeddings are cached,
 so a repeated evaluation does not re-encode. --out writes report.json (per-query scores),
 report.md and report.html (self-contained, with charts), each atomically."""
 
