@@ -120,3 +120,23 @@ def test_cli_system_syntax_for_baselines():
     for bad in ("lexical:tfidf", "hybrid:bm25"):
         with pytest.raises(ConfigError):
             parse_system(bad)
+
+
+def test_evaluate_command_with_bm25_and_the_whole_index(tmp_path, capsys):
+    from embtune_core.cli import main
+    from embtune_core.dataset import QADataset
+
+    folder = _beir_folder(tmp_path / "beir")
+    other = tmp_path / "train.json"
+    QADataset({"t0": "unused question"}, {"extra0": "Lyft reported revenue growth in rideshare.",
+                                          "doc0": "an id clash: the evaluated corpus keeps its own doc0"},
+              {"t0": ["extra0"]}).save(other)
+    out = tmp_path / "report"
+    assert main(["evaluate", str(folder), "--system", "bm25", "--index", str(other), "--out", str(out),
+                 "--resamples", "50", "--permutations", "50"]) == 0
+    data = json.loads((out / "report.json").read_text())
+    assert data["dataset"]["corpus"] == len(DOCS) + 1 and data["dataset"]["extra_corpus"] == 1
+    assert data["dataset"]["corpus_searched"].startswith("the whole index (9 documents")
+    assert data["context"]["index datasets"] == str(other) and data["dataset"]["split"] == "test"
+    assert data["systems"][0]["name"] == "bm25" and data["systems"][0]["dimension"] == 0
+    assert "corpus searched**: the whole index" in (out / "report.md").read_text()
