@@ -345,7 +345,9 @@ def adapter_details(adapter: Any) -> tuple[list[str], dict[str, Any] | None]:
         return [], None
     config = training.get("config") or {}
     line = (f"{config.get('adapter', 'query')} adapter trained on {training.get('train_queries', '?')} queries"
-            + (f" (+{training['augment_queries']} pseudo-queries)" if training.get("augment_queries") else "")
+            # train_queries counts the merged set: the pseudo-queries are part of it, not added to it
+            + (f" ({training['augment_queries']} of them pseudo-queries from the index)"
+               if training.get("augment_queries") else "")
             + f", epoch {training.get('best_epoch', '?')} of {config.get('epochs', '?')} kept")
     return [line], from_adapter_training(training)
 
