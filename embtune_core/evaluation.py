@@ -24,6 +24,10 @@ Conventions (each one applied is listed in the report's ``notes``):
   later in the corpus loses every tie and perfect retrieval scores MRR 0.5.
 * Texts longer than a local model's token limit are cut by the model; the counts per system are
   logged and recorded (:mod:`embtune_core.token_limits`).
+* The corpus searched is the dataset's own unless ``extra_corpus`` adds the rest of the index
+  (e.g. the training chunks); the report names which (:attr:`RetrievalTask.corpus_label`).
+* BM25 and hybrid (BM25 + dense, reciprocal rank fusion) systems are scored like the others
+  (:mod:`embtune_core.lexical`); BM25 has no dimension, so its one ranking is repeated at each.
 
 Example::
 
@@ -71,11 +75,20 @@ class RetrievalTask:
     skipped_queries: int = 0  # queries of the dataset left out: no relevant document in the corpus
     duplicate_texts: int = 0  # corpus entries whose text repeats an earlier entry's
 
+    extra_corpus: int = 0  # entries searched beyond the dataset's own corpus (the rest of the index)
+
     @classmethod
     def from_dataset(cls, dataset: QADataset, *, path: str = "<dataset>",
-                     same_text_is_same_document: bool = True) -> RetrievalTask:
+                     same_text_is_same_document: bool = True,
+                     extra_corpus: dict[str, str] | None = None) -> RetrievalTask:
+        """``extra_corpus``: more documents to search (e.g. the training chunks, so the search runs
+        over the whole index a deployment holds); ids already in the dataset's corpus are ignored."""
         corpus_ids = list(dataset.corpus)
         corpus_texts = [dataset.corpus[c] for c in corpus_ids]
+        own = set(corpus_ids)
+        extra = [(cid, text) for cid, text in (extra_corpus or {}).items() if cid not in own]
+        corpus_ids += [cid for cid, _ in extra]
+        corpus_texts += [text for _, text in extra]
         position = {cid: i for i, cid in enumerate(corpus_ids)}
         first_with_text: dict[str, int] = {}
         group = np.asarray([first_with_text.setdefault(t, i) for i, t in enumerate(corpus_texts)], dtype=np.int64)
@@ -93,7 +106,17 @@ class RetrievalTask:
             raise DatasetError("no query has a relevant document in the corpus; nothing to evaluate",
                                path=path, field="relevant_docs")
         return cls(query_ids, [dataset.queries[q] for q in query_ids], corpus_ids, corpus_texts, relevant,
-                   groups=groups, skipped_queries=len(dataset.queries) - len(query_ids), duplicate_texts=duplicates)
+                   groups=groups, skipped_queries=len(dataset.queries) - len(query_ids), duplicate_texts=duplicates,
+                   extra_corpus=len(extra))
+
+    @property
+    def corpus_label(self) -> str:
+        """Which corpus was searched, in words, for the report."""
+        n = len(self.corpus_ids)
+        if not self.extra_corpus:
+            return f"the evaluated dataset's own corpus ({n} documents)"
+        return (f"the whole index ({n} documents: the evaluated dataset's {n - self.extra_corpus} plus "
+                f"{self.extra_corpus} more, e.g. the training chunks)")
 
     def notes(self, *, same_text_is_same_document: bool = True) -> list[str]:
         """The conventions this task applies and what the data made of them, one line each."""
@@ -187,15 +210,45 @@ def evaluate_embeddings(query_emb: np.ndarray, corpus_emb: np.ndarray, task: Ret
                          f"{len(task.query_ids)} queries/{len(task.corpus_ids)} documents")
     if query_emb.shape[1] != corpus_emb.shape[1]:
         raise ValueError(f"query width {query_emb.shape[1]} != corpus width {corpus_emb.shape[1]}")
-    n_relevant = task.n_relevant
     results: dict[int, DimensionResult] = {}
     for dim in check_dims(dims, query_emb.shape[1]):
         scores, indices = exact_search(truncate(query_emb, dim), truncate(corpus_emb, dim), settings.depth,
                                        use_gpu=use_gpu)
-        ranking = M.Ranking(task.query_ids, task.corpus_ids, indices, scores)
-        hits = M.hit_matrix(indices, task.relevant, groups=task.groups)
-        results[dim] = DimensionResult(dim, settings.compute(hits, n_relevant), M.first_relevant_rank(hits),
-                                       ranking)
+        results[dim] = score_ranking(indices, scores, task, dim, settings)
+    return results
+
+
+def score_ranking(indices: np.ndarray, scores: np.ndarray | None, task: RetrievalTask, dim: int,
+                  settings: MetricSettings) -> DimensionResult:
+    """Per-query metrics of a ranking (corpus positions, best first) of ``task``'s queries."""
+    ranking = M.Ranking(task.query_ids, task.corpus_ids, indices, scores)
+    hits = M.hit_matrix(ranking.indices, task.relevant, groups=task.groups)
+    return DimensionResult(dim, settings.compute(hits, task.n_relevant), M.first_relevant_rank(hits), ranking)
+
+
+def evaluate_lexical(index: Any, task: RetrievalTask, dims: Sequence[int], settings: MetricSettings
+                     ) -> dict[int, DimensionResult]:
+    """BM25 (:class:`embtune_core.lexical.BM25Index`) on ``task``: one ranking, repeated at each of
+    ``dims`` so it pairs with dense systems at every dimension (it uses no embeddings)."""
+    scores, indices = index.search(task.query_texts, settings.depth)
+    result = score_ranking(indices, scores, task, dims[0], settings)
+    return {dim: DimensionResult(dim, result.per_query, result.first_relevant_rank, result.ranking) for dim in dims}
+
+
+def evaluate_hybrid(query_emb: np.ndarray, corpus_emb: np.ndarray, index: Any, task: RetrievalTask,
+                    dims: Sequence[int], settings: MetricSettings, use_gpu: bool | None = None
+                    ) -> dict[int, DimensionResult]:
+    """Dense ranking at each dimension fused with BM25's by reciprocal rank fusion
+    (:func:`embtune_core.lexical.rrf`, Cormack et al. 2009)."""
+    from embtune_core.lexical import FUSION_DEPTH, rrf
+
+    depth = min(len(task.corpus_ids), max(FUSION_DEPTH, settings.depth))
+    bm25_scores, bm25_indices = index.search(task.query_texts, depth)
+    results = {}
+    for dim in dims:
+        _, dense = exact_search(truncate(query_emb, dim), truncate(corpus_emb, dim), depth, use_gpu=use_gpu)
+        scores, indices = rrf([dense, bm25_indices], depth=settings.depth, valid=[None, bm25_scores > 0])
+        results[dim] = score_ranking(indices, scores, task, dim, settings)
     return results
 
 
@@ -214,10 +267,18 @@ class System:
     encoder: Any
     adapter: Any = None
     spec: str = ""
+    fusion: str | None = None  # "rrf": this dense system fused with BM25 (a hybrid baseline)
+
+    @property
+    def lexical(self) -> bool:
+        """BM25 alone (``encoder`` is :class:`embtune_core.lexical.BM25Spec`): no embeddings."""
+        return bool(getattr(self.encoder, "lexical", False))
 
     @property
     def identity(self) -> str:
         identity = str(getattr(self.encoder, "identity", type(self.encoder).__name__))
+        if self.fusion:
+            identity = f"RRF(k=60) of BM25 and {identity}"
         if self.adapter is not None:
             identity += f" | adapter {getattr(self.adapter, 'fingerprint', None) or type(self.adapter).__name__}"
         return identity
@@ -272,6 +333,23 @@ class SystemResult:
     dims: dict[int, DimensionResult]
     seconds: dict[str, float] = field(default_factory=dict)
     truncation: dict[str, Any] | None = None  # token limit and texts cut (embtune_core.token_limits)
+    details: list[str] = field(default_factory=list)  # e.g. how its adapter was trained, for the report
+
+
+def adapter_details(adapter: Any) -> tuple[list[str], dict[str, Any] | None]:
+    """One line on how ``adapter`` was trained and its training curve (from its saved config), if known."""
+    from embtune_core.report_training import from_adapter_training
+
+    training = getattr(getattr(adapter, "config", None), "training", None)
+    if not isinstance(training, dict) or not training:
+        return [], None
+    config = training.get("config") or {}
+    line = (f"{config.get('adapter', 'query')} adapter trained on {training.get('train_queries', '?')} queries"
+            # train_queries counts the merged set: the pseudo-queries are part of it, not added to it
+            + (f" ({training['augment_queries']} of them pseudo-queries from the index)"
+               if training.get("augment_queries") else "")
+            + f", epoch {training.get('best_epoch', '?')} of {config.get('epochs', '?')} kept")
+    return [line], from_adapter_training(training)
 
 
 @dataclass
@@ -289,6 +367,11 @@ class Evaluation:
     summary: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)  # conventions applied and warnings, one line each
     split: str | None = None  # the BEIR qrels split evaluated, when the dataset is a BEIR folder
+    # What produced the data and the systems (source, generator, chunker, training...), for the report's
+    # context block; keys are free-form labels, values short strings (see embtune_core.report_verdict).
+    context: dict[str, Any] = field(default_factory=dict)
+    # Training curves shown in the report: [{"name", "x_label", "series": {label: [[x, y], ...]}}]
+    training: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def all_dims(self) -> list[int]:
@@ -333,13 +416,16 @@ def evaluate_systems(systems: Sequence[System], dataset: QADataset, *, dims: Ite
                      confidence: float = 0.95, seed: int = 0, n_resamples: int = stats.DEFAULT_RESAMPLES,
                      n_permutations: int = stats.DEFAULT_PERMUTATIONS, cache: Any = None,
                      use_gpu: bool | None = None, progress_bar: bool = True,
-                     same_text_is_same_document: bool = True) -> Evaluation:
+                     same_text_is_same_document: bool = True,
+                     extra_corpus: dict[str, str] | None = None) -> Evaluation:
     """Evaluate each system on ``dataset`` at each of ``dims`` (default: each system's full width).
 
     Dimensions wider than a system's embeddings are skipped for that system (an API model and a
     small local model can share one table at the dimensions they both have). The conventions of
     the module docstring apply; each one the data triggers is logged once and kept in
-    :attr:`Evaluation.notes`.
+    :attr:`Evaluation.notes`. ``extra_corpus``: documents searched beside the dataset's corpus
+    (the rest of the index, see :meth:`RetrievalTask.from_dataset`). Systems may be BM25 and
+    hybrids (:mod:`embtune_core.lexical`).
     """
     from embtune_core import token_limits
     from embtune_core.progress import progress
@@ -351,17 +437,38 @@ def evaluate_systems(systems: Sequence[System], dataset: QADataset, *, dims: Ite
     if duplicates:
         raise ConfigError(f"system name '{duplicates[0]}' is used twice", field="--system")
     settings = settings or MetricSettings()
-    task = RetrievalTask.from_dataset(dataset, path=dataset_name, same_text_is_same_document=same_text_is_same_document)
+    task = RetrievalTask.from_dataset(dataset, path=dataset_name, same_text_is_same_document=same_text_is_same_document,
+                                      extra_corpus=extra_corpus)
     notes = task.notes(same_text_is_same_document=same_text_is_same_document)
     for note in notes:
         log.warning("%s: %s", dataset_name, note)
     wanted = sorted({int(d) for d in dims}, reverse=True) if dims else None
     if wanted and any(d <= 0 for d in wanted):
         raise ConfigError(f"dimension {min(wanted)} must be positive", field="--dims")
-    results = []
-    bar = progress(systems, desc="evaluating systems", unit="system") if progress_bar else systems
+    bm25: dict[str, Any] = {}  # one BM25 index per corpus, shared by the bm25 and hybrid systems
+
+    def bm25_index(spec: Any = None):
+        if "index" not in bm25:
+            from embtune_core.lexical import BM25Spec
+
+            bm25["index"] = (spec or BM25Spec()).index(task.corpus_texts)
+        return bm25["index"]
+
+    results: dict[str, SystemResult] = {}
+    curves: list[dict[str, Any]] = []
+    # Dense systems first: BM25 has no dimension, so it is scored at every dimension the others use.
+    order = [s for s in systems if not s.lexical] + [s for s in systems if s.lexical]
+    bar = progress(order, desc="evaluating systems", unit="system") if progress_bar else order
     for system in bar:
         t0 = time.perf_counter()
+        if system.lexical:
+            used = sorted({d for r in results.values() for d in r.dims} | set(wanted or []), reverse=True) or [0]
+            index = bm25_index(system.encoder)
+            t1 = time.perf_counter()
+            per_dim = evaluate_lexical(index, task, used, settings)
+            results[system.name] = SystemResult(system.name, system.spec, system.identity, 0, per_dim,
+                                                {"index": t1 - t0, "search_and_metrics": time.perf_counter() - t1})
+            continue
         truncation = token_limits.check_encoder(system.encoder, {"query": task.query_texts,
                                                                  "document": task.corpus_texts})
         if truncation and any(v["over"] for k, v in truncation.items() if k != "limit"):
@@ -373,13 +480,26 @@ def evaluate_systems(systems: Sequence[System], dataset: QADataset, *, dims: Ite
         if not system_dims:
             raise ConfigError(f"system '{system.name}' has {width}-dimensional embeddings, narrower than "
                               f"every requested dimension {wanted}", field="--dims")
-        per_dim = evaluate_embeddings(query_emb, corpus_emb, task, dims=system_dims, settings=settings,
+        if system.fusion:
+            per_dim = evaluate_hybrid(query_emb, corpus_emb, bm25_index(), task, system_dims, settings,
                                       use_gpu=use_gpu)
+        else:
+            per_dim = evaluate_embeddings(query_emb, corpus_emb, task, dims=system_dims, settings=settings,
+                                          use_gpu=use_gpu)
         t2 = time.perf_counter()
-        results.append(SystemResult(system.name, system.spec, system.identity, width, per_dim,
-                                    {"embed": t1 - t0, "search_and_metrics": t2 - t1}, truncation))
-    evaluation = Evaluation(dataset_name, task, results, settings, confidence, seed, n_resamples, n_permutations,
-                            notes=notes)
+        details, curve = adapter_details(system.adapter) if system.adapter is not None else ([], None)
+        if curve is not None:
+            curve["name"] = f"{system.name} ({curve['name']})"
+            curves.append(curve)
+        if system.fusion:
+            details.append("reciprocal rank fusion (k = 60) of this dense ranking and BM25's")
+        results[system.name] = SystemResult(system.name, system.spec, system.identity, width, per_dim,
+                                            {"embed": t1 - t0, "search_and_metrics": t2 - t1}, truncation, details)
+    if any(s.lexical for s in systems):
+        notes.append("BM25 uses no embeddings: its scores are the same at every dimension and are repeated "
+                     "in each row so that it pairs with the dense systems")
+    evaluation = Evaluation(dataset_name, task, [results[s.name] for s in systems], settings, confidence, seed,
+                            n_resamples, n_permutations, notes=notes, training=curves)
     evaluation.compute_statistics()
     return evaluation
 

@@ -17,7 +17,9 @@ the same config skips every finished stage; a stage interrupted midway resumes f
     [adapter]    enabled, encoder, type ("linear"), epochs, ... (see `embtune train-adapter`);
                  index_pseudo_queries = true or { ict = 1, crop = 1 }: also train on LLM-free
                  pseudo-queries from every chunk of the index (transductive; see pseudo_queries.py)
-    [evaluate]   dims, k
+    [evaluate]   dims, k; baselines = ["bm25", "hybrid"] (BM25, and BM25 fused with the base model);
+                 corpus = "validation" (default: the validation chunks), "index" (every chunk the index
+                 holds: training and validation) or "both" (two reports)
     [export]     zip (true): also write the fine-tuned model as a zip archive
 """
 
@@ -120,6 +122,13 @@ class Pipeline:
             if not value.exists():
                 raise ConfigError(f"no such file or folder: {value}", path=self.config_path,
                                   field="data.inputs" if has_inputs else "data.train")
+        evaluate = self.t["evaluate"]
+        if str(evaluate.get("corpus", "validation")) not in ("validation", "index", "both"):
+            raise ConfigError('must be "validation", "index" or "both"', path=self.config_path, field="evaluate.corpus")
+        bad = [b for b in evaluate.get("baselines", []) if b not in ("bm25", "hybrid")]
+        if bad or not isinstance(evaluate.get("baselines", []), list):
+            raise ConfigError(f"unknown baseline {bad[0] if bad else evaluate.get('baselines')!r}; known: bm25, hybrid",
+                              path=self.config_path, field="evaluate.baselines")
         for name in ("train", "adapter"):
             table = dict(self.t[name])
             if not table or not _enabled(table):
@@ -296,8 +305,24 @@ class Pipeline:
                                        "encoder_content": _model_content(encoder_spec),
                                        "index_pseudo_queries": index_mix}, work)
 
-    def _evaluate(self, val_path: Path, systems: list[tuple[str, str]], upstream: list[str]) -> StageDir:
+    def _evaluate(self, val_path: Path, systems: list[tuple[str, str]], upstream: list[str], *,
+                  index_path: Path | None = None, train_stage: StageDir | None = None) -> StageDir:
         options = dict(self.t["evaluate"])
+        baselines = [str(b) for b in options.get("baselines", [])]
+        corpus = str(options.get("corpus", "validation"))
+        if corpus not in ("validation", "index", "both"):
+            raise ConfigError("must be \"validation\", \"index\" or \"both\"", path=self.config_path,
+                              field="evaluate.corpus")
+        unknown = [b for b in baselines if b not in ("bm25", "hybrid")]
+        if unknown:
+            raise ConfigError(f"unknown baseline '{unknown[0]}'; known: bm25, hybrid", path=self.config_path,
+                              field="evaluate.baselines")
+        # bm25 right after the base model; "hybrid" fuses BM25 with the base model (the no-training option)
+        systems = list(systems)
+        if "bm25" in baselines:
+            systems.insert(1, ("bm25", "bm25"))
+        if "hybrid" in baselines:
+            systems.insert(2 if "bm25" in baselines else 1, ("hybrid", "hybrid:" + systems[0][1]))
 
         def work(stage: StageDir) -> dict[str, Any]:
             from embtune_core.commands.evaluate import build_system, parse_system
@@ -306,12 +331,30 @@ class Pipeline:
 
             built = [build_system(parse_system(f"{name}={spec}")) for name, spec in systems]
             settings = MetricSettings(hit_rate_at=tuple(options.get("k", [1, 5, 10])))
-            evaluation = evaluate_systems(built, QADataset.load(val_path), dims=options.get("dims"),
-                                          settings=settings, dataset_name="validation", seed=self.seed)
-            data = report_json(evaluation)
-            write_reports(evaluation, stage.path, data=data)
-            atomic.write_text(stage.path / "table.txt", report_compact(data) + "\n")
-            return {"report": str(stage.path / "report.html"), "table": str(stage.path / "table.txt")}
+            val = QADataset.load(val_path)
+            index_corpus = QADataset.load(index_path).corpus if index_path is not None else {}
+            outputs: dict[str, Any] = {}
+            runs = {"validation": None, "index": index_corpus, "both": None}
+            plan = [("", runs[corpus])] + ([("index", index_corpus)] if corpus == "both" else [])
+            for sub, extra in plan:
+                evaluation = evaluate_systems(built, val, dims=options.get("dims"), settings=settings,
+                                              dataset_name="validation", seed=self.seed, extra_corpus=extra or None)
+                evaluation.context.update(self._context(train_stage))
+                if corpus == "both":
+                    evaluation.context["also evaluated"] = (
+                        "searching the whole index: index/report.html (run folder: report-index.html)" if not sub
+                        else "searching the validation chunks only: ../report.html (run folder: report.html)")
+                if train_stage is not None:
+                    self._describe_training(evaluation, train_stage)
+                data = report_json(evaluation)
+                folder = stage.path / sub if sub else stage.path
+                write_reports(evaluation, folder, data=data)
+                if not sub:
+                    atomic.write_text(stage.path / "table.txt", report_compact(data) + "\n")
+                    outputs.update({"report": str(folder / "report.html"), "table": str(stage.path / "table.txt")})
+                else:
+                    outputs["report_index"] = str(folder / "report.html")
+            return outputs
 
         # Systems inside the run folder are named by the upstream stage keys, not by their paths.
         run_root = str(self.root.root)
@@ -319,6 +362,57 @@ class Pipeline:
         return self._stage("evaluate", {"upstream": upstream, "systems": named, "options": options,
                                         "base_content": _model_content(self.t["train"].get("model", DEFAULT_MODEL))},
                            work)
+
+    def _context(self, train_stage: StageDir | None) -> dict[str, str]:
+        """What produced the validation set, in words, for the report's context block."""
+        data, chunk, generate, split = self.t["data"], self.t["chunk"], self.t["generate"], self.t["split"]
+        context: dict[str, str] = {}
+        if "inputs" in data:
+            raw = data["inputs"]
+            context["dataset"] = "validation split of generated questions over " + ", ".join(
+                str(p) for p in ([raw] if isinstance(raw, str) else raw))
+            context["query generator"] = str(generate.get("generator", "ict")) + "".join(
+                f", {k} = {v}" for k, v in generate.items() if k not in ("generator", "api_key"))
+            context["chunker"] = str(chunk.get("chunker", "sentence")) + "".join(
+                f", {k} = {v}" for k, v in chunk.items() if k != "chunker")
+            context["split rule"] = ("val_inputs documents" if data.get("val_inputs") else
+                                     "by source document, val_fraction = " + str(split.get("val_fraction", 0.2)))
+        else:
+            context["dataset"] = f"validation: {data.get('val', 'held out of ' + str(data.get('train')))}"
+        context["run date"] = str(self.manifest.get("started", ""))
+        context["config"] = str(self.config_path)
+        return context
+
+    def _describe_training(self, evaluation: Any, train_stage: StageDir) -> None:
+        """The fine-tuned system's training settings and its curve (loss_log.jsonl), into the report."""
+        from embtune_core.report_training import from_loss_log
+        from embtune_core.training import LOSS_LOG
+
+        table = self.t["train"]
+        line = ("fine-tuned from " + str(table.get("model", DEFAULT_MODEL)) + "".join(
+            f", {k} = {table[k]}" for k in ("loss", "epochs", "max_steps", "batch_size", "lr", "matryoshka_dims")
+            if k in table))
+        for result in evaluation.systems:
+            if result.name == "fine-tuned":
+                result.details.append(line)
+        curve = from_loss_log(train_stage.work / "checkpoints" / LOSS_LOG, name="fine-tuned (full fine-tuning)")
+        if curve is not None:
+            evaluation.training.insert(0, curve)
+
+    def _publish(self, evaluate: StageDir) -> dict[str, str]:
+        """Copy the latest reports to the run folder (``<run>/report.html``, ``.md``, ``.json``), each
+        atomically: a stable entry point beside the hashed stage folders."""
+        out = evaluate.outputs()
+        published = {}
+        for key, prefix in (("report", "report"), ("report_index", "report-index")):
+            if not out.get(key):
+                continue
+            folder = Path(out[key]).parent
+            for suffix in ("html", "md", "json"):
+                target = self.root.root / f"{prefix}.{suffix}"
+                atomic.write_bytes(target, (folder / f"report.{suffix}").read_bytes())
+            published[key] = str(self.root.root / f"{prefix}.html")
+        return published
 
     def _export(self, train_stage: StageDir) -> StageDir:
         def work(stage: StageDir) -> dict[str, Any]:
@@ -375,15 +469,18 @@ class Pipeline:
                 systems.append(("adapter-base", f"model:{out['encoder']}"))
             systems.append(("adapter", f"model:{out['encoder']}+adapter:{out['adapter']}"))
             keys.append(adapter_stage.key)
-        evaluate = self._evaluate(val_path, systems, keys)
+        evaluate = self._evaluate(val_path, systems, keys, index_path=split.path / "train.json",
+                                  train_stage=train_stage)
         if train_stage is not None and self.t["export"].get("zip", True):
             self._export(train_stage)
 
         table = Path(evaluate.outputs()["table"]).read_text(encoding="utf-8")
+        published = self._publish(evaluate)
         self.manifest["finished"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-        self.manifest["report"] = evaluate.outputs()["report"]
+        self.manifest["report"] = published["report"]
         self.root.write_manifest(self.manifest)
-        return {"run_dir": str(self.root.root), "report": evaluate.outputs()["report"], "table": table,
+        return {"run_dir": str(self.root.root), "report": published["report"], "table": table,
+                "report_index": published.get("report_index"), "stage_report": evaluate.outputs()["report"],
                 "manifest": str(self.root.root / "manifest.json")}
 
 

@@ -57,6 +57,8 @@ index_pseudo_queries = {{ ict = 1, crop = 1 }}
 
 [evaluate]
 dims = [384, 256, 128, 64]
+baselines = ["bm25", "hybrid"]   # BM25 (bm25s) and BM25 + base model by reciprocal rank fusion
+corpus = "both"            # the validation chunks, and the whole index (training + validation chunks)
 """
 
 

@@ -1,16 +1,28 @@
 """Evaluation reports: JSON (machine-readable, per query), a Markdown table, and a self-contained HTML page.
 
 Input is an :class:`embtune_core.evaluation.Evaluation`. :func:`report_json` is the source of the
-other two, so the three always agree. The HTML embeds its charts as base64 PNGs drawn with
-matplotlib's Agg backend (no display, no network, no external files):
+other two, so the three always agree. Both human-readable reports open with the answer, then the
+evidence, then examples:
+
+1. the verdict and the context (:mod:`embtune_core.report_verdict`: best system, by how much, whether
+   significant after Holm–Bonferroni correction, at which dimensions; dataset, corpus searched,
+   models, token limits, training, date, version);
+2. the headline table, each metric once (metrics equal on this data are named together, with why),
+   charts, the paired comparisons with corrected p-values;
+3. the queries each system improved and regressed most (:mod:`embtune_core.report_examples`) and,
+   when training is part of the report, its curves (:mod:`embtune_core.report_training`).
+
+The HTML embeds its charts as base64 PNGs drawn with matplotlib's Agg backend (no display, no
+network, no script, no external files):
 
 * each headline metric against the embedding dimension, one line per system, with 95% CIs;
 * the distribution of the rank of the first relevant document, one bar group per system.
 
 JSON layout (``report.json``)::
 
-    {"format": "embtune-evaluation", "version": 1,
-     "dataset": {"name", "queries", "evaluated_queries", "corpus"},
+    {"format": "embtune-evaluation", "version": 1, "embtune_version": "0.1.0",
+     "dataset": {"name", "queries", "evaluated_queries", "corpus", "corpus_searched", "relevant_per_query"},
+     "context": {label: value}, "examples": [...], "training": [...],
      "settings": {"similarity": "cosine", "tie_break": ..., "confidence", "seed", "cutoffs": {...}},
      "primary_metric": "ndcg@10",
      "systems": [{"name", "spec", "identity", "dimension", "dims": [..], "seconds": {..},
@@ -64,6 +76,7 @@ def report_json(evaluation) -> dict[str, Any]:
             "dims": sorted(system.dims, reverse=True),
             "seconds": {k: round(v, 4) for k, v in system.seconds.items()},
             "token_limit": (system.truncation or {}).get("limit"),
+            "details": list(getattr(system, "details", []) or []),
             "truncation": system.truncation,
             "results": {str(dim): summary.get(dim, {}) for dim in sorted(system.dims, reverse=True)},
         })
@@ -73,13 +86,22 @@ def report_json(evaluation) -> dict[str, Any]:
             for dim, result in sorted(system.dims.items(), reverse=True)
         }
     depth = max((r.ranking.depth for s in evaluation.systems for r in s.dims.values()), default=0)
+    from embtune_core import __version__
+    from embtune_core.report_examples import build_examples
+
+    n_relevant = task.n_relevant
     return _finite({
         "format": REPORT_FORMAT,
         "version": REPORT_VERSION,
+        "embtune_version": __version__,
         "dataset": {"name": evaluation.dataset_name, "evaluated_queries": len(task.query_ids),
                     "corpus": len(task.corpus_ids), "skipped_queries": task.skipped_queries,
                     "duplicate_corpus_texts": task.duplicate_texts,
-                    "split": getattr(evaluation, "split", None)},
+                    "split": getattr(evaluation, "split", None),
+                    "corpus_searched": task.corpus_label, "extra_corpus": task.extra_corpus,
+                    "relevant_per_query": {"min": int(n_relevant.min()), "max": int(n_relevant.max()),
+                                           "mean": round(float(n_relevant.mean()), 4)}},
+        "context": {str(k): v for k, v in (getattr(evaluation, "context", None) or {}).items()},
         "notes": list(evaluation.notes),
         "settings": {
             "similarity": "cosine (embeddings truncated to each dimension, then renormalised)",
@@ -97,6 +119,8 @@ def report_json(evaluation) -> dict[str, Any]:
         "systems": systems,
         "query_ids": list(task.query_ids),
         "per_query": per_query,
+        "examples": build_examples(evaluation),
+        "training": list(getattr(evaluation, "training", None) or []),
     })
 
 
@@ -115,7 +139,44 @@ def _finite(value: Any) -> Any:
 def _headline(data: dict[str, Any]) -> list[str]:
     names = _metric_names(data)
     hit_rate = [m for m in names if m.startswith(("hit_rate@", "mrr@")) and m not in HEADLINE_METRICS]
-    return [m for m in HEADLINE_METRICS if m in names] + hit_rate
+    return _once([m for m in HEADLINE_METRICS if m in names] + hit_rate, data)
+
+
+def _once(metrics: list[str], data: dict[str, Any]) -> list[str]:
+    """``metrics`` without those equal, query by query, to one listed earlier (see report_verdict)."""
+    from embtune_core.report_verdict import equal_metric_groups
+
+    groups = equal_metric_groups(data)
+    kept: list[str] = []
+    for metric in metrics:
+        group = next((g for g in groups if metric in g), [metric])
+        if not any(m in kept for m in group):
+            kept.append(metric)
+    return kept
+
+
+def _equal_lines(data: dict[str, Any]) -> list[str]:
+    """One line per reason: the groups of metrics equal on every query, and which one is shown."""
+    from embtune_core.report_verdict import equal_metric_groups, equal_metrics_reason
+
+    shown = set(_every_once(data))
+    by_reason: dict[str, list[str]] = {}
+    for group in equal_metric_groups(data):
+        kept = next((m for m in group if m in shown), group[0])
+        by_reason.setdefault(equal_metrics_reason(group, data), []).append(
+            f"{' = '.join(group)} (shown as {kept})")
+    return [f"{'; '.join(groups)}: equal on every query for every system and dimension, because {reason}"
+            for reason, groups in by_reason.items()]
+
+
+def _every_once(data: dict[str, Any]) -> list[str]:
+    """Every metric, each group of equal ones once (the headline's choice first)."""
+    names = _metric_names(data)
+    return _once([m for m in _headline_order(names) if m in names], data)
+
+
+def _headline_order(names: list[str]) -> list[str]:
+    return [m for m in HEADLINE_METRICS if m in names] + [m for m in names if m not in HEADLINE_METRICS]
 
 
 def _significance_metrics(data: dict[str, Any]) -> list[str]:
@@ -160,17 +221,25 @@ def _rows(data: dict[str, Any], metrics: list[str], *, with_ci: bool) -> list[li
 
 
 def _significance_rows(data: dict[str, Any], metrics: list[str]) -> list[list[str]]:
-    rows = []
+    """Each comparison with the baseline, its randomisation p and its Holm-adjusted p over the table's
+    rows (every test shown is one of the family; the verdict corrects over its own metric only)."""
+    from embtune_core.report_verdict import holm
+
+    found = []
     for system in data["systems"][1:]:
         for dim, results in system["results"].items():
             for metric in metrics:
                 comparison = (results.get(metric) or {}).get("vs_baseline")
                 if comparison is None:
                     continue
-                rows.append([system["name"], dim, metric, f"{comparison['difference']:+.4f}",
-                             f"[{comparison['ci_low']:+.4f}, {comparison['ci_high']:+.4f}]",
-                             _p(comparison["p_randomization"]), _p(comparison["p_ttest"])])
-    return rows
+                found.append((system["name"], dim, metric, comparison))
+    adjusted = holm([c["p_randomization"] if c["p_randomization"] is not None else 1.0 for *_, c in found])
+    return [[name, dim, metric, f"{c['difference']:+.4f}", f"[{c['ci_low']:+.4f}, {c['ci_high']:+.4f}]",
+             _p(c["p_randomization"]), _p(p_holm)] for (name, dim, metric, c), p_holm in zip(found, adjusted)]
+
+
+SIGNIFICANCE_HEADER = ("system", "dim", "metric", "difference", "{conf}% CI", "p (randomisation)",
+                       "p (Holm over this table)")
 
 
 def _md_table(header: list[str], rows: list[list[str]]) -> str:
@@ -184,8 +253,18 @@ def report_markdown(data: dict[str, Any]) -> str:
     headline = _headline(data)
     conf = round(data["settings"]["confidence"] * 100)
     baseline = data["systems"][0]["name"] if data["systems"] else ""
+    from embtune_core.report_verdict import context_rows, verdict
+
     parts = [
         f"# Retrieval evaluation: {data['dataset']['name']}",
+        "",
+        "## Verdict",
+        "",
+        *[f"- {line}" for line in verdict(data)],
+        "",
+        "## Context",
+        "",
+        *[f"- **{label}**: {value}" for label, value in context_rows(data)],
         "",
         (f"{data['dataset']['evaluated_queries']} queries, {data['dataset']['corpus']} corpus documents; "
         f"exact cosine search; {conf}% bootstrap confidence intervals over queries "
@@ -196,12 +275,17 @@ def report_markdown(data: dict[str, Any]) -> str:
         "",
         _md_table(["system", "dim", *headline], _rows(data, headline, with_ci=True)),
     ]
+    parts += ["", *[f"Equal metrics: {line}." for line in _equal_lines(data)]]
     significance = _significance_rows(data, _significance_metrics(data))
     if significance:
         parts += ["", f"## Against the baseline `{baseline}` (paired, same queries and dimension)", "",
-                  _md_table(["system", "dim", "metric", "difference", f"{conf}% CI", "p (randomisation)",
-                             "p (t-test)"], significance)]
-    every = _metric_names(data)
+                  _md_table([h.format(conf=conf) for h in SIGNIFICANCE_HEADER], significance)]
+    if data.get("examples"):
+        from embtune_core.report_examples import markdown_section
+
+        parts += ["", f"## Examples: biggest gains and losses against `{baseline}`", "",
+                  *markdown_section(data["examples"], baseline), "", "(report.html lists more, with texts and scores.)"]
+    every = _every_once(data)
     parts += ["", "## All metrics", "", _md_table(["system", "dim", *every], _rows(data, every, with_ci=False)),
               "", "## Systems", ""]
     parts += [f"- `{s['name']}`: {s['spec'] or s['identity']} ({s['dimension']} dims{_limit(s)})"
@@ -314,37 +398,75 @@ def _html_table(header: list[str], rows: list[list[str]]) -> str:
     return f"<div class='scroll'><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>"
 
 
+def _headline_html(data: dict[str, Any], metrics: list[str]) -> str:
+    """The headline table with each CI on a second, smaller line: narrow enough for 1400 px without
+    scrolling (one column per metric, each at most about nine characters wide)."""
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in ["system", "dim", *metrics])
+    body = []
+    for system in data["systems"]:
+        for dim, results in system["results"].items():
+            cells = [f"<td>{html.escape(system['name'])}</td>", f"<td>{html.escape(dim)}</td>"]
+            for metric in metrics:
+                entry = results.get(metric)
+                cells.append("<td>n/a</td>" if entry is None else
+                             f"<td>{_fmt(entry['mean'])}<br><small>{_fmt(entry['ci_low'], 3)}–"
+                             f"{_fmt(entry['ci_high'], 3)}</small></td>")
+            body.append("<tr>" + "".join(cells) + "</tr>")
+    return f"<table class='headline'><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+
+
 _STYLE = """
-body { font-family: -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; margin: 2em; color: #222; }
+body { font-family: -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; margin: 2em; color: #222;
+       max-width: 1300px; }
 table { border-collapse: collapse; margin: 0.5em 0 1.5em; font-size: 0.9em; }
 th, td { border: 1px solid #ccc; padding: 0.3em 0.6em; text-align: right; white-space: nowrap; }
 th:first-child, td:first-child { text-align: left; }
 thead { background: #f3f3f3; }
+table.headline td small { color: #666; }
+table.context td, table.context th { white-space: normal; text-align: left; vertical-align: top; }
 img { max-width: 100%; border: 1px solid #eee; }
 .note { color: #555; font-size: 0.9em; }
 .scroll { overflow-x: auto; }
+.verdict { border-left: 4px solid #2a7; background: #f4fbf6; padding: 0.6em 1em; }
+.verdict li { margin: 0.25em 0; }
 """
 
 
+def _code_names(line: str) -> str:
+    """HTML-escape a verdict line and show its `names` as code."""
+    parts = html.escape(line).split("`")
+    return "".join(f"<code>{part}</code>" if i % 2 else part for i, part in enumerate(parts))
+
+
 def report_html(data: dict[str, Any]) -> str:
-    """A self-contained HTML page: tables and both charts (base64 PNG), nothing fetched from elsewhere."""
+    """A self-contained HTML page: verdict and context first, then tables, charts (base64 PNG) and
+    examples; nothing fetched from elsewhere, no script."""
+    from embtune_core.report_examples import html_section
+    from embtune_core.report_training import chart_training
+    from embtune_core.report_verdict import context_rows, verdict
+
     headline = _headline(data)
-    every = _metric_names(data)
+    every = _every_once(data)
     conf = round(data["settings"]["confidence"] * 100)
     title = f"Retrieval evaluation: {data['dataset']['name']}"
     significance = _significance_rows(data, _significance_metrics(data))
     baseline = data["systems"][0]["name"] if data["systems"] else ""
+    context = "".join(f"<tr><th>{html.escape(label)}</th><td>{html.escape(value)}</td></tr>"
+                      for label, value in context_rows(data))
     sections = [
         f"<h1>{html.escape(title)}</h1>",
+        "<h2>Verdict</h2><div class='verdict'><ul>",
+        *[f"<li>{_code_names(line)}</li>" for line in verdict(data)],
+        "</ul></div>",
+        f"<h2>Context</h2><table class='context'><tbody>{context}</tbody></table>",
         (f"<p class='note'>{data['dataset']['evaluated_queries']} queries, {data['dataset']['corpus']} corpus "
-        f"documents; exact cosine search; {conf}% bootstrap confidence intervals over queries.</p>"),
+        f"documents; exact search (cosine for embeddings); {conf}% bootstrap confidence intervals over queries "
+        "(the small second line of each cell).</p>"),
     ]
     if data.get("notes"):
         sections += ["<h2>Notes</h2><ul>", *[f"<li>{html.escape(n)}</li>" for n in data["notes"]], "</ul>"]
-    sections += [
-        "<h2>Headline metrics</h2>",
-        _html_table(["system", "dim", *headline], _rows(data, headline, with_ci=True)),
-    ]
+    sections += ["<h2>Headline metrics</h2>", _headline_html(data, headline)]
+    sections += [f"<p class='note'>Equal metrics: {html.escape(line)}.</p>" for line in _equal_lines(data)]
     sections += [
         "<h2>Metric against embedding dimension</h2>",
         f"<img alt='metric against dimension' src='data:image/png;base64,{chart_metric_vs_dimension(data)}'>",
@@ -352,9 +474,20 @@ def report_html(data: dict[str, Any]) -> str:
         f"<img alt='rank distribution' src='data:image/png;base64,{chart_rank_distribution(data)}'>",
     ]
     if significance:
-        sections += [f"<h2>Against the baseline {html.escape(baseline)} (paired, same queries and dimension)</h2>",
-                     _html_table(["system", "dim", "metric", "difference", f"{conf}% CI", "p (randomisation)",
-                                  "p (t-test)"], significance)]
+        sections += [(f"<h2>Against the baseline <code>{html.escape(baseline)}</code> (paired, same queries and "
+                     "dimension)</h2>"),
+                     ("<p class='note'>p (randomisation): paired sign-flip randomisation test; p (Holm): adjusted "
+                     "by Holm–Bonferroni over every row of this table. The verdict corrects over the comparisons "
+                     f"on {html.escape(data.get('primary_metric', 'ndcg@10'))} only.</p>"),
+                     _html_table([h.format(conf=conf) for h in SIGNIFICANCE_HEADER], significance)]
+    if data.get("examples"):
+        sections += [f"<h2>Examples: biggest gains and losses against <code>{html.escape(baseline)}</code></h2>",
+                     ("<p class='note'>Per system, the queries whose primary metric changed most against the "
+                     "baseline at the widest shared dimension; ✓ and green mark relevant documents.</p>"),
+                     html_section(data["examples"], baseline)]
+    for curve in data.get("training") or []:
+        sections += [f"<h2>Training: {html.escape(curve['name'])}</h2>",
+                     f"<img alt='training curve' src='data:image/png;base64,{chart_training(curve)}'>"]
     sections += [
         "<h2>All metrics</h2>",
         _html_table(["system", "dim", *every], _rows(data, every, with_ci=False)),

@@ -98,3 +98,43 @@ def test_html_renders_in_headless_chromium(evaluation, tmp_path):
     assert pixels.shape[0] >= 1000 and pixels[..., :3].std() > 0.05  # not a uniform page
     colourful = np.abs(pixels[..., 0] - pixels[..., 2]) > 0.2  # chart lines and bars; tables are grey
     assert colourful.mean() > 0.001
+
+
+def _measure_in_chromium(page_path: Path, tmp_path: Path) -> dict:
+    """Widths as Chromium lays the page out at 1400 px: a copy of the page with a measuring script
+    (the report itself has none) writes them into the DOM, which --dump-dom prints."""
+    probe = ("<script>window.addEventListener('load', () => { const h = document.querySelector('table.headline');"
+             "const v = document.querySelector('.verdict'); document.body.setAttribute('data-measure', JSON.stringify("
+             "{page: document.documentElement.scrollWidth, headline: h.getBoundingClientRect().right,"
+             " verdict: v.getBoundingClientRect().right, examples: document.querySelectorAll('.ex').length})); });"
+             "</script></body>")
+    copy = tmp_path / "measured.html"
+    copy.write_text(page_path.read_text(encoding="utf-8").replace("</body>", probe), encoding="utf-8")
+    command = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+               "--disable-component-update", "--disable-sync", "--no-first-run", "--hide-scrollbars",
+               f"--user-data-dir={tmp_path / 'profile-measure'}", "--window-size=1400,1000",
+               "--virtual-time-budget=3000", "--dump-dom", copy.as_uri()]
+    dom = subprocess.run(command, check=True, capture_output=True, timeout=120, text=True).stdout
+    match = re.search(r'data-measure="([^"]+)"', dom)
+    assert match, "the measuring script did not run"
+    return json.loads(match.group(1).replace("&quot;", '"'))
+
+
+@pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian chromium is not installed")
+def test_verdict_and_headline_do_not_scroll_sideways_at_1400px(tmp_path):
+    # a wide report: four systems (BM25 and a hybrid among them), four dimensions, k = 1, 5, 10
+    from embtune_core.evaluation import MetricSettings
+    from embtune_core.lexical import BM25Spec
+
+    systems = [System("base", HashingEncoder(32), spec="hashing:32"), System("bm25", BM25Spec(), spec="bm25"),
+               System("hybrid", HashingEncoder(32), spec="hybrid:hashing:32", fusion="rrf"),
+               System("salted", HashingEncoder(32, salt="x"), spec="hashing:32 salted")]
+    evaluation = evaluate_systems(systems, small_dataset(), dims=[32, 16, 8, 4],
+                                  settings=MetricSettings(hit_rate_at=(1, 5, 10)),
+                                  cache=EmbeddingCache(tmp_path / "cache"), progress_bar=False,
+                                  n_resamples=100, n_permutations=100)
+    paths = write_reports(evaluation, tmp_path / "out")
+    measured = _measure_in_chromium(paths["html"], tmp_path)
+    assert measured["page"] <= 1400, measured
+    assert measured["headline"] <= 1400 and measured["verdict"] <= 1400, measured
+    assert measured["examples"] > 0  # the examples section rendered with cards

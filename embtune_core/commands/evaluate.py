@@ -22,7 +22,11 @@ DESCRIPTION = """Evaluate any number of retrieval systems on one QA dataset and 
 
 Each --system is NAME=SPEC (NAME labels it in the report; without "NAME=" the spec is the label):
 
-  SPEC := ENCODER | ENCODER+adapter:ADAPTER_DIR
+  SPEC := ENCODER | ENCODER+adapter:ADAPTER_DIR | bm25 | hybrid:ENCODER[+adapter:ADAPTER_DIR]
+  bm25 (or lexical:bm25)              BM25 from the bm25s library (lucene variant, k1=1.5, b=0.75,
+                                      English stop words): the lexical baseline
+  hybrid:ENCODER[+adapter:DIR]        that dense system and BM25 fused by reciprocal rank fusion
+                                      (k=60, Cormack et al. 2009)
   ENCODER:
     model:NAME_OR_DIR                 a sentence-transformers model (hub name or local folder;
                                       packaged MiniLM/mpnet resolve offline); same as st:NAME_OR_DIR
@@ -36,12 +40,19 @@ Examples:
       --system tuned=model:runs/x/model \\
       --system adapted=model:sentence-transformers/all-MiniLM-L6-v2+adapter:runs/x/adapter \\
       --dims 384,256,128,64 --out reports/val
+  embtune evaluate val.json --system base=model:sentence-transformers/all-MiniLM-L6-v2 --system bm25 \\
+      --system hybrid=hybrid:model:sentence-transformers/all-MiniLM-L6-v2 --index train.json
+
+--index DATASET adds that dataset's corpus (e.g. the training chunks) to the documents searched, so
+the queries are answered against the whole index a deployment holds; the report says which corpus
+was searched.
 
 Every query is searched exactly over the whole corpus (FAISS, cosine similarity; GPU when
 available), at each --dims dimension (Matryoshka: truncate, then renormalise). Metrics: LlamaIndex
 hit rate@k and MRR@k (--k), and sentence-transformers' IR metrics (accuracy/precision/recall@1,3,5,10,
 MRR@10, NDCG@10, MAP@100). Each mean has a bootstrap confidence interval over queries; each system
-is compared with the FIRST one (paired randomisation test and paired t-test). Embeddings are cached,
+is compared with the FIRST one (paired randomisation test and paired t-test); the report's
+verdict decides significance after Holm–Bonferroni correction over the comparisons made. Embeddings are cached,
 so a repeated evaluation does not re-encode. --out writes report.json (per-query scores),
 report.md and report.html (self-contained, with charts), each atomically."""
 
@@ -55,6 +66,8 @@ class SystemSpec:
     encoder_spec: str
     adapter_dir: str | None
     text: str
+    lexical: bool = False  # BM25 alone
+    fusion: str | None = None  # "rrf": hybrid of ENCODER and BM25
 
 
 def parse_system(text: str) -> SystemSpec:
@@ -66,6 +79,16 @@ def parse_system(text: str) -> SystemSpec:
         from embtune_core.secrets_scrub import scrub
 
         name = scrub(name)  # the label shows in every table: never a URL's credentials
+    if spec.strip().lower() in ("bm25", "lexical:bm25"):
+        return SystemSpec(name, "", None, spec, lexical=True)
+    if spec.startswith("lexical:"):
+        raise ConfigError(f"'{text}': unknown lexical system (known: lexical:bm25)", field="--system")
+    if spec.startswith("hybrid:"):
+        inner = parse_system(spec[len("hybrid:"):])
+        if inner.lexical or inner.fusion:
+            raise ConfigError(f"'{text}': a hybrid fuses BM25 with a dense system (hybrid:model:NAME)",
+                              field="--system")
+        return SystemSpec(name, inner.encoder_spec, inner.adapter_dir, spec, fusion="rrf")
     encoder_spec, mark, adapter_dir = spec.rpartition(_ADAPTER_MARK) if _ADAPTER_MARK in spec else (spec, "", "")
     if mark and not adapter_dir:
         raise ConfigError(f"'{text}': nothing after '+adapter:' (expected the adapter folder)", field="--system")
@@ -91,6 +114,9 @@ def add_arguments(parser) -> None:
                         help="cut-offs for LlamaIndex hit rate@k and MRR@k (default: 5)")
     parser.add_argument("--out", default=None, metavar="DIR", help="write report.json, report.md, report.html here")
     parser.add_argument("--split", default="test", help="BEIR qrels split (default: test)")
+    parser.add_argument("--index", action="append", default=None, metavar="DATASET",
+                        help="also search this dataset's corpus (e.g. the training split), as the deployed "
+                             "index holds it (repeat for several)")
     parser.add_argument("--batch-size", type=positive_int, default=None, help="encoder batch size")
     parser.add_argument("--device", default=None, help="device for local models (cpu, cuda, mps)")
     parser.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default=None,
@@ -113,6 +139,10 @@ def build_system(spec: SystemSpec, *, batch_size: int | None = None, device: str
     from embtune_core.encoding import encoder_from_spec, parse_encoder_spec
     from embtune_core.evaluation import System
 
+    if spec.lexical:
+        from embtune_core.lexical import BM25Spec
+
+        return System(spec.name, BM25Spec(), None, spec.text)
     encoder_name, _ = parse_encoder_spec(spec.encoder_spec)
     options = {}
     if batch_size is not None:
@@ -131,7 +161,7 @@ def build_system(spec: SystemSpec, *, batch_size: int | None = None, device: str
 
             adapter = load_adapter(spec.adapter_dir)
         adapter.check_base(encoder)
-    return System(spec.name, encoder, adapter, spec.text)
+    return System(spec.name, encoder, adapter, spec.text, fusion=spec.fusion)
 
 
 def known_width(spec: SystemSpec, system) -> int | None:
@@ -143,6 +173,8 @@ def known_width(spec: SystemSpec, system) -> int | None:
     from embtune_core.encoding import parse_encoder_spec
     from embtune_core.models import resolve
 
+    if spec.lexical:
+        return None
     if system.adapter is not None:
         return int(system.adapter.config.dimension)
     name, options = parse_encoder_spec(spec.encoder_spec)
@@ -188,6 +220,8 @@ def run(args) -> int:
                          "(label each with NAME=SPEC)", field="--system")
     adapters = {}
     for spec in specs:
+        if spec.lexical:
+            continue
         check_encoder(spec.encoder_spec, Sources().command_line(args, ("system",)), "system")
         if spec.adapter_dir:
             from embtune_core.adapter_io import load_adapter
@@ -199,6 +233,9 @@ def run(args) -> int:
     dims = args.dims
     settings = MetricSettings(hit_rate_at=tuple(args.k))
     dataset = load_any(args.dataset, split=args.split)
+    extra = {}
+    for path in args.index or []:
+        extra.update(load_any(path, split=args.split).corpus)
     systems = [build_system(spec, batch_size=args.batch_size, device=args.device,
                             max_seq_length=args.max_seq_length, adapter=adapters.get(spec.name),
                             precision=args.precision)
@@ -210,8 +247,13 @@ def run(args) -> int:
                              f"every requested dimension {sorted(dims, reverse=True)}", field="--dims")
     evaluation = evaluate_systems(systems, dataset, dims=dims, settings=settings, dataset_name=str(args.dataset),
                                   confidence=args.confidence, seed=args.seed, n_resamples=args.resamples,
-                                  n_permutations=args.permutations)
+                                  n_permutations=args.permutations, extra_corpus=extra or None)
     from pathlib import Path
+
+    from embtune_core.report_verdict import command_context
+
+    evaluation.context.update(command_context(args.dataset, split=args.split if Path(args.dataset).is_dir() else None,
+                                              index=args.index))
 
     if Path(args.dataset).is_dir():
         evaluation.split = args.split

@@ -31,5 +31,6 @@ def run(args) -> int:
     result = run_config(config, run_dir=out / "run")
     print()
     print(result["table"].strip())
-    print(f"\nreport: {result['report']}\nconfig: {config}\nfinished in {time.time() - started:.0f} s")
+    print(f"\nreport: {result['report']}" + (f"\nreport searching the whole index: {result['report_index']}"
+                                            if result.get("report_index") else "") + f"\nconfig: {config}\nfinished in {time.time() - started:.0f} s")
     return 0

@@ -56,5 +56,6 @@ def run(args) -> int:
     result = run_config(args.config, run_dir=args.run_dir)
     print()
     print(result["table"].strip())
-    print(f"\nreport: {result['report']}\nrun directory: {result['run_dir']}")
+    print(f"\nreport: {result['report']}" + (f"\nreport searching the whole index: {result['report_index']}"
+                                            if result.get("report_index") else "") + f"\nrun directory: {result['run_dir']}")
     return 0

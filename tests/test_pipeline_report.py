@@ -1,0 +1,88 @@
+"""`embtune run` publishes its report at a stable path: <run>/report.html (.md, .json) beside the hashed
+stage folders, with BM25 and hybrid rows, the whole index searched, context and training curves."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from embtune_core.cli import main
+
+TOPICS = ["volcano", "glacier", "desert", "reef", "forest", "tundra", "canyon", "delta", "prairie", "marsh"]
+
+
+def _corpus(folder: Path) -> Path:
+    folder.mkdir()
+    for i, topic in enumerate(TOPICS):
+        sentences = [f"The {topic} number {j} has feature {topic}{j} that visitors of the {topic} remember well."
+                     for j in range(6)]
+        (folder / f"{i:02d}-{topic}.txt").write_text("\n\n".join(" ".join(sentences[k:k + 3]) for k in range(0, 6, 3)))
+    return folder
+
+
+@pytest.mark.slow
+def test_run_publishes_the_latest_report_beside_the_stage_folders(tmp_path, tiny_model_dir, capsys):
+    corpus = _corpus(tmp_path / "corpus")
+    config = tmp_path / "run.toml"
+    config.write_text(f"""
+[run]
+name = "r"
+seed = 3
+[data]
+inputs = ["{corpus.as_posix()}"]
+[chunk]
+chunker = "recursive"
+chunk_size = 200
+chunk_overlap = 0
+[generate]
+generator = "ict"
+[split]
+val_fraction = 0.3
+[train]
+model = "{tiny_model_dir}"
+loss = "mnrl"
+epochs = 1
+batch_size = 4
+lr = 1e-3
+[adapter]
+type = "linear"
+epochs = 2
+[evaluate]
+k = [1, 5]
+baselines = ["bm25", "hybrid"]
+corpus = "both"
+""")
+    run_dir = tmp_path / "run"
+    assert main(["run", str(config), "--run-dir", str(run_dir)]) == 0
+    printed = capsys.readouterr().out
+    assert f"report: {run_dir / 'report.html'}" in printed
+    assert f"report searching the whole index: {run_dir / 'report-index.html'}" in printed
+    for name in ("report.html", "report.md", "report.json", "report-index.html", "report-index.md",
+                 "report-index.json"):
+        assert (run_dir / name).is_file(), name
+    stage = next(run_dir.glob("stages/evaluate-*"))
+    assert (run_dir / "report.json").read_bytes() == (stage / "report.json").read_bytes()
+    assert (run_dir / "report-index.json").read_bytes() == (stage / "index" / "report.json").read_bytes()
+
+    data = json.loads((run_dir / "report.json").read_text())
+    index = json.loads((run_dir / "report-index.json").read_text())
+    assert [s["name"] for s in data["systems"]] == ["base", "bm25", "hybrid", "fine-tuned", "adapter"]
+    train = json.loads(next(run_dir.glob("stages/split-*/train.json")).read_text())
+    val = json.loads(next(run_dir.glob("stages/split-*/val.json")).read_text())
+    assert data["dataset"]["corpus"] == len(val["corpus"]) and data["dataset"]["extra_corpus"] == 0
+    assert index["dataset"]["corpus"] == len(val["corpus"]) + len(train["corpus"])
+    assert index["dataset"]["corpus_searched"].startswith("the whole index")
+    assert data["query_ids"] == index["query_ids"]  # the same questions, a bigger haystack
+    assert data["context"]["query generator"].startswith("ict")
+    assert data["context"]["chunker"] == "recursive, chunk_size = 200, chunk_overlap = 0"
+    names = [curve["name"] for curve in data["training"]]
+    assert names == ["fine-tuned (full fine-tuning)", "adapter (query adapter)"]
+    assert data["training"][0]["loss"] and data["training"][1]["metric"]
+    markdown = (run_dir / "report.md").read_text()
+    assert markdown.index("## Verdict") < markdown.index("## Context") < markdown.index("## Headline metrics")
+    page = (run_dir / "report.html").read_text()
+    assert len(re.findall("data:image/png;base64,", page)) == 4  # two charts, two training curves
+    assert "<script" not in page and "http://" not in page and "https://" not in page
