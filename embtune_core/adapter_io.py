@@ -80,6 +80,7 @@ class AdapterConfig:
     base_encoder_name: str | None = None  # for people: the model name it was trained with
     normalize_output: bool = True
     base_weights: str | None = None  # module fingerprint of a local base model's weights and prompts
+    base_token_limit: int | None = None  # tokens the base model read of each text when the adapter was trained
     base_prompts: bool | None = None  # True: encode_query/encode_document with the model's prompts; False: encode()
     base_convention: dict[str, Any] | None = None  # unit_length, query_prompt, document_prompt of the base vectors
     training: dict[str, Any] = field(default_factory=dict)
@@ -96,6 +97,7 @@ class AdapterConfig:
             "base_encoder": {"identity": self.base_encoder_identity, "normalize": self.base_normalize,
                              "name": self.base_encoder_name,
                              **({"weights": self.base_weights} if self.base_weights else {}),
+                             **({"token_limit": self.base_token_limit} if self.base_token_limit else {}),
                              **({"prompts": self.base_prompts} if self.base_prompts is not None else {}),
                              **({"convention": self.base_convention} if self.base_convention else {})},
             "training": self.training,
@@ -120,6 +122,7 @@ class AdapterConfig:
         return cls(adapter_type=data["adapter_type"], dimension=data["dimension"], options=data["options"],
                    base_encoder_identity=base.get("identity"), base_normalize=base.get("normalize"),
                    base_encoder_name=base.get("name"), base_weights=base.get("weights"),
+                   base_token_limit=base.get("token_limit"),
                    base_prompts=base.get("prompts") if isinstance(base.get("prompts"), bool) else None,
                    base_convention=base.get("convention") if isinstance(base.get("convention"), dict) else None,
                    normalize_output=bool(data.get("normalize_output", True)),
@@ -177,9 +180,20 @@ class SavedAdapter:
         if expected == encoder_identity:
             return
         name = f" ({self.config.base_encoder_name})" if self.config.base_encoder_name else ""
+        # The token limit, where both sides know it, is compared as a number: a folder states it only
+        # when it differs from the model's own, an in-memory model always.
+        current_limit = None if isinstance(encoder, str) else getattr(encoder, "token_limit", None)
+        limits_known = self.config.base_token_limit is not None and current_limit is not None
+        if limits_known and int(current_limit) != int(self.config.base_token_limit):
+            raise InputError(f"adapter was trained on query vectors of {self.config.base_token_limit} tokens per text"
+                             f"{name}, but this encoder reads {current_limit}; set its max_seq_length to "
+                             f"{self.config.base_token_limit} (--max-seq-length) or train an adapter at {current_limit}",
+                             path=self.path)
+        leave = ("max_seq_length",) if limits_known else ()
         same_model = not isinstance(encoder, str) and (
             _content_of(expected) == _content_of(encoder_identity) or self._same_weights(encoder))
-        if same_model and _settings_of(expected, _CONVENTION_KEYS) == _settings_of(encoder_identity, _CONVENTION_KEYS):
+        if same_model and (_settings_of(expected, _CONVENTION_KEYS + leave)
+                           == _settings_of(encoder_identity, _CONVENTION_KEYS + leave)):
             trained, current = self._trained_convention(encoder), getattr(encoder, "convention", None)
             if trained is not None and trained == current:
                 return  # settings differ, vectors do not
@@ -189,7 +203,7 @@ class SavedAdapter:
                     f"these embeddings compute {_describe_convention(current)}; train the adapter on the vectors the "
                     "host computes (embtune train-adapter --host-vectors) or set normalize/prompts to match it (the "
                     "index must then hold documents embedded the same way)", path=self.path)
-        if same_model and _settings_of(expected) == _settings_of(encoder_identity):
+        if same_model and _settings_of(expected, leave) == _settings_of(encoder_identity, leave):
             return  # same weights under another name (folder vs in-memory model), same settings
         raise InputError(f"adapter was trained on encoder '{expected}'{name}, not on '{encoder_identity}'; "
                          "train an adapter for this encoder", path=self.path)

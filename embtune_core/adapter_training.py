@@ -438,6 +438,7 @@ def train_adapter(encoder, train: QADataset, val: QADataset | None = None, *,
         base_encoder_identity=encoder.identity, base_normalize=getattr(encoder, "normalize", None),
         base_encoder_name=getattr(encoder, "name", None) or getattr(encoder, "model_name", None),
         base_weights=getattr(encoder, "weights_fingerprint", None),
+        base_token_limit=getattr(encoder, "token_limit", None),
         # How the query vectors it learnt from were computed; checked when the adapter is loaded.
         base_prompts=getattr(encoder, "prompts", None) if isinstance(getattr(encoder, "prompts", None), bool) else None,
         base_convention=getattr(encoder, "convention", None),

@@ -155,13 +155,22 @@ def recover_directory(path: str | Path) -> None:
         except (OSError, ValueError, KeyError, TypeError):
             old = None
         if old is not None and old.parent == path.parent and old.name.startswith(f".{path.name}.old-embtune-"):
-            if not path.exists() and old.is_dir():
+            if not os.path.lexists(path) and os.path.lexists(old):
                 os.replace(old, path)
-            elif old.exists():
-                shutil.rmtree(old, ignore_errors=True)
+            elif os.path.lexists(old):
+                _remove(old)
         with contextlib.suppress(FileNotFoundError):
             journal.unlink()
     remove_leftovers(path)
+
+
+def _remove(entry: Path) -> None:
+    """Remove a replaced output: a link itself (never what it points to), or a folder tree."""
+    if entry.is_symlink() or not entry.is_dir():
+        with contextlib.suppress(FileNotFoundError):
+            entry.unlink()
+    else:
+        shutil.rmtree(entry, ignore_errors=True)
 
 
 def _follow_umask(folder: Path) -> None:
@@ -190,14 +199,14 @@ def atomic_directory(path: str | Path) -> Iterator[Path]:
         yield tmp
         _follow_umask(tmp)
         old = None
-        if path.exists():
+        if os.path.lexists(path):
             old = path.with_name(f".{path.name}.old-embtune-{HOST}-{os.getpid()}-{secrets.token_hex(4)}")
             write_json(_journal(path), {"old": old.name, "new": path.name, "pid": os.getpid(), "host": HOST})
             os.replace(path, old)
         os.replace(tmp, path)
         _fsync_dir(path.parent)
         if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+            _remove(old)
             with contextlib.suppress(FileNotFoundError):
                 _journal(path).unlink()
     except BaseException:

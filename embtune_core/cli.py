@@ -107,6 +107,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"embtune: error: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt as exc:
+        interrupts.ignore_further()  # a second Ctrl-C while we report must not kill the process mid-line
         terminated = isinstance(exc, interrupts.Terminated) or interrupts.requested() == "SIGTERM"
         signal_name = "SIGTERM" if terminated else "Ctrl-C"
         print(f"embtune: interrupted ({signal_name}); what finished is kept; re-run the same command to resume",

@@ -195,7 +195,7 @@ def _content_of(identity: str) -> str | None:
 
 # --- specs ----------------------------------------------------------------------------------------
 SPEC_ALIASES = {"st": "sentence-transformers", "sentence-transformers": "sentence-transformers",
-                "sbert": "sentence-transformers", "openai": "openai"}
+                "sbert": "sentence-transformers", "model": "sentence-transformers", "openai": "openai"}
 
 
 def parse_encoder_spec(spec: str) -> tuple[str, dict[str, Any]]:

@@ -42,6 +42,13 @@ def _handler(signum, frame) -> None:
     check()
 
 
+def ignore_further() -> None:
+    """Ignore Ctrl-C and SIGTERM from now on (the run is already stopping; exit codes stay ours)."""
+    with contextlib.suppress(ValueError):
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
 def _unraisable(info) -> None:
     # A stop raised inside a __del__ is lost there but raised again at the next check(): no traceback.
     if isinstance(info.exc_value, KeyboardInterrupt) and _requested:

@@ -181,7 +181,7 @@ class Pipeline:
             return {"documents": len(documents), "chunks": len(chunks), "skipped": skipped}
 
         return self._stage("chunk", {"inputs": inputs, "skip_bad": data.get("skip_bad", False),
-                                     "chunker": name, "options": options,
+                                     "chunker": name, "options": _without(options, "model"),
                                      "model_content": _model_content(options.get("model"))}, work)
 
     def _generate(self, chunk_stage: StageDir) -> StageDir:
@@ -253,7 +253,7 @@ class Pipeline:
             mined.save(stage.path / "train.json")
             return {"report": getattr(miner, "last_report", {})}
 
-        return self._stage("mine", {"split": split_stage.key, "miner": name, "encoder": encoder_spec,
+        return self._stage("mine", {"split": split_stage.key, "miner": name,
                                     "encoder_content": _model_content(encoder_spec), "options": options}, work)
 
     def _train(self, train_path: Path, val_path: Path, upstream: str) -> StageDir:
@@ -271,7 +271,7 @@ class Pipeline:
             return {"model": str(stage.path / "model"), "metrics_before": summary.get("metrics_before"),
                     "metrics_after": summary.get("metrics_after"), "train_seconds": summary.get("train_seconds")}
 
-        return self._stage("train", {"data": upstream, "settings": table,
+        return self._stage("train", {"data": upstream, "settings": _without(table, "model"),
                                      "model_content": _model_content(table.get("model", DEFAULT_MODEL))}, work)
 
     def _adapter(self, train_path: Path, val_path: Path, upstream: str) -> StageDir:
@@ -301,7 +301,7 @@ class Pipeline:
             return {"adapter": str(stage.path / "adapter"), "encoder": encoder_spec, "best_epoch": result.best_epoch,
                     "metrics_before": result.baseline, "metrics_after": result.best}
 
-        return self._stage("adapter", {"data": upstream, "encoder": encoder_spec, "settings": table,
+        return self._stage("adapter", {"data": upstream, "settings": table,
                                        "encoder_content": _model_content(encoder_spec),
                                        "index_pseudo_queries": index_mix}, work)
 
@@ -356,9 +356,26 @@ class Pipeline:
                     outputs["report_index"] = str(folder / "report.html")
             return outputs
 
-        # Systems inside the run folder are named by the upstream stage keys, not by their paths.
-        run_root = str(self.root.root)
-        named = [(name, spec.replace(run_root, "<run>")) for name, spec in systems]
+        # Systems inside the run folder enter the key through the upstream stage keys (already in
+        # ``upstream``), never through their paths: a copied or moved run folder keeps its keys.
+        run_root = self.root.root.resolve()
+
+        def keyed(spec: str) -> str:
+            parts = []
+            for part in spec.split("+adapter:"):
+                bare = part.split(":", 1)[1] if part.startswith(("model:", "hybrid:model:")) else part
+                inside = Path(bare).is_absolute() and Path(bare).resolve().is_relative_to(run_root)
+                if inside:
+                    parts.append("<stage output>")
+                elif Path(bare).expanduser().is_dir():  # a local folder: by content, not by path
+                    from embtune_core.fingerprint import content_key
+
+                    parts.append(part[: len(part) - len(bare)] + content_key(bare))
+                else:
+                    parts.append(part)
+            return "+adapter:".join(parts)
+
+        named = [(name, keyed(spec)) for name, spec in systems]
         return self._stage("evaluate", {"upstream": upstream, "systems": named, "options": options,
                                         "base_content": _model_content(self.t["train"].get("model", DEFAULT_MODEL))},
                            work)
@@ -451,13 +468,13 @@ class Pipeline:
             train_path, upstream = mine.path / "train.json", mine.key
 
         base_model = self.t["train"].get("model", DEFAULT_MODEL)
-        systems: list[tuple[str, str]] = [("base", f"model:{base_model}")]
+        systems: list[tuple[str, str]] = [("base", _system_spec(base_model))]
         keys = [upstream]
         train_table, adapter_table = dict(self.t["train"]), dict(self.t["adapter"])
         train_stage = None
         if train_table and _enabled(train_table):
             train_stage = self._train(train_path, val_path, upstream)
-            systems.append(("fine-tuned", f"model:{train_stage.outputs()['model']}"))
+            systems.append(("fine-tuned", _system_spec(train_stage.outputs()["model"])))
             keys.append(train_stage.key)
         if adapter_table and _enabled(adapter_table):
             adapter_stage = self._adapter(train_path, val_path, upstream)
@@ -465,9 +482,11 @@ class Pipeline:
             if out.get("best_epoch") == 0:
                 self.echo("  adapter: no epoch beat the base model on held-out training documents, so the "
                           "identity was kept (an adapter never makes retrieval worse than the base)")
-            if out["encoder"] != base_model:
-                systems.append(("adapter-base", f"model:{out['encoder']}"))
-            systems.append(("adapter", f"model:{out['encoder']}+adapter:{out['adapter']}"))
+            # The encoder spec comes from the config, not from _done.json (which holds it scrubbed).
+            adapter_encoder = self.t["adapter"].get("encoder", base_model)
+            if adapter_encoder != base_model:
+                systems.append(("adapter-base", _system_spec(adapter_encoder)))
+            systems.append(("adapter", f"{_system_spec(adapter_encoder)}+adapter:{out['adapter']}"))
             keys.append(adapter_stage.key)
         evaluate = self._evaluate(val_path, systems, keys, index_path=split.path / "train.json",
                                   train_stage=train_stage)
@@ -487,6 +506,19 @@ class Pipeline:
 def run_config(path: str | Path, *, run_dir: str | Path | None = None, echo: Callable[[str], None] = print
                ) -> dict[str, Any]:
     return Pipeline(load_config(path), config_path=path, run_dir=run_dir, echo=echo).run()
+
+
+def _without(table: dict[str, Any], key: str) -> dict[str, Any]:
+    """``table`` less ``key`` (a model path, which enters a stage key by its content instead)."""
+    return {k: v for k, v in table.items() if k != key}
+
+
+def _system_spec(encoder: str) -> str:
+    """An encoder (model name, folder or spec such as ``openai:MODEL@URL``) as an evaluate system spec."""
+    from embtune_core.encoding import parse_encoder_spec
+
+    name, _ = parse_encoder_spec(str(encoder))
+    return f"model:{encoder}" if name == "sentence-transformers" else str(encoder)
 
 
 def _split_options(table: dict[str, Any]) -> dict[str, Any]:

@@ -95,20 +95,26 @@ class StageDir:
                     relative.append(key)
                 except ValueError:
                     pass
-        atomic.write_json(self.path / "_done.json", {"stage": self.name, "key": self.key, "seconds": seconds,
-                                                    "outputs": stored, "relative_to_run": relative})
+        from embtune_core.secrets_scrub import scrub_tree
+
+        atomic.write_json(self.path / "_done.json", scrub_tree({"stage": self.name, "key": self.key,
+                                                                "seconds": seconds, "outputs": stored,
+                                                                "relative_to_run": relative}))
 
 
 class RunDir:
     def __init__(self, root: str | Path):
-        self.root = Path(root)
+        # Absolute from the start: outputs inside it are then stored relative to it, never to the cwd.
+        self.root = Path(root).absolute()
         self.root.mkdir(parents=True, exist_ok=True)
 
     def stage(self, name: str, key_material: Any) -> StageDir:
         return StageDir(self.root, name, stable_hash({"stage": name, **key_material}))
 
     def write_manifest(self, manifest: dict[str, Any]) -> None:
-        atomic.write_json(self.root / "manifest.json", manifest)
+        from embtune_core.secrets_scrub import scrub_tree
+
+        atomic.write_json(self.root / "manifest.json", scrub_tree(manifest))  # the config may hold a URL's credentials
 
     @staticmethod
     def new_manifest(config: dict[str, Any], inputs: dict[str, str], seed: int) -> dict[str, Any]:

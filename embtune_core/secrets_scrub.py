@@ -24,6 +24,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+from typing import Any
 
 MASK = "***"
 _MIN_SECRET = 8
@@ -58,6 +59,17 @@ def scrub(text: object) -> str:
     out = _BEARER.sub(lambda m: f"{m.group(1)}{MASK}", out)
     out = _OPENAI_KEY.sub("sk-" + MASK, out)
     return _QUERY_KEY.sub(lambda m: f"{m.group(1)}{MASK}", out)
+
+
+def scrub_tree(value: Any) -> Any:
+    """Every string inside a JSON-like value (dicts, lists) scrubbed; for files embtune writes."""
+    if isinstance(value, str):
+        return scrub(value)
+    if isinstance(value, dict):
+        return {scrub_tree(k) if isinstance(k, str) else k: scrub_tree(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [scrub_tree(v) for v in value]
+    return value
 
 
 class ScrubFilter(logging.Filter):

@@ -64,17 +64,58 @@ def count_over(model: Any, texts: Sequence[str], kind: str, prompt: str | None =
     return sum(n > limit for n in lengths), int(limit)
 
 
-def warning_line(over: int, total: int, kind: str, limit: int, model_name: str) -> str:
-    return (f"{over} of {total} {KIND_NAMES.get(kind, kind)} exceed {limit} tokens of {model_name}; they are cut "
-            f"(pass --max-seq-length {_suggest(limit)} to keep more of them)")
+def warning_line(over: int, total: int, kind: str, limit: int, model_name: str,
+                 max_positions: int | None = None) -> str:
+    if max_positions is not None and limit >= max_positions:
+        hint = f"the model reads at most {max_positions}: use shorter chunks or a model with a longer limit"
+    else:
+        longer = max(512, 2 * int(limit))
+        longer = min(longer, max_positions) if max_positions else longer
+        hint = f"pass --max-seq-length {longer} to keep more of them"
+    return f"{over} of {total} {KIND_NAMES.get(kind, kind)} exceed {limit} tokens of {model_name}; they are cut ({hint})"
 
 
-def _suggest(limit: int) -> int:
-    return max(512, 2 * int(limit))
+_OFFSET_POSITIONS = ("roberta", "xlm-roberta", "camembert", "mpnet", "longformer")  # 2 positions reserved
+
+
+def max_positions(model: Any) -> int | None:
+    """The most tokens a loaded ``SentenceTransformer`` can read at all: its transformer's position
+    embeddings (less the 2 that RoBERTa-style models reserve); None when unknown."""
+    try:
+        first = model[0]
+        config = (getattr(first, "auto_model", None) or first.model).config
+        positions = int(config.max_position_embeddings)
+    except (AttributeError, TypeError, ValueError, IndexError, KeyError):
+        return None
+    return positions - 2 if getattr(config, "model_type", "") in _OFFSET_POSITIONS else positions
+
+
+def folder_max_positions(folder: str) -> int | None:
+    """:func:`max_positions` read from a model folder's ``config.json``, without loading the model."""
+    import json
+    from pathlib import Path
+
+    try:
+        config = json.loads((Path(folder) / "config.json").read_text(encoding="utf-8"))
+        positions = int(config["max_position_embeddings"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return positions - 2 if config.get("model_type", "") in _OFFSET_POSITIONS else positions
+
+
+def check_limit(model: Any, limit: int, model_name: str, field: str = "--max-seq-length") -> None:
+    """Refuse a token limit the model (loaded, or a folder) cannot read (one line, exit 3) instead of a
+    tensor-size crash."""
+    from embtune_core.errors import InputError
+
+    most = folder_max_positions(model) if isinstance(model, str) else max_positions(model)
+    if most is not None and int(limit) > most:
+        raise InputError(f"{limit} tokens is more than {model_name} can read ({most}, its position embeddings)",
+                         path=model_name, field=field)
 
 
 def check(counter: Any, texts_by_kind: Mapping[str, Sequence[str]], *, model_name: str = "the model",
-          warn: bool = True) -> dict[str, Any] | None:
+          warn: bool = True, positions: int | None = None) -> dict[str, Any] | None:
     """Count over-long texts of each kind with ``counter(texts, kind) -> (over, limit)`` and log one
     warning per kind that has any; returns ``{"limit": L, kind: {"over": n, "total": m}, ...}``."""
     record: dict[str, Any] = {"limit": None}
@@ -86,7 +127,7 @@ def check(counter: Any, texts_by_kind: Mapping[str, Sequence[str]], *, model_nam
         record["limit"] = limit
         record[kind] = {"over": int(over), "total": len(texts)}
         if over and warn:
-            log.warning(warning_line(over, len(texts), kind, limit, model_name))
+            log.warning(warning_line(over, len(texts), kind, limit, model_name, positions))
     return record
 
 
@@ -96,13 +137,16 @@ def check_encoder(encoder: Any, texts_by_kind: Mapping[str, Sequence[str]], *, w
     counter = getattr(encoder, "count_over_limit", None)
     if counter is None:
         return None
-    return check(counter, texts_by_kind, model_name=str(getattr(encoder, "name", "the model")), warn=warn)
+    model = getattr(encoder, "model", None) if hasattr(encoder, "token_limit") else None
+    return check(counter, texts_by_kind, model_name=str(getattr(encoder, "name", "the model")), warn=warn,
+                 positions=max_positions(model) if model is not None else None)
 
 
 def check_model(model: Any, texts_by_kind: Mapping[str, Sequence[str]], *, model_name: str = "the model",
                 warn: bool = True) -> dict[str, Any] | None:
     """:func:`check` for a loaded ``SentenceTransformer`` (training, where no encoder wraps it)."""
-    return check(lambda texts, kind: count_over(model, texts, kind), texts_by_kind, model_name=model_name, warn=warn)
+    return check(lambda texts, kind: count_over(model, texts, kind), texts_by_kind, model_name=model_name, warn=warn,
+                 positions=max_positions(model))
 
 
 def describe(record: Mapping[str, Any] | None) -> str | None:

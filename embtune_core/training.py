@@ -475,6 +475,10 @@ def train(settings: TrainSettings) -> dict[str, Any]:
 
     set_seed(settings.seed)
     model = load_sentence_transformer(settings.model)
+    if settings.max_seq_length:
+        from embtune_core.token_limits import check_limit
+
+        check_limit(model, settings.max_seq_length, settings.model)
     if settings.max_seq_length and settings.max_seq_length != model.max_seq_length:
         log.warning("%s: token limit set to %d (the model's own is %s)", settings.model, settings.max_seq_length,
                     model.max_seq_length)
@@ -530,7 +534,9 @@ def train(settings: TrainSettings) -> dict[str, Any]:
         load_best_model_at_end=evaluator is not None,
         metric_for_best_model="eval_ndcg@10" if evaluator is not None else None,
         greater_is_better=True,
-        logging_steps=settings.logging_steps,
+        # Logging windows that divide the checkpoint interval: a resumed run logs the same windows, so the
+        # summary's train loss (mean of the logged losses, see _train_loss) is the same bits.
+        logging_steps=math.gcd(settings.logging_steps, save_steps),
         logging_first_step=True,
         report_to="none",
         disable_tqdm=not progress.enabled(),
@@ -591,7 +597,7 @@ def train(settings: TrainSettings) -> dict[str, Any]:
         "global_step": trainer.state.global_step,
         "resumed_from": checkpoint,
         "best_checkpoint": trainer.state.best_model_checkpoint,
-        "train_loss": output.training_loss,
+        "train_loss": _train_loss(trainer.state.log_history, output.training_loss),
         "train_seconds": round(train_seconds, 1),
         "metrics_before": metrics_before,
         "metrics_after": metrics_after,
@@ -614,6 +620,22 @@ def train(settings: TrainSettings) -> dict[str, Any]:
     summary["saved"] = saved
     summary["history"] = history
     return summary
+
+
+def _train_loss(log_history: list[dict[str, Any]], fallback: float) -> float:
+    """Mean training loss over every step of the run, resumed or not: the logged window losses (kept in
+    each checkpoint's trainer_state.json) weighted by window length. The trainer's own figure covers
+    only the steps of the last process (0.0 when a resumed run had nothing left to train)."""
+    total = weight = 0.0
+    last = 0
+    for record in log_history:
+        if "loss" in record and "step" in record:
+            steps = int(record["step"]) - last
+            if steps > 0:
+                total += float(record["loss"]) * steps
+                weight += steps
+            last = int(record["step"])
+    return total / weight if weight else float(fallback)
 
 
 def _cuda() -> bool:

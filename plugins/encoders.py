@@ -86,7 +86,11 @@ _limit_notices: set[tuple[str, int, int]] = set()
 
 
 def _set_limit(model: Any, limit: int, name: str) -> None:
-    """Set the token limit, saying once per model and limit that it differs from the model's own."""
+    """Set the token limit, saying once per model and limit that it differs from the model's own;
+    a limit beyond the model's position embeddings is refused in one line (it would crash later)."""
+    from embtune_core.token_limits import check_limit
+
+    check_limit(model, limit, name)
     own = getattr(model, "embtune_own_max_seq_length", None) or model.max_seq_length
     model.embtune_own_max_seq_length = own
     if own != limit and (name, own, limit) not in _limit_notices:
@@ -132,13 +136,11 @@ class SentenceTransformerEncoder(Encoder):
         else:  # an already loaded SentenceTransformer, e.g. one being fine-tuned
             self._model = model
             self.name = getattr(model, "embtune_model_name", type(model).__name__)
-            own = getattr(model, "embtune_own_max_seq_length", None) or model.max_seq_length
-            if self.max_seq_length == own:
-                self.max_seq_length = None
             if self.max_seq_length:
                 _set_limit(model, self.max_seq_length, self.name)
-            elif model.max_seq_length != own:  # changed in memory by its owner: part of what it computes
-                self.max_seq_length = int(model.max_seq_length)
+            # In memory the limit is whatever its owner set: always part of the identity (the weight
+            # hash does not cover it), and compared as a number by adapters (SavedAdapter.check_base).
+            self.max_seq_length = int(model.max_seq_length)
             self._weights = module_fingerprint(model)
             content = f"weights={self._weights}"
         settings = [content, f"normalize={self.normalize}"]

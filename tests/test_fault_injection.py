@@ -329,3 +329,113 @@ def test_planted_key_never_printed_or_written(tmp_path, command):
         if path.is_file():
             data = path.read_bytes()
             assert PLANTED_KEY.encode() not in data and encoded.encode() not in data, f"key leaked into {path}"
+
+
+# --- found by trying to break the above -----------------------------------------------------------
+@pytest.mark.slow
+def test_relative_run_dir_moved_reads_its_own_files(tmp_path, tiny_model_dir):
+    _train_set(8).save(tmp_path / "train.json")
+    (tmp_path / "run.toml").write_text(f'[data]\ntrain = "train.json"\n[train]\nenabled = false\n'
+                                       f'model = "{tiny_model_dir}"\n[adapter]\ntype = "linear"\nepochs = 1\n'
+                                       '[split]\nval_fraction = 0.25\nsplit_by = "chunk"\n[evaluate]\nk = [1]\n')
+    env = {**os.environ, "EMBTUNE_NO_PROGRESS": "1", "HF_HUB_OFFLINE": "1"}
+
+    def run(run_dir: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "embtune_core.cli", "run", "run.toml", "--run-dir", run_dir],
+                              cwd=tmp_path, capture_output=True, text=True, env=env, timeout=300, check=False)
+
+    assert run("first").returncode == 0
+    shutil.copytree(tmp_path / "first", tmp_path / "copy")
+    shutil.rmtree(tmp_path / "first")  # the original is gone: the copy must read only its own files
+    again = run("copy")
+    assert again.returncode == 0, again.stderr
+    assert "[evaluate] up to date" in again.stdout and "[adapter] up to date" in again.stdout
+
+
+def test_train_loss_of_a_resumed_run_equals_the_uninterrupted_one(tiny_model_dir, tmp_path):
+    data = tmp_path / "train.json"
+    _train_set().save(data)
+    common = ("--train", str(data), "--model", tiny_model_dir, "--max-steps", "60", "--save-steps", "15",
+              "--batch-size", "4")
+    assert _embtune("train", *common, "--out", str(tmp_path / "ref")).returncode == 0
+    argv = ("train", *common, "--out", str(tmp_path / "m"))
+    env = {**os.environ, "EMBTUNE_NO_PROGRESS": "1", "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "embtune_core.cli", *argv], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, env=env)
+    _signal_when(proc, lambda: (tmp_path / "m.checkpoints" / "checkpoint-15" / "embtune_complete.json").exists(),
+                 signal.SIGINT)
+    assert proc.returncode == 130
+    assert _embtune(*argv).returncode == 0
+    ref = json.loads((tmp_path / "ref" / "embtune_train.json").read_text())
+    new = json.loads((tmp_path / "m" / "embtune_train.json").read_text())
+    assert new["resumed_from"] and not ref["resumed_from"]
+    assert new["train_loss"] == ref["train_loss"]
+    assert _weights(tmp_path / "m") == _weights(tmp_path / "ref")
+
+
+def test_two_trainings_cannot_share_a_checkpoint_folder(tiny_model_dir, tmp_path):
+    from embtune_core.locking import lock_path_for_output
+
+    checkpoints = tmp_path / "ck"
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import time; from embtune_core.locking import hold\n"
+        f"with hold({str(lock_path_for_output(checkpoints))!r}, subject='x', what='--checkpoint-dir'):\n"
+        "    print('held', flush=True); time.sleep(120)")], stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "held"
+    data = tmp_path / "train.json"
+    _train_set(8).save(data)
+    refused = _embtune("train", "--train", str(data), "--model", tiny_model_dir, "--checkpoint-dir", str(checkpoints),
+                       "--out", str(tmp_path / "m2"))
+    holder.kill()
+    holder.wait()
+    assert refused.returncode == 3 and f"in use by embtune (pid {holder.pid}" in refused.stderr
+
+
+def test_replacing_a_symlinked_output_leaves_no_link_behind(tmp_path):
+    (tmp_path / "v3").mkdir()
+    (tmp_path / "v3" / "keep.txt").write_text("the link's target is the user's")
+    (tmp_path / "current").symlink_to("v3")
+    with atomic.atomic_directory(tmp_path / "current") as staging:
+        (staging / "model.json").write_text("{}")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["current", "v3"]
+    assert (tmp_path / "current" / "model.json").is_file() and (tmp_path / "v3" / "keep.txt").is_file()
+
+
+def test_credentials_never_reach_run_folder_files(tmp_path):
+    from embtune_core.rundir import RunDir
+
+    run = RunDir(tmp_path / "run")
+    url = f"http://user:{PLANTED_KEY}@127.0.0.1:9/v1"
+    run.write_manifest({"config": {"generate": {"base_url": url}}})
+    stage = run.stage("adapter", {"encoder": f"openai:m@{url}"})
+    stage.start()
+    stage.finish({"encoder": f"openai:m@{url}", "adapter": str(stage.path / "adapter")}, 1.0)
+    for path in (tmp_path / "run").rglob("*.json"):
+        assert PLANTED_KEY not in path.read_text()
+    assert stage.outputs()["adapter"] == str(stage.path / "adapter")
+
+
+def test_small_change_in_a_big_file_changes_the_fingerprint(tmp_path):
+    from embtune_core import fingerprint
+
+    folder = tmp_path / "model"
+    folder.mkdir()
+    weights = bytearray(20 << 20)  # 20 MiB: large files used to be sampled
+    (folder / "model.safetensors").write_bytes(bytes(weights))
+    before = fingerprint.directory_fingerprint(folder)
+    weights[12_345_678] = 1  # one byte, between any sampled blocks
+    (folder / "model.safetensors").write_bytes(bytes(weights))
+    assert fingerprint.directory_fingerprint(folder) != before
+
+
+def test_hub_timeout_setting_is_checked(tmp_path):
+    data = tmp_path / "d.json"
+    _train_set(2).save(data)
+    env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")}
+    for value in ("abc", "0"):
+        result = subprocess.run([sys.executable, "-m", "embtune_core.cli", "evaluate", str(data), "--system",
+                                 "model:some-org/some-model"], capture_output=True, text=True, timeout=60, check=False,
+                                env={**env, "EMBTUNE_HUB_TIMEOUT": value})
+        assert result.returncode == 3
+        assert result.stderr.strip() == (f"embtune: error: EMBTUNE_HUB_TIMEOUT: must be a positive number of "
+                                         f"seconds, got '{value}'")

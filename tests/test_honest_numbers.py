@@ -355,3 +355,34 @@ def test_train_prints_no_log_dicts_without_progress_bars(tiny_model_dir, tmp_pat
     assert "{'loss'" not in result.stdout and "'train_runtime'" not in result.stdout
     assert result.stdout.startswith("model written to")
     assert json.loads((tmp_path / "m.checkpoints" / "loss_log.jsonl").read_text().splitlines()[0])
+
+
+def test_in_memory_model_at_another_limit_is_checked_by_number(tiny_model_dir, adapter_dir, tmp_path):
+    from sentence_transformers import SentenceTransformer
+
+    from embtune_core.adapter_training import AdapterTrainingConfig, train_adapter
+    from embtune_core.embedding_cache import EmbeddingCache
+    from embtune_core.encoding import encoder_from_spec
+    from embtune_integrations.langchain import EmbtuneEmbeddings
+
+    at_64 = SentenceTransformer(tiny_model_dir)
+    at_64.max_seq_length = 64
+    with pytest.raises(InputError, match="trained on query vectors of 128 tokens per text.*this encoder reads 64"):
+        EmbtuneEmbeddings(at_64, adapter=adapter_dir)  # trained at the model's own 128
+    adapter_64 = tmp_path / "ad64"
+    train_adapter(encoder_from_spec(f"st:{tiny_model_dir}", max_seq_length=64), _qa(12), None,
+                  config=AdapterTrainingConfig(adapter="linear", epochs=1, val_fraction=0.25),
+                  cache=EmbeddingCache(tmp_path / "cache"), output_dir=adapter_64)
+    EmbtuneEmbeddings(at_64, adapter=adapter_64)  # the same model at the same limit: accepted
+
+
+def test_limit_hint_stays_within_the_model_and_beyond_it_is_refused(tiny_model_dir, tmp_path):
+    data = tmp_path / "long.json"
+    _qa(4, words=300).save(data)
+    ok = _run("evaluate", str(data), "--system", f"model:{tiny_model_dir}", env={"EMBTUNE_CACHE": str(tmp_path / "c")})
+    assert "they are cut (pass --max-seq-length 256 to keep more of them)" in ok.stderr  # 256 positions
+    too_long = _run("evaluate", str(data), "--system", f"model:{tiny_model_dir}", "--max-seq-length", "512",
+                    env={"EMBTUNE_CACHE": str(tmp_path / "c")})
+    assert too_long.returncode == 3 and too_long.stderr.count("\n") == 1
+    assert "--max-seq-length: 512 tokens is more than" in too_long.stderr and "(256, its position embeddings)" \
+        in too_long.stderr

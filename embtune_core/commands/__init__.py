@@ -234,12 +234,19 @@ def check_model(name: str, sources: Sources, key: str) -> None:
 
     if constants.HF_HUB_OFFLINE and not _in_hub_cache(name):
         raise InputError("no such model folder, and the Hugging Face cache does not hold it "
-                         "(HF_HUB_OFFLINE is set)", path=name, field=field)
+                         f"({_offline_variable()} is set)", path=name, field=field)
     if not constants.HF_HUB_OFFLINE and not _in_hub_cache(name):
         probe_hub(name, field)
 
 
 HUB_TIMEOUT_SECONDS = 10.0  # EMBTUNE_HUB_TIMEOUT overrides
+
+
+def _offline_variable() -> str:
+    """Which variable made huggingface_hub offline (it reads TRANSFORMERS_OFFLINE too)."""
+    import os
+
+    return "HF_HUB_OFFLINE" if os.environ.get("HF_HUB_OFFLINE") else "TRANSFORMERS_OFFLINE"
 
 
 def probe_hub(name: str, field: str) -> None:
@@ -253,7 +260,13 @@ def probe_hub(name: str, field: str) -> None:
 
     from embtune_core.errors import ServiceError
 
-    timeout = float(os.environ.get("EMBTUNE_HUB_TIMEOUT", HUB_TIMEOUT_SECONDS))
+    raw = os.environ.get("EMBTUNE_HUB_TIMEOUT", "").strip()
+    try:
+        timeout = float(raw) if raw else HUB_TIMEOUT_SECONDS
+    except ValueError:
+        timeout = -1.0
+    if not 0 < timeout < float("inf"):
+        raise ConfigError(f"must be a positive number of seconds, got '{raw}'", path="EMBTUNE_HUB_TIMEOUT")
     advice = "set HF_HUB_OFFLINE=1 to use only the local cache, or pass a local model folder"
     try:
         HfApi().model_info(name, timeout=timeout)

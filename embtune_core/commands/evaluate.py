@@ -230,6 +230,17 @@ def run(args) -> int:
                 adapters[spec.name] = load_adapter(spec.adapter_dir)
             except EmbtuneError as exc:
                 raise type(exc)(exc.problem, path=exc.path, field=exc.field or "--system") from None
+    if args.max_seq_length:  # a limit the model cannot read: refused before anything loads
+        from embtune_core.encoding import parse_encoder_spec
+        from embtune_core.models import resolve
+        from embtune_core.token_limits import check_limit
+
+        for spec in specs:
+            name, options = parse_encoder_spec(spec.encoder_spec)
+            if name == "sentence-transformers":
+                resolution = resolve(str(options["model"]), assemble=False)
+                if resolution.is_local:
+                    check_limit(resolution.target, args.max_seq_length, str(options["model"]))
     dims = args.dims
     settings = MetricSettings(hit_rate_at=tuple(args.k))
     dataset = load_any(args.dataset, split=args.split)

@@ -157,10 +157,14 @@ def run(args) -> int:
     import contextlib
     import os
 
-    # Under torchrun every rank runs this command with the same --out: rank 0 alone holds the lock.
-    lock = (hold(lock_path_for_output(settings.out), subject=settings.out, what=sources.where("out")[1])
-            if int(os.environ.get("RANK", "0")) == 0 else contextlib.nullcontext())
-    with lock:
+    # One writer per --out and per checkpoint folder (two runs sharing checkpoints would resume each
+    # other's state). Under torchrun every rank runs this command: rank 0 alone holds the locks.
+    with contextlib.ExitStack() as locks:
+        if int(os.environ.get("RANK", "0")) == 0:
+            locks.enter_context(hold(lock_path_for_output(settings.out), subject=settings.out,
+                                     what=sources.where("out")[1]))
+            locks.enter_context(hold(lock_path_for_output(settings.checkpoints), subject=settings.checkpoints,
+                                     what=sources.where("checkpoint_dir")[1]))
         summary = train(settings)
     before, after = summary["metrics_before"], summary["metrics_after"]
     if not summary["saved"]:
@@ -170,6 +174,10 @@ def run(args) -> int:
         f"train loss {summary['train_loss']:.4f}; {summary['device']}, {summary['precision']}, "
         f"{summary['world_size']} process(es))"
     )
+    batches = summary["data"].get("batches") or {}
+    if batches:
+        print(f"  batches per epoch {batches['per_epoch']} ({batches['mean_rows_per_batch']} rows on average, "
+              f"batch size {batches['batch_size']}; every pair used once per epoch)")
     for key in ("hit@5", "mrr@10", "ndcg@10"):
         if key in before or key in after:
             print(f"  {key:8s} {before.get(key, float('nan')):.4f} -> {after.get(key, float('nan')):.4f}")
