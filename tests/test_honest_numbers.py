@@ -229,7 +229,7 @@ def test_adapter_accepted_for_the_same_model_in_memory_and_at_its_own_limit(tiny
     np.testing.assert_allclose(in_memory.embed_query("revenue"), by_folder.embed_query("revenue"), atol=1e-6)
     # The model's own limit (128) changes nothing, so the identity and the adapter check agree.
     AdaptedEncoder(encoder_from_spec(f"st:{tiny_model_dir}", max_seq_length=128), load_adapter(adapter_dir))
-    with pytest.raises(InputError, match="adapter was trained on encoder"):
+    with pytest.raises(InputError, match="adapter was trained on query vectors of 128 tokens per text.*reads 64"):
         AdaptedEncoder(encoder_from_spec(f"st:{tiny_model_dir}", max_seq_length=64), load_adapter(adapter_dir))
     other = SentenceTransformer(tiny_model_dir)
     with torch.no_grad():
@@ -259,7 +259,7 @@ def test_train_adapter_takes_max_seq_length_and_evaluate_accepts_it(tiny_model_d
               env={"EMBTUNE_CACHE": str(tmp_path / "cache")})
     assert ok.returncode == 0, ok.stderr
     refused = _run("evaluate", str(data), "--system", spec, env={"EMBTUNE_CACHE": str(tmp_path / "cache")})
-    assert refused.returncode == 3 and "adapter was trained on encoder" in refused.stderr
+    assert refused.returncode == 3 and "adapter was trained on query vectors of 64 tokens per text" in refused.stderr
 
 
 def test_plain_hugging_face_folder_says_pooling_is_assumed(tiny_model_dir, caplog):
