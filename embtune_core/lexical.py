@@ -37,6 +37,18 @@ FUSION_DEPTH = 1000  # documents each ranking contributes to the fusion (TREC ru
 STOPWORDS = "en"  # as bm25s' own BEIR benchmark (examples/evaluate_on_beir.py) tokenizes
 
 
+def _bm25s():
+    """bm25s, imported once; it sets its own logger to DEBUG at import, which would print its index
+    building at every run: back to the process's level unless that is DEBUG (``-v``)."""
+    import logging
+
+    import bm25s
+
+    root = logging.getLogger().getEffectiveLevel()
+    logging.getLogger("bm25s").setLevel(max(root, logging.WARNING) if root > logging.DEBUG else root)
+    return bm25s
+
+
 class BM25Index:
     """A ``bm25s.BM25`` index over ``corpus_texts`` (positions are corpus positions)."""
 
@@ -44,7 +56,7 @@ class BM25Index:
 
     def __init__(self, corpus_texts: Sequence[str], *, k1: float = 1.5, b: float = 0.75, method: str = "lucene",
                  stopwords: str | None = STOPWORDS):
-        import bm25s
+        bm25s = _bm25s()
 
         self.n_docs = len(corpus_texts)
         self.stopwords = stopwords
@@ -54,7 +66,7 @@ class BM25Index:
         self.identity = f"bm25s {bm25s.__version__} method={method} k1={k1} b={b} stopwords={stopwords}"
 
     def query_tokens(self, query_texts: Sequence[str]) -> list[list[str]]:
-        import bm25s
+        bm25s = _bm25s()
 
         return bm25s.tokenize(list(query_texts), stopwords=self.stopwords, return_ids=False, show_progress=False)
 
@@ -119,7 +131,7 @@ class BM25Spec:
     lexical = True
 
     def __init__(self, *, k1: float = 1.5, b: float = 0.75, method: str = "lucene", stopwords: str | None = STOPWORDS):
-        import bm25s
+        bm25s = _bm25s()
 
         self.options = {"k1": k1, "b": b, "method": method, "stopwords": stopwords}
         self.identity = f"bm25s {bm25s.__version__} method={method} k1={k1} b={b} stopwords={stopwords}"

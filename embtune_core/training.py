@@ -555,10 +555,13 @@ def train(settings: TrainSettings) -> dict[str, Any]:
         evaluator=evaluator,
         callbacks=[loss_log, rank_report, mark_complete],
     )
-    from transformers.trainer_callback import PrinterCallback
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
-    # Without progress bars the trainer prints every log dict to stdout; loss_log.jsonl keeps them.
+    # The trainer prints every log dict (a whole evaluation's metrics in one line) to stdout, with or
+    # without progress bars; loss_log.jsonl keeps them. The bar stays, the dicts go.
     trainer.remove_callback(PrinterCallback)
+    if trainer.pop_callback(ProgressCallback) is not None:
+        trainer.add_callback(_quiet_progress_callback())
 
     device = str(args.device)
     precision = "bf16" if args.bf16 else "fp16" if args.fp16 else "fp32"
@@ -620,6 +623,17 @@ def train(settings: TrainSettings) -> dict[str, Any]:
     summary["saved"] = saved
     summary["history"] = history
     return summary
+
+
+def _quiet_progress_callback():
+    """transformers' progress bar without the log dicts it writes under the bar."""
+    from transformers.trainer_callback import ProgressCallback
+
+    class QuietProgress(ProgressCallback):
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            pass
+
+    return QuietProgress()
 
 
 def _train_loss(log_history: list[dict[str, Any]], fallback: float) -> float:

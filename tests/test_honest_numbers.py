@@ -355,6 +355,12 @@ def test_train_prints_no_log_dicts_without_progress_bars(tiny_model_dir, tmp_pat
     assert "{'loss'" not in result.stdout and "'train_runtime'" not in result.stdout
     assert result.stdout.startswith("model written to")
     assert json.loads((tmp_path / "m.checkpoints" / "loss_log.jsonl").read_text().splitlines()[0])
+    # With progress bars on, the bar stays and the dicts still go (neither stream gets them).
+    with_bars = _run("train", "--train", str(path), "--model", tiny_model_dir, "--max-steps", "2",
+                     "--batch-size", "4", "--out", str(tmp_path / "m2"), env={"EMBTUNE_NO_PROGRESS": "0"})
+    assert with_bars.returncode == 0, with_bars.stderr
+    for stream in (with_bars.stdout, with_bars.stderr):
+        assert "{'loss'" not in stream and "'train_runtime'" not in stream
 
 
 def test_in_memory_model_at_another_limit_is_checked_by_number(tiny_model_dir, adapter_dir, tmp_path):
