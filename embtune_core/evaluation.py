@@ -278,7 +278,9 @@ class System:
     def identity(self) -> str:
         identity = str(getattr(self.encoder, "identity", type(self.encoder).__name__))
         if self.fusion:
-            identity = f"RRF(k=60) of BM25 and {identity}"
+            from embtune_core.lexical import RRF_K
+
+            identity = f"RRF(k={RRF_K}) of BM25 and {identity}"
         if self.adapter is not None:
             identity += f" | adapter {getattr(self.adapter, 'fingerprint', None) or type(self.adapter).__name__}"
         return identity
@@ -492,7 +494,9 @@ def evaluate_systems(systems: Sequence[System], dataset: QADataset, *, dims: Ite
             curve["name"] = f"{system.name} ({curve['name']})"
             curves.append(curve)
         if system.fusion:
-            details.append("reciprocal rank fusion (k = 60) of this dense ranking and BM25's")
+            from embtune_core.lexical import RRF_K
+
+            details.append(f"reciprocal rank fusion (k = {RRF_K}) of this dense ranking and BM25's")
         results[system.name] = SystemResult(system.name, system.spec, system.identity, width, per_dim,
                                             {"embed": t1 - t0, "search_and_metrics": t2 - t1}, truncation, details)
     if any(s.lexical for s in systems):

@@ -7,9 +7,11 @@ model (``evaluate``, ``train``, ``mine``, ``train-adapter``, the pipeline) count
 own tokenizer, how many of its texts exceed the limit, logs one warning per kind of text, e.g.::
 
     6 of 6 corpus texts exceed 256 tokens of sentence-transformers/all-MiniLM-L6-v2; they are cut
-    (pass --max-seq-length 512 to keep them whole)
+    (pass --max-seq-length 512 to keep more of them)
 
-and records :func:`summary`'s dict in its report, summary or model card.
+and records :func:`check`'s dict in its report, summary or model card. A limit beyond what the model
+can read at all (its position embeddings) is refused in one line (:func:`check_limit`), and
+:func:`set_limit` is the one place a limit is changed (said once, in one line).
 
 Encoders that cannot count (API models, LangChain objects) are skipped: their servers apply their
 own limits, which embtune cannot see.
@@ -78,16 +80,24 @@ def warning_line(over: int, total: int, kind: str, limit: int, model_name: str,
 _OFFSET_POSITIONS = ("roberta", "xlm-roberta", "camembert", "mpnet", "longformer")  # 2 positions reserved
 
 
+def _readable(positions: Any, model_type: Any) -> int | None:
+    """Tokens a transformer with ``positions`` position embeddings reads (RoBERTa-style models reserve 2)."""
+    try:
+        positions = int(positions)
+    except (TypeError, ValueError):
+        return None
+    return positions - 2 if model_type in _OFFSET_POSITIONS else positions
+
+
 def max_positions(model: Any) -> int | None:
     """The most tokens a loaded ``SentenceTransformer`` can read at all: its transformer's position
     embeddings (less the 2 that RoBERTa-style models reserve); None when unknown."""
     try:
         first = model[0]
         config = (getattr(first, "auto_model", None) or first.model).config
-        positions = int(config.max_position_embeddings)
-    except (AttributeError, TypeError, ValueError, IndexError, KeyError):
+    except (AttributeError, TypeError, IndexError, KeyError):
         return None
-    return positions - 2 if getattr(config, "model_type", "") in _OFFSET_POSITIONS else positions
+    return _readable(getattr(config, "max_position_embeddings", None), getattr(config, "model_type", ""))
 
 
 def folder_max_positions(folder: str) -> int | None:
@@ -97,10 +107,11 @@ def folder_max_positions(folder: str) -> int | None:
 
     try:
         config = json.loads((Path(folder) / "config.json").read_text(encoding="utf-8"))
-        positions = int(config["max_position_embeddings"])
-    except (OSError, ValueError, KeyError, TypeError):
+    except (OSError, ValueError):
         return None
-    return positions - 2 if config.get("model_type", "") in _OFFSET_POSITIONS else positions
+    if not isinstance(config, dict):
+        return None
+    return _readable(config.get("max_position_embeddings"), config.get("model_type", ""))
 
 
 def check_limit(model: Any, limit: int, model_name: str, field: str = "--max-seq-length") -> None:
@@ -112,6 +123,21 @@ def check_limit(model: Any, limit: int, model_name: str, field: str = "--max-seq
     if most is not None and int(limit) > most:
         raise InputError(f"{limit} tokens is more than {model_name} can read ({most}, its position embeddings)",
                          path=model_name, field=field)
+
+
+_limit_notices: set[tuple[str, Any, int]] = set()
+
+
+def set_limit(model: Any, limit: int, model_name: str) -> None:
+    """Set a loaded model's token limit: refused beyond its position embeddings (:func:`check_limit`),
+    and said once per model and limit when it differs from the model's own."""
+    check_limit(model, limit, model_name)
+    own = getattr(model, "embtune_own_max_seq_length", None) or model.max_seq_length
+    model.embtune_own_max_seq_length = own
+    if own != limit and (model_name, own, limit) not in _limit_notices:
+        _limit_notices.add((model_name, own, limit))
+        log.warning("%s: token limit set to %d (the model's own is %s)", model_name, limit, own)
+    model.max_seq_length = limit
 
 
 def check(counter: Any, texts_by_kind: Mapping[str, Sequence[str]], *, model_name: str = "the model",

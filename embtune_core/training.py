@@ -475,15 +475,10 @@ def train(settings: TrainSettings) -> dict[str, Any]:
 
     set_seed(settings.seed)
     model = load_sentence_transformer(settings.model)
-    if settings.max_seq_length:
-        from embtune_core.token_limits import check_limit
-
-        check_limit(model, settings.max_seq_length, settings.model)
-    if settings.max_seq_length and settings.max_seq_length != model.max_seq_length:
-        log.warning("%s: token limit set to %d (the model's own is %s)", settings.model, settings.max_seq_length,
-                    model.max_seq_length)
-        model.max_seq_length = settings.max_seq_length
     from embtune_core import token_limits
+
+    if settings.max_seq_length:
+        token_limits.set_limit(model, settings.max_seq_length, settings.model)
 
     skipped = set(unanswered)
     answered = [q for q in train_qa.queries if q not in skipped]

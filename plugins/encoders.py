@@ -58,6 +58,7 @@ from embtune_core.config import secret
 from embtune_core.encoding import Encoder
 from embtune_core.errors import ConfigError, InputError, ServiceError
 from embtune_core.fingerprint import directory_fingerprint
+from embtune_core.token_limits import set_limit
 
 log = logging.getLogger(__name__)
 ENCODER_PRECISIONS = ("fp32", "bf16", "fp16")
@@ -80,23 +81,6 @@ def _own_limit(folder: str | os.PathLike) -> int | None:
         return model_max_seq_length(str(folder))
     except (OSError, ValueError):
         return None
-
-
-_limit_notices: set[tuple[str, int, int]] = set()
-
-
-def _set_limit(model: Any, limit: int, name: str) -> None:
-    """Set the token limit, saying once per model and limit that it differs from the model's own;
-    a limit beyond the model's position embeddings is refused in one line (it would crash later)."""
-    from embtune_core.token_limits import check_limit
-
-    check_limit(model, limit, name)
-    own = getattr(model, "embtune_own_max_seq_length", None) or model.max_seq_length
-    model.embtune_own_max_seq_length = own
-    if own != limit and (name, own, limit) not in _limit_notices:
-        _limit_notices.add((name, own, limit))
-        log.warning("%s: token limit set to %d (the model's own is %s)", name, limit, own)
-    model.max_seq_length = limit
 
 
 class SentenceTransformerEncoder(Encoder):
@@ -137,7 +121,7 @@ class SentenceTransformerEncoder(Encoder):
             self._model = model
             self.name = getattr(model, "embtune_model_name", type(model).__name__)
             if self.max_seq_length:
-                _set_limit(model, self.max_seq_length, self.name)
+                set_limit(model, self.max_seq_length, self.name)
             # In memory the limit is whatever its owner set: always part of the identity (the weight
             # hash does not cover it), and compared as a number by adapters (SavedAdapter.check_base).
             self.max_seq_length = int(model.max_seq_length)
@@ -165,7 +149,7 @@ class SentenceTransformerEncoder(Encoder):
 
             self._model = load_sentence_transformer(self.name, device=self.device)
             if self.max_seq_length:
-                _set_limit(self._model, self.max_seq_length, self.name)
+                set_limit(self._model, self.max_seq_length, self.name)
             if self.precision != "fp32":
                 import torch
 

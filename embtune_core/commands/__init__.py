@@ -142,7 +142,6 @@ def check_writable(path: str | Path, field: str) -> None:
     if existing is None or not existing.is_dir():
         return
     try:
-        os.close(os.open(existing, os.O_RDONLY))
         probe = existing / f".embtune-write-probe-{os.getpid()}"
         os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
         os.unlink(probe)
