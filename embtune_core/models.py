@@ -133,7 +133,12 @@ def load_sentence_transformer(name: str = DEFAULT_MODEL, **kwargs):
         # sentence-transformers builds Transformer + mean pooling for a plain Hugging Face folder.
         log.warning("%s has no sentence-transformers configuration (modules.json): loading it with mean "
                     "pooling over tokens and the tokenizer's own length limit", name)
-    model = SentenceTransformer(resolution.target, **kwargs)
+    from embtune_core.lora import is_adapter_folder, load_adapter_folder
+
+    if folder.is_dir() and is_adapter_folder(folder):  # a LoRA adapter folder (embtune train --lora)
+        model = load_adapter_folder(folder, **kwargs)
+    else:
+        model = SentenceTransformer(resolution.target, **kwargs)
     model.embtune_model_name = name  # the identity the user knows it by, for caches and model cards
     model.embtune_own_max_seq_length = model.max_seq_length
     return model

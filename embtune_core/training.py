@@ -85,6 +85,18 @@ class TrainSettings:
     eval_batch_size: int = 32
     split: str = "train"  # qrels split read when ``train`` is a BEIR folder (never test by default)
     val_split: str = "dev"  # qrels split read when ``val`` is a BEIR folder
+    # LoRA (embtune_core.lora): low-rank adapters inside the transformer, base frozen
+    lora: bool = False
+    lora_rank: int = 8
+    lora_alpha: float = 16
+    lora_dropout: float = 0.1
+    lora_target_modules: list[str] | None = None  # None: peft's default for the architecture
+    lora_merge: bool = False  # fold the adapter into the weights and save a plain model folder
+    # Prompts (E5/BGE-style instructions) prepended to queries / documents, in training and stored in
+    # the model's config_sentence_transformers.json "prompts" (embtune_core.prompts)
+    query_prompt: str | None = None
+    document_prompt: str | None = None
+    report_to: list[str] | str = "none"  # experiment tracking: none, tensorboard, wandb, mlflow (embtune_core.tracking)
 
     @classmethod
     def from_mapping(cls, values: dict[str, Any], path: Any = "<config>") -> TrainSettings:
@@ -135,6 +147,11 @@ class TrainSettings:
             or not all(isinstance(d, int) and d > 0 for d in self.matryoshka_dims)
         ):
             raise bad("matryoshka_dims", "must be a list of positive integers")
+        from embtune_core import lora, prompts, tracking
+
+        lora.validate(self, path)
+        prompts.validate(self, path, table="train")
+        tracking.validate(self.report_to, path, field="train.report_to")
 
     @property
     def checkpoints(self) -> Path:
@@ -486,9 +503,14 @@ def train(settings: TrainSettings) -> dict[str, Any]:
         "query": [train_qa.queries[q] for q in answered],
         "document": sorted({train_qa.corpus[c] for q in answered for c in train_qa.relevant_docs.get(q, ())
                             if c in train_qa.corpus})}, model_name=settings.model)
-    partial = None
+    partial = lora_record = None
     if settings.train_last_layers is not None or settings.freeze_layers is not None:
         partial = freeze_all_but_last(model, settings.train_last_layers, frozen=settings.freeze_layers)
+    from embtune_core import lora, prompts, tracking
+
+    prompts.set_model_prompts(model, settings.query_prompt, settings.document_prompt)
+    if settings.lora:
+        lora_record = lora.apply_lora(model, settings)
     loss = strategy.build_loss(model)
     evaluator = (
         build_evaluator(val_qa, matryoshka_dims=settings.matryoshka_dims, batch_size=settings.eval_batch_size)
@@ -533,7 +555,8 @@ def train(settings: TrainSettings) -> dict[str, Any]:
         # summary's train loss (mean of the logged losses, see _train_loss) is the same bits.
         logging_steps=math.gcd(settings.logging_steps, save_steps),
         logging_first_step=True,
-        report_to="none",
+        prompts=prompts.column_prompts(train_rows, settings.query_prompt, settings.document_prompt),
+        **tracking.trainer_arguments(settings.report_to, work_dir),
         disable_tqdm=not progress.enabled(),
         dataloader_num_workers=0,
         dataloader_pin_memory=_cuda(),
@@ -554,6 +577,8 @@ def train(settings: TrainSettings) -> dict[str, Any]:
 
     # The trainer prints every log dict (a whole evaluation's metrics in one line) to stdout, with or
     # without progress bars; loss_log.jsonl keeps them. The bar stays, the dicts go.
+    if settings.lora:
+        lora.use_peft_checkpoints(trainer, model)
     trainer.remove_callback(PrinterCallback)
     if trainer.pop_callback(ProgressCallback) is not None:
         trainer.add_callback(_quiet_progress_callback())
@@ -589,6 +614,9 @@ def train(settings: TrainSettings) -> dict[str, Any]:
         "max_seq_length": model.max_seq_length,
         "truncation": truncation,
         "partial_fine_tuning": partial,
+        "lora": lora_record,
+        "prompts": dict(getattr(model, "prompts", None) or {}),
+        "report_to": tracking.normalise(settings.report_to),
         "world_size": world_size,
         "device": device,
         "precision": precision,
@@ -602,6 +630,8 @@ def train(settings: TrainSettings) -> dict[str, Any]:
     }
     saved = False
     if trainer.is_world_process_zero():
+        if settings.lora and settings.lora_merge:
+            lora.merge(model)
         save_model(model, settings.out, summary)
         saved = True
     atomic.write_json(
@@ -835,6 +865,10 @@ def model_card(summary: dict[str, Any]) -> str:
             f"| trained parameters | {p['trainable_parameters']} of {p['total_parameters']} "
             f"(last {p['trained_layers']} of {p['transformer_layers']} layers + pooling/heads) |"
         )
+    if summary.get("lora"):
+        from embtune_core.lora import card_lines
+
+        lines += card_lines(summary["lora"])
     before, after = summary.get("metrics_before") or {}, summary.get("metrics_after") or {}
     if before or after:
         lines += ["", "## Evaluation (validation set)", "", "| metric | before | after |", "|---|---|---|"]

@@ -80,6 +80,9 @@ def add_arguments(parser) -> None:
     )
     parser.add_argument("--max-seq-length", type=positive_int,
                         help="truncate inputs to this many tokens (default: the model's)")
+    from embtune_core.commands.train_options import add_lora_and_tracking_arguments
+
+    add_lora_and_tracking_arguments(parser, layers)
     parser.add_argument(
         "--precision", choices=("auto", "fp32", "bf16", "fp16"), help="auto: bf16/fp16 on a GPU, fp32 on CPU"
     )
@@ -98,7 +101,9 @@ def _parse_value(text: str):
 
 SETTING_KEYS = ("train", "val", "split", "val_split", "model", "loss", "matryoshka_dims", "epochs", "batch_size", "lr",
                 "warmup_ratio", "seed", "max_steps", "save_steps", "resume", "train_last_layers", "freeze_layers",
-                "max_seq_length", "precision", "checkpoint_dir", "out")
+                "max_seq_length", "precision", "checkpoint_dir", "out",
+                "lora", "lora_rank", "lora_alpha", "lora_dropout", "lora_target_modules", "lora_merge",
+                "query_prompt", "document_prompt", "report_to")
 
 
 def settings_from_args(args):
