@@ -228,8 +228,8 @@ def card_lines(record: dict[str, Any]) -> list[str]:
     form = ("merged into the weights (plain model folder)" if record.get("merged")
             else "adapter folder (adapter_config.json + adapter_model.safetensors; needs peft to load)")
     return [
-        f"| LoRA | r={record['rank']}, alpha={record['alpha']}, dropout={record['dropout']}, "
-        f"modules {', '.join(record['target_modules'])}; {form} |",
-        f"| trained parameters | {record['trainable_parameters']} of {record['total_parameters']} (LoRA only, "
-        "base frozen) |",
+        (f"| LoRA | r={record['rank']}, alpha={record['alpha']}, dropout={record['dropout']}, "
+        f"modules {', '.join(record['target_modules'])}; {form} |"),
+        (f"| trained parameters | {record['trainable_parameters']} of {record['total_parameters']} (LoRA only, "
+        "base frozen) |"),
     ]

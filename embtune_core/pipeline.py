@@ -129,6 +129,10 @@ class Pipeline:
         if bad or not isinstance(evaluate.get("baselines", []), list):
             raise ConfigError(f"unknown baseline {bad[0] if bad else evaluate.get('baselines')!r}; known: bm25, hybrid",
                               path=self.config_path, field="evaluate.baselines")
+        from embtune_core import encoder_options
+
+        for name in ("mine", "evaluate"):
+            encoder_options.pop_from_table(dict(self.t[name]), self.config_path, name)
         for name in ("train", "adapter"):
             table = dict(self.t[name])
             if not table or not _enabled(table):
@@ -141,6 +145,7 @@ class Pipeline:
                 from embtune_core.adapter_training import AdapterTrainingConfig
 
                 table.pop("encoder", None)
+                encoder_options.pop_from_table(table, self.config_path, "adapter")
                 _index_mix(table.pop("index_pseudo_queries", False), self.config_path)
                 AdapterTrainingConfig.from_mapping(table, self.config_path)
 
@@ -244,17 +249,22 @@ class Pipeline:
         options.pop("enabled", None)
         name = options.pop("miner", "embedding-rank")
         encoder_spec = options.pop("encoder", self.t["train"].get("model", DEFAULT_MODEL))
+        from embtune_core.encoder_options import pop_from_table
+
+        embed_options = pop_from_table(options, self.config_path, "mine")  # prompts, backend
 
         def work(stage: StageDir) -> dict[str, Any]:
             from embtune_core.encoding import encoder_from_spec
 
             miner = get_registry().create("negative_miners", name, **options)
-            mined = miner.mine(QADataset.load(split_stage.path / "train.json"), encoder_from_spec(encoder_spec))
+            mined = miner.mine(QADataset.load(split_stage.path / "train.json"),
+                               encoder_from_spec(encoder_spec, **embed_options))
             mined.save(stage.path / "train.json")
             return {"report": getattr(miner, "last_report", {})}
 
         return self._stage("mine", {"split": split_stage.key, "miner": name,
-                                    "encoder_content": _model_content(encoder_spec), "options": options}, work)
+                                    "encoder_content": _model_content(encoder_spec),
+                                    "options": {**options, **embed_options}}, work)
 
     def _train(self, train_path: Path, val_path: Path, upstream: str) -> StageDir:
         table = dict(self.t["train"])
@@ -280,6 +290,9 @@ class Pipeline:
         table.setdefault("seed", self.seed)
         encoder_spec = table.pop("encoder", self.t["train"].get("model", DEFAULT_MODEL))
         index_mix = _index_mix(table.pop("index_pseudo_queries", False), self.config_path)
+        from embtune_core.encoder_options import pop_from_table
+
+        embed_options = pop_from_table(table, self.config_path, "adapter")  # prompts, backend
 
         def work(stage: StageDir) -> dict[str, Any]:
             from embtune_core.adapter_training import AdapterTrainingConfig, train_adapter
@@ -296,18 +309,21 @@ class Pipeline:
                 # The index holds every chunk, validation documents included: only their texts are read.
                 chunks = merge(train_qa, QADataset.load(val_path)).corpus
                 augment = index_pseudo_queries(chunks, mix=index_mix, seed=config.seed)
-            result = train_adapter(encoder_from_spec(encoder_spec), train_qa, config=config,
+            result = train_adapter(encoder_from_spec(encoder_spec, **embed_options), train_qa, config=config,
                                    output_dir=stage.path / "adapter", augment=augment)
             return {"adapter": str(stage.path / "adapter"), "encoder": encoder_spec, "best_epoch": result.best_epoch,
                     "metrics_before": result.baseline, "metrics_after": result.best}
 
-        return self._stage("adapter", {"data": upstream, "settings": table,
+        return self._stage("adapter", {"data": upstream, "settings": {**table, **embed_options},
                                        "encoder_content": _model_content(encoder_spec),
                                        "index_pseudo_queries": index_mix}, work)
 
     def _evaluate(self, val_path: Path, systems: list[tuple[str, str]], upstream: list[str], *,
                   index_path: Path | None = None, train_stage: StageDir | None = None) -> StageDir:
         options = dict(self.t["evaluate"])
+        from embtune_core.encoder_options import pop_from_table
+
+        embed_options = pop_from_table(options, self.config_path, "evaluate")  # prompts, backend
         baselines = [str(b) for b in options.get("baselines", [])]
         corpus = str(options.get("corpus", "validation"))
         if corpus not in ("validation", "index", "both"):
@@ -329,7 +345,8 @@ class Pipeline:
             from embtune_core.evaluation import MetricSettings, evaluate_systems
             from embtune_core.report import report_compact, report_json, write_reports
 
-            built = [build_system(parse_system(f"{name}={spec}")) for name, spec in systems]
+            built = [build_system(parse_system(f"{name}={spec}"), encoder_options=embed_options)
+                     for name, spec in systems]
             settings = MetricSettings(hit_rate_at=tuple(options.get("k", [1, 5, 10])))
             val = QADataset.load(val_path)
             index_corpus = QADataset.load(index_path).corpus if index_path is not None else {}
@@ -376,7 +393,7 @@ class Pipeline:
             return "+adapter:".join(parts)
 
         named = [(name, keyed(spec)) for name, spec in systems]
-        return self._stage("evaluate", {"upstream": upstream, "systems": named, "options": options,
+        return self._stage("evaluate", {"upstream": upstream, "systems": named, "options": {**options, **embed_options},
                                         "base_content": _model_content(self.t["train"].get("model", DEFAULT_MODEL))},
                            work)
 

@@ -6,7 +6,10 @@ Each factory returns an :class:`embtune_core.encoding.Encoder` (``identity``, ``
 
 * ``sentence-transformers``: ``factory(model=name_or_path_or_SentenceTransformer, device=None,
   batch_size=32, normalize=True, prompts=True, query_prompt=None, document_prompt=None, truncate_dim=None,
-  max_seq_length=None, precision="fp32")``. ``precision`` ``"bf16"``/``"fp16"`` casts a model loaded
+  max_seq_length=None, precision="fp32", backend="torch")``. ``backend`` ``"onnx"`` (the export's default
+  file), ``"onnx-fp32"`` or ``"onnx-int8"`` runs the transformer of a folder written by ``embtune export
+  --format onnx`` in ONNX Runtime (:mod:`embtune_core.onnx_export`); the backend and file are part of
+  the identity, so cached vectors of two backends never mix. ``precision`` ``"bf16"``/``"fp16"`` casts a model loaded
   by name to that dtype (vectors still come back float32) and is part of the identity; the device
   and precision are logged in one line when the model loads.
   Loaded through :func:`embtune_core.models.load_sentence_transformer` (packaged copies first),
@@ -89,8 +92,13 @@ class SentenceTransformerEncoder(Encoder):
     def __init__(self, model: Any = None, *, device: str | None = None, batch_size: int = 32,
                  normalize: bool = True, prompts: bool = True, query_prompt: str | None = None,
                  document_prompt: str | None = None, truncate_dim: int | None = None,
-                 max_seq_length: int | None = None, precision: str = "fp32"):
+                 max_seq_length: int | None = None, precision: str = "fp32", backend: str = "torch"):
         from embtune_core.models import DEFAULT_MODEL, resolve
+        from embtune_core.onnx_export import BACKENDS
+
+        if backend not in BACKENDS:
+            raise ConfigError(f"backend must be one of {', '.join(BACKENDS)}, got '{backend}'", field="backend")
+        self.backend = backend
 
         if precision not in ENCODER_PRECISIONS:
             raise ConfigError(f"precision must be one of {', '.join(ENCODER_PRECISIONS)}, got '{precision}'",
@@ -140,6 +148,10 @@ class SentenceTransformerEncoder(Encoder):
             settings.append(f"max_seq_length={self.max_seq_length}")
         if self.precision != "fp32":  # half-precision vectors differ: never mix them with fp32 ones in a cache
             settings.append(f"precision={self.precision}")
+        if self.backend != "torch":  # ONNX (int8) vectors differ from torch's: never mixed in a cache
+            from embtune_core.onnx_export import backend_identity
+
+            settings.append(backend_identity(self.name, self.backend, self._model))
         self.identity = "sentence-transformers " + " ".join(settings)
 
     @property
@@ -147,7 +159,12 @@ class SentenceTransformerEncoder(Encoder):
         if self._model is None:
             from embtune_core.models import load_sentence_transformer
 
-            self._model = load_sentence_transformer(self.name, device=self.device)
+            if self.backend != "torch":
+                from embtune_core.onnx_export import load_backend_model
+
+                self._model = load_backend_model(self.name, self.backend)
+            else:
+                self._model = load_sentence_transformer(self.name, device=self.device)
             if self.max_seq_length:
                 set_limit(self._model, self.max_seq_length, self.name)
             if self.precision != "fp32":

@@ -9,12 +9,25 @@ import numpy as np
 import pytest
 import torch
 from test_losses import _one_torch_thread, make_qa  # noqa: F401 - the fixture applies here too
-from test_training import qa_files  # noqa: F401 - fixture
 
+from embtune_core import lora
 from embtune_core.cli import main
 from embtune_core.errors import ConfigError
-from embtune_core import lora
 from embtune_core.training import TrainSettings, train
+
+
+@pytest.fixture
+def qa_files(tmp_path):
+    """A training and a validation QA file over the same chunks, sharing no query."""
+    train_path, val_path = tmp_path / "train.json", tmp_path / "val.json"
+    make_qa().save(train_path)
+    val = make_qa(negatives=False)
+    renamed = {q: "v" + q for q in val.queries}
+    val.queries = {renamed[q]: "tell me " + t for q, t in val.queries.items()}
+    val.relevant_docs = {renamed[q]: ids for q, ids in val.relevant_docs.items()}
+    val.save(val_path)
+    return train_path, val_path
+
 
 peft = pytest.importorskip("peft", reason="LoRA needs the lora extra (peft)")
 
@@ -34,9 +47,9 @@ def _expected_lora_parameters(model_dir: str, rank: int, targets: tuple[str, ...
 def test_lora_trains_only_adapter_weights_and_loads_with_and_without_merge(tiny_model_dir, qa_files, tmp_path):
     from sentence_transformers import SentenceTransformer
 
-    common = dict(train=str(qa_files[0]), model=tiny_model_dir, loss="mnrl", batch_size=8, lr=5e-2,
-                  max_steps=3, save_steps=3, lora=True, lora_rank=4, lora_alpha=8,
-                  lora_target_modules=["query", "value"])
+    common = {"train": str(qa_files[0]), "model": tiny_model_dir, "loss": "mnrl", "batch_size": 8, "lr": 5e-2,
+                  "max_steps": 3, "save_steps": 3, "lora": True, "lora_rank": 4, "lora_alpha": 8,
+                  "lora_target_modules": ["query", "value"]}
     summary = train(TrainSettings(out=str(tmp_path / "adapter"), **common))
     record = summary["lora"]
     expected = _expected_lora_parameters(tiny_model_dir, 4, ("query", "value"))
@@ -150,7 +163,7 @@ def test_prompts_round_trip_train_folder_evaluate(tiny_model_dir, qa_files, tmp_
                  "--document-prompt", "", "--out", str(tmp_path / "ev2")]) == 0
     one = json.loads((tmp_path / "ev1" / "report.json").read_text())["systems"][0]
     two = json.loads((tmp_path / "ev2" / "report.json").read_text())["systems"][0]
-    assert one.get("identity", one) != two.get("identity", two)
+    assert "query_prompt=''" in two["identity"] and "query_prompt" not in one["identity"]
 
 
 def test_report_to_tensorboard_writes_event_files_and_loss_log(tiny_model_dir, qa_files, tmp_path):

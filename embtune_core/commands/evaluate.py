@@ -124,6 +124,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--max-seq-length", type=positive_int, default=None, metavar="TOKENS",
                         help="token limit of local sentence-transformers models (default: each model's own); "
                              "chunks longer than the limit are cut, so raise it for long chunks")
+    from embtune_core.encoder_options import add_arguments as add_encoder_arguments
+
+    add_encoder_arguments(parser)  # --query-prompt, --document-prompt, --backend (local models)
     parser.add_argument("--confidence", type=open_fraction, default=0.95,
                         help="confidence level of the intervals")
     parser.add_argument("--resamples", type=positive_int, default=2000,
@@ -134,7 +137,8 @@ def add_arguments(parser) -> None:
 
 
 def build_system(spec: SystemSpec, *, batch_size: int | None = None, device: str | None = None,
-                 max_seq_length: int | None = None, adapter=None, precision: str | None = None):
+                 max_seq_length: int | None = None, adapter=None, precision: str | None = None,
+                 encoder_options: dict | None = None):
     """The :class:`~embtune_core.evaluation.System` a parsed spec names (``adapter``: its folder, loaded)."""
     from embtune_core.encoding import encoder_from_spec, parse_encoder_spec
     from embtune_core.evaluation import System
@@ -154,6 +158,7 @@ def build_system(spec: SystemSpec, *, batch_size: int | None = None, device: str
             options["max_seq_length"] = max_seq_length
         if precision is not None:
             options["precision"] = precision
+        options.update(encoder_options or {})  # prompts, backend (embtune_core.encoder_options)
     encoder = encoder_from_spec(spec.encoder_spec, **options)
     if spec.adapter_dir:
         if adapter is None:
@@ -241,6 +246,8 @@ def run(args) -> int:
                 resolution = resolve(str(options["model"]), assemble=False)
                 if resolution.is_local:
                     check_limit(resolution.target, args.max_seq_length, str(options["model"]))
+    from embtune_core import encoder_options
+
     dims = args.dims
     settings = MetricSettings(hit_rate_at=tuple(args.k))
     dataset = load_any(args.dataset, split=args.split)
@@ -249,7 +256,7 @@ def run(args) -> int:
         extra.update(load_any(path, split=args.split).corpus)
     systems = [build_system(spec, batch_size=args.batch_size, device=args.device,
                             max_seq_length=args.max_seq_length, adapter=adapters.get(spec.name),
-                            precision=args.precision)
+                            precision=args.precision, encoder_options=encoder_options.from_args(args))
                for spec in specs]
     for spec, system in zip(specs, systems):
         width = known_width(spec, system)

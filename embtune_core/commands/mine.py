@@ -58,6 +58,9 @@ def add_arguments(parser) -> None:
                         help="drop candidates above positive*(1-m) (default: 0.05; 0 disables)")
     parser.add_argument("--margin", type=non_negative_float,
                         help="also drop candidates above positive-m (default: off)")
+    from embtune_core.encoder_options import add_arguments as add_encoder_arguments
+
+    add_encoder_arguments(parser)  # --query-prompt, --document-prompt, --backend (local models)
     parser.add_argument("--no-cache", dest="use_cache", action="store_false", default=None,
                         help="do not use the embedding cache")
 
@@ -88,8 +91,16 @@ def run(args) -> int:
         miner = get_registry().create("negative_miners", settings["miner"], **miner_options)
     except EmbtuneError as exc:
         raise sources.blame(exc) from None
+    from embtune_core.encoder_options import from_args
+
+    encoder = settings["encoder"]
+    options = from_args(args, encoder or "st:")
     dataset = load_split(args.dataset, split=args.split, field="dataset")
-    mined = miner.mine(dataset, settings["encoder"])
+    if options:
+        from embtune_core.encoding import encoder_from_spec
+
+        encoder = encoder_from_spec(encoder or "st:sentence-transformers/all-MiniLM-L6-v2", **options)
+    mined = miner.mine(dataset, encoder)
     mined.save(args.out)
     report = dict(getattr(miner, "last_report", {}) or {})
     if report:

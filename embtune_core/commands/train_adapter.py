@@ -80,6 +80,9 @@ def add_arguments(parser) -> None:
                         help="compute query and document vectors as DocsGPT and LangChain's HuggingFaceEmbeddings do: "
                              "plain encode(), no prompts, no normalisation but the model's own (train the adapter "
                              "for an index those hosts built); sentence-transformers encoders only")
+    from embtune_core.encoder_options import add_arguments as add_encoder_arguments
+
+    add_encoder_arguments(parser)  # --query-prompt, --document-prompt, --backend (local models)
     parser.add_argument("--api-key-env", help="environment variable holding the API key (openai encoder)")
     parser.add_argument("--adapter", help="adapter type: linear, two-layer or a plugin's (default: linear)")
     parser.add_argument("--hidden", type=positive_int,
@@ -175,6 +178,9 @@ def run(args) -> int:
         if parse_encoder_spec(spec)[0] != "sentence-transformers":
             raise UsageError("applies to local sentence-transformers encoders only", field="--host-vectors")
         options.update(normalize=False, prompts=False)
+    from embtune_core.encoder_options import from_args
+
+    options.update(from_args(args, spec))
     encoder = encoder_from_spec(spec, **options)
     train = load_split(args.train, split=args.split, field="--train")
     val = load_split(args.val, split=args.val_split, field="--val", option="--val-split") if args.val else None

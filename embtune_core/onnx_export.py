@@ -1,0 +1,224 @@
+"""ONNX export of a sentence-transformers model folder for fast CPU inference, and its loader.
+
+``embtune export MODEL --format onnx --out DIR [--quantize int8]`` writes DIR = a copy of the model
+folder (tokenizer, pooling, prompts, the torch weights) plus the transformer as ONNX, laid out as
+sentence-transformers' ONNX backend expects (https://sbert.net/docs/sentence_transformer/usage/efficiency.html):
+
+* ``onnx/model.onnx`` -- fp32 graph, inputs ``input_ids``, ``attention_mask`` (and ``token_type_ids``
+  where the model takes them), dynamic batch and sequence axes, output ``last_hidden_state``
+  ``(batch, tokens, hidden)``.
+* ``onnx/model_qint8_avx512_vnni.onnx`` (``--quantize int8``) -- dynamic int8 quantisation of the linear
+  layers' weights (activations quantised per batch at run time), the file name and method
+  sentence-transformers' ``export_dynamic_quantized_onnx_model(..., "avx512_vnni")`` produces.
+* ``embtune_onnx.json`` -- which file is the default, the opset, the exporter and the versions.
+
+How it is built: sentence-transformers' own export path goes through optimum (``optimum-onnx``), whose
+only release (0.1.0) requires transformers < 4.58 while sentence-transformers 6 requires transformers >= 5,
+so the two cannot be installed together. Until they can, the graph is exported with torch's ONNX exporter
+(``torch.onnx.export``, TorchScript mode) and quantised with ONNX Runtime's
+``onnxruntime.quantization.quantize_dynamic`` -- the same library call optimum's ``ORTQuantizer`` makes.
+The folder layout is sentence-transformers', so ``SentenceTransformer(DIR, backend="onnx")`` (and
+``model_kwargs={"file_name": "model_qint8_avx512_vnni.onnx"}``) loads it wherever optimum-onnx is installed;
+:func:`load_onnx_model` loads it here with onnxruntime alone, running the folder's own pooling and
+normalisation modules after the ONNX transformer.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from pathlib import Path
+from typing import Any
+
+from embtune_core import atomic
+from embtune_core.errors import ConfigError, InputError
+
+log = logging.getLogger(__name__)
+
+ONNX_DIR = "onnx"
+FP32_FILE = "model.onnx"
+INT8_FILE = "model_qint8_avx512_vnni.onnx"
+MANIFEST = "embtune_onnx.json"
+OPSET = 17
+QUANTIZATIONS = ("int8",)
+BACKENDS = ("torch", "onnx", "onnx-fp32", "onnx-int8")
+
+
+def _require_onnxruntime() -> Any:
+    try:
+        import onnxruntime
+    except ImportError:
+        raise ConfigError("ONNX export and the onnx backend need onnxruntime and onnx: pip install 'embtune[onnx]'",
+                          field="--format") from None
+    return onnxruntime
+
+
+class _HiddenStates:
+    """Wraps a Hugging Face encoder so tracing sees plain tensors in and ``last_hidden_state`` out."""
+
+    @staticmethod
+    def module(auto_model: Any, names: list[str]) -> Any:
+        import torch
+
+        class Wrapper(torch.nn.Module):
+            def __init__(self) -> None:
+                super().__init__()
+                self.inner = auto_model
+
+            def forward(self, *tensors: Any) -> Any:
+                return self.inner(**dict(zip(names, tensors)), return_dict=True).last_hidden_state
+
+        return Wrapper().eval()
+
+
+def export_onnx(model_dir: str | Path, out: str | Path, *, quantize: str | None = None) -> dict[str, Any]:
+    """Write ``out`` (see the module docstring) from the sentence-transformers folder ``model_dir``.
+
+    Refuses (InputError) a folder that is no model and a LoRA adapter folder (merge it first:
+    ``embtune train --lora --merge``); ``quantize`` is None or ``"int8"``. The folder appears complete
+    or not at all. Returns the manifest written to ``embtune_onnx.json``.
+    """
+    import torch
+
+    from embtune_core.lora import is_adapter_folder
+
+    ort = _require_onnxruntime()
+    model_dir, out = Path(model_dir), Path(out)
+    if not (model_dir / "modules.json").is_file():
+        raise InputError("not a sentence-transformers model directory (no modules.json)", path=model_dir)
+    if is_adapter_folder(model_dir):
+        raise InputError("is a LoRA adapter folder; export a merged model (embtune train --lora --merge)",
+                         path=model_dir)
+    if quantize not in (None, *QUANTIZATIONS):
+        raise ConfigError(f"must be one of {', '.join(QUANTIZATIONS)}, got '{quantize}'", field="--quantize")
+    from sentence_transformers import SentenceTransformer
+
+    model = SentenceTransformer(str(model_dir), device="cpu")
+    transformer = model[0]
+    probe = transformer.tokenizer(["an example sentence to trace", "short"], padding=True, return_tensors="pt")
+    names = [n for n in ("input_ids", "attention_mask", "token_type_ids") if n in probe]
+    wrapper = _HiddenStates.module(transformer.auto_model, names)
+    axes = {n: {0: "batch", 1: "sequence"} for n in names}
+    with atomic.atomic_directory(out) as staging:
+        for item in sorted(model_dir.iterdir()):
+            if item.name.startswith(".") or item.name in (ONNX_DIR, MANIFEST):
+                continue
+            target = staging / item.name
+            (shutil.copytree if item.is_dir() else shutil.copy2)(item, target)
+        (staging / ONNX_DIR).mkdir()
+        fp32 = staging / ONNX_DIR / FP32_FILE
+        with torch.no_grad():
+            torch.onnx.export(wrapper, tuple(probe[n] for n in names), str(fp32), input_names=names,
+                              output_names=["last_hidden_state"],
+                              dynamic_axes={**axes, "last_hidden_state": {0: "batch", 1: "sequence"}},
+                              opset_version=OPSET, dynamo=False)
+        files = {"fp32": f"{ONNX_DIR}/{FP32_FILE}"}
+        if quantize == "int8":
+            from onnxruntime.quantization import QuantType, quantize_dynamic
+
+            quantize_dynamic(str(fp32), str(staging / ONNX_DIR / INT8_FILE), weight_type=QuantType.QInt8,
+                             per_channel=True, reduce_range=False)
+            files["int8"] = f"{ONNX_DIR}/{INT8_FILE}"
+        manifest = {"source": str(model_dir), "files": files, "default": "int8" if quantize else "fp32",
+                    "inputs": names, "output": "last_hidden_state", "opset": OPSET,
+                    "exporter": f"torch.onnx.export (TorchScript) {torch.__version__}",
+                    "quantizer": (f"onnxruntime.quantization.quantize_dynamic QInt8 per-channel {ort.__version__}"
+                                  if quantize else None)}
+        atomic.write_json(staging / MANIFEST, manifest)
+    return manifest
+
+
+def onnx_file(folder: str | Path, variant: str | None = None) -> Path:
+    """The ONNX file of ``folder`` for ``variant`` (``"fp32"``, ``"int8"``; None: the export's default).
+    Raises InputError when the folder holds no such export."""
+    folder = Path(folder)
+    manifest_path = folder / MANIFEST
+    if manifest_path.is_file():
+        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+        key = variant or manifest.get("default", "fp32")
+        if key not in manifest.get("files", {}):
+            raise InputError(f"holds no {key} ONNX file (it has {', '.join(manifest.get('files', {}))}); "
+                             "re-export with embtune export --format onnx" + (" --quantize int8" if key == "int8" else ""),
+                             path=folder)
+        return folder / manifest["files"][key]
+    candidate = folder / ONNX_DIR / (INT8_FILE if variant == "int8" else FP32_FILE)
+    if not candidate.is_file():
+        raise InputError(f"no {candidate.relative_to(folder)}: export it first "
+                         f"(embtune export {folder} --format onnx --out DIR)", path=folder)
+    return candidate
+
+
+def load_onnx_model(folder: str | Path, variant: str | None = None, *, threads: int | None = None) -> Any:
+    """A SentenceTransformer whose transformer runs in ONNX Runtime (CPU): the folder's tokenizer,
+    prompts, pooling and normalisation as they are, the encoder replaced by the ONNX graph. ``encode``,
+    ``encode_query`` and ``encode_document`` work as usual; training it is not possible."""
+    import torch
+    from sentence_transformers import SentenceTransformer
+
+    ort = _require_onnxruntime()
+    path = onnx_file(folder, variant)
+    options = ort.SessionOptions()
+    if threads:
+        options.intra_op_num_threads = int(threads)
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    wanted = [i.name for i in session.get_inputs()]
+    model = SentenceTransformer(str(folder), device="cpu")
+    hf_model = model[0].model
+
+    class OnnxTransformer(torch.nn.Module):
+        """Stands in for the Hugging Face model inside sentence-transformers' Transformer module."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.config = hf_model.config
+            self.session = session
+            self.file = str(path)
+
+        def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, **_: Any) -> dict[str, Any]:
+            given = {"input_ids": input_ids, "attention_mask": attention_mask, "token_type_ids": token_type_ids}
+            if given["token_type_ids"] is None and "token_type_ids" in wanted:
+                given["token_type_ids"] = torch.zeros_like(input_ids)
+            feed = {name: given[name].cpu().numpy() for name in wanted}
+            (hidden,) = self.session.run(["last_hidden_state"], feed)
+            return {"last_hidden_state": torch.from_numpy(hidden)}
+
+    model[0].model = OnnxTransformer()
+    model[0].model_forward_params = None
+    model.embtune_onnx_file = str(path)
+    return model
+
+
+def _variant(backend: str) -> str | None:
+    return {"onnx": None, "onnx-fp32": "fp32", "onnx-int8": "int8"}[backend]
+
+
+def _folder(name: str) -> Path:
+    from embtune_core.models import resolve
+
+    resolution = resolve(name, assemble=False)
+    folder = Path(resolution.target)
+    if not resolution.is_local or not folder.is_dir():
+        raise InputError("the onnx backend needs a local folder written by embtune export --format onnx",
+                         path=name, field="backend")
+    return folder
+
+
+def backend_identity(name: str, backend: str, model: Any = None) -> str:
+    """The encoder-identity part for an ONNX backend: ``backend=onnx file=onnx/model.onnx`` (the file
+    actually used), so vectors of torch, ONNX fp32 and ONNX int8 never share a cache entry."""
+    if model is not None and getattr(model, "embtune_onnx_file", None):
+        return f"backend=onnx file={Path(model.embtune_onnx_file).name}"
+    if model is not None:
+        raise ConfigError("the onnx backend applies to model folders, not to a model passed in memory",
+                          field="backend")
+    folder = _folder(name)
+    return f"backend=onnx file={onnx_file(folder, _variant(backend)).relative_to(folder).as_posix()}"
+
+
+def load_backend_model(name: str, backend: str) -> Any:
+    """:func:`load_onnx_model` for the encoder's ``backend`` option (see :data:`BACKENDS`)."""
+    model = load_onnx_model(_folder(name), _variant(backend))
+    model.embtune_model_name = name
+    model.embtune_own_max_seq_length = model.max_seq_length
+    return model
