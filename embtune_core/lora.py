@@ -64,6 +64,10 @@ def validate(settings: Any, path: Any = "<config>") -> None:
     if settings.train_last_layers is not None or settings.freeze_layers is not None:
         field = "train_last_layers" if settings.train_last_layers is not None else "freeze_layers"
         raise bad(field, "give either LoRA or partial fine-tuning (LoRA freezes the whole base model)")
+    import importlib.util
+
+    if importlib.util.find_spec("peft") is None:
+        raise bad("lora", "LoRA needs peft: pip install 'embtune[lora]'")
 
 
 def lora_config(settings: Any):
