@@ -185,3 +185,25 @@ def test_report_to_tensorboard_writes_event_files_and_loss_log(tiny_model_dir, q
 def test_report_to_unknown_tracker_refused(tmp_path):
     with pytest.raises(ConfigError, match="unknown tracker 'nope'"):
         TrainSettings.from_mapping({"train": "t.json", "out": "o", "report_to": "nope"})
+
+
+def test_prompts_reach_train_adapter_and_mine_and_never_mix(tiny_model_dir, qa_files, tmp_path):
+    from embtune_core.adapter_io import load_adapter
+    from embtune_core.encoding import encoder_from_spec
+    from embtune_core.errors import InputError
+
+    out = tmp_path / "adapter"
+    assert main(["train-adapter", "--train", str(qa_files[0]), "--model", tiny_model_dir, "--epochs", "1",
+                 "--query-prompt", "query: ", "--out", str(out)]) == 0
+    adapter = load_adapter(out)
+    adapter.check_base(encoder_from_spec(f"st:{tiny_model_dir}", query_prompt="query: "))
+    with pytest.raises(InputError):  # trained on prompted query vectors: refused for unprompted ones
+        adapter.check_base(encoder_from_spec(f"st:{tiny_model_dir}"))
+
+    mined = tmp_path / "mined.json"
+    assert main(["mine", str(qa_files[0]), "--encoder", tiny_model_dir, "--query-prompt", "query: ",
+                 "--num-negatives", "1", "-o", str(mined)]) == 0
+    assert mined.is_file()
+    # an option that does not apply to API encoders is refused in one line (usage error)
+    assert main(["mine", str(qa_files[0]), "--encoder", "openai:text-embedding-3-small@http://127.0.0.1:9/v1",
+                 "--query-prompt", "q: ", "-o", str(tmp_path / "m2.json")]) == 2
