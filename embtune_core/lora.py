@@ -237,3 +237,22 @@ def card_lines(record: dict[str, Any]) -> list[str]:
         (f"| trained parameters | {record['trainable_parameters']} of {record['total_parameters']} (LoRA only, "
         "base frozen) |"),
     ]
+
+
+def base_fingerprint(folder: Any) -> str | None:
+    """For a LoRA adapter folder, the file fingerprint of its base model (whose weights its vectors
+    also depend on), so an encoder identity changes when the base changes; None for other folders
+    and for a base named by hub id only (its content is not on disk to hash)."""
+    import json
+    from pathlib import Path
+
+    if not is_adapter_folder(folder):
+        return None
+    from embtune_core.fingerprint import directory_fingerprint
+    from embtune_core.models import resolve
+
+    base = json.loads((Path(folder) / "adapter_config.json").read_text(encoding="utf-8")).get("base_model_name_or_path")
+    if not base:
+        return None
+    resolution = resolve(str(base), assemble=False)
+    return directory_fingerprint(resolution.target) if resolution.is_local else f"hub:{base}"

@@ -122,6 +122,11 @@ class SentenceTransformerEncoder(Encoder):
             resolution = resolve(self.name)
             content = (f"files={directory_fingerprint(resolution.target)}" if resolution.is_local
                        else f"hub={self.name}")
+            if resolution.is_local:  # a LoRA adapter folder's vectors depend on its base model's files too
+                from embtune_core.lora import base_fingerprint
+
+                base = base_fingerprint(resolution.target)
+                content += f"+base:{base}" if base else ""
             own = _own_limit(resolution.target) if resolution.is_local else None
             if self.max_seq_length is not None and self.max_seq_length == own:
                 self.max_seq_length = None  # the model's own limit: same vectors, same identity

@@ -80,6 +80,12 @@ def test_lora_trains_only_adapter_weights_and_loads_with_and_without_merge(tiny_
     # the base weights themselves stayed frozen: without the adapter the vectors are the base's
     with loaded[0].model.disable_adapter():
         np.testing.assert_allclose(loaded.encode(texts, convert_to_numpy=True), plain, atol=1e-5)
+    from embtune_core.encoding import encoder_from_spec
+
+    encoder = encoder_from_spec(f"st:{folder}")  # its identity covers the base model's files too
+    assert f"+base:{lora.base_fingerprint(folder)}" in encoder.identity
+    np.testing.assert_allclose(encoder.encode_documents(texts), adapted / np.linalg.norm(adapted, axis=1,
+                                                                                          keepdims=True), atol=1e-5)
     if lora.peft_loads_in_sentence_transformers():  # transformers' peft integration accepts this peft
         np.testing.assert_allclose(SentenceTransformer(str(folder)).encode(texts), adapted, atol=1e-5)
 
