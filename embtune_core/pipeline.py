@@ -16,7 +16,8 @@ the same config skips every finished stage; a stage interrupted midway resumes f
     [train]      enabled, model, loss, epochs, batch_size, matryoshka_dims, ... (see `embtune train`)
     [adapter]    enabled, encoder, type ("linear"), epochs, ... (see `embtune train-adapter`);
                  index_pseudo_queries = true or { ict = 1, crop = 1 }: also train on LLM-free
-                 pseudo-queries from every chunk of the index (transductive; see pseudo_queries.py)
+                 pseudo-queries from every chunk of the index (transductive; see pseudo_queries.py);
+                 matryoshka_dims defaults to [evaluate] dims (no evaluated width loses to the base)
     [evaluate]   dims, k; baselines = ["bm25", "hybrid"] (BM25, and BM25 fused with the base model);
                  corpus = "validation" (default: the validation chunks), "index" (every chunk the index
                  holds: training and validation) or "both" (two reports)
@@ -280,6 +281,10 @@ class Pipeline:
         table.setdefault("seed", self.seed)
         encoder_spec = table.pop("encoder", self.t["train"].get("model", DEFAULT_MODEL))
         index_mix = _index_mix(table.pop("index_pseudo_queries", False), self.config_path)
+        evaluated = self.t["evaluate"].get("dims")
+        if evaluated and "matryoshka_dims" not in table:
+            # Trained over the widths the report compares, so no width loses to the base (adapter_training).
+            table["matryoshka_dims"] = sorted({int(d) for d in evaluated}, reverse=True)
 
         def work(stage: StageDir) -> dict[str, Any]:
             from embtune_core.adapter_training import AdapterTrainingConfig, train_adapter
