@@ -196,8 +196,10 @@ class Pipeline:
             generator = get_registry().create("question_generators", name, **options)
             dataset = generator.generate(chunks, work_dir=stage.work)
             dataset.save(stage.path / "dataset.json")
+            report = getattr(generator, "last_report", None) or {}
             return {"queries": len(dataset.queries), "corpus": len(dataset.corpus),
-                    "usage": getattr(generator, "usage", None)}
+                    "dropped_questions": report.get("dropped_questions"),
+                    "tokens": report.get("total_tokens")}
 
         # The key holds the generator settings but not secrets: api keys come from the environment.
         return self._stage("generate", {"chunks": chunk_stage.key, "generator": name, "options": options,
@@ -395,6 +397,9 @@ class Pipeline:
                 str(p) for p in ([raw] if isinstance(raw, str) else raw))
             context["query generator"] = str(generate.get("generator", "ict")) + "".join(
                 f", {k} = {v}" for k, v in generate.items() if k not in ("generator", "api_key"))
+            dropped = (self.manifest["stages"].get("generate") or {}).get("dropped_questions") or {}
+            if any(dropped.values()):
+                context["questions dropped by the filter"] = ", ".join(f"{n} {why}" for why, n in dropped.items())
             context["chunker"] = str(chunk.get("chunker", "sentence")) + "".join(
                 f", {k} = {v}" for k, v in chunk.items() if k != "chunker")
             context["split rule"] = ("val_inputs documents" if data.get("val_inputs") else

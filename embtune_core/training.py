@@ -893,7 +893,7 @@ def model_card(summary: dict[str, Any]) -> str:
         if trained != summary.get("max_seq_length"):
             lines += ["", f"'after' was measured at the training limit ({trained} tokens)."]
         if summary.get("exported") == "base":
-            lines += ["", "**This folder holds the base model unchanged**: the trained model scored below it on the "
-                      "validation set ('after'), and embtune never exports a model worse than the base."]
+            lines += ["", ("**This folder holds the base model unchanged**: the trained model scored below it on "
+                           "the validation set ('after'), and embtune never exports a model worse than the base.")]
     lines.append("")
     return "\n".join(lines)

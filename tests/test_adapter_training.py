@@ -185,11 +185,10 @@ def test_matryoshka_adapter_never_loses_to_the_base_at_any_listed_width(tmp_path
         assert result.best[f"mrr@10@dim{dim}"] >= result.baseline[f"mrr@10@dim{dim}"]
     assert result.best["mrr@10@dim16"] > result.baseline["mrr@10@dim16"]  # truncated widths learn too
     assert result.adapter.config.training["config"]["matryoshka_dims"] == dims
-    with pytest.raises(ConfigError, match="wider than the embeddings"):
-        with OpenAIServer() as server:
-            train_adapter(encoder_from_spec(f"openai:e@{server.base_url}"), synonym_dataset(ks=range(2)),
-                          config=AdapterTrainingConfig(epochs=1, matryoshka_dims=[128]),
-                          cache=EmbeddingCache(tmp_path))
+    with pytest.raises(ConfigError, match="wider than the embeddings"), OpenAIServer() as server:
+        train_adapter(encoder_from_spec(f"openai:e@{server.base_url}"), synonym_dataset(ks=range(2)),
+                      config=AdapterTrainingConfig(epochs=1, matryoshka_dims=[128]),
+                      cache=EmbeddingCache(tmp_path))
 
 
 def test_an_epoch_that_loses_at_one_width_is_never_kept():

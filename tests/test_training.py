@@ -224,8 +224,8 @@ def test_a_model_worse_than_the_base_on_val_is_not_exported(tiny_model_dir, tmp_
               {f"q{i}": [ids[(i + 3) % len(ids)]] for i in range(len(ids))}).save(tmp_path / "train.json")
     QADataset({f"v{i}": chunks[c].split(",")[0] for i, c in enumerate(ids)}, chunks,
               {f"v{i}": [c] for i, c in enumerate(ids)}).save(tmp_path / "val.json")
-    settings = dict(train=str(tmp_path / "train.json"), val=str(tmp_path / "val.json"), model=tiny_model_dir,
-                    batch_size=8, lr=1e-2, max_steps=12, save_steps=12)
+    settings = {"train": str(tmp_path / "train.json"), "val": str(tmp_path / "val.json"), "model": tiny_model_dir,
+                "batch_size": 8, "lr": 1e-2, "max_steps": 12, "save_steps": 12}
     with caplog.at_level("WARNING"):
         summary = train(TrainSettings(out=str(tmp_path / "m"), **settings))
     assert summary["metrics_after"]["ndcg@10"] < summary["metrics_before"]["ndcg@10"]
