@@ -16,7 +16,8 @@ the same config skips every finished stage; a stage interrupted midway resumes f
     [train]      enabled, model, loss, epochs, batch_size, matryoshka_dims, ... (see `embtune train`)
     [adapter]    enabled, encoder, type ("linear"), epochs, ... (see `embtune train-adapter`);
                  index_pseudo_queries = true or { ict = 1, crop = 1 }: also train on LLM-free
-                 pseudo-queries from every chunk of the index (transductive; see pseudo_queries.py)
+                 pseudo-queries from every chunk of the index (transductive; see pseudo_queries.py);
+                 matryoshka_dims defaults to [evaluate] dims (no evaluated width loses to the base)
     [evaluate]   dims, k; baselines = ["bm25", "hybrid"] (BM25, and BM25 fused with the base model);
                  corpus = "validation" (default: the validation chunks), "index" (every chunk the index
                  holds: training and validation) or "both" (two reports)
@@ -200,8 +201,10 @@ class Pipeline:
             generator = get_registry().create("question_generators", name, **options)
             dataset = generator.generate(chunks, work_dir=stage.work)
             dataset.save(stage.path / "dataset.json")
+            report = getattr(generator, "last_report", None) or {}
             return {"queries": len(dataset.queries), "corpus": len(dataset.corpus),
-                    "usage": getattr(generator, "usage", None)}
+                    "dropped_questions": report.get("dropped_questions"),
+                    "tokens": report.get("total_tokens")}
 
         # The key holds the generator settings but not secrets: api keys come from the environment.
         return self._stage("generate", {"chunks": chunk_stage.key, "generator": name, "options": options,
@@ -293,6 +296,10 @@ class Pipeline:
         from embtune_core.encoder_options import pop_from_table
 
         embed_options = pop_from_table(table, self.config_path, "adapter")  # prompts, backend
+        evaluated = self.t["evaluate"].get("dims")
+        if evaluated and "matryoshka_dims" not in table:
+            # Trained over the widths the report compares, so no width loses to the base (adapter_training).
+            table["matryoshka_dims"] = sorted({int(d) for d in evaluated}, reverse=True)
 
         def work(stage: StageDir) -> dict[str, Any]:
             from embtune_core.adapter_training import AdapterTrainingConfig, train_adapter
@@ -407,6 +414,9 @@ class Pipeline:
                 str(p) for p in ([raw] if isinstance(raw, str) else raw))
             context["query generator"] = str(generate.get("generator", "ict")) + "".join(
                 f", {k} = {v}" for k, v in generate.items() if k not in ("generator", "api_key"))
+            dropped = (self.manifest["stages"].get("generate") or {}).get("dropped_questions") or {}
+            if any(dropped.values()):
+                context["questions dropped by the filter"] = ", ".join(f"{n} {why}" for why, n in dropped.items())
             context["chunker"] = str(chunk.get("chunker", "sentence")) + "".join(
                 f", {k} = {v}" for k, v in chunk.items() if k != "chunker")
             context["split rule"] = ("val_inputs documents" if data.get("val_inputs") else
