@@ -213,3 +213,18 @@ def test_prompts_reach_train_adapter_and_mine_and_never_mix(tiny_model_dir, qa_f
     # an option that does not apply to API encoders is refused in one line (usage error)
     assert main(["mine", str(qa_files[0]), "--encoder", "openai:text-embedding-3-small@http://127.0.0.1:9/v1",
                  "--query-prompt", "q: ", "-o", str(tmp_path / "m2.json")]) == 2
+
+
+def test_pipeline_tables_take_prompts_backend_and_lora(tmp_path):
+    from embtune_core.pipeline import Pipeline
+
+    (tmp_path / "docs").mkdir()
+    good = {"data": {"inputs": [str(tmp_path / "docs")]},
+            "train": {"lora": True, "query_prompt": "query: ", "report_to": "none"},
+            "mine": {"query_prompt": "query: "}, "adapter": {"query_prompt": "query: ", "backend": "torch"},
+            "evaluate": {"document_prompt": "passage: "}}
+    Pipeline(good, config_path=tmp_path / "c.toml", run_dir=tmp_path / "run")
+    with pytest.raises(ConfigError, match="evaluate.backend"):
+        Pipeline({**good, "evaluate": {"backend": "tensorrt"}}, config_path=tmp_path / "c.toml")
+    with pytest.raises(ConfigError, match="train.query_prompt"):
+        Pipeline({**good, "train": {"query_prompt": 3}}, config_path=tmp_path / "c.toml")
