@@ -31,6 +31,8 @@ BENCHMARKS = {
     "train": ("bench_train.py", "train.json"),
     "adapter_10k": ("adapter_10k.py", "adapter_10k.json"),
     "train_10k": ("train_10k.py", "train_10k.json"),
+    "onnx": ("bench_onnx.py", "onnx.json"),
+    "lora": ("bench_lora.py", "lora.json"),
 }
 
 
@@ -93,6 +95,16 @@ def summarise() -> str:
         rows.append((f"{label} on frozen MiniLM, Lyft -> Uber (mean of seeds)", "hit@5 / MRR@10 gain",
                      f"{_fmt(hit5 * 100 if hit5 is not None else None, 2)} pts / {_fmt(mrr, 4)}",
                      "> +1.2 pts / > +0.019"))
+    onnx = _load("onnx")
+    for name in ("onnx fp32", "onnx int8"):
+        fig = _get(onnx, "figures", name) or {}
+        rows.append((f"MiniLM on the Uber corpus, {name} vs torch fp32 (CPU)", "docs/s speed-up, NDCG@10 change",
+                     f"{_fmt(fig.get('speedup_vs_torch'), 2)}x, {_fmt(fig.get('ndcg@10_minus_torch'), 4)}",
+                     ">= 2x within 0.005 (int8)"))
+    lora = _load("lora")
+    for entry in _get(lora, "table", default=[]) or []:
+        rows.append((f"{entry['method']} ({_get(lora, 'epochs')} epoch, 256 tokens), Lyft -> Uber", "NDCG@10, hit@5",
+                     f"{entry['ndcg@10']}, {entry['hit@5']}", "comparison"))
     lines = [
         "# Benchmark results",
         "",
