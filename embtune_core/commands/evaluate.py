@@ -159,6 +159,11 @@ def build_system(spec: SystemSpec, *, batch_size: int | None = None, device: str
         if precision is not None:
             options["precision"] = precision
         options.update(encoder_options or {})  # prompts, backend (embtune_core.encoder_options)
+    elif encoder_options:
+        import logging
+
+        logging.getLogger(__name__).warning("system '%s': %s apply to local sentence-transformers models only; "
+                                            "not applied to it", spec.name, ", ".join(sorted(encoder_options)))
     encoder = encoder_from_spec(spec.encoder_spec, **options)
     if spec.adapter_dir:
         if adapter is None:
