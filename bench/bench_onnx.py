@@ -1,4 +1,4 @@
-"""CPU inference benchmark: the packaged MiniLM in torch fp32 vs ONNX Runtime fp32 vs ONNX Runtime int8.
+"""CPU inference benchmark: the packaged MiniLM in torch fp32 vs ONNX Runtime (fp32, fused O2) vs ONNX int8.
 
 One process, one export (``embtune export --format onnx --quantize int8``), the three backends side by
 side on the same texts: documents/s embedding the Uber corpus (the validation side of the shared
@@ -34,7 +34,7 @@ sys.path.insert(0, str(ROOT))
 
 from embtune_core import atomic
 
-BACKENDS = {"torch fp32": "torch", "onnx fp32": "onnx-fp32", "onnx int8": "onnx-int8"}
+BACKENDS = {"torch fp32": "torch", "onnx fp32": "onnx-fp32", "onnx O2": "onnx-o2", "onnx int8": "onnx-int8"}
 
 
 def main() -> int:
@@ -74,6 +74,7 @@ def main() -> int:
 
         models = {"torch fp32": load_sentence_transformer(str(folder)),
                   "onnx fp32": load_onnx_model(folder, "fp32", threads=opts.threads),
+                  "onnx O2": load_onnx_model(folder, "O2", threads=opts.threads),
                   "onnx int8": load_onnx_model(folder, "int8", threads=opts.threads)}
         for model in models.values():  # warm-up (first-call allocations, graph optimisation)
             model.encode(docs[:64], batch_size=opts.batch_size)

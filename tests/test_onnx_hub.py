@@ -42,6 +42,8 @@ def test_onnx_export_agrees_with_torch(tiny_model_dir, exported):
     reference = SentenceTransformer(tiny_model_dir).encode(TEXTS, batch_size=2)  # padded batches too
     fp32 = load_onnx_model(exported, "fp32").encode(TEXTS, batch_size=2)
     assert _cos(reference, fp32).min() > 1 - 1e-4
+    fused = load_onnx_model(exported, "O2").encode(TEXTS, batch_size=2)  # ONNX Runtime's fused graph
+    assert (exported / "onnx" / "model_O2.onnx").is_file() and _cos(reference, fused).min() > 1 - 1e-4
     int8 = load_onnx_model(exported, "int8").encode(TEXTS, batch_size=2)
     assert _cos(reference, int8).min() > 0.9  # a random tiny model; the MiniLM figure is in bench/
 
@@ -54,7 +56,8 @@ def test_onnx_export_of_minilm_agrees_with_torch(minilm_path, tmp_path):
 
     export_onnx(minilm_path, tmp_path / "m")
     reference = SentenceTransformer(minilm_path).encode(TEXTS)
-    assert _cos(reference, load_onnx_model(tmp_path / "m").encode(TEXTS)).min() > 1 - 1e-4
+    for variant in ("fp32", "O2"):
+        assert _cos(reference, load_onnx_model(tmp_path / "m", variant).encode(TEXTS)).min() > 1 - 1e-4
 
 
 def test_sentence_transformers_onnx_backend_loads_the_export(exported):
