@@ -121,8 +121,40 @@ def summarise() -> str:
         "|---|---|---|---|",
         *[f"| {a} | {b} | {c} | {d} |" for a, b, c, d in rows],
         "",
+        *_details(onnx, lora),
     ]
     return "\n".join(lines)
+
+
+def _details(onnx: dict | None, lora: dict | None) -> list[str]:
+    """The ONNX and LoRA benchmarks' own tables, each with the command that produced it."""
+    lines: list[str] = []
+    if onnx:
+        lines += ["## CPU inference: torch vs ONNX Runtime (packaged MiniLM, Uber corpus)", "",
+                  (f"`{onnx['command']}` ({onnx['documents']} documents, batch {onnx['batch_size']}, "
+                  f"{onnx['threads']} threads, max_seq_length {onnx['max_seq_length']}, median of {onnx['rounds']} "
+                  "alternating passes; NDCG@10 and hit@5 over the 790 Uber questions)"), "",
+                  "| backend | docs/s | speed-up | NDCG@10 | change | hit@5 | min / mean cosine to torch |",
+                  "|---|---|---|---|---|---|---|"]
+        for name, fig in onnx["figures"].items():
+            agree = onnx.get("agreement", {}).get(name)
+            cos = f"{agree['min_cosine_to_torch']:.4f} / {agree['mean_cosine_to_torch']:.4f}" if agree else "-"
+            lines.append(f"| {name} | {fig['docs_per_second']} | {fig['speedup_vs_torch']}x | {fig['ndcg@10']:.4f} | "
+                         f"{fig['ndcg@10_minus_torch']:+.4f} | {_fmt(fig.get('hit@5'), 4)} | {cos} |")
+        lines += ["", f"Target ({onnx['target']}) met: {onnx['target_met']}.", ""]
+    if lora:
+        lines += ["## Training modes on Lyft -> Uber at equal epochs", "",
+                  (f"`{lora['command']}` ({lora['epochs']} epoch, {lora['max_seq_length']} tokens; evaluated together "
+                  f"by `{lora['evaluate_command']}`; differences are paired against the base model with "
+                  "bootstrap CIs, as `embtune evaluate` reports them)"), "",
+                  ("| method | hit@5 | hit@5 diff [CI] | NDCG@10 | NDCG@10 diff [CI] | trainable params | wall s | "
+                  "CPU s | peak RSS MiB | size on disk |"), "|---|---|---|---|---|---|---|---|---|---|"]
+        for row in lora["table"]:
+            lines.append(f"| {row['method']} | {row['hit@5']} | {row['hit@5 diff [CI]']} | {row['ndcg@10']} | "
+                         f"{row['ndcg@10 diff [CI]']} | {row['trainable parameters']:,} | {row['wall s']} | "
+                         f"{row['CPU s']} | {row['peak RSS MiB']} | {row['size on disk bytes'] / 1e6:.1f} MB |")
+        lines.append("")
+    return lines
 
 
 def main() -> int:
