@@ -87,6 +87,11 @@ class TrainSettings:
     precision: str = "auto"
     checkpoint_dir: str | None = None  # default: <out>.checkpoints next to the output
     eval_batch_size: int = 32
+    # Index-aware fine-tuning (embtune_core.index_training): pseudo-queries from these datasets' chunk texts.
+    index_corpus: list[str] | None = None
+    index_pseudo_queries: Any = None  # true (ict x1 + crop x1 per chunk) or {generator = per chunk}
+    index_ratio: float = 1.0  # at most this many pseudo-queries per real training query
+    index_hard_negatives: int = 0  # negatives mined by the base model for queries that have none
     split: str = "train"  # qrels split read when ``train`` is a BEIR folder (never test by default)
     val_split: str = "dev"  # qrels split read when ``val`` is a BEIR folder
     # LoRA (embtune_core.lora): low-rank adapters inside the transformer, base frozen
@@ -125,6 +130,20 @@ class TrainSettings:
         for name in ("batch_size", "save_total_limit", "logging_steps", "eval_batch_size"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 raise bad(name, "must be a positive integer")
+        if self.index_corpus is not None and (not isinstance(self.index_corpus, list) or not self.index_corpus
+                                              or not all(isinstance(p, str) for p in self.index_corpus)):
+            raise bad("index_corpus", "must be a list of dataset paths")
+        if self.index_pseudo_queries not in (None, False):
+            from embtune_core.index_training import check_mix
+
+            check_mix(self.index_pseudo_queries, "train.index_pseudo_queries")
+            if not self.index_corpus:
+                raise bad("index_pseudo_queries", "needs index_corpus (the datasets whose chunks the index holds)")
+        if not isinstance(self.index_ratio, (int, float)) or isinstance(self.index_ratio, bool) or self.index_ratio <= 0:
+            raise bad("index_ratio", "must be a positive number")
+        if (not isinstance(self.index_hard_negatives, int) or isinstance(self.index_hard_negatives, bool)
+                or self.index_hard_negatives < 0):
+            raise bad("index_hard_negatives", "must be an integer >= 0")
         for name in ("max_seq_length", "export_max_seq_length"):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
@@ -306,7 +325,8 @@ def run_fingerprint(settings: TrainSettings) -> str:
     from embtune_core.rundir import inputs_hash, stable_hash
 
     values = {k: v for k, v in dataclasses.asdict(settings).items() if k != "resume"}
-    data = inputs_hash([Path(p) for p in (settings.train, settings.val) if p and Path(p).exists()])
+    paths = (settings.train, settings.val, *(settings.index_corpus or ()))
+    data = inputs_hash([Path(p) for p in paths if p and Path(p).exists()])
     return stable_hash({"settings": values, "data": data})
 
 
@@ -483,6 +503,9 @@ def train(settings: TrainSettings) -> dict[str, Any]:
         **{"seed": settings.seed, **settings.loss_options},
     )
     train_qa = load_split(settings.train, split=settings.split, field="train", option="--split")
+    index_info = None
+    if settings.index_corpus:
+        train_qa, index_info = _index_aware(train_qa, settings)
     train_rows = strategy.build_dataset(train_qa, settings.train)  # fails here, before loading a model
     val_qa = (load_split(settings.val, split=settings.val_split, field="val", option="--val-split")
               if settings.val else None)
@@ -622,6 +645,7 @@ def train(settings: TrainSettings) -> dict[str, Any]:
             "val": _sizes(val_qa, settings.val, settings.val_split) if val_qa is not None else None,
         },
         "max_seq_length": model.max_seq_length,
+        "index_aware": index_info,
         "truncation": truncation,
         "partial_fine_tuning": partial,
         "lora": lora_record,
@@ -673,6 +697,23 @@ def train(settings: TrainSettings) -> dict[str, Any]:
     summary["saved"] = saved
     summary["history"] = history
     return summary
+
+
+def _index_aware(train_qa, settings: TrainSettings):
+    """The training set plus pseudo-queries over ``settings.index_corpus`` (embtune_core.index_training)."""
+    from embtune_core.dataset import load_any
+    from embtune_core.index_training import check_mix, index_aware_dataset
+    from embtune_core.pseudo_queries import merge
+
+    corpus = merge(*(load_any(path) for path in settings.index_corpus)).corpus
+    mix = check_mix(True if settings.index_pseudo_queries in (None, False) else settings.index_pseudo_queries,
+                    "train.index_pseudo_queries")
+    augmented, info = index_aware_dataset(train_qa, corpus, model=settings.model, mix=mix,
+                                          ratio=settings.index_ratio, hard_negatives=settings.index_hard_negatives,
+                                          seed=settings.seed)
+    log.info("index-aware training: %d pseudo-queries from %d index chunks join %d real training queries",
+             info["pseudo_queries_kept"], info["index_chunks"], info["real_queries"])
+    return augmented, info
 
 
 def _quiet_progress_callback():

@@ -47,9 +47,12 @@ loss = "mnrl"
 epochs = 1
 batch_size = 4
 lr = 1e-3
+index_pseudo_queries = true
+final_fit = true
 [adapter]
 type = "linear"
 epochs = 2
+final_fit = true
 [evaluate]
 k = [1, 5]
 baselines = ["bm25", "hybrid"]
@@ -78,6 +81,30 @@ corpus = "both"
     assert data["query_ids"] == index["query_ids"]  # the same questions, a bigger haystack
     assert data["context"]["query generator"].startswith("ict")
     assert data["context"]["chunker"] == "recursive, chunk_size = 200, chunk_overlap = 0"
+    # The fine-tune chose its checkpoint on held-out training documents, never on the validation split,
+    # and the report says that it (not the adapter) saw pseudo-queries from the validation chunks' texts.
+    fit = json.loads(next(run_dir.glob("stages/train-*/work/fit.json")).read_text())
+    dev = json.loads(next(run_dir.glob("stages/train-*/work/dev.json")).read_text())
+    assert not set(val["queries"]) & (set(fit["queries"]) | set(dev["queries"]))
+    assert set(fit["queries"]) | set(dev["queries"]) == set(train["queries"])
+    tuned = next(s for s in data["systems"] if s["name"] == "fine-tuned")
+    assert any("checkpoint chosen on" in d for d in tuned["details"])
+    assert any("validation chunks included" in d for d in tuned["details"])
+    assert data["context"]["like for like"].startswith("NO: fine-tuned trained on pseudo-queries")
+    # final_fit: the zip holds the model retrained on every document; the report says which is which.
+    done = json.loads(next(run_dir.glob("stages/train-*/_done.json")).read_text())
+    assert done["outputs"]["final_fit"]["queries"] == len(train["queries"]) + len(val["queries"])
+    assert "final_model" in done["relative_to_run"]  # a moved run folder still finds it
+    adapter = json.loads(next(run_dir.glob("stages/adapter-*/_done.json")).read_text())["outputs"]
+    if adapter["best_epoch"] > 0:
+        assert adapter["final_fit"]["epochs"] == adapter["best_epoch"]
+        assert (run_dir / adapter["final_adapter"] / "adapter_config.json").is_file()
+        assert data["context"]["adapter to deploy"].startswith("final fit")
+    else:
+        assert "adapter final fit skipped" in printed
+    assert data["context"]["exported artefact"].startswith("final fit")
+    export = json.loads(next(run_dir.glob("stages/export-*/_done.json")).read_text())["outputs"]
+    assert export["artefact"] == "final fit on every document"
     names = [curve["name"] for curve in data["training"]]
     assert names == ["fine-tuned (full fine-tuning)", "adapter (query adapter)"]
     assert data["training"][0]["loss"] and data["training"][1]["metric"]
