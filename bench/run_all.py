@@ -33,7 +33,12 @@ BENCHMARKS = {
     "train_10k": ("train_10k.py", "train_10k.json"),
     "onnx": ("bench_onnx.py", "onnx.json"),
     "lora": ("bench_lora.py", "lora.json"),
+    "index_aware_10k": ("index_aware_10k.py", "index_aware_10k.json"),
+    "adapter_dims_10k": ("adapter_dims_10k.py", "adapter_dims_10k.json"),
+    "quickstart_twice": ("quickstart_twice.py", "quickstart_twice.json"),
 }
+# Scripts that take arguments run once per argument list.
+ARGUMENTS = {"index_aware_10k": [["--variant", "defaults"], ["--variant", "index-aware"]]}
 
 
 def _load(name: str) -> dict | None:
@@ -105,6 +110,28 @@ def summarise() -> str:
     for entry in _get(lora, "table", default=[]) or []:
         rows.append((f"{entry['method']} ({_get(lora, 'epochs')} epoch, 256 tokens), Lyft -> Uber", "NDCG@10, hit@5",
                      f"{entry['ndcg@10']}, {entry['hit@5']}", "comparison"))
+    idx = _load("index_aware_10k")
+    for variant, fig in sorted((_get(idx, "variants") or {}).items()):
+        for limit, target in (("256", ">= 0.80"), ("512", ">= 0.85")):
+            f = _get(fig, "figures", limit) or {}
+            d = _get(f, "difference", "hit@5") or {}
+            rows.append((f"`embtune train` {variant}, MiniLM Lyft -> Uber, hit@5 at {limit} tokens",
+                         "before -> after [95% CI of the gain]",
+                         (f"{_fmt(_get(f, 'base', 'hit@5'), 4)} -> {_fmt(_get(f, 'tuned', 'hit@5'), 4)} "
+                         f"[{_fmt((d.get('ci95') or [None])[0], 4)}, {_fmt((d.get('ci95') or [None, None])[1], 4)}]"),
+                         f"{target} (ada-002: 0.871)"))
+    dims = _load("adapter_dims_10k")
+    for name, variant in (_get(dims, "variants") or {}).items():
+        gains = variant["gain_mean"]
+        rows.append((f"adapter {name}, Lyft -> Uber, NDCG@10 gain at " + "/".join(gains), "mean over seeds",
+                     ", ".join(f"{g['ndcg@10']:+.4f}" for g in gains.values()), ">= 0 at every width"))
+    quick = _load("quickstart_twice")
+    if quick:
+        run = quick["runs"][0]
+        rows.append(("`embtune quickstart`, two output folders", "identical scores; every gain significant; cost",
+                     (f"{quick['identical_per_query_scores']}; {quick['every_gain_significant']}; "
+                     f"{run.get('wall_seconds')} s wall, {run.get('cpu_seconds')} CPU-s, {run.get('peak_rss_gb')} GB"),
+                     "true; true; <= 300 CPU-s"))
     lines = [
         "# Benchmark results",
         "",
@@ -165,10 +192,11 @@ def main() -> int:
     if not args.summarise:
         for name in args.only or BENCHMARKS:
             script = BENCH / BENCHMARKS[name][0]
-            print(f"== {name}: {script.name}", flush=True)
-            result = subprocess.run([sys.executable, str(script)], check=False)
-            if result.returncode != 0:
-                print(f"   {name} exited with {result.returncode}; its old figures (if any) are kept", flush=True)
+            for arguments in ARGUMENTS.get(name, [[]]):
+                print(f"== {name}: {script.name} {' '.join(arguments)}", flush=True)
+                result = subprocess.run([sys.executable, str(script), *arguments], check=False)
+                if result.returncode != 0:
+                    print(f"   {name} exited with {result.returncode}; its old figures (if any) are kept", flush=True)
     sys.path.insert(0, str(BENCH.parent))
     from embtune_core import atomic
 
