@@ -29,6 +29,7 @@ import json
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +39,6 @@ from embtune_core.dataset import QADataset, load_any
 from embtune_core.documents import Chunk
 from embtune_core.errors import ConfigError
 from embtune_core.models import DEFAULT_MODEL
-from embtune_core.plugins import get_registry
 from embtune_core.rundir import RunDir, StageDir, inputs_hash
 
 log = logging.getLogger(__name__)
@@ -51,6 +51,11 @@ def _table(config: dict[str, Any], name: str, path: Path) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise ConfigError("must be a table", path=path, field=name)
     return dict(value)
+
+
+@dataclass
+class _Enabled:
+    enabled: bool = True  # [mine], [train] and [adapter] may be switched off
 
 
 def _enabled(table: dict[str, Any]) -> bool:
@@ -111,38 +116,88 @@ class Pipeline:
         return [self._path(p) for p in ([raw] if isinstance(raw, str) else raw)]
 
     def _validate(self) -> None:
+        """Every table through its typed settings (:mod:`embtune_core.settings`): unknown keys, wrong
+        types and bad values refused naming ``file: table.key``, before anything is created on disk."""
+        from embtune_core.adapter_training import AdapterTrainingConfig
+        from embtune_core.settings import (
+            DataSettings,
+            EvaluateSettings,
+            ExportSettings,
+            RunSettings,
+            SplitSettings,
+            check_types,
+            from_table,
+            plugin_table,
+        )
+        from embtune_core.training import TrainSettings
+
+        path = self.config_path
+        self.settings: dict[str, Any] = {"run": from_table(RunSettings, self.t["run"], path=path),
+                                         "data": from_table(DataSettings, self.t["data"], path=path)}
         data = self.t["data"]
-        has_inputs, has_dataset = "inputs" in data, "train" in data
-        if has_inputs == has_dataset:
-            raise ConfigError("give either inputs (documents) or train (an existing dataset)",
-                              path=self.config_path, field="data")
+        has_inputs = "inputs" in data
         paths = ([*self._paths("inputs"), *self._paths("val_inputs")] if has_inputs
                  else [self._path(data[k]) for k in ("train", "val") if k in data])
         for value in paths:
             if not value.exists():
                 raise ConfigError(f"no such file or folder: {value}", path=self.config_path,
                                   field="data.inputs" if has_inputs else "data.train")
-        evaluate = self.t["evaluate"]
-        if str(evaluate.get("corpus", "validation")) not in ("validation", "index", "both"):
-            raise ConfigError('must be "validation", "index" or "both"', path=self.config_path, field="evaluate.corpus")
-        bad = [b for b in evaluate.get("baselines", []) if b not in ("bm25", "hybrid")]
-        if bad or not isinstance(evaluate.get("baselines", []), list):
-            raise ConfigError(f"unknown baseline {bad[0] if bad else evaluate.get('baselines')!r}; known: bm25, hybrid",
-                              path=self.config_path, field="evaluate.baselines")
+        self.settings["split"] = from_table(SplitSettings, self.t["split"], path=path)
+        if self.settings["split"].val_fraction <= 0 and not data.get("val_inputs") and "val" not in data:
+            raise ConfigError("the run evaluates on a validation split: must be above 0 (or give val_inputs)",
+                              path=path, field="split.val_fraction")
+        self.settings["evaluate"] = from_table(EvaluateSettings, self.t["evaluate"], path=path)
+        self.settings["export"] = from_table(ExportSettings, self.t["export"], path=path)
+        for name in ("chunk", "generate", "mine"):
+            options = dict(self.t[name])
+            if name == "generate":
+                options.setdefault("seed", self.seed)
+            self.settings[name] = plugin_table(name, options, path=path)
         for name in ("train", "adapter"):
             table = dict(self.t[name])
-            if not table or not _enabled(table):
-                continue
+            check_types(_Enabled, {k: v for k, v in table.items() if k == "enabled"}, path=path, table=name)
+            enabled = bool(table.pop("enabled", True)) and bool(self.t[name])
             if name == "train":
-                from embtune_core.training import TrainSettings
-
-                TrainSettings.from_mapping({**table, "train": "-", "out": "-"}, self.config_path)
+                settings = TrainSettings.from_mapping({"seed": self.seed, **table, "train": "-", "out": "-"}, path)
             else:
-                from embtune_core.adapter_training import AdapterTrainingConfig
-
                 table.pop("encoder", None)
-                _index_mix(table.pop("index_pseudo_queries", False), self.config_path)
-                AdapterTrainingConfig.from_mapping(table, self.config_path)
+                _index_mix(table.pop("index_pseudo_queries", False), path)
+                settings = AdapterTrainingConfig.from_mapping({"seed": self.seed, **table}, path)
+            self.settings[name] = settings if enabled else None
+
+    def resolved(self) -> dict[str, Any]:
+        """Every table as the stages will read it, defaults filled in (``embtune run --print-config``);
+        a disabled or absent ``[train]``/``[adapter]`` is ``{"enabled": false}``."""
+        from embtune_core.settings import as_table
+
+        out: dict[str, Any] = {}
+        for name in SECTIONS:
+            value = self.settings.get(name)
+            if value is None:
+                out[name] = {"enabled": False}
+            elif name in ("chunk", "generate", "mine"):
+                key = {"chunk": "chunker", "generate": "generator", "mine": "miner"}[name]
+                out[name] = {key: value.name, **value.options}
+                if name == "chunk" and value.name == "sentence":
+                    out[name].setdefault("model", self._base_model())
+                if name == "mine":
+                    out[name].update(enabled=value.enabled and bool(self.t["mine"]), encoder=self._mine_encoder())
+            else:
+                out[name] = {k: v for k, v in as_table(value).items() if name != "train" or k not in ("train", "out")}
+        out["run"]["seed"] = self.seed
+        if self.settings["split"].seed is None:
+            out["split"]["seed"] = self.seed
+        if out["adapter"].get("enabled", True):
+            out["adapter"]["encoder"] = self.t["adapter"].get("encoder", self._base_model())
+        if out["train"].get("enabled", True):
+            out["train"]["model"] = self._base_model()
+        return out
+
+    def _base_model(self) -> str:
+        return str(self.t["train"].get("model", DEFAULT_MODEL))
+
+    def _mine_encoder(self) -> str:
+        return str(self.t["mine"].get("encoder", self._base_model()))
 
     # --- stage plumbing ----------------------------------------------------------------------------
     def _stage(self, name: str, key: dict[str, Any], work: Callable[[StageDir], dict[str, Any]]) -> StageDir:
@@ -168,17 +223,17 @@ class Pipeline:
             options.setdefault("model", self.t["train"].get("model", DEFAULT_MODEL))
 
         def work(stage: StageDir) -> dict[str, Any]:
-            from embtune_core.loading import load_documents
+            from embtune_core.build import chunk_documents
+            from embtune_core.settings import PluginTable
 
-            paths = self._paths("inputs") + self._paths("val_inputs")
-            documents, skipped = load_documents(paths, skip_bad=bool(data.get("skip_bad", False)))
-            for path, reason in skipped:
+            done = chunk_documents(self._paths("inputs") + self._paths("val_inputs"), PluginTable(name, options),
+                                   skip_bad=bool(data.get("skip_bad", False)))
+            for path, reason in done.skipped:
                 self.echo(f"  skipped {path}: {reason}")
-            chunks = get_registry().create("chunkers", name, **options).chunk(documents)
             with atomic.atomic_open(stage.path / "chunks.jsonl") as handle:
-                for chunk in chunks:
+                for chunk in done.chunks:
                     handle.write(json.dumps({"id": chunk.id, "text": chunk.text, "metadata": chunk.metadata}) + "\n")
-            return {"documents": len(documents), "chunks": len(chunks), "skipped": skipped}
+            return {"documents": len(done.documents), "chunks": len(done.chunks), "skipped": done.skipped}
 
         return self._stage("chunk", {"inputs": inputs, "skip_bad": data.get("skip_bad", False),
                                      "chunker": name, "options": _without(options, "model"),
@@ -190,13 +245,14 @@ class Pipeline:
         options.setdefault("seed", self.seed)
 
         def work(stage: StageDir) -> dict[str, Any]:
+            from embtune_core.build import generate_questions
+            from embtune_core.settings import PluginTable
+
             chunks = [Chunk(**json.loads(line)) for line in
                       (chunk_stage.path / "chunks.jsonl").read_text(encoding="utf-8").splitlines()]
-            generator = get_registry().create("question_generators", name, **options)
-            dataset = generator.generate(chunks, work_dir=stage.work)
+            dataset, report = generate_questions(chunks, PluginTable(name, options), work_dir=stage.work)
             dataset.save(stage.path / "dataset.json")
-            return {"queries": len(dataset.queries), "corpus": len(dataset.corpus),
-                    "usage": getattr(generator, "usage", None)}
+            return {"queries": len(dataset.queries), "corpus": len(dataset.corpus), "usage": report}
 
         # The key holds the generator settings but not secrets: api keys come from the environment.
         return self._stage("generate", {"chunks": chunk_stage.key, "generator": name, "options": options,
@@ -208,34 +264,37 @@ class Pipeline:
         val_sources = sorted(str(p) for p in collect_val_files(self._paths("val_inputs")))
 
         def work(stage: StageDir) -> dict[str, Any]:
-            from embtune_core.splitting import split_by_source, write_split
+            from embtune_core.build import split_dataset
 
             dataset = QADataset.load(generate_stage.path / "dataset.json")
             if val_sources:
                 train, val = split_by_named_sources(dataset, set(val_sources))
             else:
-                train, val = split_by_source(dataset, **_split_options(options))
-            write_split(train, val, stage.path / "train.json", stage.path / "val.json")
-            return {"train_queries": len(train.queries), "val_queries": len(val.queries),
-                    "train_corpus": len(train.corpus), "val_corpus": len(val.corpus)}
+                train, val = split_dataset(dataset, self.settings["split"], seed=self.seed)
+            return self._write_split(stage, train, val)
 
         return self._stage("split", {"dataset": generate_stage.key, "options": options,
                                      "val_sources": val_sources}, work)
+
+    def _write_split(self, stage: StageDir, train: QADataset, val: QADataset) -> dict[str, Any]:
+        from embtune_core.build import write_dataset_split
+
+        write_dataset_split(train, val, stage.path / "train.json", stage.path / "val.json", self.settings["split"])
+        return {"train_queries": len(train.queries), "val_queries": len(val.queries),
+                "train_corpus": len(train.corpus), "val_corpus": len(val.corpus)}
 
     def _import(self, inputs: dict[str, str]) -> StageDir:
         data = self.t["data"]
 
         def work(stage: StageDir) -> dict[str, Any]:
-            from embtune_core.splitting import split_by_source, write_split
+            from embtune_core.build import split_dataset
 
             train = load_any(self._path(data["train"]), split=data.get("train_split", "train"))
             if "val" in data:
                 val = load_any(self._path(data["val"]), split=data.get("val_split", "test"))
             else:
-                train, val = split_by_source(train, **_split_options({"seed": self.seed, **self.t["split"]}))
-            write_split(train, val, stage.path / "train.json", stage.path / "val.json")
-            return {"train_queries": len(train.queries), "val_queries": len(val.queries),
-                    "train_corpus": len(train.corpus), "val_corpus": len(val.corpus)}
+                train, val = split_dataset(train, self.settings["split"], seed=self.seed)
+            return self._write_split(stage, train, val)
 
         return self._stage("split", {"inputs": inputs, "split": self.t["split"], "seed": self.seed}, work)
 
@@ -246,12 +305,13 @@ class Pipeline:
         encoder_spec = options.pop("encoder", self.t["train"].get("model", DEFAULT_MODEL))
 
         def work(stage: StageDir) -> dict[str, Any]:
-            from embtune_core.encoding import encoder_from_spec
+            from embtune_core.build import mine_negatives
+            from embtune_core.settings import PluginTable
 
-            miner = get_registry().create("negative_miners", name, **options)
-            mined = miner.mine(QADataset.load(split_stage.path / "train.json"), encoder_from_spec(encoder_spec))
+            mined, report = mine_negatives(QADataset.load(split_stage.path / "train.json"),
+                                           PluginTable(name, options, encoder=encoder_spec))
             mined.save(stage.path / "train.json")
-            return {"report": getattr(miner, "last_report", {})}
+            return {"report": report}
 
         return self._stage("mine", {"split": split_stage.key, "miner": name,
                                     "encoder_content": _model_content(encoder_spec), "options": options}, work)
@@ -308,15 +368,8 @@ class Pipeline:
     def _evaluate(self, val_path: Path, systems: list[tuple[str, str]], upstream: list[str], *,
                   index_path: Path | None = None, train_stage: StageDir | None = None) -> StageDir:
         options = dict(self.t["evaluate"])
-        baselines = [str(b) for b in options.get("baselines", [])]
-        corpus = str(options.get("corpus", "validation"))
-        if corpus not in ("validation", "index", "both"):
-            raise ConfigError("must be \"validation\", \"index\" or \"both\"", path=self.config_path,
-                              field="evaluate.corpus")
-        unknown = [b for b in baselines if b not in ("bm25", "hybrid")]
-        if unknown:
-            raise ConfigError(f"unknown baseline '{unknown[0]}'; known: bm25, hybrid", path=self.config_path,
-                              field="evaluate.baselines")
+        settings = self.settings["evaluate"]
+        baselines, corpus = list(settings.baselines), settings.corpus
         # bm25 right after the base model; "hybrid" fuses BM25 with the base model (the no-training option)
         systems = list(systems)
         if "bm25" in baselines:
@@ -325,20 +378,20 @@ class Pipeline:
             systems.insert(2 if "bm25" in baselines else 1, ("hybrid", "hybrid:" + systems[0][1]))
 
         def work(stage: StageDir) -> dict[str, Any]:
-            from embtune_core.commands.evaluate import build_system, parse_system
-            from embtune_core.evaluation import MetricSettings, evaluate_systems
             from embtune_core.report import report_compact, report_json, write_reports
+            from embtune_core.systems import build_system, check_token_limit, evaluate, parse_system
 
-            built = [build_system(parse_system(f"{name}={spec}")) for name, spec in systems]
-            settings = MetricSettings(hit_rate_at=tuple(options.get("k", [1, 5, 10])))
+            specs = [parse_system(f"{name}={spec}") for name, spec in systems]
+            check_token_limit(specs, settings.max_seq_length)
+            built = [build_system(spec, settings) for spec in specs]
             val = QADataset.load(val_path)
             index_corpus = QADataset.load(index_path).corpus if index_path is not None else {}
             outputs: dict[str, Any] = {}
             runs = {"validation": None, "index": index_corpus, "both": None}
             plan = [("", runs[corpus])] + ([("index", index_corpus)] if corpus == "both" else [])
             for sub, extra in plan:
-                evaluation = evaluate_systems(built, val, dims=options.get("dims"), settings=settings,
-                                              dataset_name="validation", seed=self.seed, extra_corpus=extra or None)
+                evaluation = evaluate(built, val, settings, dataset_name="validation", seed=self.seed,
+                                      extra_corpus=extra)
                 evaluation.context.update(self._context(train_stage))
                 if corpus == "both":
                     evaluation.context["also evaluated"] = (
@@ -433,7 +486,7 @@ class Pipeline:
 
     def _export(self, train_stage: StageDir) -> StageDir:
         def work(stage: StageDir) -> dict[str, Any]:
-            from embtune_core.commands.export import export_zip
+            from embtune_core.export import export_zip
 
             return {"zip": str(export_zip(train_stage.outputs()["model"], stage.path / "model.zip"))}
 
@@ -490,7 +543,7 @@ class Pipeline:
             keys.append(adapter_stage.key)
         evaluate = self._evaluate(val_path, systems, keys, index_path=split.path / "train.json",
                                   train_stage=train_stage)
-        if train_stage is not None and self.t["export"].get("zip", True):
+        if train_stage is not None and self.settings["export"].zip:
             self._export(train_stage)
 
         table = Path(evaluate.outputs()["table"]).read_text(encoding="utf-8")
@@ -519,14 +572,6 @@ def _system_spec(encoder: str) -> str:
 
     name, _ = parse_encoder_spec(str(encoder))
     return f"model:{encoder}" if name == "sentence-transformers" else str(encoder)
-
-
-def _split_options(table: dict[str, Any]) -> dict[str, Any]:
-    """``[split]`` as split_by_source's arguments: the documented key ``split_by`` is its ``by``."""
-    options = dict(table)
-    if "split_by" in options:
-        options["by"] = options.pop("split_by")
-    return options
 
 
 def _model_content(spec: Any) -> str | None:

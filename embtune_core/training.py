@@ -35,18 +35,18 @@ import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, Literal
 
 from embtune_core import atomic, interrupts
 from embtune_core.errors import ConfigError
 from embtune_core.models import DEFAULT_MODEL
+from embtune_core.settings import check_types, field_names, from_table, refuse_unknown, wanted
 
 log = logging.getLogger(__name__)
 
 LOSS_LOG = "loss_log.jsonl"
 BASELINE = "metrics_before.json"
 SUMMARY = "embtune_train.json"  # written into the model directory next to README.md
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 # The metrics the model card and the summary lead with: key -> suffixes evaluators use for it.
 HEADLINE_METRICS = {
     "hit@5": ("hit@5", "hit_rate@5", "accuracy@5"),
@@ -59,6 +59,7 @@ HEADLINE_METRICS = {
 class TrainSettings:
     """Everything one training run depends on; the ``[train]`` table of a config file holds the same keys."""
 
+    TABLE: ClassVar[str] = "train"
     train: str
     out: str
     val: str | None = None
@@ -66,74 +67,60 @@ class TrainSettings:
     loss: str = "mnrl"
     loss_options: dict[str, Any] = field(default_factory=dict)
     matryoshka_dims: list[int] | None = None
-    epochs: float = 1.0
-    batch_size: int = 16
-    lr: float = 2e-5
-    warmup_ratio: float = 0.1
+    epochs: float = wanted("a positive number", 1.0)
+    batch_size: int = wanted("a positive integer", 16)
+    lr: float = wanted("a positive number", 2e-5)
+    warmup_ratio: float = wanted("a number in [0, 1)", 0.1)
     weight_decay: float = 0.01
     seed: int = 42
     max_steps: int = -1  # > 0 overrides epochs
     save_steps: int | None = None  # default: once per epoch
-    save_total_limit: int = 2
-    logging_steps: int = 10
+    save_total_limit: int = wanted("a positive integer", 2)
+    logging_steps: int = wanted("a positive integer", 10)
     resume: bool = False
     train_last_layers: int | None = None  # partial fine-tuning; None trains every layer
     freeze_layers: int | None = None  # the other way to say it: freeze the embeddings and the first N layers
     max_seq_length: int | None = None
-    precision: str = "auto"
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     checkpoint_dir: str | None = None  # default: <out>.checkpoints next to the output
-    eval_batch_size: int = 32
+    eval_batch_size: int = wanted("a positive integer", 32)
     split: str = "train"  # qrels split read when ``train`` is a BEIR folder (never test by default)
     val_split: str = "dev"  # qrels split read when ``val`` is a BEIR folder
 
     @classmethod
     def from_mapping(cls, values: dict[str, Any], path: Any = "<config>") -> TrainSettings:
         """Settings from a ``[train]`` table (or any dict), refusing unknown keys and wrong types."""
-        fields = {f.name: f for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - set(fields))
-        if unknown:
-            raise ConfigError(f"unknown key '{unknown[0]}'; known: {', '.join(fields)}", path=path,
-                              field=f"train.{unknown[0]}")
+        refuse_unknown(values, field_names(cls), path=path, table="train")
         for required in ("train", "out"):
             if values.get(required) in (None, ""):
                 raise ConfigError("missing; give it in [train] or on the command line", path=path,
                                   field=f"train.{required}")
-        settings = cls(**values)
-        settings.validate(path)
-        return settings
+        return from_table(cls, values, path=path, table="train")
 
     def validate(self, path: Any = "<config>") -> None:
         def bad(name: str, problem: str) -> ConfigError:
             return ConfigError(problem, path=path, field=f"train.{name}")
 
+        check_types(type(self), dataclasses.asdict(self), path=path, table="train")
         for name in ("batch_size", "save_total_limit", "logging_steps", "eval_batch_size"):
-            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+            if getattr(self, name) < 1:
                 raise bad(name, "must be a positive integer")
         for name in ("epochs", "lr"):
-            if not isinstance(getattr(self, name), (int, float)) or getattr(self, name) <= 0:
+            if getattr(self, name) <= 0 or not math.isfinite(getattr(self, name)):
                 raise bad(name, "must be a positive number")
-        if not isinstance(self.warmup_ratio, (int, float)) or not 0 <= self.warmup_ratio < 1:
+        if not 0 <= self.warmup_ratio < 1:
             raise bad("warmup_ratio", "must be a number in [0, 1)")
-        if not isinstance(self.max_steps, int):
-            raise bad("max_steps", "must be an integer (-1: train for `epochs`)")
-        if self.save_steps is not None and (not isinstance(self.save_steps, int) or self.save_steps < 1):
+        if self.weight_decay < 0:
+            raise bad("weight_decay", "must be >= 0")
+        if self.save_steps is not None and self.save_steps < 1:
             raise bad("save_steps", "must be a positive integer")
-        if self.train_last_layers is not None and (not isinstance(self.train_last_layers, int)
-                                                   or self.train_last_layers < 0):
+        if self.train_last_layers is not None and self.train_last_layers < 0:
             raise bad("train_last_layers", "must be an integer >= 0")
-        if self.freeze_layers is not None and (not isinstance(self.freeze_layers, int)
-                                               or self.freeze_layers < 0):
+        if self.freeze_layers is not None and self.freeze_layers < 0:
             raise bad("freeze_layers", "must be an integer >= 0")
         if self.freeze_layers is not None and self.train_last_layers is not None:
             raise bad("freeze_layers", "give either freeze_layers or train_last_layers, not both")
-        if self.precision not in PRECISIONS:
-            raise bad("precision", f"must be one of {', '.join(PRECISIONS)}")
-        if not isinstance(self.loss_options, dict):
-            raise bad("loss_options", "must be a table")
-        if self.matryoshka_dims is not None and (
-            not isinstance(self.matryoshka_dims, list)
-            or not all(isinstance(d, int) and d > 0 for d in self.matryoshka_dims)
-        ):
+        if self.matryoshka_dims is not None and not all(d > 0 for d in self.matryoshka_dims):
             raise bad("matryoshka_dims", "must be a list of positive integers")
 
     @property

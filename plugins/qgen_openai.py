@@ -241,8 +241,7 @@ class OpenAIQuestionGenerator:
                  questions_per_chunk: int = 2, prompt: str | None = None, system_prompt: str | None = None,
                  concurrency: int = 8, max_retries: int = 6, timeout: float = 60.0,
                  initial_backoff: float = 1.0, max_backoff: float = 60.0, max_retry_after: float = 300.0,
-                 temperature: float | None = None, max_tokens: int | None = None, seed: int | None = None,
-                 **_ignored):
+                 temperature: float | None = None, max_tokens: int | None = None, seed: int | None = None):
         if questions_per_chunk < 1:
             raise ConfigError("must be at least 1", field="questions_per_chunk")
         if concurrency < 1:

@@ -174,8 +174,8 @@ def test_cli_rejects_unknown_config_key(tmp_path, capsys):
 def test_export_writes_a_loadable_zip(tiny_model_dir, tmp_path):
     from sentence_transformers import SentenceTransformer
 
-    from embtune_core.commands.export import export_zip
     from embtune_core.errors import InputError
+    from embtune_core.export import export_zip
 
     archive = export_zip(tiny_model_dir, tmp_path / "tiny.zip")
     with zipfile.ZipFile(archive) as handle:
