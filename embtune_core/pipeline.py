@@ -25,6 +25,7 @@ the same config skips every finished stage; a stage interrupted midway resumes f
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import time
@@ -43,6 +44,10 @@ from embtune_core.rundir import RunDir, StageDir, inputs_hash
 
 log = logging.getLogger(__name__)
 
+# [train] keys the run fills in itself: its split files, its stage folders, always resuming.
+RUN_SETS_IN_TRAIN = ("train", "val", "out", "checkpoint_dir", "resume", "split", "val_split")
+# [adapter] keys beside AdapterTrainingConfig's: the frozen encoder, LLM-free queries from the index, its name.
+ADAPTER_RUN_KEYS = ("encoder", "index_pseudo_queries", "type")
 SECTIONS = ("run", "data", "chunk", "generate", "split", "mine", "train", "adapter", "evaluate", "export")
 
 
@@ -95,16 +100,23 @@ class Pipeline:
         self.config_path = Path(config_path)
         unknown = sorted(set(config) - set(SECTIONS))
         if unknown:
-            raise ConfigError(f"unknown section; known: {', '.join(SECTIONS)}", path=config_path, field=unknown[0])
+            from embtune_core.settings import did_you_mean
+
+            raise ConfigError(f"unknown section{did_you_mean(unknown[0], SECTIONS)}; known: {', '.join(SECTIONS)}",
+                              path=config_path, field=unknown[0])
         self.config = config
         self.t = {name: _table(config, name, self.config_path) for name in SECTIONS}
         run = self.t["run"]
-        self.seed = int(run.get("seed", 42))
         base = self.config_path.parent if self.config_path.is_file() else Path.cwd()
         self.base = base
         self.echo = echo
         self._validate()  # before anything is created on disk
-        self.root = RunDir(run_dir or base / run.get("out", "runs") / run.get("name", self.config_path.stem))
+        self._root_path = Path(run_dir or base / run.get("out", "runs") / run.get("name", self.config_path.stem))
+
+    @functools.cached_property
+    def root(self) -> RunDir:
+        """The run folder, created on first use (``--print-config`` creates nothing)."""
+        return RunDir(self._root_path)
 
     # --- config checks, before any heavy work ------------------------------------------------------
     def _path(self, value: str) -> Path:
@@ -126,14 +138,17 @@ class Pipeline:
             RunSettings,
             SplitSettings,
             check_types,
+            field_names,
             from_table,
             plugin_table,
+            refuse_unknown,
         )
         from embtune_core.training import TrainSettings
 
         path = self.config_path
         self.settings: dict[str, Any] = {"run": from_table(RunSettings, self.t["run"], path=path),
                                          "data": from_table(DataSettings, self.t["data"], path=path)}
+        self.seed = self.settings["run"].seed
         data = self.t["data"]
         has_inputs = "inputs" in data
         paths = ([*self._paths("inputs"), *self._paths("val_inputs")] if has_inputs
@@ -158,8 +173,14 @@ class Pipeline:
             check_types(_Enabled, {k: v for k, v in table.items() if k == "enabled"}, path=path, table=name)
             enabled = bool(table.pop("enabled", True)) and bool(self.t[name])
             if name == "train":
+                taken = sorted(set(table) & set(RUN_SETS_IN_TRAIN))
+                if taken:
+                    raise ConfigError("set by the run itself (its split and stage folders); remove it", path=path,
+                                      field=f"train.{taken[0]}")
                 settings = TrainSettings.from_mapping({"seed": self.seed, **table, "train": "-", "out": "-"}, path)
             else:
+                refuse_unknown(table, {*field_names(AdapterTrainingConfig), *ADAPTER_RUN_KEYS}, path=path,
+                               table="adapter")
                 table.pop("encoder", None)
                 _index_mix(table.pop("index_pseudo_queries", False), path)
                 settings = AdapterTrainingConfig.from_mapping({"seed": self.seed, **table}, path)
@@ -183,14 +204,17 @@ class Pipeline:
                 if name == "mine":
                     out[name].update(enabled=value.enabled and bool(self.t["mine"]), encoder=self._mine_encoder())
             else:
-                out[name] = {k: v for k, v in as_table(value).items() if name != "train" or k not in ("train", "out")}
+                out[name] = {k: v for k, v in as_table(value).items()
+                             if name != "train" or k not in RUN_SETS_IN_TRAIN}
         out["run"]["seed"] = self.seed
         if self.settings["split"].seed is None:
             out["split"]["seed"] = self.seed
-        if out["adapter"].get("enabled", True):
-            out["adapter"]["encoder"] = self.t["adapter"].get("encoder", self._base_model())
-        if out["train"].get("enabled", True):
-            out["train"]["model"] = self._base_model()
+        if self.settings["adapter"] is not None:
+            out["adapter"] = {"enabled": True, "encoder": self.t["adapter"].get("encoder", self._base_model()),
+                              **out["adapter"], "index_pseudo_queries": _index_mix(
+                                  self.t["adapter"].get("index_pseudo_queries", False), self.config_path) or False}
+        if self.settings["train"] is not None:
+            out["train"] = {"enabled": True, **out["train"], "model": self._base_model()}
         return out
 
     def _base_model(self) -> str:

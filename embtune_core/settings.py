@@ -342,5 +342,5 @@ def plugin_table(table: str, values: dict[str, Any], *, path: PathLike | None = 
         get_registry().get(family, str(name))
     except EmbtuneError as exc:
         raise type(exc)(exc.problem, path=path, field=f"{table}.{key}") from None
-    check_plugin_options(family, str(name), options, path=path, table=table)
+    check_plugin_options(family, str(name), options, path=path, table=table, fixed=(key, *own))
     return PluginTable(str(name), options, **fixed)
