@@ -64,7 +64,7 @@ def register_negative_miners(register):
 def register_loss_strategies(register):
     """Register loss strategies for full fine-tuning.
 
-    ``factory(**options)`` returns a :class:`embtune_plugins.losses.LossStrategy`: it declares the
+    ``factory(**options)`` returns a :class:`embtune_core.losses.LossStrategy`: it declares the
     data format it needs (pairs, triplets, labelled pairs, scored pairs), builds the training
     columns from a QADataset and builds the sentence-transformers loss for a model.
     """

@@ -423,7 +423,7 @@ def train(settings: TrainSettings) -> dict[str, Any]:
     continued (a fresh run starts when there is none).
     """
     from embtune_core.dataset import check_disjoint_queries, load_split
-    from embtune_plugins.losses import create_strategy
+    from embtune_core.losses import create_strategy
 
     settings.validate()
     rank, world_size = _rank()
