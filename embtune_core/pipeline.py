@@ -16,7 +16,8 @@ the same config skips every finished stage; a stage interrupted midway resumes f
     [train]      enabled, model, loss, epochs, batch_size, matryoshka_dims, ... (see `embtune train`)
     [adapter]    enabled, encoder, type ("linear"), epochs, ... (see `embtune train-adapter`);
                  index_pseudo_queries = true or { ict = 1, crop = 1 }: also train on LLM-free
-                 pseudo-queries from every chunk of the index (transductive; see pseudo_queries.py)
+                 pseudo-queries from every chunk of the index (transductive; see pseudo_queries.py);
+                 matryoshka_dims defaults to [evaluate] dims (no evaluated width loses to the base)
     [evaluate]   dims, k; baselines = ["bm25", "hybrid"] (BM25, and BM25 fused with the base model);
                  corpus = "validation" (default: the validation chunks), "index" (every chunk the index
                  holds: training and validation) or "both" (two reports)
@@ -183,6 +184,7 @@ class Pipeline:
                                table="adapter")
                 table.pop("encoder", None)
                 _index_mix(table.pop("index_pseudo_queries", False), path)
+                table = _with_evaluated_dims(table, self.t["evaluate"])
                 settings = AdapterTrainingConfig.from_mapping({"seed": self.seed, **table}, path)
             self.settings[name] = settings if enabled else None
 
@@ -276,7 +278,9 @@ class Pipeline:
                       (chunk_stage.path / "chunks.jsonl").read_text(encoding="utf-8").splitlines()]
             dataset, report = generate_questions(chunks, PluginTable(name, options), work_dir=stage.work)
             dataset.save(stage.path / "dataset.json")
-            return {"queries": len(dataset.queries), "corpus": len(dataset.corpus), "usage": report}
+            return {"queries": len(dataset.queries), "corpus": len(dataset.corpus),
+                    "dropped_questions": report.get("dropped_questions"),
+                    "tokens": report.get("total_tokens")}
 
         # The key holds the generator settings but not secrets: api keys come from the environment.
         return self._stage("generate", {"chunks": chunk_stage.key, "generator": name, "options": options,
@@ -364,6 +368,7 @@ class Pipeline:
         table.setdefault("seed", self.seed)
         encoder_spec = table.pop("encoder", self.t["train"].get("model", DEFAULT_MODEL))
         index_mix = _index_mix(table.pop("index_pseudo_queries", False), self.config_path)
+        table = _with_evaluated_dims(table, self.t["evaluate"])
 
         def work(stage: StageDir) -> dict[str, Any]:
             from embtune_core.adapter_training import AdapterTrainingConfig, train_adapter
@@ -467,6 +472,9 @@ class Pipeline:
                 str(p) for p in ([raw] if isinstance(raw, str) else raw))
             context["query generator"] = str(generate.get("generator", "ict")) + "".join(
                 f", {k} = {v}" for k, v in generate.items() if k not in ("generator", "api_key"))
+            dropped = (self.manifest["stages"].get("generate") or {}).get("dropped_questions") or {}
+            if any(dropped.values()):
+                context["questions dropped by the filter"] = ", ".join(f"{n} {why}" for why, n in dropped.items())
             context["chunker"] = str(chunk.get("chunker", "sentence")) + "".join(
                 f", {k} = {v}" for k, v in chunk.items() if k != "chunker")
             context["split rule"] = ("val_inputs documents" if data.get("val_inputs") else
@@ -596,6 +604,15 @@ def _system_spec(encoder: str) -> str:
 
     name, _ = parse_encoder_spec(str(encoder))
     return f"model:{encoder}" if name == "sentence-transformers" else str(encoder)
+
+
+def _with_evaluated_dims(table: dict[str, Any], evaluate: dict[str, Any]) -> dict[str, Any]:
+    """``[adapter]`` with matryoshka_dims defaulting to ``[evaluate] dims``: trained over the widths the
+    report compares, so no width loses to the base (adapter_training)."""
+    evaluated = evaluate.get("dims")
+    if evaluated and "matryoshka_dims" not in table:
+        return {**table, "matryoshka_dims": sorted({int(d) for d in evaluated}, reverse=True)}
+    return table
 
 
 def _model_content(spec: Any) -> str | None:

@@ -67,9 +67,11 @@ class TrainSettings:
     loss: str = "mnrl"
     loss_options: dict[str, Any] = field(default_factory=dict)
     matryoshka_dims: list[int] | None = None
-    epochs: float = wanted("a positive number", 1.0)
-    batch_size: int = wanted("a positive integer", 16)
-    lr: float = wanted("a positive number", 2e-5)
+    # Defaults that won on the shared Lyft -> Uber split (bench/train_10k.py): 3 epochs, batch 64, lr 5e-5.
+    # The batch sampler caps a batch at the distinct texts available (embtune_core.sampler).
+    epochs: float = wanted("a positive number", 3.0)
+    batch_size: int = wanted("a positive integer", 64)
+    lr: float = wanted("a positive number", 5e-5)
     warmup_ratio: float = wanted("a number in [0, 1)", 0.1)
     weight_decay: float = 0.01
     seed: int = 42
@@ -80,7 +82,9 @@ class TrainSettings:
     resume: bool = False
     train_last_layers: int | None = None  # partial fine-tuning; None trains every layer
     freeze_layers: int | None = None  # the other way to say it: freeze the embeddings and the first N layers
-    max_seq_length: int | None = None
+    max_seq_length: int | None = None  # tokens read in training; the export keeps the model's own (below)
+    export_max_seq_length: int | None = None  # default: the larger of the model's own and max_seq_length
+    keep_if_worse: bool = False  # export the trained model even when it scores below the base on --val
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     checkpoint_dir: str | None = None  # default: <out>.checkpoints next to the output
     eval_batch_size: int = wanted("a positive integer", 32)
@@ -104,6 +108,10 @@ class TrainSettings:
         check_types(type(self), dataclasses.asdict(self), path=path, table="train")
         for name in ("batch_size", "save_total_limit", "logging_steps", "eval_batch_size"):
             if getattr(self, name) < 1:
+                raise bad(name, "must be a positive integer")
+        for name in ("max_seq_length", "export_max_seq_length"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
                 raise bad(name, "must be a positive integer")
         for name in ("epochs", "lr"):
             if getattr(self, name) <= 0 or not math.isfinite(getattr(self, name)):
@@ -587,6 +595,19 @@ def train(settings: TrainSettings) -> dict[str, Any]:
         "metrics_before": metrics_before,
         "metrics_after": metrics_after,
     }
+    exported = "trained"
+    if metrics_before and metrics_after and not settings.keep_if_worse:
+        before, after = metrics_before.get("ndcg@10"), metrics_after.get("ndcg@10")
+        if before is not None and after is not None and after < before:
+            # Never hand out a model that retrieves worse than the one the user started from.
+            log.warning("the trained model scores below the base on the validation set (NDCG@10 %.4f < %.4f); "
+                        "the base model is exported unchanged (keep_if_worse = true exports the trained one)",
+                        after, before)
+            model = load_sentence_transformer(settings.model)
+            exported = "base"
+    summary["exported"] = exported
+    summary["trained_max_seq_length"] = summary.pop("max_seq_length")
+    summary["max_seq_length"] = export_limit(model, settings)
     saved = False
     if trainer.is_world_process_zero():
         save_model(model, settings.out, summary)
@@ -724,6 +745,28 @@ def preserved_random_state():
 
 
 # --- output --------------------------------------------------------------------------------------
+def export_limit(model, settings: TrainSettings) -> int:
+    """Set and return the token limit the exported model carries.
+
+    Training at a short limit is cheaper, but a model saved with it makes every downstream loader
+    (sentence-transformers, LangChain, DocsGPT) cut texts at that limit without a word. The export
+    keeps the model's own limit, or the training limit when that is longer (a model trained to read
+    more should keep reading it); ``export_max_seq_length`` overrides both. Said in one line whenever
+    the exported limit differs from the trained one.
+    """
+    from embtune_core import token_limits
+
+    trained = model.max_seq_length
+    own = getattr(model, "embtune_own_max_seq_length", None) or trained
+    limit = settings.export_max_seq_length or max(own, trained)
+    if limit != trained:
+        token_limits.check_limit(model, limit, settings.model, field="train.export_max_seq_length")
+        log.warning("trained at %d tokens; the model is exported with a limit of %d tokens (%s)", trained, limit,
+                    "export_max_seq_length" if settings.export_max_seq_length else "the model's own")
+        model.max_seq_length = limit
+    return limit
+
+
 def save_model(model, out: str | Path, summary: dict[str, Any]) -> Path:
     """Write the sentence-transformers directory with its model card, all files at once."""
     out = Path(out)
@@ -805,9 +848,10 @@ def model_card(summary: dict[str, Any]) -> str:
         lines.append(f"| {key} | {s.get(key)} |")
     from embtune_core.token_limits import describe
 
-    limit = summary.get("max_seq_length") or s.get("max_seq_length")
+    trained = summary.get("trained_max_seq_length") or summary.get("max_seq_length") or s.get("max_seq_length")
     cut = describe(summary.get("truncation"))
-    lines.append(f"| max_seq_length (tokens read of each text) | {limit}{f' ({cut})' if cut else ''} |")
+    lines.append(f"| max_seq_length in training (tokens read of each text) | {trained}{f' ({cut})' if cut else ''} |")
+    lines.append(f"| max_seq_length of this model (what loaders read) | {summary.get('max_seq_length')} |")
     batches = summary["data"].get("batches")
     if batches:
         lines.append(f"| batches per epoch | {batches['per_epoch']} ({batches['mean_rows_per_batch']} rows on "
@@ -831,5 +875,10 @@ def model_card(summary: dict[str, Any]) -> str:
             lines.append(f"| {key} | {_fmt(before.get(key, ''))} | {_fmt(after.get(key, ''))} |")
         if summary.get("best_checkpoint"):
             lines += ["", f"Best checkpoint by NDCG@10: `{Path(summary['best_checkpoint']).name}`."]
+        if trained != summary.get("max_seq_length"):
+            lines += ["", f"'after' was measured at the training limit ({trained} tokens)."]
+        if summary.get("exported") == "base":
+            lines += ["", ("**This folder holds the base model unchanged**: the trained model scored below it on "
+                           "the validation set ('after'), and embtune never exports a model worse than the base.")]
     lines.append("")
     return "\n".join(lines)

@@ -38,6 +38,7 @@ from embtune_core.dataset import QADataset
 from embtune_core.documents import Chunk
 from embtune_core.errors import ConfigError
 from embtune_core.progress import progress
+from embtune_core.question_filter import count_reasons, filter_questions
 from embtune_plugins.qgen_openai import Journal, parse_questions
 from embtune_plugins.question_generators import dataset_from_questions
 
@@ -152,6 +153,7 @@ class LocalLLMQuestionGenerator:
 
     def generate(self, chunks: Sequence[Chunk], *, work_dir: Path | None = None) -> QADataset:
         questions: dict[str, list[str]] = {}
+        dropped: list[tuple[str, str]] = []
         calls = resumed = 0
         with contextlib.ExitStack() as stack:
             folder = Path(work_dir) if work_dir is not None else Path(
@@ -172,7 +174,13 @@ class LocalLLMQuestionGenerator:
                     else:
                         resumed += 1
                     found += [q for q in entry["questions"] if q not in found]
-                questions[chunk.id] = found
+                questions[chunk.id], gone = filter_questions(chunk.text, found)
+                dropped += gone
         self.last_report = {"chunks": len(chunks), "calls": calls, "resumed": resumed, "backend": self.backend,
-                            "questions": sum(len(q) for q in questions.values())}
+                            "questions": sum(len(q) for q in questions.values()),
+                            "dropped_questions": count_reasons(dropped)}
+        if dropped:
+            log.warning("question filter: dropped %d of %d generated questions (%s)", len(dropped),
+                        len(dropped) + self.last_report["questions"],
+                        ", ".join(f"{n} {r}" for r, n in self.last_report["dropped_questions"].items() if n))
         return dataset_from_questions(chunks, questions)

@@ -5,8 +5,11 @@ llama.cpp server) given by ``model``, ``base_url`` and an API key taken from the
 (``OPENAI_API_KEY`` by default, or ``api_key="env:NAME"``). Output: a QA dataset with
 ``questions_per_chunk`` questions per chunk, in chunk order.
 
-* Prompt: LlamaIndex's ``generate_qa_embedding_pairs`` prompt by default; override it with a
-  template holding ``{context_str}`` and ``{num_questions_per_chunk}``.
+* Prompt: embtune's own by default (:data:`DEFAULT_PROMPT`: search queries of mixed styles, keyword,
+  question and paraphrase, that stand on their own, answered as JSON); override it with a template
+  holding ``{context_str}`` and ``{num_questions_per_chunk}``.
+* Filter: questions that refer to "the passage" or copy a sentence of the chunk are dropped and
+  counted (:mod:`embtune_core.question_filter`; ``filter=False`` keeps them).
 * Parsing survives numbered lists, bullets, "Q1:" labels, Markdown bold, quotes, ``<think>``
   blocks and preamble lines such as "Here are two questions:" (llama_index issues 16745, 10089).
 * Up to ``concurrency`` requests in flight (asyncio); each is retried on 429, 408/409, 5xx,
@@ -47,26 +50,33 @@ from embtune_core.dataset import QADataset
 from embtune_core.documents import Chunk
 from embtune_core.errors import ConfigError, InputError, ServiceError
 from embtune_core.progress import progress
+from embtune_core.question_filter import count_reasons, filter_questions
 from embtune_plugins.question_generators import dataset_from_questions
 
 log = logging.getLogger(__name__)
 
-# The prompt of LlamaIndex's generate_qa_embedding_pairs (DEFAULT_QA_GENERATE_PROMPT_TMPL).
+# embtune's own prompt: queries as people type them into a search box (keywords, questions,
+# paraphrases), standing on their own, as JSON. Any template can replace it (``prompt``/--prompt-file).
 DEFAULT_PROMPT = """\
-Context information is below.
+You are writing test queries for a search engine over a document collection.
 
+Passage from the collection:
 ---------------------
 {context_str}
 ---------------------
 
-Given the context information and not prior knowledge.
-generate only questions based on the below query.
+Write {num_questions_per_chunk} different search queries that this passage answers, as real users \
+who have never seen it would type them. Vary the style across the queries: a short keyword query \
+(2 to 6 words, no question mark), a natural question, and a question that says the key idea in \
+other words than the passage uses.
 
-You are a Teacher/ Professor. Your task is to setup \
-{num_questions_per_chunk} questions for an upcoming \
-quiz/examination. The questions should be diverse in nature \
-across the document. Restrict the questions to the \
-context information provided."
+Rules:
+- Every query must make sense on its own. Never mention "the passage", "the text", "the context", \
+"the document" or "the author".
+- Name the specific subject (company, product, year, topic) instead of "it", "they" or "this".
+- Do not copy a sentence of the passage.
+
+Reply with JSON only, in this form: {"queries": ["first query", "second query"]}
 """
 
 JOURNAL_NAME = "qgen-openai.journal.jsonl"
@@ -89,11 +99,38 @@ def _clean(line: str) -> str:
     return line
 
 
+_FENCE = re.compile(r"^\s*```(?:json)?\s*|\s*```\s*$", re.IGNORECASE)
+
+
+def _json_queries(text: str) -> list[str] | None:
+    """The strings of a JSON reply: ``{"queries": [...]}`` (or ``"questions"``), or a bare list; None
+    when the reply is not such JSON (then it is read line by line)."""
+    body = _FENCE.sub("", text.strip())
+    start = min((i for i in (body.find("{"), body.find("[")) if i >= 0), default=-1)
+    if start < 0:
+        return None
+    try:
+        value, _ = json.JSONDecoder().raw_decode(body[start:])
+    except ValueError:
+        return None
+    if isinstance(value, dict):
+        value = next((value[k] for k in ("queries", "questions") if isinstance(value.get(k), list)), None)
+    if not isinstance(value, list):
+        return None
+    return [" ".join(item.split()) for item in value if isinstance(item, str) and item.strip()]
+
+
 def parse_questions(text: str | None, limit: int | None = None) -> list[str]:
-    """The questions in an LLM reply, in order, without numbering, bullets or preamble lines."""
+    """The questions in an LLM reply, in order: the strings of a JSON reply (embtune's default prompt
+    asks for ``{"queries": [...]}``, keyword queries included), else the reply's lines without
+    numbering, bullets or preamble lines."""
     if not text:
         return []
     text = _THINK.sub("", text)
+    from_json = _json_queries(text)
+    if from_json is not None:
+        unique = list(dict.fromkeys(from_json))
+        return unique[:limit] if limit else unique
     lines = [_clean(line) for line in text.replace("\r", "\n").split("\n")]
     lines = [line for line in lines if line]
     candidates = []
@@ -228,7 +265,10 @@ class OpenAIQuestionGenerator:
             (Ollama); ``None`` means api.openai.com.
         api_key: ``"env:NAME"`` or ``None`` (reads ``OPENAI_API_KEY``); never a literal key.
         questions_per_chunk: N questions asked for, and kept, per chunk.
-        prompt: template with ``{context_str}`` and ``{num_questions_per_chunk}``.
+        prompt: template with ``{context_str}`` and ``{num_questions_per_chunk}`` (default: embtune's
+            own, :data:`DEFAULT_PROMPT`).
+        filter: drop questions that refer to "the passage" or copy the chunk
+            (:mod:`embtune_core.question_filter`); counted in ``last_report["dropped_questions"]``.
         system_prompt: optional system message.
         concurrency: requests in flight at once.
         max_retries: retries per call after the first attempt.
@@ -241,7 +281,8 @@ class OpenAIQuestionGenerator:
                  questions_per_chunk: int = 2, prompt: str | None = None, system_prompt: str | None = None,
                  concurrency: int = 8, max_retries: int = 6, timeout: float = 60.0,
                  initial_backoff: float = 1.0, max_backoff: float = 60.0, max_retry_after: float = 300.0,
-                 temperature: float | None = None, max_tokens: int | None = None, seed: int | None = None):
+                 temperature: float | None = None, max_tokens: int | None = None, seed: int | None = None,
+                 filter: bool = True):
         if questions_per_chunk < 1:
             raise ConfigError("must be at least 1", field="questions_per_chunk")
         if concurrency < 1:
@@ -263,6 +304,7 @@ class OpenAIQuestionGenerator:
         self.max_retry_after = max_retry_after
         self.temperature, self.max_tokens = temperature, max_tokens
         self._jitter = random.Random(seed)
+        self.filter = bool(filter)
         self.last_report: dict[str, Any] = {}
 
     # --- requests ------------------------------------------------------------------------------
@@ -415,12 +457,20 @@ class OpenAIQuestionGenerator:
                 _run_coroutine(self._run(todo, journal, bar, stats))
             entries = {c.id: journal.entries[self.request_key(b)] for c, b in requests}
         questions = {cid: e["questions"] for cid, e in entries.items()}
+        dropped: list[tuple[str, str]] = []
+        if self.filter:
+            # After the journal, not inside the call: changing the filter never pays for calls again.
+            texts = {chunk.id: chunk.text for chunk in chunks}
+            for cid, asked in list(questions.items()):
+                questions[cid], gone = filter_questions(texts[cid], asked)
+                dropped += gone
         prompt_tokens = sum(e["usage"]["prompt_tokens"] for e in entries.values())
         completion_tokens = sum(e["usage"]["completion_tokens"] for e in entries.values())
         self.last_report = {
             "chunks": len(requests), "calls": stats["calls"], "resumed": resumed, "retries": stats["retries"],
             "failed_chunks": sum(1 for e in entries.values() if not e["questions"]),
             "questions": sum(len(q) for q in questions.values()),
+            "dropped_questions": count_reasons(dropped), "dropped_examples": [q for q, _ in dropped[:5]],
             "prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
             "total_tokens": prompt_tokens + completion_tokens,
             "seconds": round(time.perf_counter() - started, 3),
@@ -429,6 +479,11 @@ class OpenAIQuestionGenerator:
                  "(%(resumed)d resumed, %(retries)d retries, %(failed_chunks)d chunks without questions); "
                  "tokens: %(prompt_tokens)d prompt + %(completion_tokens)d completion = %(total_tokens)d",
                  self.last_report)
+        if dropped:
+            log.warning("question filter: dropped %d of %d generated questions (%s); e.g. %r", len(dropped),
+                        len(dropped) + self.last_report["questions"],
+                        ", ".join(f"{n} {r}" for r, n in self.last_report["dropped_questions"].items() if n),
+                        dropped[0][0][:120])
         return dataset_from_questions(chunks, questions)
 
 

@@ -41,7 +41,7 @@ def default_chat_reply(request: dict[str, Any]) -> str:
     last = request["messages"][-1]["content"]
     words = re.findall(r"\w+", last.split("---------------------")[-2] if "-----" in last else last)[:6]
     topic = " ".join(words) or "this text"
-    return f"Here are two questions:\n1. What does the passage say about {topic}?\n2. Why is {topic} important?"
+    return f"Here are two questions:\n1. What is known about {topic}?\n2. Why is {topic} important?"
 
 
 def hashed_bag_of_words(text: str, dim: int = 64) -> list[float]:

@@ -171,3 +171,32 @@ def test_cli_train_adapter(tmp_path, capsys):
     code = main(["train-adapter", "--train", str(tmp_path / "train.json"), "--encoder", "openai:e@http://127.0.0.1:9/v1",
                  "--config", str(tmp_path / "bad.toml"), "--out", str(tmp_path / "out2")])
     assert code == 3 and "learning_rate" in capsys.readouterr().err and not (tmp_path / "out2").exists()
+
+
+def test_matryoshka_adapter_never_loses_to_the_base_at_any_listed_width(tmp_path):
+    dims = [64, 16, 8, 4]
+    with OpenAIServer() as server:
+        encoder = encoder_from_spec(f"openai:e@{server.base_url}")
+        config = AdapterTrainingConfig(adapter="two-layer", adapter_options={"hidden": 32}, epochs=15, lr=1e-2,
+                                       identity_reg=0.01, seed=0, patience=15, matryoshka_dims=dims)
+        result = train_adapter(encoder, synonym_dataset(), config=config, cache=EmbeddingCache(tmp_path))
+    assert result.best_epoch > 0
+    for dim in dims:
+        assert result.best[f"mrr@10@dim{dim}"] >= result.baseline[f"mrr@10@dim{dim}"]
+    assert result.best["mrr@10@dim16"] > result.baseline["mrr@10@dim16"]  # truncated widths learn too
+    assert result.adapter.config.training["config"]["matryoshka_dims"] == dims
+    with pytest.raises(ConfigError, match="wider than the embeddings"), OpenAIServer() as server:
+        train_adapter(encoder_from_spec(f"openai:e@{server.base_url}"), synonym_dataset(ks=range(2)),
+                      config=AdapterTrainingConfig(epochs=1, matryoshka_dims=[128]),
+                      cache=EmbeddingCache(tmp_path))
+
+
+def test_an_epoch_that_loses_at_one_width_is_never_kept():
+    from embtune_core.adapter_training import _selection
+
+    base = {"mrr@10@dim64": 0.5, "mrr@10@dim8": 0.2}
+    assert _selection(base, base, "mrr@10", [64, 8]) == pytest.approx(0.35)
+    assert _selection({"mrr@10@dim64": 0.9, "mrr@10@dim8": 0.19}, base, "mrr@10", [64, 8]) is None
+    assert _selection({"mrr@10": 0.7}, base, "mrr@10", None) == 0.7
+    with pytest.raises(ConfigError, match="matryoshka_dims"):
+        AdapterTrainingConfig.from_mapping({"matryoshka_dims": [64, 0]}, "cfg.toml")

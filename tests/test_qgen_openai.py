@@ -71,12 +71,13 @@ def test_generates_n_questions_per_chunk_in_chunk_order(tmp_path, caplog, monkey
         assert server.count("/chat/completions") == 5
         assert server.requests[0][2]["authorization"] == "Bearer sk-very-secret-key-123"
         prompt = server.requests[0][1]["messages"][0]["content"]
-    assert "Context information is below." in prompt and "setup 2 questions" in prompt
+    assert "Write 2 different search queries" in prompt and any(c.text in prompt for c in chunks)
+    assert "Teacher" not in prompt and '{"queries": [' in prompt
     assert len(ds.queries) == 10
     for i, chunk in enumerate(chunks):
         qids = [q for q, ids in ds.relevant_docs.items() if ids == [chunk.id]]
         assert [ds.queries[q] for q in qids] == [
-            f"What does the passage say about Chunk {i} says Lyft revenue grew?",
+            f"What is known about Chunk {i} says Lyft revenue grew?",
             f"Why is Chunk {i} says Lyft revenue grew important?"]
     assert list(ds.corpus) == [c.id for c in chunks]
     assert ds.corpus_metadata[chunks[0].id]["source"] == "x.txt"

@@ -192,3 +192,50 @@ def test_fresh_run_refuses_a_checkpoint_folder_of_an_earlier_run(tiny_model_dir,
     (tmp_path / "model.checkpoints" / "checkpoint-2").mkdir(parents=True)
     with pytest.raises(ConfigError, match="--resume"):
         train(TrainSettings(train=str(qa_files[0]), out=str(tmp_path / "model"), model=tiny_model_dir))
+
+
+def test_export_keeps_the_models_own_token_limit_when_trained_shorter(tiny_model_dir, qa_files, tmp_path):
+    from sentence_transformers import SentenceTransformer
+
+    own = SentenceTransformer(tiny_model_dir).max_seq_length
+    out = tmp_path / "short"
+    summary = train(TrainSettings(train=str(qa_files[0]), out=str(out), model=tiny_model_dir, batch_size=8,
+                                  max_steps=1, max_seq_length=16))
+    assert summary["trained_max_seq_length"] == 16
+    assert summary["max_seq_length"] == own == SentenceTransformer(str(out)).max_seq_length
+    card = (out / "README.md").read_text()
+    assert "max_seq_length in training (tokens read of each text) | 16" in card
+    assert f"max_seq_length of this model (what loaders read) | {own}" in card
+    pinned = tmp_path / "pinned"
+    train(TrainSettings(train=str(qa_files[0]), out=str(pinned), model=tiny_model_dir, batch_size=8,
+                        max_steps=1, max_seq_length=16, export_max_seq_length=24))
+    assert SentenceTransformer(str(pinned)).max_seq_length == 24
+
+
+def test_a_model_worse_than_the_base_on_val_is_not_exported(tiny_model_dir, tmp_path, caplog):
+    from embtune_core.dataset import QADataset
+
+    # Validation questions quote their chunk, so the base (bag of token embeddings) ranks them well;
+    # training pairs every question with the WRONG chunk at a high learning rate, which must hurt.
+    chunks = {f"c{i}": f"{w} is a topic of its own, {w} {w}" for i, w in enumerate(
+        ["alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel"])}
+    ids = sorted(chunks)
+    QADataset({f"q{i}": chunks[c] + " please" for i, c in enumerate(ids)}, chunks,
+              {f"q{i}": [ids[(i + 3) % len(ids)]] for i in range(len(ids))}).save(tmp_path / "train.json")
+    QADataset({f"v{i}": chunks[c].split(",")[0] for i, c in enumerate(ids)}, chunks,
+              {f"v{i}": [c] for i, c in enumerate(ids)}).save(tmp_path / "val.json")
+    settings = {"train": str(tmp_path / "train.json"), "val": str(tmp_path / "val.json"), "model": tiny_model_dir,
+                "batch_size": 8, "lr": 1e-2, "max_steps": 12, "save_steps": 12}
+    with caplog.at_level("WARNING"):
+        summary = train(TrainSettings(out=str(tmp_path / "m"), **settings))
+    assert summary["metrics_after"]["ndcg@10"] < summary["metrics_before"]["ndcg@10"]
+    assert summary["exported"] == "base"
+    assert "the base model is exported unchanged" in caplog.text
+    base, exported = _state(tiny_model_dir), _state(str(tmp_path / "m"))
+    assert all(torch.equal(base[k], exported[k]) for k in base)
+    assert "holds the base model unchanged" in (tmp_path / "m" / "README.md").read_text()
+
+    kept = train(TrainSettings(out=str(tmp_path / "kept"), keep_if_worse=True,
+                               checkpoint_dir=str(tmp_path / "kept.ck"), **settings))
+    assert kept["exported"] == "trained"
+    assert not all(torch.equal(base[k], v) for k, v in _state(str(tmp_path / "kept")).items())

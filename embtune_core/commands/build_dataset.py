@@ -213,6 +213,10 @@ def run(args) -> int:
         print(f"token usage: {report['prompt_tokens']} prompt + {report['completion_tokens']} completion "
               f"= {report['total_tokens']} ({report.get('calls', 0)} calls, {report.get('resumed', 0)} resumed "
               "from the journal)", file=sys.stderr)
+    dropped = report.get("dropped_questions") or {}
+    if any(dropped.values()):
+        print("question filter dropped " + ", ".join(f"{n} {why}" for why, n in dropped.items() if n)
+              + " (build-report.json lists examples)", file=sys.stderr)
     print(f"wrote {train_path}: {len(train.queries)} queries, {len(train.corpus)} chunks")
     if val is not None:
         print(f"wrote {val_path}: {len(val.queries)} queries, {len(val.corpus)} chunks")

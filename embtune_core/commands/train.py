@@ -47,10 +47,10 @@ def add_arguments(parser) -> None:
     parser.add_argument("--matryoshka-dims", type=positive_int_list, metavar="D1,D2,...",
                         help="wrap the loss in MatryoshkaLoss over these dimensions, e.g. 384,256,128,64")
     parser.add_argument("--epochs", type=positive_float,
-                        help="passes over the training data (default: 1; fractions allowed)")
+                        help="passes over the training data (default: 3; fractions allowed)")
     parser.add_argument("--batch-size", type=positive_int,
-                        help="pairs per batch; more in-batch negatives (default: 16)")
-    parser.add_argument("--lr", type=positive_float, help="learning rate (default: 2e-5)")
+                        help="pairs per batch; more in-batch negatives (default: 64, fewer when the data has fewer distinct texts)")
+    parser.add_argument("--lr", type=positive_float, help="learning rate (default: 5e-5)")
     parser.add_argument("--warmup-ratio", type=fraction,
                         help="share of steps for linear warm-up (default: 0.1)")
     parser.add_argument("--seed", type=int, help="random seed for data order and initialisation (default: 42)")
@@ -79,7 +79,14 @@ def add_arguments(parser) -> None:
         help="partial fine-tuning: freeze the embeddings and the first N transformer layers",
     )
     parser.add_argument("--max-seq-length", type=positive_int,
-                        help="truncate inputs to this many tokens (default: the model's)")
+                        help="tokens read of each text in training (default: the model's own); the exported "
+                             "model keeps the model's own limit when that is longer")
+    parser.add_argument("--export-max-seq-length", type=positive_int,
+                        help="token limit the exported model carries (default: the larger of the model's own "
+                             "and --max-seq-length)")
+    parser.add_argument("--keep-if-worse", action="store_true", default=None,
+                        help="export the trained model even when it scores below the base model on --val "
+                             "(default: the base model is exported unchanged, and the run says so)")
     parser.add_argument(
         "--precision", choices=("auto", "fp32", "bf16", "fp16"), help="auto: bf16/fp16 on a GPU, fp32 on CPU"
     )
@@ -98,7 +105,7 @@ def _parse_value(text: str):
 
 SETTING_KEYS = ("train", "val", "split", "val_split", "model", "loss", "matryoshka_dims", "epochs", "batch_size", "lr",
                 "warmup_ratio", "seed", "max_steps", "save_steps", "resume", "train_last_layers", "freeze_layers",
-                "max_seq_length", "precision", "checkpoint_dir", "out")
+                "max_seq_length", "export_max_seq_length", "keep_if_worse", "precision", "checkpoint_dir", "out")
 
 
 def settings_from_args(args):
@@ -181,4 +188,7 @@ def run(args) -> int:
     for key in ("hit@5", "mrr@10", "ndcg@10"):
         if key in before or key in after:
             print(f"  {key:8s} {before.get(key, float('nan')):.4f} -> {after.get(key, float('nan')):.4f}")
+    if summary.get("exported") == "base":
+        print(f"  the trained model scored below the base on --val: {settings.out} holds the base model unchanged "
+              "(--keep-if-worse exports the trained one)")
     return 0

@@ -16,6 +16,7 @@ from embtune_core.commands import (
     open_fraction,
     positive_float,
     positive_int,
+    positive_int_list,
 )
 from embtune_core.config import load_config, section
 from embtune_core.errors import COMMAND_LINE, ConfigError, UsageError
@@ -54,7 +55,7 @@ example:
       --adapter linear --epochs 12 --out adapters/minilm-linear"""
 
 _FLAG_FIELDS = ("epochs", "batch_size", "lr", "temperature", "identity_reg", "seed", "val_fraction", "patience",
-                "hard_negative_weight", "selection_metric", "device")
+                "hard_negative_weight", "selection_metric", "matryoshka_dims", "device")
 
 
 def add_arguments(parser) -> None:
@@ -99,6 +100,9 @@ def add_arguments(parser) -> None:
                         help="share of source documents held out (no --val)")
     parser.add_argument("--patience", type=non_negative_int,
                         help="epochs without validation gain before stopping")
+    parser.add_argument("--matryoshka-dims", type=positive_int_list, metavar="D1,D2,...",
+                        help="train over these embedding widths (Matryoshka loss on the query side) and keep only "
+                             "an epoch that matches or beats the base at every one of them, e.g. 384,256,128,64")
     parser.add_argument("--selection-metric", help="mrr@10 (default), hit_rate@1, hit_rate@5, hit_rate@10")
     parser.add_argument("--seed", type=int, help="seed for initialisation, shuffling and the split (default 42)")
     parser.add_argument("--device", help="torch device (default: cuda when available, else cpu)")
