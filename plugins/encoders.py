@@ -75,7 +75,7 @@ def module_fingerprint(model: Any) -> str:
 
 
 def _own_limit(folder: str | os.PathLike) -> int | None:
-    from embtune_plugins.chunkers import model_max_seq_length
+    from embtune_core.token_limits import model_max_seq_length
 
     try:
         return model_max_seq_length(str(folder))

@@ -38,9 +38,8 @@ from embtune_core.dataset import QADataset
 from embtune_core.documents import Chunk
 from embtune_core.errors import ConfigError
 from embtune_core.progress import progress
+from embtune_core.qgen import Journal, dataset_from_questions, parse_questions
 from embtune_core.question_filter import count_reasons, filter_questions
-from embtune_plugins.qgen_openai import Journal, parse_questions
-from embtune_plugins.question_generators import dataset_from_questions
 
 log = logging.getLogger(__name__)
 

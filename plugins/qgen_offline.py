@@ -29,8 +29,8 @@ from embtune_core.dataset import QADataset
 from embtune_core.documents import Chunk, stable_id
 from embtune_core.errors import ConfigError
 from embtune_core.progress import progress
-from embtune_plugins.chunkers import sentence_spans, word_count
-from embtune_plugins.question_generators import corpus_metadata, query_id
+from embtune_core.qgen import corpus_metadata, query_id
+from embtune_core.sentences import sentence_spans, word_count
 
 log = logging.getLogger(__name__)
 _WORD = re.compile(r"\S+")

@@ -18,7 +18,8 @@ from openai_server import OpenAIServer
 from embtune_core.documents import Chunk
 from embtune_core.errors import ConfigError, ServiceError
 from embtune_core.plugins import get_registry
-from embtune_plugins.qgen_openai import JOURNAL_NAME, Journal, OpenAIQuestionGenerator, parse_questions
+from embtune_core.qgen import Journal, parse_questions
+from embtune_plugins.qgen_openai import JOURNAL_NAME, OpenAIQuestionGenerator
 
 TESTS = Path(__file__).resolve().parent
 FAST = {"initial_backoff": 0.01, "max_backoff": 0.05, "timeout": 5.0, "seed": 0}
