@@ -190,35 +190,16 @@ def freeze_all_but_last(model, n: int | None, *, frozen: int | None = None) -> d
 # --- evaluation ----------------------------------------------------------------------------------
 def build_evaluator(dataset, *, name: str = "val", matryoshka_dims=None, batch_size: int = 32):
     """Our training evaluator (primary metric NDCG@10), exposing the score as ``ndcg@10``."""
-    try:
-        from embtune_core.evaluation import training_evaluator
-    except ImportError:  # the evaluation module is optional at this layer; fall back to the library's
-        training_evaluator = None
-    if training_evaluator is not None:
-        inner = training_evaluator(dataset, name=name, matryoshka_dims=matryoshka_dims, batch_size=batch_size)
-    else:
-        from sentence_transformers.sentence_transformer.evaluation import InformationRetrievalEvaluator
+    from embtune_core.evaluation import training_evaluator
 
-        inner = InformationRetrievalEvaluator(
-            dataset.queries,
-            dataset.corpus,
-            {q: set(c) for q, c in dataset.relevant_docs.items()},
-            name=name,
-            mrr_at_k=[10],
-            ndcg_at_k=[10],
-            accuracy_at_k=[1, 5, 10],
-            precision_recall_at_k=[5, 10],
-            map_at_k=[100],
-            batch_size=batch_size,
-            write_csv=False,
-        )
+    inner = training_evaluator(dataset, name=name, matryoshka_dims=matryoshka_dims, batch_size=batch_size)
     return _HeadlineEvaluator(inner)
 
 
 def _headline_evaluator_class():
-    from sentence_transformers.base.evaluation.evaluator import BaseEvaluator
+    from embtune_core.evaluation import sentence_evaluator_base
 
-    class HeadlineEvaluator(BaseEvaluator):
+    class HeadlineEvaluator(sentence_evaluator_base()):
         """Runs an evaluator and adds ``hit@5``, ``mrr@10`` and ``ndcg@10`` (the primary metric)."""
 
         def __init__(self, inner) -> None:
