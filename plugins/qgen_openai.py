@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import email.utils
+import contextvars
 import hashlib
 import json
 import logging
@@ -84,23 +84,14 @@ class _BadReply(Exception):
     """A 200 reply we cannot use (malformed JSON, no choices, no questions): worth retrying."""
 
 
-def _retry_after_seconds(headers: Any) -> float | None:
-    """Seconds from ``retry-after-ms`` or ``Retry-After`` (seconds or an HTTP date), if present."""
-    if headers is None:
-        return None
-    with contextlib.suppress(TypeError, ValueError):
-        ms = headers.get("retry-after-ms")
-        if ms is not None:
-            return max(0.0, float(ms) / 1000)
-    value = headers.get("retry-after")
-    if value is None:
-        return None
-    with contextlib.suppress(TypeError, ValueError):
-        return max(0.0, float(value))
-    with contextlib.suppress(TypeError, ValueError):
-        when = email.utils.parsedate_to_datetime(value)
-        return max(0.0, when.timestamp() - time.time())
-    return None
+# HTTP requests the SDK sent for the call running in this task (its own retries included).
+_SENDS: contextvars.ContextVar[list[int]] = contextvars.ContextVar("embtune_qgen_sends")
+
+
+async def _count_send(request: Any) -> None:
+    sends = _SENDS.get(None)
+    if sends is not None:
+        sends[0] += 1
 
 
 class OpenAIQuestionGenerator:
@@ -118,16 +109,20 @@ class OpenAIQuestionGenerator:
             (:mod:`embtune_core.question_filter`); counted in ``last_report["dropped_questions"]``.
         system_prompt: optional system message.
         concurrency: requests in flight at once.
-        max_retries: retries per call after the first attempt.
+        max_retries: retries per call after the first attempt. Transport faults (429, 408, 409, 5xx,
+            timeouts, dropped connections) are retried by the OpenAI SDK, which honours Retry-After
+            (up to two minutes) and backs off 0.5 s -> 8 s; a reply the SDK cannot judge (not JSON,
+            no choices, no questions) is asked again here.
         timeout: seconds per request.
-        initial_backoff / max_backoff: exponential backoff bounds in seconds (jittered).
+        initial_backoff / max_backoff: bounds in seconds of the (jittered) exponential backoff before
+            an unusable reply is asked again.
         temperature / max_tokens: passed to the server when set.
     """
 
     def __init__(self, model: str = "gpt-4o-mini", base_url: str | None = None, api_key: Any = None,
                  questions_per_chunk: int = 2, prompt: str | None = None, system_prompt: str | None = None,
                  concurrency: int = 8, max_retries: int = 6, timeout: float = 60.0,
-                 initial_backoff: float = 1.0, max_backoff: float = 60.0, max_retry_after: float = 300.0,
+                 initial_backoff: float = 1.0, max_backoff: float = 60.0,
                  temperature: float | None = None, max_tokens: int | None = None, seed: int | None = None,
                  filter: bool = True):
         if questions_per_chunk < 1:
@@ -148,7 +143,6 @@ class OpenAIQuestionGenerator:
         self.system_prompt = system_prompt
         self.concurrency, self.max_retries, self.timeout = concurrency, max_retries, timeout
         self.initial_backoff, self.max_backoff = initial_backoff, max_backoff
-        self.max_retry_after = max_retry_after
         self.temperature, self.max_tokens = temperature, max_tokens
         self._jitter = random.Random(seed)
         self.filter = bool(filter)
@@ -186,21 +180,26 @@ class OpenAIQuestionGenerator:
         return " ".join(scrub(message).split())[:300]
 
     def _delay(self, attempt: int, exc: BaseException) -> float:
-        response = getattr(exc, "response", None)
-        retry_after = _retry_after_seconds(getattr(response, "headers", None))
+        """Seconds before asking again after an unusable reply: "equal jitter" exponential backoff."""
         backoff = min(self.max_backoff, self.initial_backoff * (2 ** attempt))
-        jittered = backoff / 2 + self._jitter.uniform(0, backoff / 2)  # "equal jitter"
-        if retry_after is not None:
-            return min(retry_after, self.max_retry_after)
-        return jittered
+        return backoff / 2 + self._jitter.uniform(0, backoff / 2)
 
     async def _call(self, client, body: dict[str, Any], chunk: Chunk, stats: dict[str, int]) -> dict[str, Any]:
+        """One chunk's questions. The SDK retries transport faults (``stats["retries"]`` counts its
+        extra requests too); a reply that cannot be used is asked again here, ``max_retries`` times."""
         import openai
 
         last_problem = ""
+        sent = 0
         for attempt in range(self.max_retries + 1):
+            sends = [0]
+            _SENDS.set(sends)
             try:
-                response = await client.chat.completions.create(**body)
+                try:
+                    response = await client.chat.completions.create(**body)
+                finally:
+                    sent += sends[0]
+                    stats["retries"] += max(0, sends[0] - 1)
                 try:
                     content = response.choices[0].message.content
                 except (IndexError, AttributeError, TypeError):
@@ -213,16 +212,16 @@ class OpenAIQuestionGenerator:
                         "reply": content,
                         "usage": {"prompt_tokens": int(getattr(usage, "prompt_tokens", 0) or 0),
                                   "completion_tokens": int(getattr(usage, "completion_tokens", 0) or 0)},
-                        "attempts": attempt + 1}
+                        "attempts": sent}
             except openai.APIStatusError as exc:
                 if exc.status_code not in RETRY_STATUS and exc.status_code < 500:
                     raise ServiceError(f"{self.base_url or 'OpenAI'} refused the request: HTTP {exc.status_code}: "
                                        f"{self._scrub(str(exc))}") from None
                 last_problem = f"HTTP {exc.status_code}"
-                failure = exc
+                break  # the SDK has retried it already
             except (openai.APITimeoutError, openai.APIConnectionError) as exc:
                 last_problem = "timeout" if isinstance(exc, openai.APITimeoutError) else "connection error"
-                failure = exc
+                break
             except (_BadReply, json.JSONDecodeError, openai.APIResponseValidationError) as exc:
                 last_problem = f"malformed reply: {self._scrub(str(exc))}"
                 failure = exc
@@ -234,20 +233,21 @@ class OpenAIQuestionGenerator:
             await asyncio.sleep(delay)
         if last_problem.startswith("malformed reply"):
             # The model, not the service, failed on this chunk: record it and carry on.
-            log.warning("chunk %s: no usable questions after %d attempts (%s)", chunk.id,
-                        self.max_retries + 1, last_problem)
+            log.warning("chunk %s: no usable questions after %d attempts (%s)", chunk.id, sent, last_problem)
             return {"key": self.request_key(body), "chunk_id": chunk.id, "questions": [],
                     "error": last_problem, "usage": {"prompt_tokens": 0, "completion_tokens": 0},
-                    "attempts": self.max_retries + 1}
-        raise ServiceError(f"{self.base_url or 'OpenAI'}: chat completion failed after {self.max_retries + 1} "
+                    "attempts": sent}
+        raise ServiceError(f"{self.base_url or 'OpenAI'}: chat completion failed after {sent} "
                            f"attempts ({last_problem}); completed calls are journaled, re-run to resume")
 
     async def _run(self, todo: list[tuple[Chunk, dict[str, Any]]], journal: Journal, bar,
                    stats: dict[str, int]) -> None:
         import openai
 
-        client = openai.AsyncOpenAI(base_url=self.base_url, api_key=self.api_key, max_retries=0,
-                                    timeout=self.timeout)
+        # The SDK retries transport faults (honouring Retry-After); the hook counts what it sends.
+        client = openai.AsyncOpenAI(base_url=self.base_url, api_key=self.api_key, max_retries=self.max_retries,
+                                    timeout=self.timeout, http_client=openai.DefaultAsyncHttpxClient(
+                                        timeout=self.timeout, event_hooks={"request": [_count_send]}))
         queue: asyncio.Queue = asyncio.Queue()
         for item in todo:
             queue.put_nowait(item)
