@@ -487,8 +487,8 @@ class Pipeline:
 
     def _describe_training(self, evaluation: Any, train_stage: StageDir) -> None:
         """The fine-tuned system's training settings and its curve (loss_log.jsonl), into the report."""
+        from embtune_core.checkpoints import LOSS_LOG
         from embtune_core.report_training import from_loss_log
-        from embtune_core.training import LOSS_LOG
 
         table = self.t["train"]
         line = ("fine-tuned from " + str(table.get("model", DEFAULT_MODEL)) + "".join(
