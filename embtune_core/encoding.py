@@ -43,24 +43,13 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
 import numpy as np
 
 from embtune_core.errors import InputError, ServiceError
+from embtune_core.hookspecs import Encoder as EncoderProtocol  # the contract every encoder meets
 from embtune_core.search import normalize
-
-
-@runtime_checkable
-class EncoderProtocol(Protocol):
-    """What every encoder provides (see the module docstring)."""
-
-    identity: str
-    dimension: int
-
-    def encode_queries(self, texts: list[str]) -> np.ndarray: ...
-
-    def encode_documents(self, texts: list[str]) -> np.ndarray: ...
 
 
 class Encoder:

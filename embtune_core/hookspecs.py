@@ -58,6 +58,9 @@ class NegativeMiner(Protocol):
 
 @runtime_checkable
 class Encoder(Protocol):
+    """An embedding backend (:mod:`embtune_core.encoding`): ``identity`` names model and settings (the
+    embedding cache's key), ``encode_*`` return float32 arrays of shape ``(n, dimension)``."""
+
     identity: str
     dimension: int
 

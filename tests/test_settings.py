@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from corpora import TOPICS, topic_corpus
 
 from embtune_core.adapter_training import AdapterTrainingConfig
 from embtune_core.errors import ConfigError
@@ -18,19 +19,10 @@ from embtune_core.pipeline import Pipeline
 from embtune_core.settings import DatasetSettings, EvaluateSettings, from_table, plugin_table
 from embtune_core.training import TrainSettings
 
-TOPICS = ["volcano", "glacier", "desert", "reef", "forest", "tundra", "canyon", "delta"]
-
 
 @pytest.fixture
 def docs(tmp_path) -> Path:
-    folder = tmp_path / "docs"
-    folder.mkdir()
-    for i, topic in enumerate(TOPICS):
-        sentences = [f"The {topic} number {j} has feature {topic}{j} that visitors of the {topic} remember."
-                     for j in range(6)]
-        (folder / f"{i:02d}-{topic}.txt").write_text("\n\n".join(" ".join(sentences[k:k + 2])
-                                                               for k in range(0, 6, 2)))
-    return folder
+    return topic_corpus(tmp_path / "docs", TOPICS[:8])
 
 
 def full_config(docs: Path, model: str) -> dict:
