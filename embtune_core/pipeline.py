@@ -18,10 +18,17 @@ the same config skips every finished stage; a stage interrupted midway resumes f
                  index_pseudo_queries = true or { ict = 1, crop = 1 }: also train on LLM-free
                  pseudo-queries from every chunk of the index (transductive; see pseudo_queries.py);
                  matryoshka_dims defaults to [evaluate] dims (no evaluated width loses to the base)
-    [evaluate]   dims, k; baselines = ["bm25", "hybrid"] (BM25, and BM25 fused with the base model);
+    [evaluate]   dims, k, max_seq_length, batch_size, device, precision, confidence, resamples,
+                 permutations (as `embtune evaluate`); baselines = ["bm25", "hybrid"] (BM25, and BM25 fused with the base model);
                  corpus = "validation" (default: the validation chunks), "index" (every chunk the index
                  holds: training and validation) or "both" (two reports)
     [export]     zip (true): also write the fine-tuned model as a zip archive
+
+Each table is one typed settings model (:mod:`embtune_core.settings`), checked in full before the run
+folder is created; ``embtune run --print-config`` shows them resolved. Each stage calls the library
+function the matching command calls (:mod:`embtune_core.build`, :func:`embtune_core.training.train`,
+:func:`embtune_core.adapter_training.train_adapter`, :mod:`embtune_core.systems`,
+:func:`embtune_core.export.export_zip`); the pipeline adds only the stage's cache key and folder.
 """
 
 from __future__ import annotations
@@ -36,7 +43,7 @@ from pathlib import Path
 from typing import Any
 
 from embtune_core import atomic
-from embtune_core.config import load_config
+from embtune_core.config import load_config, section
 from embtune_core.dataset import QADataset, load_any
 from embtune_core.documents import Chunk
 from embtune_core.errors import ConfigError
@@ -50,13 +57,6 @@ RUN_SETS_IN_TRAIN = ("train", "val", "out", "checkpoint_dir", "resume", "split",
 # [adapter] keys beside AdapterTrainingConfig's: the frozen encoder, LLM-free queries from the index, its name.
 ADAPTER_RUN_KEYS = ("encoder", "index_pseudo_queries", "type")
 SECTIONS = ("run", "data", "chunk", "generate", "split", "mine", "train", "adapter", "evaluate", "export")
-
-
-def _table(config: dict[str, Any], name: str, path: Path) -> dict[str, Any]:
-    value = config.get(name, {})
-    if not isinstance(value, dict):
-        raise ConfigError("must be a table", path=path, field=name)
-    return dict(value)
 
 
 @dataclass
@@ -106,7 +106,7 @@ class Pipeline:
             raise ConfigError(f"unknown section{did_you_mean(unknown[0], SECTIONS)}; known: {', '.join(SECTIONS)}",
                               path=config_path, field=unknown[0])
         self.config = config
-        self.t = {name: _table(config, name, self.config_path) for name in SECTIONS}
+        self.t = {name: dict(section(config, name, self.config_path)) for name in SECTIONS}
         run = self.t["run"]
         base = self.config_path.parent if self.config_path.is_file() else Path.cwd()
         self.base = base
