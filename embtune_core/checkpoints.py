@@ -32,7 +32,8 @@ def run_fingerprint(settings: Any) -> str:
     from embtune_core.rundir import inputs_hash, stable_hash
 
     values = {k: v for k, v in dataclasses.asdict(settings).items() if k != "resume"}
-    data = inputs_hash([Path(p) for p in (settings.train, settings.val) if p and Path(p).exists()])
+    paths = (settings.train, settings.val, *(settings.index_corpus or ()))
+    data = inputs_hash([Path(p) for p in paths if p and Path(p).exists()])
     return stable_hash({"settings": values, "data": data})
 
 

@@ -13,7 +13,12 @@ the same config skips every finished stage; a stage interrupted midway resumes f
     [generate]   generator ("ict"), questions_per_chunk, ... (generator options)
     [split]      val_fraction (0.2), split_by ("source")
     [mine]       enabled, miner ("embedding-rank"), encoder, ... (miner options)
-    [train]      enabled, model, loss, epochs, batch_size, matryoshka_dims, ... (see `embtune train`)
+    [train]      enabled, model, loss, epochs, batch_size, matryoshka_dims, ... (see `embtune train`);
+                 dev_fraction (0.15): training documents held out (by source) to choose the checkpoint, so
+                 the validation split stays unseen; index_pseudo_queries = true or { ict = 1, crop = 1 }:
+                 index-aware fine-tuning on pseudo-queries from every chunk's text (index_training.py),
+                 index_ratio, index_hard_negatives; final_fit (false): after the dev split chose the
+                 epochs, retrain on every document for the exported zip (the report keeps the estimate)
     [adapter]    enabled, encoder, type ("linear"), epochs, ... (see `embtune train-adapter`);
                  index_pseudo_queries = true or { ict = 1, crop = 1 }: also train on LLM-free
                  pseudo-queries from every chunk of the index (transductive; see pseudo_queries.py);
@@ -178,7 +183,12 @@ class Pipeline:
                 if taken:
                     raise ConfigError("set by the run itself (its split and stage folders); remove it", path=path,
                                       field=f"train.{taken[0]}")
-                settings = TrainSettings.from_mapping({"seed": self.seed, **table, "train": "-", "out": "-"}, path)
+                self._train_run_keys = {
+                    "dev_fraction": _dev_fraction(table.pop("dev_fraction", DEV_FRACTION), path),
+                    "final_fit": _flag(table.pop("final_fit", False), path, "train.final_fit")}
+                index = {"index_corpus": ["-"]} if table.get("index_pseudo_queries") not in (None, False) else {}
+                settings = TrainSettings.from_mapping({"seed": self.seed, **index, **table, "train": "-", "out": "-"},
+                                                      path)
             else:
                 refuse_unknown(table, {*field_names(AdapterTrainingConfig), *ADAPTER_RUN_KEYS}, path=path,
                                table="adapter")
@@ -216,7 +226,10 @@ class Pipeline:
                               **out["adapter"], "index_pseudo_queries": _index_mix(
                                   self.t["adapter"].get("index_pseudo_queries", False), self.config_path) or False}
         if self.settings["train"] is not None:
-            out["train"] = {"enabled": True, **out["train"], "model": self._base_model()}
+            out["train"] = {"enabled": True, **out["train"], "model": self._base_model(), **self._train_run_keys}
+            if "index_corpus" not in self.t["train"]:
+                out["train"]["index_corpus"] = ("the run's train and val chunks" if out["train"]["index_corpus"]
+                                                else None)
         return out
 
     def _base_model(self) -> str:
@@ -348,19 +361,62 @@ class Pipeline:
         table = dict(self.t["train"])
         table.pop("enabled", None)
         table.setdefault("seed", self.seed)
+        dev_fraction = _dev_fraction(table.pop("dev_fraction", DEV_FRACTION), self.config_path)
+        final_fit = _flag(table.pop("final_fit", False), self.config_path, "train.final_fit")
+        index_aware = table.get("index_pseudo_queries") not in (None, False) and "index_corpus" not in table
 
         def work(stage: StageDir) -> dict[str, Any]:
+            from embtune_core.adapter_training import split_for_validation
             from embtune_core.training import TrainSettings, train
 
-            settings = TrainSettings.from_mapping(
-                {**table, "train": str(train_path), "val": str(val_path), "out": str(stage.path / "model"),
-                 "checkpoint_dir": str(stage.work / "checkpoints"), "resume": True}, self.config_path)
-            summary = train(settings)
-            return {"model": str(stage.path / "model"), "metrics_before": summary.get("metrics_before"),
-                    "metrics_after": summary.get("metrics_after"), "train_seconds": summary.get("train_seconds")}
+            # The checkpoint (and the never-worse check) is chosen on training documents held out by
+            # source, never on the validation split: that split is the report's final comparison, and
+            # choosing on it would flatter the fine-tune (the adapter stage does the same).
+            fit, dev = split_for_validation(QADataset.load(train_path), dev_fraction, seed=int(table["seed"]))
+            fit.save(stage.work / "fit.json")
+            dev.save(stage.work / "dev.json")
+            values = {**table, "train": str(stage.work / "fit.json"), "val": str(stage.work / "dev.json"),
+                      "out": str(stage.path / "model"), "checkpoint_dir": str(stage.work / "checkpoints"),
+                      "resume": True}
+            if index_aware:
+                # The index holds every chunk, validation documents included: only their texts are read.
+                values["index_corpus"] = [str(train_path), str(val_path)]
+            summary = train(TrainSettings.from_mapping(values, self.config_path))
+            outputs = {"model": str(stage.path / "model"), "metrics_before": summary.get("metrics_before"),
+                       "metrics_after": summary.get("metrics_after"), "train_seconds": summary.get("train_seconds"),
+                       "selection": {"fit_queries": len(fit.queries), "dev_queries": len(dev.queries)},
+                       "exported": summary.get("exported"), "index_aware": summary.get("index_aware")}
+            if final_fit:
+                outputs["final_fit"] = self._final_fit(stage, values, summary, train_path, val_path)
+            return outputs
 
-        return self._stage("train", {"data": upstream, "settings": _without(table, "model"),
+        return self._stage("train", {"data": upstream, "settings": _without(table, "model"), "dev": dev_fraction,
+                                     "final_fit": final_fit,
                                      "model_content": _model_content(table.get("model", DEFAULT_MODEL))}, work)
+
+    def _final_fit(self, stage: StageDir, values: dict[str, Any], summary: dict[str, Any], train_path: Path,
+                   val_path: Path) -> dict[str, Any]:
+        """Retrain from the base on every document (training and validation questions) for the epochs the
+        held-out training documents chose: the artefact a practitioner deploys. The report's figures stay
+        those of the model that never saw the validation questions (the validation estimate)."""
+        from embtune_core.pseudo_queries import merge
+        from embtune_core.training import TrainSettings, train
+
+        if summary.get("exported") == "base":
+            self.echo("  final fit skipped: the trained model did not beat the base on held-out training documents")
+            return {"skipped": "the trained model did not beat the base"}
+        per_epoch = max(1, summary["data"]["batches"]["per_epoch"])
+        best = summary.get("best_checkpoint")
+        step = int(Path(best).name.rsplit("-", 1)[1]) if best else summary["global_step"]
+        epochs = round(step / per_epoch, 4)
+        everything = merge(QADataset.load(train_path), QADataset.load(val_path))
+        everything.save(stage.work / "all.json")
+        final = {**values, "train": str(stage.work / "all.json"), "val": None, "epochs": epochs, "max_steps": -1,
+                 "out": str(stage.path / "final"), "checkpoint_dir": str(stage.work / "final-checkpoints")}
+        self.echo(f"  final fit: {epochs} epochs (chosen on held-out training documents) on every document")
+        result = train(TrainSettings.from_mapping(final, self.config_path))
+        return {"model": str(stage.path / "final"), "epochs": epochs, "queries": len(everything.queries),
+                "train_seconds": result.get("train_seconds")}
 
     def _adapter(self, train_path: Path, val_path: Path, upstream: str) -> StageDir:
         table = dict(self.t["adapter"])
@@ -428,6 +484,7 @@ class Pipeline:
                         else "searching the validation chunks only: ../report.html (run folder: report.html)")
                 if train_stage is not None:
                     self._describe_training(evaluation, train_stage)
+                self._describe_information(evaluation)
                 data = report_json(evaluation)
                 folder = stage.path / sub if sub else stage.path
                 write_reports(evaluation, folder, data=data)
@@ -485,6 +542,25 @@ class Pipeline:
         context["config"] = str(self.config_path)
         return context
 
+    def _describe_information(self, evaluation: Any) -> None:
+        """What each trained system saw of the validation documents, so unequal terms are never hidden."""
+        saw = {}
+        for system, table in (("fine-tuned", self.t["train"]), ("adapter", self.t["adapter"])):
+            if table and _enabled(table):
+                saw[system] = table.get("index_pseudo_queries") not in (None, False)
+        for result in evaluation.systems:
+            if saw.get(result.name):
+                result.details.append("trained also on LLM-free pseudo-queries from the texts of every indexed chunk, "
+                                      "validation chunks included (no validation question or label)")
+        if len(set(saw.values())) > 1:
+            ahead = [name for name, seen in saw.items() if seen]
+            evaluation.context["like for like"] = (
+                f"NO: {', '.join(ahead)} trained on pseudo-queries from the validation chunks' texts, "
+                f"{', '.join(n for n in saw if n not in ahead)} did not")
+        elif saw and all(saw.values()):
+            evaluation.context["like for like"] = ("yes: every trained system saw pseudo-queries from the texts of "
+                                                   "all indexed chunks, validation chunks included")
+
     def _describe_training(self, evaluation: Any, train_stage: StageDir) -> None:
         """The fine-tuned system's training settings and its curve (loss_log.jsonl), into the report."""
         from embtune_core.checkpoints import LOSS_LOG
@@ -494,9 +570,23 @@ class Pipeline:
         line = ("fine-tuned from " + str(table.get("model", DEFAULT_MODEL)) + "".join(
             f", {k} = {table[k]}" for k in ("loss", "epochs", "max_steps", "batch_size", "lr", "matryoshka_dims")
             if k in table))
+        outputs = train_stage.outputs()
+        selection = outputs.get("selection") or {}
         for result in evaluation.systems:
             if result.name == "fine-tuned":
                 result.details.append(line)
+                if selection:
+                    result.details.append(f"checkpoint chosen on {selection['dev_queries']} questions of held-out "
+                                          f"training documents; trained on {selection['fit_queries']}")
+                if outputs.get("exported") == "base":
+                    result.details.append("the trained model scored below the base on those questions, so this "
+                                          "system IS the base model (never exported worse)")
+        final = outputs.get("final_fit") or {}
+        if final.get("model"):
+            evaluation.context["exported artefact"] = (
+                f"final fit: the same settings retrained for {final['epochs']} epochs on every document "
+                f"({final['queries']} questions, validation included; stages/.../final); the figures here are "
+                "the validation estimate, from the fine-tune that never saw the validation questions")
         curve = from_loss_log(train_stage.work / "checkpoints" / LOSS_LOG, name="fine-tuned (full fine-tuning)")
         if curve is not None:
             evaluation.training.insert(0, curve)
@@ -520,7 +610,10 @@ class Pipeline:
         def work(stage: StageDir) -> dict[str, Any]:
             from embtune_core.export import export_zip
 
-            return {"zip": str(export_zip(train_stage.outputs()["model"], stage.path / "model.zip"))}
+            final = (train_stage.outputs().get("final_fit") or {}).get("model")
+            model = final or train_stage.outputs()["model"]
+            return {"zip": str(export_zip(model, stage.path / "model.zip")),
+                    "artefact": "final fit on every document" if final else "the evaluated fine-tune"}
 
         return self._stage("export", {"train": train_stage.key}, work)
 
@@ -636,6 +729,23 @@ def _file_contents(options: dict[str, Any], resolve_path: Callable[[str], Path])
         if key.endswith("_file") and isinstance(value, str) and resolve_path(value).is_file():
             found[key] = file_hash(resolve_path(value))
     return found
+
+
+def _flag(value: Any, path: Path, field: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    raise ConfigError("must be true or false", path=path, field=field)
+
+
+DEV_FRACTION = 0.15  # share of training documents held out to choose the fine-tune's checkpoint
+
+
+def _dev_fraction(value: Any, path: Path) -> float:
+    """``[train] dev_fraction``: a number in (0, 1)."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and 0 < value < 1:
+        return float(value)
+    raise ConfigError("must be a number between 0 and 1 (share of training documents held out to choose the "
+                      "checkpoint)", path=path, field="train.dev_fraction")
 
 
 def _index_mix(value: Any, path: Path) -> dict[str, int] | None:

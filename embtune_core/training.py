@@ -68,6 +68,7 @@ class TrainResult:
     loss: dict[str, Any]  # the strategy's describe(): name, data format, options
     settings: dict[str, Any]  # every TrainSettings field
     data: dict[str, Any]  # train/val sizes and sources, training rows, batches per epoch
+    index_aware: dict[str, Any] | None  # pseudo-queries from the index joined the training set (index_training)
     truncation: dict[str, Any] | None  # queries and texts longer than the trained token limit
     partial_fine_tuning: dict[str, int] | None
     world_size: int
@@ -123,6 +124,9 @@ def train(settings: TrainSettings) -> TrainResult:
         **{"seed": settings.seed, **settings.loss_options},
     )
     train_qa = load_split(settings.train, split=settings.split, field="train", option="--split")
+    index_info = None
+    if settings.index_corpus:
+        train_qa, index_info = _index_aware(train_qa, settings)
     train_rows = strategy.build_dataset(train_qa, settings.train)  # fails here, before loading a model
     val_qa = (load_split(settings.val, split=settings.val_split, field="val", option="--val-split")
               if settings.val else None)
@@ -221,6 +225,7 @@ def train(settings: TrainSettings) -> TrainResult:
             "val": _sizes(val_qa, settings.val, settings.val_split) if val_qa is not None else None,
         },
         "max_seq_length": model.max_seq_length,
+        "index_aware": index_info,
         "truncation": truncation,
         "partial_fine_tuning": partial,
         "world_size": world_size,
@@ -263,6 +268,23 @@ def train(settings: TrainSettings) -> TrainResult:
         },
     )
     return TrainResult(**summary, saved=saved, history=history)
+
+
+def _index_aware(train_qa, settings: TrainSettings):
+    """The training set plus pseudo-queries over ``settings.index_corpus`` (embtune_core.index_training)."""
+    from embtune_core.dataset import load_any
+    from embtune_core.index_training import check_mix, index_aware_dataset
+    from embtune_core.pseudo_queries import merge
+
+    corpus = merge(*(load_any(path) for path in settings.index_corpus)).corpus
+    mix = check_mix(True if settings.index_pseudo_queries in (None, False) else settings.index_pseudo_queries,
+                    "train.index_pseudo_queries")
+    augmented, info = index_aware_dataset(train_qa, corpus, model=settings.model, mix=mix,
+                                          ratio=settings.index_ratio, hard_negatives=settings.index_hard_negatives,
+                                          seed=settings.seed)
+    log.info("index-aware training: %d pseudo-queries from %d index chunks join %d real training queries",
+             info["pseudo_queries_kept"], info["index_chunks"], info["real_queries"])
+    return augmented, info
 
 
 def _sizes(qa, path, split: str | None = None) -> dict[str, Any]:

@@ -54,6 +54,11 @@ class TrainSettings:
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     checkpoint_dir: str | None = None  # default: <out>.checkpoints next to the output
     eval_batch_size: int = wanted("a positive integer", 32)
+    # Index-aware fine-tuning (embtune_core.index_training): pseudo-queries from these datasets' chunk texts.
+    index_corpus: list[str] | None = None
+    index_pseudo_queries: Any = None  # true (ict x1 + crop x1 per chunk) or {generator = per chunk}
+    index_ratio: float = wanted("a positive number", 1.0)  # at most this many pseudo-queries per real query
+    index_hard_negatives: int = wanted("an integer >= 0", 0)  # negatives mined by the base model for queries with none
     split: str = "train"  # qrels split read when ``train`` is a BEIR folder (never test by default)
     val_split: str = "dev"  # qrels split read when ``val`` is a BEIR folder
 
@@ -75,6 +80,18 @@ class TrainSettings:
         for name in ("batch_size", "save_total_limit", "logging_steps", "eval_batch_size"):
             if getattr(self, name) < 1:
                 raise bad(name, "must be a positive integer")
+        if self.index_corpus is not None and not self.index_corpus:
+            raise bad("index_corpus", "must be a list of dataset paths")
+        if self.index_pseudo_queries not in (None, False):
+            from embtune_core.index_training import check_mix
+
+            check_mix(self.index_pseudo_queries, "train.index_pseudo_queries")
+            if not self.index_corpus:
+                raise bad("index_pseudo_queries", "needs index_corpus (the datasets whose chunks the index holds)")
+        if self.index_ratio <= 0:
+            raise bad("index_ratio", "must be a positive number")
+        if self.index_hard_negatives < 0:
+            raise bad("index_hard_negatives", "must be an integer >= 0")
         for name in ("max_seq_length", "export_max_seq_length"):
             value = getattr(self, name)
             if value is not None and value < 1:

@@ -70,7 +70,7 @@ def test_truncation_shown_in_train_summary_and_model_card(tiny_model_dir, tmp_pa
     assert summary["truncation"]["document"] == {"over": 8, "total": 8}
     assert any("8 of 8 corpus texts exceed 128 tokens" in r.getMessage() for r in caplog.records)
     card = (tmp_path / "m" / "README.md").read_text()
-    assert "| max_seq_length (tokens read of each text) | 128 (limit 128 tokens; cut: 0 of 8 queries, " \
+    assert "| max_seq_length in training (tokens read of each text) | 128 (limit 128 tokens; cut: 0 of 8 queries, " \
            "8 of 8 corpus texts) |" in card
 
 

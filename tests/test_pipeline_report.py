@@ -36,6 +36,8 @@ loss = "mnrl"
 epochs = 1
 batch_size = 4
 lr = 1e-3
+index_pseudo_queries = true
+final_fit = true
 [adapter]
 type = "linear"
 epochs = 2
@@ -67,6 +69,22 @@ corpus = "both"
     assert data["query_ids"] == index["query_ids"]  # the same questions, a bigger haystack
     assert data["context"]["query generator"].startswith("ict")
     assert data["context"]["chunker"] == "recursive, chunk_size = 200, chunk_overlap = 0"
+    # The fine-tune chose its checkpoint on held-out training documents, never on the validation split,
+    # and the report says that it (not the adapter) saw pseudo-queries from the validation chunks' texts.
+    fit = json.loads(next(run_dir.glob("stages/train-*/work/fit.json")).read_text())
+    dev = json.loads(next(run_dir.glob("stages/train-*/work/dev.json")).read_text())
+    assert not set(val["queries"]) & (set(fit["queries"]) | set(dev["queries"]))
+    assert set(fit["queries"]) | set(dev["queries"]) == set(train["queries"])
+    tuned = next(s for s in data["systems"] if s["name"] == "fine-tuned")
+    assert any("checkpoint chosen on" in d for d in tuned["details"])
+    assert any("validation chunks included" in d for d in tuned["details"])
+    assert data["context"]["like for like"].startswith("NO: fine-tuned trained on pseudo-queries")
+    # final_fit: the zip holds the model retrained on every document; the report says which is which.
+    done = json.loads(next(run_dir.glob("stages/train-*/_done.json")).read_text())["outputs"]
+    assert done["final_fit"]["queries"] == len(train["queries"]) + len(val["queries"])
+    assert data["context"]["exported artefact"].startswith("final fit")
+    export = json.loads(next(run_dir.glob("stages/export-*/_done.json")).read_text())["outputs"]
+    assert export["artefact"] == "final fit on every document"
     names = [curve["name"] for curve in data["training"]]
     assert names == ["fine-tuned (full fine-tuning)", "adapter (query adapter)"]
     assert data["training"][0]["loss"] and data["training"][1]["metric"]

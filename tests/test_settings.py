@@ -40,7 +40,9 @@ def full_config(docs: Path, model: str) -> dict:
                   "matryoshka_dims": [32, 16], "epochs": 1.5, "batch_size": 4, "lr": 1e-4, "warmup_ratio": 0.1,
                   "weight_decay": 0.0, "seed": 2, "max_steps": 3, "save_steps": 1, "save_total_limit": 1,
                   "logging_steps": 1, "train_last_layers": 1, "max_seq_length": 64, "export_max_seq_length": 128,
-                  "keep_if_worse": True, "precision": "fp32", "eval_batch_size": 8},
+                  "keep_if_worse": True, "precision": "fp32", "eval_batch_size": 8,
+                  "index_pseudo_queries": {"ict": 1}, "index_ratio": 0.5, "index_hard_negatives": 1,
+                  "dev_fraction": 0.2, "final_fit": True},
         "adapter": {"enabled": True, "encoder": model, "type": "two-layer", "adapter_options": {"hidden": 8},
                     "epochs": 2, "batch_size": 8, "lr": 1e-3, "weight_decay": 0.0, "temperature": 0.05,
                     "identity_reg": 1.0, "hard_negative_weight": 1.0, "corpus_negatives": True,
@@ -70,7 +72,8 @@ def test_every_documented_key_of_every_table_is_accepted(docs, tmp_path, tiny_mo
     assert set(config["evaluate"]) == {f.name for f in dataclasses.fields(EvaluateSettings)}
     adapter_fields = {f.name for f in dataclasses.fields(AdapterTrainingConfig)} - {"adapter"}
     assert adapter_fields <= set(config["adapter"])
-    run_sets = {"train", "val", "out", "checkpoint_dir", "resume", "split", "val_split", "freeze_layers"}
+    run_sets = {"train", "val", "out", "checkpoint_dir", "resume", "split", "val_split", "freeze_layers",
+                "index_corpus"}  # index_corpus: the run's own chunks when index_pseudo_queries is on
     assert {f.name for f in dataclasses.fields(TrainSettings)} - run_sets <= set(config["train"])
     # Existing datasets instead of documents: the other keys of [data].
     (tmp_path / "t.json").write_text(json.dumps({"queries": {}, "corpus": {}, "relevant_docs": {}}))

@@ -90,8 +90,32 @@ def add_arguments(parser) -> None:
     parser.add_argument(
         "--precision", choices=("auto", "fp32", "bf16", "fp16"), help="auto: bf16/fp16 on a GPU, fp32 on CPU"
     )
+    parser.add_argument("--index-corpus", action="append", metavar="DATASET",
+                        help="index-aware fine-tuning: LLM-free pseudo-queries (inverse cloze + crops) from the "
+                             "chunk texts of this dataset (the documents your index will hold; no questions or "
+                             "labels are read) join the training questions (repeatable)")
+    parser.add_argument("--index-pseudo-queries", type=_mix, metavar="GEN=N,...",
+                        help="pseudo-queries per index chunk by generator (default: ict=1,crop=1)")
+    parser.add_argument("--index-ratio", type=positive_float,
+                        help="at most this many pseudo-queries per real training query (default: 1)")
+    parser.add_argument("--index-hard-negatives", type=non_negative_int, metavar="N",
+                        help="mine N hard negatives over the index with the base model (false-negative guard) for "
+                             "every training query that has none (default: 0)")
     parser.add_argument("--checkpoint-dir", help="checkpoints and loss log (default: OUT.checkpoints)")
     parser.add_argument("--out", help="output model directory")
+
+
+def _mix(text: str) -> dict[str, int]:
+    """``ict=1,crop=2`` -> {"ict": 1, "crop": 2} (an argparse type: a bad value is exit 2 naming the option)."""
+    import argparse
+
+    mix = {}
+    for item in text.split(","):
+        name, sep, count = item.partition("=")
+        if not sep or not name.strip() or not count.strip().isdigit() or int(count) < 1:
+            raise argparse.ArgumentTypeError(f"must be GENERATOR=N[,GENERATOR=N...] with N >= 1, got '{text}'")
+        mix[name.strip()] = int(count)
+    return mix
 
 
 def _parse_value(text: str):
@@ -105,7 +129,8 @@ def _parse_value(text: str):
 
 SETTING_KEYS = ("train", "val", "split", "val_split", "model", "loss", "matryoshka_dims", "epochs", "batch_size", "lr",
                 "warmup_ratio", "seed", "max_steps", "save_steps", "resume", "train_last_layers", "freeze_layers",
-                "max_seq_length", "export_max_seq_length", "keep_if_worse", "precision", "checkpoint_dir", "out")
+                "max_seq_length", "export_max_seq_length", "keep_if_worse", "index_corpus", "index_pseudo_queries",
+                "index_ratio", "index_hard_negatives", "precision", "checkpoint_dir", "out")
 
 
 def settings_from_args(args):
