@@ -59,6 +59,8 @@ log = logging.getLogger(__name__)
 
 # [train] keys the run fills in itself: its split files, its stage folders, always resuming.
 RUN_SETS_IN_TRAIN = ("train", "val", "out", "checkpoint_dir", "resume", "split", "val_split")
+# [train] keys beside TrainSettings': how the run chooses the checkpoint and what it exports.
+TRAIN_RUN_KEYS = ("dev_fraction", "final_fit")
 # [adapter] keys beside AdapterTrainingConfig's: the frozen encoder, LLM-free queries from the index, its name.
 ADAPTER_RUN_KEYS = ("encoder", "index_pseudo_queries", "type")
 SECTIONS = ("run", "data", "chunk", "generate", "split", "mine", "train", "adapter", "evaluate", "export")
@@ -179,6 +181,7 @@ class Pipeline:
             check_types(_Enabled, {k: v for k, v in table.items() if k == "enabled"}, path=path, table=name)
             enabled = bool(table.pop("enabled", True)) and bool(self.t[name])
             if name == "train":
+                refuse_unknown(table, {*field_names(TrainSettings), *TRAIN_RUN_KEYS}, path=path, table="train")
                 taken = sorted(set(table) & set(RUN_SETS_IN_TRAIN))
                 if taken:
                     raise ConfigError("set by the run itself (its split and stage folders); remove it", path=path,
