@@ -356,7 +356,8 @@ def _contrastive_loss(adapted: torch.Tensor, corpus: torch.Tensor, positives: np
 
 
 def _train_loop(adapter: torch.nn.Module, optimizer: torch.optim.Optimizer, train_data: _Embedded,
-                val_data: _Embedded, config: AdapterTrainingConfig, rng: np.random.Generator):
+                val_data: _Embedded, config: AdapterTrainingConfig, rng: np.random.Generator, *,
+                keep_last: bool = False):
     """Epochs of shuffled, duplicate-free batches; returns (best metrics, best epoch, best state, history)."""
     device = train_data.queries.device
     pairs = np.array([(q, int(p)) for q, rel in enumerate(train_data.relevant) for p in rel], dtype=np.int64)
@@ -397,23 +398,28 @@ def _train_loop(adapter: torch.nn.Module, optimizer: torch.optim.Optimizer, trai
             stale += 1
         # refresh=False: the bar redraws at tqdm's own pace, not once per (sub-second) epoch.
         bar.set_postfix(loss=f"{np.mean(losses):.4f}", **{metric: f"{scores[metric]:.4f}"}, refresh=False)
-        if stale >= config.patience:
+        if stale >= config.patience and not keep_last:
             log.info("early stop after epoch %d: no %s gain on validation for %d epochs", epoch, metric, stale)
             break
     bar.close()
+    if keep_last:  # a final fit: the epochs were chosen before, on held-out questions
+        return history[-1], len(history) - 1, history
     adapter.load_state_dict(best_state)
     return best, best_epoch, history
 
 
 def train_adapter(encoder, train: QADataset, val: QADataset | None = None, *,
                   config: AdapterTrainingConfig | None = None, cache: EmbeddingCache | None = None,
-                  output_dir: str | Path | None = None, augment: QADataset | None = None) -> TrainingResult:
+                  output_dir: str | Path | None = None, augment: QADataset | None = None,
+                  keep_last: bool = False) -> TrainingResult:
     """Train a query adapter for ``encoder`` on ``train``; keep the epoch best on ``val``.
 
     Without ``val``, a validation split is held out of ``train`` by source document
     (:func:`split_for_validation`). ``augment`` (e.g. :func:`embtune_core.pseudo_queries.index_pseudo_queries`
     over the corpus to be searched) joins the training side only, after the split, so the epoch is
     still chosen on real questions. With ``output_dir``, the adapter is written there atomically.
+    ``keep_last`` (a final fit, the epoch count chosen by an earlier run) trains exactly
+    ``config.epochs`` epochs and keeps the last one; ``val`` is then only reported, never chosen on.
     """
     config = config or AdapterTrainingConfig()
     config.validate()
@@ -459,7 +465,8 @@ def train_adapter(encoder, train: QADataset, val: QADataset | None = None, *,
 
     t1 = time.perf_counter()
     with _cpu_threads(device, train_data.corpus.numel()):
-        best, best_epoch, history = _train_loop(adapter, optimizer, train_data, val_data, config, rng)
+        best, best_epoch, history = _train_loop(adapter, optimizer, train_data, val_data, config, rng,
+                                                keep_last=keep_last)
     baseline = {k: v for k, v in history[0].items() if k not in ("epoch", "loss")}
     train_seconds = time.perf_counter() - t1
     adapter.cpu().eval()

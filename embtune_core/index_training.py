@@ -48,7 +48,7 @@ def check_mix(mix: Any, field: str) -> dict[str, int]:
     if isinstance(mix, Mapping) and mix and all(
             isinstance(k, str) and isinstance(v, int) and not isinstance(v, bool) and v >= 1 for k, v in mix.items()):
         return dict(mix)
-    raise ConfigError("must be true or a table of question generator = pseudo-queries per chunk "
+    raise ConfigError("must be true, false or a table of question generator = pseudo-queries per chunk "
                       "(e.g. { ict = 1, crop = 1 })", field=field)
 
 

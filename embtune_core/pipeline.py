@@ -62,7 +62,7 @@ RUN_SETS_IN_TRAIN = ("train", "val", "out", "checkpoint_dir", "resume", "split",
 # [train] keys beside TrainSettings': how the run chooses the checkpoint and what it exports.
 TRAIN_RUN_KEYS = ("dev_fraction", "final_fit")
 # [adapter] keys beside AdapterTrainingConfig's: the frozen encoder, LLM-free queries from the index, its name.
-ADAPTER_RUN_KEYS = ("encoder", "index_pseudo_queries", "type")
+ADAPTER_RUN_KEYS = ("encoder", "index_pseudo_queries", "type", "final_fit")
 SECTIONS = ("run", "data", "chunk", "generate", "split", "mine", "train", "adapter", "evaluate", "export")
 
 
@@ -197,6 +197,8 @@ class Pipeline:
                                table="adapter")
                 table.pop("encoder", None)
                 _index_mix(table.pop("index_pseudo_queries", False), path)
+                self._adapter_run_keys = {
+                    "final_fit": _flag(table.pop("final_fit", False), path, "adapter.final_fit")}
                 table = _with_evaluated_dims(table, self.t["evaluate"])
                 settings = AdapterTrainingConfig.from_mapping({"seed": self.seed, **table}, path)
             self.settings[name] = settings if enabled else None
@@ -227,7 +229,8 @@ class Pipeline:
         if self.settings["adapter"] is not None:
             out["adapter"] = {"enabled": True, "encoder": self.t["adapter"].get("encoder", self._base_model()),
                               **out["adapter"], "index_pseudo_queries": _index_mix(
-                                  self.t["adapter"].get("index_pseudo_queries", False), self.config_path) or False}
+                                  self.t["adapter"].get("index_pseudo_queries", False), self.config_path) or False,
+                              **self._adapter_run_keys}
         if self.settings["train"] is not None:
             out["train"] = {"enabled": True, **out["train"], "model": self._base_model(), **self._train_run_keys}
             if "index_corpus" not in self.t["train"]:
@@ -391,6 +394,8 @@ class Pipeline:
                        "exported": summary.get("exported"), "index_aware": summary.get("index_aware")}
             if final_fit:
                 outputs["final_fit"] = self._final_fit(stage, values, summary, train_path, val_path)
+                if "model" in outputs["final_fit"]:  # a path at the top level: stored relative to the run
+                    outputs["final_model"] = outputs["final_fit"].pop("model")
             return outputs
 
         return self._stage("train", {"data": upstream, "settings": _without(table, "model"), "dev": dev_fraction,
@@ -427,6 +432,7 @@ class Pipeline:
         table.setdefault("seed", self.seed)
         encoder_spec = table.pop("encoder", self.t["train"].get("model", DEFAULT_MODEL))
         index_mix = _index_mix(table.pop("index_pseudo_queries", False), self.config_path)
+        final_fit = _flag(table.pop("final_fit", False), self.config_path, "adapter.final_fit")
         table = _with_evaluated_dims(table, self.t["evaluate"])
 
         def work(stage: StageDir) -> dict[str, Any]:
@@ -444,12 +450,31 @@ class Pipeline:
                 # The index holds every chunk, validation documents included: only their texts are read.
                 chunks = merge(train_qa, QADataset.load(val_path)).corpus
                 augment = index_pseudo_queries(chunks, mix=index_mix, seed=config.seed)
-            result = train_adapter(encoder_from_spec(encoder_spec), train_qa, config=config,
-                                   output_dir=stage.path / "adapter", augment=augment)
-            return {"adapter": str(stage.path / "adapter"), "encoder": encoder_spec, "best_epoch": result.best_epoch,
-                    "metrics_before": result.baseline, "metrics_after": result.best}
+            encoder = encoder_from_spec(encoder_spec)
+            result = train_adapter(encoder, train_qa, config=config, output_dir=stage.path / "adapter",
+                                   augment=augment)
+            outputs = {"adapter": str(stage.path / "adapter"), "encoder": encoder_spec,
+                       "best_epoch": result.best_epoch, "metrics_before": result.baseline,
+                       "metrics_after": result.best}
+            if final_fit and result.best_epoch > 0:
+                # Every question (training and validation) for the epochs chosen on held-out training
+                # documents: the adapter to deploy. The report evaluates the one that never saw validation.
+                from dataclasses import replace
 
-        return self._stage("adapter", {"data": upstream, "settings": table,
+                from embtune_core.pseudo_queries import merge
+
+                everything = merge(train_qa, QADataset.load(val_path))
+                train_adapter(encoder, everything, everything, config=replace(config, epochs=result.best_epoch),
+                              output_dir=stage.path / "final-adapter", augment=augment, keep_last=True)
+                outputs["final_adapter"] = str(stage.path / "final-adapter")
+                outputs["final_fit"] = {"epochs": result.best_epoch, "queries": len(everything.queries)}
+                self.echo(f"  adapter final fit: {result.best_epoch} epochs on every question -> "
+                          f"{stage.path / 'final-adapter'}")
+            elif final_fit:
+                self.echo("  adapter final fit skipped: no epoch beat the base, the identity is the adapter")
+            return outputs
+
+        return self._stage("adapter", {"data": upstream, "settings": table, "final_fit": final_fit,
                                        "encoder_content": _model_content(encoder_spec),
                                        "index_pseudo_queries": index_mix}, work)
 
@@ -555,6 +580,12 @@ class Pipeline:
             if saw.get(result.name):
                 result.details.append("trained also on LLM-free pseudo-queries from the texts of every indexed chunk, "
                                       "validation chunks included (no validation question or label)")
+        adapter = self.manifest["stages"].get("adapter") or {}
+        if adapter.get("final_adapter"):
+            evaluation.context["adapter to deploy"] = (
+                f"final fit: {adapter['final_fit']['epochs']} epochs on every question "
+                f"({adapter['final_fit']['queries']}, validation included): {adapter['final_adapter']}; the "
+                "adapter figures here are the validation estimate, from the adapter that never saw them")
         if len(set(saw.values())) > 1:
             ahead = [name for name, seen in saw.items() if seen]
             evaluation.context["like for like"] = (
@@ -585,7 +616,7 @@ class Pipeline:
                     result.details.append("the trained model scored below the base on those questions, so this "
                                           "system IS the base model (never exported worse)")
         final = outputs.get("final_fit") or {}
-        if final.get("model"):
+        if outputs.get("final_model"):
             evaluation.context["exported artefact"] = (
                 f"final fit: the same settings retrained for {final['epochs']} epochs on every document "
                 f"({final['queries']} questions, validation included; stages/.../final); the figures here are "
@@ -613,7 +644,7 @@ class Pipeline:
         def work(stage: StageDir) -> dict[str, Any]:
             from embtune_core.export import export_zip
 
-            final = (train_stage.outputs().get("final_fit") or {}).get("model")
+            final = train_stage.outputs().get("final_model")
             model = final or train_stage.outputs()["model"]
             return {"zip": str(export_zip(model, stage.path / "model.zip")),
                     "artefact": "final fit on every document" if final else "the evaluated fine-tune"}
@@ -752,19 +783,18 @@ def _dev_fraction(value: Any, path: Path) -> float:
 
 
 def _index_mix(value: Any, path: Path) -> dict[str, int] | None:
-    """``[adapter] index_pseudo_queries``: false (default), true (the default mix) or {generator = per chunk}."""
+    """``[adapter] index_pseudo_queries``: false (default), true (the adapters' default mix) or
+    {generator = per chunk}; an unknown generator fails now, not after training."""
+    from embtune_core.index_training import check_mix
+    from embtune_core.plugins import get_registry
     from embtune_core.pseudo_queries import DEFAULT_MIX
 
     if value is False:
         return None
-    if value is True:
-        return dict(DEFAULT_MIX)
-    if isinstance(value, dict) and value and all(
-            isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value.values()):
-        from embtune_core.plugins import get_registry
-
-        for name in value:
-            get_registry().get("question_generators", str(name))  # an unknown name fails now, not after training
-        return {str(k): int(v) for k, v in value.items()}
-    raise ConfigError("must be true, false or a table of question generator = questions per chunk "
-                      "(e.g. { ict = 1, crop = 1 })", path=path, field="adapter.index_pseudo_queries")
+    try:
+        mix = dict(DEFAULT_MIX) if value is True else check_mix(value, "adapter.index_pseudo_queries")
+    except ConfigError as exc:
+        raise ConfigError(exc.problem, path=path, field=exc.field) from None
+    for name in mix:
+        get_registry().get("question_generators", name)
+    return mix

@@ -41,6 +41,7 @@ final_fit = true
 [adapter]
 type = "linear"
 epochs = 2
+final_fit = true
 [evaluate]
 k = [1, 5]
 baselines = ["bm25", "hybrid"]
@@ -80,8 +81,16 @@ corpus = "both"
     assert any("validation chunks included" in d for d in tuned["details"])
     assert data["context"]["like for like"].startswith("NO: fine-tuned trained on pseudo-queries")
     # final_fit: the zip holds the model retrained on every document; the report says which is which.
-    done = json.loads(next(run_dir.glob("stages/train-*/_done.json")).read_text())["outputs"]
-    assert done["final_fit"]["queries"] == len(train["queries"]) + len(val["queries"])
+    done = json.loads(next(run_dir.glob("stages/train-*/_done.json")).read_text())
+    assert done["outputs"]["final_fit"]["queries"] == len(train["queries"]) + len(val["queries"])
+    assert "final_model" in done["relative_to_run"]  # a moved run folder still finds it
+    adapter = json.loads(next(run_dir.glob("stages/adapter-*/_done.json")).read_text())["outputs"]
+    if adapter["best_epoch"] > 0:
+        assert adapter["final_fit"]["epochs"] == adapter["best_epoch"]
+        assert (run_dir / adapter["final_adapter"] / "adapter_config.json").is_file()
+        assert data["context"]["adapter to deploy"].startswith("final fit")
+    else:
+        assert "adapter final fit skipped" in printed
     assert data["context"]["exported artefact"].startswith("final fit")
     export = json.loads(next(run_dir.glob("stages/export-*/_done.json")).read_text())["outputs"]
     assert export["artefact"] == "final fit on every document"

@@ -48,7 +48,7 @@ def full_config(docs: Path, model: str) -> dict:
                     "identity_reg": 1.0, "hard_negative_weight": 1.0, "corpus_negatives": True,
                     "max_corpus_negatives": 100, "val_fraction": 0.2, "patience": 2, "selection_metric": "mrr@10",
                     "normalize_output": True, "matryoshka_dims": [32, 16], "seed": 4, "device": "cpu",
-                    "index_pseudo_queries": {"ict": 1}},
+                    "index_pseudo_queries": {"ict": 1}, "final_fit": True},
         "evaluate": {"dims": [32, 16], "k": [1, 5], "baselines": ["bm25", "hybrid"], "corpus": "both",
                      "batch_size": 8, "device": "cpu", "precision": "fp32", "max_seq_length": 64,
                      "confidence": 0.9, "resamples": 100, "permutations": 100},
