@@ -42,7 +42,8 @@ from openai_server import OpenAIServer
 
 from embtune_core import atomic
 from embtune_core.documents import Chunk
-from embtune_plugins.qgen_openai import OpenAIQuestionGenerator, parse_questions
+from embtune_core.qgen import parse_questions
+from embtune_plugins.qgen_openai import OpenAIQuestionGenerator
 
 
 def make_chunks(n: int) -> list[Chunk]:

@@ -52,7 +52,7 @@ import random
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -61,16 +61,16 @@ import torch.nn.functional as F
 from embtune_core import metrics
 from embtune_core.adapter_base import check_identity_at_init, identity_penalty
 from embtune_core.adapter_io import AdapterConfig, SavedAdapter, build_adapter, save_adapter
-from embtune_core.config import check_types
 from embtune_core.dataset import QADataset
 from embtune_core.embedding_cache import EmbeddingCache
 from embtune_core.errors import ConfigError, DatasetError, InputError
 from embtune_core.progress import progress
 from embtune_core.search import exact_search
+from embtune_core.settings import check_types, from_table
 
 log = logging.getLogger(__name__)
 
-SELECTION_METRICS = ("mrr@10", "hit_rate@1", "hit_rate@5", "hit_rate@10")
+SelectionMetric = Literal["mrr@10", "hit_rate@1", "hit_rate@5", "hit_rate@10"]
 SINGLE_THREAD_LIMIT = 1 << 24  # corpus floats (documents x dimension) up to which training uses one CPU thread
 
 
@@ -91,7 +91,7 @@ class AdapterTrainingConfig:
     max_corpus_negatives: int = 65536
     val_fraction: float = 0.2
     patience: int = 4
-    selection_metric: str = "mrr@10"
+    selection_metric: SelectionMetric = "mrr@10"
     normalize_output: bool = True
     matryoshka_dims: list[int] | None = None  # train and select over these widths (see module docstring)
     seed: int = 42
@@ -102,10 +102,7 @@ class AdapterTrainingConfig:
             return ConfigError(problem, path=path, field=f"adapter.{field_name}")
 
         # Types first: a TOML string where a number belongs would otherwise fail as a TypeError below.
-        check_types({f.name: getattr(self, f.name) for f in dataclasses.fields(self)},
-                    {f.name: f.default for f in dataclasses.fields(self)}, path=path, table="adapter")
-        if not isinstance(self.adapter_options, dict):
-            raise bad("adapter_options", "must be a table")
+        check_types(type(self), dataclasses.asdict(self), path=path, table="adapter")
         if self.epochs < 0:
             raise bad("epochs", "must be >= 0")
         if self.batch_size < 1:
@@ -114,32 +111,19 @@ class AdapterTrainingConfig:
             raise bad("lr", "must be > 0")
         if not self.temperature > 0:
             raise bad("temperature", "must be > 0")
-        if self.identity_reg < 0 or self.hard_negative_weight < 0 or self.weight_decay < 0:
-            raise bad("identity_reg", "weights must be >= 0")
+        for name in ("identity_reg", "hard_negative_weight", "weight_decay"):
+            if getattr(self, name) < 0:
+                raise bad(name, "must be >= 0")
         if not 0 < self.val_fraction < 1:
             raise bad("val_fraction", "must be between 0 and 1")
-        if self.matryoshka_dims is not None and (
-                not isinstance(self.matryoshka_dims, list) or not self.matryoshka_dims
-                or not all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in self.matryoshka_dims)):
+        if self.matryoshka_dims is not None and (not self.matryoshka_dims or any(d < 1 for d in self.matryoshka_dims)):
             raise bad("matryoshka_dims", "must be a non-empty list of positive integers")
-        if self.selection_metric not in SELECTION_METRICS:
-            raise bad("selection_metric", f"must be one of {', '.join(SELECTION_METRICS)}")
 
     @classmethod
     def from_mapping(cls, values: dict[str, Any], path: str = "<config>") -> AdapterTrainingConfig:
         """From a TOML ``[adapter]`` table: keys are the field names (``-`` or ``_``); unknown keys refused."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        clean: dict[str, Any] = {}
-        for key, value in values.items():
-            name = key.replace("-", "_")
-            if name == "type":
-                name = "adapter"
-            if name not in known:
-                raise ConfigError(f"unknown key; known: {', '.join(sorted(known))}", path=path, field=f"adapter.{key}")
-            clean[name] = value
-        config = cls(**clean)
-        config.validate(path)
-        return config
+        clean = {("adapter" if key == "type" else key.replace("-", "_")): value for key, value in values.items()}
+        return from_table(cls, clean, path=path, table="adapter")
 
 
 @dataclass

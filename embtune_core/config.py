@@ -32,30 +32,6 @@ def section(config: dict[str, Any], name: str, path: str | Path = "<config>") ->
     return value
 
 
-def check_types(values: dict[str, Any], defaults: dict[str, Any], *, path: str | Path | None = "<config>",
-                table: str | None = None) -> None:
-    """Refuse a value whose type is not its default's (``epochs = "3"`` in TOML), naming file and field.
-
-    An integer passes where a float is expected, a boolean only where a boolean is; a key whose
-    default is None (or not a bool, int, float or str) is not checked here.
-    """
-    for key, value in values.items():
-        default = defaults.get(key)
-        if isinstance(default, bool):
-            ok, wanted = isinstance(value, bool), "true or false"
-        elif isinstance(default, int):
-            ok, wanted = isinstance(value, int) and not isinstance(value, bool), "an integer"
-        elif isinstance(default, float):
-            ok, wanted = isinstance(value, (int, float)) and not isinstance(value, bool), "a number"
-        elif isinstance(default, str):
-            ok, wanted = isinstance(value, str), "a string"
-        else:
-            continue
-        if not ok:
-            raise ConfigError(f"must be {wanted}, not {value!r}", path=path,
-                              field=f"{table}.{key}" if table else key)
-
-
 def secret(value: Any, *, default_env: str | None = None, path: str | Path = "<config>",
            field: str = "api_key") -> str | None:
     """Resolve an API key. Config may only *reference* the environment, never hold the key.

@@ -214,18 +214,7 @@ def read_text(path: str | Path) -> str:
 
 # --- importers -----------------------------------------------------------------------------------
 def _read_jsonl(path: Path) -> list[dict[str, Any]]:
-    rows = []
-    for lineno, line in enumerate(read_text(path).splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise DatasetError(f"malformed JSON at line {lineno} column {exc.colno}: {exc.msg}", path=path) from None
-        if not isinstance(row, dict):
-            raise DatasetError(f"line {lineno} is not a JSON object", path=path)
-        rows.append(row)
-    return rows
+    return [row for _, row in textfiles.read_jsonl(path, error=DatasetError)]
 
 
 def _beir_entries(path: Path, text_of) -> dict[str, str]:

@@ -43,23 +43,13 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
 import numpy as np
 
 from embtune_core.errors import InputError, ServiceError
-
-
-@runtime_checkable
-class EncoderProtocol(Protocol):
-    """What every encoder provides (see the module docstring)."""
-
-    identity: str
-    dimension: int
-
-    def encode_queries(self, texts: list[str]) -> np.ndarray: ...
-
-    def encode_documents(self, texts: list[str]) -> np.ndarray: ...
+from embtune_core.hookspecs import Encoder as EncoderProtocol  # the contract every encoder meets
+from embtune_core.search import normalize
 
 
 class Encoder:
@@ -94,18 +84,11 @@ class Encoder:
         if not np.all(np.isfinite(array)):
             raise ServiceError(f"{self.identity}: returned NaN or infinite values")
         if self.normalize:
-            array = normalize_rows(array)
+            array = normalize(array)
         return np.ascontiguousarray(array, dtype=np.float32)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.identity!r})"
-
-
-def normalize_rows(array: np.ndarray) -> np.ndarray:
-    """Rows scaled to unit length (zero rows stay zero), float32."""
-    array = np.asarray(array, dtype=np.float32)
-    norms = np.linalg.norm(array, axis=1, keepdims=True)
-    return array / np.maximum(norms, 1e-12)
 
 
 class AdaptedEncoder(Encoder):

@@ -10,7 +10,6 @@ from __future__ import annotations
 from pathlib import Path
 
 # Exit codes, documented in README.md ("Exit codes").
-EXIT_OK = 0
 EXIT_UNEXPECTED = 1
 EXIT_USAGE = 2  # bad command line (argparse uses 2 as well)
 EXIT_BAD_INPUT = 3  # a file, config field or dataset is invalid

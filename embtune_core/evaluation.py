@@ -509,11 +509,10 @@ def evaluate_systems(systems: Sequence[System], dataset: QADataset, *, dims: Ite
 
 
 # --- layer 3: the same metrics inside SentenceTransformerTrainer ---------------------------------------
-def _sentence_evaluator_base():
-    try:
-        from sentence_transformers.base.evaluation import BaseEvaluator
-    except ImportError:  # sentence-transformers < 6
-        from sentence_transformers.evaluation import SentenceEvaluator as BaseEvaluator
+def sentence_evaluator_base() -> type:
+    """sentence-transformers' evaluator base class, which the trainer calls (the one lookup of it)."""
+    from sentence_transformers.base.evaluation import BaseEvaluator
+
     return BaseEvaluator
 
 
@@ -534,7 +533,7 @@ def training_evaluator(dataset: QADataset, *, name: str = "val", matryoshka_dims
         trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=train,
                                              loss=loss, evaluator=evaluator)
     """
-    base = _sentence_evaluator_base()
+    base = sentence_evaluator_base()
     task = RetrievalTask.from_dataset(dataset)
     metric_settings = settings or MetricSettings()
     dims = sorted({int(d) for d in matryoshka_dims}, reverse=True) if matryoshka_dims else []

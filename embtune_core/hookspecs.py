@@ -4,9 +4,10 @@ Every hook receives a ``register`` callable. A plugin calls it once per implemen
 contributes::
 
     from embtune_core import hookimpl
+    from embtune_core.hookspecs import Register
 
     @hookimpl
-    def register_chunkers(register):
+    def register_chunkers(register: Register) -> None:
         register("paragraph", ParagraphChunker, description="split on blank lines")
 
 ``register(name, factory, *, description="")`` files ``factory`` under ``name`` in that family.
@@ -17,13 +18,64 @@ Two plugins registering one name in one family is an error naming both distribut
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
 import pluggy
+
+if TYPE_CHECKING:  # the contracts name these types; importing them here would load numpy at plugin listing
+    import numpy as np
+
+    from embtune_core.dataset import QADataset
+    from embtune_core.documents import Chunk, Document
+    from embtune_core.metrics import Ranking
 
 hookspec = pluggy.HookspecMarker("embtune")
 
 
+class Register(Protocol):
+    """The callable every ``register_*`` hook receives: files ``factory`` under ``name`` in its family."""
+
+    def __call__(self, name: str, factory: Callable[..., Any], *, description: str = "") -> None: ...
+
+
+# --- what each family's factory returns (the built-ins in plugins/ implement these) --------------------
+@runtime_checkable
+class Chunker(Protocol):
+    def chunk(self, documents: list[Document]) -> list[Chunk]: ...
+
+
+@runtime_checkable
+class QuestionGenerator(Protocol):
+    def generate(self, chunks: list[Chunk], *, work_dir: Path | None = None) -> QADataset: ...
+
+
+@runtime_checkable
+class NegativeMiner(Protocol):
+    def mine(self, dataset: QADataset, encoder: Any) -> QADataset: ...
+
+
+@runtime_checkable
+class Encoder(Protocol):
+    """An embedding backend (:mod:`embtune_core.encoding`): ``identity`` names model and settings (the
+    embedding cache's key), ``encode_*`` return float32 arrays of shape ``(n, dimension)``."""
+
+    identity: str
+    dimension: int
+
+    def encode_queries(self, texts: list[str]) -> np.ndarray: ...
+
+    def encode_documents(self, texts: list[str]) -> np.ndarray: ...
+
+
+@runtime_checkable
+class Evaluator(Protocol):
+    def evaluate(self, ranking: Ranking, dataset: QADataset) -> dict[str, Any]: ...
+
+
 @hookspec
-def register_loaders(register):
+def register_loaders(register: Register) -> None:
     """Register document loaders, keyed by file extension (``".pdf"``, ``".txt"``...).
 
     ``factory(path: Path, **options) -> list[Document]`` reads one file; it raises
@@ -32,46 +84,46 @@ def register_loaders(register):
 
 
 @hookspec
-def register_chunkers(register):
+def register_chunkers(register: Register) -> None:
     """Register chunkers that split documents into chunks with stable ids.
 
-    ``factory(**options)`` returns an object with ``chunk(documents: list[Document]) -> list[Chunk]``.
+    ``factory(**options)`` returns a :class:`Chunker`: ``chunk(documents: list[Document]) -> list[Chunk]``.
     Chunk ids must be stable: the same input gives the same ids on every run.
     """
 
 
 @hookspec
-def register_question_generators(register):
+def register_question_generators(register: Register) -> None:
     """Register question generators that turn chunks into (query, chunk) pairs.
 
-    ``factory(**options)`` returns an object with
+    ``factory(**options)`` returns a :class:`QuestionGenerator`:
     ``generate(chunks: list[Chunk], *, work_dir: Path | None = None) -> QADataset``;
     ``work_dir`` holds its journal so an interrupted run resumes without repeating work.
     """
 
 
 @hookspec
-def register_negative_miners(register):
+def register_negative_miners(register: Register) -> None:
     """Register hard-negative miners.
 
-    ``factory(**options)`` returns an object with
+    ``factory(**options)`` returns a :class:`NegativeMiner`:
     ``mine(dataset: QADataset, encoder) -> QADataset`` that returns the dataset with
     ``negatives`` ({query id: [corpus ids]}) filled in.
     """
 
 
 @hookspec
-def register_loss_strategies(register):
+def register_loss_strategies(register: Register) -> None:
     """Register loss strategies for full fine-tuning.
 
-    ``factory(**options)`` returns a :class:`embtune_plugins.losses.LossStrategy`: it declares the
+    ``factory(**options)`` returns a :class:`embtune_core.losses.LossStrategy`: it declares the
     data format it needs (pairs, triplets, labelled pairs, scored pairs), builds the training
     columns from a QADataset and builds the sentence-transformers loss for a model.
     """
 
 
 @hookspec
-def register_adapters(register):
+def register_adapters(register: Register) -> None:
     """Register query adapters: small trainable transforms applied to query embeddings only.
 
     ``factory(dim: int, **options)`` returns a ``torch.nn.Module`` mapping ``(n, dim)`` to
@@ -80,20 +132,20 @@ def register_adapters(register):
 
 
 @hookspec
-def register_encoders(register):
+def register_encoders(register: Register) -> None:
     """Register embedding backends.
 
-    ``factory(**options)`` returns an encoder with ``identity`` (a string naming model and
+    ``factory(**options)`` returns an :class:`Encoder` with ``identity`` (a string naming model and
     settings, used as the cache key), ``dimension``, ``encode_queries(texts)`` and
     ``encode_documents(texts)`` returning float32 numpy arrays of shape ``(n, dimension)``.
     """
 
 
 @hookspec
-def register_evaluators(register):
+def register_evaluators(register: Register) -> None:
     """Register evaluators.
 
-    ``factory(**options)`` returns an object with
+    ``factory(**options)`` returns an :class:`Evaluator`:
     ``evaluate(ranking: embtune_core.metrics.Ranking, dataset: QADataset) -> dict`` where
     ``ranking`` holds the ranked corpus positions per query (``ranking.ranked_ids(row)`` gives the
     ids of row ``row``, the query ``ranking.query_ids[row]``); the result maps metric names to

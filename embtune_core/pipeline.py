@@ -23,40 +23,52 @@ the same config skips every finished stage; a stage interrupted midway resumes f
                  index_pseudo_queries = true or { ict = 1, crop = 1 }: also train on LLM-free
                  pseudo-queries from every chunk of the index (transductive; see pseudo_queries.py);
                  matryoshka_dims defaults to [evaluate] dims (no evaluated width loses to the base)
-    [evaluate]   dims, k; baselines = ["bm25", "hybrid"] (BM25, and BM25 fused with the base model);
+    [evaluate]   dims, k, max_seq_length, batch_size, device, precision, confidence, resamples,
+                 permutations (as `embtune evaluate`); baselines = ["bm25", "hybrid"] (BM25, and BM25 fused with the base model);
                  corpus = "validation" (default: the validation chunks), "index" (every chunk the index
                  holds: training and validation) or "both" (two reports)
     [export]     zip (true): also write the fine-tuned model as a zip archive
+
+Each table is one typed settings model (:mod:`embtune_core.settings`), checked in full before the run
+folder is created; ``embtune run --print-config`` shows them resolved. Each stage calls the library
+function the matching command calls (:mod:`embtune_core.build`, :func:`embtune_core.training.train`,
+:func:`embtune_core.adapter_training.train_adapter`, :mod:`embtune_core.systems`,
+:func:`embtune_core.export.export_zip`); the pipeline adds only the stage's cache key and folder.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from embtune_core import atomic
-from embtune_core.config import load_config
+from embtune_core.config import load_config, section
 from embtune_core.dataset import QADataset, load_any
 from embtune_core.documents import Chunk
 from embtune_core.errors import ConfigError
 from embtune_core.models import DEFAULT_MODEL
-from embtune_core.plugins import get_registry
 from embtune_core.rundir import RunDir, StageDir, inputs_hash
 
 log = logging.getLogger(__name__)
 
+# [train] keys the run fills in itself: its split files, its stage folders, always resuming.
+RUN_SETS_IN_TRAIN = ("train", "val", "out", "checkpoint_dir", "resume", "split", "val_split")
+# [train] keys beside TrainSettings': how the run chooses the checkpoint and what it exports.
+TRAIN_RUN_KEYS = ("dev_fraction", "final_fit")
+# [adapter] keys beside AdapterTrainingConfig's: the frozen encoder, LLM-free queries from the index, its name.
+ADAPTER_RUN_KEYS = ("encoder", "index_pseudo_queries", "type", "final_fit")
 SECTIONS = ("run", "data", "chunk", "generate", "split", "mine", "train", "adapter", "evaluate", "export")
 
 
-def _table(config: dict[str, Any], name: str, path: Path) -> dict[str, Any]:
-    value = config.get(name, {})
-    if not isinstance(value, dict):
-        raise ConfigError("must be a table", path=path, field=name)
-    return dict(value)
+@dataclass
+class _Enabled:
+    enabled: bool = True  # [mine], [train] and [adapter] may be switched off
 
 
 def _enabled(table: dict[str, Any]) -> bool:
@@ -96,16 +108,26 @@ class Pipeline:
         self.config_path = Path(config_path)
         unknown = sorted(set(config) - set(SECTIONS))
         if unknown:
-            raise ConfigError(f"unknown section; known: {', '.join(SECTIONS)}", path=config_path, field=unknown[0])
+            from embtune_core.settings import did_you_mean
+
+            raise ConfigError(f"unknown section{did_you_mean(unknown[0], SECTIONS)}; known: {', '.join(SECTIONS)}",
+                              path=config_path, field=unknown[0])
         self.config = config
-        self.t = {name: _table(config, name, self.config_path) for name in SECTIONS}
+        self.t = {name: dict(section(config, name, self.config_path)) for name in SECTIONS}
         run = self.t["run"]
-        self.seed = int(run.get("seed", 42))
         base = self.config_path.parent if self.config_path.is_file() else Path.cwd()
         self.base = base
         self.echo = echo
-        self._validate()  # before anything is created on disk
-        self.root = RunDir(run_dir or base / run.get("out", "runs") / run.get("name", self.config_path.stem))
+        try:
+            self._validate()  # before anything is created on disk
+        except ConfigError as exc:
+            raise _with_encoder_option_hint(exc) from None
+        self._root_path = Path(run_dir or base / run.get("out", "runs") / run.get("name", self.config_path.stem))
+
+    @functools.cached_property
+    def root(self) -> RunDir:
+        """The run folder, created on first use (``--print-config`` creates nothing)."""
+        return RunDir(self._root_path)
 
     # --- config checks, before any heavy work ------------------------------------------------------
     def _path(self, value: str) -> Path:
@@ -117,47 +139,125 @@ class Pipeline:
         return [self._path(p) for p in ([raw] if isinstance(raw, str) else raw)]
 
     def _validate(self) -> None:
+        """Every table through its typed settings (:mod:`embtune_core.settings`): unknown keys, wrong
+        types and bad values refused naming ``file: table.key``, before anything is created on disk."""
+        from embtune_core.adapter_training import AdapterTrainingConfig
+        from embtune_core.settings import (
+            DataSettings,
+            EvaluateSettings,
+            ExportSettings,
+            RunSettings,
+            SplitSettings,
+            check_types,
+            field_names,
+            from_table,
+            plugin_table,
+            refuse_unknown,
+        )
+        from embtune_core.training import TrainSettings
+
+        path = self.config_path
+        from embtune_core.encoder_options import pop_from_table
+
+        # Prompts and the inference backend are options of the embedding model, not of the miner, the
+        # adapter or the metrics: taken out of their tables here, checked, and given to the encoders.
+        self.embed_options: dict[str, dict[str, Any]] = {}
+        for name in ("mine", "adapter", "evaluate"):
+            table = dict(self.t[name])
+            self.embed_options[name] = pop_from_table(table, path, name)
+            self.t[name] = table
+        self.settings: dict[str, Any] = {"run": from_table(RunSettings, self.t["run"], path=path),
+                                         "data": from_table(DataSettings, self.t["data"], path=path)}
+        self.seed = self.settings["run"].seed
         data = self.t["data"]
-        has_inputs, has_dataset = "inputs" in data, "train" in data
-        if has_inputs == has_dataset:
-            raise ConfigError("give either inputs (documents) or train (an existing dataset)",
-                              path=self.config_path, field="data")
+        has_inputs = "inputs" in data
         paths = ([*self._paths("inputs"), *self._paths("val_inputs")] if has_inputs
                  else [self._path(data[k]) for k in ("train", "val") if k in data])
         for value in paths:
             if not value.exists():
                 raise ConfigError(f"no such file or folder: {value}", path=self.config_path,
                                   field="data.inputs" if has_inputs else "data.train")
-        evaluate = self.t["evaluate"]
-        if str(evaluate.get("corpus", "validation")) not in ("validation", "index", "both"):
-            raise ConfigError('must be "validation", "index" or "both"', path=self.config_path, field="evaluate.corpus")
-        bad = [b for b in evaluate.get("baselines", []) if b not in ("bm25", "hybrid")]
-        if bad or not isinstance(evaluate.get("baselines", []), list):
-            raise ConfigError(f"unknown baseline {bad[0] if bad else evaluate.get('baselines')!r}; known: bm25, hybrid",
-                              path=self.config_path, field="evaluate.baselines")
-        from embtune_core import encoder_options
-
-        for name in ("mine", "evaluate"):
-            encoder_options.pop_from_table(dict(self.t[name]), self.config_path, name)
+        self.settings["split"] = from_table(SplitSettings, self.t["split"], path=path)
+        if self.settings["split"].val_fraction <= 0 and not data.get("val_inputs") and "val" not in data:
+            raise ConfigError("the run evaluates on a validation split: must be above 0 (or give val_inputs)",
+                              path=path, field="split.val_fraction")
+        self.settings["evaluate"] = from_table(EvaluateSettings, self.t["evaluate"], path=path)
+        self.settings["export"] = from_table(ExportSettings, self.t["export"], path=path)
+        for name in ("chunk", "generate", "mine"):
+            options = dict(self.t[name])
+            if name == "generate":
+                options.setdefault("seed", self.seed)
+            self.settings[name] = plugin_table(name, options, path=path)
         for name in ("train", "adapter"):
             table = dict(self.t[name])
-            if not table or not _enabled(table):
-                continue
+            check_types(_Enabled, {k: v for k, v in table.items() if k == "enabled"}, path=path, table=name)
+            enabled = bool(table.pop("enabled", True)) and bool(self.t[name])
             if name == "train":
-                from embtune_core.training import TrainSettings
-
-                _dev_fraction(table.pop("dev_fraction", DEV_FRACTION), self.config_path)
-                _flag(table.pop("final_fit", False), self.config_path, "train.final_fit")
+                refuse_unknown(table, {*field_names(TrainSettings), *TRAIN_RUN_KEYS}, path=path, table="train")
+                taken = sorted(set(table) & set(RUN_SETS_IN_TRAIN))
+                if taken:
+                    raise ConfigError("set by the run itself (its split and stage folders); remove it", path=path,
+                                      field=f"train.{taken[0]}")
+                self._train_run_keys = {
+                    "dev_fraction": _dev_fraction(table.pop("dev_fraction", DEV_FRACTION), path),
+                    "final_fit": _flag(table.pop("final_fit", False), path, "train.final_fit")}
                 index = {"index_corpus": ["-"]} if table.get("index_pseudo_queries") not in (None, False) else {}
-                TrainSettings.from_mapping({**index, **table, "train": "-", "out": "-"}, self.config_path)
+                settings = TrainSettings.from_mapping({"seed": self.seed, **index, **table, "train": "-", "out": "-"},
+                                                      path)
             else:
-                from embtune_core.adapter_training import AdapterTrainingConfig
-
+                refuse_unknown(table, {*field_names(AdapterTrainingConfig), *ADAPTER_RUN_KEYS}, path=path,
+                               table="adapter")
                 table.pop("encoder", None)
-                encoder_options.pop_from_table(table, self.config_path, "adapter")
-                _index_mix(table.pop("index_pseudo_queries", False), self.config_path)
-                _flag(table.pop("final_fit", False), self.config_path, "adapter.final_fit")
-                AdapterTrainingConfig.from_mapping(table, self.config_path)
+                _index_mix(table.pop("index_pseudo_queries", False), path)
+                self._adapter_run_keys = {
+                    "final_fit": _flag(table.pop("final_fit", False), path, "adapter.final_fit")}
+                table = _with_evaluated_dims(table, self.t["evaluate"])
+                settings = AdapterTrainingConfig.from_mapping({"seed": self.seed, **table}, path)
+            self.settings[name] = settings if enabled else None
+
+    def resolved(self) -> dict[str, Any]:
+        """Every table as the stages will read it, defaults filled in (``embtune run --print-config``);
+        a disabled or absent ``[train]``/``[adapter]`` is ``{"enabled": false}``."""
+        from embtune_core.settings import as_table
+
+        out: dict[str, Any] = {}
+        for name in SECTIONS:
+            value = self.settings.get(name)
+            if value is None:
+                out[name] = {"enabled": False}
+            elif name in ("chunk", "generate", "mine"):
+                key = {"chunk": "chunker", "generate": "generator", "mine": "miner"}[name]
+                out[name] = {key: value.name, **value.options}
+                if name == "chunk" and value.name == "sentence":
+                    out[name].setdefault("model", self._base_model())
+                if name == "mine":
+                    out[name].update(enabled=value.enabled and bool(self.t["mine"]), encoder=self._mine_encoder())
+            else:
+                out[name] = {k: v for k, v in as_table(value).items()
+                             if name != "train" or k not in RUN_SETS_IN_TRAIN}
+        out["run"]["seed"] = self.seed
+        for name, options in self.embed_options.items():  # prompts, backend
+            if options and isinstance(out.get(name), dict):
+                out[name].update(options)
+        if self.settings["split"].seed is None:
+            out["split"]["seed"] = self.seed
+        if self.settings["adapter"] is not None:
+            out["adapter"] = {"enabled": True, "encoder": self.t["adapter"].get("encoder", self._base_model()),
+                              **out["adapter"], "index_pseudo_queries": _index_mix(
+                                  self.t["adapter"].get("index_pseudo_queries", False), self.config_path) or False,
+                              **self._adapter_run_keys}
+        if self.settings["train"] is not None:
+            out["train"] = {"enabled": True, **out["train"], "model": self._base_model(), **self._train_run_keys}
+            if "index_corpus" not in self.t["train"]:
+                out["train"]["index_corpus"] = ("the run's train and val chunks" if out["train"]["index_corpus"]
+                                                else None)
+        return out
+
+    def _base_model(self) -> str:
+        return str(self.t["train"].get("model", DEFAULT_MODEL))
+
+    def _mine_encoder(self) -> str:
+        return str(self.t["mine"].get("encoder", self._base_model()))
 
     # --- stage plumbing ----------------------------------------------------------------------------
     def _stage(self, name: str, key: dict[str, Any], work: Callable[[StageDir], dict[str, Any]]) -> StageDir:
@@ -183,17 +283,17 @@ class Pipeline:
             options.setdefault("model", self.t["train"].get("model", DEFAULT_MODEL))
 
         def work(stage: StageDir) -> dict[str, Any]:
-            from embtune_core.loading import load_documents
+            from embtune_core.build import chunk_documents
+            from embtune_core.settings import PluginTable
 
-            paths = self._paths("inputs") + self._paths("val_inputs")
-            documents, skipped = load_documents(paths, skip_bad=bool(data.get("skip_bad", False)))
-            for path, reason in skipped:
+            done = chunk_documents(self._paths("inputs") + self._paths("val_inputs"), PluginTable(name, options),
+                                   skip_bad=bool(data.get("skip_bad", False)))
+            for path, reason in done.skipped:
                 self.echo(f"  skipped {path}: {reason}")
-            chunks = get_registry().create("chunkers", name, **options).chunk(documents)
             with atomic.atomic_open(stage.path / "chunks.jsonl") as handle:
-                for chunk in chunks:
+                for chunk in done.chunks:
                     handle.write(json.dumps({"id": chunk.id, "text": chunk.text, "metadata": chunk.metadata}) + "\n")
-            return {"documents": len(documents), "chunks": len(chunks), "skipped": skipped}
+            return {"documents": len(done.documents), "chunks": len(done.chunks), "skipped": done.skipped}
 
         return self._stage("chunk", {"inputs": inputs, "skip_bad": data.get("skip_bad", False),
                                      "chunker": name, "options": _without(options, "model"),
@@ -205,12 +305,13 @@ class Pipeline:
         options.setdefault("seed", self.seed)
 
         def work(stage: StageDir) -> dict[str, Any]:
+            from embtune_core.build import generate_questions
+            from embtune_core.settings import PluginTable
+
             chunks = [Chunk(**json.loads(line)) for line in
                       (chunk_stage.path / "chunks.jsonl").read_text(encoding="utf-8").splitlines()]
-            generator = get_registry().create("question_generators", name, **options)
-            dataset = generator.generate(chunks, work_dir=stage.work)
+            dataset, report = generate_questions(chunks, PluginTable(name, options), work_dir=stage.work)
             dataset.save(stage.path / "dataset.json")
-            report = getattr(generator, "last_report", None) or {}
             return {"queries": len(dataset.queries), "corpus": len(dataset.corpus),
                     "dropped_questions": report.get("dropped_questions"),
                     "tokens": report.get("total_tokens")}
@@ -225,34 +326,37 @@ class Pipeline:
         val_sources = sorted(str(p) for p in collect_val_files(self._paths("val_inputs")))
 
         def work(stage: StageDir) -> dict[str, Any]:
-            from embtune_core.splitting import split_by_source, write_split
+            from embtune_core.build import split_dataset
 
             dataset = QADataset.load(generate_stage.path / "dataset.json")
             if val_sources:
                 train, val = split_by_named_sources(dataset, set(val_sources))
             else:
-                train, val = split_by_source(dataset, **_split_options(options))
-            write_split(train, val, stage.path / "train.json", stage.path / "val.json")
-            return {"train_queries": len(train.queries), "val_queries": len(val.queries),
-                    "train_corpus": len(train.corpus), "val_corpus": len(val.corpus)}
+                train, val = split_dataset(dataset, self.settings["split"], seed=self.seed)
+            return self._write_split(stage, train, val)
 
         return self._stage("split", {"dataset": generate_stage.key, "options": options,
                                      "val_sources": val_sources}, work)
+
+    def _write_split(self, stage: StageDir, train: QADataset, val: QADataset) -> dict[str, Any]:
+        from embtune_core.build import write_dataset_split
+
+        write_dataset_split(train, val, stage.path / "train.json", stage.path / "val.json", self.settings["split"])
+        return {"train_queries": len(train.queries), "val_queries": len(val.queries),
+                "train_corpus": len(train.corpus), "val_corpus": len(val.corpus)}
 
     def _import(self, inputs: dict[str, str]) -> StageDir:
         data = self.t["data"]
 
         def work(stage: StageDir) -> dict[str, Any]:
-            from embtune_core.splitting import split_by_source, write_split
+            from embtune_core.build import split_dataset
 
             train = load_any(self._path(data["train"]), split=data.get("train_split", "train"))
             if "val" in data:
                 val = load_any(self._path(data["val"]), split=data.get("val_split", "test"))
             else:
-                train, val = split_by_source(train, **_split_options({"seed": self.seed, **self.t["split"]}))
-            write_split(train, val, stage.path / "train.json", stage.path / "val.json")
-            return {"train_queries": len(train.queries), "val_queries": len(val.queries),
-                    "train_corpus": len(train.corpus), "val_corpus": len(val.corpus)}
+                train, val = split_dataset(train, self.settings["split"], seed=self.seed)
+            return self._write_split(stage, train, val)
 
         return self._stage("split", {"inputs": inputs, "split": self.t["split"], "seed": self.seed}, work)
 
@@ -261,22 +365,21 @@ class Pipeline:
         options.pop("enabled", None)
         name = options.pop("miner", "embedding-rank")
         encoder_spec = options.pop("encoder", self.t["train"].get("model", DEFAULT_MODEL))
-        from embtune_core.encoder_options import pop_from_table
-
-        embed_options = pop_from_table(options, self.config_path, "mine")  # prompts, backend
 
         def work(stage: StageDir) -> dict[str, Any]:
+            from embtune_core.build import mine_negatives
             from embtune_core.encoding import encoder_from_spec
+            from embtune_core.settings import PluginTable
 
-            miner = get_registry().create("negative_miners", name, **options)
-            mined = miner.mine(QADataset.load(split_stage.path / "train.json"),
-                               encoder_from_spec(encoder_spec, **embed_options))
+            mined, report = mine_negatives(QADataset.load(split_stage.path / "train.json"),
+                                           PluginTable(name, options, encoder=encoder_spec),
+                                           encoder_from_spec(encoder_spec, **self.embed_options["mine"]))
             mined.save(stage.path / "train.json")
-            return {"report": getattr(miner, "last_report", {})}
+            return {"report": report}
 
         return self._stage("mine", {"split": split_stage.key, "miner": name,
                                     "encoder_content": _model_content(encoder_spec),
-                                    "options": {**options, **embed_options}}, work)
+                                    "options": {**options, **self.embed_options["mine"]}}, work)
 
     def _train(self, train_path: Path, val_path: Path, upstream: str) -> StageDir:
         table = dict(self.t["train"])
@@ -347,14 +450,8 @@ class Pipeline:
         table.setdefault("seed", self.seed)
         encoder_spec = table.pop("encoder", self.t["train"].get("model", DEFAULT_MODEL))
         index_mix = _index_mix(table.pop("index_pseudo_queries", False), self.config_path)
-        from embtune_core.encoder_options import pop_from_table
-
-        embed_options = pop_from_table(table, self.config_path, "adapter")  # prompts, backend
         final_fit = _flag(table.pop("final_fit", False), self.config_path, "adapter.final_fit")
-        evaluated = self.t["evaluate"].get("dims")
-        if evaluated and "matryoshka_dims" not in table:
-            # Trained over the widths the report compares, so no width loses to the base (adapter_training).
-            table["matryoshka_dims"] = sorted({int(d) for d in evaluated}, reverse=True)
+        table = _with_evaluated_dims(table, self.t["evaluate"])
 
         def work(stage: StageDir) -> dict[str, Any]:
             from embtune_core.adapter_training import AdapterTrainingConfig, train_adapter
@@ -371,7 +468,7 @@ class Pipeline:
                 # The index holds every chunk, validation documents included: only their texts are read.
                 chunks = merge(train_qa, QADataset.load(val_path)).corpus
                 augment = index_pseudo_queries(chunks, mix=index_mix, seed=config.seed)
-            encoder = encoder_from_spec(encoder_spec, **embed_options)
+            encoder = encoder_from_spec(encoder_spec, **self.embed_options["adapter"])
             result = train_adapter(encoder, train_qa, config=config, output_dir=stage.path / "adapter",
                                    augment=augment)
             outputs = {"adapter": str(stage.path / "adapter"), "encoder": encoder_spec,
@@ -395,25 +492,16 @@ class Pipeline:
                 self.echo("  adapter final fit skipped: no epoch beat the base, the identity is the adapter")
             return outputs
 
-        return self._stage("adapter", {"data": upstream, "settings": {**table, **embed_options}, "final_fit": final_fit,
+        return self._stage("adapter", {"data": upstream, "settings": {**table, **self.embed_options["adapter"]},
+                                       "final_fit": final_fit,
                                        "encoder_content": _model_content(encoder_spec),
                                        "index_pseudo_queries": index_mix}, work)
 
     def _evaluate(self, val_path: Path, systems: list[tuple[str, str]], upstream: list[str], *,
                   index_path: Path | None = None, train_stage: StageDir | None = None) -> StageDir:
         options = dict(self.t["evaluate"])
-        from embtune_core.encoder_options import pop_from_table
-
-        embed_options = pop_from_table(options, self.config_path, "evaluate")  # prompts, backend
-        baselines = [str(b) for b in options.get("baselines", [])]
-        corpus = str(options.get("corpus", "validation"))
-        if corpus not in ("validation", "index", "both"):
-            raise ConfigError("must be \"validation\", \"index\" or \"both\"", path=self.config_path,
-                              field="evaluate.corpus")
-        unknown = [b for b in baselines if b not in ("bm25", "hybrid")]
-        if unknown:
-            raise ConfigError(f"unknown baseline '{unknown[0]}'; known: bm25, hybrid", path=self.config_path,
-                              field="evaluate.baselines")
+        settings = self.settings["evaluate"]
+        baselines, corpus = list(settings.baselines), settings.corpus
         # bm25 right after the base model; "hybrid" fuses BM25 with the base model (the no-training option)
         systems = list(systems)
         if "bm25" in baselines:
@@ -422,21 +510,20 @@ class Pipeline:
             systems.insert(2 if "bm25" in baselines else 1, ("hybrid", "hybrid:" + systems[0][1]))
 
         def work(stage: StageDir) -> dict[str, Any]:
-            from embtune_core.commands.evaluate import build_system, parse_system
-            from embtune_core.evaluation import MetricSettings, evaluate_systems
             from embtune_core.report import report_compact, report_json, write_reports
+            from embtune_core.systems import build_system, check_token_limit, evaluate, parse_system
 
-            built = [build_system(parse_system(f"{name}={spec}"), encoder_options=embed_options)
-                     for name, spec in systems]
-            settings = MetricSettings(hit_rate_at=tuple(options.get("k", [1, 5, 10])))
+            specs = [parse_system(f"{name}={spec}") for name, spec in systems]
+            check_token_limit(specs, settings.max_seq_length)
+            built = [build_system(spec, settings, encoder_options=self.embed_options["evaluate"]) for spec in specs]
             val = QADataset.load(val_path)
             index_corpus = QADataset.load(index_path).corpus if index_path is not None else {}
             outputs: dict[str, Any] = {}
             runs = {"validation": None, "index": index_corpus, "both": None}
             plan = [("", runs[corpus])] + ([("index", index_corpus)] if corpus == "both" else [])
             for sub, extra in plan:
-                evaluation = evaluate_systems(built, val, dims=options.get("dims"), settings=settings,
-                                              dataset_name="validation", seed=self.seed, extra_corpus=extra or None)
+                evaluation = evaluate(built, val, settings, dataset_name="validation", seed=self.seed,
+                                      extra_corpus=extra)
                 evaluation.context.update(self._context(train_stage))
                 if corpus == "both":
                     evaluation.context["also evaluated"] = (
@@ -475,7 +562,8 @@ class Pipeline:
             return "+adapter:".join(parts)
 
         named = [(name, keyed(spec)) for name, spec in systems]
-        return self._stage("evaluate", {"upstream": upstream, "systems": named, "options": {**options, **embed_options},
+        return self._stage("evaluate", {"upstream": upstream, "systems": named,
+                                        "options": {**options, **self.embed_options["evaluate"]},
                                         "base_content": _model_content(self.t["train"].get("model", DEFAULT_MODEL))},
                            work)
 
@@ -529,8 +617,8 @@ class Pipeline:
 
     def _describe_training(self, evaluation: Any, train_stage: StageDir) -> None:
         """The fine-tuned system's training settings and its curve (loss_log.jsonl), into the report."""
+        from embtune_core.checkpoints import LOSS_LOG
         from embtune_core.report_training import from_loss_log
-        from embtune_core.training import LOSS_LOG
 
         table = self.t["train"]
         line = ("fine-tuned from " + str(table.get("model", DEFAULT_MODEL)) + "".join(
@@ -574,7 +662,7 @@ class Pipeline:
 
     def _export(self, train_stage: StageDir) -> StageDir:
         def work(stage: StageDir) -> dict[str, Any]:
-            from embtune_core.commands.export import export_zip
+            from embtune_core.export import export_zip
 
             final = train_stage.outputs().get("final_model")
             model = final or train_stage.outputs()["model"]
@@ -634,7 +722,7 @@ class Pipeline:
             keys.append(adapter_stage.key)
         evaluate = self._evaluate(val_path, systems, keys, index_path=split.path / "train.json",
                                   train_stage=train_stage)
-        if train_stage is not None and self.t["export"].get("zip", True):
+        if train_stage is not None and self.settings["export"].zip:
             self._export(train_stage)
 
         table = Path(evaluate.outputs()["table"]).read_text(encoding="utf-8")
@@ -665,12 +753,13 @@ def _system_spec(encoder: str) -> str:
     return f"model:{encoder}" if name == "sentence-transformers" else str(encoder)
 
 
-def _split_options(table: dict[str, Any]) -> dict[str, Any]:
-    """``[split]`` as split_by_source's arguments: the documented key ``split_by`` is its ``by``."""
-    options = dict(table)
-    if "split_by" in options:
-        options["by"] = options.pop("split_by")
-    return options
+def _with_evaluated_dims(table: dict[str, Any], evaluate: dict[str, Any]) -> dict[str, Any]:
+    """``[adapter]`` with matryoshka_dims defaulting to ``[evaluate] dims``: trained over the widths the
+    report compares, so no width loses to the base (adapter_training)."""
+    evaluated = evaluate.get("dims")
+    if evaluated and "matryoshka_dims" not in table:
+        return {**table, "matryoshka_dims": sorted({int(d) for d in evaluated}, reverse=True)}
+    return table
 
 
 def _model_content(spec: Any) -> str | None:
@@ -694,6 +783,20 @@ def _file_contents(options: dict[str, Any], resolve_path: Callable[[str], Path])
         if key.endswith("_file") and isinstance(value, str) and resolve_path(value).is_file():
             found[key] = file_hash(resolve_path(value))
     return found
+
+
+def _with_encoder_option_hint(exc: ConfigError) -> ConfigError:
+    """An unknown key of ``[mine]``, ``[adapter]`` or ``[evaluate]`` close to an encoder option (taken out
+    of those tables before their own check) gets that option as its "did you mean"."""
+    from embtune_core.encoder_options import TABLE_KEYS
+    from embtune_core.settings import did_you_mean
+
+    table, _, key = (exc.field or "").partition(".")
+    hint = did_you_mean(key, TABLE_KEYS) if table in ("mine", "adapter", "evaluate") else ""
+    if not hint or "unknown key" not in exc.problem or "did you mean" in exc.problem:
+        return exc
+    problem = exc.problem.replace(f"unknown key(s) {key}", f"unknown key(s) {key}{hint}", 1)
+    return ConfigError(problem, path=exc.path, field=exc.field)
 
 
 def _flag(value: Any, path: Path, field: str) -> bool:

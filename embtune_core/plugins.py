@@ -124,7 +124,8 @@ def collect(pm: pluggy.PluginManager) -> Registry:
                          _family=family, _dist=distribution, _plugin=hookimpl.plugin_name) -> None:
                 registry.add(Implementation(_family, name, factory, _dist, _plugin, description))
 
-            hookimpl.function(register=register)
+            typed: hookspecs.Register = register
+            hookimpl.function(register=typed)
     return registry
 
 

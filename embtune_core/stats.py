@@ -98,12 +98,6 @@ def paired_randomization_test(a, b, *, n_permutations: int = DEFAULT_PERMUTATION
     return float(p[0]) if vector else p
 
 
-def paired_bootstrap_ci(a, b, *, confidence: float = 0.95, n_resamples: int = DEFAULT_RESAMPLES, seed: int = 0):
-    """Bootstrap confidence interval of mean(b - a), resampling queries jointly."""
-    diff, vector = _paired(a, b)
-    return bootstrap_ci(diff[:, 0] if vector else diff, confidence=confidence, n_resamples=n_resamples, seed=seed)
-
-
 def paired_ttest(a, b):
     """``(t statistic, two-sided p-value)`` of scipy's paired t-test of b against a.
 

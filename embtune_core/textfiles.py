@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import unicodedata
 from pathlib import Path
 
@@ -39,3 +40,23 @@ def decode_utf8(data: bytes, path: str | Path, *, error: type[InputError] = Inpu
 
 def read_text(path: str | Path, *, error: type[InputError] = InputError) -> str:
     return decode_utf8(read_bytes(path, error=error), path, error=error)
+
+
+def read_jsonl(path: str | Path, *, error: type[InputError] = InputError, text: str | None = None
+               ) -> list[tuple[int, dict]]:
+    """(line number, object) of every non-blank line of a JSON Lines file (or of ``text`` read from it
+    already); a line that is not a JSON object is ``error`` naming the file and the line
+    (``line 3: malformed JSON at column 2: ...``)."""
+    rows = []
+    text = read_text(path, error=error) if text is None else text
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise error(f"line {number}: malformed JSON at column {exc.colno}: {exc.msg}", path=path) from None
+        if not isinstance(row, dict):
+            raise error(f"line {number}: expected a JSON object", path=path)
+        rows.append((number, row))
+    return rows

@@ -181,3 +181,28 @@ def describe(record: Mapping[str, Any] | None) -> str | None:
         return None
     cuts = [f"{v['over']} of {v['total']} {KIND_NAMES.get(k, k)}" for k, v in record.items() if k != "limit"]
     return f"limit {record['limit']} tokens; cut: " + ", ".join(cuts)
+
+
+def model_max_seq_length(model: str) -> int | None:
+    """A sentence-transformers model's ``max_seq_length`` read from its folder, without loading weights:
+    ``sentence_bert_config.json`` (sentence-transformers < 6), else the tokenizer's ``model_max_length``
+    bounded by ``max_position_embeddings``, as sentence-transformers 6 saves and reads it."""
+    import json
+    from pathlib import Path
+
+    from embtune_core.models import resolve
+
+    folder = Path(resolve(model, assemble=False).target)
+
+    def read(name: str) -> dict:
+        path = folder / name
+        return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+
+    value = read("sentence_bert_config.json").get("max_seq_length")
+    if value:
+        return int(value)
+    tokenizer_limit = read("tokenizer_config.json").get("model_max_length")
+    if isinstance(tokenizer_limit, (int, float)) and 0 < tokenizer_limit < 1e6:  # 1e30 means "unset"
+        positions = read("config.json").get("max_position_embeddings")
+        return int(min(tokenizer_limit, positions)) if isinstance(positions, int) else int(tokenizer_limit)
+    return None

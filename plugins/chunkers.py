@@ -31,9 +31,7 @@ Example::
 
 from __future__ import annotations
 
-import json
 import logging
-import re
 import unicodedata
 import warnings
 from bisect import bisect_left
@@ -47,42 +45,16 @@ from tokenizers import Tokenizer as _RawTokenizer
 from embtune_core import hookimpl
 from embtune_core.documents import Chunk, Document, stable_id
 from embtune_core.errors import ConfigError
+from embtune_core.sentences import sentence_spans
+from embtune_core.token_limits import model_max_seq_length
 
 log = logging.getLogger(__name__)
-
-# A sentence ends at . ! ? (optionally followed by closing quotes/brackets) before whitespace, at
-# the full-width ends of Chinese and Japanese (。！？, written without a following space), or at a
-# blank line. Abbreviations ("U.S. GAAP") may split early; overlap packing makes that harmless.
-_SENTENCE_END = re.compile(
-    r"(?:[.!?][\"')\]\u201d\u2019]*\s+|[\u3002\uff01\uff1f\uff61][\"')\]\u201d\u2019\u300d\u300f\uff09]*\s*|\n\s*\n\s*)")
-
-
-# Chinese and Japanese are written without spaces: each ideograph or kana counts as one word.
-_WORD = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]|[^\s\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]+")
-
-
-def word_count(text: str) -> int:
-    """Words in ``text``: white-space separated runs, each CJK ideograph or kana counting as one."""
-    return len(_WORD.findall(text))
-
 
 @dataclass(frozen=True)
 class Unit:
     start: int
     end: int
     length: int
-
-
-def sentence_spans(text: str) -> list[tuple[int, int]]:
-    """Sentence spans ``(start, end)`` that tile ``text`` exactly (trailing whitespace included)."""
-    spans, start = [], 0
-    for match in _SENTENCE_END.finditer(text):
-        if match.end() > start:
-            spans.append((start, match.end()))
-            start = match.end()
-    if start < len(text):
-        spans.append((start, len(text)))
-    return spans
 
 
 def pack(units: Sequence[Unit], chunk_size: int, chunk_overlap: int) -> list[tuple[int, int]]:
@@ -152,28 +124,6 @@ def _check_sizes(chunk_size: int, chunk_overlap: int) -> None:
     if not isinstance(chunk_overlap, int) or not 0 <= chunk_overlap < chunk_size:
         raise ConfigError(f"must be an integer from 0 to chunk_size - 1 ({chunk_size - 1}), not {chunk_overlap!r}",
                           field="chunk_overlap")
-
-
-def model_max_seq_length(model: str) -> int | None:
-    """A sentence-transformers model's ``max_seq_length`` read from its folder, without loading weights:
-    ``sentence_bert_config.json`` (sentence-transformers < 6), else the tokenizer's ``model_max_length``
-    bounded by ``max_position_embeddings``, as sentence-transformers 6 saves and reads it."""
-    from embtune_core.models import resolve
-
-    folder = Path(resolve(model, assemble=False).target)
-
-    def read(name: str) -> dict:
-        path = folder / name
-        return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
-
-    value = read("sentence_bert_config.json").get("max_seq_length")
-    if value:
-        return int(value)
-    tokenizer_limit = read("tokenizer_config.json").get("model_max_length")
-    if isinstance(tokenizer_limit, (int, float)) and 0 < tokenizer_limit < 1e6:  # 1e30 means "unset"
-        positions = read("config.json").get("max_position_embeddings")
-        return int(min(tokenizer_limit, positions)) if isinstance(positions, int) else int(tokenizer_limit)
-    return None
 
 
 def load_tokenizer(folder: str) -> Any:

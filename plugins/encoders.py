@@ -26,9 +26,11 @@ Each factory returns an :class:`embtune_core.encoding.Encoder` (``identity``, ``
 * ``openai``: ``factory(model="text-embedding-3-small", base_url=None, api_key=None,
   api_key_env="OPENAI_API_KEY", batch_size=128, dimensions=None, normalize=True, max_retries=6,
   timeout=60.0, concurrency=1)``. Works with OpenAI and any compatible server (vLLM, Ollama,
-  llama.cpp, LiteLLM) through ``base_url``. Batched; retried with exponential backoff on 429, 5xx,
-  timeouts and dropped connections, honouring ``Retry-After``; other errors (401, 404...) stop at
-  once with a one-line :class:`~embtune_core.errors.ServiceError`. The key is read from the
+  llama.cpp, LiteLLM) through ``base_url``. Batched; the OpenAI SDK retries 429, 408, 409, 5xx,
+  timeouts and dropped connections ``max_retries`` times with its own backoff, honouring
+  ``Retry-After`` up to two minutes; a 200 reply that is unusable (not JSON, wrong count) is asked
+  again by embtune (``backoff``, ``max_backoff``); other errors (401, 404...) stop at once with a
+  one-line :class:`~embtune_core.errors.ServiceError`. The key is read from the
   environment (``api_key="env:NAME"`` or ``api_key_env``) and is never logged nor part of the
   identity.
 * ``langchain``: ``factory(embeddings=obj, identity=None, normalize=True, batch_size=None)`` wraps
@@ -51,7 +53,6 @@ import os
 import random
 import time
 from concurrent.futures import ThreadPoolExecutor
-from email.utils import parsedate_to_datetime
 from typing import Any
 
 import numpy as np
@@ -78,7 +79,7 @@ def module_fingerprint(model: Any) -> str:
 
 
 def _own_limit(folder: str | os.PathLike) -> int | None:
-    from embtune_plugins.chunkers import model_max_seq_length
+    from embtune_core.token_limits import model_max_seq_length
 
     try:
         return model_max_seq_length(str(folder))
@@ -255,30 +256,6 @@ class SentenceTransformerEncoder(Encoder):
 DEFAULT_OPENAI_BASE_URL = "https://api.openai.com/v1"
 
 
-def _retry_after(exc: Exception) -> float | None:
-    """Seconds the server asked us to wait (``Retry-After-Ms``, ``Retry-After`` seconds or date)."""
-    response = getattr(exc, "response", None)
-    headers = getattr(response, "headers", None)
-    if not headers:
-        return None
-    value = headers.get("retry-after-ms")
-    if value:
-        try:
-            return float(value) / 1000.0
-        except ValueError:
-            pass
-    value = headers.get("retry-after")
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        try:
-            return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
-        except (TypeError, ValueError):
-            return None
-
-
 class OpenAIEncoder(Encoder):
     """An OpenAI-compatible ``/v1/embeddings`` endpoint as an encoder (see the module docstring)."""
 
@@ -304,8 +281,10 @@ class OpenAIEncoder(Encoder):
         self.document_prefix = document_prefix
         key = secret(api_key, default_env=api_key_env, field="api_key")
         # Local servers (vLLM, Ollama) accept any key; the client insists on one.
-        self._client = openai.OpenAI(base_url=self.base_url, api_key=key or "not-needed", max_retries=0,
-                                     timeout=timeout)
+        # The SDK retries transport faults itself (429, 408, 409, 5xx, timeouts, dropped connections),
+        # honouring Retry-After; embtune's loop below retries only replies the SDK cannot judge.
+        self._client = openai.OpenAI(base_url=self.base_url, api_key=key or "not-needed",
+                                     max_retries=self.max_retries, timeout=timeout)
         self._dimension = self.dimensions
         from embtune_core.secrets_scrub import scrub
 
@@ -341,10 +320,14 @@ class OpenAIEncoder(Encoder):
         return vectors
 
     def _request(self, batch: list[str]) -> np.ndarray:
+        """One batch through the SDK (which retries transport faults ``max_retries`` times, honouring
+        Retry-After); a 200 reply that is unusable (not JSON, wrong count) is asked again here, with
+        exponential backoff from ``backoff`` up to ``max_backoff`` seconds."""
         import openai
 
-        retryable = (openai.RateLimitError, openai.InternalServerError, openai.APITimeoutError,
-                     openai.APIConnectionError, openai.APIResponseValidationError, ValueError)
+        unusable = (openai.APIResponseValidationError, ValueError)
+        transport = (openai.RateLimitError, openai.InternalServerError, openai.APITimeoutError,
+                     openai.APIConnectionError)
         extra = {"dimensions": self.dimensions} if self.dimensions else {}
         for attempt in range(self.max_retries + 1):
             try:
@@ -353,19 +336,19 @@ class OpenAIEncoder(Encoder):
                 if len(data) != len(batch):
                     raise ValueError(f"{len(data)} embeddings for {len(batch)} inputs")
                 return np.asarray([item.embedding for item in data], dtype=np.float32)
-            except retryable as exc:
+            except transport as exc:
+                raise ServiceError(f"embeddings request to {self.base_url} failed after "
+                                   f"{self.max_retries + 1} attempts: {_describe(exc)}") from None
+            except openai.APIStatusError as exc:  # 400, 401, 403, 404...: retrying cannot help
+                raise ServiceError(f"embeddings request to {self.base_url} refused: {_describe(exc)}") from None
+            except unusable as exc:
                 if attempt == self.max_retries:
                     raise ServiceError(f"embeddings request to {self.base_url} failed after "
                                        f"{attempt + 1} attempts: {_describe(exc)}") from None
-                wait = _retry_after(exc)
-                if wait is None:
-                    wait = min(self.max_backoff, self.backoff * 2 ** attempt) * (0.5 + random.random() / 2)
-                wait = min(wait, max(self.max_backoff, 1.0) * 2)
-                log.warning("embeddings request to %s failed (%s); retry %d/%d in %.1fs", self.base_url,
-                            _describe(exc), attempt + 1, self.max_retries, wait)
+                wait = min(self.max_backoff, self.backoff * 2 ** attempt) * (0.5 + random.random() / 2)
+                log.warning("embeddings request to %s gave an unusable reply (%s); retry %d/%d in %.1fs",
+                            self.base_url, _describe(exc), attempt + 1, self.max_retries, wait)
                 time.sleep(wait)
-            except openai.APIStatusError as exc:  # 400, 401, 403, 404...: retrying cannot help
-                raise ServiceError(f"embeddings request to {self.base_url} refused: {_describe(exc)}") from None
         raise AssertionError("unreachable")  # pragma: no cover
 
 

@@ -22,7 +22,6 @@ Example::
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import re
 from pathlib import Path
@@ -86,16 +85,7 @@ def load_jsonl(path: Path, *, text_key: str = "text", **_: Any) -> list[Document
     """
     path = Path(path)
     docs = []
-    for number, line in enumerate(read_text_file(path).splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise InputError(f"line {number}: malformed JSON at column {exc.colno}: {exc.msg}",
-                             path=path) from None
-        if not isinstance(row, dict):
-            raise InputError(f"line {number}: expected a JSON object", path=path)
+    for number, row in textfiles.read_jsonl(path, text=read_text_file(path)):
         text = row.get(text_key)
         if not isinstance(text, str) or textfiles.is_blank(text):
             raise InputError(f"line {number}: missing or empty \"{text_key}\" string", path=path)

@@ -81,7 +81,7 @@ class EmbeddingRankMiner:
 
     def __init__(self, num_negatives: int = 5, range_min: int = 0, range_max: int = 50,
                  relative_margin: float | None = 0.05, margin: float | None = None,
-                 use_cache: bool = True, **_ignored):
+                 use_cache: bool = True):
         if num_negatives < 1:
             raise ConfigError("must be at least 1", field="num_negatives")
         if not 0 <= range_min < range_max:

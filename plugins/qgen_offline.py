@@ -29,8 +29,8 @@ from embtune_core.dataset import QADataset
 from embtune_core.documents import Chunk, stable_id
 from embtune_core.errors import ConfigError
 from embtune_core.progress import progress
-from embtune_plugins.chunkers import sentence_spans, word_count
-from embtune_plugins.question_generators import corpus_metadata, query_id
+from embtune_core.qgen import corpus_metadata, query_id
+from embtune_core.sentences import sentence_spans, word_count
 
 log = logging.getLogger(__name__)
 _WORD = re.compile(r"\S+")
@@ -51,7 +51,7 @@ class InverseClozeGenerator:
     """
 
     def __init__(self, seed: int = 0, questions_per_chunk: int = 1, keep_probability: float = 0.1,
-                 min_words: int = 5, max_words: int = 64, **_ignored):
+                 min_words: int = 5, max_words: int = 64):
         if questions_per_chunk < 1:
             raise ConfigError("must be at least 1", field="questions_per_chunk")
         if not 0.0 <= keep_probability <= 1.0:
@@ -105,7 +105,7 @@ class CropGenerator:
     """
 
     def __init__(self, seed: int = 0, questions_per_chunk: int = 1, min_ratio: float = 0.1,
-                 max_ratio: float = 0.5, min_words: int = 8, **_ignored):
+                 max_ratio: float = 0.5, min_words: int = 8):
         if questions_per_chunk < 1:
             raise ConfigError("must be at least 1", field="questions_per_chunk")
         if not 0.0 < min_ratio <= max_ratio <= 1.0:

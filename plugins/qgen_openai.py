@@ -32,13 +32,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import email.utils
+import contextvars
 import hashlib
 import json
 import logging
-import os
 import random
-import re
 import threading
 import time
 from collections.abc import Sequence
@@ -48,10 +46,10 @@ from typing import Any
 from embtune_core.config import secret
 from embtune_core.dataset import QADataset
 from embtune_core.documents import Chunk
-from embtune_core.errors import ConfigError, InputError, ServiceError
+from embtune_core.errors import ConfigError, ServiceError
 from embtune_core.progress import progress
+from embtune_core.qgen import Journal, dataset_from_questions, parse_questions
 from embtune_core.question_filter import count_reasons, filter_questions
-from embtune_plugins.question_generators import dataset_from_questions
 
 log = logging.getLogger(__name__)
 
@@ -82,178 +80,18 @@ Reply with JSON only, in this form: {"queries": ["first query", "second query"]}
 JOURNAL_NAME = "qgen-openai.journal.jsonl"
 RETRY_STATUS = {408, 409, 429}
 
-# --- parsing ---------------------------------------------------------------------------------------
-_THINK = re.compile(r"<think>.*?</think>", re.DOTALL | re.IGNORECASE)
-_MARKER = re.compile(
-    r"^\s*(?:[-*\u2022\u25cf>]+\s*|#+\s*|\(?\d{1,3}\s*[.):\]]\s*|\(?[a-hA-H][.)]\s+|"
-    r"(?:q(?:uestion)?\s*\d*\s*[:.)-])\s*)+", re.IGNORECASE)
-_PREAMBLE = re.compile(r"^(?:here (?:are|is)|sure|certainly|okay|ok,|of course|below (?:are|is)|"
-                       r"the following|i (?:have|hope|can)|these questions|note:)", re.IGNORECASE)
-
-
-def _clean(line: str) -> str:
-    line = _MARKER.sub("", line.strip()).strip()
-    line = line.replace("**", "").replace("__", "").strip()
-    if len(line) >= 2 and line[0] in "\"'\u201c`" and line[-1] in "\"'\u201d`":
-        line = line[1:-1].strip()
-    return line
-
-
-_FENCE = re.compile(r"^\s*```(?:json)?\s*|\s*```\s*$", re.IGNORECASE)
-
-
-def _json_queries(text: str) -> list[str] | None:
-    """The strings of a JSON reply: ``{"queries": [...]}`` (or ``"questions"``), or a bare list; None
-    when the reply is not such JSON (then it is read line by line)."""
-    body = _FENCE.sub("", text.strip())
-    start = min((i for i in (body.find("{"), body.find("[")) if i >= 0), default=-1)
-    if start < 0:
-        return None
-    try:
-        value, _ = json.JSONDecoder().raw_decode(body[start:])
-    except ValueError:
-        return None
-    if isinstance(value, dict):
-        value = next((value[k] for k in ("queries", "questions") if isinstance(value.get(k), list)), None)
-    if not isinstance(value, list):
-        return None
-    return [" ".join(item.split()) for item in value if isinstance(item, str) and item.strip()]
-
-
-def parse_questions(text: str | None, limit: int | None = None) -> list[str]:
-    """The questions in an LLM reply, in order: the strings of a JSON reply (embtune's default prompt
-    asks for ``{"queries": [...]}``, keyword queries included), else the reply's lines without
-    numbering, bullets or preamble lines."""
-    if not text:
-        return []
-    text = _THINK.sub("", text)
-    from_json = _json_queries(text)
-    if from_json is not None:
-        unique = list(dict.fromkeys(from_json))
-        return unique[:limit] if limit else unique
-    lines = [_clean(line) for line in text.replace("\r", "\n").split("\n")]
-    lines = [line for line in lines if line]
-    candidates = []
-    for line in lines:
-        if line.endswith(":") and "?" not in line:
-            continue  # "Here are two questions:", "Questions:"
-        if _PREAMBLE.match(line) and "?" not in line:
-            continue
-        candidates.append(line)
-    # When some lines are questions, lines that are not ("I hope this helps.") are chatter.
-    if any(c.endswith("?") for c in candidates):
-        candidates = [c for c in candidates if "?" in c]
-    seen, out = set(), []
-    for c in candidates:
-        if c.lower() not in seen:
-            seen.add(c.lower())
-            out.append(c)
-    return out[:limit] if limit else out
-
-
-# --- journal ---------------------------------------------------------------------------------------
-class Journal:
-    """Append-only JSONL of completed calls: one fsynced line per call; a torn last line is dropped."""
-
-    def __init__(self, path: Path):
-        self.path = Path(path)
-        self.entries: dict[str, dict[str, Any]] = {}
-        self._handle = None
-        self._lock_handle = None
-
-    def open(self) -> Journal:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._lock()
-        if self.path.exists():
-            data = self.path.read_bytes()
-            good_end = data.rfind(b"\n") + 1  # bytes after the last newline are a torn write
-            if good_end < len(data):
-                log.warning("%s: dropping a torn last line (%d bytes) from an interrupted run",
-                            self.path, len(data) - good_end)
-                with open(self.path, "r+b") as handle:
-                    handle.truncate(good_end)
-                    handle.flush()
-                    os.fsync(handle.fileno())
-            for number, line in enumerate(data[:good_end].splitlines(), 1):
-                if not line.strip():
-                    continue
-                try:
-                    entry = json.loads(line)
-                    self.entries[entry["key"]] = entry
-                except (json.JSONDecodeError, KeyError, TypeError):
-                    log.warning("%s: line %d is damaged; that call will be made again", self.path, number)
-        self._handle = open(self.path, "ab")  # noqa: SIM115 - held for the whole run, closed in close()
-        return self
-
-    def _lock(self) -> None:
-        try:
-            import fcntl
-        except ImportError:  # pragma: no cover - Windows: no advisory lock
-            return
-        self._lock_handle = open(self.path.with_name(self.path.name + ".lock"), "w")  # noqa: SIM115
-        try:
-            fcntl.flock(self._lock_handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            self._lock_handle.close()
-            raise InputError("another run is using this journal; wait for it or use another --work-dir",
-                             path=self.path) from None
-
-    def append(self, entry: dict[str, Any]) -> None:
-        assert self._handle is not None, "journal not open"
-        self._write(entry)
-        os.fsync(self._handle.fileno())
-        self.entries[entry["key"]] = entry
-
-    async def append_async(self, entry: dict[str, Any]) -> None:
-        """:meth:`append` whose fsync runs in a thread, so other requests proceed meanwhile.
-
-        The line is written whole from the event loop's thread (no interleaving); concurrent
-        fsyncs of one file coalesce in the kernel."""
-        assert self._handle is not None, "journal not open"
-        self._write(entry)
-        await asyncio.to_thread(os.fsync, self._handle.fileno())
-        self.entries[entry["key"]] = entry
-
-    def _write(self, entry: dict[str, Any]) -> None:
-        self._handle.write((json.dumps(entry, ensure_ascii=False) + "\n").encode("utf-8"))
-        self._handle.flush()
-
-    def close(self) -> None:
-        if self._handle is not None:
-            self._handle.close()
-            self._handle = None
-        if self._lock_handle is not None:
-            self._lock_handle.close()
-            self._lock_handle = None
-
-    def __enter__(self):
-        return self.open()
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-
 class _BadReply(Exception):
     """A 200 reply we cannot use (malformed JSON, no choices, no questions): worth retrying."""
 
 
-def _retry_after_seconds(headers: Any) -> float | None:
-    """Seconds from ``retry-after-ms`` or ``Retry-After`` (seconds or an HTTP date), if present."""
-    if headers is None:
-        return None
-    with contextlib.suppress(TypeError, ValueError):
-        ms = headers.get("retry-after-ms")
-        if ms is not None:
-            return max(0.0, float(ms) / 1000)
-    value = headers.get("retry-after")
-    if value is None:
-        return None
-    with contextlib.suppress(TypeError, ValueError):
-        return max(0.0, float(value))
-    with contextlib.suppress(TypeError, ValueError):
-        when = email.utils.parsedate_to_datetime(value)
-        return max(0.0, when.timestamp() - time.time())
-    return None
+# HTTP requests the SDK sent for the call running in this task (its own retries included).
+_SENDS: contextvars.ContextVar[list[int]] = contextvars.ContextVar("embtune_qgen_sends")
+
+
+async def _count_send(request: Any) -> None:
+    sends = _SENDS.get(None)
+    if sends is not None:
+        sends[0] += 1
 
 
 class OpenAIQuestionGenerator:
@@ -271,18 +109,22 @@ class OpenAIQuestionGenerator:
             (:mod:`embtune_core.question_filter`); counted in ``last_report["dropped_questions"]``.
         system_prompt: optional system message.
         concurrency: requests in flight at once.
-        max_retries: retries per call after the first attempt.
+        max_retries: retries per call after the first attempt. Transport faults (429, 408, 409, 5xx,
+            timeouts, dropped connections) are retried by the OpenAI SDK, which honours Retry-After
+            (up to two minutes) and backs off 0.5 s -> 8 s; a reply the SDK cannot judge (not JSON,
+            no choices, no questions) is asked again here.
         timeout: seconds per request.
-        initial_backoff / max_backoff: exponential backoff bounds in seconds (jittered).
+        initial_backoff / max_backoff: bounds in seconds of the (jittered) exponential backoff before
+            an unusable reply is asked again.
         temperature / max_tokens: passed to the server when set.
     """
 
     def __init__(self, model: str = "gpt-4o-mini", base_url: str | None = None, api_key: Any = None,
                  questions_per_chunk: int = 2, prompt: str | None = None, system_prompt: str | None = None,
                  concurrency: int = 8, max_retries: int = 6, timeout: float = 60.0,
-                 initial_backoff: float = 1.0, max_backoff: float = 60.0, max_retry_after: float = 300.0,
+                 initial_backoff: float = 1.0, max_backoff: float = 60.0,
                  temperature: float | None = None, max_tokens: int | None = None, seed: int | None = None,
-                 filter: bool = True, **_ignored):
+                 filter: bool = True):
         if questions_per_chunk < 1:
             raise ConfigError("must be at least 1", field="questions_per_chunk")
         if concurrency < 1:
@@ -301,7 +143,6 @@ class OpenAIQuestionGenerator:
         self.system_prompt = system_prompt
         self.concurrency, self.max_retries, self.timeout = concurrency, max_retries, timeout
         self.initial_backoff, self.max_backoff = initial_backoff, max_backoff
-        self.max_retry_after = max_retry_after
         self.temperature, self.max_tokens = temperature, max_tokens
         self._jitter = random.Random(seed)
         self.filter = bool(filter)
@@ -339,21 +180,26 @@ class OpenAIQuestionGenerator:
         return " ".join(scrub(message).split())[:300]
 
     def _delay(self, attempt: int, exc: BaseException) -> float:
-        response = getattr(exc, "response", None)
-        retry_after = _retry_after_seconds(getattr(response, "headers", None))
+        """Seconds before asking again after an unusable reply: "equal jitter" exponential backoff."""
         backoff = min(self.max_backoff, self.initial_backoff * (2 ** attempt))
-        jittered = backoff / 2 + self._jitter.uniform(0, backoff / 2)  # "equal jitter"
-        if retry_after is not None:
-            return min(retry_after, self.max_retry_after)
-        return jittered
+        return backoff / 2 + self._jitter.uniform(0, backoff / 2)
 
     async def _call(self, client, body: dict[str, Any], chunk: Chunk, stats: dict[str, int]) -> dict[str, Any]:
+        """One chunk's questions. The SDK retries transport faults (``stats["retries"]`` counts its
+        extra requests too); a reply that cannot be used is asked again here, ``max_retries`` times."""
         import openai
 
         last_problem = ""
+        sent = 0
         for attempt in range(self.max_retries + 1):
+            sends = [0]
+            _SENDS.set(sends)
             try:
-                response = await client.chat.completions.create(**body)
+                try:
+                    response = await client.chat.completions.create(**body)
+                finally:
+                    sent += sends[0]
+                    stats["retries"] += max(0, sends[0] - 1)
                 try:
                     content = response.choices[0].message.content
                 except (IndexError, AttributeError, TypeError):
@@ -366,16 +212,16 @@ class OpenAIQuestionGenerator:
                         "reply": content,
                         "usage": {"prompt_tokens": int(getattr(usage, "prompt_tokens", 0) or 0),
                                   "completion_tokens": int(getattr(usage, "completion_tokens", 0) or 0)},
-                        "attempts": attempt + 1}
+                        "attempts": sent}
             except openai.APIStatusError as exc:
                 if exc.status_code not in RETRY_STATUS and exc.status_code < 500:
                     raise ServiceError(f"{self.base_url or 'OpenAI'} refused the request: HTTP {exc.status_code}: "
                                        f"{self._scrub(str(exc))}") from None
                 last_problem = f"HTTP {exc.status_code}"
-                failure = exc
+                break  # the SDK has retried it already
             except (openai.APITimeoutError, openai.APIConnectionError) as exc:
                 last_problem = "timeout" if isinstance(exc, openai.APITimeoutError) else "connection error"
-                failure = exc
+                break
             except (_BadReply, json.JSONDecodeError, openai.APIResponseValidationError) as exc:
                 last_problem = f"malformed reply: {self._scrub(str(exc))}"
                 failure = exc
@@ -387,20 +233,21 @@ class OpenAIQuestionGenerator:
             await asyncio.sleep(delay)
         if last_problem.startswith("malformed reply"):
             # The model, not the service, failed on this chunk: record it and carry on.
-            log.warning("chunk %s: no usable questions after %d attempts (%s)", chunk.id,
-                        self.max_retries + 1, last_problem)
+            log.warning("chunk %s: no usable questions after %d attempts (%s)", chunk.id, sent, last_problem)
             return {"key": self.request_key(body), "chunk_id": chunk.id, "questions": [],
                     "error": last_problem, "usage": {"prompt_tokens": 0, "completion_tokens": 0},
-                    "attempts": self.max_retries + 1}
-        raise ServiceError(f"{self.base_url or 'OpenAI'}: chat completion failed after {self.max_retries + 1} "
+                    "attempts": sent}
+        raise ServiceError(f"{self.base_url or 'OpenAI'}: chat completion failed after {sent} "
                            f"attempts ({last_problem}); completed calls are journaled, re-run to resume")
 
     async def _run(self, todo: list[tuple[Chunk, dict[str, Any]]], journal: Journal, bar,
                    stats: dict[str, int]) -> None:
         import openai
 
-        client = openai.AsyncOpenAI(base_url=self.base_url, api_key=self.api_key, max_retries=0,
-                                    timeout=self.timeout)
+        # The SDK retries transport faults (honouring Retry-After); the hook counts what it sends.
+        client = openai.AsyncOpenAI(base_url=self.base_url, api_key=self.api_key, max_retries=self.max_retries,
+                                    timeout=self.timeout, http_client=openai.DefaultAsyncHttpxClient(
+                                        timeout=self.timeout, event_hooks={"request": [_count_send]}))
         queue: asyncio.Queue = asyncio.Queue()
         for item in todo:
             queue.put_nowait(item)

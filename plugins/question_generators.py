@@ -21,45 +21,7 @@ Example::
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
-
 from embtune_core import hookimpl
-from embtune_core.dataset import QADataset
-from embtune_core.documents import Chunk, stable_id
-
-# Chunk metadata worth keeping per corpus entry (small, JSON-friendly).
-_METADATA_KEYS = ("source", "file_name", "page", "line", "chunk_index", "start_char_idx", "end_char_idx")
-
-
-def corpus_metadata(chunk: Chunk, **extra: Any) -> dict[str, Any]:
-    meta = {k: chunk.metadata[k] for k in _METADATA_KEYS if k in chunk.metadata}
-    meta.update(extra)
-    return meta
-
-
-def query_id(chunk_id: str, index: int, question: str) -> str:
-    """Stable query id: the same chunk and question give the same id on every run."""
-    return stable_id("query", chunk_id, index, question)
-
-
-def dataset_from_questions(chunks: Sequence[Chunk], questions: dict[str, list[str]]) -> QADataset:
-    """A QADataset whose corpus is every chunk and whose queries are ``questions[chunk.id]``.
-
-    Chunks keep their input order, so the output does not depend on which call finished first.
-    """
-    queries: dict[str, str] = {}
-    relevant: dict[str, list[str]] = {}
-    corpus: dict[str, str] = {}
-    metadata: dict[str, dict[str, Any]] = {}
-    for chunk in chunks:
-        corpus[chunk.id] = chunk.text
-        metadata[chunk.id] = corpus_metadata(chunk)
-        for i, question in enumerate(questions.get(chunk.id, [])):
-            qid = query_id(chunk.id, i, question)
-            queries[qid] = question
-            relevant[qid] = [chunk.id]
-    return QADataset(queries, corpus, relevant, extras={"corpus_metadata": metadata})
 
 
 def _openai(**options):

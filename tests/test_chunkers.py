@@ -13,7 +13,8 @@ from hypothesis import strategies as st
 from embtune_core.documents import Document
 from embtune_core.errors import ConfigError
 from embtune_core.plugins import get_registry
-from embtune_plugins.chunkers import RecursiveChunker, SentenceChunker, sentence_spans
+from embtune_core.sentences import sentence_spans
+from embtune_plugins.chunkers import RecursiveChunker, SentenceChunker
 
 WORDS = ["revenue", "Lyft", "drivers", "riders", "grew", "in", "2021", "the", "net", "loss", "was",
          "$1.0", "billion", "U.S.", "autonomous", "vehicles", "insurance", "pneumonoultramicroscopic"]

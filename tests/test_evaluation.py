@@ -247,8 +247,8 @@ def test_significance_plugin_and_shallow_ranking_error():
 
 # --- CLI ----------------------------------------------------------------------------------------------
 def test_system_spec_syntax():
-    from embtune_core.commands.evaluate import parse_system
     from embtune_core.errors import ConfigError
+    from embtune_core.systems import parse_system
 
     spec = parse_system("base=model:sentence-transformers/all-MiniLM-L6-v2")
     assert (spec.name, spec.encoder_spec, spec.adapter_dir) == ("base", "st:sentence-transformers/all-MiniLM-L6-v2",

@@ -15,8 +15,9 @@ import time
 from pathlib import Path
 
 import pytest
+from corpora import topic_corpus
 from openai_server import OpenAIServer
-from test_pipeline import PLANTED_KEY, _config, _corpus, _finish, _start
+from test_pipeline import PLANTED_KEY, _config, _finish, _start
 
 from embtune_core import atomic
 from embtune_core.dataset import QADataset
@@ -51,7 +52,7 @@ def _signal_when(proc: subprocess.Popen, ready, sig: int, timeout: float = 300) 
 # --- 1 + 6: a run interrupted at a stage boundary or right after its baseline resumes to the same bits ---
 @pytest.mark.slow
 def test_interrupted_pipeline_trains_the_same_weights(tmp_path, tiny_model_dir):
-    corpus = _corpus(tmp_path / "corpus")
+    corpus = topic_corpus(tmp_path / "corpus")
     with OpenAIServer() as server:
         config = _config(tmp_path / "run.toml", corpus, server.base_url, tiny_model_dir)
         reference = tmp_path / "reference"
@@ -241,7 +242,7 @@ def test_moved_run_folder_reads_its_own_files(tmp_path, tiny_model_dir):
 
 def test_split_and_ids_do_not_depend_on_the_documents_location(tmp_path, minilm_path):
     (tmp_path / "a").mkdir()
-    corpus = _corpus(tmp_path / "a" / "docs")
+    corpus = topic_corpus(tmp_path / "a" / "docs")
     shutil.copytree(corpus, tmp_path / "b" / "elsewhere" / "docs")
     outputs = []
     for root in (tmp_path / "a", tmp_path / "b" / "elsewhere"):

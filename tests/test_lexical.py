@@ -8,12 +8,12 @@ import json
 import numpy as np
 import pytest
 
-from embtune_core.commands.evaluate import parse_system
 from embtune_core.dataset import load_any
 from embtune_core.embedding_cache import EmbeddingCache
 from embtune_core.errors import ConfigError
 from embtune_core.evaluation import System, evaluate_systems
 from embtune_core.lexical import BM25Index, BM25Spec, rrf
+from embtune_core.systems import parse_system
 
 DOCS = [
     ("Uber revenue", "Uber reported revenue growth of 57 percent in the mobility segment during 2021."),

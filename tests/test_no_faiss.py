@@ -10,24 +10,14 @@ import sys
 from pathlib import Path
 
 import pytest
+from corpora import topic_corpus
 
 from embtune_core.search import faiss_module
 
-TOPICS = ["volcano", "glacier", "desert", "reef", "forest", "tundra", "canyon", "delta", "prairie", "marsh"]
 # Runs the CLI in a child where `import faiss` fails exactly as when no FAISS build is installed
 # (a None entry in sys.modules makes the import statement raise ImportError).
 NO_FAISS = ("import runpy, sys; sys.modules['faiss'] = None; sys.argv[0] = 'embtune'; "
             "runpy.run_module('embtune_core.cli', run_name='__main__')")
-
-
-def _corpus(folder: Path) -> Path:
-    folder.mkdir()
-    for i, topic in enumerate(TOPICS):
-        sentences = [f"The {topic} number {j} has feature {topic}{j} that visitors of the {topic} remember."
-                     for j in range(6)]
-        (folder / f"{i:02d}-{topic}.txt").write_text("\n\n".join(" ".join(sentences[k:k + 2])
-                                                               for k in range(0, 6, 2)))
-    return folder
 
 
 def _config(path: Path, corpus: Path, model: str) -> Path:
@@ -72,7 +62,7 @@ def _env() -> dict[str, str]:
 
 
 def test_pipeline_without_faiss_runs_to_the_end_on_torch_search(tmp_path, tiny_model_dir):
-    config = _config(tmp_path / "run.toml", _corpus(tmp_path / "docs"), tiny_model_dir)
+    config = _config(tmp_path / "run.toml", topic_corpus(tmp_path / "docs"), tiny_model_dir)
     proc = subprocess.run([sys.executable, "-c", NO_FAISS, "run", str(config), "--run-dir", str(tmp_path / "run")],
                           check=False, capture_output=True, text=True, timeout=600, env=_env())
     out = proc.stdout + proc.stderr

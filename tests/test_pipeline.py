@@ -13,20 +13,10 @@ import time
 from pathlib import Path
 
 import pytest
+from corpora import topic_corpus
 from openai_server import OpenAIServer
 
 PLANTED_KEY = "sk-embtune-planted-secret-0123456789"
-TOPICS = ["volcano", "glacier", "desert", "reef", "forest", "tundra", "canyon", "delta", "prairie", "marsh"]
-
-
-def _corpus(folder: Path) -> Path:
-    folder.mkdir()
-    for i, topic in enumerate(TOPICS):
-        sentences = [f"The {topic} number {j} has feature {topic}{j} that visitors of the {topic} remember."
-                     for j in range(6)]
-        (folder / f"{i:02d}-{topic}.txt").write_text("\n\n".join(" ".join(sentences[k:k + 2])
-                                                               for k in range(0, 6, 2)))
-    return folder
 
 
 def _config(path: Path, corpus: Path, base_url: str, model: str) -> Path:
@@ -115,7 +105,7 @@ def _results(run_dir: Path) -> tuple[dict, dict]:
 
 @pytest.mark.slow
 def test_interrupted_run_resumes_to_the_same_result(tmp_path, tiny_model_dir):
-    corpus = _corpus(tmp_path / "corpus")
+    corpus = topic_corpus(tmp_path / "corpus")
     with OpenAIServer(latency=0.15) as server:
         config = _config(tmp_path / "run.toml", corpus, server.base_url, tiny_model_dir)
 

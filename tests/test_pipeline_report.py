@@ -5,27 +5,16 @@ from __future__ import annotations
 
 import json
 import re
-from pathlib import Path
 
 import pytest
+from corpora import topic_corpus
 
 from embtune_core.cli import main
-
-TOPICS = ["volcano", "glacier", "desert", "reef", "forest", "tundra", "canyon", "delta", "prairie", "marsh"]
-
-
-def _corpus(folder: Path) -> Path:
-    folder.mkdir()
-    for i, topic in enumerate(TOPICS):
-        sentences = [f"The {topic} number {j} has feature {topic}{j} that visitors of the {topic} remember well."
-                     for j in range(6)]
-        (folder / f"{i:02d}-{topic}.txt").write_text("\n\n".join(" ".join(sentences[k:k + 3]) for k in range(0, 6, 3)))
-    return folder
 
 
 @pytest.mark.slow
 def test_run_publishes_the_latest_report_beside_the_stage_folders(tmp_path, tiny_model_dir, capsys):
-    corpus = _corpus(tmp_path / "corpus")
+    corpus = topic_corpus(tmp_path / "corpus")
     config = tmp_path / "run.toml"
     config.write_text(f"""
 [run]

@@ -143,3 +143,29 @@ def test_example_evaluator_scores_a_real_ranking(example_installed):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=False)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "{'recall@1': 0.5}"
+
+
+def test_contracts_live_in_core_and_plugins_import_no_other_plugin():
+    """Every family's contract is in embtune_core (hookspecs' Protocols, losses.LossStrategy, qgen.Journal);
+    a plugin module imports no other plugin, only a registration module its own implementations."""
+    import ast
+    from pathlib import Path
+
+    import embtune_plugins
+    from embtune_core import hookspecs
+    from embtune_core.plugins import get_registry
+
+    own = {"question_generators": {"qgen_openai", "qgen_offline", "qgen_local_llm"},
+           "adapters": {"adapter_modules"}}
+    for path in Path(embtune_plugins.__file__).parent.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("embtune_plugins."):
+                assert node.module.split(".", 1)[1] in own.get(path.stem, set()), (path.name, node.module)
+    registry = get_registry()
+    assert isinstance(registry.create("chunkers", "recursive"), hookspecs.Chunker)
+    assert isinstance(registry.create("question_generators", "ict"), hookspecs.QuestionGenerator)
+    assert isinstance(registry.create("negative_miners", "embedding-rank"), hookspecs.NegativeMiner)
+    from embtune_core.losses import LossStrategy
+
+    assert all(isinstance(registry.create("loss_strategies", name), LossStrategy)
+               for name in registry.names("loss_strategies") if name != "gist")

@@ -18,7 +18,8 @@ from openai_server import OpenAIServer
 from embtune_core.documents import Chunk
 from embtune_core.errors import ConfigError, ServiceError
 from embtune_core.plugins import get_registry
-from embtune_plugins.qgen_openai import JOURNAL_NAME, Journal, OpenAIQuestionGenerator, parse_questions
+from embtune_core.qgen import Journal, parse_questions
+from embtune_plugins.qgen_openai import JOURNAL_NAME, OpenAIQuestionGenerator
 
 TESTS = Path(__file__).resolve().parent
 FAST = {"initial_backoff": 0.01, "max_backoff": 0.05, "timeout": 5.0, "seed": 0}
@@ -143,9 +144,16 @@ def test_429_waits_for_retry_after():
 
 
 def test_retry_after_ms_and_http_date_are_understood():
+    """The OpenAI SDK, which retries transport faults for embtune, reads all three forms."""
     from email.utils import formatdate
 
-    from embtune_plugins.qgen_openai import _retry_after_seconds
+    import httpx
+    import openai
+
+    parse = openai.OpenAI(api_key="x", base_url="http://127.0.0.1:9/v1")._parse_retry_after_header
+
+    def _retry_after_seconds(headers: dict) -> float | None:
+        return parse(httpx.Headers(headers))
 
     assert _retry_after_seconds({"retry-after-ms": "250"}) == 0.25
     assert _retry_after_seconds({"retry-after": "3"}) == 3.0

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from openai_server import OpenAIServer
 from test_qgen_openai import generator, make_chunks
 
+from embtune_core.qgen import parse_questions
 from embtune_core.question_filter import (
     COPIES_THE_CHUNK,
     REFERS_TO_CONTEXT,
@@ -18,7 +19,6 @@ from embtune_core.question_filter import (
     filter_questions,
     refers_to_context,
 )
-from embtune_plugins.qgen_openai import parse_questions
 
 CHUNK = ("Lyft's revenue grew 36 percent in 2021 as ridership recovered from the pandemic, while "
          "insurance costs for drivers rose in California.")

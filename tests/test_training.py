@@ -11,9 +11,11 @@ import pytest
 import torch
 from test_losses import _one_torch_thread, make_qa  # noqa: F401 - the fixture applies here too
 
+from embtune_core.checkpoints import latest_checkpoint
 from embtune_core.cli import main
 from embtune_core.errors import ConfigError
-from embtune_core.training import TrainSettings, freeze_all_but_last, latest_checkpoint, train
+from embtune_core.layer_freezing import freeze_all_but_last
+from embtune_core.training import TrainSettings, train
 
 
 def _state(model_dir: str) -> dict[str, torch.Tensor]:
@@ -174,8 +176,8 @@ def test_cli_rejects_unknown_config_key(tmp_path, capsys):
 def test_export_writes_a_loadable_zip(tiny_model_dir, tmp_path):
     from sentence_transformers import SentenceTransformer
 
-    from embtune_core.commands.export import export_zip
     from embtune_core.errors import InputError
+    from embtune_core.export import export_zip
 
     archive = export_zip(tiny_model_dir, tmp_path / "tiny.zip")
     with zipfile.ZipFile(archive) as handle:

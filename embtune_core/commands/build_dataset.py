@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from embtune_core import atomic
+from embtune_core.build import chunk_documents, generate_questions, split_dataset, write_dataset_split
 from embtune_core.commands import (
     Sources,
     check_model,
@@ -20,11 +21,12 @@ from embtune_core.commands import (
     positive_float,
     positive_int,
 )
-from embtune_core.config import check_types, load_config, section
+from embtune_core.config import load_config, section
 from embtune_core.errors import COMMAND_LINE, ConfigError, EmbtuneError, UsageError
-from embtune_core.loading import collect_files, load_documents
+from embtune_core.loading import collect_files
 from embtune_core.plugins import get_registry
-from embtune_core.splitting import GROUP_BY, split_by_source, write_split
+from embtune_core.settings import DatasetSettings, PluginTable, SplitSettings, as_table, from_table
+from embtune_core.splitting import GROUP_BY
 
 log = logging.getLogger(__name__)
 
@@ -54,13 +56,9 @@ be split that way: use --split-by page (or chunk), or --val-fraction 0 for train
 Validation sets that share a chunk, query or (with --split-by source) a document with training
 are refused."""
 
-DEFAULTS: dict[str, Any] = {
-    "chunker": "sentence", "chunk_size": None, "chunk_overlap": None, "model": None,
-    "generator": "ict", "llm_model": None, "base_url": None, "api_key_env": None,
-    "questions_per_chunk": None, "concurrency": 8, "max_retries": 6, "timeout": 60.0, "prompt_file": None,
-    "temperature": None, "val_fraction": 0.2, "split_by": "source", "seed": 0, "skip_bad": False,
-    "work_dir": None, "out": None,
-}
+# The options that have a flag of the same name (inputs, prompt and generator_options come from the file only).
+DEFAULTS: dict[str, Any] = {k: v for k, v in as_table(DatasetSettings()).items()
+                            if k not in ("inputs", "prompt", "generator_options")}
 
 
 def add_arguments(parser) -> None:
@@ -102,12 +100,7 @@ def resolve_settings(args) -> dict[str, Any]:
     sources = Sources(config_path, "dataset")
     if config_path:
         config = section(load_config(config_path), "dataset", config_path)
-        unknown = set(config) - set(DEFAULTS) - {"inputs", "generator_options", "prompt"}
-        if unknown:
-            raise ConfigError(f"unknown key(s) {', '.join(sorted(unknown))}; known: "
-                              f"{', '.join(sorted(DEFAULTS))}, inputs, prompt, generator_options",
-                              path=config_path, field="dataset")
-        check_types(config, DEFAULTS, path=config_path, table="dataset")
+        from_table(DatasetSettings, config, path=config_path)  # unknown keys and wrong types refused
         sources.config(config)
     settings = dict(DEFAULTS)
     settings.update({k: v for k, v in config.items() if k in DEFAULTS})
@@ -119,8 +112,6 @@ def resolve_settings(args) -> dict[str, Any]:
     settings["inputs"] = list(args.inputs) or list(config.get("inputs", []))
     settings["prompt"] = config.get("prompt")
     settings["generator_options"] = config.get("generator_options", {})
-    if not isinstance(settings["generator_options"], dict):
-        raise ConfigError("must be a table", path=config_path, field="dataset.generator_options")
     sources.config(settings["generator_options"], prefix="generator_options.")
     if args.inputs:
         sources.set("inputs", COMMAND_LINE, "INPUTS")
@@ -184,33 +175,29 @@ def run(args) -> int:
     check_plugin("chunkers", s["chunker"], origins, "chunker")
     if s["chunker"] == "sentence" and s["model"]:
         check_model(s["model"], origins, "model")
-    try:
-        generator = registry.create("question_generators", s["generator"], **generator_options(s))
-        chunker = registry.create("chunkers", s["chunker"], **chunker_options(s))
+    chunker = PluginTable(s["chunker"], chunker_options(s))
+    generator = PluginTable(s["generator"], generator_options(s))
+    try:  # cheap: an LLM is only called, a local one loaded, when it generates
+        registry.create("question_generators", generator.name, **generator.options)
+        registry.create("chunkers", chunker.name, **chunker.options)
     except EmbtuneError as exc:
         raise origins.blame(exc) from None
 
-    documents, skipped = load_documents(s["inputs"], skip_bad=bool(s["skip_bad"]), registry=registry)
+    done = chunk_documents(s["inputs"], chunker, skip_bad=bool(s["skip_bad"]), registry=registry)
+    documents, chunks, skipped = done.documents, done.chunks, done.skipped
     sources = {d.source for d in documents}
     print(f"loaded {len(documents)} documents from {len(sources)} files", file=sys.stderr)
-
-    chunks = chunker.chunk(documents)
     print(f"{len(chunks)} chunks ({s['chunker']})", file=sys.stderr)
 
-    dataset = generator.generate(chunks, work_dir=work_dir)
-    report = dict(getattr(generator, "last_report", {}) or {})
+    dataset, report = generate_questions(chunks, generator, work_dir=work_dir)
     if not dataset.queries:
         raise ConfigError(f"the {s['generator']} generator produced no queries from {len(chunks)} chunks",
                           field="generator")
 
     train_path, val_path = out / "train.json", out / "val.json"
-    if s["val_fraction"] > 0:
-        train, val = split_by_source(dataset, val_fraction=float(s["val_fraction"]), seed=int(s["seed"]),
-                                     by=s["split_by"])
-        write_split(train, val, train_path, val_path, allow_shared_sources=s["split_by"] != "source")
-    else:
-        train, val = dataset, None
-        write_split(train, None, train_path, None)
+    split = SplitSettings(val_fraction=float(s["val_fraction"]), split_by=s["split_by"], seed=int(s["seed"]))
+    train, val = split_dataset(dataset, split)
+    write_dataset_split(train, val, train_path, val_path, split)
 
     summary = {
         "inputs": [str(p) for p in s["inputs"]], "documents": len(documents), "files": len(sources),

@@ -2,13 +2,8 @@
 
 from __future__ import annotations
 
-import os
-import zipfile
-from pathlib import Path
-
-from embtune_core import atomic
 from embtune_core.commands import check_output_file
-from embtune_core.errors import InputError
+from embtune_core.export import export_zip
 
 NAME = "export"
 HELP = "zip a model directory, export it to ONNX (int8) for fast CPU inference, or push it to the hub"
@@ -37,27 +32,6 @@ def add_arguments(parser) -> None:
     parser.add_argument("--push-to-hub", metavar="OWNER/NAME", help="upload to this Hugging Face hub repository")
     parser.add_argument("--public", action="store_true", help="with --push-to-hub: a public repository "
                                                              "(default: private)")
-
-
-def export_zip(model_dir: str | Path, out: str | Path) -> Path:
-    """Zip ``model_dir`` under one top folder named after ``out``; refuses anything but a model directory."""
-    model_dir, out = Path(model_dir), Path(out)
-    if not model_dir.is_dir():
-        problem = "is a file, expected a model directory" if model_dir.exists() else "no such model directory"
-        raise InputError(problem, path=model_dir)
-    if not (model_dir / "modules.json").is_file():
-        raise InputError("not a sentence-transformers model directory (no modules.json)", path=model_dir)
-    top = out.name[:-4] if out.name.lower().endswith(".zip") else out.name
-    with atomic.atomic_open(out, "wb") as handle, \
-            zipfile.ZipFile(handle, "w", compression=zipfile.ZIP_DEFLATED) as archive:
-        for root, dirs, files in os.walk(model_dir):
-            dirs.sort()
-            for name in sorted(files):
-                path = Path(root) / name
-                if path.is_symlink() or name.startswith("."):
-                    continue  # temp files and links have no place in a model archive
-                archive.write(path, Path(top) / path.relative_to(model_dir))
-    return out
 
 
 def run(args) -> int:

@@ -6,6 +6,7 @@ import sys
 from typing import Any
 
 from embtune_core import atomic
+from embtune_core.build import mine_negatives
 from embtune_core.commands import (
     Sources,
     check_encoder,
@@ -16,10 +17,11 @@ from embtune_core.commands import (
     non_negative_int,
     positive_int,
 )
-from embtune_core.config import check_types, load_config, section
+from embtune_core.config import load_config, section
 from embtune_core.dataset import load_split, source_of
-from embtune_core.errors import ConfigError, EmbtuneError
+from embtune_core.errors import EmbtuneError
 from embtune_core.plugins import get_registry
+from embtune_core.settings import PluginTable, plugin_table
 
 NAME = "mine"
 HELP = "add hard negatives to a QA dataset (embedding rank with a false-negative guard)"
@@ -36,9 +38,7 @@ Example:
 --encoder takes a model name or folder, or a spec such as st:NAME or openai:MODEL[@BASE_URL].
 Options may also come from the [mine] table of a --config TOML file; the command line wins."""
 
-DEFAULTS: dict[str, Any] = {"miner": "embedding-rank", "encoder": "sentence-transformers/all-MiniLM-L6-v2",
-                            "num_negatives": 5, "range_min": 0, "range_max": 50, "relative_margin": 0.05,
-                            "margin": None, "use_cache": True}
+DEFAULTS: dict[str, Any] = {"miner": "embedding-rank", "encoder": "sentence-transformers/all-MiniLM-L6-v2"}
 
 
 def add_arguments(parser) -> None:
@@ -65,44 +65,47 @@ def add_arguments(parser) -> None:
                         help="do not use the embedding cache")
 
 
-def run(args) -> int:
-    settings = dict(DEFAULTS)
+OPTION_FLAGS = ("num_negatives", "range_min", "range_max", "relative_margin", "margin", "use_cache")
+
+
+def resolve_settings(args) -> tuple[PluginTable, Sources]:
+    """The [mine] table of --config (one model with ``embtune run``'s [mine], see
+    :func:`embtune_core.settings.plugin_table`) under the options given on the command line."""
     sources = Sources(args.config, "mine")
+    table = PluginTable(DEFAULTS["miner"], {}, encoder=DEFAULTS["encoder"])
     if args.config:
         config = section(load_config(args.config), "mine", args.config)
-        unknown = set(config) - set(DEFAULTS)
-        if unknown:
-            raise ConfigError(f"unknown key(s) {', '.join(sorted(unknown))}; known: {', '.join(sorted(DEFAULTS))}",
-                              path=args.config, field="mine")
-        check_types(config, DEFAULTS, path=args.config, table="mine")
-        settings.update(config)
+        table = plugin_table("mine", config, path=args.config)
+        table.encoder = table.encoder or DEFAULTS["encoder"]
         sources.config(config)
-    sources.command_line(args, DEFAULTS, {"use_cache": "--no-cache"})
-    for key in DEFAULTS:
-        if getattr(args, key, None) is not None:
-            settings[key] = getattr(args, key)
+    sources.command_line(args, (*OPTION_FLAGS, "miner", "encoder"), {"use_cache": "--no-cache"})
+    table.name = args.miner or table.name
+    table.encoder = args.encoder or table.encoder
+    table.options.update({k: getattr(args, k) for k in OPTION_FLAGS if getattr(args, k, None) is not None})
+    return table, sources
+
+
+def run(args) -> int:
+    table, sources = resolve_settings(args)
     # Everything the arguments alone can refute is refuted before the dataset or a model is read.
     check_output_file(args.out, "--out")
-    check_plugin("negative_miners", settings["miner"], sources, "miner")
-    check_encoder(settings["encoder"], sources, "encoder")
-    miner_options = {k: settings[k] for k in ("num_negatives", "range_min", "range_max", "relative_margin",
-                                              "margin", "use_cache")}
-    try:
-        miner = get_registry().create("negative_miners", settings["miner"], **miner_options)
+    check_plugin("negative_miners", table.name, sources, "miner")
+    check_encoder(table.encoder, sources, "encoder")
+    try:  # bad option values are refuted before the dataset is read
+        get_registry().create("negative_miners", table.name, **table.options)
     except EmbtuneError as exc:
         raise sources.blame(exc) from None
     from embtune_core.encoder_options import from_args
 
-    encoder = settings["encoder"]
-    options = from_args(args, encoder or "st:")
+    options = from_args(args, table.encoder or "st:")
     dataset = load_split(args.dataset, split=args.split, field="dataset")
-    if options:
+    encoder = None
+    if options:  # prompts or a backend: the encoder is built with them (they enter its identity)
         from embtune_core.encoding import encoder_from_spec
 
-        encoder = encoder_from_spec(encoder or "st:sentence-transformers/all-MiniLM-L6-v2", **options)
-    mined = miner.mine(dataset, encoder)
+        encoder = encoder_from_spec(table.encoder, **options)
+    mined, report = mine_negatives(dataset, table, encoder)
     mined.save(args.out)
-    report = dict(getattr(miner, "last_report", {}) or {})
     if report:
         report["source"] = source_of(args.dataset, args.split)
     if report:

@@ -24,6 +24,8 @@ depend on it. See examples/10k.toml and examples/beir.toml."""
 def add_arguments(parser) -> None:
     parser.add_argument("config", help="TOML config file")
     parser.add_argument("--run-dir", help="run directory (default: [run] out/name next to the config)")
+    parser.add_argument("--print-config", action="store_true",
+                        help="print every table as the stages will read it (defaults filled in) and stop")
 
 
 # (table, key, plugin family) of every implementation name a config may give
@@ -50,6 +52,14 @@ def check_names(config: dict[str, Any], path: str | Path) -> None:
 
 
 def run(args) -> int:
+    if args.print_config:
+        import json
+
+        from embtune_core.pipeline import Pipeline
+
+        pipeline = Pipeline(load_config(args.config), config_path=args.config, run_dir=args.run_dir)
+        print(json.dumps(pipeline.resolved(), indent=2, sort_keys=False))
+        return 0
     if args.run_dir:
         check_output_dir(args.run_dir, "--run-dir")
     check_names(load_config(args.config), args.config)

@@ -171,7 +171,7 @@ def settings_from_args(args):
 
 def check_settings(settings, sources: Sources) -> None:
     """Refute what the settings alone can refute, before train() reads a dataset or loads a model."""
-    from embtune_plugins.losses import create_strategy
+    from embtune_core.losses import create_strategy
 
     check_output_dir(settings.out, sources.where("out")[1], replaces="modules.json")
     check_output_dir(settings.checkpoints, sources.where("checkpoint_dir")[1])

@@ -1,0 +1,188 @@
+"""Checkpoints and logs of a training run: which checkpoint a run resumes from (a torn one is moved
+aside, never used), the fingerprint that says whether a folder's checkpoints belong to these settings
+and data, the trainer callbacks that write ``loss_log.jsonl`` and mark each checkpoint complete, and
+the run's mean training loss."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+from embtune_core import atomic, interrupts
+
+log = logging.getLogger("embtune_core.training")
+
+LOSS_LOG = "loss_log.jsonl"
+COMPLETE = "embtune_complete.json"  # written into a checkpoint after the trainer has saved all of it
+
+
+RUN_FINGERPRINT = "run_fingerprint.txt"  # in the checkpoint folder: which settings and data made it
+
+
+
+def run_fingerprint(settings: Any) -> str:
+    """A hash of every setting (``resume`` aside) and of the training and validation data's content:
+    re-running the same command after an interruption resumes only when this is unchanged."""
+    from embtune_core.rundir import inputs_hash, stable_hash
+
+    values = {k: v for k, v in dataclasses.asdict(settings).items() if k != "resume"}
+    paths = (settings.train, settings.val, *(settings.index_corpus or ()))
+    data = inputs_hash([Path(p) for p in paths if p and Path(p).exists()])
+    return stable_hash({"settings": values, "data": data})
+
+
+def latest_checkpoint(folder: str | Path) -> str | None:
+    """The newest complete ``checkpoint-N`` in ``folder``.
+
+    A checkpoint counts only when :func:`checkpoint_problem` finds nothing wrong with it. A newer one
+    that is torn (killed mid-save, disk full) is moved aside to ``.incomplete-checkpoint-N`` (never
+    deleted) and the previous complete one is used, with one line saying so.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        return None
+    found = []
+    for child in folder.iterdir():
+        match = re.fullmatch(r"checkpoint-(\d+)", child.name)
+        if match and child.is_dir():
+            found.append((int(match.group(1)), child))
+    # Checkpoints written by this version carry the marker: once one does, one without it is torn.
+    marked = any((child / COMPLETE).exists() for _, child in found)
+    for _, child in sorted(found, reverse=True):
+        problem = checkpoint_problem(child, require_marker=marked)
+        if problem is None:
+            return str(child)
+        aside = child.with_name(f".incomplete-{child.name}-{int(time.time())}")
+        os.replace(child, aside)
+        log.warning("%s is incomplete (%s); moved aside to %s, resuming from an earlier checkpoint", child,
+                    problem, aside.name)
+    return None
+
+
+def checkpoint_problem(folder: Path, *, require_marker: bool = False) -> str | None:
+    """Why a checkpoint folder cannot be resumed from, or None: trainer_state.json must parse, every
+    safetensors file must be as long as its header says, every ``.pt``/``.pth`` must be a whole zip
+    (torch's format), and embtune's completion marker must parse where present and be present with
+    ``require_marker`` (checkpoints of older versions have none)."""
+    import zipfile
+
+    state = folder / "trainer_state.json"
+    try:
+        json.loads(state.read_text(encoding="utf-8"))["global_step"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        return f"trainer_state.json: {type(exc).__name__}"
+    for path in sorted(folder.rglob("*.safetensors")):
+        problem = _safetensors_problem(path)
+        if problem:
+            return f"{path.relative_to(folder)}: {problem}"
+    for path in sorted([*folder.glob("*.pt"), *folder.glob("*.pth")]):
+        try:
+            with zipfile.ZipFile(path) as archive:
+                archive.namelist()
+        except (OSError, zipfile.BadZipFile) as exc:
+            return f"{path.name}: {exc}"
+    marker = folder / COMPLETE
+    if require_marker and not marker.exists():
+        return f"no {COMPLETE} (the save did not finish)"
+    if marker.exists():
+        try:
+            json.loads(marker.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return f"{COMPLETE}: torn"
+    return None
+
+
+def _safetensors_problem(path: Path) -> str | None:
+    """The safetensors layout: 8-byte header length, JSON header, then the tensors' bytes."""
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as handle:
+            n = int.from_bytes(handle.read(8), "little")
+            if n <= 0 or 8 + n > size:
+                return "truncated header"
+            header = json.loads(handle.read(n))
+        end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
+    except (OSError, ValueError, KeyError, TypeError, IndexError):
+        return "unreadable header"
+    return None if 8 + n + end == size else f"{size} bytes, header says {8 + n + end}"
+
+
+def _append_jsonl(path: Path, record: dict[str, Any]) -> None:
+    """Append one line with one write on an O_APPEND descriptor: concurrent or torn writes never mix lines."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    line = (json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8")
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    try:
+        os.write(fd, line)
+    finally:
+        os.close(fd)
+
+
+def trainer_callbacks(work_dir: Path, history: list[dict[str, Any]]):
+    from transformers import TrainerCallback
+
+    class LossLog(TrainerCallback):
+        """Every log record (loss, learning rate, evaluation metrics) as a line of loss_log.jsonl."""
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if logs is None:
+                return
+            record = {"step": state.global_step, "epoch": state.epoch, "time": round(time.time(), 3), **logs}
+            history.append(record)
+            if state.is_world_process_zero:
+                _append_jsonl(work_dir / LOSS_LOG, record)
+
+    class MarkComplete(TrainerCallback):
+        """After the trainer has written a checkpoint, mark it complete (see checkpoint_problem)."""
+
+        def on_save(self, args, state, control, **kwargs):
+            if state.is_world_process_zero:
+                folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+                if folder.is_dir():
+                    atomic.write_json(folder / COMPLETE, {"global_step": state.global_step})
+
+    class RankReport(TrainerCallback):
+        """Counts the optimisation steps each rank takes, so a DDP run shows every rank trained."""
+
+        def __init__(self) -> None:
+            self.steps = 0
+
+        def on_step_end(self, args, state, control, **kwargs):
+            self.steps += 1
+            interrupts.check()  # a Ctrl-C/SIGTERM lost inside a __del__ still stops the run here
+
+    return LossLog(), RankReport(), MarkComplete()
+
+
+def quiet_progress_callback():
+    """transformers' progress bar without the log dicts it writes under the bar."""
+    from transformers.trainer_callback import ProgressCallback
+
+    class QuietProgress(ProgressCallback):
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            pass
+
+    return QuietProgress()
+
+
+def mean_train_loss(log_history: list[dict[str, Any]], fallback: float) -> float:
+    """Mean training loss over every step of the run, resumed or not: the logged window losses (kept in
+    each checkpoint's trainer_state.json) weighted by window length. The trainer's own figure covers
+    only the steps of the last process (0.0 when a resumed run had nothing left to train)."""
+    total = weight = 0.0
+    last = 0
+    for record in log_history:
+        if "loss" in record and "step" in record:
+            steps = int(record["step"]) - last
+            if steps > 0:
+                total += float(record["loss"]) * steps
+                weight += steps
+            last = int(record["step"])
+    return total / weight if weight else float(fallback)
+

@@ -1,0 +1,169 @@
+"""Retrieval systems named by specs (``NAME=ENCODER[+adapter:DIR]``, ``bm25``, ``hybrid:ENCODER``),
+built and evaluated the same way by ``embtune evaluate`` and the pipeline's evaluate stage.
+
+:func:`parse_system` reads a spec (syntax in ``embtune evaluate --help``), :func:`build_system`
+turns it into an :class:`~embtune_core.evaluation.System` under the
+:class:`~embtune_core.settings.EvaluateSettings` (batch size, device, precision, token limit), and
+:func:`evaluate` runs :func:`~embtune_core.evaluation.evaluate_systems` with those settings.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from embtune_core.errors import ConfigError
+from embtune_core.settings import EvaluateSettings
+
+log = logging.getLogger(__name__)
+
+_NAME_PREFIX = re.compile(r"^([A-Za-z0-9_.-]+)=(.+)$")
+_ADAPTER_MARK = "+adapter:"
+
+
+@dataclass
+class SystemSpec:
+    name: str
+    encoder_spec: str
+    adapter_dir: str | None
+    text: str
+    lexical: bool = False  # BM25 alone
+    fusion: str | None = None  # "rrf": hybrid of ENCODER and BM25
+
+
+def parse_system(text: str) -> SystemSpec:
+    """``NAME=ENCODER[+adapter:DIR]`` as its parts (see DESCRIPTION)."""
+    text = text.strip()
+    match = _NAME_PREFIX.match(text)
+    name, spec = (match.group(1), match.group(2)) if match else (text, text)
+    if not match:
+        from embtune_core.secrets_scrub import scrub
+
+        name = scrub(name)  # the label shows in every table: never a URL's credentials
+    if spec.strip().lower() in ("bm25", "lexical:bm25"):
+        return SystemSpec(name, "", None, spec, lexical=True)
+    if spec.startswith("lexical:"):
+        raise ConfigError(f"'{text}': unknown lexical system (known: lexical:bm25)", field="--system")
+    if spec.startswith("hybrid:"):
+        inner = parse_system(spec[len("hybrid:"):])
+        if inner.lexical or inner.fusion:
+            raise ConfigError(f"'{text}': a hybrid fuses BM25 with a dense system (hybrid:model:NAME)",
+                              field="--system")
+        return SystemSpec(name, inner.encoder_spec, inner.adapter_dir, spec, fusion="rrf")
+    encoder_spec, mark, adapter_dir = spec.rpartition(_ADAPTER_MARK) if _ADAPTER_MARK in spec else (spec, "", "")
+    if mark and not adapter_dir:
+        raise ConfigError(f"'{text}': nothing after '+adapter:' (expected the adapter folder)", field="--system")
+    if not encoder_spec:
+        raise ConfigError(f"'{text}': no encoder before '+adapter:' (e.g. model:NAME+adapter:DIR)",
+                          field="--system")
+    if encoder_spec.startswith("model:"):
+        if not encoder_spec[len("model:"):].strip():
+            raise ConfigError(f"'{text}': no model after 'model:' (a model name or folder)", field="--system")
+        encoder_spec = "st:" + encoder_spec[len("model:"):]
+    if encoder_spec.startswith("adapter:"):
+        raise ConfigError(f"'{text}': name the base encoder first, e.g. model:NAME+adapter:DIR", field="--system")
+    return SystemSpec(name, encoder_spec, adapter_dir or None, spec)
+
+
+def build_system(spec: SystemSpec, settings: EvaluateSettings | None = None, *, adapter=None,
+                 encoder_options: dict[str, Any] | None = None):
+    """The :class:`~embtune_core.evaluation.System` a parsed spec names (``adapter``: its folder, loaded);
+    ``settings`` gives batch size, and for local models device, precision and token limit;
+    ``encoder_options`` the prompts and backend of local models (:mod:`embtune_core.encoder_options`)."""
+    from embtune_core.encoding import encoder_from_spec, parse_encoder_spec
+    from embtune_core.evaluation import System
+
+    if spec.lexical:
+        from embtune_core.lexical import BM25Spec
+
+        return System(spec.name, BM25Spec(), None, spec.text)
+    settings = settings or EvaluateSettings()
+    encoder_name, _ = parse_encoder_spec(spec.encoder_spec)
+    options: dict[str, Any] = {}
+    if settings.batch_size is not None:
+        options["batch_size"] = settings.batch_size
+    if encoder_name == "sentence-transformers":
+        options.update({k: getattr(settings, k) for k in ("device", "max_seq_length", "precision")
+                        if getattr(settings, k) is not None})
+        options.update(encoder_options or {})
+    elif encoder_options:
+        log.warning("system '%s': %s apply to local sentence-transformers models only; not applied to it",
+                    spec.name, ", ".join(sorted(encoder_options)))
+    encoder = encoder_from_spec(spec.encoder_spec, **options)
+    if spec.adapter_dir:
+        if adapter is None:
+            from embtune_core.adapter_io import load_adapter
+
+            adapter = load_adapter(spec.adapter_dir)
+        adapter.check_base(encoder)
+    return System(spec.name, encoder, adapter, spec.text, fusion=spec.fusion)
+
+
+def known_width(spec: SystemSpec, system) -> int | None:
+    """A system's embedding width when it is known without loading a model or calling an API: from its
+    adapter, or from the config files of a local sentence-transformers folder; None when unsure."""
+    import json
+    from pathlib import Path
+
+    from embtune_core.encoding import parse_encoder_spec
+    from embtune_core.models import resolve
+
+    if spec.lexical:
+        return None
+    if system.adapter is not None:
+        return int(system.adapter.config.dimension)
+    name, options = parse_encoder_spec(spec.encoder_spec)
+    if name != "sentence-transformers" or getattr(system.encoder, "truncate_dim", None):
+        return None
+    folder = Path(resolve(str(options["model"]), assemble=False).target)
+    width = None
+    try:
+        for module in json.loads((folder / "modules.json").read_text(encoding="utf-8")):
+            kind = str(module.get("type", "")).rsplit(".", 1)[-1]
+            config_path = folder / str(module.get("path", "")) / "config.json"
+            if kind == "Pooling":  # sentence-transformers 6 writes pooling_mode, older ones a flag per mode
+                config = json.loads(config_path.read_text(encoding="utf-8"))
+                mode = config.get("pooling_mode")
+                modes = ((1 if isinstance(mode, str) else len(mode)) if mode is not None
+                         else sum(bool(v) for k, v in config.items() if k.startswith("pooling_mode_")))
+                dimension = config.get("embedding_dimension") or config["word_embedding_dimension"]
+                width = int(dimension) * max(1, modes)
+            elif kind == "Dense":
+                width = int(json.loads(config_path.read_text(encoding="utf-8"))["out_features"])
+            elif kind not in ("Transformer", "Normalize"):
+                return None  # a module whose output width we do not know how to read
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+    return width
+
+
+
+
+def check_token_limit(specs: list[SystemSpec], max_seq_length: int | None) -> None:
+    """Refuse a token limit a local model's position table cannot read, before any model loads."""
+    if not max_seq_length:
+        return
+    from embtune_core.encoding import parse_encoder_spec
+    from embtune_core.models import resolve
+    from embtune_core.token_limits import check_limit
+
+    for spec in specs:
+        name, options = parse_encoder_spec(spec.encoder_spec)
+        if name == "sentence-transformers":
+            resolution = resolve(str(options["model"]), assemble=False)
+            if resolution.is_local:
+                check_limit(resolution.target, max_seq_length, str(options["model"]))
+
+
+def evaluate(systems: list, dataset, settings: EvaluateSettings, *, dataset_name: str, seed: int = 0,
+             extra_corpus: dict[str, str] | None = None):
+    """:func:`~embtune_core.evaluation.evaluate_systems` under ``settings`` (dims, k, confidence,
+    resamples, permutations): the one call behind ``embtune evaluate`` and the pipeline's stage."""
+    from embtune_core.evaluation import MetricSettings, evaluate_systems
+
+    return evaluate_systems(systems, dataset, dims=settings.dims, settings=MetricSettings(hit_rate_at=tuple(settings.k)),
+                            dataset_name=dataset_name, confidence=settings.confidence, seed=seed,
+                            n_resamples=settings.resamples, n_permutations=settings.permutations,
+                            extra_corpus=extra_corpus or None)
