@@ -150,6 +150,8 @@ def check_token_limit(specs: list[SystemSpec], max_seq_length: int | None) -> No
     from embtune_core.token_limits import check_limit
 
     for spec in specs:
+        if spec.lexical:  # BM25 reads no tokens of a model
+            continue
         name, options = parse_encoder_spec(spec.encoder_spec)
         if name == "sentence-transformers":
             resolution = resolve(str(options["model"]), assemble=False)

@@ -140,3 +140,16 @@ def test_evaluate_command_with_bm25_and_the_whole_index(tmp_path, capsys):
     assert data["context"]["index datasets"] == str(other) and data["dataset"]["split"] == "test"
     assert data["systems"][0]["name"] == "bm25" and data["systems"][0]["dimension"] == 0
     assert "corpus searched**: the whole index" in (out / "report.md").read_text()
+
+
+def test_bm25_beside_a_token_limit_is_not_an_encoder(tmp_path, tiny_model_dir):
+    """--max-seq-length is checked against each local model; BM25 has none (it used to fail with
+    'empty encoder spec')."""
+    from embtune_core.cli import main
+
+    folder = _beir_folder(tmp_path / "beir")
+    out = tmp_path / "report"
+    assert main(["evaluate", str(folder), "--system", "bm25", "--system", f"tiny=model:{tiny_model_dir}",
+                 "--max-seq-length", "64", "--out", str(out), "--resamples", "20", "--permutations", "20"]) == 0
+    names = [s["name"] for s in json.loads((out / "report.json").read_text())["systems"]]
+    assert names == ["bm25", "tiny"]
