@@ -143,11 +143,12 @@ def split_for_validation(dataset: QADataset, val_fraction: float = 0.2, *,
     """(train, validation) held out by source document, else by page, else by chunk.
 
     Uses :func:`embtune_core.splitting.split_by_source`, so the questions of one chunk (or one
-    document) never straddle the split. Training keeps only its own chunks; validation queries are
+    document) never straddle the split; validation questions whose text is also a training
+    question's are left out. Training keeps only its own chunks; validation queries are
     ranked against the whole corpus, the harder and more realistic task (held-out documents among
     all the others).
     """
-    from embtune_core.splitting import split_by_source
+    from embtune_core.splitting import split_by_source, without_repeated_questions
 
     for by in ("source", "page", "chunk"):
         try:
@@ -157,7 +158,9 @@ def split_for_validation(dataset: QADataset, val_fraction: float = 0.2, *,
             if by == "chunk":
                 raise DatasetError(f"cannot hold out a validation split: {exc.problem}") from None
             log.info("validation split by %s impossible (%s); trying a finer grouping", by, exc.problem)
-    return train, dataset.subset(list(val.queries))
+    # A question asked of both sides would be chosen on what was trained on (and training refuses it).
+    kept = without_repeated_questions(dataset, list(train.queries), list(val.queries))
+    return train, dataset.subset(kept)
 
 
 # --- embedded data -----------------------------------------------------------------------------------

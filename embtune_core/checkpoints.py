@@ -31,7 +31,9 @@ def run_fingerprint(settings: Any) -> str:
     re-running the same command after an interruption resumes only when this is unchanged."""
     from embtune_core.rundir import inputs_hash, stable_hash
 
-    values = {k: v for k, v in dataclasses.asdict(settings).items() if k != "resume"}
+    # What only shapes the export (its token limit, keeping a worse model) does not change training.
+    values = {k: v for k, v in dataclasses.asdict(settings).items()
+              if k not in ("resume", "export_max_seq_length", "keep_if_worse")}
     paths = (settings.train, settings.val, *(settings.index_corpus or ()))
     data = inputs_hash([Path(p) for p in paths if p and Path(p).exists()])
     return stable_hash({"settings": values, "data": data})

@@ -83,8 +83,9 @@ def pseudo_pairs(corpus: Mapping[str, str], mix: Mapping[str, int], *, seed: int
 
 def index_aware_dataset(train: QADataset, index_corpus: Mapping[str, str], *, model: str,
                         mix: Mapping[str, int] = DEFAULT_MIX, ratio: float = 1.0, hard_negatives: int = 0,
-                        seed: int = 42) -> tuple[QADataset, dict[str, Any]]:
-    """``train`` plus pseudo-queries over ``index_corpus``; see the module docstring.
+                        seed: int = 42, exclude_questions=()) -> tuple[QADataset, dict[str, Any]]:
+    """``train`` plus pseudo-queries over ``index_corpus``; see the module docstring. Pseudo-queries
+    whose text is one of ``exclude_questions`` (the validation questions) are left out and counted.
 
     Raises ConfigError when ``ratio`` is not positive, ``hard_negatives`` negative, or the index
     has no chunk to make pseudo-queries from.
@@ -98,17 +99,22 @@ def index_aware_dataset(train: QADataset, index_corpus: Mapping[str, str], *, mo
     if not index_corpus:
         raise ConfigError("the index corpus holds no chunk", field="train.index_corpus")
     pseudo, source = pseudo_pairs(index_corpus, mix, seed=seed)
+    made = len(pseudo.queries)
+    from embtune_core.pseudo_queries import without_questions
+
+    pseudo, leaked = without_questions(pseudo, exclude_questions)
     real_queries = sum(1 for q in train.queries if train.relevant_docs.get(q))
     budget = max(1, int(ratio * real_queries))
-    made = len(pseudo.queries)
-    if made > budget:
+    available = len(pseudo.queries)
+    if available > budget:
         keep = sorted(random.Random(f"{seed}:index-aware").sample(sorted(pseudo.queries), budget))
         pseudo = pseudo.subset(keep)
         log.warning("index-aware training: %d of %d pseudo-queries kept (index_ratio %.2f x %d real training "
-                    "queries), so they do not drown the real questions", budget, made, ratio, real_queries)
+                    "queries), so they do not drown the real questions", budget, available, ratio, real_queries)
     info: dict[str, Any] = {"index_chunks": len(index_corpus), "mix": dict(mix), "ratio": ratio,
                             "pseudo_queries_made": made, "pseudo_queries_kept": len(pseudo.queries),
-                            "real_queries": real_queries, "hard_negatives": hard_negatives}
+                            "real_queries": real_queries, "hard_negatives": hard_negatives,
+                            "dropped_as_validation_questions": leaked}
     merged = merge(train, pseudo)
     if hard_negatives:
         merged, info["mining"] = _mine(merged, index_corpus, source, model=model, count=hard_negatives)

@@ -463,11 +463,14 @@ class Pipeline:
             train_qa = QADataset.load(train_path)
             augment = None
             if index_mix:
-                from embtune_core.pseudo_queries import index_pseudo_queries, merge
+                from embtune_core.pseudo_queries import index_pseudo_queries, merge, without_questions
 
                 # The index holds every chunk, validation documents included: only their texts are read.
-                chunks = merge(train_qa, QADataset.load(val_path)).corpus
+                val_qa = QADataset.load(val_path)
+                chunks = merge(train_qa, val_qa).corpus
                 augment = index_pseudo_queries(chunks, mix=index_mix, seed=config.seed)
+                # ...but never a validation question itself (ICT questions are sentences of those chunks).
+                augment, _ = without_questions(augment, val_qa.queries.values())
             encoder = encoder_from_spec(encoder_spec, **self.embed_options["adapter"])
             result = train_adapter(encoder, train_qa, config=config, output_dir=stage.path / "adapter",
                                    augment=augment)

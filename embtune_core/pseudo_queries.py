@@ -76,3 +76,20 @@ def merge(*parts: QADataset) -> QADataset:
     if negatives:
         merged.negatives = negatives
     return merged
+
+
+def without_questions(dataset: QADataset, questions, *, what: str = "validation") -> tuple[QADataset, int]:
+    """``dataset`` less the pseudo-queries whose text is one of ``questions`` (e.g. the validation
+    questions), and how many were dropped. With an LLM-free question generator (ICT) the validation
+    questions are sentences of the validation chunks, so pseudo-queries over those chunks can be the
+    very questions the report scores: training on them would be a leak, not transduction."""
+    import logging
+
+    texts = set(questions)
+    keep = [q for q, text in dataset.queries.items() if text not in texts]
+    dropped = len(dataset.queries) - len(keep)
+    if dropped:
+        logging.getLogger(__name__).warning(
+            "%d pseudo-queries are word for word %s questions; left out of training", dropped, what)
+        dataset = dataset.subset(keep)
+    return dataset, dropped

@@ -27,8 +27,8 @@ import re
 from collections import Counter
 from collections.abc import Iterable
 
-REFERS_TO_CONTEXT = "refers to the context"
-COPIES_THE_CHUNK = "copies the chunk"
+REFERS_TO_CONTEXT = "referring to the context"
+COPIES_THE_CHUNK = "copying the chunk"
 REASONS = (REFERS_TO_CONTEXT, COPIES_THE_CHUNK)
 
 _CONTEXT_WORDS = r"(?:context|passage|text|excerpt|document|paragraph|section|article|snippet|chunk|extract)"
@@ -39,7 +39,10 @@ _REFERS = re.compile(
     + r"|(?:in|from|of|by|within|based on) (?:the|this) (?:given |provided |above |following )?" + _CONTEXT_WORDS
     + r"|(?:the|this) (?:given|provided|above|following) " + _CONTEXT_WORDS
     + r"|(?:mentioned|described|stated|discussed|listed) (?:above|earlier|here)"
-    + r"|the author\b)", re.IGNORECASE)
+    + r"|the author\b"
+    # "What does the text say?", "what the document describes": a text the searcher has not seen
+    + r"|(?:the|this) (?:text|document|section|article|paragraph|report) (?:says?|describes?|mentions?|states?"
+    + r"|discuss(?:es)?|explains?|suggests?|indicates?|shows?)\b)", re.IGNORECASE)
 _WORD = re.compile(r"\w+", re.UNICODE)
 
 

@@ -43,5 +43,13 @@ def trainer_arguments(value: Any, work_dir: str | Path) -> dict[str, Any]:
     names = normalise(value)
     if not names:
         return {"report_to": "none"}
-    # transformers writes tensorboard event files to <output_dir>/runs/<date>_<host> by default
-    return {"report_to": names}
+    return {"report_to": names}  # tensorboard's folder: place_event_files
+
+
+def place_event_files(trainer: Any, work_dir: str | Path) -> None:
+    """Point tensorboard's writer at ``work_dir/runs`` (the checkpoint folder). Left alone,
+    transformers 5 lets SummaryWriter choose ``./runs/<date>_<host>`` in the current directory
+    (or ``$TENSORBOARD_LOGGING_DIR``), which scatters event files wherever embtune was started."""
+    for callback in trainer.callback_handler.callbacks:
+        if type(callback).__name__ == "TensorBoardCallback" and getattr(callback, "tb_writer", None) is None:
+            callback.logging_dir = str(Path(work_dir) / "runs")

@@ -127,14 +127,14 @@ def train(settings: TrainSettings) -> TrainResult:
         **{"seed": settings.seed, **settings.loss_options},
     )
     train_qa = load_split(settings.train, split=settings.split, field="train", option="--split")
-    index_info = None
-    if settings.index_corpus:
-        train_qa, index_info = _index_aware(train_qa, settings)
-    train_rows = strategy.build_dataset(train_qa, settings.train)  # fails here, before loading a model
     val_qa = (load_split(settings.val, split=settings.val_split, field="val", option="--val-split")
               if settings.val else None)
     if val_qa is not None:
         check_disjoint_queries(train_qa, val_qa, path=settings.val, field="val")
+    index_info = None
+    if settings.index_corpus:
+        train_qa, index_info = _index_aware(train_qa, settings, val_qa)
+    train_rows = strategy.build_dataset(train_qa, settings.train)  # fails here, before loading a model
     unanswered = [q for q in train_qa.queries if not any(c in train_qa.corpus for c in train_qa.relevant_docs.get(q, ()))]
     if unanswered:
         log.warning("%d of %d training queries have no relevant document in the corpus; they are not trained on",
@@ -151,6 +151,9 @@ def train(settings: TrainSettings) -> TrainResult:
 
     if settings.max_seq_length:
         token_limits.set_limit(model, settings.max_seq_length, settings.model)
+    if settings.export_max_seq_length:  # refused now, not after training
+        token_limits.check_limit(model, settings.export_max_seq_length, settings.model,
+                                 field="train.export_max_seq_length")
 
     skipped = set(unanswered)
     answered = [q for q in train_qa.queries if q not in skipped]
@@ -201,6 +204,7 @@ def train(settings: TrainSettings) -> TrainResult:
 
     # The trainer prints every log dict (a whole evaluation's metrics in one line) to stdout, with or
     # without progress bars; loss_log.jsonl keeps them. The bar stays, the dicts go.
+    tracking.place_event_files(trainer, work_dir)
     if settings.lora:
         lora.use_peft_checkpoints(trainer, model)
     trainer.remove_callback(PrinterCallback)
@@ -288,7 +292,7 @@ def train(settings: TrainSettings) -> TrainResult:
     return TrainResult(**summary, saved=saved, history=history)
 
 
-def _index_aware(train_qa, settings: TrainSettings):
+def _index_aware(train_qa, settings: TrainSettings, val_qa=None):
     """The training set plus pseudo-queries over ``settings.index_corpus`` (embtune_core.index_training)."""
     from embtune_core.dataset import load_any
     from embtune_core.index_training import check_mix, index_aware_dataset
@@ -299,7 +303,8 @@ def _index_aware(train_qa, settings: TrainSettings):
                     "train.index_pseudo_queries")
     augmented, info = index_aware_dataset(train_qa, corpus, model=settings.model, mix=mix,
                                           ratio=settings.index_ratio, hard_negatives=settings.index_hard_negatives,
-                                          seed=settings.seed)
+                                          seed=settings.seed,
+                                          exclude_questions=val_qa.queries.values() if val_qa is not None else ())
     log.info("index-aware training: %d pseudo-queries from %d index chunks join %d real training queries",
              info["pseudo_queries_kept"], info["index_chunks"], info["real_queries"])
     return augmented, info

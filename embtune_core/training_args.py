@@ -102,6 +102,15 @@ class TrainSettings:
                 raise bad("index_pseudo_queries", "needs index_corpus (the datasets whose chunks the index holds)")
         if self.index_ratio <= 0:
             raise bad("index_ratio", "must be a positive number")
+        # An option that would change nothing is refused, never ignored.
+        for name, default in (("index_ratio", 1.0), ("index_hard_negatives", 0)):
+            if getattr(self, name) != default and not self.index_corpus:
+                raise bad(name, "applies to index-aware training only; give index_corpus (--index-corpus)")
+        if not self.lora:
+            for name, default in (("lora_rank", 8), ("lora_alpha", 16), ("lora_dropout", 0.1),
+                                  ("lora_target_modules", None)):
+                if getattr(self, name) != default:
+                    raise bad(name, "applies to LoRA training only; add lora = true (--lora)")
         if self.index_hard_negatives < 0:
             raise bad("index_hard_negatives", "must be an integer >= 0")
         for name in ("max_seq_length", "export_max_seq_length"):

@@ -43,9 +43,12 @@ Example::
 
 from __future__ import annotations
 
+import json
+import logging
 import os
 import threading
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -56,6 +59,8 @@ from embtune_core.encoding import AdaptedEncoder, EncoderProtocol, encoder_from_
 from embtune_core.errors import InputError
 from embtune_core.models import DEFAULT_MODEL
 from embtune_core.plugins import get_registry
+
+log = logging.getLogger(__name__)
 
 __all__ = ["EmbtuneEmbeddings"]
 
@@ -115,6 +120,14 @@ class EmbtuneEmbeddings(Embeddings):
                     options["device"] = device
             self.base_encoder = get_registry().create("encoders", family, **options)
             self.model_name = getattr(model, "embtune_model_name", type(model).__name__)
+        if not self.prompts:
+            stored = _stored_prompts(model)
+            if stored:
+                # Host-identical vectors by default (HuggingFaceEmbeddings applies no prompt), but a model
+                # trained with prompts retrieves best with them: say so rather than drift silently.
+                log.warning("%s stores prompts %s that prompts=False does not apply (as HuggingFaceEmbeddings); "
+                            "embtune evaluate applied them: pass prompts=True to get the vectors it measured",
+                            self.model_name, stored)
         self.adapter_path: str | None = None
         if adapter is None:
             self.encoder: EncoderProtocol = self.base_encoder
@@ -221,3 +234,21 @@ def _as_texts(texts: Any, method: str) -> list[str]:
 def _to_lists(vectors: np.ndarray) -> list[list[float]]:
     # float32 -> Python floats; LangChain and DocsGPT expect plain lists.
     return np.asarray(vectors, dtype=np.float32).tolist()
+
+
+def _stored_prompts(model: Any) -> dict[str, str]:
+    """The non-empty ``query``/``document`` prompts a model folder (config_sentence_transformers.json) or a
+    loaded SentenceTransformer carries; {} when none or unknown (nothing is loaded to find out)."""
+    prompts: Any = None
+    if isinstance(model, (str, os.PathLike)):
+        config = Path(os.fspath(model)) / "config_sentence_transformers.json"
+        if config.is_file():
+            try:
+                prompts = json.loads(config.read_text(encoding="utf-8")).get("prompts")
+            except (OSError, ValueError, AttributeError):
+                prompts = None
+    elif not isinstance(model, Embeddings):
+        prompts = getattr(model, "prompts", None)
+    if not isinstance(prompts, dict):
+        return {}
+    return {k: v for k, v in prompts.items() if k in ("query", "document") and isinstance(v, str) and v}

@@ -72,3 +72,24 @@ def test_train_command_with_an_index_corpus(tiny_model_dir, tmp_path, capsys):
                  "--index-pseudo-queries", "ict=0"]) == 2
     with pytest.raises(ConfigError, match="needs index_corpus"):
         TrainSettings.from_mapping({"train": "t", "out": "o", "index_pseudo_queries": True})
+
+
+def test_pseudo_queries_that_are_validation_questions_never_train():
+    """With ICT questions, the validation questions are sentences of the validation chunks, so pseudo-queries
+    over those chunks can be those very questions: they are left out and counted (a leak, not transduction)."""
+    pseudo, _ = pseudo_pairs(_index(), {"ict": 1, "crop": 1}, seed=0)
+    validation = sorted(pseudo.queries.values())[:3]
+    augmented, info = index_aware_dataset(make_qa(negatives=False), _index(), model="unused", ratio=5.0, seed=0,
+                                          exclude_questions=validation)
+    assert info["dropped_as_validation_questions"] == 3
+    assert not set(validation) & set(augmented.queries.values())
+    assert info["pseudo_queries_kept"] == info["pseudo_queries_made"] - 3
+
+
+def test_options_that_would_change_nothing_are_refused():
+    with pytest.raises(ConfigError, match="index_ratio: applies to index-aware training only"):
+        TrainSettings.from_mapping({"train": "t", "out": "o", "index_ratio": 3})
+    with pytest.raises(ConfigError, match="index_hard_negatives: applies to index-aware training only"):
+        TrainSettings.from_mapping({"train": "t", "out": "o", "index_hard_negatives": 2})
+    with pytest.raises(ConfigError, match="lora_rank: applies to LoRA training only"):
+        TrainSettings.from_mapping({"train": "t", "out": "o", "lora_rank": 4})

@@ -172,8 +172,27 @@ def test_prompts_round_trip_train_folder_evaluate(tiny_model_dir, qa_files, tmp_
     assert "query_prompt=''" in two["identity"] and "query_prompt" not in one["identity"]
 
 
-def test_report_to_tensorboard_writes_event_files_and_loss_log(tiny_model_dir, qa_files, tmp_path):
+def test_integrations_say_when_a_models_prompts_are_not_applied(tiny_model_dir, qa_files, tmp_path, caplog):
+    from embtune_integrations.langchain import EmbtuneEmbeddings
+
+    out = tmp_path / "prompted"
+    assert main(["train", "--train", str(qa_files[0]), "--model", tiny_model_dir, "--max-steps", "1",
+                 "--batch-size", "8", "--query-prompt", "query: ", "--out", str(out)]) == 0
+    with caplog.at_level("WARNING"):
+        EmbtuneEmbeddings(str(out))
+    assert "stores prompts {'query': 'query: '} that prompts=False does not apply" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        EmbtuneEmbeddings(str(out), prompts=True)
+        EmbtuneEmbeddings(tiny_model_dir)
+    assert "does not apply" not in caplog.text
+
+
+def test_report_to_tensorboard_writes_event_files_and_loss_log(tiny_model_dir, qa_files, tmp_path, monkeypatch):
     pytest.importorskip("tensorboard", reason="needs the tracking extra")
+    (tmp_path / "cwd").mkdir()
+    monkeypatch.chdir(tmp_path / "cwd")  # event files go to the checkpoint folder, never the current directory
+    monkeypatch.delenv("TENSORBOARD_LOGGING_DIR", raising=False)
     out = tmp_path / "tb"
     train(TrainSettings(train=str(qa_files[0]), out=str(out), model=tiny_model_dir, max_steps=2, batch_size=8,
                         logging_steps=1, report_to="tensorboard"))
@@ -186,6 +205,7 @@ def test_report_to_tensorboard_writes_event_files_and_loss_log(tiny_model_dir, q
     accumulator.Reload()
     assert any("loss" in tag for tag in accumulator.Tags()["scalars"])
     assert (checkpoints / "loss_log.jsonl").read_text().strip()
+    assert not (tmp_path / "cwd" / "runs").exists()
 
 
 def test_report_to_unknown_tracker_refused(tmp_path):

@@ -32,6 +32,8 @@ CHUNK = ("Lyft's revenue grew 36 percent in 2021 as ridership recovered from the
     "What is mentioned above about ridership?",
     "What does the author think of Lyft?",
     "Which costs are discussed in this section?",
+    "What does the text say?",
+    "What does the document describe?",
 ])
 def test_questions_pointing_at_an_unseen_text_are_dropped(question):
     assert refers_to_context(question)
@@ -87,7 +89,7 @@ def test_generator_drops_and_reports_what_cannot_stand_alone(tmp_path, caplog):
             dataset = gen.generate(chunks, work_dir=tmp_path)
         assert sorted(set(dataset.queries.values())) == ["lyft revenue growth"]
         assert gen.last_report["dropped_questions"] == {REFERS_TO_CONTEXT: 4, COPIES_THE_CHUNK: 4}
-        assert "dropped 8 of 12 generated questions" in caplog.text
+        assert "dropped 8 of 12 generated questions (4 referring to the context, 4 copying the chunk)" in caplog.text
         # The filter runs after the journal: switching it off re-reads the answers, no new call.
         calls = server.count("/chat/completions")
         unfiltered = generator(server, questions_per_chunk=3, filter=False).generate(chunks, work_dir=tmp_path)

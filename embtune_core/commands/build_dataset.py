@@ -215,8 +215,10 @@ def run(args) -> int:
               "from the journal)", file=sys.stderr)
     dropped = report.get("dropped_questions") or {}
     if any(dropped.values()):
-        print("question filter dropped " + ", ".join(f"{n} {why}" for why, n in dropped.items() if n)
-              + " (build-report.json lists examples)", file=sys.stderr)
+        gone = sum(dropped.values())
+        print(f"question filter dropped {gone} of {gone + int(report.get('questions', 0))} generated questions ("
+              + ", ".join(f"{n} {why}" for why, n in dropped.items() if n) + "; build-report.json lists examples)",
+              file=sys.stderr)
     print(f"wrote {train_path}: {len(train.queries)} queries, {len(train.corpus)} chunks")
     if val is not None:
         print(f"wrote {val_path}: {len(val.queries)} queries, {len(val.corpus)} chunks")

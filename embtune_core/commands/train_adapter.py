@@ -192,10 +192,12 @@ def run(args) -> int:
         check_disjoint_queries(train, val, path=args.val, field="--val")
     augment = None
     if args.index_corpus:
-        from embtune_core.pseudo_queries import index_pseudo_queries, merge
+        from embtune_core.pseudo_queries import index_pseudo_queries, merge, without_questions
 
         corpus = merge(*(load_any(path) for path in args.index_corpus)).corpus
         augment = index_pseudo_queries(corpus, seed=config.seed)
+        if val is not None:  # --val chooses the epoch: its questions never train
+            augment, _ = without_questions(augment, val.queries.values())
     from embtune_core.locking import hold, lock_path_for_output
 
     with hold(lock_path_for_output(args.out), subject=args.out, what="--out"):
