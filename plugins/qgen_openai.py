@@ -145,7 +145,9 @@ class OpenAIQuestionGenerator:
         self.initial_backoff, self.max_backoff = initial_backoff, max_backoff
         self.temperature, self.max_tokens = temperature, max_tokens
         self._jitter = random.Random(seed)
-        self.filter = bool(filter)
+        if not isinstance(filter, bool):
+            raise ConfigError("must be true or false", field="filter")
+        self.filter = filter
         self.last_report: dict[str, Any] = {}
 
     # --- requests ------------------------------------------------------------------------------

@@ -182,3 +182,16 @@ def test_lyft_10k_load_chunk_ict(shared_data, minilm_path, tmp_path):
     assert glued < 50  # pypdf's plain mode leaves ~175 on this file
     dataset.validate()
     assert finished - started < 120
+
+
+@pytest.mark.parametrize("options, problem", [
+    ("filterr = false", "dataset.generator_options.filterr: unknown key(s) filterr"),
+    ('filter = "no"', "filter: must be true or false"),
+])
+def test_bad_generator_options_are_one_line_errors(tmp_path, docs, capsys, options, problem):
+    config = tmp_path / "c.toml"
+    config.write_text('[dataset]\ngenerator = "openai"\n[dataset.generator_options]\n'
+                      f'base_url = "http://127.0.0.1:9/v1"\n{options}\n', encoding="utf-8")
+    assert build("--config", str(config), str(docs), "-o", str(tmp_path / "out")) == 3
+    err = capsys.readouterr().err
+    assert problem in err and "Traceback" not in err and len(err.strip().splitlines()) == 1

@@ -178,6 +178,10 @@ def run(args) -> int:
     chunker = PluginTable(s["chunker"], chunker_options(s))
     generator = PluginTable(s["generator"], generator_options(s))
     try:  # cheap: an LLM is only called, a local one loaded, when it generates
+        from embtune_core.settings import check_plugin_options
+
+        check_plugin_options("question_generators", generator.name, generator.options,
+                             path=args.config or COMMAND_LINE, table="dataset.generator_options")
         registry.create("question_generators", generator.name, **generator.options)
         registry.create("chunkers", chunker.name, **chunker.options)
     except EmbtuneError as exc:
