@@ -118,6 +118,8 @@ class AdapterTrainingConfig:
             raise bad("val_fraction", "must be between 0 and 1")
         if self.matryoshka_dims is not None and (not self.matryoshka_dims or any(d < 1 for d in self.matryoshka_dims)):
             raise bad("matryoshka_dims", "must be a non-empty list of positive integers")
+        if self.matryoshka_dims is not None and len(set(self.matryoshka_dims)) != len(self.matryoshka_dims):
+            raise bad("matryoshka_dims", "lists a width twice")
 
     @classmethod
     def from_mapping(cls, values: dict[str, Any], path: str = "<config>") -> AdapterTrainingConfig:

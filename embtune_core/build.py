@@ -46,11 +46,21 @@ def chunk_documents(paths: Sequence[str | Path], chunker: PluginTable, *, skip_b
 
 def generate_questions(chunks: list[Chunk], generator: PluginTable, *, work_dir: Path | None = None
                        ) -> tuple[QADataset, dict[str, Any]]:
-    """(dataset, the generator's report: token usage, calls, resumed calls)."""
+    """(dataset, the generator's report: token usage, calls, resumed calls).
+
+    Raises ConfigError (field ``generator``) when no chunk gave a question: every later stage would
+    fail on an empty dataset with a message far from the cause (ICT needs chunks of two sentences or more).
+    """
+    from embtune_core.errors import ConfigError
     from embtune_core.plugins import get_registry
 
     maker = get_registry().create("question_generators", generator.name, **generator.options)
     dataset = maker.generate(chunks, work_dir=work_dir)
+    if not dataset.queries:
+        hint = " (ICT takes a sentence as the query and needs chunks of two sentences or more: use a larger " \
+               "chunk_size)" if generator.name == "ict" else ""
+        raise ConfigError(f"the {generator.name} generator produced no queries from {len(chunks)} chunks{hint}",
+                          field="generator")
     return dataset, dict(getattr(maker, "last_report", None) or {})
 
 

@@ -310,7 +310,12 @@ class Pipeline:
 
             chunks = [Chunk(**json.loads(line)) for line in
                       (chunk_stage.path / "chunks.jsonl").read_text(encoding="utf-8").splitlines()]
-            dataset, report = generate_questions(chunks, PluginTable(name, options), work_dir=stage.work)
+            try:
+                dataset, report = generate_questions(chunks, PluginTable(name, options), work_dir=stage.work)
+            except ConfigError as exc:
+                if exc.field != "generator":
+                    raise
+                raise ConfigError(exc.problem, path=self.config_path, field="generate.generator") from None
             dataset.save(stage.path / "dataset.json")
             return {"queries": len(dataset.queries), "corpus": len(dataset.corpus),
                     "dropped_questions": report.get("dropped_questions"),

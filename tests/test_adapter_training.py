@@ -200,3 +200,5 @@ def test_an_epoch_that_loses_at_one_width_is_never_kept():
     assert _selection({"mrr@10": 0.7}, base, "mrr@10", None) == 0.7
     with pytest.raises(ConfigError, match="matryoshka_dims"):
         AdapterTrainingConfig.from_mapping({"matryoshka_dims": [64, 0]}, "cfg.toml")
+    with pytest.raises(ConfigError, match="lists a width twice"):
+        AdapterTrainingConfig.from_mapping({"matryoshka_dims": [16, 16]}, "cfg.toml")

@@ -7,7 +7,7 @@ import json
 import re
 
 import pytest
-from corpora import topic_corpus
+from corpora import TOPICS, topic_corpus
 
 from embtune_core.cli import main
 
@@ -103,3 +103,17 @@ corpus = "both"
     page = (run_dir / "report.html").read_text()
     assert len(re.findall("data:image/png;base64,", page)) == 4  # two charts, two training curves
     assert "<script" not in page and "http://" not in page and "https://" not in page
+
+
+def test_a_generator_that_makes_no_question_fails_at_its_stage_naming_the_config(tmp_path, tiny_model_dir, capsys):
+    corpus = tmp_path / "one-sentence"
+    corpus.mkdir()
+    for i, topic in enumerate(TOPICS[:4]):
+        (corpus / f"{i}.txt").write_text(f"The {topic} stands alone here.")
+    config = tmp_path / "run.toml"
+    config.write_text(f'[data]\ninputs = ["{corpus.as_posix()}"]\n[chunk]\nchunker = "recursive"\nchunk_size = 40\n'
+                      f'chunk_overlap = 0\n[generate]\ngenerator = "ict"\n[train]\nmodel = "{tiny_model_dir}"\n')
+    assert main(["run", str(config), "--run-dir", str(tmp_path / "run")]) == 3
+    err = capsys.readouterr().err
+    assert f"{config}: generate.generator: the ict generator produced no queries from 4 chunks" in err
+    assert not list((tmp_path / "run").glob("stages/split-*"))  # stopped at its own stage
