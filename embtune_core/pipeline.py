@@ -118,10 +118,7 @@ class Pipeline:
         base = self.config_path.parent if self.config_path.is_file() else Path.cwd()
         self.base = base
         self.echo = echo
-        try:
-            self._validate()  # before anything is created on disk
-        except ConfigError as exc:
-            raise _with_encoder_option_hint(exc) from None
+        self._validate()  # before anything is created on disk
         self._root_path = Path(run_dir or base / run.get("out", "runs") / run.get("name", self.config_path.stem))
 
     @functools.cached_property
@@ -157,7 +154,7 @@ class Pipeline:
         from embtune_core.training import TrainSettings
 
         path = self.config_path
-        from embtune_core.encoder_options import pop_from_table
+        from embtune_core.encoder_options import TABLE_KEYS, pop_from_table
 
         # Prompts and the inference backend are options of the embedding model, not of the miner, the
         # adapter or the metrics: taken out of their tables here, checked, and given to the encoders.
@@ -181,13 +178,16 @@ class Pipeline:
         if self.settings["split"].val_fraction <= 0 and not data.get("val_inputs") and "val" not in data:
             raise ConfigError("the run evaluates on a validation split: must be above 0 (or give val_inputs)",
                               path=path, field="split.val_fraction")
-        self.settings["evaluate"] = from_table(EvaluateSettings, self.t["evaluate"], path=path)
+        # The encoder options were taken out above; a typo of one still gets its "did you mean".
+        self.settings["evaluate"] = from_table(EvaluateSettings, self.t["evaluate"], path=path,
+                                               also_known=TABLE_KEYS)
         self.settings["export"] = from_table(ExportSettings, self.t["export"], path=path)
         for name in ("chunk", "generate", "mine"):
             options = dict(self.t[name])
             if name == "generate":
                 options.setdefault("seed", self.seed)
-            self.settings[name] = plugin_table(name, options, path=path)
+            self.settings[name] = plugin_table(name, options, path=path,
+                                               also_known=TABLE_KEYS if name == "mine" else ())
         for name in ("train", "adapter"):
             table = dict(self.t[name])
             check_types(_Enabled, {k: v for k, v in table.items() if k == "enabled"}, path=path, table=name)
@@ -205,8 +205,8 @@ class Pipeline:
                 settings = TrainSettings.from_mapping({"seed": self.seed, **index, **table, "train": "-", "out": "-"},
                                                       path)
             else:
-                refuse_unknown(table, {*field_names(AdapterTrainingConfig), *ADAPTER_RUN_KEYS}, path=path,
-                               table="adapter")
+                refuse_unknown(table, {*field_names(AdapterTrainingConfig), *ADAPTER_RUN_KEYS, *TABLE_KEYS},
+                               path=path, table="adapter")
                 table.pop("encoder", None)
                 _index_mix(table.pop("index_pseudo_queries", False), path)
                 self._adapter_run_keys = {
@@ -791,20 +791,6 @@ def _file_contents(options: dict[str, Any], resolve_path: Callable[[str], Path])
         if key.endswith("_file") and isinstance(value, str) and resolve_path(value).is_file():
             found[key] = file_hash(resolve_path(value))
     return found
-
-
-def _with_encoder_option_hint(exc: ConfigError) -> ConfigError:
-    """An unknown key of ``[mine]``, ``[adapter]`` or ``[evaluate]`` close to an encoder option (taken out
-    of those tables before their own check) gets that option as its "did you mean"."""
-    from embtune_core.encoder_options import TABLE_KEYS
-    from embtune_core.settings import did_you_mean
-
-    table, _, key = (exc.field or "").partition(".")
-    hint = did_you_mean(key, TABLE_KEYS) if table in ("mine", "adapter", "evaluate") else ""
-    if not hint or "unknown key" not in exc.problem or "did you mean" in exc.problem:
-        return exc
-    problem = exc.problem.replace(f"unknown key(s) {key}", f"unknown key(s) {key}{hint}", 1)
-    return ConfigError(problem, path=exc.path, field=exc.field)
 
 
 def _flag(value: Any, path: Path, field: str) -> bool:

@@ -26,6 +26,7 @@ from __future__ import annotations
 import re
 from collections import Counter
 from collections.abc import Iterable
+from difflib import SequenceMatcher
 
 REFERS_TO_CONTEXT = "referring to the context"
 COPIES_THE_CHUNK = "copying the chunk"
@@ -62,17 +63,8 @@ def copies_chunk(question: str, chunk_text: str, *, copy_ratio: float = 0.8, min
 
 
 def _longest_common_run(a: list[str], b: list[str]) -> int:
-    """Length of the longest contiguous word run shared by ``a`` and ``b`` (dynamic programming,
-    O(len(a) x len(b)): a question has tens of words, a chunk a few hundred)."""
-    best, previous = 0, [0] * (len(b) + 1)
-    for word in a:
-        current = [0] * (len(b) + 1)
-        for j, other in enumerate(b, 1):
-            if word == other:
-                current[j] = previous[j - 1] + 1
-                best = max(best, current[j])
-        previous = current
-    return best
+    """Length of the longest contiguous word run shared by ``a`` and ``b`` (difflib, no junk heuristic)."""
+    return SequenceMatcher(None, a, b, autojunk=False).find_longest_match(0, len(a), 0, len(b)).size
 
 
 def filter_questions(chunk_text: str, questions: Iterable[str]) -> tuple[list[str], list[tuple[str, str]]]:

@@ -119,10 +119,11 @@ def field_names(cls: type) -> list[str]:
 
 
 def from_table(cls: type[T], values: dict[str, Any], *, path: PathLike | None = "<config>",
-               table: str | None = None) -> T:
-    """``cls(**values)`` after refusing unknown keys and wrong types, then ``validate(path)`` if it has one."""
+               table: str | None = None, also_known: Iterable[str] = ()) -> T:
+    """``cls(**values)`` after refusing unknown keys and wrong types, then ``validate(path)`` if it has one.
+    ``also_known``: keys the table holds for someone else (taken out before), named in "did you mean"."""
     table = table if table is not None else getattr(cls, "TABLE", "")
-    refuse_unknown(values, field_names(cls), path=path, table=table)
+    refuse_unknown(values, {*field_names(cls), *also_known}, path=path, table=table)
     check_types(cls, values, path=path, table=table)
     settings = cls(**values)
     validate = getattr(settings, "validate", None)
@@ -327,8 +328,10 @@ PLUGIN_TABLES = {  # table -> (key naming the plugin, family, default, keys of t
 }
 
 
-def plugin_table(table: str, values: dict[str, Any], *, path: PathLike | None = "<config>") -> PluginTable:
-    """``[chunk]``, ``[generate]`` or ``[mine]`` as its plugin's name and options, each key checked."""
+def plugin_table(table: str, values: dict[str, Any], *, path: PathLike | None = "<config>",
+                 also_known: Iterable[str] = ()) -> PluginTable:
+    """``[chunk]``, ``[generate]`` or ``[mine]`` as its plugin's name and options, each key checked;
+    ``also_known`` as in :func:`from_table`."""
     key, family, default, own = PLUGIN_TABLES[table]
     options = dict(values)
     name = options.pop(key, default)
@@ -342,5 +345,5 @@ def plugin_table(table: str, values: dict[str, Any], *, path: PathLike | None = 
         get_registry().get(family, str(name))
     except EmbtuneError as exc:
         raise type(exc)(exc.problem, path=path, field=f"{table}.{key}") from None
-    check_plugin_options(family, str(name), options, path=path, table=table, fixed=(key, *own))
+    check_plugin_options(family, str(name), options, path=path, table=table, fixed=(key, *own, *also_known))
     return PluginTable(str(name), options, **fixed)
