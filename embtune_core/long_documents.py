@@ -95,13 +95,11 @@ def split(model: Any, texts: Sequence[str], *, prompt: str = "") -> Windows:
     out_texts: list[str] = []
     owner: list[int] = []
     tokens: list[int] = []
+    texts = list(texts)
     for index, text in enumerate(texts):
-        try:
-            offsets = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True,
-                                verbose=False)["offset_mapping"]
-        except NotImplementedError as exc:  # slow (Python) tokenizers have no offsets
-            raise UsageError("needs a fast tokenizer (character offsets) to split documents into windows",
-                             field="document_windows") from exc
+        if index % 1024 == 0:  # tokenized in blocks: bounded memory, one call per block
+            block = _offsets(tokenizer, texts[index:index + 1024])
+        offsets = block[index % 1024]
         if len(offsets) <= budget:
             out_texts.append(text)
             owner.append(index)
@@ -117,6 +115,14 @@ def split(model: Any, texts: Sequence[str], *, prompt: str = "") -> Windows:
             tokens.append(end - start)
             start = end
     return Windows(out_texts, np.asarray(owner, dtype=np.int64), np.asarray(tokens, dtype=np.float64), len(texts))
+
+
+def _offsets(tokenizer: Any, texts: list[str]) -> list[list[tuple[int, int]]]:
+    try:
+        return tokenizer(texts, add_special_tokens=False, return_offsets_mapping=True, verbose=False)["offset_mapping"]
+    except NotImplementedError as exc:  # slow (Python) tokenizers have no offsets
+        raise UsageError("needs a fast tokenizer (character offsets) to split documents into windows",
+                         field="document_windows") from exc
 
 
 def _word_start(offsets: Sequence[tuple[int, int]], start: int, end: int) -> int:
