@@ -294,11 +294,10 @@ def train(settings: TrainSettings) -> TrainResult:
 
 def _index_aware(train_qa, settings: TrainSettings, val_qa=None):
     """The training set plus pseudo-queries over ``settings.index_corpus`` (embtune_core.index_training)."""
-    from embtune_core.dataset import load_any
+    from embtune_core.dataset import load_corpora
     from embtune_core.index_training import check_mix, index_aware_dataset
-    from embtune_core.pseudo_queries import merge
 
-    corpus = merge(*(load_any(path) for path in settings.index_corpus)).corpus
+    corpus = load_corpora(settings.index_corpus)  # only chunk texts: a bare corpus will do
     mix = check_mix(True if settings.index_pseudo_queries in (None, False) else settings.index_pseudo_queries,
                     "train.index_pseudo_queries")
     augmented, info = index_aware_dataset(train_qa, corpus, model=settings.model, mix=mix,
