@@ -131,7 +131,7 @@ def build_config(args):
         value = getattr(args, name, None)
         if value is not None:
             values[name] = value
-    sources.command_line(args, (*_FLAG_FIELDS, "adapter"))
+    sources.command_line(args, (*_FLAG_FIELDS, "adapter", "hidden", "activation"))
     if args.adapter:
         values.pop("type", None)
         values["adapter"] = args.adapter
