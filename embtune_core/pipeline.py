@@ -453,7 +453,10 @@ class Pipeline:
                 values["index_corpus"] = [str(train_path), str(val_path)]
             elif index_corpora:
                 values["index_corpus"] = [str(p) for p in index_corpora]
-            summary = train(TrainSettings.from_mapping(values, self.config_path))
+            # ICT pseudo-queries over the validation chunks can be the validation questions word for word
+            # (same seed, same chunk id, a chunk kept whole): never trained on, as the adapter stage does.
+            validation = QADataset.load(val_path).queries.values() if "index_corpus" in values else ()
+            summary = train(TrainSettings.from_mapping(values, self.config_path), exclude_questions=validation)
             outputs = {"model": str(stage.path / "model"), "metrics_before": summary.get("metrics_before"),
                        "metrics_after": summary.get("metrics_after"), "train_seconds": summary.get("train_seconds"),
                        "selection": {"fit_queries": len(fit.queries), "dev_queries": len(dev.queries)},
@@ -468,6 +471,9 @@ class Pipeline:
                                      "final_fit": final_fit,
                                      # only when given: earlier runs keep their keys
                                      **({"index_corpus_content": inputs_hash(index_corpora)} if index_corpora
+                                        else {}),
+                                     # index-aware runs made before validation questions were left out retrain
+                                     **({"without_validation_questions": True} if index_aware or index_corpora
                                         else {}),
                                      "model_content": _model_content(table.get("model", DEFAULT_MODEL))}, work)
 
