@@ -172,8 +172,12 @@ class SavedAdapter:
         is checked where vectors meet the adapter, :meth:`transform`: reading an API encoder's width
         may cost a call.)
         """
-        encoder_identity = encoder if isinstance(encoder, str) else str(encoder.identity)
+        from embtune_core.long_documents import plain_identity
+
+        # Documents read as windows change document vectors only; the adapter maps query vectors.
+        encoder_identity = plain_identity(encoder if isinstance(encoder, str) else str(encoder.identity))
         expected = self.config.base_encoder_identity
+        expected = plain_identity(expected) if expected is not None else None
         if expected is None:
             log.warning("adapter %s records no base encoder; assuming it fits %s", self.path or "", encoder_identity)
             return

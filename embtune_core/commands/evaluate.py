@@ -128,7 +128,7 @@ def run(args) -> int:
     from embtune_core import encoder_options
 
     systems = [build_system(spec, settings, adapter=adapters.get(spec.name),
-                            encoder_options=encoder_options.from_args(args)) for spec in specs]
+                            encoder_options=encoder_options.from_args(args, multi_vector=True)) for spec in specs]
     for spec, system in zip(specs, systems):
         width = known_width(spec, system)
         if dims and width and min(dims) > width:  # else evaluate_systems checks, once it has embedded
