@@ -37,7 +37,7 @@ def full_config(docs: Path, model: str) -> dict:
         "split": {"val_fraction": 0.3, "split_by": "page", "seed": 5},
         "mine": {"enabled": True, "miner": "embedding-rank", "encoder": model, "num_negatives": 2, "range_min": 0,
                  "range_max": 10, "relative_margin": 0.05, "margin": 0.1, "use_cache": False,
-                 "query_prompt": "query: ", "document_prompt": "passage: ", "backend": "torch"},
+                 "query_prompt": "query: ", "document_prompt": "passage: ", "backend": "torch", "document_windows": "mean"},
         "train": {"enabled": True, "model": model, "loss": "cached-mnrl", "loss_options": {"mini_batch_size": 4},
                   "matryoshka_dims": [32, 16], "epochs": 1.5, "batch_size": 4, "lr": 1e-4, "warmup_ratio": 0.1,
                   "weight_decay": 0.0, "seed": 2, "max_steps": 3, "save_steps": 1, "save_total_limit": 1,
@@ -53,11 +53,11 @@ def full_config(docs: Path, model: str) -> dict:
                     "max_corpus_negatives": 100, "val_fraction": 0.2, "patience": 2, "selection_metric": "mrr@10",
                     "normalize_output": True, "matryoshka_dims": [32, 16], "seed": 4, "device": "cpu",
                     "index_pseudo_queries": {"ict": 1}, "final_fit": True, "query_prompt": "query: ",
-                    "document_prompt": "passage: ", "backend": "torch"},
+                    "document_prompt": "passage: ", "backend": "torch", "document_windows": "mean"},
         "evaluate": {"dims": [32, 16], "k": [1, 5], "baselines": ["bm25", "hybrid"], "corpus": "both",
                      "batch_size": 8, "device": "cpu", "precision": "fp32", "max_seq_length": 64,
                      "confidence": 0.9, "resamples": 100, "permutations": 100, "query_prompt": "query: ",
-                     "document_prompt": "passage: ", "backend": "torch"},
+                     "document_prompt": "passage: ", "backend": "torch", "document_windows": "mean"},
         "export": {"zip": False},
     }
 
