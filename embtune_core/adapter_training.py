@@ -129,7 +129,7 @@ class AdapterTrainingConfig:
     def from_mapping(cls, values: dict[str, Any], path: str = "<config>") -> AdapterTrainingConfig:
         """From a TOML ``[adapter]`` table: keys are the field names (``-`` or ``_``); unknown keys refused."""
         clean = {("adapter" if key == "type" else key.replace("-", "_")): value for key, value in values.items()}
-        return from_table(cls, clean, path=path, table="adapter")
+        return from_table(cls, clean, path=path, table="adapter", also_known=("type",))  # type: the documented name
 
 
 @dataclass

@@ -244,6 +244,8 @@ class Pipeline:
                 index = {"index_corpus": ["-"]} if table.get("index_pseudo_queries") not in (None, False) else {}
                 settings = TrainSettings.from_mapping({"seed": self.seed, **index, **table, "train": "-", "out": "-"},
                                                       path)
+                if enabled:
+                    _check_loss(settings, path)
             else:
                 refuse_unknown(table, table_keys("adapter"), path=path, table="adapter")
                 table.pop("encoder", None)
@@ -843,6 +845,23 @@ def _file_contents(options: dict[str, Any], resolve_path: Callable[[str], Path])
         if key.endswith("_file") and isinstance(value, str) and resolve_path(value).is_file():
             found[key] = file_hash(resolve_path(value))
     return found
+
+
+def _check_loss(settings: Any, path: Path) -> None:
+    """Build the [train] loss once, as `embtune train` does before it reads a dataset: an option the
+    loss does not take (``loss_options = { foo = 1 }``) fails naming the config, not after the stages
+    before training have run. An unknown loss name is the run command's check (exit 4)."""
+    from embtune_core.errors import PluginError
+    from embtune_core.losses import create_strategy
+
+    try:
+        create_strategy(settings.loss, matryoshka_dims=settings.matryoshka_dims,
+                        **{"seed": settings.seed, **settings.loss_options})
+    except PluginError as exc:
+        raise PluginError(exc.problem, path=path, field="train.loss") from None
+    except ConfigError as exc:
+        field = "matryoshka_dims" if exc.field == "matryoshka_dims" else "loss_options"
+        raise ConfigError(exc.problem, path=path, field=f"train.{field}") from None
 
 
 def _flag(value: Any, path: Path, field: str) -> bool:

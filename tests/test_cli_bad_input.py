@@ -51,6 +51,7 @@ def inputs(tmp_path_factory) -> Path:
         "lora-model/adapter_config.json": json.dumps({"peft_type": "LORA"}),
         "bad-corpus.jsonl": '{"id": "c1", "text": "a chunk"}\n{"id": "c2", "text": "  "}\n',
         "adapter-option.toml": '[adapter]\ntype = "two-layer"\nadapter_options = { hiden = 3 }\n',
+        "run-loss-option.toml": '[data]\ntrain = "good.json"\n[train]\nloss_options = { foo = 1 }\n',
         "run-pseudo.toml": '[data]\ntrain = "good.json"\n[train]\nindex_pseudo_queries = { ictt = 1 }\n',
         "run-adapter-pseudo.toml": '[data]\ntrain = "good.json"\n[adapter]\nindex_pseudo_queries = { ictt = 1 }\n',
         "not-a-model/notes.txt": "a folder, but no modules.json or config.json\n",
@@ -187,6 +188,8 @@ CASES = [
     ("run-missing-config", 3, "missing.toml", None, "no such file", "run", "missing.toml"),
     ("run-unknown-loss", 4, "run-loss.toml", "train.loss", "no loss_strategies implementation named 'nosuch'",
      "run", "run-loss.toml"),
+    ("run-loss-option", 3, "run-loss-option.toml", "train.loss_options",  # it failed at the train stage
+     "unexpected keyword argument 'foo'", "run", "run-loss-option.toml"),
     ("run-unknown-pseudo-query-generator", 4, "run-pseudo.toml", "train.index_pseudo_queries",
      "no question_generators implementation named 'ictt'", "run", "run-pseudo.toml"),
     ("run-adapter-unknown-pseudo-query-generator", 4, "run-adapter-pseudo.toml", "adapter.index_pseudo_queries",

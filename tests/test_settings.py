@@ -123,6 +123,8 @@ def test_command_tables_refuse_typos_and_name_wrong_types(tiny_model_dir):
         plugin_table("mine", {"num_negative": 3}, path="c.toml")
     with pytest.raises(ConfigError, match=r"mine\.num_negatives: must be an integer"):
         plugin_table("mine", {"num_negatives": "3"}, path="c.toml")
+    with pytest.raises(ConfigError, match=r"adapter\.typ: .*did you mean 'type'.*; known: .*\btype\b"):
+        AdapterTrainingConfig.from_mapping({"typ": "linear"}, "c.toml")  # type: the name the docs give
     # A bad weight_decay is reported as weight_decay (it was reported as identity_reg).
     with pytest.raises(ConfigError, match=r"c\.toml: adapter\.weight_decay: must be >= 0"):
         AdapterTrainingConfig.from_mapping({"weight_decay": -1}, "c.toml")
