@@ -95,13 +95,11 @@ def split(model: Any, texts: Sequence[str], *, prompt: str = "") -> Windows:
     out_texts: list[str] = []
     owner: list[int] = []
     tokens: list[int] = []
+    texts = list(texts)
     for index, text in enumerate(texts):
-        try:
-            offsets = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True,
-                                verbose=False)["offset_mapping"]
-        except NotImplementedError as exc:  # slow (Python) tokenizers have no offsets
-            raise UsageError("needs a fast tokenizer (character offsets) to split documents into windows",
-                             field="document_windows") from exc
+        if index % 1024 == 0:  # tokenized in blocks: bounded memory, one call per block
+            block = _offsets(tokenizer, texts[index:index + 1024])
+        offsets = block[index % 1024]
         if len(offsets) <= budget:
             out_texts.append(text)
             owner.append(index)
@@ -117,6 +115,14 @@ def split(model: Any, texts: Sequence[str], *, prompt: str = "") -> Windows:
             tokens.append(end - start)
             start = end
     return Windows(out_texts, np.asarray(owner, dtype=np.int64), np.asarray(tokens, dtype=np.float64), len(texts))
+
+
+def _offsets(tokenizer: Any, texts: list[str]) -> list[list[tuple[int, int]]]:
+    try:
+        return tokenizer(texts, add_special_tokens=False, return_offsets_mapping=True, verbose=False)["offset_mapping"]
+    except NotImplementedError as exc:  # slow (Python) tokenizers have no offsets
+        raise UsageError("needs a fast tokenizer (character offsets) to split documents into windows",
+                         field="document_windows") from exc
 
 
 def _word_start(offsets: Sequence[tuple[int, int]], start: int, end: int) -> int:
@@ -272,3 +278,65 @@ def wrap(encoder: Any, mode: str | None) -> Any:
     if mode is None or check_mode(mode) == "off":
         return encoder
     return WindowedEncoder(encoder, mode)
+
+
+# --- training: a long positive becomes its best window ---------------------------------------------------
+TRAINING_MODES = ("off", "best")
+
+
+def best_window_positives(dataset: Any, model: Any, *, batch_size: int = 32) -> tuple[Any, dict[str, Any], dict[str, str]]:
+    """Training pairs whose positive is longer than the model reads, turned into (question, window).
+
+    Trained on a cut positive, a model learns to match questions to text it never saw in the
+    chunk; here each such positive is split into windows (:func:`split`) and the question trains on
+    the window that ``model`` (the base model, before training) scores highest -- the passage-level
+    weak supervision of MaxP training (Dai & Callan 2019) with the base model as the judge. A tie
+    goes to the earlier window. Positives that fit are left as they are.
+
+    ``dataset`` is a :class:`~embtune_core.dataset.QADataset`; returns the new dataset (window ids
+    ``CHUNK#wK``), a record for the run summary and ``{window text: chunk id}`` for the batch
+    sampler, so that two windows of one chunk never share a batch as each other's negatives.
+    """
+    from dataclasses import replace
+
+    from embtune_core.token_limits import prompt_for, token_lengths
+
+    prompt = prompt_for(model, "document")
+    budget = window_budget(model, prompt)
+    used = sorted({c for docs in dataset.relevant_docs.values() for c in docs if c in dataset.corpus})
+    lengths = dict(zip(used, token_lengths(model, [dataset.corpus[c] for c in used])))
+    special = model.tokenizer.num_special_tokens_to_add(pair=False)
+    long_ids = [c for c in used if lengths[c] - special > budget]
+    record: dict[str, Any] = {"mode": "best", "window_tokens": budget, "positives": len(used),
+                              "long_positives": len(long_ids), "pairs_moved": 0, "windows": 0}
+    if not long_ids:
+        return dataset, record, {}
+    windows = split(model, [dataset.corpus[c] for c in long_ids], prompt=prompt)
+    window_vectors = model.encode_document(windows.texts, batch_size=batch_size, normalize_embeddings=True,
+                                           convert_to_numpy=True, show_progress_bar=False)
+    position = {c: i for i, c in enumerate(long_ids)}
+    asking = sorted(q for q, docs in dataset.relevant_docs.items() if q in dataset.queries
+                    and any(c in position for c in docs))
+    query_vectors = model.encode_query([dataset.queries[q] for q in asking], batch_size=batch_size,
+                                       normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False)
+    first = np.searchsorted(windows.owner, np.arange(len(long_ids)))
+    corpus = dict(dataset.corpus)
+    relevant = {q: list(docs) for q, docs in dataset.relevant_docs.items()}
+    groups: dict[str, str] = {}
+    for row, q in enumerate(asking):
+        for j, c in enumerate(relevant[q]):
+            if c not in position:
+                continue
+            mine = np.flatnonzero(windows.owner == position[c])
+            k = int(np.argmax(window_vectors[mine] @ query_vectors[row]))  # first of equals: the earlier window
+            window_id = f"{c}#w{int(mine[k] - first[position[c]])}"
+            corpus[window_id] = windows.texts[mine[k]]
+            groups[windows.texts[mine[k]]] = c
+            relevant[q][j] = window_id
+            record["pairs_moved"] += 1
+    record["windows"] = len(windows.texts)
+    record["windows_used"] = len(groups)
+    log.info("document_windows=best: %d of %d positive chunks are longer than %d tokens; %d questions train on the "
+             "chunk window the base model ranks first (%d distinct windows of %d)", len(long_ids), len(used), budget,
+             record["pairs_moved"], len(groups), len(windows.texts))
+    return replace(dataset, corpus=corpus, relevant_docs=relevant), record, groups

@@ -17,7 +17,8 @@ the same config skips every finished stage; a stage interrupted midway resumes f
                  dev_fraction (0.15): training documents held out (by source) to choose the checkpoint, so
                  the validation split stays unseen; index_pseudo_queries = true or { ict = 1, crop = 1 }:
                  index-aware fine-tuning on pseudo-queries from every chunk's text (index_training.py),
-                 index_ratio, index_hard_negatives; final_fit (false): after the dev split chose the
+                 index_ratio, index_hard_negatives; document_windows ("off" | "best": long positives trained
+                 as their best window, long_documents.py); final_fit (false): after the dev split chose the
                  epochs, retrain on every document for the exported zip (the report keeps the estimate)
     [adapter]    enabled, encoder, type ("linear"), epochs, ... (see `embtune train-adapter`);
                  index_pseudo_queries = true or { ict = 1, crop = 1 }: also train on LLM-free

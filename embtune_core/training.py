@@ -70,6 +70,7 @@ class TrainResult:
     settings: dict[str, Any]  # every TrainSettings field
     data: dict[str, Any]  # train/val sizes and sources, training rows, batches per epoch
     index_aware: dict[str, Any] | None  # pseudo-queries from the index joined the training set (index_training)
+    document_windows: dict[str, Any] | None  # long positives trained as their best window (long_documents)
     truncation: dict[str, Any] | None  # queries and texts longer than the trained token limit
     partial_fine_tuning: dict[str, int] | None
     lora: dict[str, Any] | None  # LoRA rank, targets, trainable parameters (embtune_core.lora)
@@ -160,6 +161,16 @@ def train(settings: TrainSettings, *, exclude_questions: Iterable[str] = ()) -> 
         token_limits.check_limit(model, settings.export_max_seq_length, settings.model,
                                  field="train.export_max_seq_length")
 
+    from embtune_core import lora, prompts, tracking
+
+    prompts.set_model_prompts(model, settings.query_prompt, settings.document_prompt)
+    windows_record, text_groups = None, None
+    if settings.document_windows == "best":
+        from embtune_core.long_documents import best_window_positives
+
+        train_qa, windows_record, text_groups = best_window_positives(train_qa, model,
+                                                                      batch_size=settings.eval_batch_size)
+        train_rows = strategy.build_dataset(train_qa, settings.train)
     skipped = set(unanswered)
     answered = [q for q in train_qa.queries if q not in skipped]
     truncation = token_limits.check_model(model, {
@@ -169,9 +180,6 @@ def train(settings: TrainSettings, *, exclude_questions: Iterable[str] = ()) -> 
     partial = lora_record = None
     if settings.train_last_layers is not None or settings.freeze_layers is not None:
         partial = freeze_all_but_last(model, settings.train_last_layers, frozen=settings.freeze_layers)
-    from embtune_core import lora, prompts, tracking
-
-    prompts.set_model_prompts(model, settings.query_prompt, settings.document_prompt)
     if settings.lora:
         lora_record = lora.apply_lora(model, settings)
     loss = strategy.build_loss(model)
@@ -186,7 +194,7 @@ def train(settings: TrainSettings, *, exclude_questions: Iterable[str] = ()) -> 
     work_dir = settings.checkpoints
     # In-batch negatives: a batch never holds one text twice, so few distinct texts mean more, smaller
     # batches; the sampler still uses every row each epoch and says so (sentence-transformers #3348).
-    plan = batch_plan(row_texts(train_rows) if strategy.in_batch_negatives else [()] * len(train_rows),
+    plan = batch_plan(row_texts(train_rows, text_groups) if strategy.in_batch_negatives else [()] * len(train_rows),
                       settings.batch_size)
     if plan.limited_by_texts:
         log.warning("batch size %d cannot be filled: %d training rows share one text and a batch never holds a "
@@ -194,7 +202,7 @@ def train(settings: TrainSettings, *, exclude_questions: Iterable[str] = ()) -> 
                     "per epoch)", settings.batch_size, plan.max_rows_per_text, plan.batches, plan.mean_batch)
     args = training_arguments(settings, in_batch_negatives=strategy.in_batch_negatives,
                               batches_per_epoch=plan.batches, evaluate=evaluator is not None, world_size=world_size,
-                              train_rows=train_rows)
+                              train_rows=train_rows, text_groups=text_groups)
     history: list[dict[str, Any]] = []
     loss_log, rank_report, mark_complete = trainer_callbacks(work_dir, history)
     trainer = SentenceTransformerTrainer(
@@ -246,6 +254,7 @@ def train(settings: TrainSettings, *, exclude_questions: Iterable[str] = ()) -> 
         },
         "max_seq_length": model.max_seq_length,
         "index_aware": index_info,
+        "document_windows": windows_record,
         "truncation": truncation,
         "partial_fine_tuning": partial,
         "lora": lora_record,

@@ -22,7 +22,10 @@ WORDS = ["revenue", "riders", "drivers", "insurance", "autonomous", "vehicles", 
 def _long_qa(n: int = 6, words: int = 400) -> QADataset:
     """Documents of ``words`` words whose distinctive word (what the query asks for) sits near the end,
     past any 128-token cut."""
-    corpus = {f"c{i}": " ".join(WORDS[(i * 5 + j) % 10] for j in range(words)) + f" zeppelin{i} harbour{i}"
+    import random
+
+    # Each document its own random word order (seeded): no two windows of the corpus are equal texts.
+    corpus = {f"c{i}": " ".join(random.Random(i).choices(WORDS[:10], k=words)) + f" zeppelin{i} harbour{i}"
               for i in range(n)}
     queries = {f"q{i}": f"zeppelin{i} harbour{i}" for i in range(n)}
     return QADataset(queries, corpus, {f"q{i}": [f"c{i}"] for i in range(n)})
@@ -147,6 +150,35 @@ def test_langchain_embeddings_with_mean_windows(tiny_model_dir):
     assert embeddings.document_identity.endswith("document_windows=mean")
 
 
+def test_langchain_window_retriever_ranks_as_evaluate_maxp(tiny_model_dir, tmp_path):
+    pytest.importorskip("langchain_classic")
+    pytest.importorskip("faiss")
+    from langchain_core.documents import Document
+
+    from embtune_core.embedding_cache import EmbeddingCache
+    from embtune_core.encoding import encoder_from_spec
+    from embtune_core.errors import UsageError
+    from embtune_core.evaluation import System, evaluate_systems
+    from embtune_integrations.langchain import EmbtuneEmbeddings
+    from embtune_integrations.multi_vector import window_retriever
+
+    data = _long_qa(6)
+    evaluation = evaluate_systems([System("max", encoder_from_spec(f"st:{tiny_model_dir}", document_windows="max"))],
+                                  data, progress_bar=False, n_resamples=20, n_permutations=20,
+                                  cache=EmbeddingCache(tmp_path / "cache"))
+    ranking = evaluation.systems[0].dims[max(evaluation.systems[0].dims)].ranking
+    ids = list(data.corpus)
+    docs = [Document(page_content=text, metadata={"source": cid}, id=cid) for cid, text in data.corpus.items()]
+    retriever = window_retriever(docs, EmbtuneEmbeddings(tiny_model_dir, normalize=True, prompts=True), k=3,
+                                 use_gpu=False)
+    for row, question in enumerate(data.queries.values()):
+        found = retriever.invoke(question)
+        assert [d.id for d in found] == [ids[i] for i in ranking.indices[row, :3]]
+        assert found[0].page_content in data.corpus.values()  # the whole document, not a window
+    with pytest.raises(UsageError, match="embeddings: needs EmbtuneEmbeddings over a local"):
+        window_retriever(docs, EmbtuneEmbeddings(tiny_model_dir, document_windows="mean"))
+
+
 # --- evaluation ----------------------------------------------------------------------------------------
 def test_evaluation_with_windows_reports_them_and_max_matches_brute_force(tiny_model_dir, tmp_path):
     from embtune_core.embedding_cache import EmbeddingCache
@@ -238,3 +270,46 @@ def test_shared_10k_chunks_are_mostly_longer_than_minilm_reads(shared_data):
     corpus = json.loads((Path(shared_data) / "llamaindex-10k-qa" / "val_dataset.json").read_text())["corpus"]
     windows = split(load_sentence_transformer(), list(corpus.values())[:40])
     assert windows.split > 20 and len(windows.texts) > 80
+
+
+# --- training ------------------------------------------------------------------------------------------
+def test_best_window_positives_pick_the_window_that_holds_the_answer(minilm_path):
+    from embtune_core.long_documents import best_window_positives
+    from embtune_core.models import load_sentence_transformer
+
+    model = load_sentence_transformer(minilm_path)
+    model.max_seq_length = 64
+    data = _long_qa(4, words=150)
+    moved, record, groups = best_window_positives(data, model)
+    assert record["long_positives"] == 4 and record["pairs_moved"] == 4 and record["windows"] >= 8
+    for i in range(4):
+        (window_id,) = moved.relevant_docs[f"q{i}"]
+        assert window_id.startswith(f"c{i}#w") and f"zeppelin{i} harbour{i}" in moved.corpus[window_id]
+        assert groups[moved.corpus[window_id]] == f"c{i}"
+    assert moved.corpus["c0"] == data.corpus["c0"]  # the chunk itself is untouched
+
+
+def test_windows_of_one_chunk_never_share_a_batch():
+    from embtune_core.sampler import batch_plan, plan_epoch
+
+    texts = [(f"q{i}", f"chunk{i % 3} window{i}") for i in range(12)]
+    groups = {f"chunk{i % 3} window{i}": f"chunk{i % 3}" for i in range(12)}
+    grouped = [(q, groups[d]) for q, d in texts]
+    assert batch_plan(grouped, 8).batches == 4  # 4 windows of each chunk: 4 batches, not ceil(12 / 8)
+    batches, repeats = plan_epoch(grouped, 8, seed=3)
+    assert repeats == 0
+    for batch in batches:
+        assert len({grouped[i][1] for i in batch}) == len(batch)
+
+
+def test_training_with_best_windows_records_what_it_did(tiny_model_dir, tmp_path):
+    from embtune_core.training import TrainSettings, train
+
+    data = tmp_path / "long.json"
+    _long_qa(8, words=200).save(data)
+    result = train(TrainSettings(train=str(data), out=str(tmp_path / "m"), model=tiny_model_dir, epochs=1,
+                                 batch_size=4, max_seq_length=48, document_windows="best"))
+    assert result.document_windows["long_positives"] == 8 and result.document_windows["pairs_moved"] == 8
+    assert result.truncation["document"]["over"] == 0  # trained on windows that fit
+    saved = json.loads((tmp_path / "m" / "embtune_train.json").read_text())
+    assert saved["document_windows"]["mode"] == "best" and saved["settings"]["document_windows"] == "best"

@@ -105,6 +105,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--index-hard-negatives", type=non_negative_int, metavar="N",
                         help="mine N hard negatives over the index with the base model (false-negative guard) for "
                              "every training query that has none (default: 0)")
+    parser.add_argument("--document-windows", choices=("off", "best"),
+                        help="positives longer than the token limit: off (cut at the limit; default) or best (split "
+                             "into windows; each question trains on the window the base model ranks first)")
     parser.add_argument("--checkpoint-dir", help="checkpoints and loss log (default: OUT.checkpoints)")
     parser.add_argument("--out", help="output model directory")
 
@@ -134,7 +137,7 @@ def _parse_value(text: str):
 SETTING_KEYS = ("train", "val", "split", "val_split", "model", "loss", "matryoshka_dims", "epochs", "batch_size", "lr",
                 "warmup_ratio", "seed", "max_steps", "save_steps", "resume", "train_last_layers", "freeze_layers",
                 "max_seq_length", "export_max_seq_length", "keep_if_worse", "index_corpus", "index_pseudo_queries",
-                "index_ratio", "index_hard_negatives", "precision", "checkpoint_dir", "out",
+                "index_ratio", "index_hard_negatives", "document_windows", "precision", "checkpoint_dir", "out",
                 "lora", "lora_rank", "lora_alpha", "lora_dropout", "lora_target_modules", "lora_merge",
                 "query_prompt", "document_prompt", "report_to")
 
