@@ -34,6 +34,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -100,8 +101,12 @@ class TrainResult:
         return getattr(self, key, default) if key in self.__dataclass_fields__ else default
 
 
-def train(settings: TrainSettings) -> TrainResult:
+def train(settings: TrainSettings, *, exclude_questions: Iterable[str] = ()) -> TrainResult:
     """Train, evaluate before and after, and write the model directory; returns what the run did.
+
+    ``exclude_questions``: texts no index-aware pseudo-query may have besides the ``val`` questions
+    (``embtune run`` passes its validation split's, which ``val`` -- the held-out training documents
+    that choose the checkpoint -- does not hold).
 
     Data problems (missing file, no negatives for a loss that needs them) raise before any model is
     loaded. With ``settings.resume`` the newest complete checkpoint in the checkpoint folder is
@@ -134,7 +139,7 @@ def train(settings: TrainSettings) -> TrainResult:
         check_disjoint_queries(train_qa, val_qa, path=settings.val, field="val")
     index_info = None
     if settings.index_corpus:
-        train_qa, index_info = _index_aware(train_qa, settings, val_qa)
+        train_qa, index_info = _index_aware(train_qa, settings, val_qa, exclude_questions)
     train_rows = strategy.build_dataset(train_qa, settings.train)  # fails here, before loading a model
     unanswered = [q for q in train_qa.queries if not any(c in train_qa.corpus for c in train_qa.relevant_docs.get(q, ()))]
     if unanswered:
@@ -301,19 +306,20 @@ def train(settings: TrainSettings) -> TrainResult:
     return TrainResult(**summary, saved=saved, history=history)
 
 
-def _index_aware(train_qa, settings: TrainSettings, val_qa=None):
-    """The training set plus pseudo-queries over ``settings.index_corpus`` (embtune_core.index_training)."""
-    from embtune_core.dataset import load_any
+def _index_aware(train_qa, settings: TrainSettings, val_qa=None, exclude_questions: Iterable[str] = ()):
+    """The training set plus pseudo-queries over ``settings.index_corpus`` (embtune_core.index_training),
+    none of them a ``val_qa`` question or one of ``exclude_questions``."""
+    from embtune_core.dataset import load_corpora
     from embtune_core.index_training import check_mix, index_aware_dataset
-    from embtune_core.pseudo_queries import merge
 
-    corpus = merge(*(load_any(path) for path in settings.index_corpus)).corpus
+    corpus = load_corpora(settings.index_corpus)  # only chunk texts: a bare corpus will do
     mix = check_mix(True if settings.index_pseudo_queries in (None, False) else settings.index_pseudo_queries,
                     "train.index_pseudo_queries")
     augmented, info = index_aware_dataset(train_qa, corpus, model=settings.model, mix=mix,
                                           ratio=settings.index_ratio, hard_negatives=settings.index_hard_negatives,
                                           seed=settings.seed,
-                                          exclude_questions=val_qa.queries.values() if val_qa is not None else ())
+                                          exclude_questions=[*(val_qa.queries.values() if val_qa is not None
+                                                               else ()), *exclude_questions])
     log.info("index-aware training: %d pseudo-queries from %d index chunks join %d real training queries",
              info["pseudo_queries_kept"], info["index_chunks"], info["real_queries"])
     return augmented, info

@@ -101,7 +101,7 @@ class TrainSettings:
         if self.index_pseudo_queries not in (None, False):
             from embtune_core.index_training import check_mix
 
-            check_mix(self.index_pseudo_queries, "train.index_pseudo_queries")
+            check_mix(self.index_pseudo_queries, "train.index_pseudo_queries", path)
             if not self.index_corpus:
                 raise bad("index_pseudo_queries", "needs index_corpus (the datasets whose chunks the index holds)")
         if self.index_ratio <= 0:

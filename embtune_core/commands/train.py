@@ -14,7 +14,7 @@ from embtune_core.commands import (
     positive_int_list,
 )
 from embtune_core.config import load_config, section
-from embtune_core.errors import COMMAND_LINE, ConfigError, UsageError
+from embtune_core.errors import COMMAND_LINE, ConfigError, PluginError, UsageError
 
 NAME = "train"
 HELP = "fine-tune a sentence-transformers model on a QA dataset (full or last-N-layers)"
@@ -93,10 +93,11 @@ def add_arguments(parser) -> None:
     parser.add_argument(
         "--precision", choices=("auto", "fp32", "bf16", "fp16"), help="auto: bf16/fp16 on a GPU, fp32 on CPU"
     )
-    parser.add_argument("--index-corpus", action="append", metavar="DATASET",
+    parser.add_argument("--index-corpus", action="append", metavar="CORPUS",
                         help="index-aware fine-tuning: LLM-free pseudo-queries (inverse cloze + crops) from the "
-                             "chunk texts of this dataset (the documents your index will hold; no questions or "
-                             "labels are read) join the training questions (repeatable)")
+                             "chunk texts of this corpus (the documents your index will hold; no questions or "
+                             "labels are read) join the training questions (repeatable). Any dataset, or a bare "
+                             "corpus: BEIR corpus.jsonl or folder, {id, text} JSONL, LlamaIndex JSON with only corpus")
     parser.add_argument("--index-pseudo-queries", type=_mix, metavar="GEN=N,...",
                         help="pseudo-queries per index chunk by generator (default: ict=1,crop=1)")
     parser.add_argument("--index-ratio", type=positive_float,
@@ -141,6 +142,10 @@ SETTING_KEYS = ("train", "val", "split", "val_split", "model", "loss", "matryosh
                 "query_prompt", "document_prompt", "report_to")
 
 
+# Settings whose flag is not --<key with dashes>: errors name the flag the user typed.
+FLAGS = {"lora_merge": "--merge"}
+
+
 def settings_from_args(args):
     """TrainSettings from the [train] table of --config, overridden by options given on the command line,
     and the :class:`Sources` saying which setting came from where (for errors raised later)."""
@@ -156,7 +161,7 @@ def settings_from_args(args):
         value = getattr(args, key, None)
         if value is not None:
             values[key] = value
-    sources.command_line(args, SETTING_KEYS)
+    sources.command_line(args, SETTING_KEYS, FLAGS)
     if args.loss_option:
         options = dict(values.get("loss_options") or {})
         for item in args.loss_option:
@@ -168,7 +173,7 @@ def settings_from_args(args):
         sources.set("loss_options", COMMAND_LINE, "--loss-option")
     try:
         return TrainSettings.from_mapping(values, origin), sources
-    except ConfigError as exc:
+    except (ConfigError, PluginError) as exc:  # an unknown generator in index_pseudo_queries: exit 4
         raise sources.blame(exc) from None
 
 
