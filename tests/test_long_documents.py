@@ -313,3 +313,11 @@ def test_training_with_best_windows_records_what_it_did(tiny_model_dir, tmp_path
     assert result.truncation["document"]["over"] == 0  # trained on windows that fit
     saved = json.loads((tmp_path / "m" / "embtune_train.json").read_text())
     assert saved["document_windows"]["mode"] == "best" and saved["settings"]["document_windows"] == "best"
+
+
+def test_windows_on_short_documents_say_they_change_nothing(tiny_model_dir):
+    from embtune_core.encoding import encoder_from_spec
+
+    encoder = encoder_from_spec(f"st:{tiny_model_dir}", document_windows="max")
+    line = encoder.describe(encoder.windows(["riders", "drivers and insurance"]))
+    assert line == "none of 2 corpus texts is longer than 128 tokens: document_windows=max changes nothing"
