@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from corpora import topic_corpus
 from openai_server import OpenAIServer
-from test_pipeline import PLANTED_KEY, _config, _finish, _start
+from test_pipeline import PLANTED_KEY, _config, _finish, _start, interruptible_cli
 
 from embtune_core import atomic
 from embtune_core.dataset import QADataset
@@ -361,8 +361,8 @@ def test_train_loss_of_a_resumed_run_equals_the_uninterrupted_one(tiny_model_dir
     assert _embtune("train", *common, "--out", str(tmp_path / "ref")).returncode == 0
     argv = ("train", *common, "--out", str(tmp_path / "m"))
     env = {**os.environ, "EMBTUNE_NO_PROGRESS": "1", "HF_HUB_OFFLINE": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "embtune_core.cli", *argv], stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, env=env)
+    proc = subprocess.Popen(interruptible_cli(*argv), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env=env)
     _signal_when(proc, lambda: (tmp_path / "m.checkpoints" / "checkpoint-15" / "embtune_complete.json").exists(),
                  signal.SIGINT)
     assert proc.returncode == 130

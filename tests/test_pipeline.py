@@ -57,13 +57,19 @@ k = [1, 5]
     return path
 
 
-def _start(config: Path, run_dir: Path) -> subprocess.Popen:
-    env = dict(os.environ, EMBTUNE_TEST_KEY=PLANTED_KEY, PYTHONUNBUFFERED="1")
-    # A shell that runs pytest in the background (`cmd &`) hands its children SIGINT ignored, and
-    # Python then never raises KeyboardInterrupt: restore it, as a terminal's Ctrl-C expects.
+def interruptible_cli(*argv: str) -> list[str]:
+    """The command line of ``embtune ARGV`` that a SIGINT interrupts even under a background pytest.
+
+    A shell that runs pytest in the background (`cmd &`) hands its children SIGINT ignored, and
+    embtune then (rightly, as a background job) leaves it ignored: restore it, as a terminal's Ctrl-C expects."""
     restore_sigint = ("import runpy, signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
                       "sys.argv[0] = 'embtune'; runpy.run_module('embtune_core.cli', run_name='__main__')")
-    return subprocess.Popen([sys.executable, "-c", restore_sigint, "run", str(config), "--run-dir", str(run_dir)],
+    return [sys.executable, "-c", restore_sigint, *argv]
+
+
+def _start(config: Path, run_dir: Path) -> subprocess.Popen:
+    env = dict(os.environ, EMBTUNE_TEST_KEY=PLANTED_KEY, PYTHONUNBUFFERED="1")
+    return subprocess.Popen(interruptible_cli("run", str(config), "--run-dir", str(run_dir)),
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
 
 
