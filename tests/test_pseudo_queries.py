@@ -69,18 +69,10 @@ def test_augment_trains_on_more_pairs_but_validates_on_the_same_real_questions(t
 
 
 def test_cli_index_corpus(tmp_path):
-    from embtune_core.adapter_io import load_adapter
     from embtune_core.cli import main
 
-    synonym_dataset(ks=range(4), js=range(4)).save(tmp_path / "train.json")
     QADataset({"q": "unused"}, CORPUS, {"q": ["c1"]}).save(tmp_path / "index.json")
-    with OpenAIServer() as server:
-        code = main(["train-adapter", "--train", str(tmp_path / "train.json"), "--encoder",
-                     f"openai:e@{server.base_url}", "--index-corpus", str(tmp_path / "index.json"),
-                     "--epochs", "1", "--cache-dir", str(tmp_path / "cache"), "--out", str(tmp_path / "out")])
-    assert code == 0
-    expected = len(index_pseudo_queries(CORPUS, seed=42).queries)
-    assert load_adapter(tmp_path / "out").config.training["augment_queries"] == expected > 0
+    _check_adapter_trained_with_index(tmp_path, tmp_path / "index.json")
     assert main(["train-adapter", "--train", str(tmp_path / "train.json"), "--encoder", "openai:e@http://127.0.0.1:9/v1",
                  "--index-corpus", str(tmp_path / "missing.json"), "--out", str(tmp_path / "out2")]) == 3
 
@@ -90,15 +82,21 @@ def test_cli_index_corpus_reads_a_bare_corpus(tmp_path):
     (no queries, no qrels) makes the same pseudo-queries as a full dataset holding those chunks."""
     import json
 
+
+    (tmp_path / "corpus.jsonl").write_text("".join(json.dumps({"_id": k, "title": "", "text": v}) + "\n"
+                                                   for k, v in CORPUS.items()))
+    _check_adapter_trained_with_index(tmp_path, tmp_path / "corpus.jsonl")
+
+
+def _check_adapter_trained_with_index(tmp_path, index_path) -> None:
+    """`embtune train-adapter --index-corpus INDEX` on the synonym set: every pseudo-query of CORPUS joins."""
     from embtune_core.adapter_io import load_adapter
     from embtune_core.cli import main
 
     synonym_dataset(ks=range(4), js=range(4)).save(tmp_path / "train.json")
-    (tmp_path / "corpus.jsonl").write_text("".join(json.dumps({"_id": k, "title": "", "text": v}) + "\n"
-                                                   for k, v in CORPUS.items()))
     with OpenAIServer() as server:
         code = main(["train-adapter", "--train", str(tmp_path / "train.json"), "--encoder",
-                     f"openai:e@{server.base_url}", "--index-corpus", str(tmp_path / "corpus.jsonl"),
+                     f"openai:e@{server.base_url}", "--index-corpus", str(index_path),
                      "--epochs", "1", "--cache-dir", str(tmp_path / "cache"), "--out", str(tmp_path / "out")])
     assert code == 0
     expected = len(index_pseudo_queries(CORPUS, seed=42).queries)
