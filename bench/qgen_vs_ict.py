@@ -36,6 +36,7 @@ import os
 import platform
 import resource
 import shlex
+import shutil
 import subprocess
 import sys
 import time
@@ -200,6 +201,8 @@ def train(opts, work: Path, results: dict) -> None:
                    "--checkpoint-dir", str(work / name / "checkpoints")]
         if (model_dir / "embtune_train.json").is_file() and results["sets"][name].get("training"):
             continue  # trained already (delete the folder to train again)
+        for stale in (model_dir, work / name / "checkpoints"):  # else train resumes them: no cost measured
+            shutil.rmtree(stale, ignore_errors=True)
         cost = _timed([sys.executable, "-m", "embtune_core.cli", *command])
         summary = json.loads((model_dir / "embtune_train.json").read_text(encoding="utf-8"))
         results["sets"][name]["training"] = {
@@ -227,14 +230,16 @@ def evaluate(opts, work: Path, results: dict) -> None:
 
 
 def _timed(command: list[str]) -> dict[str, float]:
-    """Wall and CPU seconds and peak RSS (MiB) of one child process."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    """Wall and CPU seconds and peak RSS (MiB) of one child process (its own rusage from wait4:
+    RUSAGE_CHILDREN's maxrss would be the largest of every child so far)."""
     started = time.time()
-    subprocess.run(command, check=True, cwd=ROOT)
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return {"wall_seconds": round(time.time() - started, 1),
-            "cpu_seconds": round((after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime), 1),
-            "peak_rss_mib": round(after.ru_maxrss / 1024, 1)}
+    process = subprocess.Popen(command, cwd=ROOT)
+    _, status, usage = os.wait4(process.pid, 0)
+    process.returncode = os.waitstatus_to_exitcode(status)
+    if process.returncode:
+        raise subprocess.CalledProcessError(process.returncode, command)
+    return {"wall_seconds": round(time.time() - started, 1), "cpu_seconds": round(usage.ru_utime + usage.ru_stime, 1),
+            "peak_rss_mib": round(usage.ru_maxrss / 1024, 1)}
 
 
 def _paired(report: dict) -> dict:
