@@ -6,14 +6,24 @@ questions with paired 95% confidence intervals, at the model's own 256 tokens an
 * ``defaults``: `embtune train --train LYFT --out DIR` and nothing else (3 epochs, batch 64, lr 5e-5;
   no --val, so no checkpoint is chosen on anything: the Uber questions stay unseen);
 * ``index-aware``: the same plus ``--index-corpus UBER`` (pseudo-queries from the Uber chunk texts,
-  never its questions or labels: the index a deployment would hold), ``--index-ratio`` 1.
+  never its questions or labels: the index a deployment would hold), ``--index-ratio`` 1;
+* ``windows``: defaults plus ``--document-windows best`` (a positive longer than 256 tokens trains as
+  its window the base model ranks first; embtune_core.long_documents);
+* ``index-aware-windows``: index-aware plus ``--document-windows best``.
+
+Each model is evaluated with documents cut at the limit (``256``, ``512``: the model's own behaviour)
+and read whole as windows (``256/mean``, ``256/max``, ``512/mean``, ``512/max``: ``embtune evaluate
+--document-windows``); the median Uber chunk is 769 MiniLM tokens. ``--evaluate-only`` re-evaluates
+a model an earlier run trained (its training cost is kept).
 
 Training cost (wall and CPU seconds of the training process, its peak RSS) is recorded per variant.
 
-Run (each variant is ~25-50 minutes on 2 idle CPU cores)::
+Run (each variant is ~10-30 minutes of training plus ~8 of evaluation on 2 idle CPU cores)::
 
     python bench/index_aware_10k.py --variant index-aware      # writes bench/results/index_aware_10k.json
     python bench/index_aware_10k.py --variant defaults
+    python bench/index_aware_10k.py --variant windows
+    python bench/index_aware_10k.py --variant defaults --evaluate-only   # new evaluations, same model
 
 Results of earlier variants in the output file are kept; ../shared/data must exist (else it skips).
 """
@@ -39,11 +49,18 @@ from embtune_core import atomic
 
 MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 ADA_002_HIT5 = 0.871  # OpenAI ada-002 on the same Uber questions (LlamaIndex's finetune_embedding guide)
+VARIANTS = {  # extra `embtune train` options of each variant (UBER: the Uber dataset, chunk texts only)
+    "defaults": [],
+    "index-aware": ["--index-corpus", "UBER"],
+    "windows": ["--document-windows", "best"],
+    "index-aware-windows": ["--index-corpus", "UBER", "--document-windows", "best"],
+}
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--variant", choices=("defaults", "index-aware"), required=True)
+    parser.add_argument("--variant", choices=tuple(VARIANTS), required=True)
+    parser.add_argument("--evaluate-only", action="store_true", help="re-evaluate the model an earlier run trained")
     parser.add_argument("--data", default=str(DATA))
     parser.add_argument("--work", default=str(ROOT / "runs" / "index_aware_10k"))
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "index_aware_10k.json"))
@@ -57,28 +74,43 @@ def main() -> int:
     model_dir = work / "model"
     train = ["train", "--train", str(data / "train_dataset.json"), "--model", MODEL, "--out", str(model_dir),
              "--checkpoint-dir", str(work / "checkpoints")]
-    if opts.variant == "index-aware":
-        train += ["--index-corpus", str(data / "val_dataset.json")]
+    for option in VARIANTS[opts.variant]:
+        train += [option.replace("UBER", str(data / "val_dataset.json"))]
     train += opts.extra
     env = {**os.environ, "EMBTUNE_NO_PROGRESS": os.environ.get("EMBTUNE_NO_PROGRESS", "1"),
            "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1"}
-    cost = _timed([sys.executable, "-m", "embtune_core.cli", *train], env)
+    results = json.loads(Path(opts.out).read_text()) if Path(opts.out).is_file() else {}
+    earlier = results.get("variants", {}).get(opts.variant, {})
+    if opts.evaluate_only:
+        if not (model_dir / "embtune_train.json").is_file():
+            print(f"bench/index_aware_10k.py: no trained model at {model_dir}; run without --evaluate-only",
+                  file=sys.stderr)
+            return 2
+        cost = earlier.get("training_cost")
+    else:
+        cost = _timed([sys.executable, "-m", "embtune_core.cli", *train], env)
     summary = json.loads((model_dir / "embtune_train.json").read_text(encoding="utf-8"))
 
     figures = {}
     for limit in ("256", "512"):
-        out = work / f"evaluate_{limit}"
-        evaluate = ["evaluate", str(data / "val_dataset.json"), "--system", f"base=model:{MODEL}",
-                    "--system", f"tuned=model:{model_dir}", "--max-seq-length", limit, "--out", str(out)]
-        subprocess.run([sys.executable, "-m", "embtune_core.cli", *evaluate], check=True, env=env, cwd=ROOT)
-        figures[limit] = {"command": "embtune " + " ".join(shlex.quote(p) for p in evaluate),
-                          **_paired(json.loads((out / "report.json").read_text(encoding="utf-8")))}
+        for windows in ("off", "mean", "max"):
+            key = limit if windows == "off" else f"{limit}/{windows}"
+            out = work / f"evaluate_{key.replace('/', '_')}"
+            evaluate = ["evaluate", str(data / "val_dataset.json"), "--system", f"base=model:{MODEL}",
+                        "--system", f"tuned=model:{model_dir}", "--max-seq-length", limit, "--out", str(out)]
+            if windows != "off":
+                evaluate += ["--document-windows", windows]
+            started = time.time()
+            subprocess.run([sys.executable, "-m", "embtune_core.cli", *evaluate], check=True, env=env, cwd=ROOT)
+            figures[key] = {"command": "embtune " + " ".join(shlex.quote(p) for p in evaluate),
+                            "evaluate_wall_seconds": round(time.time() - started, 1),
+                            **_paired(json.loads((out / "report.json").read_text(encoding="utf-8")))}
 
-    results = json.loads(Path(opts.out).read_text()) if Path(opts.out).is_file() else {}
     results.setdefault("variants", {})[opts.variant] = {
         "train_command": "embtune " + " ".join(shlex.quote(p) for p in train),
         "training_cost": cost,
         "index_aware": summary.get("index_aware"),
+        "document_windows": summary.get("document_windows"),
         "train_queries": summary["data"]["train"]["queries"], "global_step": summary["global_step"],
         "exported": summary.get("exported"), "max_seq_length": summary.get("max_seq_length"),
         "figures": figures,

@@ -58,7 +58,7 @@ from embtune_core.encoding import (
     _content_of,
     _settings_of,
 )
-from embtune_core.errors import InputError, PluginError
+from embtune_core.errors import ConfigError, InputError, PluginError
 
 log = logging.getLogger(__name__)
 
@@ -172,8 +172,12 @@ class SavedAdapter:
         is checked where vectors meet the adapter, :meth:`transform`: reading an API encoder's width
         may cost a call.)
         """
-        encoder_identity = encoder if isinstance(encoder, str) else str(encoder.identity)
+        from embtune_core.long_documents import plain_identity
+
+        # Documents read as windows change document vectors only; the adapter maps query vectors.
+        encoder_identity = plain_identity(encoder if isinstance(encoder, str) else str(encoder.identity))
         expected = self.config.base_encoder_identity
+        expected = plain_identity(expected) if expected is not None else None
         if expected is None:
             log.warning("adapter %s records no base encoder; assuming it fits %s", self.path or "", encoder_identity)
             return
@@ -300,6 +304,48 @@ def build_adapter(adapter_type: str, dimension: int, options: dict[str, Any] | N
         return get_registry().create("adapters", adapter_type, dim=int(dimension), **(options or {}))
     except TypeError as exc:  # an option the factory does not take
         raise PluginError(f"adapter '{adapter_type}': {exc}") from None
+
+
+PROBE_DIM = 8  # width of the throw-away adapter that checks options before anything is embedded
+
+
+def check_adapter_options(adapter_type: str, options: dict[str, Any] | None, *, path: Any = None,
+                          table: str = "adapter.adapter_options") -> None:
+    """Refuse an option the adapter does not take (``hidden`` for ``linear``) or a value it refuses
+    (``activation = "foo"``) before any text is embedded: the adapter is built once at a width of
+    :data:`PROBE_DIM`. ConfigError naming ``path`` and ``table.key``; an unknown adapter name is left
+    to the command's plugin check (exit 4)."""
+    from embtune_core.errors import EmbtuneError
+    from embtune_core.plugins import get_registry
+
+    try:
+        get_registry().get("adapters", adapter_type)
+    except PluginError:
+        return
+    options = dict(options or {})
+    try:
+        get_registry().create("adapters", adapter_type, dim=PROBE_DIM, **options)
+    except TypeError as exc:
+        text = str(exc)
+        if "unexpected keyword argument" not in text:
+            raise ConfigError(f"the {adapter_type} adapter refuses these options ({text})", path=path,
+                              field=table) from None
+        key = text.rsplit("'", 2)[-2] if text.count("'") >= 2 else text
+        import inspect
+
+        from embtune_core.settings import did_you_mean
+
+        built = get_registry().create("adapters", adapter_type, dim=PROBE_DIM)
+        known = sorted(p.name for p in inspect.signature(type(built).__init__).parameters.values()
+                       if p.name not in ("self", "dim") and p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD))
+        raise ConfigError(f"unknown option {key}: the {adapter_type} adapter does not take it"
+                          f"{did_you_mean(key, known)}; known: {', '.join(known) or 'none'}", path=path,
+                          field=f"{table}.{key}") from None
+    except EmbtuneError as exc:
+        raise ConfigError(exc.problem, path=path, field=f"{table}.{exc.field}" if exc.field else table) from None
+    except ValueError as exc:  # e.g. hidden = "wide": int() refuses it
+        raise ConfigError(f"the {adapter_type} adapter refuses these options ({exc})", path=path,
+                          field=table) from None
 
 
 def save_adapter(directory: str | Path, module: nn.Module, config: AdapterConfig) -> Path:

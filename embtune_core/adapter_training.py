@@ -120,12 +120,16 @@ class AdapterTrainingConfig:
             raise bad("matryoshka_dims", "must be a non-empty list of positive integers")
         if self.matryoshka_dims is not None and len(set(self.matryoshka_dims)) != len(self.matryoshka_dims):
             raise bad("matryoshka_dims", "lists a width twice")
+        # An option the adapter does not take, or a value it refuses, fails now, not after the embedding.
+        from embtune_core.adapter_io import check_adapter_options
+
+        check_adapter_options(self.adapter, self.adapter_options, path=path)
 
     @classmethod
     def from_mapping(cls, values: dict[str, Any], path: str = "<config>") -> AdapterTrainingConfig:
         """From a TOML ``[adapter]`` table: keys are the field names (``-`` or ``_``); unknown keys refused."""
         clean = {("adapter" if key == "type" else key.replace("-", "_")): value for key, value in values.items()}
-        return from_table(cls, clean, path=path, table="adapter")
+        return from_table(cls, clean, path=path, table="adapter", also_known=("type",))  # type: the documented name
 
 
 @dataclass

@@ -74,8 +74,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 # Third-party loggers that talk at INFO about their own internals: FAISS's loader reports each SIMD
 # build it tries and fails to import ("ModuleNotFoundError(... swigfaiss_avx512)") before it loads
-# one that works, on every run. Shown again with -v.
-NOISY_LOGGERS = ("faiss.loader", "faiss")
+# one that works, on every run; httpx logs every request ("HTTP Request: POST .../v1/embeddings
+# "HTTP/1.1 200 OK"", one line per batch of an API encoder or LLM call, and per hub request), and
+# the openai client's httpx2/httpcore2 fork does the same under its own names. Shown again with -v.
+NOISY_LOGGERS = ("faiss.loader", "faiss", "httpx", "httpcore", "httpx2", "httpcore2")
 
 
 def quiet_third_party_loggers(verbose: bool = False) -> None:

@@ -366,6 +366,92 @@ def check_disjoint_queries(train: QADataset, val: QADataset, *, path: str | Path
                            "(another file, or a BEIR folder's dev split)", path=path, field=field)
 
 
+_CORPUS_ID_KEYS = ("_id", "id")
+
+
+def load_corpus(path: str | Path) -> dict[str, str]:
+    """{chunk id: text} of the documents an index will hold, for the commands that read only chunk
+    texts (``train --index-corpus``, ``train-adapter --index-corpus``, ``evaluate --index``). Accepts
+    every dataset :func:`load_any` reads (its corpus, whatever its questions) and a bare corpus:
+
+    * a BEIR folder (only its ``corpus.jsonl`` is read: no queries or qrels needed) or a BEIR
+      ``corpus.jsonl`` file (``{"_id", "title", "text"}``; title and text joined as :func:`load_beir` does);
+    * JSON Lines of ``{"id", "text"}`` (or ``"_id"``), e.g. a run's ``chunks.jsonl``;
+    * a LlamaIndex JSON holding ``corpus`` without ``queries``/``relevant_docs``.
+
+    A JSONL file is a corpus when its first row has an id and a ``text`` and no question; otherwise
+    it is read as pairs. Raises DatasetError naming the file, the field (``line 3: text``,
+    ``corpus.u7``) and the problem: a missing, non-string or empty text, a missing or repeated id,
+    an empty corpus.
+    """
+    path = Path(path)
+    if path.is_dir():
+        if not (path / "corpus.jsonl").is_file():
+            raise DatasetError("not a BEIR folder (a corpus needs corpus.jsonl)", path=path, field="corpus.jsonl")
+        corpus = _corpus_rows(path / "corpus.jsonl")
+    elif path.suffix.lower() in (".jsonl", ".csv"):
+        rows = textfiles.read_jsonl(path, error=DatasetError) if path.suffix.lower() == ".jsonl" else []
+        corpus = _corpus_rows(path, rows) if rows and _is_corpus_row(rows[0][1]) else load_pairs(path).corpus
+    else:
+        data = read_json(path)
+        if isinstance(data, dict) and "corpus" not in data:
+            raise DatasetError("missing required key (the chunks: {chunk id: text})", path=path, field="corpus")
+        if isinstance(data, dict) and not {"queries", "relevant_docs"} & set(data):
+            if not isinstance(data["corpus"], dict):
+                raise DatasetError("must be a JSON object {chunk id: text}", path=path, field="corpus")
+            QADataset({}, data["corpus"], {}).validate(path)
+            corpus = dict(data["corpus"])
+        else:
+            corpus = QADataset.from_json(data, path).corpus
+    if not corpus:
+        raise DatasetError("holds no chunk", path=path, field="corpus")
+    return corpus
+
+
+def load_corpora(paths: Iterable[str | Path]) -> dict[str, str]:
+    """The chunks of every corpus in ``paths`` (:func:`load_corpus`) as one {chunk id: text}; an id that
+    names two different texts is refused (DatasetError naming the later file and ``corpus.<id>``)."""
+    corpus: dict[str, str] = {}
+    for path in paths:
+        for chunk_id, text in load_corpus(path).items():
+            if corpus.setdefault(chunk_id, text) != text:
+                raise DatasetError("this chunk id names another text in an earlier corpus; give the chunks "
+                                   "distinct ids", path=path, field=f"corpus.{chunk_id}")
+    return corpus
+
+
+def _is_corpus_row(row: dict[str, Any]) -> bool:
+    return "text" in row and any(k in row for k in _CORPUS_ID_KEYS) and _pick(row, _QUERY_KEYS) is None
+
+
+def _corpus_rows(path: Path, rows: list[tuple[int, dict[str, Any]]] | None = None) -> dict[str, str]:
+    """{id: text} of a corpus JSON Lines file (``_id`` or ``id``, ``text``, optional ``title``);
+    ``rows``: its (line number, object) pairs when already read."""
+    corpus: dict[str, str] = {}
+    for number, row in rows if rows is not None else textfiles.read_jsonl(path, error=DatasetError):
+        def bad(problem: str, name: str, number: int = number) -> DatasetError:
+            return DatasetError(problem, path=path, field=f"line {number}: {name}")
+
+        key = next((k for k in _CORPUS_ID_KEYS if k in row), None)
+        if key is None or row[key] in (None, ""):
+            raise bad("missing (every row needs an id: _id or id)", key or "_id")
+        if isinstance(row[key], bool) or not isinstance(row[key], (str, int)):
+            raise bad(f"must be a string, not {json.dumps(row[key])[:40]}", key)
+        for name in ("text", "title"):
+            if name in row and not isinstance(row[name], (str, type(None))):
+                raise bad(f"must be a string, not {json.dumps(row[name])[:40]}", name)
+        if "text" not in row:
+            raise bad("missing", "text")
+        text = _beir_document_text(row)
+        if textfiles.is_blank(text):
+            raise bad("empty text", "text")
+        chunk_id = str(row[key])
+        if chunk_id in corpus:
+            raise bad(f"duplicate id '{chunk_id}'", key)
+        corpus[chunk_id] = text
+    return corpus
+
+
 def load_any(path: str | Path, *, split: str = "test") -> QADataset:
     """Load a dataset in whichever supported format ``path`` is (a BEIR folder with qrels/``split``.tsv;
     ``test`` suits evaluation; commands that train or mine use :func:`load_split`)."""

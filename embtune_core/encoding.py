@@ -28,7 +28,9 @@ A command line names an encoder with one string, parsed by :func:`encoder_from_s
 ``NAME:VALUE``                                              plugin encoder NAME, called as ``factory(model=VALUE)``
 ==========================================================  ============================================
 
-Everything after the first ``@`` of an ``openai:`` spec is the ``base_url``. Further options
+Everything after the first ``@`` of an ``openai:`` spec is the ``base_url``. ``document_windows="mean"``
+or ``"max"`` reads documents longer than a local model's token limit whole
+(:mod:`embtune_core.long_documents`). Further options
 (``batch_size``, ``dimensions``, ``api_key="env:MY_KEY"``...) are keyword arguments of
 :func:`encoder_from_spec`. LangChain ``Embeddings`` objects live in Python, so they have no spec:
 build them with ``get_registry().create("encoders", "langchain", embeddings=obj)``.
@@ -213,7 +215,9 @@ def encoder_from_spec(spec: str, **options: Any) -> EncoderProtocol:
 
     Example: ``encoder_from_spec("openai:text-embedding-3-small@http://127.0.0.1:8000/v1", batch_size=64)``.
     """
+    from embtune_core.long_documents import wrap
     from embtune_core.plugins import get_registry
 
+    windows = options.pop("document_windows", None)  # a layer over any encoder, not a factory option
     name, parsed = parse_encoder_spec(spec)
-    return get_registry().create("encoders", name, **{**parsed, **options})
+    return wrap(get_registry().create("encoders", name, **{**parsed, **options}), windows)

@@ -197,25 +197,41 @@ def check_dims(dims: Iterable[int] | None, full_dim: int, *, source: str = "--di
 
 def evaluate_embeddings(query_emb: np.ndarray, corpus_emb: np.ndarray, task: RetrievalTask, *,
                         dims: Iterable[int] | None = None, settings: MetricSettings | None = None,
-                        use_gpu: bool | None = None) -> dict[int, DimensionResult]:
+                        use_gpu: bool | None = None, owner: np.ndarray | None = None) -> dict[int, DimensionResult]:
     """Rank the whole corpus for every query at each dimension and score the rankings.
 
     ``query_emb`` (n_queries, d) is aligned with ``task.query_ids``, ``corpus_emb`` (n_corpus, d)
-    with ``task.corpus_ids``. Similarity is cosine (both sides renormalised after truncation).
+    with ``task.corpus_ids`` -- or, with ``owner``, (n_windows, d) window vectors, ``owner[i]`` the
+    corpus position of window ``i``, a document scored by its best window (MaxP,
+    :mod:`embtune_core.long_documents`). Similarity is cosine (both sides renormalised after truncation).
     """
     settings = settings or MetricSettings()
     query_emb, corpus_emb = np.asarray(query_emb), np.asarray(corpus_emb)
-    if query_emb.shape[0] != len(task.query_ids) or corpus_emb.shape[0] != len(task.corpus_ids):
+    rows = len(owner) if owner is not None else len(task.corpus_ids)
+    if query_emb.shape[0] != len(task.query_ids) or corpus_emb.shape[0] != rows:
         raise ValueError(f"embeddings {query_emb.shape}/{corpus_emb.shape} do not match "
-                         f"{len(task.query_ids)} queries/{len(task.corpus_ids)} documents")
+                         f"{len(task.query_ids)} queries/{rows} corpus rows")
     if query_emb.shape[1] != corpus_emb.shape[1]:
         raise ValueError(f"query width {query_emb.shape[1]} != corpus width {corpus_emb.shape[1]}")
     results: dict[int, DimensionResult] = {}
     for dim in check_dims(dims, query_emb.shape[1]):
-        scores, indices = exact_search(truncate(query_emb, dim), truncate(corpus_emb, dim), settings.depth,
-                                       use_gpu=use_gpu)
+        scores, indices = dense_search(query_emb, corpus_emb, dim, settings.depth, owner=owner, use_gpu=use_gpu)
         results[dim] = score_ranking(indices, scores, task, dim, settings)
     return results
+
+
+def dense_search(query_emb: np.ndarray, corpus_emb: np.ndarray, dim: int, depth: int, *,
+                 owner: np.ndarray | None = None, use_gpu: bool | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Top-``depth`` corpus positions (and cosines) per query at width ``dim``; with ``owner``,
+    ``corpus_emb`` holds window vectors and each document scores its best window (exact MaxP)."""
+    queries, corpus = truncate(query_emb, dim), truncate(corpus_emb, dim)
+    if owner is None:
+        return exact_search(queries, corpus, depth, use_gpu=use_gpu)
+    from embtune_core.long_documents import max_pool_scores, windows_to_search
+
+    depth = min(depth, int(owner.max()) + 1 if len(owner) else 0)
+    scores, indices = exact_search(queries, corpus, windows_to_search(owner, depth), use_gpu=use_gpu)
+    return max_pool_scores(scores, indices, owner, depth)
 
 
 def score_ranking(indices: np.ndarray, scores: np.ndarray | None, task: RetrievalTask, dim: int,
@@ -236,8 +252,8 @@ def evaluate_lexical(index: Any, task: RetrievalTask, dims: Sequence[int], setti
 
 
 def evaluate_hybrid(query_emb: np.ndarray, corpus_emb: np.ndarray, index: Any, task: RetrievalTask,
-                    dims: Sequence[int], settings: MetricSettings, use_gpu: bool | None = None
-                    ) -> dict[int, DimensionResult]:
+                    dims: Sequence[int], settings: MetricSettings, use_gpu: bool | None = None,
+                    owner: np.ndarray | None = None) -> dict[int, DimensionResult]:
     """Dense ranking at each dimension fused with BM25's by reciprocal rank fusion
     (:func:`embtune_core.lexical.rrf`, Cormack et al. 2009)."""
     from embtune_core.lexical import FUSION_DEPTH, rrf
@@ -246,7 +262,7 @@ def evaluate_hybrid(query_emb: np.ndarray, corpus_emb: np.ndarray, index: Any, t
     bm25_scores, bm25_indices = index.search(task.query_texts, depth)
     results = {}
     for dim in dims:
-        _, dense = exact_search(truncate(query_emb, dim), truncate(corpus_emb, dim), depth, use_gpu=use_gpu)
+        _, dense = dense_search(query_emb, corpus_emb, dim, depth, owner=owner, use_gpu=use_gpu)
         scores, indices = rrf([dense, bm25_indices], depth=settings.depth, valid=[None, bm25_scores > 0])
         results[dim] = score_ranking(indices, scores, task, dim, settings)
     return results
@@ -310,20 +326,36 @@ def apply_adapter(adapter: Any, query_emb: np.ndarray, *, batch_size: int = 8192
         adapter.train(was_training)
 
 
-def embed_system(system: System, task: RetrievalTask, *, cache: Any = None) -> tuple[np.ndarray, np.ndarray]:
-    """Query and corpus embeddings of ``task`` for ``system``, served from the embedding cache.
+def embed_system(system: System, task: RetrievalTask, *, cache: Any = None
+                 ) -> tuple[np.ndarray, np.ndarray, Any]:
+    """Query and corpus embeddings of ``task`` for ``system``, served from the embedding cache, and the
+    corpus's :class:`~embtune_core.long_documents.Windows` when the encoder reads documents as windows
+    (else None).
 
-    The adapter is applied after the cache, so one cached base embedding serves every adapter.
+    The adapter is applied after the cache, so one cached base embedding serves every adapter. With
+    ``document_windows`` the windows are cached under the plain encoder (a window that is a whole
+    document shares its entry); ``"mean"`` pools them into one row per document, ``"max"`` returns
+    one row per window (``windows.owner`` maps each to its document).
     """
     if cache is None:
         from embtune_core.embedding_cache import EmbeddingCache
 
         cache = EmbeddingCache()
-    query_emb = np.asarray(cache.embed(system.encoder, task.query_texts, kind="query"), dtype=np.float32)
-    corpus_emb = np.asarray(cache.embed(system.encoder, task.corpus_texts, kind="document"), dtype=np.float32)
+    encoder, windows = system.encoder, None
+    mode = getattr(encoder, "mode", None) if hasattr(encoder, "windows") else None
+    if mode is not None:
+        windows = encoder.windows(task.corpus_texts)
+        encoder = encoder.base
+    query_emb = np.asarray(cache.embed(encoder, task.query_texts, kind="query"), dtype=np.float32)
+    corpus_texts = windows.texts if windows is not None else task.corpus_texts
+    corpus_emb = np.asarray(cache.embed(encoder, corpus_texts, kind="document"), dtype=np.float32)
+    if mode == "mean":
+        from embtune_core.long_documents import pool
+
+        corpus_emb = pool(corpus_emb, windows)
     if system.adapter is not None:
         query_emb = apply_adapter(system.adapter, query_emb)
-    return query_emb, corpus_emb
+    return query_emb, corpus_emb, windows
 
 
 @dataclass
@@ -475,7 +507,10 @@ def evaluate_systems(systems: Sequence[System], dataset: QADataset, *, dims: Ite
                                                                  "document": task.corpus_texts})
         if truncation and any(v["over"] for k, v in truncation.items() if k != "limit"):
             notes.append(f"system '{system.name}': " + token_limits.describe(truncation))
-        query_emb, corpus_emb = embed_system(system, task, cache=cache)
+        query_emb, corpus_emb, windows = embed_system(system, task, cache=cache)
+        owner = windows.owner if windows is not None and system.encoder.mode == "max" else None
+        if windows is not None:
+            notes.append(f"system '{system.name}': " + system.encoder.describe(windows))
         t1 = time.perf_counter()
         width = query_emb.shape[1]
         system_dims = [d for d in wanted if d <= width] if wanted else [width]
@@ -484,10 +519,10 @@ def evaluate_systems(systems: Sequence[System], dataset: QADataset, *, dims: Ite
                               f"every requested dimension {wanted}", field="--dims")
         if system.fusion:
             per_dim = evaluate_hybrid(query_emb, corpus_emb, bm25_index(), task, system_dims, settings,
-                                      use_gpu=use_gpu)
+                                      use_gpu=use_gpu, owner=owner)
         else:
             per_dim = evaluate_embeddings(query_emb, corpus_emb, task, dims=system_dims, settings=settings,
-                                          use_gpu=use_gpu)
+                                          use_gpu=use_gpu, owner=owner)
         t2 = time.perf_counter()
         details, curve = adapter_details(system.adapter) if system.adapter is not None else ([], None)
         if curve is not None:

@@ -16,7 +16,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from embtune_core.errors import ConfigError, InputError, ServiceError
+from embtune_core.errors import ConfigError, InputError, ServiceError, UsageError
 
 log = logging.getLogger(__name__)
 
@@ -36,12 +36,13 @@ def resolve_token(token: str | None = None) -> str:
 def check_repo_id(repo_id: str) -> None:
     from huggingface_hub.utils import HFValidationError, validate_repo_id
 
+    """Refuse a malformed repository id: a usage error (exit 2), the value was typed as --push-to-hub."""
     try:
         validate_repo_id(repo_id)
     except HFValidationError as exc:
-        raise ConfigError(f"not a hub repository id ({str(exc).splitlines()[0]})", field="--push-to-hub") from None
+        raise UsageError(f"not a hub repository id ({str(exc).splitlines()[0]})", field="--push-to-hub") from None
     if "/" not in repo_id:
-        raise ConfigError("give the repository as OWNER/NAME", field="--push-to-hub")
+        raise UsageError(f"give the repository as OWNER/NAME, got '{repo_id}'", field="--push-to-hub")
 
 
 def model_card_for(folder: Path) -> str | None:

@@ -41,15 +41,25 @@ log = logging.getLogger(__name__)
 DEFAULT_MIX: Mapping[str, int] = {"ict": 1, "crop": 1}
 
 
-def check_mix(mix: Any, field: str) -> dict[str, int]:
-    """``true`` (the default mix) or ``{generator: per chunk}``; ConfigError naming ``field`` otherwise."""
+def check_mix(mix: Any, field: str, path: Any = None) -> dict[str, int]:
+    """``true`` (the default mix) or ``{generator: per chunk}``, each generator a registered question
+    generator. Raises ConfigError (a bad shape) or PluginError (an unknown generator, exit 4) naming
+    ``path`` and ``field``, so a typo fails when the settings are read, not when the stage runs."""
+    from embtune_core.errors import PluginError
+    from embtune_core.plugins import get_registry
+
     if mix is True:
         return dict(DEFAULT_MIX)
-    if isinstance(mix, Mapping) and mix and all(
-            isinstance(k, str) and isinstance(v, int) and not isinstance(v, bool) and v >= 1 for k, v in mix.items()):
-        return dict(mix)
-    raise ConfigError("must be true, false or a table of question generator = pseudo-queries per chunk "
-                      "(e.g. { ict = 1, crop = 1 })", field=field)
+    if not (isinstance(mix, Mapping) and mix and all(
+            isinstance(k, str) and isinstance(v, int) and not isinstance(v, bool) and v >= 1 for k, v in mix.items())):
+        raise ConfigError("must be true, false or a table of question generator = pseudo-queries per chunk "
+                          "(e.g. { ict = 1, crop = 1 })", path=path, field=field)
+    for name in mix:
+        try:
+            get_registry().get("question_generators", name)
+        except PluginError as exc:
+            raise PluginError(exc.problem, path=path, field=field) from None
+    return dict(mix)
 
 
 def pseudo_pairs(corpus: Mapping[str, str], mix: Mapping[str, int], *, seed: int) -> tuple[QADataset, dict[str, str]]:

@@ -182,8 +182,9 @@ def _quantize_int8(source: Path, target: Path) -> list[str]:
 
 def onnx_file(folder: str | Path, variant: str | None = None) -> Path:
     """The ONNX file of ``folder`` for ``variant`` (``"fp32"``, ``"int8"``; None: the export's default).
-    Raises InputError when the folder holds no such export."""
+    Raises InputError when the folder holds no such export, or is a LoRA adapter folder (merge it first)."""
     folder = Path(folder)
+    _refuse_lora(folder, folder)
     manifest_path = folder / MANIFEST
     if manifest_path.is_file():
         manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
@@ -240,6 +241,17 @@ def load_onnx_model(folder: str | Path, variant: str | None = None, *, threads: 
     return model
 
 
+def _refuse_lora(folder: Path, name: Any) -> None:
+    """A LoRA adapter folder has no ONNX export and cannot get one (export_onnx refuses it too, so
+    "export it first" would send the user in a circle): say what works, naming ``name`` as given."""
+    from embtune_core.lora import is_adapter_folder
+
+    if is_adapter_folder(folder):
+        raise InputError("is a LoRA adapter folder, which ONNX Runtime cannot run; train with embtune train --lora "
+                         "--merge (a plain model folder), export that with embtune export MERGED --format onnx "
+                         "--out DIR, and use DIR", path=name, field="backend")
+
+
 def _variant(backend: str) -> str | None:
     return {"onnx": None, "onnx-fp32": "fp32", "onnx-o2": "O2", "onnx-int8": "int8"}[backend]
 
@@ -252,6 +264,7 @@ def _folder(name: str) -> Path:
     if not resolution.is_local or not folder.is_dir():
         raise InputError("the onnx backend needs a local folder written by embtune export --format onnx",
                          path=name, field="backend")
+    _refuse_lora(folder, name)
     return folder
 
 

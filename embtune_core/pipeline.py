@@ -17,7 +17,8 @@ the same config skips every finished stage; a stage interrupted midway resumes f
                  dev_fraction (0.15): training documents held out (by source) to choose the checkpoint, so
                  the validation split stays unseen; index_pseudo_queries = true or { ict = 1, crop = 1 }:
                  index-aware fine-tuning on pseudo-queries from every chunk's text (index_training.py),
-                 index_ratio, index_hard_negatives; final_fit (false): after the dev split chose the
+                 index_ratio, index_hard_negatives; document_windows ("off" | "best": long positives trained
+                 as their best window, long_documents.py); final_fit (false): after the dev split chose the
                  epochs, retrain on every document for the exported zip (the report keeps the estimate)
     [adapter]    enabled, encoder, type ("linear"), epochs, ... (see `embtune train-adapter`);
                  index_pseudo_queries = true or { ict = 1, crop = 1 }: also train on LLM-free
@@ -63,6 +64,34 @@ RUN_SETS_IN_TRAIN = ("train", "val", "out", "checkpoint_dir", "resume", "split",
 TRAIN_RUN_KEYS = ("dev_fraction", "final_fit")
 # [adapter] keys beside AdapterTrainingConfig's: the frozen encoder, LLM-free queries from the index, its name.
 ADAPTER_RUN_KEYS = ("encoder", "index_pseudo_queries", "type", "final_fit")
+
+
+def table_keys(name: str) -> list[str]:
+    """The keys a user may write in table ``name`` of a run config, as unknown-key errors list them
+    (``[train]``: TrainSettings' fields less those the run sets itself, plus ``enabled``,
+    ``dev_fraction`` and ``final_fit``). None for ``[chunk]``/``[generate]``/``[mine]``, whose keys
+    are their plugin's options."""
+    from embtune_core.adapter_training import AdapterTrainingConfig
+    from embtune_core.encoder_options import TABLE_KEYS
+    from embtune_core.settings import (
+        DataSettings,
+        EvaluateSettings,
+        ExportSettings,
+        RunSettings,
+        SplitSettings,
+        field_names,
+    )
+    from embtune_core.training import TrainSettings
+
+    if name == "train":
+        keys = {*field_names(TrainSettings), *TRAIN_RUN_KEYS, "enabled"} - set(RUN_SETS_IN_TRAIN)
+    elif name == "adapter":
+        keys = {*field_names(AdapterTrainingConfig), *ADAPTER_RUN_KEYS, *TABLE_KEYS, "enabled"}
+    else:
+        cls = {"run": RunSettings, "data": DataSettings, "split": SplitSettings, "evaluate": EvaluateSettings,
+               "export": ExportSettings}[name]
+        keys = {*field_names(cls), *(TABLE_KEYS if name == "evaluate" else ())}
+    return sorted(keys)
 SECTIONS = ("run", "data", "chunk", "generate", "split", "mine", "train", "adapter", "evaluate", "export")
 
 
@@ -146,8 +175,8 @@ class Pipeline:
             RunSettings,
             SplitSettings,
             check_types,
-            field_names,
             from_table,
+            one_element_lists,
             plugin_table,
             refuse_unknown,
         )
@@ -163,6 +192,11 @@ class Pipeline:
             table = dict(self.t[name])
             self.embed_options[name] = pop_from_table(table, path, name)
             self.t[name] = table
+        # A single value where a list belongs is a list of one (index_corpus = "x.json", dims = 256), in
+        # the tables the stages read as well as in their settings.
+        for name, cls in (("data", DataSettings), ("split", SplitSettings), ("evaluate", EvaluateSettings),
+                          ("train", TrainSettings), ("adapter", AdapterTrainingConfig)):
+            self.t[name] = one_element_lists(cls, self.t[name])
         self.settings: dict[str, Any] = {"run": from_table(RunSettings, self.t["run"], path=path),
                                          "data": from_table(DataSettings, self.t["data"], path=path)}
         self.seed = self.settings["run"].seed
@@ -193,20 +227,28 @@ class Pipeline:
             check_types(_Enabled, {k: v for k, v in table.items() if k == "enabled"}, path=path, table=name)
             enabled = bool(table.pop("enabled", True)) and bool(self.t[name])
             if name == "train":
-                refuse_unknown(table, {*field_names(TrainSettings), *TRAIN_RUN_KEYS}, path=path, table="train")
                 taken = sorted(set(table) & set(RUN_SETS_IN_TRAIN))
                 if taken:
                     raise ConfigError("set by the run itself (its split and stage folders); remove it", path=path,
                                       field=f"train.{taken[0]}")
+                refuse_unknown(table, table_keys("train"), path=path, table="train")
+                corpora = table.get("index_corpus")
+                if isinstance(corpora, list) and all(isinstance(p, str) for p in corpora):
+                    for corpus in corpora:  # relative to the config, as [data]'s paths are
+                        if not self._path(corpus).exists():
+                            raise ConfigError(f"no such file or folder: {self._path(corpus)}", path=path,
+                                              field="train.index_corpus")
+                    table["index_corpus"] = [str(self._path(p)) for p in corpora]
                 self._train_run_keys = {
                     "dev_fraction": _dev_fraction(table.pop("dev_fraction", DEV_FRACTION), path),
                     "final_fit": _flag(table.pop("final_fit", False), path, "train.final_fit")}
                 index = {"index_corpus": ["-"]} if table.get("index_pseudo_queries") not in (None, False) else {}
                 settings = TrainSettings.from_mapping({"seed": self.seed, **index, **table, "train": "-", "out": "-"},
                                                       path)
+                if enabled:
+                    _check_loss(settings, path)
             else:
-                refuse_unknown(table, {*field_names(AdapterTrainingConfig), *ADAPTER_RUN_KEYS, *TABLE_KEYS},
-                               path=path, table="adapter")
+                refuse_unknown(table, table_keys("adapter"), path=path, table="adapter")
                 table.pop("encoder", None)
                 _index_mix(table.pop("index_pseudo_queries", False), path)
                 self._adapter_run_keys = {
@@ -393,6 +435,8 @@ class Pipeline:
         dev_fraction = _dev_fraction(table.pop("dev_fraction", DEV_FRACTION), self.config_path)
         final_fit = _flag(table.pop("final_fit", False), self.config_path, "train.final_fit")
         index_aware = table.get("index_pseudo_queries") not in (None, False) and "index_corpus" not in table
+        # Index corpora the config names: read relative to the config, keyed by content (not location).
+        index_corpora = [self._path(p) for p in table.get("index_corpus") or ()]
 
         def work(stage: StageDir) -> dict[str, Any]:
             from embtune_core.adapter_training import split_for_validation
@@ -410,7 +454,12 @@ class Pipeline:
             if index_aware:
                 # The index holds every chunk, validation documents included: only their texts are read.
                 values["index_corpus"] = [str(train_path), str(val_path)]
-            summary = train(TrainSettings.from_mapping(values, self.config_path))
+            elif index_corpora:
+                values["index_corpus"] = [str(p) for p in index_corpora]
+            # ICT pseudo-queries over the validation chunks can be the validation questions word for word
+            # (same seed, same chunk id, a chunk kept whole): never trained on, as the adapter stage does.
+            validation = QADataset.load(val_path).queries.values() if "index_corpus" in values else ()
+            summary = train(TrainSettings.from_mapping(values, self.config_path), exclude_questions=validation)
             outputs = {"model": str(stage.path / "model"), "metrics_before": summary.get("metrics_before"),
                        "metrics_after": summary.get("metrics_after"), "train_seconds": summary.get("train_seconds"),
                        "selection": {"fit_queries": len(fit.queries), "dev_queries": len(dev.queries)},
@@ -423,6 +472,12 @@ class Pipeline:
 
         return self._stage("train", {"data": upstream, "settings": _without(table, "model"), "dev": dev_fraction,
                                      "final_fit": final_fit,
+                                     # only when given: earlier runs keep their keys
+                                     **({"index_corpus_content": inputs_hash(index_corpora)} if index_corpora
+                                        else {}),
+                                     # index-aware runs made before validation questions were left out retrain
+                                     **({"without_validation_questions": True} if index_aware or index_corpora
+                                        else {}),
                                      "model_content": _model_content(table.get("model", DEFAULT_MODEL))}, work)
 
     def _final_fit(self, stage: StageDir, values: dict[str, Any], summary: dict[str, Any], train_path: Path,
@@ -793,6 +848,23 @@ def _file_contents(options: dict[str, Any], resolve_path: Callable[[str], Path])
     return found
 
 
+def _check_loss(settings: Any, path: Path) -> None:
+    """Build the [train] loss once, as `embtune train` does before it reads a dataset: an option the
+    loss does not take (``loss_options = { foo = 1 }``) fails naming the config, not after the stages
+    before training have run. An unknown loss name is the run command's check (exit 4)."""
+    from embtune_core.errors import PluginError
+    from embtune_core.losses import create_strategy
+
+    try:
+        create_strategy(settings.loss, matryoshka_dims=settings.matryoshka_dims,
+                        **{"seed": settings.seed, **settings.loss_options})
+    except PluginError as exc:
+        raise PluginError(exc.problem, path=path, field="train.loss") from None
+    except ConfigError as exc:
+        field = "matryoshka_dims" if exc.field == "matryoshka_dims" else "loss_options"
+        raise ConfigError(exc.problem, path=path, field=f"train.{field}") from None
+
+
 def _flag(value: Any, path: Path, field: str) -> bool:
     if isinstance(value, bool):
         return value
@@ -814,15 +886,8 @@ def _index_mix(value: Any, path: Path) -> dict[str, int] | None:
     """``[adapter] index_pseudo_queries``: false (default), true (the adapters' default mix) or
     {generator = per chunk}; an unknown generator fails now, not after training."""
     from embtune_core.index_training import check_mix
-    from embtune_core.plugins import get_registry
     from embtune_core.pseudo_queries import DEFAULT_MIX
 
     if value is False:
         return None
-    try:
-        mix = dict(DEFAULT_MIX) if value is True else check_mix(value, "adapter.index_pseudo_queries")
-    except ConfigError as exc:
-        raise ConfigError(exc.problem, path=path, field=exc.field) from None
-    for name in mix:
-        get_registry().get("question_generators", name)
-    return mix
+    return dict(DEFAULT_MIX) if value is True else check_mix(value, "adapter.index_pseudo_queries", path)

@@ -83,8 +83,9 @@ class Registry:
             known = ", ".join(sorted(self._by_family[family])) or "none"
             raise PluginError(f"no {family} implementation named '{name}'; available: {known}") from None
 
-    def create(self, family: str, name: str, **options: Any) -> Any:
-        """Look up ``name`` in ``family`` and call its factory with ``options``."""
+    def create(self, family: str, name: str, /, **options: Any) -> Any:
+        """Look up ``name`` in ``family`` and call its factory with ``options`` (which may hold a ``name``
+        or ``family`` option of the plugin's own: the first two parameters are positional-only)."""
         return self.get(family, name).factory(**options)
 
     def names(self, family: str) -> list[str]:

@@ -25,7 +25,7 @@ JSON layout (``report.json``)::
      "context": {label: value}, "examples": [...], "training": [...],
      "settings": {"similarity": "cosine", "tie_break": ..., "confidence", "seed", "cutoffs": {...}},
      "primary_metric": "ndcg@10",
-     "systems": [{"name", "spec", "identity", "dimension", "dims": [..], "seconds": {..},
+     "systems": [{"name", "spec", "identity", "backend", "dimension", "dims": [..], "seconds": {..},
                   "results": {"<dim>": {"<metric>": {"mean", "ci_low", "ci_high",
                                                      "vs_baseline": null | {"difference", "ci_low",
                                                      "ci_high", "p_randomization", "t_statistic",
@@ -34,6 +34,9 @@ JSON layout (``report.json``)::
      "per_query": {"<system>": {"<dim>": {"<metric>": [score per query], "first_relevant_rank": [...]}}}}
 
 ``first_relevant_rank`` is 1-based; 0 means no relevant document within the ranking depth.
+``backend`` is how a local sentence-transformers model ran, read from its identity (:func:`backend_of`):
+``{"runtime": "torch", "precision": "fp32"}`` or ``{"runtime": "onnx", "file": "onnx/model_qint8_avx512_vnni.onnx",
+"quantization": "int8"}``; null for other systems (BM25, API models). Each system's line names it.
 
 Example::
 
@@ -72,6 +75,7 @@ def report_json(evaluation) -> dict[str, Any]:
             "name": system.name,
             "spec": scrub(system.spec),
             "identity": scrub(system.identity),
+            "backend": backend_of(system.identity),
             "dimension": system.dimension,
             "dims": sorted(system.dims, reverse=True),
             "seconds": {k: round(v, 4) for k, v in system.seconds.items()},
@@ -122,6 +126,40 @@ def report_json(evaluation) -> dict[str, Any]:
         "examples": build_examples(evaluation),
         "training": list(getattr(evaluation, "training", None) or []),
     })
+
+
+def backend_of(identity: str) -> dict[str, Any] | None:
+    """How a sentence-transformers system ran, from its encoder identity (``plugins/encoders.py`` writes
+    ``backend=onnx file=onnx/model_qint8_avx512_vnni.onnx`` for ONNX Runtime, ``precision=bf16`` for
+    half precision in torch); None when the identity is no sentence-transformers model's."""
+    import re
+
+    if "sentence-transformers " not in identity:
+        return None
+    onnx = re.findall(r"\bbackend=(\S+) file=(\S+)", identity)
+    if onnx:
+        from embtune_core.onnx_export import FUSED_FILE, INT8_FILE
+
+        runtime, file = onnx[-1]
+        name = Path(file).name
+        return {"runtime": runtime, "file": file, "quantization": "int8" if name == INT8_FILE else "none (fp32)",
+                **({"graph": "fused (O2)"} if name == FUSED_FILE else {})}
+    precision = re.findall(r"\bprecision=(\S+)", identity)
+    return {"runtime": "torch", "precision": precision[-1] if precision else "fp32"}
+
+
+def backend_text(system: dict[str, Any]) -> str:
+    """``ONNX Runtime, int8 quantised (onnx/model_qint8_avx512_vnni.onnx)``, ``torch fp32`` or "" (no
+    local model): the backend part of a system's line in the reports."""
+    backend = system.get("backend")
+    if not backend:
+        return ""
+    if backend.get("runtime") == "onnx":
+        kind = "int8 quantised" if backend.get("quantization") == "int8" else "fp32"
+        if backend.get("graph"):
+            kind += f", {backend['graph']} graph"
+        return f"ONNX Runtime, {kind} ({backend.get('file')})"
+    return f"{backend.get('runtime', 'torch')} {backend.get('precision', 'fp32')}"
 
 
 def _finite(value: Any) -> Any:
@@ -288,9 +326,14 @@ def report_markdown(data: dict[str, Any]) -> str:
     every = _every_once(data)
     parts += ["", "## All metrics", "", _md_table(["system", "dim", *every], _rows(data, every, with_ci=False)),
               "", "## Systems", ""]
-    parts += [f"- `{s['name']}`: {s['spec'] or s['identity']} ({s['dimension']} dims{_limit(s)})"
+    parts += [f"- `{s['name']}`: {s['spec'] or s['identity']} ({s['dimension']} dims{_backend(s)}{_limit(s)})"
               for s in data["systems"]]
     return "\n".join(parts) + "\n"
+
+
+def _backend(system: dict[str, Any]) -> str:
+    text = backend_text(system)
+    return f"; {text}" if text else ""
 
 
 def _limit(system: dict[str, Any]) -> str:
@@ -493,7 +536,7 @@ def report_html(data: dict[str, Any]) -> str:
         _html_table(["system", "dim", *every], _rows(data, every, with_ci=False)),
         "<h2>Systems</h2><ul>",
         *[f"<li><code>{html.escape(s['name'])}</code>: {html.escape(s['spec'] or s['identity'])} "
-          f"({s['dimension']} dims{html.escape(_limit(s))})</li>" for s in data["systems"]],
+          f"({s['dimension']} dims{html.escape(_backend(s) + _limit(s))})</li>" for s in data["systems"]],
         "</ul>",
     ]
     return ("<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>"

@@ -56,11 +56,13 @@ class BatchPlan:
         return self.batches > math.ceil(self.rows / self.batch_size)
 
 
-def row_texts(dataset: Any) -> list[tuple[str, ...]]:
-    """The texts of each row of a ``datasets.Dataset`` (label and score columns left out)."""
+def row_texts(dataset: Any, groups: dict[str, str] | None = None) -> list[tuple[str, ...]]:
+    """The texts of each row of a ``datasets.Dataset`` (label and score columns left out); a text in
+    ``groups`` stands for its group (the windows of one chunk count as one text: never two in a batch)."""
     columns = [c for c in dataset.column_names if c not in EXCLUDED_COLUMNS]
     values = [dataset[c] for c in columns]
-    return [tuple(str(v[i]) for v in values) for i in range(len(dataset))]
+    groups = groups or {}
+    return [tuple(groups.get(str(v[i]), str(v[i])) for v in values) for i in range(len(dataset))]
 
 
 def batch_plan(texts: Sequence[tuple[str, ...]], batch_size: int) -> BatchPlan:
@@ -112,18 +114,19 @@ _sampler_class = None
 
 
 def every_row_batch_sampler(dataset, batch_size: int, drop_last: bool = False, valid_label_columns=None,
-                            generator=None, seed: int = 0):
+                            generator=None, seed: int = 0, groups: dict[str, str] | None = None):
     """The sampler for ``dataset``, a sentence-transformers ``DefaultBatchSampler`` (pass this function
-    as ``batch_sampler``; ``drop_last`` is ignored: every row is used)."""
+    as ``batch_sampler``, or a ``functools.partial`` of it with ``groups``, see :func:`row_texts`;
+    ``drop_last`` is ignored: every row is used)."""
     global _sampler_class
     if _sampler_class is None:
         from sentence_transformers.base.sampler import DefaultBatchSampler
 
         class EveryRowBatchSampler(DefaultBatchSampler):
-            def __init__(self, dataset, batch_size, valid_label_columns, generator, seed):
+            def __init__(self, dataset, batch_size, valid_label_columns, generator, seed, groups):
                 super().__init__(dataset, batch_size=batch_size, drop_last=False,
                                  valid_label_columns=valid_label_columns, generator=generator, seed=seed)
-                self.texts = row_texts(dataset)
+                self.texts = row_texts(dataset, groups)
                 self.plan = batch_plan(self.texts, batch_size)
                 self.repeats = 0
 
@@ -135,4 +138,4 @@ def every_row_batch_sampler(dataset, batch_size: int, drop_last: bool = False, v
                 return self.plan.batches
 
         _sampler_class = EveryRowBatchSampler
-    return _sampler_class(dataset, batch_size, valid_label_columns, generator, seed)
+    return _sampler_class(dataset, batch_size, valid_label_columns, generator, seed, groups)

@@ -5,6 +5,8 @@ Python call all build the same dataclass with :func:`from_table`, which
 
 * refuses an unknown key in one line naming the file and ``table.key``, with the closest known key
   ("did you mean") when one is close (:func:`refuse_unknown`);
+* reads a single value where a list is expected as a list of one (``index_corpus = "x.json"`` is
+  ``["x.json"]``, ``dims = 256`` is ``[256]``; :func:`one_element_lists`);
 * refuses a value whose type is not the field's annotation (``epochs = "3"``), naming the field
   (:func:`check_types`); an integer passes where a float is expected, a boolean only where a
   boolean is, a ``Literal`` lists its choices;
@@ -109,6 +111,33 @@ def check_types(cls: type, values: dict[str, Any], *, path: PathLike | None = "<
                               field=f"{table}.{key}" if table else key)
 
 
+def _list_element(tp: Any) -> Any:
+    """The element type of a list-typed annotation (``list[str] | None`` -> ``str``), else None."""
+    if typing.get_origin(tp) is list:
+        args = typing.get_args(tp)
+        return args[0] if args else Any
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        for arg in typing.get_args(tp):
+            if typing.get_origin(arg) is list:
+                return _list_element(arg)
+    return None
+
+
+def one_element_lists(cls: type, values: dict[str, Any]) -> dict[str, Any]:
+    """``values`` with a single value given where ``cls`` expects a list turned into a list of one
+    (TOML ``index_corpus = "x.json"`` means ``["x.json"]``); a value the field accepts as it is, or
+    one its list could not hold, is left for :func:`check_types` to judge."""
+    hints = typing.get_type_hints(cls)
+    out = dict(values)
+    for key, value in values.items():
+        tp = hints.get(key)
+        element = _list_element(tp) if tp is not None else None
+        if element is not None and not accepts(tp, value) and not isinstance(value, (list, tuple, dict)) \
+                and accepts(element, value):
+            out[key] = [value]
+    return out
+
+
 def wanted(description: str, default: Any = dataclasses.MISSING, **kwargs: Any) -> Any:
     """A dataclass field whose type error reads ``must be <description>`` (``a positive number``)."""
     return field(default=default, metadata={"wanted": description}, **kwargs)
@@ -124,6 +153,7 @@ def from_table(cls: type[T], values: dict[str, Any], *, path: PathLike | None = 
     ``also_known``: keys the table holds for someone else (taken out before), named in "did you mean"."""
     table = table if table is not None else getattr(cls, "TABLE", "")
     refuse_unknown(values, {*field_names(cls), *also_known}, path=path, table=table)
+    values = one_element_lists(cls, values)
     check_types(cls, values, path=path, table=table)
     settings = cls(**values)
     validate = getattr(settings, "validate", None)
@@ -183,10 +213,28 @@ def check_plugin_options(family: str, name: str, options: dict[str, Any], *, pat
         if "unexpected keyword argument" not in text:
             raise
         key = text.rsplit("'", 2)[-2] if text.count("'") >= 2 else text
+        accepted = _built_option_names(family, name)
+        known = (f"{did_you_mean(key, {*accepted, *fixed})}; known: {', '.join(sorted({*accepted, *fixed}))}"
+                 if accepted is not None else "")
         raise ConfigError(f"unknown key(s) {key}: the {name} {family.rstrip('s').replace('_', ' ')} does not "
-                          "take it", path=path, field=f"{table}.{key}") from None
+                          f"take it{known}", path=path, field=f"{table}.{key}") from None
     except EmbtuneError:
         pass  # a bad value: the stage reports it where it builds the plugin
+
+
+def _built_option_names(family: str, name: str) -> set[str] | None:
+    """The options a plugin whose factory takes ``**options`` (a lazy wrapper) accepts: the keyword
+    parameters of the class it builds with no options, or None when that cannot be told."""
+    from embtune_core.plugins import get_registry
+
+    try:
+        built = get_registry().create(family, name)
+        parameters = inspect.signature(type(built).__init__).parameters.values()
+    except Exception:  # noqa: BLE001 - a plugin that needs options to build: no list, the error stands
+        return None
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters):
+        return None
+    return {p.name for p in parameters if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD) and p.name != "self"}
 
 
 # --- the tables of ``embtune run`` that have no module of their own ---------------------------------

@@ -7,7 +7,9 @@ model (``evaluate``, ``train``, ``mine``, ``train-adapter``, the pipeline) count
 own tokenizer, how many of its texts exceed the limit, logs one warning per kind of text, e.g.::
 
     6 of 6 corpus texts exceed 256 tokens of sentence-transformers/all-MiniLM-L6-v2; they are cut
-    (pass --max-seq-length 512 to keep more of them)
+    (pass --max-seq-length 512 to keep more of them; --document-windows mean reads them whole)
+
+(``--document-windows``: :mod:`embtune_core.long_documents`.)
 
 and records :func:`check`'s dict in its report, summary or model card. A limit beyond what the model
 can read at all (its position embeddings) is refused in one line (:func:`check_limit`), and
@@ -67,13 +69,15 @@ def count_over(model: Any, texts: Sequence[str], kind: str, prompt: str | None =
 
 
 def warning_line(over: int, total: int, kind: str, limit: int, model_name: str,
-                 max_positions: int | None = None) -> str:
+                 max_positions: int | None = None, *, windows_hint: bool = True) -> str:
     if max_positions is not None and limit >= max_positions:
         hint = f"the model reads at most {max_positions}: use shorter chunks or a model with a longer limit"
     else:
         longer = max(512, 2 * int(limit))
         longer = min(longer, max_positions) if max_positions else longer
         hint = f"pass --max-seq-length {longer} to keep more of them"
+    if kind == "document" and windows_hint:  # where documents are embedded (evaluate, mine, train-adapter), windows read them whole
+        hint += "; --document-windows mean reads them whole"
     return f"{over} of {total} {KIND_NAMES.get(kind, kind)} exceed {limit} tokens of {model_name}; they are cut ({hint})"
 
 
@@ -141,7 +145,7 @@ def set_limit(model: Any, limit: int, model_name: str) -> None:
 
 
 def check(counter: Any, texts_by_kind: Mapping[str, Sequence[str]], *, model_name: str = "the model",
-          warn: bool = True, positions: int | None = None) -> dict[str, Any] | None:
+          warn: bool = True, positions: int | None = None, windows_hint: bool = True) -> dict[str, Any] | None:
     """Count over-long texts of each kind with ``counter(texts, kind) -> (over, limit)`` and log one
     warning per kind that has any; returns ``{"limit": L, kind: {"over": n, "total": m}, ...}``."""
     record: dict[str, Any] = {"limit": None}
@@ -153,7 +157,7 @@ def check(counter: Any, texts_by_kind: Mapping[str, Sequence[str]], *, model_nam
         record["limit"] = limit
         record[kind] = {"over": int(over), "total": len(texts)}
         if over and warn:
-            log.warning(warning_line(over, len(texts), kind, limit, model_name, positions))
+            log.warning(warning_line(over, len(texts), kind, limit, model_name, positions, windows_hint=windows_hint))
     return record
 
 
@@ -170,9 +174,10 @@ def check_encoder(encoder: Any, texts_by_kind: Mapping[str, Sequence[str]], *, w
 
 def check_model(model: Any, texts_by_kind: Mapping[str, Sequence[str]], *, model_name: str = "the model",
                 warn: bool = True) -> dict[str, Any] | None:
-    """:func:`check` for a loaded ``SentenceTransformer`` (training, where no encoder wraps it)."""
+    """:func:`check` for a loaded ``SentenceTransformer`` (training, where no encoder wraps it and
+    documents cannot be read as windows)."""
     return check(lambda texts, kind: count_over(model, texts, kind), texts_by_kind, model_name=model_name, warn=warn,
-                 positions=max_positions(model))
+                 positions=max_positions(model), windows_hint=False)
 
 
 def describe(record: Mapping[str, Any] | None) -> str | None:

@@ -34,6 +34,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -69,6 +70,7 @@ class TrainResult:
     settings: dict[str, Any]  # every TrainSettings field
     data: dict[str, Any]  # train/val sizes and sources, training rows, batches per epoch
     index_aware: dict[str, Any] | None  # pseudo-queries from the index joined the training set (index_training)
+    document_windows: dict[str, Any] | None  # long positives trained as their best window (long_documents)
     truncation: dict[str, Any] | None  # queries and texts longer than the trained token limit
     partial_fine_tuning: dict[str, int] | None
     lora: dict[str, Any] | None  # LoRA rank, targets, trainable parameters (embtune_core.lora)
@@ -99,8 +101,12 @@ class TrainResult:
         return getattr(self, key, default) if key in self.__dataclass_fields__ else default
 
 
-def train(settings: TrainSettings) -> TrainResult:
+def train(settings: TrainSettings, *, exclude_questions: Iterable[str] = ()) -> TrainResult:
     """Train, evaluate before and after, and write the model directory; returns what the run did.
+
+    ``exclude_questions``: texts no index-aware pseudo-query may have besides the ``val`` questions
+    (``embtune run`` passes its validation split's, which ``val`` -- the held-out training documents
+    that choose the checkpoint -- does not hold).
 
     Data problems (missing file, no negatives for a loss that needs them) raise before any model is
     loaded. With ``settings.resume`` the newest complete checkpoint in the checkpoint folder is
@@ -133,7 +139,7 @@ def train(settings: TrainSettings) -> TrainResult:
         check_disjoint_queries(train_qa, val_qa, path=settings.val, field="val")
     index_info = None
     if settings.index_corpus:
-        train_qa, index_info = _index_aware(train_qa, settings, val_qa)
+        train_qa, index_info = _index_aware(train_qa, settings, val_qa, exclude_questions)
     train_rows = strategy.build_dataset(train_qa, settings.train)  # fails here, before loading a model
     unanswered = [q for q in train_qa.queries if not any(c in train_qa.corpus for c in train_qa.relevant_docs.get(q, ()))]
     if unanswered:
@@ -155,6 +161,16 @@ def train(settings: TrainSettings) -> TrainResult:
         token_limits.check_limit(model, settings.export_max_seq_length, settings.model,
                                  field="train.export_max_seq_length")
 
+    from embtune_core import lora, prompts, tracking
+
+    prompts.set_model_prompts(model, settings.query_prompt, settings.document_prompt)
+    windows_record, text_groups = None, None
+    if settings.document_windows == "best":
+        from embtune_core.long_documents import best_window_positives
+
+        train_qa, windows_record, text_groups = best_window_positives(train_qa, model,
+                                                                      batch_size=settings.eval_batch_size)
+        train_rows = strategy.build_dataset(train_qa, settings.train)
     skipped = set(unanswered)
     answered = [q for q in train_qa.queries if q not in skipped]
     truncation = token_limits.check_model(model, {
@@ -164,9 +180,6 @@ def train(settings: TrainSettings) -> TrainResult:
     partial = lora_record = None
     if settings.train_last_layers is not None or settings.freeze_layers is not None:
         partial = freeze_all_but_last(model, settings.train_last_layers, frozen=settings.freeze_layers)
-    from embtune_core import lora, prompts, tracking
-
-    prompts.set_model_prompts(model, settings.query_prompt, settings.document_prompt)
     if settings.lora:
         lora_record = lora.apply_lora(model, settings)
     loss = strategy.build_loss(model)
@@ -181,7 +194,7 @@ def train(settings: TrainSettings) -> TrainResult:
     work_dir = settings.checkpoints
     # In-batch negatives: a batch never holds one text twice, so few distinct texts mean more, smaller
     # batches; the sampler still uses every row each epoch and says so (sentence-transformers #3348).
-    plan = batch_plan(row_texts(train_rows) if strategy.in_batch_negatives else [()] * len(train_rows),
+    plan = batch_plan(row_texts(train_rows, text_groups) if strategy.in_batch_negatives else [()] * len(train_rows),
                       settings.batch_size)
     if plan.limited_by_texts:
         log.warning("batch size %d cannot be filled: %d training rows share one text and a batch never holds a "
@@ -189,7 +202,7 @@ def train(settings: TrainSettings) -> TrainResult:
                     "per epoch)", settings.batch_size, plan.max_rows_per_text, plan.batches, plan.mean_batch)
     args = training_arguments(settings, in_batch_negatives=strategy.in_batch_negatives,
                               batches_per_epoch=plan.batches, evaluate=evaluator is not None, world_size=world_size,
-                              train_rows=train_rows)
+                              train_rows=train_rows, text_groups=text_groups)
     history: list[dict[str, Any]] = []
     loss_log, rank_report, mark_complete = trainer_callbacks(work_dir, history)
     trainer = SentenceTransformerTrainer(
@@ -241,6 +254,7 @@ def train(settings: TrainSettings) -> TrainResult:
         },
         "max_seq_length": model.max_seq_length,
         "index_aware": index_info,
+        "document_windows": windows_record,
         "truncation": truncation,
         "partial_fine_tuning": partial,
         "lora": lora_record,
@@ -292,19 +306,20 @@ def train(settings: TrainSettings) -> TrainResult:
     return TrainResult(**summary, saved=saved, history=history)
 
 
-def _index_aware(train_qa, settings: TrainSettings, val_qa=None):
-    """The training set plus pseudo-queries over ``settings.index_corpus`` (embtune_core.index_training)."""
-    from embtune_core.dataset import load_any
+def _index_aware(train_qa, settings: TrainSettings, val_qa=None, exclude_questions: Iterable[str] = ()):
+    """The training set plus pseudo-queries over ``settings.index_corpus`` (embtune_core.index_training),
+    none of them a ``val_qa`` question or one of ``exclude_questions``."""
+    from embtune_core.dataset import load_corpora
     from embtune_core.index_training import check_mix, index_aware_dataset
-    from embtune_core.pseudo_queries import merge
 
-    corpus = merge(*(load_any(path) for path in settings.index_corpus)).corpus
+    corpus = load_corpora(settings.index_corpus)  # only chunk texts: a bare corpus will do
     mix = check_mix(True if settings.index_pseudo_queries in (None, False) else settings.index_pseudo_queries,
                     "train.index_pseudo_queries")
     augmented, info = index_aware_dataset(train_qa, corpus, model=settings.model, mix=mix,
                                           ratio=settings.index_ratio, hard_negatives=settings.index_hard_negatives,
                                           seed=settings.seed,
-                                          exclude_questions=val_qa.queries.values() if val_qa is not None else ())
+                                          exclude_questions=[*(val_qa.queries.values() if val_qa is not None
+                                                               else ()), *exclude_questions])
     log.info("index-aware training: %d pseudo-queries from %d index chunks join %d real training queries",
              info["pseudo_queries_kept"], info["index_chunks"], info["real_queries"])
     return augmented, info

@@ -10,6 +10,7 @@ evaluation and checkpoint steps, precision, DDP backend).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import os
 from dataclasses import dataclass, field
@@ -59,6 +60,9 @@ class TrainSettings:
     index_pseudo_queries: Any = None  # true (ict x1 + crop x1 per chunk) or {generator = per chunk}
     index_ratio: float = wanted("a positive number", 1.0)  # at most this many pseudo-queries per real query
     index_hard_negatives: int = wanted("an integer >= 0", 0)  # negatives mined by the base model for queries with none
+    # Positives longer than the token limit: "off" (cut, the model's own behaviour) or "best" (the window of the
+    # chunk the base model ranks first for the question; embtune_core.long_documents.best_window_positives).
+    document_windows: Literal["off", "best"] = "off"
     split: str = "train"  # qrels split read when ``train`` is a BEIR folder (never test by default)
     val_split: str = "dev"  # qrels split read when ``val`` is a BEIR folder
     # LoRA (embtune_core.lora): low-rank adapters inside the transformer, base frozen
@@ -97,7 +101,7 @@ class TrainSettings:
         if self.index_pseudo_queries not in (None, False):
             from embtune_core.index_training import check_mix
 
-            check_mix(self.index_pseudo_queries, "train.index_pseudo_queries")
+            check_mix(self.index_pseudo_queries, "train.index_pseudo_queries", path)
             if not self.index_corpus:
                 raise bad("index_pseudo_queries", "needs index_corpus (the datasets whose chunks the index holds)")
         if self.index_ratio <= 0:
@@ -150,10 +154,11 @@ class TrainSettings:
 
 
 def training_arguments(settings: TrainSettings, *, in_batch_negatives: bool, batches_per_epoch: int,
-                       evaluate: bool, world_size: int, train_rows=None):
+                       evaluate: bool, world_size: int, train_rows=None, text_groups: dict[str, str] | None = None):
     """``SentenceTransformerTrainingArguments`` for ``settings``: checkpoints (and evaluations) once per
     epoch unless ``save_steps``, the best checkpoint by NDCG@10 kept when ``evaluate``, logging windows
-    that divide the checkpoint interval, the every-row no-duplicates sampler for in-batch negatives."""
+    that divide the checkpoint interval, the every-row no-duplicates sampler for in-batch negatives
+    (``text_groups``: texts that count as one, e.g. the windows of one chunk)."""
     from sentence_transformers import SentenceTransformerTrainingArguments
     from sentence_transformers.base.sampler import BatchSamplers
 
@@ -173,7 +178,8 @@ def training_arguments(settings: TrainSettings, *, in_batch_negatives: bool, bat
         weight_decay=settings.weight_decay,
         seed=settings.seed,
         data_seed=settings.seed,
-        batch_sampler=every_row_batch_sampler if in_batch_negatives else BatchSamplers.BATCH_SAMPLER,
+        batch_sampler=((functools.partial(every_row_batch_sampler, groups=text_groups) if text_groups
+                        else every_row_batch_sampler) if in_batch_negatives else BatchSamplers.BATCH_SAMPLER),
         eval_strategy="steps" if evaluate else "no",
         eval_steps=save_steps if evaluate else None,
         save_strategy="steps",

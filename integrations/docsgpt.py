@@ -35,7 +35,10 @@ stderr and leaves the hook off. A process with neither pays one ``stat`` of ``.e
 Settings (:func:`setting`: the environment first, then DocsGPT's ``.env`` at the project root, as
 DocsGPT's settings read it; pydantic-settings never copies ``.env`` into the environment):
 ``EMBTUNE_BASE_MODEL`` (base model for an adapter name; else the one the adapter records),
-``EMBTUNE_DEVICE`` (``cpu``, ``cuda``...), ``EMBTUNE_BATCH_SIZE`` (default 32).
+``EMBTUNE_DEVICE`` (``cpu``, ``cuda``...), ``EMBTUNE_BATCH_SIZE`` (default 32),
+``EMBTUNE_DOCUMENT_WINDOWS`` (``off``, the default, or ``mean``: documents longer than the model's
+token limit read whole as windows, :mod:`embtune_core.long_documents`; the index must then be
+built with the same setting, so set it for the worker and the backend alike).
 
 Vectors: ``embed_documents`` returns exactly what DocsGPT's own ``EmbeddingsWrapper`` returns for
 the base model (``SentenceTransformer(name).encode(texts)``: no prompt, no normalisation of its
@@ -71,6 +74,7 @@ ENABLE_ENV = "EMBTUNE_DOCSGPT"
 BASE_MODEL_ENV = "EMBTUNE_BASE_MODEL"
 DEVICE_ENV = "EMBTUNE_DEVICE"
 BATCH_SIZE_ENV = "EMBTUNE_BATCH_SIZE"
+DOCUMENT_WINDOWS_ENV = "EMBTUNE_DOCUMENT_WINDOWS"
 # Where DocsGPT keeps EmbeddingsSingleton: the current tree, and the package name of newer trees.
 TARGET_MODULES = ("application.vectorstore.base", "docsgpt.vectorstore.base")
 PTH_NAME = "embtune_docsgpt.pth"
@@ -111,7 +115,7 @@ def is_embtune_name(name: Any) -> bool:
 
 
 def embeddings_from_name(name: str, *, base_model: str | None = None, device: str | None = None,
-                         batch_size: int | None = None):
+                         batch_size: int | None = None, document_windows: str | None = None):
     """The embeddings an ``embtune:<dir>`` name stands for (see the module docstring).
 
     Settings not passed come from :func:`setting` (environment, then DocsGPT's ``.env``). The
@@ -136,8 +140,12 @@ def embeddings_from_name(name: str, *, base_model: str | None = None, device: st
         batch_size = int(raw_batch)
     except ValueError:
         raise InputError(f"must be a whole number, got {raw_batch!r}", field=BATCH_SIZE_ENV) from None
+    windows = document_windows or setting(DOCUMENT_WINDOWS_ENV) or "off"
+    if windows not in ("off", "mean"):  # one vector per document: DocsGPT's stores hold no more
+        raise InputError(f"must be off or mean, got {windows!r}", field=DOCUMENT_WINDOWS_ENV)
+    options = {"document_windows": windows} if windows != "off" else {}
     if (target / "modules.json").is_file():  # a sentence-transformers model folder
-        return EmbtuneEmbeddings(str(target), device=device, batch_size=batch_size)
+        return EmbtuneEmbeddings(str(target), device=device, batch_size=batch_size, **options)
     if not _is_adapter_folder(target):
         raise InputError("holds neither a sentence-transformers model (modules.json) nor an embtune adapter "
                          "(adapter_config.json)", path=target, field="EMBEDDINGS_NAME")
@@ -154,7 +162,7 @@ def embeddings_from_name(name: str, *, base_model: str | None = None, device: st
         raise InputError(f"base model folder '{base}' (from {source}) not found; mount it into this container "
                          f"(backend and worker) or set {BASE_MODEL_ENV} to the model the adapter was trained on",
                          field=BASE_MODEL_ENV)
-    return EmbtuneEmbeddings(base, adapter=str(target), device=device, batch_size=batch_size)
+    return EmbtuneEmbeddings(base, adapter=str(target), device=device, batch_size=batch_size, **options)
 
 
 def _trained_on_a_folder(folder: Path) -> bool:

@@ -81,11 +81,15 @@ class EmbtuneEmbeddings(Embeddings):
             the host computes it; a model ending in ``Normalize`` gives unit vectors either way).
         prompts: apply the model's query/document prompts (default False: plain ``encode()``,
             as DocsGPT and ``HuggingFaceEmbeddings`` do). Local sentence-transformers models only.
-        **encoder_options: further options for the encoder factory (``query_prompt``...).
+        **encoder_options: further options for the encoder factory (``query_prompt``...);
+            ``document_windows="mean"`` reads documents longer than the model's token limit whole
+            (one token-weighted mean of window vectors each, :mod:`embtune_core.long_documents`).
 
     Raises:
         InputError: a bad ``batch_size``, a missing model or adapter folder, or an adapter trained
             on another encoder or on query vectors computed another way (one line naming which).
+        UsageError: ``document_windows="max"`` (several vectors per document: a LangChain
+            ``Embeddings`` returns one).
     """
 
     def __init__(self, model: str | os.PathLike | EncoderProtocol = DEFAULT_MODEL, *,
@@ -94,6 +98,11 @@ class EmbtuneEmbeddings(Embeddings):
                  **encoder_options: Any):
         if batch_size < 1:
             raise InputError(f"batch_size must be at least 1, got {batch_size}", field="batch_size")
+        if encoder_options.get("document_windows") == "max":
+            from embtune_core.errors import UsageError
+
+            raise UsageError("'max' keeps several vectors per document and embed_documents returns one; "
+                             "use 'mean'", field="document_windows")
         self.batch_size = int(batch_size)
         self.device = device
         self.normalize = bool(normalize)

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from embtune_core.adapter_base import QueryAdapter
-from embtune_core.errors import PluginError
+from embtune_core.errors import ConfigError
 
 ACTIVATIONS = {
     "relu": F.relu,
@@ -75,8 +75,8 @@ class TwoLayerAdapter(QueryAdapter):
                  residual: bool = True):
         hidden = int(hidden) if hidden else int(dim)
         if activation not in ACTIVATIONS:
-            raise PluginError(f"two-layer adapter: unknown activation '{activation}'; "
-                              f"choose one of {', '.join(ACTIVATIONS)}")
+            raise ConfigError(f"two-layer adapter: unknown activation '{activation}'; "
+                              f"choose one of {', '.join(ACTIVATIONS)}", field="activation")
         super().__init__(dim, hidden=hidden, activation=activation, dropout=float(dropout), residual=bool(residual))
         self.down = nn.Linear(self.dim, hidden)
         self.up = nn.Linear(hidden, self.dim)

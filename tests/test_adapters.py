@@ -21,7 +21,7 @@ from embtune_core.adapter_io import (
     save_adapter,
 )
 from embtune_core.encoding import AdaptedEncoder
-from embtune_core.errors import InputError, PluginError
+from embtune_core.errors import ConfigError, InputError, PluginError
 from embtune_core.plugins import get_registry
 
 DIM = 12
@@ -61,7 +61,7 @@ def test_identity_contract_is_enforced_for_custom_adapters():
         check_identity_at_init(Scale(DIM, factor=2.0), DIM)
     with pytest.raises(PluginError, match="must map"):
         check_identity_at_init(torch.nn.Linear(DIM, 3), DIM)
-    with pytest.raises(PluginError, match="activation"):
+    with pytest.raises(ConfigError, match="activation"):  # a bad option value, not an unknown plugin
         build_adapter("two-layer", DIM, {"activation": "nope"})
     with pytest.raises(PluginError, match="unexpected keyword"):
         build_adapter("linear", DIM, {"hidden": 3})

@@ -42,3 +42,26 @@ def test_validate_ok(tmp_path, capsys):
 def test_no_command_prints_help_and_exits_2(capsys):
     assert main([]) == 2
     assert "usage: embtune" in capsys.readouterr().out
+
+
+def test_http_request_lines_are_quiet_unless_verbose(tmp_path):
+    """httpx (and the openai client's httpx2 fork) log one INFO line per request ("HTTP Request: POST
+    .../v1/embeddings"); the CLI shows them only with -v. Real requests to a local OpenAI-compatible server."""
+    import os
+
+    from openai_server import OpenAIServer
+
+    data = tmp_path / "qa.json"
+    data.write_text('{"queries": {"q": "what is alpha?"}, "corpus": {"c": "alpha is a letter", "d": "beta too"}, '
+                    '"relevant_docs": {"q": ["c"]}}')
+    env = {**os.environ, "EMBTUNE_NO_PROGRESS": "1", "OPENAI_API_KEY": "test"}
+    with OpenAIServer() as server:
+        for verbose in (False, True):
+            env["EMBTUNE_CACHE"] = str(tmp_path / f"cache-{verbose}")  # no cached vectors: real requests both times
+            result = subprocess.run([sys.executable, "-m", "embtune_core.cli", *(["-v"] if verbose else []),
+                                     "evaluate", str(data), "--system", f"openai:e@{server.base_url}",
+                                     "--resamples", "10", "--permutations", "10"],
+                                    capture_output=True, text=True, check=False, env=env)
+            assert result.returncode == 0, result.stderr
+            assert ("HTTP Request: POST" in result.stderr) == verbose, result.stderr
+            assert server.count("/v1/embeddings") >= 2 * (1 + verbose)  # the requests were made

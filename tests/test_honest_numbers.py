@@ -386,7 +386,8 @@ def test_limit_hint_stays_within_the_model_and_beyond_it_is_refused(tiny_model_d
     data = tmp_path / "long.json"
     _qa(4, words=300).save(data)
     ok = _run("evaluate", str(data), "--system", f"model:{tiny_model_dir}", env={"EMBTUNE_CACHE": str(tmp_path / "c")})
-    assert "they are cut (pass --max-seq-length 256 to keep more of them)" in ok.stderr  # 256 positions
+    assert ("they are cut (pass --max-seq-length 256 to keep more of them; --document-windows mean reads them "
+            "whole)") in ok.stderr  # 256 positions
     too_long = _run("evaluate", str(data), "--system", f"model:{tiny_model_dir}", "--max-seq-length", "512",
                     env={"EMBTUNE_CACHE": str(tmp_path / "c")})
     assert too_long.returncode == 3 and too_long.stderr.count("\n") == 1

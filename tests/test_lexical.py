@@ -153,3 +153,24 @@ def test_bm25_beside_a_token_limit_is_not_an_encoder(tmp_path, tiny_model_dir):
                  "--max-seq-length", "64", "--out", str(out), "--resamples", "20", "--permutations", "20"]) == 0
     names = [s["name"] for s in json.loads((out / "report.json").read_text())["systems"]]
     assert names == ["bm25", "tiny"]
+
+
+def test_evaluate_index_reads_a_bare_corpus(tmp_path):
+    """--index reads only chunk texts: a BEIR corpus.jsonl (no queries, no qrels) or an {id, text} JSONL adds
+    the same documents as a full dataset holding them."""
+    from embtune_core.cli import main
+
+    folder = _beir_folder(tmp_path / "beir")
+    extra = {"extra0": "Lyft reported revenue growth in rideshare.", "extra1": "Uber leases offices downtown."}
+    (tmp_path / "corpus.jsonl").write_text("".join(json.dumps({"_id": k, "text": v}) + "\n" for k, v in extra.items()))
+    (tmp_path / "only").mkdir()
+    (tmp_path / "only" / "corpus.jsonl").write_text((tmp_path / "corpus.jsonl").read_text())
+    reports = []
+    for index in (tmp_path / "corpus.jsonl", tmp_path / "only"):
+        out = tmp_path / f"report{len(reports)}"
+        assert main(["evaluate", str(folder), "--system", "bm25", "--index", str(index), "--out", str(out),
+                     "--resamples", "20", "--permutations", "20"]) == 0
+        reports.append(json.loads((out / "report.json").read_text()))
+    for data in reports:
+        assert data["dataset"]["extra_corpus"] == 2 and data["dataset"]["corpus"] == len(DOCS) + 2
+    assert reports[0]["per_query"] == reports[1]["per_query"]

@@ -202,3 +202,53 @@ def test_export_push_to_hub_cli_public_and_without_token(tiny_model_dir, fake_hu
     monkeypatch.setattr("huggingface_hub.get_token", lambda: None)
     assert main(["export", tiny_model_dir, "--push-to-hub", "me/tiny"]) == 3
     assert "HF_TOKEN" in capsys.readouterr().err
+
+
+def test_the_report_names_each_systems_backend(exported, tmp_path):
+    """report.json, report.md and report.html name how each local model ran (ONNX Runtime and its
+    quantisation, or torch and its precision): the encoder identity held it, the report lines did not."""
+    from test_losses import make_qa
+
+    from embtune_core.report import backend_of
+
+    data = tmp_path / "qa.json"
+    make_qa(negatives=False).save(data)
+    for backend, expected in (("onnx-int8", "ONNX Runtime, int8 quantised (onnx/model_qint8_avx512_vnni.onnx)"),
+                              ("onnx-fp32", "ONNX Runtime, fp32 (onnx/model.onnx)"),
+                              ("torch", "torch fp32")):
+        out = tmp_path / backend
+        assert main(["evaluate", str(data), "--system", f"ft=model:{exported}", "--backend", backend,
+                     "--out", str(out), "--resamples", "10", "--permutations", "10"]) == 0
+        report = json.loads((out / "report.json").read_text())
+        system = report["systems"][0]
+        assert system["backend"] == backend_of(system["identity"])
+        assert system["backend"]["runtime"] == ("torch" if backend == "torch" else "onnx")
+        md = (out / "report.md").read_text()
+        assert f"(32 dims; {expected};" in md.split("## Systems", 1)[1], md
+        assert f"- **system ft**: model:{exported}; 32 dims; {expected};" in md
+        assert f"(32 dims; {expected};" in (out / "report.html").read_text()
+    assert backend_of("sentence-transformers files=ab normalize=True precision=bf16") == {
+        "runtime": "torch", "precision": "bf16"}
+    assert backend_of("RRF(k=60) of BM25 and sentence-transformers files=ab normalize=True backend=onnx "
+                      "file=onnx/model_O2.onnx")["graph"] == "fused (O2)"
+    assert backend_of("bm25 k1=0.9") is None and backend_of("openai model=e base_url=x") is None
+
+
+def test_onnx_backend_on_a_lora_folder_says_what_works(tiny_model_dir, tmp_path, capsys):
+    """A LoRA adapter folder has no ONNX export and cannot get one (export refuses it): the refusal used to
+    say "export it first". It now names the way that works, and following it works."""
+    from test_losses import make_qa
+
+    make_qa(negatives=False).save(tmp_path / "qa.json")
+    common = ["train", "--train", str(tmp_path / "qa.json"), "--model", tiny_model_dir, "--max-steps", "1",
+              "--batch-size", "4", "--lora"]
+    assert main([*common, "--out", str(tmp_path / "lora")]) == 0
+    evaluate = ["evaluate", str(tmp_path / "qa.json"), "--backend", "onnx", "--resamples", "10", "--permutations", "10"]
+    assert main([*evaluate, "--system", f"model:{tmp_path / 'lora'}"]) == 3
+    err = capsys.readouterr().err
+    assert "is a LoRA adapter folder" in err and "embtune train --lora --merge" in err and "export it first" not in err
+    assert main(["export", str(tmp_path / "lora"), "--format", "onnx", "--out", str(tmp_path / "x")]) == 3  # as said
+    capsys.readouterr()
+    assert main([*common, "--merge", "--out", str(tmp_path / "merged")]) == 0
+    assert main(["export", str(tmp_path / "merged"), "--format", "onnx", "--out", str(tmp_path / "merged-onnx")]) == 0
+    assert main([*evaluate, "--system", f"model:{tmp_path / 'merged-onnx'}"]) == 0, capsys.readouterr().err

@@ -83,3 +83,23 @@ def test_cli_index_corpus(tmp_path):
     assert load_adapter(tmp_path / "out").config.training["augment_queries"] == expected > 0
     assert main(["train-adapter", "--train", str(tmp_path / "train.json"), "--encoder", "openai:e@http://127.0.0.1:9/v1",
                  "--index-corpus", str(tmp_path / "missing.json"), "--out", str(tmp_path / "out2")]) == 3
+
+
+def test_cli_index_corpus_reads_a_bare_corpus(tmp_path):
+    """The adapter's --index-corpus shares the reader of `embtune train --index-corpus`: a BEIR corpus.jsonl
+    (no queries, no qrels) makes the same pseudo-queries as a full dataset holding those chunks."""
+    import json
+
+    from embtune_core.adapter_io import load_adapter
+    from embtune_core.cli import main
+
+    synonym_dataset(ks=range(4), js=range(4)).save(tmp_path / "train.json")
+    (tmp_path / "corpus.jsonl").write_text("".join(json.dumps({"_id": k, "title": "", "text": v}) + "\n"
+                                                   for k, v in CORPUS.items()))
+    with OpenAIServer() as server:
+        code = main(["train-adapter", "--train", str(tmp_path / "train.json"), "--encoder",
+                     f"openai:e@{server.base_url}", "--index-corpus", str(tmp_path / "corpus.jsonl"),
+                     "--epochs", "1", "--cache-dir", str(tmp_path / "cache"), "--out", str(tmp_path / "out")])
+    assert code == 0
+    expected = len(index_pseudo_queries(CORPUS, seed=42).queries)
+    assert load_adapter(tmp_path / "out").config.training["augment_queries"] == expected > 0

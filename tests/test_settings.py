@@ -37,7 +37,7 @@ def full_config(docs: Path, model: str) -> dict:
         "split": {"val_fraction": 0.3, "split_by": "page", "seed": 5},
         "mine": {"enabled": True, "miner": "embedding-rank", "encoder": model, "num_negatives": 2, "range_min": 0,
                  "range_max": 10, "relative_margin": 0.05, "margin": 0.1, "use_cache": False,
-                 "query_prompt": "query: ", "document_prompt": "passage: ", "backend": "torch"},
+                 "query_prompt": "query: ", "document_prompt": "passage: ", "backend": "torch", "document_windows": "mean"},
         "train": {"enabled": True, "model": model, "loss": "cached-mnrl", "loss_options": {"mini_batch_size": 4},
                   "matryoshka_dims": [32, 16], "epochs": 1.5, "batch_size": 4, "lr": 1e-4, "warmup_ratio": 0.1,
                   "weight_decay": 0.0, "seed": 2, "max_steps": 3, "save_steps": 1, "save_total_limit": 1,
@@ -46,18 +46,19 @@ def full_config(docs: Path, model: str) -> dict:
                   "index_pseudo_queries": {"ict": 1}, "index_ratio": 0.5, "index_hard_negatives": 1,
                   "dev_fraction": 0.2, "final_fit": True, "lora": False, "lora_rank": 8, "lora_alpha": 16,
                   "lora_dropout": 0.1, "lora_target_modules": None, "lora_merge": False,
-                  "query_prompt": "query: ", "document_prompt": "passage: ", "report_to": "none"},
+                  "query_prompt": "query: ", "document_prompt": "passage: ", "report_to": "none",
+                  "document_windows": "off"},
         "adapter": {"enabled": True, "encoder": model, "type": "two-layer", "adapter_options": {"hidden": 8},
                     "epochs": 2, "batch_size": 8, "lr": 1e-3, "weight_decay": 0.0, "temperature": 0.05,
                     "identity_reg": 1.0, "hard_negative_weight": 1.0, "corpus_negatives": True,
                     "max_corpus_negatives": 100, "val_fraction": 0.2, "patience": 2, "selection_metric": "mrr@10",
                     "normalize_output": True, "matryoshka_dims": [32, 16], "seed": 4, "device": "cpu",
                     "index_pseudo_queries": {"ict": 1}, "final_fit": True, "query_prompt": "query: ",
-                    "document_prompt": "passage: ", "backend": "torch"},
+                    "document_prompt": "passage: ", "backend": "torch", "document_windows": "mean"},
         "evaluate": {"dims": [32, 16], "k": [1, 5], "baselines": ["bm25", "hybrid"], "corpus": "both",
                      "batch_size": 8, "device": "cpu", "precision": "fp32", "max_seq_length": 64,
                      "confidence": 0.9, "resamples": 100, "permutations": 100, "query_prompt": "query: ",
-                     "document_prompt": "passage: ", "backend": "torch"},
+                     "document_prompt": "passage: ", "backend": "torch", "document_windows": "mean"},
         "export": {"zip": False},
     }
 
@@ -123,6 +124,8 @@ def test_command_tables_refuse_typos_and_name_wrong_types(tiny_model_dir):
         plugin_table("mine", {"num_negative": 3}, path="c.toml")
     with pytest.raises(ConfigError, match=r"mine\.num_negatives: must be an integer"):
         plugin_table("mine", {"num_negatives": "3"}, path="c.toml")
+    with pytest.raises(ConfigError, match=r"adapter\.typ: .*did you mean 'type'.*; known: .*\btype\b"):
+        AdapterTrainingConfig.from_mapping({"typ": "linear"}, "c.toml")  # type: the name the docs give
     # A bad weight_decay is reported as weight_decay (it was reported as identity_reg).
     with pytest.raises(ConfigError, match=r"c\.toml: adapter\.weight_decay: must be >= 0"):
         AdapterTrainingConfig.from_mapping({"weight_decay": -1}, "c.toml")
@@ -194,3 +197,68 @@ max_seq_length = 64
     ours = json.loads((tmp_path / "report" / "report.json").read_text())
     theirs = json.loads(next((tmp_path / "run").glob("stages/evaluate-*/report.json")).read_text())
     assert ours["query_ids"] == theirs["query_ids"] and ours["per_query"] == theirs["per_query"]
+
+
+def _candidate_keys() -> set[str]:
+    """Every key some table of some command takes, the run's own keys and the plugin tables' naming keys."""
+    from embtune_core import pipeline, settings
+
+    classes = (settings.RunSettings, settings.DataSettings, settings.SplitSettings, settings.EvaluateSettings,
+               settings.ExportSettings, settings.DatasetSettings, settings.PluginTable, TrainSettings,
+               AdapterTrainingConfig)
+    return ({f.name for cls in classes for f in dataclasses.fields(cls)} | set(pipeline.RUN_SETS_IN_TRAIN)
+            | set(pipeline.TRAIN_RUN_KEYS) | set(pipeline.ADAPTER_RUN_KEYS) | set(TABLE_KEYS)
+            | {"enabled", "type", "chunker", "generator", "miner", "encoder"})
+
+
+def _refusal(config: dict, tmp_path: Path) -> str | None:
+    """The unknown-key refusal ``config`` gets (None when its keys are accepted, whatever their values)."""
+    from embtune_core.errors import EmbtuneError
+
+    try:
+        _pipeline(config, tmp_path)
+    except EmbtuneError as exc:
+        text = str(exc)
+        return text if "unknown key" in text or "set by the run itself" in text else None
+    return None
+
+
+@pytest.mark.parametrize("table", ["run", "data", "chunk", "generate", "split", "mine", "train", "adapter",
+                                   "evaluate", "export"])
+def test_unknown_key_errors_list_exactly_the_keys_a_table_takes(table, docs, tmp_path):
+    """The "known:" list of a typo's error holds every key the table accepts and no other (it listed the
+    keys the run sets itself, train/out/..., and left out enabled)."""
+    base = {"data": {"inputs": [str(docs)]}}
+    text = _refusal({**base, table: {**base.get(table, {}), "typo_kk": 1}}, tmp_path)
+    assert text is not None and "; known: " in text, text
+    known = set(text.split("; known: ", 1)[1].split(", "))
+    for key in sorted(known | _candidate_keys()):
+        refused = _refusal({**base, table: {**base.get(table, {}), key: 1}}, tmp_path)
+        assert (refused is None) == (key in known), (table, key, refused)
+    if table == "train":
+        assert {"dev_fraction", "final_fit", "enabled"} <= known
+        assert not known & {"train", "val", "out", "checkpoint_dir", "resume", "split", "val_split"}
+    if table == "adapter":
+        assert {"enabled", "encoder", "type", "final_fit", "index_pseudo_queries", "backend"} <= known
+
+
+def test_a_single_value_where_a_list_belongs_is_a_list_of_one(docs, tmp_path):
+    corpus = tmp_path / "index.json"
+    corpus.write_text(json.dumps({"corpus": {"a": "some text"}}))
+    settings = TrainSettings.from_mapping({"train": "t", "out": "o", "index_corpus": "x.json",
+                                           "lora": True, "lora_target_modules": "query"}, "c.toml")
+    assert settings.index_corpus == ["x.json"] and settings.lora_target_modules == ["query"]
+    assert from_table(EvaluateSettings, {"dims": 16, "baselines": "bm25"}).dims == [16]
+    assert from_table(DatasetSettings, {"inputs": "docs/"}).inputs == ["docs/"]
+    with pytest.raises(ConfigError, match=r"evaluate\.k: must be a list of integers"):
+        from_table(EvaluateSettings, {"k": "5"}, path="c.toml")  # a value the list cannot hold stays refused
+    # In a run: the stages read the same (the adapter's Matryoshka widths default to [evaluate] dims).
+    pipeline = _pipeline({"data": {"inputs": str(docs)}, "evaluate": {"dims": 16, "k": 5},
+                          "adapter": {"enabled": True}, "train": {"index_corpus": str(corpus)}}, tmp_path)
+    resolved = pipeline.resolved()
+    assert resolved["evaluate"]["dims"] == [16] and resolved["evaluate"]["k"] == [5]
+    assert resolved["adapter"]["matryoshka_dims"] == [16]
+    assert resolved["train"]["index_corpus"] == [str(corpus)]
+    # ...and [train] index_corpus is read relative to the config, as [data]'s paths are, and must exist.
+    with pytest.raises(ConfigError, match=r"c\.toml: train\.index_corpus: no such file or folder: .*nope\.json"):
+        _pipeline({"data": {"inputs": str(docs)}, "train": {"index_corpus": "nope.json"}}, tmp_path)

@@ -100,7 +100,10 @@ def resolve_settings(args) -> dict[str, Any]:
     sources = Sources(config_path, "dataset")
     if config_path:
         config = section(load_config(config_path), "dataset", config_path)
-        from_table(DatasetSettings, config, path=config_path)  # unknown keys and wrong types refused
+        # unknown keys and wrong types refused; a single input (inputs = "docs/") is a list of one
+        parsed = from_table(DatasetSettings, config, path=config_path)
+        if "inputs" in config:
+            config = {**config, "inputs": parsed.inputs}
         sources.config(config)
     settings = dict(DEFAULTS)
     settings.update({k: v for k, v in config.items() if k in DEFAULTS})

@@ -66,9 +66,10 @@ def add_arguments(parser) -> None:
                         help="cut-offs for LlamaIndex hit rate@k and MRR@k (default: 5)")
     parser.add_argument("--out", default=None, metavar="DIR", help="write report.json, report.md, report.html here")
     parser.add_argument("--split", default="test", help="BEIR qrels split (default: test)")
-    parser.add_argument("--index", action="append", default=None, metavar="DATASET",
-                        help="also search this dataset's corpus (e.g. the training split), as the deployed "
-                             "index holds it (repeat for several)")
+    parser.add_argument("--index", action="append", default=None, metavar="CORPUS",
+                        help="also search these chunks (e.g. the training split), as the deployed index holds "
+                             "them (repeat for several): any dataset, or a bare corpus (BEIR corpus.jsonl or "
+                             "folder, {id, text} JSONL, LlamaIndex JSON with only corpus)")
     parser.add_argument("--batch-size", type=positive_int, default=None, help="encoder batch size")
     parser.add_argument("--device", default=None, help="device for local models (cpu, cuda, mps)")
     parser.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default=None,
@@ -121,13 +122,13 @@ def run(args) -> int:
     check_token_limit(specs, settings.max_seq_length)  # a limit the model cannot read: refused before anything loads
     dims = settings.dims
     dataset = load_any(args.dataset, split=args.split)
-    extra = {}
-    for path in args.index or []:
-        extra.update(load_any(path, split=args.split).corpus)
+    from embtune_core.dataset import load_corpora
+
+    extra = load_corpora(args.index or [])  # only chunk texts: a bare corpus (BEIR corpus.jsonl...) will do
     from embtune_core import encoder_options
 
     systems = [build_system(spec, settings, adapter=adapters.get(spec.name),
-                            encoder_options=encoder_options.from_args(args)) for spec in specs]
+                            encoder_options=encoder_options.from_args(args, multi_vector=True)) for spec in specs]
     for spec, system in zip(specs, systems):
         width = known_width(spec, system)
         if dims and width and min(dims) > width:  # else evaluate_systems checks, once it has embedded

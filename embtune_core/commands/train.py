@@ -14,7 +14,7 @@ from embtune_core.commands import (
     positive_int_list,
 )
 from embtune_core.config import load_config, section
-from embtune_core.errors import COMMAND_LINE, ConfigError, UsageError
+from embtune_core.errors import COMMAND_LINE, ConfigError, PluginError, UsageError
 
 NAME = "train"
 HELP = "fine-tune a sentence-transformers model on a QA dataset (full or last-N-layers)"
@@ -93,10 +93,11 @@ def add_arguments(parser) -> None:
     parser.add_argument(
         "--precision", choices=("auto", "fp32", "bf16", "fp16"), help="auto: bf16/fp16 on a GPU, fp32 on CPU"
     )
-    parser.add_argument("--index-corpus", action="append", metavar="DATASET",
+    parser.add_argument("--index-corpus", action="append", metavar="CORPUS",
                         help="index-aware fine-tuning: LLM-free pseudo-queries (inverse cloze + crops) from the "
-                             "chunk texts of this dataset (the documents your index will hold; no questions or "
-                             "labels are read) join the training questions (repeatable)")
+                             "chunk texts of this corpus (the documents your index will hold; no questions or "
+                             "labels are read) join the training questions (repeatable). Any dataset, or a bare "
+                             "corpus: BEIR corpus.jsonl or folder, {id, text} JSONL, LlamaIndex JSON with only corpus")
     parser.add_argument("--index-pseudo-queries", type=_mix, metavar="GEN=N,...",
                         help="pseudo-queries per index chunk by generator (default: ict=1,crop=1)")
     parser.add_argument("--index-ratio", type=positive_float,
@@ -104,6 +105,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--index-hard-negatives", type=non_negative_int, metavar="N",
                         help="mine N hard negatives over the index with the base model (false-negative guard) for "
                              "every training query that has none (default: 0)")
+    parser.add_argument("--document-windows", choices=("off", "best"),
+                        help="positives longer than the token limit: off (cut at the limit; default) or best (split "
+                             "into windows; each question trains on the window the base model ranks first)")
     parser.add_argument("--checkpoint-dir", help="checkpoints and loss log (default: OUT.checkpoints)")
     parser.add_argument("--out", help="output model directory")
 
@@ -133,9 +137,13 @@ def _parse_value(text: str):
 SETTING_KEYS = ("train", "val", "split", "val_split", "model", "loss", "matryoshka_dims", "epochs", "batch_size", "lr",
                 "warmup_ratio", "seed", "max_steps", "save_steps", "resume", "train_last_layers", "freeze_layers",
                 "max_seq_length", "export_max_seq_length", "keep_if_worse", "index_corpus", "index_pseudo_queries",
-                "index_ratio", "index_hard_negatives", "precision", "checkpoint_dir", "out",
+                "index_ratio", "index_hard_negatives", "document_windows", "precision", "checkpoint_dir", "out",
                 "lora", "lora_rank", "lora_alpha", "lora_dropout", "lora_target_modules", "lora_merge",
                 "query_prompt", "document_prompt", "report_to")
+
+
+# Settings whose flag is not --<key with dashes>: errors name the flag the user typed.
+FLAGS = {"lora_merge": "--merge"}
 
 
 def settings_from_args(args):
@@ -153,7 +161,7 @@ def settings_from_args(args):
         value = getattr(args, key, None)
         if value is not None:
             values[key] = value
-    sources.command_line(args, SETTING_KEYS)
+    sources.command_line(args, SETTING_KEYS, FLAGS)
     if args.loss_option:
         options = dict(values.get("loss_options") or {})
         for item in args.loss_option:
@@ -165,7 +173,7 @@ def settings_from_args(args):
         sources.set("loss_options", COMMAND_LINE, "--loss-option")
     try:
         return TrainSettings.from_mapping(values, origin), sources
-    except ConfigError as exc:
+    except (ConfigError, PluginError) as exc:  # an unknown generator in index_pseudo_queries: exit 4
         raise sources.blame(exc) from None
 
 

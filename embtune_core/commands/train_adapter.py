@@ -68,9 +68,10 @@ def add_arguments(parser) -> None:
     parser.add_argument("--max-seq-length", type=positive_int, metavar="TOKENS",
                         help="token limit of a local sentence-transformers encoder (default: the model's own); "
                              "evaluate and serve the adapter at the same limit")
-    parser.add_argument("--index-corpus", action="append", metavar="DATASET",
-                        help="a dataset holding the chunks the adapter will search (repeatable); only their texts "
-                             "are read: LLM-free pseudo-queries made from them (inverse cloze x5 + crops x5 per "
+    parser.add_argument("--index-corpus", action="append", metavar="CORPUS",
+                        help="the chunks the adapter will search (repeatable): any dataset, or a bare corpus (BEIR "
+                             "corpus.jsonl or folder, {id, text} JSONL, LlamaIndex JSON with only corpus); only "
+                             "their texts are read: LLM-free pseudo-queries made from them (inverse cloze x5 + crops x5 per "
                              "chunk) join the training pairs. Transductive, and on new documents far stronger "
                              "(bench/adapter_10k.py)")
     group = parser.add_mutually_exclusive_group()
@@ -130,7 +131,7 @@ def build_config(args):
         value = getattr(args, name, None)
         if value is not None:
             values[name] = value
-    sources.command_line(args, (*_FLAG_FIELDS, "adapter"))
+    sources.command_line(args, (*_FLAG_FIELDS, "adapter", "hidden", "activation"))
     if args.adapter:
         values.pop("type", None)
         values["adapter"] = args.adapter
@@ -165,7 +166,7 @@ def run(args) -> int:
     check_plugin("adapters", config.adapter, sources, "adapter")
 
     from embtune_core.adapter_training import train_adapter
-    from embtune_core.dataset import check_disjoint_queries, load_any, load_split, source_of
+    from embtune_core.dataset import check_disjoint_queries, load_split, source_of
     from embtune_core.embedding_cache import EmbeddingCache
     from embtune_core.encoding import encoder_from_spec
 
@@ -192,9 +193,10 @@ def run(args) -> int:
         check_disjoint_queries(train, val, path=args.val, field="--val")
     augment = None
     if args.index_corpus:
-        from embtune_core.pseudo_queries import index_pseudo_queries, merge, without_questions
+        from embtune_core.dataset import load_corpora
+        from embtune_core.pseudo_queries import index_pseudo_queries, without_questions
 
-        corpus = merge(*(load_any(path) for path in args.index_corpus)).corpus
+        corpus = load_corpora(args.index_corpus)  # only chunk texts: a bare corpus will do
         augment = index_pseudo_queries(corpus, seed=config.seed)
         if val is not None:  # --val chooses the epoch: its questions never train
             augment, _ = without_questions(augment, val.queries.values())
