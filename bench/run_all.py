@@ -169,6 +169,12 @@ def _qgen_vs_ict_rows(data: dict | None) -> list[tuple[str, str, str, str]]:
     size = _get(data, "slice", "chunks")
     base = _get(data, "figures", "vs_base", "base") or {}
     for name, info in (_get(data, "sets") or {}).items():
+        if info.get("trained_on") is False:
+            rows.append((f"{name}: SmolLM2-135M with {info.get('prompt')} on {info.get('chunks_asked')} Lyft chunks",
+                         "usable questions", (f"{info.get('questions')} ({info.get('chunks_failed')} chunks with broken "
+                         f"JSON, {sum((info.get('questions_dropped') or {}).values())} questions dropped by the "
+                         "filter); not trained on"), "LLM prompt vs ICT"))
+            continue
         fig = _get(data, "figures", "vs_base", name) or {}
         cells = []
         for metric in ("hit@5", "ndcg@10"):
@@ -178,11 +184,11 @@ def _qgen_vs_ict_rows(data: dict | None) -> list[tuple[str, str, str, str]]:
         what = (f"{info.get('questions')} {name} questions" if info.get("generator") == "ict" else
                 f"{info.get('questions')} {name} questions (SmolLM2-135M, {info.get('prompt')}; "
                 f"{info.get('questions_made')} made, {sum((info.get('questions_dropped') or {}).values())} "
-                f"dropped by the filter, {info.get('replies_not_json')} of {info.get('calls')} replies not JSON)")
+                f"dropped by the filter)")
         rows.append((f"`embtune train` on {what} for {size} Lyft 10-K chunks, MiniLM -> Uber at 256 tokens",
                      "before -> after [95% CI of the gain]", "; ".join(cells), "LLM prompt vs ICT"))
     for name, fig in (_get(data, "figures", "vs_ict") or {}).items():
-        diff = fig.get("hit@5 difference")
+        diff = fig.get("hit@5 difference") if isinstance(fig, dict) else None
         if diff:
             rows.append((f"{name} questions vs ICT questions (tuned MiniLM, Uber, 256 tokens)",
                          "hit@5 difference [95% CI]",
