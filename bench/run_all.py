@@ -36,6 +36,7 @@ BENCHMARKS = {
     "index_aware_10k": ("index_aware_10k.py", "index_aware_10k.json"),
     "adapter_dims_10k": ("adapter_dims_10k.py", "adapter_dims_10k.json"),
     "quickstart_twice": ("quickstart_twice.py", "quickstart_twice.json"),
+    "qgen_vs_ict": ("qgen_vs_ict.py", "qgen_vs_ict.json"),
 }
 # Scripts that take arguments run once per argument list.
 ARGUMENTS = {"index_aware_10k": [["--variant", "defaults"], ["--variant", "index-aware"], ["--variant", "windows"],
@@ -138,6 +139,7 @@ def summarise() -> str:
                      (f"{quick['identical_per_query_scores']}; {quick['every_gain_significant']}; "
                      f"{run.get('wall_seconds')} s wall, {run.get('cpu_seconds')} CPU-s, {run.get('peak_rss_gb')} GB"),
                      "true; true; <= 300 CPU-s"))
+    rows += _qgen_vs_ict_rows(_load("qgen_vs_ict"))
     lines = [
         "# Benchmark results",
         "",
@@ -157,6 +159,41 @@ def summarise() -> str:
         *_details(onnx, lora),
     ]
     return "\n".join(lines)
+
+
+def _qgen_vs_ict_rows(data: dict | None) -> list[tuple[str, str, str, str]]:
+    """LLM questions (embtune's default prompt, local server) vs ICT on a Lyft slice, tuned MiniLM on Uber."""
+    if not data:
+        return []
+    rows = []
+    size = _get(data, "slice", "chunks")
+    base = _get(data, "figures", "vs_base", "base") or {}
+    for name, info in (_get(data, "sets") or {}).items():
+        if info.get("trained_on") is False:
+            rows.append((f"{name}: SmolLM2-135M with {info.get('prompt')} on {info.get('chunks_asked')} Lyft chunks",
+                         "usable questions", (f"{info.get('questions')} ({info.get('chunks_failed')} chunks with broken "
+                         f"JSON, {sum((info.get('questions_dropped') or {}).values())} questions dropped by the "
+                         "filter); not trained on"), "LLM prompt vs ICT"))
+            continue
+        fig = _get(data, "figures", "vs_base", name) or {}
+        cells = []
+        for metric in ("hit@5", "ndcg@10"):
+            ci = _get(fig, f"{metric} difference", "ci95") or [None, None]
+            cells.append(f"{metric} {_fmt(base.get(metric), 4)} -> {_fmt(fig.get(metric), 4)} "
+                         f"[{_fmt(ci[0], 4)}, {_fmt(ci[1], 4)}]")
+        what = (f"{info.get('questions')} {name} questions" if info.get("generator") == "ict" else
+                f"{info.get('questions')} {name} questions (SmolLM2-135M, {info.get('prompt')}; "
+                f"{info.get('questions_made')} made, {sum((info.get('questions_dropped') or {}).values())} "
+                f"dropped by the filter)")
+        rows.append((f"`embtune train` on {what} for {size} Lyft 10-K chunks, MiniLM -> Uber at 256 tokens",
+                     "before -> after [95% CI of the gain]", "; ".join(cells), "LLM prompt vs ICT"))
+    for name, fig in (_get(data, "figures", "vs_ict") or {}).items():
+        diff = fig.get("hit@5 difference") if isinstance(fig, dict) else None
+        if diff:
+            rows.append((f"{name} questions vs ICT questions (tuned MiniLM, Uber, 256 tokens)",
+                         "hit@5 difference [95% CI]",
+                         f"{diff['mean']:+.4f} [{diff['ci95'][0]:+.4f}, {diff['ci95'][1]:+.4f}]", "comparison"))
+    return rows
 
 
 def _details(onnx: dict | None, lora: dict | None) -> list[str]:

@@ -59,6 +59,9 @@ def generate_questions(chunks: list[Chunk], generator: PluginTable, *, work_dir:
     if not dataset.queries:
         hint = " (ICT takes a sentence as the query and needs chunks of two sentences or more: use a larger " \
                "chunk_size)" if generator.name == "ict" else ""
+        report = dict(getattr(maker, "last_report", None) or {})
+        if report.get("failure_examples"):
+            hint = f" ({report.get('failed_chunks')} chunks without a usable reply, e.g. {report['failure_examples'][0]})"
         raise ConfigError(f"the {generator.name} generator produced no queries from {len(chunks)} chunks{hint}",
                           field="generator")
     return dataset, dict(getattr(maker, "last_report", None) or {})

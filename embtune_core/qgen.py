@@ -74,6 +74,10 @@ def _clean(line: str) -> str:
 
 
 _FENCE = re.compile(r"^\s*```(?:json)?\s*|\s*```\s*$", re.IGNORECASE)
+# A reply that starts as JSON ("```json", "{", '["', "[{"): when it does not parse (cut off at the
+# token limit, or a small model's invented nesting), its lines are JSON syntax, not questions.
+_JSON_START = re.compile(r"^\s*(?:```\s*json|\{|\[\s*(?:[\"{]|$))", re.IGNORECASE)
+_NO_WORDS = re.compile(r"^[\W_]*$|^```", re.UNICODE)
 
 
 def _json_queries(text: str) -> list[str] | None:
@@ -97,7 +101,11 @@ def _json_queries(text: str) -> list[str] | None:
 def parse_questions(text: str | None, limit: int | None = None) -> list[str]:
     """The questions in an LLM reply, in order: the strings of a JSON reply (embtune's default prompt
     asks for ``{"queries": [...]}``, keyword queries included), else the reply's lines without
-    numbering, bullets or preamble lines."""
+    numbering, bullets or preamble lines.
+
+    A reply that starts as JSON but does not parse (cut off by the token limit, or nested objects a
+    small model invented) gives no questions, rather than its ``{`` and fence lines as questions: the
+    ``openai`` generator then asks again and, failing that, counts the chunk as failed."""
     if not text:
         return []
     text = _THINK.sub("", text)
@@ -105,8 +113,10 @@ def parse_questions(text: str | None, limit: int | None = None) -> list[str]:
     if from_json is not None:
         unique = list(dict.fromkeys(from_json))
         return unique[:limit] if limit else unique
+    if _JSON_START.match(text):
+        return []
     lines = [_clean(line) for line in text.replace("\r", "\n").split("\n")]
-    lines = [line for line in lines if line]
+    lines = [line for line in lines if line and not _NO_WORDS.match(line)]
     candidates = []
     for line in lines:
         if line.endswith(":") and "?" not in line:

@@ -318,6 +318,7 @@ class OpenAIQuestionGenerator:
         self.last_report = {
             "chunks": len(requests), "calls": stats["calls"], "resumed": resumed, "retries": stats["retries"],
             "failed_chunks": sum(1 for e in entries.values() if not e["questions"]),
+            "failure_examples": list(dict.fromkeys(e["error"] for e in entries.values() if e.get("error")))[:3],
             "questions": sum(len(q) for q in questions.values()),
             "dropped_questions": count_reasons(dropped), "dropped_examples": [q for q, _ in dropped[:5]],
             "prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
@@ -328,6 +329,12 @@ class OpenAIQuestionGenerator:
                  "(%(resumed)d resumed, %(retries)d retries, %(failed_chunks)d chunks without questions); "
                  "tokens: %(prompt_tokens)d prompt + %(completion_tokens)d completion = %(total_tokens)d",
                  self.last_report)
+        if self.last_report["failed_chunks"]:
+            log.warning("%d of %d chunks got no usable questions from %s (e.g. %s)%s",
+                        self.last_report["failed_chunks"], len(requests), self.model,
+                        (self.last_report["failure_examples"] or ["an empty reply"])[0],
+                        "; a model too small for the JSON prompt? give a plain-text template (--prompt-file)"
+                        if self.prompt == DEFAULT_PROMPT else "")
         if dropped:
             log.warning("question filter: dropped %d of %d generated questions (%s); e.g. %r", len(dropped),
                         len(dropped) + self.last_report["questions"],

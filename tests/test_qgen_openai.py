@@ -56,6 +56,13 @@ def generator(server: OpenAIServer, **options) -> OpenAIQuestionGenerator:
      ["Describe the insurance requirements for drivers", "Explain the revenue model"]),
     ("1. Same?\n2. same?\n3. Other?", ["Same?", "Other?"]),
     ("", []),
+    # JSON that does not parse (a small model's invented nesting; cut off by max_tokens): no questions,
+    # rather than its fence and brace lines (SmolLM2-135M's replies, bench/qgen_vs_ict.py)
+    ('```json\n{\n  "queries": [\n    {\n      "query_1": {\n        "query_1": {', []),
+    ('{"queries": ["What is Lyft\'s revenue?", "Lyft rid', []),
+    ('[\n  "What is Lyft\'s revenue?",\n  "Lyft rid', []),
+    ("```\nWhat is Lyft's revenue?\nWho drives?\n```", ["What is Lyft's revenue?", "Who drives?"]),
+    ("1. What is Lyft's revenue?\n{\n2. Who drives?", ["What is Lyft's revenue?", "Who drives?"]),
 ])
 def test_parse_questions(reply, expected):
     assert parse_questions(reply, 2) == expected
@@ -190,6 +197,24 @@ def test_reply_without_questions_is_retried_then_recorded_as_failed(tmp_path):
         ds = gen.generate(make_chunks(2), work_dir=tmp_path)
         assert server.count() == 4
     assert gen.last_report["failed_chunks"] == 1 and list(ds.queries.values()) == ["Fine?"]
+
+
+def test_a_model_that_cannot_write_the_json_is_reported_in_one_line(tmp_path, caplog):
+    """Every reply broken JSON: no silent zero (nor fence lines as questions): a warning line naming the
+    failure and the plain-text way out, and the build stage's one-line ConfigError with the reason."""
+    from embtune_core.build import generate_questions
+    from embtune_core.settings import PluginTable
+
+    broken = '```json\n{\n  "queries": [\n    {\n      "title": "Lyft",\n      "body": "Lyft is'
+    with OpenAIServer(chat_reply=lambda body: broken) as server:
+        options = {"model": "tiny", "base_url": server.base_url, "max_retries": 0, **FAST}
+        with pytest.raises(ConfigError) as error, caplog.at_level(logging.WARNING):
+            generate_questions(make_chunks(3), PluginTable("openai", options), work_dir=tmp_path)
+    message = str(error.value)
+    assert "no queries from 3 chunks" in message and "3 chunks without a usable reply" in message
+    assert "malformed reply" in message and "\n" not in message
+    summary = [r.getMessage() for r in caplog.records if "chunks got no usable questions" in r.getMessage()]
+    assert len(summary) == 1 and summary[0].startswith("3 of 3") and "--prompt-file" in summary[0]
 
 
 def test_persistent_5xx_is_a_service_error_and_completed_calls_stay_journaled(tmp_path):
