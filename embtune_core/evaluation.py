@@ -341,8 +341,10 @@ def embed_system(system: System, task: RetrievalTask, *, cache: Any = None
         from embtune_core.embedding_cache import EmbeddingCache
 
         cache = EmbeddingCache()
+    from embtune_core.long_documents import WindowedEncoder
+
     encoder, windows = system.encoder, None
-    mode = getattr(encoder, "mode", None) if hasattr(encoder, "windows") else None
+    mode = encoder.mode if isinstance(encoder, WindowedEncoder) else None
     if mode is not None:
         windows = encoder.windows(task.corpus_texts)
         encoder = encoder.base

@@ -308,27 +308,31 @@ def best_window_positives(dataset: Any, model: Any, *, batch_size: int = 32) -> 
     """
     from dataclasses import replace
 
-    from embtune_core.token_limits import prompt_for, token_lengths
+    from embtune_core.token_limits import prompt_for
 
     prompt = prompt_for(model, "document")
     budget = window_budget(model, prompt)
     used = sorted({c for docs in dataset.relevant_docs.values() for c in docs if c in dataset.corpus})
-    lengths = dict(zip(used, token_lengths(model, [dataset.corpus[c] for c in used])))
-    special = model.tokenizer.num_special_tokens_to_add(pair=False)
-    long_ids = [c for c in used if lengths[c] - special > budget]
+    # One split of every positive decides which are long (more than one window) with the same budget,
+    # prompt included, as the windows themselves; only the long ones' windows are embedded.
+    everything = split(model, [dataset.corpus[c] for c in used], prompt=prompt)
+    counts = np.bincount(everything.owner, minlength=len(used))
+    long_ids = [c for c, n in zip(used, counts) if n > 1]
     record: dict[str, Any] = {"mode": "best", "window_tokens": budget, "positives": len(used),
                               "long_positives": len(long_ids), "pairs_moved": 0, "windows": 0}
     if not long_ids:
         return dataset, record, {}
-    windows = split(model, [dataset.corpus[c] for c in long_ids], prompt=prompt)
-    window_vectors = model.encode_document(windows.texts, batch_size=batch_size, normalize_embeddings=True,
-                                           convert_to_numpy=True, show_progress_bar=False)
+    keep = counts[everything.owner] > 1
+    texts = [t for t, k in zip(everything.texts, keep) if k]
     position = {c: i for i, c in enumerate(long_ids)}
+    owner = np.repeat(np.arange(len(long_ids)), counts[counts > 1])  # kept windows, in document order
+    bounds = np.searchsorted(owner, np.arange(len(long_ids) + 1))  # windows of document i: bounds[i]:bounds[i+1]
+    window_vectors = model.encode_document(texts, batch_size=batch_size, normalize_embeddings=True,
+                                           convert_to_numpy=True, show_progress_bar=False)
     asking = sorted(q for q, docs in dataset.relevant_docs.items() if q in dataset.queries
                     and any(c in position for c in docs))
     query_vectors = model.encode_query([dataset.queries[q] for q in asking], batch_size=batch_size,
                                        normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False)
-    first = np.searchsorted(windows.owner, np.arange(len(long_ids)))
     corpus = dict(dataset.corpus)
     relevant = {q: list(docs) for q, docs in dataset.relevant_docs.items()}
     groups: dict[str, str] = {}
@@ -336,16 +340,16 @@ def best_window_positives(dataset: Any, model: Any, *, batch_size: int = 32) -> 
         for j, c in enumerate(relevant[q]):
             if c not in position:
                 continue
-            mine = np.flatnonzero(windows.owner == position[c])
-            k = int(np.argmax(window_vectors[mine] @ query_vectors[row]))  # first of equals: the earlier window
-            window_id = f"{c}#w{int(mine[k] - first[position[c]])}"
-            corpus[window_id] = windows.texts[mine[k]]
-            groups[windows.texts[mine[k]]] = c
+            start, stop = bounds[position[c]], bounds[position[c] + 1]
+            k = int(np.argmax(window_vectors[start:stop] @ query_vectors[row]))  # first of equals: the earlier window
+            window_id = f"{c}#w{k}"
+            corpus[window_id] = texts[start + k]
+            groups[texts[start + k]] = c
             relevant[q][j] = window_id
             record["pairs_moved"] += 1
-    record["windows"] = len(windows.texts)
+    record["windows"] = len(texts)
     record["windows_used"] = len(groups)
     log.info("document_windows=best: %d of %d positive chunks are longer than %d tokens; %d questions train on the "
              "chunk window the base model ranks first (%d distinct windows of %d)", len(long_ids), len(used), budget,
-             record["pairs_moved"], len(groups), len(windows.texts))
+             record["pairs_moved"], len(groups), len(texts))
     return replace(dataset, corpus=corpus, relevant_docs=relevant), record, groups
