@@ -426,7 +426,8 @@ def train_adapter(encoder, train: QADataset, val: QADataset | None = None, *,
     Without ``val``, a validation split is held out of ``train`` by source document
     (:func:`split_for_validation`). ``augment`` (e.g. :func:`embtune_core.pseudo_queries.index_pseudo_queries`
     over the corpus to be searched) joins the training side only, after the split, so the epoch is
-    still chosen on real questions. With ``output_dir``, the adapter is written there atomically.
+    still chosen on real questions; a pseudo-query that is word for word a ``val`` question is left out
+    (logged), since training on it would flatter the choice. With ``output_dir``, the adapter is written there atomically.
     ``keep_last`` (a final fit, the epoch count chosen by an earlier run) trains exactly
     ``config.epochs`` epochs and keeps the last one; ``val`` is then only reported, never chosen on.
     """
@@ -451,9 +452,14 @@ def train_adapter(encoder, train: QADataset, val: QADataset | None = None, *,
         cache.embed(encoder, list(train.corpus.values()), kind="document", desc="embedding corpus")
         cache.embed(encoder, list(train.queries.values()), kind="query", desc="embedding queries")
         train, val = split_for_validation(train, config.val_fraction, seed=config.seed)
+    augment_dropped = 0
     if augment is not None:
-        from embtune_core.pseudo_queries import merge
+        from embtune_core.pseudo_queries import merge, without_questions
 
+        if not keep_last:
+            # ICT pseudo-queries over the held-out documents' chunks can be their questions word for
+            # word: trained on, they would flatter the epoch chosen on ``val`` (and the report of it).
+            augment, augment_dropped = without_questions(augment, val.queries.values(), what="held-out")
         train = merge(train, augment)
     train_data = _embed(train, encoder, cache, device, "train")
     val_data = _embed(val, encoder, cache, device, "validation")
@@ -496,6 +502,7 @@ def train_adapter(encoder, train: QADataset, val: QADataset | None = None, *,
             "train_queries": len(train_data.query_ids), "train_corpus": len(train_data.corpus_ids),
             "truncation": truncation,
             "augment_queries": len(augment.queries) if augment is not None else 0,
+            "augment_dropped_as_val_questions": augment_dropped,
             "val_queries": len(val_data.query_ids), "val_corpus": len(val_data.corpus_ids),
             "baseline": baseline, "best": best, "best_epoch": best_epoch, "history": history,
         })

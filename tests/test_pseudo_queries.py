@@ -68,6 +68,29 @@ def test_augment_trains_on_more_pairs_but_validates_on_the_same_real_questions(t
     assert "must never be sent" not in sent and "alpha9 topic9" in sent
 
 
+def test_pseudo_queries_that_are_held_out_questions_never_train(tmp_path, caplog):
+    """Without ``val``, the epoch is chosen on questions held out of ``train``; an index pseudo-query
+    that is one of them word for word (ICT makes such copies) would flatter that choice: left out,
+    logged and counted, while the same pseudo-query of a training question still joins."""
+    from embtune_core.adapter_training import split_for_validation
+
+    labelled = synonym_dataset(ks=range(4), js=range(4))
+    config = AdapterTrainingConfig(epochs=1, seed=0)
+    _, held_out = split_for_validation(labelled, config.val_fraction, seed=config.seed)
+    copies = QADataset({f"copy{i}": text for i, text in enumerate(labelled.queries.values())},
+                       labelled.corpus, {f"copy{i}": labelled.relevant_docs[q] for i, q in enumerate(labelled.queries)})
+    held_out_texts = set(held_out.queries.values())
+    expected = sum(1 for text in copies.queries.values() if text in held_out_texts)
+    assert 0 < expected < len(copies.queries)
+    with OpenAIServer() as server:
+        result = train_adapter(encoder_from_spec(f"openai:e@{server.base_url}"), labelled, config=config,
+                               cache=EmbeddingCache(tmp_path), augment=copies)
+    training = result.adapter.config.training
+    assert training["augment_dropped_as_val_questions"] == expected
+    assert training["augment_queries"] == len(copies.queries) - expected
+    assert f"{expected} pseudo-queries are word for word held-out questions" in caplog.text
+
+
 def test_cli_index_corpus(tmp_path):
     from embtune_core.cli import main
 

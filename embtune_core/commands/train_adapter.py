@@ -194,12 +194,11 @@ def run(args) -> int:
     augment = None
     if args.index_corpus:
         from embtune_core.dataset import load_corpora
-        from embtune_core.pseudo_queries import index_pseudo_queries, without_questions
+        from embtune_core.pseudo_queries import index_pseudo_queries
 
         corpus = load_corpora(args.index_corpus)  # only chunk texts: a bare corpus will do
+        # train_adapter leaves out any that is word for word a question the epoch is chosen on (--val)
         augment = index_pseudo_queries(corpus, seed=config.seed)
-        if val is not None:  # --val chooses the epoch: its questions never train
-            augment, _ = without_questions(augment, val.queries.values())
     from embtune_core.locking import hold, lock_path_for_output
 
     with hold(lock_path_for_output(args.out), subject=args.out, what="--out"):
