@@ -9,7 +9,7 @@ import logging
 import re
 import sys
 
-from embtune_core import __version__, interrupts
+from embtune_core import __version__, interrupts, progress
 from embtune_core.commands import COMMAND_MODULES
 from embtune_core.errors import (
     EXIT_BAD_INPUT,
@@ -76,8 +76,10 @@ def build_parser() -> argparse.ArgumentParser:
 # build it tries and fails to import ("ModuleNotFoundError(... swigfaiss_avx512)") before it loads
 # one that works, on every run; httpx logs every request ("HTTP Request: POST .../v1/embeddings
 # "HTTP/1.1 200 OK"", one line per batch of an API encoder or LLM call, and per hub request), and
-# the openai client's httpx2/httpcore2 fork does the same under its own names. Shown again with -v.
-NOISY_LOGGERS = ("faiss.loader", "faiss", "httpx", "httpcore", "httpx2", "httpcore2")
+# the openai client's httpx2/httpcore2 fork does the same under its own names. sentence-transformers
+# says at INFO what embtune already says once ("No device provided, using cpu", "Loading
+# SentenceTransformer model from ...", "Saving model to ....tmp"). Shown again with -v.
+NOISY_LOGGERS = ("faiss.loader", "faiss", "httpx", "httpcore", "httpx2", "httpcore2", "sentence_transformers")
 
 
 def quiet_third_party_loggers(verbose: bool = False) -> None:
@@ -88,6 +90,7 @@ def quiet_third_party_loggers(verbose: bool = False) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    progress.silence_library_bars()
     parser = build_parser()
     try:
         args = parser.parse_args(argv)

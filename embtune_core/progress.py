@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Iterable
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
-from tqdm.auto import tqdm
+if TYPE_CHECKING:
+    from tqdm.auto import tqdm
 
 T = TypeVar("T")
 
@@ -15,23 +17,37 @@ def enabled() -> bool:
     return os.environ.get("EMBTUNE_NO_PROGRESS", "") in ("", "0")
 
 
-class _Bar(tqdm):
-    """tqdm that, at each item, raises a pending Ctrl-C/SIGTERM (see :mod:`embtune_core.interrupts`)."""
+def silence_library_bars() -> None:
+    """With ``EMBTUNE_NO_PROGRESS`` set, also turn off the bars libraries draw with their own tqdm
+    (transformers' "Loading weights", sentence-transformers' "Computing widget examples", hub
+    downloads). tqdm reads ``TQDM_DISABLE`` when its class is defined, so this must run before
+    tqdm is first imported: the CLI calls it first thing."""
+    if not enabled():
+        os.environ.setdefault("TQDM_DISABLE", "1")
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
-    def __iter__(self):
-        from embtune_core.interrupts import check
 
-        for item in super().__iter__():
+@functools.cache
+def _bar_class() -> type:
+    """tqdm, imported on first use (after :func:`silence_library_bars`), that at each item raises a
+    pending Ctrl-C/SIGTERM (see :mod:`embtune_core.interrupts`)."""
+    from tqdm.auto import tqdm
+
+    from embtune_core.interrupts import check
+
+    class _Bar(tqdm):
+        def __iter__(self):
+            for item in super().__iter__():
+                check()
+                yield item
+
+        def update(self, n=1):
             check()
-            yield item
+            return super().update(n)
 
-    def update(self, n=1):
-        from embtune_core.interrupts import check
-
-        check()
-        return super().update(n)
+    return _Bar
 
 
 def progress(iterable: Iterable[T] | None = None, *, desc: str = "", total: int | None = None,
              unit: str = "it") -> tqdm:
-    return _Bar(iterable, desc=desc, total=total, unit=unit, disable=not enabled(), dynamic_ncols=True)
+    return _bar_class()(iterable, desc=desc, total=total, unit=unit, disable=not enabled(), dynamic_ncols=True)
