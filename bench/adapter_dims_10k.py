@@ -53,6 +53,8 @@ def main() -> int:
     parser.add_argument("--data", default=str(DATA))
     parser.add_argument("--encoder", default="st:sentence-transformers/all-MiniLM-L6-v2")
     parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--temperature", type=float, default=AdapterTrainingConfig.temperature,
+                        help="InfoNCE temperature of every variant (default: the adapter's default)")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "adapter_dims_10k.json"))
     opts = parser.parse_args()
     data = Path(opts.data)
@@ -75,7 +77,8 @@ def main() -> int:
         for training, dims in (("full width only", None), ("matryoshka_dims 384,256,128,64", DIMS)):
             runs = []
             for seed in range(opts.seeds):
-                config = AdapterTrainingConfig(adapter=kind, seed=seed, matryoshka_dims=dims)
+                config = AdapterTrainingConfig(adapter=kind, seed=seed, matryoshka_dims=dims,
+                                               temperature=opts.temperature)
                 result = train_adapter(encoder, lyft, config=config, cache=cache, augment=augment)
                 runs.append(scores(result.adapter.transform(queries), corpus, relevant))
             mean = {d: {m: float(np.mean([r[d][m] for r in runs])) for m in ("ndcg@10", "hit@5")} for d in base}
@@ -89,7 +92,8 @@ def main() -> int:
                                     for d in base})
     atomic.write_json(opts.out, {
         "benchmark": "query adapters on frozen MiniLM at every Matryoshka width, Lyft 10-K -> Uber 10-K",
-        "command": "python bench/adapter_dims_10k.py", "seeds": opts.seeds, "dims": DIMS, "base_uber": base,
+        "command": " ".join(["python", "bench/adapter_dims_10k.py", *sys.argv[1:]]), "seeds": opts.seeds,
+        "temperature": opts.temperature, "dims": DIMS, "base_uber": base,
         "variants": variants, "wall_seconds": round(time.perf_counter() - started, 1),
         "machine": {"python": platform.python_version(), "processor": platform.processor() or platform.machine()}})
     print(f"wrote {opts.out}")

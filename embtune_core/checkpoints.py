@@ -67,6 +67,21 @@ def latest_checkpoint(folder: str | Path) -> str | None:
     return None
 
 
+def finished(folder: str | Path) -> bool:
+    """Whether the newest ``checkpoint-N`` in ``folder`` records the run's last step (its
+    trainer_state.json has ``global_step >= max_steps``). Read-only: nothing is moved aside; an
+    unreadable state counts as not finished."""
+    steps = [int(m.group(1)) for c in Path(folder).glob("checkpoint-*")
+             if (m := re.fullmatch(r"checkpoint-(\d+)", c.name)) and c.is_dir()]
+    if not steps:
+        return False
+    try:
+        state = json.loads((Path(folder) / f"checkpoint-{max(steps)}" / "trainer_state.json").read_text("utf-8"))
+        return int(state["global_step"]) >= int(state["max_steps"]) > 0
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+
+
 def checkpoint_problem(folder: Path, *, require_marker: bool = False) -> str | None:
     """Why a checkpoint folder cannot be resumed from, or None: trainer_state.json must parse, every
     safetensors file must be as long as its header says, every ``.pt``/``.pth`` must be a whole zip

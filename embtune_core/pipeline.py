@@ -545,7 +545,9 @@ class Pipeline:
                 from embtune_core.pseudo_queries import merge
 
                 everything = merge(train_qa, QADataset.load(val_path))
-                train_adapter(encoder, everything, everything, config=replace(config, epochs=result.best_epoch),
+                chosen = replace(config, epochs=result.best_epoch,  # and the temperature the grid chose
+                                 temperature=result.adapter.config.training["config"]["temperature"])
+                train_adapter(encoder, everything, everything, config=chosen,
                               output_dir=stage.path / "final-adapter", augment=augment, keep_last=True)
                 outputs["final_adapter"] = str(stage.path / "final-adapter")
                 outputs["final_fit"] = {"epochs": result.best_epoch, "queries": len(everything.queries)}

@@ -125,7 +125,13 @@ def train(settings: TrainSettings, *, exclude_questions: Iterable[str] = ()) -> 
             raise ConfigError(f"{settings.checkpoints} holds checkpoints of an earlier run with other settings or "
                               "data; pass --resume to continue it anyway, or remove that folder (or give another "
                               "--checkpoint-dir) to start afresh", field="train.resume")
-        log.info("resuming the interrupted run in %s (same settings and data)", settings.checkpoints)
+        from embtune_core.checkpoints import finished
+
+        if finished(settings.checkpoints):
+            log.info("%s holds a finished run with the same settings and data; exporting its best checkpoint "
+                     "again, nothing is retrained", settings.checkpoints)
+        else:
+            log.info("resuming the interrupted run in %s (same settings and data)", settings.checkpoints)
         settings = dataclasses.replace(settings, resume=True)
     strategy = create_strategy(
         settings.loss,

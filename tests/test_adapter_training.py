@@ -8,8 +8,11 @@ chunks and apply it to held-out chunks with unseen (k, j) combinations.
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
+import torch
 from openai_server import OpenAIServer
 
 from embtune_core.adapter_io import load_adapter
@@ -192,13 +195,61 @@ def test_matryoshka_adapter_never_loses_to_the_base_at_any_listed_width(tmp_path
 
 
 def test_an_epoch_that_loses_at_one_width_is_never_kept():
-    from embtune_core.adapter_training import _selection
+    from embtune_core.adapter_training import EpochChoice
 
     base = {"mrr@10@dim64": 0.5, "mrr@10@dim8": 0.2}
-    assert _selection(base, base, "mrr@10", [64, 8]) == pytest.approx(0.35)
-    assert _selection({"mrr@10@dim64": 0.9, "mrr@10@dim8": 0.19}, base, "mrr@10", [64, 8]) is None
-    assert _selection({"mrr@10": 0.7}, base, "mrr@10", None) == 0.7
+    choice = EpochChoice(base, "mrr@10", [64, 8], patience=4)
+    assert not choice.observe(1, {"mrr@10@dim64": 0.9, "mrr@10@dim8": 0.19})  # far better on average
+    assert choice.best_epoch == 0 and choice.best == base
+    assert choice.observe(2, {"mrr@10@dim64": 0.6, "mrr@10@dim8": 0.2}) and choice.best_epoch == 2
+    plain = EpochChoice({"mrr@10": 0.5}, "mrr@10", None, patience=4)
+    assert plain.observe(1, {"mrr@10": 0.7}) and not plain.observe(2, {"mrr@10": 0.6})
+
+
+def test_patience_follows_the_mean_not_the_gate():
+    """Epochs that trail the base at one width while the mean over the widths climbs are progress:
+    training goes on and keeps the first epoch that passes the gate (the quickstart's adapter had
+    stopped at the identity after four such epochs)."""
+    from embtune_core.adapter_training import EpochChoice
+
+    base = {"mrr@10@dim64": 0.5, "mrr@10@dim8": 0.2}
+    choice = EpochChoice(base, "mrr@10", [64, 8], patience=2)
+    for epoch, low in enumerate((0.19, 0.19, 0.195, 0.199), start=1):  # dim 8 trails; dim 64 climbs
+        assert not choice.observe(epoch, {"mrr@10@dim64": 0.5 + 0.05 * epoch, "mrr@10@dim8": low})
+        assert not choice.should_stop
+    assert choice.observe(5, {"mrr@10@dim64": 0.8, "mrr@10@dim8": 0.21}) and choice.best_epoch == 5
+    for epoch in (6, 7):  # no progress on the mean: stale, then stop
+        choice.observe(epoch, {"mrr@10@dim64": 0.6, "mrr@10@dim8": 0.2})
+    assert choice.should_stop and choice.best_epoch == 5
+    # A better kept epoch is progress too, even below the best (ineligible) mean seen so far.
+    strict = EpochChoice(base, "mrr@10", [64, 8], patience=1)
+    strict.observe(1, {"mrr@10@dim64": 0.9, "mrr@10@dim8": 0.19})
+    assert strict.observe(2, {"mrr@10@dim64": 0.55, "mrr@10@dim8": 0.21}) and not strict.should_stop
     with pytest.raises(ConfigError, match="matryoshka_dims"):
         AdapterTrainingConfig.from_mapping({"matryoshka_dims": [64, 0]}, "cfg.toml")
     with pytest.raises(ConfigError, match="lists a width twice"):
         AdapterTrainingConfig.from_mapping({"matryoshka_dims": [16, 16]}, "cfg.toml")
+
+
+def test_temperature_grid_keeps_the_candidate_best_on_validation(tmp_path):
+    """One adapter per temperature, from the same seed: the winner is exactly the adapter a plain run
+    at that temperature makes, its score is the best of the search, and the record lists each."""
+    train = synonym_dataset(js=range(6))
+    config = AdapterTrainingConfig(adapter="linear", epochs=4, lr=3e-2, batch_size=16, temperature=2.0,
+                                   temperature_grid=[0.05], identity_reg=0.01, patience=4, seed=0)
+    with OpenAIServer() as server:
+        encoder = encoder_from_spec(f"openai:test-embed@{server.base_url}", batch_size=50)
+        cache = EmbeddingCache(tmp_path / "cache")
+        grid = train_adapter(encoder, train, config=config, cache=cache)
+        alone = {t: train_adapter(encoder, train, cache=cache, config=dataclasses.replace(
+            config, temperature=t, temperature_grid=None)) for t in (2.0, 0.05)}
+    record = grid.adapter.config.training
+    search = {row["temperature"]: row["score"] for row in record["temperature_search"]}
+    assert set(search) == {2.0, 0.05}
+    winner = record["config"]["temperature"]
+    assert search[winner] == max(search.values()) and search[2.0] != search[0.05]
+    assert grid.best == alone[winner].best and grid.best_epoch == alone[winner].best_epoch
+    for name, tensor in grid.adapter.module.state_dict().items():
+        assert torch.equal(tensor, alone[winner].adapter.module.state_dict()[name])
+    with pytest.raises(ConfigError, match="temperature_grid"):
+        AdapterTrainingConfig.from_mapping({"temperature_grid": [0.1, 0]}, "cfg.toml")

@@ -49,7 +49,7 @@ def full_config(docs: Path, model: str) -> dict:
                   "query_prompt": "query: ", "document_prompt": "passage: ", "report_to": "none",
                   "document_windows": "off"},
         "adapter": {"enabled": True, "encoder": model, "type": "two-layer", "adapter_options": {"hidden": 8},
-                    "epochs": 2, "batch_size": 8, "lr": 1e-3, "weight_decay": 0.0, "temperature": 0.05,
+                    "epochs": 2, "batch_size": 8, "lr": 1e-3, "weight_decay": 0.0, "temperature": 0.05, "temperature_grid": [0.1],
                     "identity_reg": 1.0, "hard_negative_weight": 1.0, "corpus_negatives": True,
                     "max_corpus_negatives": 100, "val_fraction": 0.2, "patience": 2, "selection_metric": "mrr@10",
                     "normalize_output": True, "matryoshka_dims": [32, 16], "seed": 4, "device": "cpu",

@@ -60,15 +60,23 @@ fraction = _number(float, lambda v: 0 <= v < 1, "a number in [0, 1)")
 open_fraction = _number(float, lambda v: 0 < v < 1, "a number between 0 and 1")
 
 
-def positive_int_list(text: str) -> list[int]:
-    """``"384,256,128"`` as ``[384, 256, 128]``; anything else is a usage error."""
-    try:
-        values = [int(part) for part in text.replace(" ", "").split(",") if part]
-    except ValueError:
-        values = []
-    if not values or any(v <= 0 for v in values):
-        raise argparse.ArgumentTypeError(f"must be comma-separated positive integers, got '{text}'")
-    return values
+def _positive_list(kind: type, wanted: str):
+    """An argparse type for ``"A,B,C"``: a non-empty list of ``kind`` values > 0, else a usage error."""
+
+    def parse(text: str) -> list:
+        try:
+            values = [kind(part) for part in text.replace(" ", "").split(",") if part]
+        except ValueError:
+            values = []
+        if not values or any(not v > 0 for v in values):
+            raise argparse.ArgumentTypeError(f"must be comma-separated {wanted}, got '{text}'")
+        return values
+
+    return parse
+
+
+positive_int_list = _positive_list(int, "positive integers")  # "384,256,128" -> [384, 256, 128]
+positive_float_list = _positive_list(float, "numbers > 0")  # "0.05,0.1" -> [0.05, 0.1]
 
 
 # --- where a setting came from -------------------------------------------------------------------

@@ -15,6 +15,7 @@ from embtune_core.commands import (
     non_negative_int,
     open_fraction,
     positive_float,
+    positive_float_list,
     positive_int,
     positive_int_list,
 )
@@ -54,7 +55,7 @@ example:
   embtune train-adapter --train train_dataset.json --encoder st:sentence-transformers/all-MiniLM-L6-v2 \\
       --adapter linear --epochs 12 --out adapters/minilm-linear"""
 
-_FLAG_FIELDS = ("epochs", "batch_size", "lr", "temperature", "identity_reg", "seed", "val_fraction", "patience",
+_FLAG_FIELDS = ("epochs", "batch_size", "lr", "temperature", "temperature_grid", "identity_reg", "seed", "val_fraction", "patience",
                 "hard_negative_weight", "selection_metric", "matryoshka_dims", "device")
 
 
@@ -96,6 +97,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--lr", type=positive_float, help="AdamW learning rate")
     parser.add_argument("--temperature", type=positive_float,
                         help="softmax temperature of the contrastive loss")
+    parser.add_argument("--temperature-grid", type=positive_float_list, metavar="T1,T2,...",
+                        help="other temperatures to try (one adapter each); the validation split chooses, "
+                             "e.g. 0.1,0.2")
     parser.add_argument("--identity-reg", type=non_negative_float,
                         help="weight of the penalty toward the identity map")
     parser.add_argument("--hard-negative-weight", type=non_negative_float,
