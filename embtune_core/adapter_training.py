@@ -57,6 +57,7 @@ import contextlib
 import copy
 import dataclasses
 import logging
+import math
 import random
 import time
 from dataclasses import dataclass, field
@@ -120,11 +121,11 @@ class AdapterTrainingConfig:
             raise bad("batch_size", "must be >= 1")
         if not self.lr > 0:
             raise bad("lr", "must be > 0")
-        if not self.temperature > 0:
-            raise bad("temperature", "must be > 0")
+        if not 0 < self.temperature < math.inf:
+            raise bad("temperature", "must be a finite number > 0")
         if self.temperature_grid is not None and (not self.temperature_grid
-                                                  or any(not t > 0 for t in self.temperature_grid)):
-            raise bad("temperature_grid", "must be a non-empty list of numbers > 0")
+                                                  or any(not 0 < t < math.inf for t in self.temperature_grid)):
+            raise bad("temperature_grid", "must be a non-empty list of finite numbers > 0")
         for name in ("identity_reg", "hard_negative_weight", "weight_decay"):
             if getattr(self, name) < 0:
                 raise bad(name, "must be >= 0")
@@ -512,9 +513,13 @@ def train_adapter(encoder, train: QADataset, val: QADataset | None = None, *,
                           field="adapter.matryoshka_dims")
 
     t1 = time.perf_counter()
-    candidates = list(dict.fromkeys([config.temperature, *(config.temperature_grid or ())]))
+    asked = [config.temperature, *(config.temperature_grid or ())]
+    candidates = list(dict.fromkeys(asked))
     if keep_last:  # a final fit repeats the run that chose its temperature and epochs
         candidates = [config.temperature]
+    elif len(candidates) < len(asked):
+        log.warning("temperature_grid repeats a temperature (or the temperature %s itself): %s tried once each",
+                    config.temperature, ", ".join(map(str, candidates)))
     search: list[dict[str, Any]] = []
     chosen = None
     for temperature in candidates:
@@ -530,11 +535,18 @@ def train_adapter(encoder, train: QADataset, val: QADataset | None = None, *,
         search.append({"temperature": temperature, "best_epoch": outcome[1], "score": score})
         if chosen is None or score > chosen[0] + 1e-9:
             chosen = (score, temperature, adapter, outcome)
-    _, temperature, adapter, (best, best_epoch, history) = chosen
+    top, temperature, adapter, (best, best_epoch, history) = chosen
     if len(candidates) > 1:
-        log.info("temperature %s chosen on validation (%s of the kept epoch by temperature: %s)", temperature,
-                 config.selection_metric, ", ".join(f"{t['temperature']}: {t['score']:.4f}" for t in search))
-    config = dataclasses.replace(config, temperature=temperature)
+        label = (f"mean {config.selection_metric} over dims {','.join(map(str, config.matryoshka_dims))}"
+                 if config.matryoshka_dims else config.selection_metric)
+        tied = [t["temperature"] for t in search if abs(t["score"] - top) <= 1e-9]
+        note = ""
+        if all(t["best_epoch"] == 0 for t in search):
+            note = "; no candidate beat the base, every one is the identity"
+        elif len(tied) > 1:
+            note = f"; tied with {', '.join(map(str, tied[1:]))}: the first listed is kept"
+        log.info("temperature %s chosen on validation (%s of the kept epoch by temperature: %s)%s", temperature,
+                 label, ", ".join(f"{t['temperature']}: {t['score']:.4f}" for t in search), note)
     baseline = {k: v for k, v in history[0].items() if k not in ("epoch", "loss")}
     train_seconds = time.perf_counter() - t1
     adapter.cpu().eval()
@@ -558,6 +570,7 @@ def train_adapter(encoder, train: QADataset, val: QADataset | None = None, *,
             "augment_dropped_as_val_questions": augment_dropped,
             "val_queries": len(val_data.query_ids), "val_corpus": len(val_data.corpus_ids),
             "baseline": baseline, "best": best, "best_epoch": best_epoch, "history": history,
+            "temperature": temperature,  # the one trained with (config holds what was asked)
             **({"temperature_search": search} if len(search) > 1 else {}),
         })
     saved = SavedAdapter(adapter, adapter_config)

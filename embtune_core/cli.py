@@ -90,7 +90,11 @@ def quiet_third_party_loggers(verbose: bool = False) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    progress.silence_library_bars()
+    with progress.library_bars_silenced():
+        return _main(argv)
+
+
+def _main(argv: list[str] | None) -> int:
     parser = build_parser()
     try:
         args = parser.parse_args(argv)

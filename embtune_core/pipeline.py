@@ -546,7 +546,7 @@ class Pipeline:
 
                 everything = merge(train_qa, QADataset.load(val_path))
                 chosen = replace(config, epochs=result.best_epoch,  # and the temperature the grid chose
-                                 temperature=result.adapter.config.training["config"]["temperature"])
+                                 temperature=result.adapter.config.training["temperature"])
                 train_adapter(encoder, everything, everything, config=chosen,
                               output_dir=stage.path / "final-adapter", augment=augment, keep_last=True)
                 outputs["final_adapter"] = str(stage.path / "final-adapter")
@@ -814,8 +814,9 @@ def _system_spec(encoder: str) -> str:
     """An encoder (model name, folder or spec such as ``openai:MODEL@URL``) as an evaluate system spec."""
     from embtune_core.encoding import parse_encoder_spec
 
-    name, _ = parse_encoder_spec(str(encoder))
-    return f"model:{encoder}" if name == "sentence-transformers" else str(encoder)
+    name, options = parse_encoder_spec(str(encoder))
+    # "st:DIR" and a bare DIR name the same model; "model:st:DIR" would name a folder called "st:DIR".
+    return f"model:{options['model']}" if name == "sentence-transformers" else str(encoder)
 
 
 def _with_evaluated_dims(table: dict[str, Any], evaluate: dict[str, Any]) -> dict[str, Any]:

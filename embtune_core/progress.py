@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 from collections.abc import Iterable
@@ -17,14 +18,25 @@ def enabled() -> bool:
     return os.environ.get("EMBTUNE_NO_PROGRESS", "") in ("", "0")
 
 
-def silence_library_bars() -> None:
+@contextlib.contextmanager
+def library_bars_silenced():
     """With ``EMBTUNE_NO_PROGRESS`` set, also turn off the bars libraries draw with their own tqdm
     (transformers' "Loading weights", sentence-transformers' "Computing widget examples", hub
-    downloads). tqdm reads ``TQDM_DISABLE`` when its class is defined, so this must run before
-    tqdm is first imported: the CLI calls it first thing."""
+    downloads) for the duration of the block. tqdm and huggingface_hub read ``TQDM_DISABLE`` and
+    ``HF_HUB_DISABLE_PROGRESS_BARS`` when first imported, so the CLI enters this before anything
+    imports them; the variables are restored afterwards, so a caller's environment (and the child
+    processes it starts later) is left as it was. Python API users set those variables themselves."""
+    added = []
     if not enabled():
-        os.environ.setdefault("TQDM_DISABLE", "1")
-        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+        for name in ("TQDM_DISABLE", "HF_HUB_DISABLE_PROGRESS_BARS"):
+            if name not in os.environ:
+                os.environ[name] = "1"
+                added.append(name)
+    try:
+        yield
+    finally:
+        for name in added:
+            os.environ.pop(name, None)
 
 
 @functools.cache

@@ -128,8 +128,11 @@ def train(settings: TrainSettings, *, exclude_questions: Iterable[str] = ()) -> 
         from embtune_core.checkpoints import finished
 
         if finished(settings.checkpoints):
+            # The Trainer checks max_steps after a step, so resuming a finished run replays one step;
+            # past max_steps the linear schedule's learning rate is 0, so no weight changes.
             log.info("%s holds a finished run with the same settings and data; exporting its best checkpoint "
-                     "again, nothing is retrained", settings.checkpoints)
+                     "again (the trainer replays one step at learning rate 0: no weight changes)",
+                     settings.checkpoints)
         else:
             log.info("resuming the interrupted run in %s (same settings and data)", settings.checkpoints)
         settings = dataclasses.replace(settings, resume=True)

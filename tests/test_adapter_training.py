@@ -246,10 +246,28 @@ def test_temperature_grid_keeps_the_candidate_best_on_validation(tmp_path):
     record = grid.adapter.config.training
     search = {row["temperature"]: row["score"] for row in record["temperature_search"]}
     assert set(search) == {2.0, 0.05}
-    winner = record["config"]["temperature"]
+    winner = record["temperature"]
+    assert record["config"]["temperature"] == 2.0 and record["config"]["temperature_grid"] == [0.05]  # as asked
     assert search[winner] == max(search.values()) and search[2.0] != search[0.05]
     assert grid.best == alone[winner].best and grid.best_epoch == alone[winner].best_epoch
     for name, tensor in grid.adapter.module.state_dict().items():
         assert torch.equal(tensor, alone[winner].adapter.module.state_dict()[name])
-    with pytest.raises(ConfigError, match="temperature_grid"):
-        AdapterTrainingConfig.from_mapping({"temperature_grid": [0.1, 0]}, "cfg.toml")
+    for bad in ([0.1, 0], [float("inf")], []):
+        with pytest.raises(ConfigError, match="temperature_grid: must be a non-empty list of finite numbers > 0"):
+            AdapterTrainingConfig.from_mapping({"temperature_grid": bad}, "cfg.toml").validate("cfg.toml")
+    with pytest.raises(ConfigError, match="temperature: must be a finite number > 0"):
+        AdapterTrainingConfig.from_mapping({"temperature": float("inf")}, "cfg.toml").validate("cfg.toml")
+
+
+def test_a_grid_where_no_candidate_learns_says_so(tmp_path, caplog):
+    """Candidates that cannot learn (no epoch; a learning rate too small to move the scores) make no
+    choice, and the log line says so instead of reading like a win."""
+    base = {"adapter": "linear", "temperature": 0.1, "temperature_grid": [0.05], "seed": 0, "matryoshka_dims": [16, 8]}
+    with OpenAIServer() as server, caplog.at_level("INFO"):
+        encoder = encoder_from_spec(f"openai:test-embed@{server.base_url}")
+        for config in (AdapterTrainingConfig(epochs=0, **base), AdapterTrainingConfig(epochs=2, lr=1e-12, **base)):
+            result = train_adapter(encoder, synonym_dataset(js=range(4)), config=config, cache=EmbeddingCache(tmp_path))
+            assert result.adapter.config.training["temperature"] == 0.1  # ties go to the first listed
+    assert "mean mrr@10 over dims 16,8 of the kept epoch" in caplog.text
+    assert "no candidate beat the base, every one is the identity" in caplog.text
+    assert "tied with 0.05: the first listed is kept" in caplog.text

@@ -145,6 +145,8 @@ CASES = [
      "train-adapter", "--train", "good.json", "--out", "a", "--model", "fake-model", "--hidden", "0"),
     ("train-adapter-option-of-another-adapter", 2, CL, "--hidden", "the linear adapter does not take it",
      "train-adapter", "--train", "good.json", "--out", "a", "--model", "fake-model", "--hidden", "5"),
+    ("train-adapter-infinite-temperature", 2, CL, "--temperature-grid", "must be comma-separated finite numbers > 0",
+     "train-adapter", "--train", "good.json", "--out", "a", "--model", "fake-model", "--temperature-grid", "0.1,inf"),
     ("train-adapter-bad-activation", 2, CL, "--activation", "unknown activation 'foo'",
      "train-adapter", "--train", "good.json", "--out", "a", "--model", "fake-model", "--adapter", "two-layer",
      "--activation", "foo"),

@@ -93,9 +93,12 @@ def test_sigterm_exit_code_and_same_command_resumes(tiny_model_dir, tmp_path):
     again = _embtune(*argv)
     assert again.returncode == 0, again.stderr
     assert "resuming the interrupted run" in again.stderr
-    # The same command once more: the run is finished, and the log says so instead of "resuming".
+    # The same command once more: the run is finished, and the log says so instead of "resuming";
+    # the model it exports again is the same, bit for bit.
+    exported = _weights(tmp_path / "m")
     finished = _embtune(*argv)
     assert finished.returncode == 0, finished.stderr
+    assert _weights(tmp_path / "m") == exported
     assert "holds a finished run" in finished.stderr and "resuming the interrupted run" not in finished.stderr
     # Other settings with the same checkpoint folder are still refused, naming the flag to use.
     other = _embtune(*argv[:-2], "--lr", "0.01", "--out", str(tmp_path / "m"))

@@ -346,6 +346,18 @@ def test_integer_relevant_ids_name_string_keys(tmp_path):
 
 
 # --- 8. no trainer log dicts on stdout ---------------------------------------------------------------
+def test_the_cli_leaves_the_callers_environment_as_it_was(tmp_path, monkeypatch):
+    """The CLI silences library bars through TQDM_DISABLE / HF_HUB_DISABLE_PROGRESS_BARS; called in
+    process (as from Python or a test), it must not leave them set for what the caller runs next."""
+    from embtune_core.cli import main
+
+    monkeypatch.setenv("EMBTUNE_NO_PROGRESS", "1")
+    monkeypatch.delenv("TQDM_DISABLE", raising=False)
+    monkeypatch.delenv("HF_HUB_DISABLE_PROGRESS_BARS", raising=False)
+    assert main(["validate", str(tmp_path / "missing.json")]) == 3
+    assert "TQDM_DISABLE" not in os.environ and "HF_HUB_DISABLE_PROGRESS_BARS" not in os.environ
+
+
 def test_train_prints_no_log_dicts_without_progress_bars(tiny_model_dir, tmp_path):
     path = tmp_path / "train.json"
     _qa(8).save(path)

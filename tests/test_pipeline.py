@@ -188,3 +188,14 @@ def test_named_validation_sources_split_without_leaking_repeated_questions():
     assert set(train.corpus) == {"a1", "a2"} and set(val.corpus) == {"b1", "b2"}
     assert set(val.queries) == {"q4"}  # q3 repeats a training question's text
     assert not any(leakage(train, val).values())
+
+
+def test_an_encoder_spec_names_the_same_evaluate_system_with_or_without_st_prefix(tmp_path):
+    """`[adapter] encoder = "st:DIR"` is the model in DIR, as a bare DIR is: the evaluate stage once
+    looked for a folder literally called "st:DIR" (FileNotFoundError, exit 1)."""
+    from embtune_core.pipeline import _system_spec
+
+    folder = (tmp_path / "model").as_posix()
+    assert _system_spec(f"st:{folder}") == _system_spec(folder) == f"model:{folder}"
+    assert _system_spec("openai:text-embedding-3-small@http://127.0.0.1:9/v1") == \
+        "openai:text-embedding-3-small@http://127.0.0.1:9/v1"

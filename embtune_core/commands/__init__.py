@@ -68,7 +68,7 @@ def _positive_list(kind: type, wanted: str):
             values = [kind(part) for part in text.replace(" ", "").split(",") if part]
         except ValueError:
             values = []
-        if not values or any(not v > 0 for v in values):
+        if not values or any(not 0 < v < math.inf for v in values):
             raise argparse.ArgumentTypeError(f"must be comma-separated {wanted}, got '{text}'")
         return values
 
@@ -76,7 +76,7 @@ def _positive_list(kind: type, wanted: str):
 
 
 positive_int_list = _positive_list(int, "positive integers")  # "384,256,128" -> [384, 256, 128]
-positive_float_list = _positive_list(float, "numbers > 0")  # "0.05,0.1" -> [0.05, 0.1]
+positive_float_list = _positive_list(float, "finite numbers > 0")  # "0.05,0.1" -> [0.05, 0.1]
 
 
 # --- where a setting came from -------------------------------------------------------------------

@@ -216,6 +216,9 @@ def run(args) -> int:
         "validation_before": result.baseline, "validation_after": result.best,
         "seconds": {k: round(v, 2) for k, v in result.timings.items()},
         "config": {k: v for k, v in dataclasses.asdict(config).items() if v is not None},
+        "temperature": result.adapter.config.training["temperature"],
+        **{key: result.adapter.config.training[key] for key in ("temperature_search", "augment_dropped_as_val_questions")
+           if key in result.adapter.config.training},
     }
     print(json.dumps(summary, indent=2))
     print(f"{config.adapter} adapter -> {result.output_dir}: validation {metric} "
