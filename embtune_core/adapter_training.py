@@ -457,6 +457,48 @@ def _train_loop(adapter: torch.nn.Module, optimizer: torch.optim.Optimizer, trai
     return choice.best, choice.best_epoch, history
 
 
+def _train_over_temperatures(config: AdapterTrainingConfig, dim: int, device: torch.device, train_data: _Embedded,
+                             val_data: _Embedded, *, keep_last: bool):
+    """One adapter per temperature (``temperature``, then ``temperature_grid``; one with ``keep_last``),
+    each from the same seed; returns (temperature, adapter, (best, best_epoch, history), search) of the
+    one whose kept epoch scores best on ``val_data``, ties to the earlier. Says in one line what it chose."""
+    asked = [config.temperature, *(config.temperature_grid or ())]
+    candidates = list(dict.fromkeys(asked))
+    if keep_last:  # a final fit repeats the run that chose its temperature and epochs
+        candidates = [config.temperature]
+    elif len(candidates) < len(asked):
+        log.warning("temperature_grid repeats a temperature (or the temperature %s itself): %s tried once each",
+                    config.temperature, ", ".join(map(str, candidates)))
+    search: list[dict[str, Any]] = []
+    chosen = None
+    for temperature in candidates:
+        trial = dataclasses.replace(config, temperature=temperature, temperature_grid=None)
+        _seed_everything(config.seed)
+        adapter = build_adapter(config.adapter, dim, config.adapter_options)
+        check_identity_at_init(adapter, dim, name=f"adapter '{config.adapter}'")
+        adapter.to(device).train()
+        with _cpu_threads(device, train_data.corpus.numel()):
+            outcome = _train_loop(adapter, _adamw(adapter, trial), train_data, val_data, trial,
+                                  np.random.default_rng(config.seed), keep_last=keep_last)
+        score = _progress_score(outcome[0], config.selection_metric, config.matryoshka_dims)
+        search.append({"temperature": temperature, "best_epoch": outcome[1], "score": score})
+        if chosen is None or score > chosen[0] + 1e-9:
+            chosen = (score, temperature, adapter, outcome)
+    top, temperature, adapter, outcome = chosen
+    if len(candidates) > 1:
+        label = (f"mean {config.selection_metric} over dims {','.join(map(str, config.matryoshka_dims))}"
+                 if config.matryoshka_dims else config.selection_metric)
+        tied = [t["temperature"] for t in search if abs(t["score"] - top) <= 1e-9]
+        note = ""
+        if all(t["best_epoch"] == 0 for t in search):
+            note = "; no candidate beat the base, every one is the identity"
+        elif len(tied) > 1:
+            note = f"; tied with {', '.join(map(str, tied[1:]))}: the first listed is kept"
+        log.info("temperature %s chosen on validation (%s of the kept epoch by temperature: %s)%s", temperature,
+                 label, ", ".join(f"{t['temperature']}: {t['score']:.4f}" for t in search), note)
+    return temperature, adapter, outcome, search
+
+
 def train_adapter(encoder, train: QADataset, val: QADataset | None = None, *,
                   config: AdapterTrainingConfig | None = None, cache: EmbeddingCache | None = None,
                   output_dir: str | Path | None = None, augment: QADataset | None = None,
@@ -513,40 +555,8 @@ def train_adapter(encoder, train: QADataset, val: QADataset | None = None, *,
                           field="adapter.matryoshka_dims")
 
     t1 = time.perf_counter()
-    asked = [config.temperature, *(config.temperature_grid or ())]
-    candidates = list(dict.fromkeys(asked))
-    if keep_last:  # a final fit repeats the run that chose its temperature and epochs
-        candidates = [config.temperature]
-    elif len(candidates) < len(asked):
-        log.warning("temperature_grid repeats a temperature (or the temperature %s itself): %s tried once each",
-                    config.temperature, ", ".join(map(str, candidates)))
-    search: list[dict[str, Any]] = []
-    chosen = None
-    for temperature in candidates:
-        trial = dataclasses.replace(config, temperature=temperature, temperature_grid=None)
-        _seed_everything(config.seed)
-        adapter = build_adapter(config.adapter, dim, config.adapter_options)
-        check_identity_at_init(adapter, dim, name=f"adapter '{config.adapter}'")
-        adapter.to(device).train()
-        with _cpu_threads(device, train_data.corpus.numel()):
-            outcome = _train_loop(adapter, _adamw(adapter, trial), train_data, val_data, trial,
-                                  np.random.default_rng(config.seed), keep_last=keep_last)
-        score = _progress_score(outcome[0], config.selection_metric, config.matryoshka_dims)
-        search.append({"temperature": temperature, "best_epoch": outcome[1], "score": score})
-        if chosen is None or score > chosen[0] + 1e-9:
-            chosen = (score, temperature, adapter, outcome)
-    top, temperature, adapter, (best, best_epoch, history) = chosen
-    if len(candidates) > 1:
-        label = (f"mean {config.selection_metric} over dims {','.join(map(str, config.matryoshka_dims))}"
-                 if config.matryoshka_dims else config.selection_metric)
-        tied = [t["temperature"] for t in search if abs(t["score"] - top) <= 1e-9]
-        note = ""
-        if all(t["best_epoch"] == 0 for t in search):
-            note = "; no candidate beat the base, every one is the identity"
-        elif len(tied) > 1:
-            note = f"; tied with {', '.join(map(str, tied[1:]))}: the first listed is kept"
-        log.info("temperature %s chosen on validation (%s of the kept epoch by temperature: %s)%s", temperature,
-                 label, ", ".join(f"{t['temperature']}: {t['score']:.4f}" for t in search), note)
+    temperature, adapter, (best, best_epoch, history), search = _train_over_temperatures(
+        config, dim, device, train_data, val_data, keep_last=keep_last)
     baseline = {k: v for k, v in history[0].items() if k not in ("epoch", "loss")}
     train_seconds = time.perf_counter() - t1
     adapter.cpu().eval()
