@@ -46,14 +46,7 @@ def latest_checkpoint(folder: str | Path) -> str | None:
     that is torn (killed mid-save, disk full) is moved aside to ``.incomplete-checkpoint-N`` (never
     deleted) and the previous complete one is used, with one line saying so.
     """
-    folder = Path(folder)
-    if not folder.is_dir():
-        return None
-    found = []
-    for child in folder.iterdir():
-        match = re.fullmatch(r"checkpoint-(\d+)", child.name)
-        if match and child.is_dir():
-            found.append((int(match.group(1)), child))
+    found = _numbered_checkpoints(folder)
     # Checkpoints written by this version carry the marker: once one does, one without it is torn.
     marked = any((child / COMPLETE).exists() for _, child in found)
     for _, child in sorted(found, reverse=True):
@@ -67,16 +60,24 @@ def latest_checkpoint(folder: str | Path) -> str | None:
     return None
 
 
+def _numbered_checkpoints(folder: str | Path) -> list[tuple[int, Path]]:
+    """The ``checkpoint-N`` folders in ``folder`` as (N, path); none when ``folder`` is not a folder."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    return [(int(match.group(1)), child) for child in folder.iterdir()
+            if (match := re.fullmatch(r"checkpoint-(\d+)", child.name)) and child.is_dir()]
+
+
 def finished(folder: str | Path) -> bool:
     """Whether the newest ``checkpoint-N`` in ``folder`` records the run's last step (its
     trainer_state.json has ``global_step >= max_steps``). Read-only: nothing is moved aside; an
     unreadable state counts as not finished."""
-    steps = [int(m.group(1)) for c in Path(folder).glob("checkpoint-*")
-             if (m := re.fullmatch(r"checkpoint-(\d+)", c.name)) and c.is_dir()]
-    if not steps:
+    found = _numbered_checkpoints(folder)
+    if not found:
         return False
     try:
-        state = json.loads((Path(folder) / f"checkpoint-{max(steps)}" / "trainer_state.json").read_text("utf-8"))
+        state = json.loads((max(found)[1] / "trainer_state.json").read_text("utf-8"))
         return int(state["global_step"]) >= int(state["max_steps"]) > 0
     except (OSError, ValueError, KeyError, TypeError):
         return False

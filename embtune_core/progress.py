@@ -41,7 +41,7 @@ def library_bars_silenced():
 
 @functools.cache
 def _bar_class() -> type:
-    """tqdm, imported on first use (after :func:`silence_library_bars`), that at each item raises a
+    """tqdm, imported on first use (inside :func:`library_bars_silenced` when the CLI runs), that at each item raises a
     pending Ctrl-C/SIGTERM (see :mod:`embtune_core.interrupts`)."""
     from tqdm.auto import tqdm
 

@@ -209,6 +209,7 @@ def run(args) -> int:
         result = train_adapter(encoder, train, val, config=config, cache=EmbeddingCache(args.cache_dir),
                                output_dir=args.out, augment=augment)
     metric = config.selection_metric
+    record = result.adapter.config.training
     summary = {
         "adapter": config.adapter, "out": str(result.output_dir), "best_epoch": result.best_epoch,
         "train_source": source_of(args.train, args.split),
@@ -216,9 +217,8 @@ def run(args) -> int:
         "validation_before": result.baseline, "validation_after": result.best,
         "seconds": {k: round(v, 2) for k, v in result.timings.items()},
         "config": {k: v for k, v in dataclasses.asdict(config).items() if v is not None},
-        "temperature": result.adapter.config.training["temperature"],
-        **{key: result.adapter.config.training[key] for key in ("temperature_search", "augment_dropped_as_val_questions")
-           if key in result.adapter.config.training},
+        "temperature": record["temperature"],  # the one trained with; "config" holds what was asked
+        **{key: record[key] for key in ("temperature_search", "augment_dropped_as_val_questions") if key in record},
     }
     print(json.dumps(summary, indent=2))
     print(f"{config.adapter} adapter -> {result.output_dir}: validation {metric} "
