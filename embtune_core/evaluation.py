@@ -253,17 +253,18 @@ def evaluate_lexical(index: Any, task: RetrievalTask, dims: Sequence[int], setti
 
 def evaluate_hybrid(query_emb: np.ndarray, corpus_emb: np.ndarray, index: Any, task: RetrievalTask,
                     dims: Sequence[int], settings: MetricSettings, use_gpu: bool | None = None,
-                    owner: np.ndarray | None = None) -> dict[int, DimensionResult]:
-    """Dense ranking at each dimension fused with BM25's by reciprocal rank fusion
-    (:func:`embtune_core.lexical.rrf`, Cormack et al. 2009)."""
-    from embtune_core.lexical import FUSION_DEPTH, rrf
+                    owner: np.ndarray | None = None, fusion: Any = None) -> dict[int, DimensionResult]:
+    """Dense ranking at each dimension fused with BM25's (:func:`embtune_core.fusion.fuse`; default the
+    untuned reciprocal rank fusion, k = 60, Cormack et al. 2009), each side's top ``fusion.depth``."""
+    from embtune_core.fusion import Fusion, fuse
 
-    depth = min(len(task.corpus_ids), max(FUSION_DEPTH, settings.depth))
+    fusion = fusion or Fusion()
+    depth = min(len(task.corpus_ids), fusion.depth)
     bm25_scores, bm25_indices = index.search(task.query_texts, depth)
     results = {}
     for dim in dims:
-        _, dense = dense_search(query_emb, corpus_emb, dim, depth, owner=owner, use_gpu=use_gpu)
-        scores, indices = rrf([dense, bm25_indices], depth=settings.depth, valid=[None, bm25_scores > 0])
+        dense_scores, dense = dense_search(query_emb, corpus_emb, dim, depth, owner=owner, use_gpu=use_gpu)
+        scores, indices = fuse(dense_scores, dense, bm25_scores, bm25_indices, fusion, top=settings.depth)
         results[dim] = score_ranking(indices, scores, task, dim, settings)
     return results
 
@@ -283,7 +284,16 @@ class System:
     encoder: Any
     adapter: Any = None
     spec: str = ""
-    fusion: str | None = None  # "rrf": this dense system fused with BM25 (a hybrid baseline)
+    # This dense system fused with BM25: a :class:`~embtune_core.fusion.Fusion`, or its spec ("rrf": untuned)
+    fusion: Any = None
+    # A :class:`~embtune_core.index_tuning.TunedIndex`: document vectors tuned without re-embedding (NUDGE)
+    index_tuning: Any = None
+
+    def __post_init__(self) -> None:
+        if isinstance(self.fusion, str):
+            from embtune_core.fusion import Fusion
+
+            self.fusion = Fusion.parse(self.fusion)
 
     @property
     def lexical(self) -> bool:
@@ -294,11 +304,11 @@ class System:
     def identity(self) -> str:
         identity = str(getattr(self.encoder, "identity", type(self.encoder).__name__))
         if self.fusion:
-            from embtune_core.lexical import RRF_K
-
-            identity = f"RRF(k={RRF_K}) of BM25 and {identity}"
+            identity = f"{self.fusion.short()} of BM25 and {identity}"
         if self.adapter is not None:
             identity += f" | adapter {getattr(self.adapter, 'fingerprint', None) or type(self.adapter).__name__}"
+        if self.index_tuning is not None:
+            identity += f" | index tuning {self.index_tuning.fingerprint}"
         return identity
 
 
@@ -342,8 +352,11 @@ def embed_system(system: System, task: RetrievalTask, *, cache: Any = None
 
         cache = EmbeddingCache()
     from embtune_core.long_documents import WindowedEncoder
+    from embtune_core.sparse_dense import SparseDenseEncoder
 
     encoder, windows = system.encoder, None
+    if isinstance(encoder, SparseDenseEncoder):  # the dense part through the cache, BM25's joined at the end
+        encoder = encoder.base
     mode = encoder.mode if isinstance(encoder, WindowedEncoder) else None
     if mode is not None:
         windows = encoder.windows(task.corpus_texts)
@@ -355,9 +368,36 @@ def embed_system(system: System, task: RetrievalTask, *, cache: Any = None
         from embtune_core.long_documents import pool
 
         corpus_emb = pool(corpus_emb, windows)
-    if system.adapter is not None:
-        query_emb = apply_adapter(system.adapter, query_emb)
+    query_emb, corpus_emb = finish_vectors(system, query_emb, corpus_emb, task.query_texts, task.corpus_texts,
+                                           task.corpus_ids, windowed_max=mode == "max")
     return query_emb, corpus_emb, windows
+
+
+def finish_vectors(system: System, query_emb: np.ndarray | None, corpus_emb: np.ndarray | None,
+                   query_texts: Sequence[str] = (), corpus_texts: Sequence[str] = (),
+                   corpus_ids: Sequence[str] | None = None, *, windowed_max: bool = False
+                   ) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """A system's final vectors from its dense encoder's (either side may be None): the index tuning moves
+    the documents it tuned (by id, else by text), the adapter maps the queries, and a sparse-dense
+    encoder joins BM25's part. The one place these compose, for evaluation and for serving."""
+    from embtune_core.sparse_dense import SparseDenseEncoder
+
+    if system.index_tuning is not None and corpus_emb is not None:
+        if windowed_max:
+            raise ConfigError(f"system '{system.name}': an index tuning holds one vector per document; it cannot "
+                              "tune a window index (document_windows = max); use mean or off", field="--system")
+        corpus_emb, _ = system.index_tuning.apply(corpus_ids, corpus_texts, corpus_emb)
+    if system.adapter is not None and query_emb is not None:
+        query_emb = apply_adapter(system.adapter, query_emb)
+    if isinstance(system.encoder, SparseDenseEncoder):
+        if windowed_max:
+            raise ConfigError(f"system '{system.name}': a sparse-dense vector is one per document; use document "
+                              "windows mean or off", field="--system")
+        if query_emb is not None:
+            query_emb = system.encoder.compose_queries(query_emb, query_texts)
+        if corpus_emb is not None:
+            corpus_emb = system.encoder.compose_documents(corpus_emb, corpus_texts)
+    return query_emb, corpus_emb
 
 
 @dataclass
@@ -408,6 +448,8 @@ class Evaluation:
     context: dict[str, Any] = field(default_factory=dict)
     # Training curves shown in the report: [{"name", "x_label", "series": {label: [[x, y], ...]}}]
     training: list[dict[str, Any]] = field(default_factory=list)
+    # The system a run recommends, with its figures against the base and BM25 (embtune_core.recommend)
+    recommendation: dict[str, Any] | None = None
 
     @property
     def all_dims(self) -> list[int]:
@@ -492,8 +534,13 @@ def evaluate_systems(systems: Sequence[System], dataset: QADataset, *, dims: Ite
 
     results: dict[str, SystemResult] = {}
     curves: list[dict[str, Any]] = []
+    curves_shown: set[Any] = set()
     # Dense systems first: BM25 has no dimension, so it is scored at every dimension the others use.
-    order = [s for s in systems if not s.lexical] + [s for s in systems if s.lexical]
+    from embtune_core.sparse_dense import SparseDenseEncoder
+
+    one_vector = [s for s in systems if isinstance(s.encoder, SparseDenseEncoder)]  # after the dims they pair at
+    order = ([s for s in systems if not s.lexical and s not in one_vector] + one_vector
+             + [s for s in systems if s.lexical])
     bar = progress(order, desc="evaluating systems", unit="system") if progress_bar else order
     for system in bar:
         t0 = time.perf_counter()
@@ -516,24 +563,42 @@ def evaluate_systems(systems: Sequence[System], dataset: QADataset, *, dims: Ite
         t1 = time.perf_counter()
         width = query_emb.shape[1]
         system_dims = [d for d in wanted if d <= width] if wanted else [width]
+        from embtune_core.sparse_dense import SparseDenseEncoder
+
+        one_width = isinstance(system.encoder, SparseDenseEncoder)  # dense + BM25 parts: never truncated
         if not system_dims:
             raise ConfigError(f"system '{system.name}' has {width}-dimensional embeddings, narrower than "
                               f"every requested dimension {wanted}", field="--dims")
         if system.fusion:
             per_dim = evaluate_hybrid(query_emb, corpus_emb, bm25_index(), task, system_dims, settings,
-                                      use_gpu=use_gpu, owner=owner)
+                                      use_gpu=use_gpu, owner=owner, fusion=system.fusion)
+        elif one_width:
+            result = evaluate_embeddings(query_emb, corpus_emb, task, dims=[width], settings=settings,
+                                         use_gpu=use_gpu, owner=owner)[width]
+            used = sorted({d for r in results.values() for d in r.dims} | set(wanted or []), reverse=True) or [width]
+            per_dim = {dim: DimensionResult(dim, result.per_query, result.first_relevant_rank, result.ranking)
+                       for dim in used}
+            notes.append(f"system '{system.name}': one vector of {width} numbers (dense part at full width, BM25 "
+                         "part, padding) ranks the same at every dimension; repeated to pair with the others")
         else:
             per_dim = evaluate_embeddings(query_emb, corpus_emb, task, dims=system_dims, settings=settings,
                                           use_gpu=use_gpu, owner=owner)
         t2 = time.perf_counter()
         details, curve = adapter_details(system.adapter) if system.adapter is not None else ([], None)
+        shown = getattr(system.adapter, "fingerprint", None) or id(system.adapter)
+        if curve is not None and shown in curves_shown:  # one curve per adapter, under the first system using it
+            curve = None
+        elif curve is not None:
+            curves_shown.add(shown)
         if curve is not None:
             curve["name"] = f"{system.name} ({curve['name']})"
             curves.append(curve)
         if system.fusion:
-            from embtune_core.lexical import RRF_K
-
-            details.append(f"reciprocal rank fusion (k = {RRF_K}) of this dense ranking and BM25's")
+            details.append(system.fusion.describe() + " of this dense ranking and BM25's")
+        if system.index_tuning is not None:
+            tuned = system.index_tuning
+            details.append(f"document vectors tuned without re-embedding (NUDGE-N, gamma {tuned.config.get('gamma')}):"
+                           f" {tuned.applied} of {len(task.corpus_ids)} searched documents moved")
         results[system.name] = SystemResult(system.name, system.spec, system.identity, width, per_dim,
                                             {"embed": t1 - t0, "search_and_metrics": t2 - t1}, truncation, details)
     if any(s.lexical for s in systems):

@@ -29,6 +29,7 @@ if TYPE_CHECKING:  # the contracts name these types; importing them here would l
 
     from embtune_core.dataset import QADataset
     from embtune_core.documents import Chunk, Document
+    from embtune_core.index_tuning import TunedIndex
     from embtune_core.metrics import Ranking
 
 hookspec = pluggy.HookspecMarker("embtune")
@@ -67,6 +68,16 @@ class Encoder(Protocol):
     def encode_queries(self, texts: list[str]) -> np.ndarray: ...
 
     def encode_documents(self, texts: list[str]) -> np.ndarray: ...
+
+
+@runtime_checkable
+class IndexTuner(Protocol):
+    """Tunes stored document vectors without re-embedding (:mod:`embtune_core.index_tuning`)."""
+
+    def tune(self, doc_ids: list[str], doc_texts: list[str], doc_vectors: np.ndarray, queries: np.ndarray,
+             answers: list[list[int]], dev_queries: np.ndarray | None = None,
+             dev_answers: list[list[int]] | None = None, *, encoder_identity: str = "",
+             adapter_fingerprint: str | None = None) -> TunedIndex: ...
 
 
 @runtime_checkable
@@ -138,6 +149,19 @@ def register_encoders(register: Register) -> None:
     ``factory(**options)`` returns an :class:`Encoder` with ``identity`` (a string naming model and
     settings, used as the cache key), ``dimension``, ``encode_queries(texts)`` and
     ``encode_documents(texts)`` returning float32 numpy arrays of shape ``(n, dimension)``.
+    """
+
+
+@hookspec
+def register_index_tuners(register: Register) -> None:
+    """Register index tuners: techniques that change the stored document vectors of an index directly,
+    with no model weights and no re-embedding (document-side tuning; the built-in ``nudge-n`` is NUDGE-N,
+    Zeighami et al., ICLR 2025).
+
+    ``factory(**options)`` returns an :class:`IndexTuner`: ``tune(doc_ids, doc_texts, doc_vectors
+    (n_docs, dim), queries (n_queries, dim), answers (document positions per query), dev_queries=None,
+    dev_answers=None, *, encoder_identity, adapter_fingerprint) -> TunedIndex`` (deltas over the base
+    vectors, :class:`embtune_core.index_tuning.TunedIndex`; saved without pickle).
     """
 
 

@@ -62,6 +62,10 @@ log = logging.getLogger(__name__)
 RUN_SETS_IN_TRAIN = ("train", "val", "out", "checkpoint_dir", "resume", "split", "val_split")
 # [train] keys beside TrainSettings': how the run chooses the checkpoint and what it exports.
 TRAIN_RUN_KEYS = ("dev_fraction", "final_fit")
+# Tables that name a technique; a config naming none of them gets all three with their defaults.
+TECHNIQUES = ("train", "adapter", "index_tuning")
+# [index_tuning] keys a run config may set (the run supplies the corpus, questions, encoder and folders).
+INDEX_TUNING_KEYS = ("pseudo_queries", "gammas", "tuner", "max_seq_length", "batch_size")
 # [adapter] keys beside AdapterTrainingConfig's: the frozen encoder, LLM-free queries from the index, its name.
 ADAPTER_RUN_KEYS = ("encoder", "index_pseudo_queries", "type", "final_fit")
 
@@ -87,12 +91,21 @@ def table_keys(name: str) -> list[str]:
         keys = {*field_names(TrainSettings), *TRAIN_RUN_KEYS, "enabled"} - set(RUN_SETS_IN_TRAIN)
     elif name == "adapter":
         keys = {*field_names(AdapterTrainingConfig), *ADAPTER_RUN_KEYS, *TABLE_KEYS, "enabled"}
+    elif name == "index_tuning":
+        keys = {*INDEX_TUNING_KEYS, "enabled"}
+    elif name == "recommend":
+        from embtune_core.recommend import RecommendSettings
+
+        keys = {*field_names(RecommendSettings), "enabled"}
     else:
         cls = {"run": RunSettings, "data": DataSettings, "split": SplitSettings, "evaluate": EvaluateSettings,
                "export": ExportSettings}[name]
         keys = {*field_names(cls), *(TABLE_KEYS if name == "evaluate" else ())}
     return sorted(keys)
-SECTIONS = ("run", "data", "chunk", "generate", "split", "mine", "train", "adapter", "evaluate", "export")
+
+
+SECTIONS = ("run", "data", "chunk", "generate", "split", "mine", "train", "adapter", "index_tuning", "recommend",
+            "evaluate", "export")
 
 
 @dataclass
@@ -147,6 +160,7 @@ class Pipeline:
         base = self.config_path.parent if self.config_path.is_file() else Path.cwd()
         self.base = base
         self.echo = echo
+        self._holdouts: dict[tuple[str, float], tuple[QADataset, QADataset]] = {}
         self._validate()  # before anything is created on disk
         self._root_path = Path(run_dir or base / run.get("out", "runs") / run.get("name", self.config_path.stem))
 
@@ -222,10 +236,13 @@ class Pipeline:
                 options.setdefault("seed", self.seed)
             self.settings[name] = plugin_table(name, options, path=path,
                                                also_known=TABLE_KEYS if name == "mine" else ())
+        # A config that names no technique ([train], [adapter], [index_tuning]) gets every one with its
+        # defaults, and the recommendation chooses among them; a config that names one gets what it names.
+        self.default_techniques = not any(self.t[name] for name in TECHNIQUES)
         for name in ("train", "adapter"):
             table = dict(self.t[name])
             check_types(_Enabled, {k: v for k, v in table.items() if k == "enabled"}, path=path, table=name)
-            enabled = bool(table.pop("enabled", True)) and bool(self.t[name])
+            enabled = bool(table.pop("enabled", True)) and (bool(self.t[name]) or self.default_techniques)
             if name == "train":
                 taken = sorted(set(table) & set(RUN_SETS_IN_TRAIN))
                 if taken:
@@ -256,6 +273,33 @@ class Pipeline:
                 table = _with_evaluated_dims(table, self.t["evaluate"])
                 settings = AdapterTrainingConfig.from_mapping({"seed": self.seed, **table}, path)
             self.settings[name] = settings if enabled else None
+        self.settings["index_tuning"] = self._index_tuning_settings(path)
+        from embtune_core.recommend import RecommendSettings
+
+        recommend = dict(self.t["recommend"])
+        check_types(_Enabled, {k: v for k, v in recommend.items() if k == "enabled"}, path=path, table="recommend")
+        enabled = bool(recommend.pop("enabled", True))
+        self.settings["recommend"] = from_table(RecommendSettings, recommend, path=path) if enabled else None
+
+    def _index_tuning_settings(self, path: Path):
+        """``[index_tuning]``: NUDGE-N over the run's index; the run sets the corpus, questions and encoder."""
+        from embtune_core.settings import check_types, from_table, refuse_unknown
+        from embtune_core.tune_index import IndexTuningSettings
+
+        table = dict(self.t["index_tuning"])
+        check_types(_Enabled, {k: v for k, v in table.items() if k == "enabled"}, path=path, table="index_tuning")
+        enabled = bool(table.pop("enabled", True)) and (bool(self.t["index_tuning"]) or self.default_techniques)
+        refuse_unknown(table, INDEX_TUNING_KEYS, path=path, table="index_tuning")
+        if "tuner" in table:
+            from embtune_core.errors import EmbtuneError
+            from embtune_core.plugins import get_registry
+
+            try:
+                get_registry().get("index_tuners", str(table["tuner"]))
+            except EmbtuneError as exc:
+                raise type(exc)(exc.problem, path=path, field="index_tuning.tuner") from None
+        settings = from_table(IndexTuningSettings, {"index_corpus": ["<the run's chunks>"], **table}, path=path)
+        return settings if enabled else None
 
     def resolved(self) -> dict[str, Any]:
         """Every table as the stages will read it, defaults filled in (``embtune run --print-config``);
@@ -277,6 +321,10 @@ class Pipeline:
             else:
                 out[name] = {k: v for k, v in as_table(value).items()
                              if name != "train" or k not in RUN_SETS_IN_TRAIN}
+        if self.settings["index_tuning"] is not None:  # the run supplies corpus, questions, encoder and folders
+            tuning = as_table(self.settings["index_tuning"])
+            out["index_tuning"] = {"enabled": True, **{k: tuning[k] for k in INDEX_TUNING_KEYS},
+                                   "pseudo_queries": self.settings["index_tuning"].mix()}
         out["run"]["seed"] = self.seed
         for name, options in self.embed_options.items():  # prompts, backend
             if options and isinstance(out.get(name), dict):
@@ -301,6 +349,21 @@ class Pipeline:
     def _mine_encoder(self) -> str:
         return str(self.t["mine"].get("encoder", self._base_model()))
 
+    def _dev_fraction(self) -> float:
+        """``[train] dev_fraction``: the training documents held out (by source) as the run's dev split."""
+        return _dev_fraction(self.t["train"].get("dev_fraction", DEV_FRACTION), self.config_path)
+
+    def _holdout(self, train_path: Path) -> tuple[QADataset, QADataset]:
+        """The run's dev split: training documents held out by source, the same for every stage (the
+        fine-tune's checkpoint, the adapter's epoch, the index tuning's bound, the fusion and the
+        recommendation are chosen on it; nothing trains on it; the validation split stays unseen)."""
+        from embtune_core.adapter_training import split_for_validation
+
+        key = (str(train_path), self._dev_fraction())
+        if key not in self._holdouts:  # computed once per run: its notes are said once
+            self._holdouts[key] = split_for_validation(QADataset.load(train_path), self._dev_fraction(), seed=self.seed)
+        return self._holdouts[key]
+
     # --- stage plumbing ----------------------------------------------------------------------------
     def _stage(self, name: str, key: dict[str, Any], work: Callable[[StageDir], dict[str, Any]]) -> StageDir:
         stage = self.root.stage(name, key)
@@ -309,8 +372,11 @@ class Pipeline:
         else:
             self.echo(f"[{name}] running -> {stage.path}")
             stage.start()
-            started = time.time()
+            started, cpu = time.time(), time.process_time()
             outputs = work(stage)
+            # What the stage cost on this machine (the recommendation shows it beside each candidate).
+            outputs.setdefault("cost", {"wall_seconds": round(time.time() - started, 2),
+                                        "cpu_seconds": round(time.process_time() - cpu, 2)})
             stage.finish(outputs, round(time.time() - started, 2))
         self.manifest["stages"][name] = {"key": stage.key, "dir": stage.path.relative_to(self.root.root).as_posix(),
                                          **stage.outputs()}
@@ -439,13 +505,12 @@ class Pipeline:
         index_corpora = [self._path(p) for p in table.get("index_corpus") or ()]
 
         def work(stage: StageDir) -> dict[str, Any]:
-            from embtune_core.adapter_training import split_for_validation
             from embtune_core.training import TrainSettings, train
 
             # The checkpoint (and the never-worse check) is chosen on training documents held out by
             # source, never on the validation split: that split is the report's final comparison, and
             # choosing on it would flatter the fine-tune (the adapter stage does the same).
-            fit, dev = split_for_validation(QADataset.load(train_path), dev_fraction, seed=int(table["seed"]))
+            fit, dev = self._holdout(train_path)
             fit.save(stage.work / "fit.json")
             dev.save(stage.work / "dev.json")
             values = {**table, "train": str(stage.work / "fit.json"), "val": str(stage.work / "dev.json"),
@@ -471,6 +536,7 @@ class Pipeline:
             return outputs
 
         return self._stage("train", {"data": upstream, "settings": _without(table, "model"), "dev": dev_fraction,
+                                     "split_seed": self.seed,
                                      "final_fit": final_fit,
                                      # only when given: earlier runs keep their keys
                                      **({"index_corpus_content": inputs_hash(index_corpora)} if index_corpora
@@ -520,7 +586,10 @@ class Pipeline:
             config = AdapterTrainingConfig.from_mapping(table, str(self.config_path))
             # The epoch is chosen on training documents held out by source, never on the validation
             # split: that split is the final comparison, and choosing on it would flatter the adapter.
+            # They are the run's dev split (the one the fine-tune and the recommendation use), so no
+            # candidate ever trained on the questions the candidates are compared on.
             train_qa = QADataset.load(train_path)
+            fit, dev = self._holdout(train_path)
             augment = None
             if index_mix:
                 from embtune_core.pseudo_queries import index_pseudo_queries, merge, without_questions
@@ -532,7 +601,7 @@ class Pipeline:
                 # ...but never a validation question itself (ICT questions are sentences of those chunks).
                 augment, _ = without_questions(augment, val_qa.queries.values())
             encoder = encoder_from_spec(encoder_spec, **self.embed_options["adapter"])
-            result = train_adapter(encoder, train_qa, config=config, output_dir=stage.path / "adapter",
+            result = train_adapter(encoder, fit, dev, config=config, output_dir=stage.path / "adapter",
                                    augment=augment)
             outputs = {"adapter": str(stage.path / "adapter"), "encoder": encoder_spec,
                        "best_epoch": result.best_epoch, "metrics_before": result.baseline,
@@ -558,17 +627,24 @@ class Pipeline:
             return outputs
 
         return self._stage("adapter", {"data": upstream, "settings": {**table, **self.embed_options["adapter"]},
+                                       "dev": self._dev_fraction(),
                                        "final_fit": final_fit,
                                        "encoder_content": _model_content(encoder_spec),
                                        "index_pseudo_queries": index_mix}, work)
 
     def _evaluate(self, val_path: Path, systems: list[tuple[str, str]], upstream: list[str], *,
-                  index_path: Path | None = None, train_stage: StageDir | None = None) -> StageDir:
+                  index_path: Path | None = None, train_stage: StageDir | None = None,
+                  recommend: StageDir | None = None, with_baselines: bool = True) -> StageDir:
         options = dict(self.t["evaluate"])
         settings = self.settings["evaluate"]
-        baselines, corpus = list(settings.baselines), settings.corpus
+        # The candidates of a recommendation hold BM25 already; the untuned hybrid stays a baseline when asked.
+        baselines = [b for b in settings.baselines if with_baselines or b == "hybrid"]
+        corpus = settings.corpus
         # bm25 right after the base model; "hybrid" fuses BM25 with the base model (the no-training option)
         systems = list(systems)
+        if not with_baselines and "hybrid" in baselines:
+            systems.insert(2, ("hybrid", "hybrid:" + systems[0][1]))
+            baselines = []
         if "bm25" in baselines:
             systems.insert(1, ("bm25", "bm25"))
         if "hybrid" in baselines:
@@ -590,6 +666,10 @@ class Pipeline:
                 evaluation = evaluate(built, val, settings, dataset_name="validation", seed=self.seed,
                                       extra_corpus=extra)
                 evaluation.context.update(self._context(train_stage))
+                if getattr(self, "probe", None) is not None:
+                    probe = self.probe.outputs()
+                    evaluation.context["will tuning help? (before training)"] = (
+                        f"{probe['expectation']}: " + "; ".join(probe["predictions"]))
                 if corpus == "both":
                     evaluation.context["also evaluated"] = (
                         "searching the whole index: index/report.html (run folder: report-index.html)" if not sub
@@ -597,12 +677,17 @@ class Pipeline:
                 if train_stage is not None:
                     self._describe_training(evaluation, train_stage)
                 self._describe_information(evaluation)
+                if recommend is not None:
+                    from embtune_core.recommend import recommendation_summary
+
+                    evaluation.recommendation = recommendation_summary(evaluation, recommend.outputs())
                 data = report_json(evaluation)
                 folder = stage.path / sub if sub else stage.path
                 write_reports(evaluation, folder, data=data)
                 if not sub:
                     atomic.write_text(stage.path / "table.txt", report_compact(data) + "\n")
-                    outputs.update({"report": str(folder / "report.html"), "table": str(stage.path / "table.txt")})
+                    outputs.update({"report": str(folder / "report.html"), "table": str(stage.path / "table.txt"),
+                                    "report_json": str(folder / "report.json")})
                 else:
                     outputs["report_index"] = str(folder / "report.html")
             return outputs
@@ -612,22 +697,27 @@ class Pipeline:
         run_root = self.root.root.resolve()
 
         def keyed(spec: str) -> str:
-            parts = []
-            for part in spec.split("+adapter:"):
-                bare = part.split(":", 1)[1] if part.startswith(("model:", "hybrid:model:")) else part
-                inside = Path(bare).is_absolute() and Path(bare).resolve().is_relative_to(run_root)
-                if inside:
-                    parts.append("<stage output>")
+            import re
+
+            pieces = re.split(r"(\+(?:adapter|index|fusion):)", spec)
+            out = []
+            for piece in pieces:
+                prefix = next((p for p in ("hybrid:model:", "model:", "hybrid:") if piece.startswith(p)), "")
+                bare = piece[len(prefix):]
+                if piece.startswith("+") or not bare:
+                    out.append(piece)
+                elif Path(bare).is_absolute() and Path(bare).resolve().is_relative_to(run_root):
+                    out.append(prefix + "<stage output>")
                 elif Path(bare).expanduser().is_dir():  # a local folder: by content, not by path
                     from embtune_core.fingerprint import content_key
 
-                    parts.append(part[: len(part) - len(bare)] + content_key(bare))
+                    out.append(prefix + content_key(bare))
                 else:
-                    parts.append(part)
-            return "+adapter:".join(parts)
+                    out.append(piece)
+            return "".join(out)
 
         named = [(name, keyed(spec)) for name, spec in systems]
-        return self._stage("evaluate", {"upstream": upstream, "systems": named,
+        return self._stage("evaluate", {"upstream": upstream, "systems": named, "recommendation": recommend is not None,
                                         "options": {**options, **self.embed_options["evaluate"]},
                                         "base_content": _model_content(self.t["train"].get("model", DEFAULT_MODEL))},
                            work)
@@ -759,21 +849,27 @@ class Pipeline:
         else:
             split = self._import(inputs)
         train_path, val_path, upstream = split.path / "train.json", split.path / "val.json", split.key
+        self.probe = self._probe(train_path, upstream) if self.settings["recommend"] is not None and \
+            self.settings["recommend"].probe else None
         mine_table = dict(self.t["mine"])
         if mine_table and _enabled(mine_table):
             mine = self._mine(split)
             train_path, upstream = mine.path / "train.json", mine.key
 
         base_model = self.t["train"].get("model", DEFAULT_MODEL)
-        systems: list[tuple[str, str]] = [("base", _system_spec(base_model))]
+        from embtune_core.recommend import Candidate, hybrid_of
+
+        base = Candidate("base", _system_spec(base_model))
+        candidates: list[Candidate] = [base]
         keys = [upstream]
-        train_table, adapter_table = dict(self.t["train"]), dict(self.t["adapter"])
-        train_stage = None
-        if train_table and _enabled(train_table):
+        train_stage = adapter_spec = None
+        if self.settings["train"] is not None:
             train_stage = self._train(train_path, val_path, upstream)
-            systems.append(("fine-tuned", _system_spec(train_stage.outputs()["model"])))
+            out = train_stage.outputs()
+            candidates.append(Candidate("fine-tuned", _system_spec(out["model"]), reembed=True,
+                                        training=out.get("cost", {}), artefacts={"model": out["model"]}))
             keys.append(train_stage.key)
-        if adapter_table and _enabled(adapter_table):
+        if self.settings["adapter"] is not None:
             adapter_stage = self._adapter(train_path, val_path, upstream)
             out = adapter_stage.outputs()
             if out.get("best_epoch") == 0:
@@ -782,22 +878,185 @@ class Pipeline:
             # The encoder spec comes from the config, not from _done.json (which holds it scrubbed).
             adapter_encoder = self.t["adapter"].get("encoder", base_model)
             if adapter_encoder != base_model:
-                systems.append(("adapter-base", _system_spec(adapter_encoder)))
-            systems.append(("adapter", f"{_system_spec(adapter_encoder)}+adapter:{out['adapter']}"))
+                candidates.append(Candidate("adapter-base", _system_spec(adapter_encoder)))
+            adapter_spec = f"{_system_spec(adapter_encoder)}+adapter:{out['adapter']}"
+            candidates.append(Candidate("adapter", adapter_spec, training=out.get("cost", {}),
+                                        artefacts={"adapter": out["adapter"]}))
             keys.append(adapter_stage.key)
+        if self.settings["index_tuning"] is not None:
+            tuned = [("index-tuned", _system_spec(base_model), None, base)]
+            if adapter_spec is not None and self.t["adapter"].get("encoder", base_model) == base_model:
+                tuned.append(("adapter-index-tuned", _system_spec(base_model), out_adapter(adapter_spec),
+                              next(c for c in candidates if c.name == "adapter")))
+            if train_stage is not None:
+                tuned.append(("fine-tuned-index-tuned", _system_spec(train_stage.outputs()["model"]), None,
+                              next(c for c in candidates if c.name == "fine-tuned")))
+            for name, encoder_spec, adapter_dir, parent in tuned:
+                stage = self._index_tuning(name, encoder_spec, adapter_dir, train_path, val_path,
+                                           [*keys])
+                folder = stage.outputs()["index"]
+                if not stage.outputs().get("moved"):
+                    self.echo(f"  {name}: gamma 0 was best on the dev questions (no vector moved): it is "
+                              f"{parent.name}, not a candidate of its own")
+                    keys.append(stage.key)
+                    continue
+                spec = encoder_spec + (f"+adapter:{adapter_dir}" if adapter_dir else "") + f"+index:{folder}"
+                candidates.append(Candidate(name, spec, reembed=parent.reembed,
+                                            training={**parent.training, "index_tuning": stage.outputs().get("cost")},
+                                            artefacts={**parent.artefacts, "index": folder}))
+                keys.append(stage.key)
+        recommend = None
+        if self.settings["recommend"] is not None:
+            candidates += self._window_candidates(candidates, train_path, val_path)
+            dense = [c for c in candidates if not c.lexical]
+            candidates = [*dense, Candidate("bm25", "bm25", single_index=False), *[hybrid_of(c) for c in dense]]
+            recommend = self._recommend(candidates, train_path, val_path, keys)
+            # Every candidate measured on dev (sparse-dense systems included) in the order they were made, the
+            # base model first (the report's baseline) and BM25 second.
+            rows = sorted(recommend.outputs()["rows"], key=lambda r: (r["name"] != "base", r["name"] != "bm25",
+                                                                       r["name"].startswith("hybrid-"), r["built"]))
+            systems = [(row["name"], row["spec"]) for row in rows]
+            keys.append(recommend.key)
+        else:
+            systems = [(c.name, c.spec) for c in candidates]
         evaluate = self._evaluate(val_path, systems, keys, index_path=split.path / "train.json",
-                                  train_stage=train_stage)
+                                  train_stage=train_stage, recommend=recommend,
+                                  with_baselines=recommend is None)
         if train_stage is not None and self.settings["export"].zip:
             self._export(train_stage)
+        deploy = self._deploy(recommend, candidates, evaluate) if recommend is not None else None
 
         table = Path(evaluate.outputs()["table"]).read_text(encoding="utf-8")
         published = self._publish(evaluate)
         self.manifest["finished"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         self.manifest["report"] = published["report"]
         self.root.write_manifest(self.manifest)
-        return {"run_dir": str(self.root.root), "report": published["report"], "table": table,
-                "report_index": published.get("report_index"), "stage_report": evaluate.outputs()["report"],
-                "manifest": str(self.root.root / "manifest.json")}
+        result = {"run_dir": str(self.root.root), "report": published["report"], "table": table,
+                  "report_index": published.get("report_index"), "stage_report": evaluate.outputs()["report"],
+                  "manifest": str(self.root.root / "manifest.json")}
+        if deploy is not None:
+            result.update(deploy=deploy["folder"], recommendation=deploy["sentence"])
+        return result
+
+    # --- document-side tuning, the recommendation and the deploy folder ------------------------------
+    def _index_tuning(self, name: str, encoder_spec: str, adapter_dir: str | None, train_path: Path,
+                      val_path: Path, upstream: list[str]) -> StageDir:
+        """NUDGE-N over the whole index (training and validation chunks: only their texts are read), on the
+        fit questions and pseudo-queries from every chunk, the bound chosen on the dev questions; never on a
+        validation question (:func:`embtune_core.tune_index.tune_stored_index`)."""
+        from dataclasses import replace
+
+        settings = replace(self.settings["index_tuning"], seed=self.seed)
+
+        def work(stage: StageDir) -> dict[str, Any]:
+            from embtune_core.encoding import encoder_from_spec
+            from embtune_core.pseudo_queries import merge
+            from embtune_core.tune_index import tune_stored_index
+
+            fit, dev = self._holdout(train_path)
+            val = QADataset.load(val_path)
+            corpus = merge(QADataset.load(train_path), val).corpus
+            encoder = encoder_from_spec(encoder_spec.removeprefix("model:"), **self.embed_options["evaluate"])
+            adapter = None
+            if adapter_dir:
+                from embtune_core.adapter_io import load_adapter
+
+                adapter = load_adapter(adapter_dir)
+            tuned = tune_stored_index(settings, encoder=encoder, corpus=corpus, train=fit, dev=dev, adapter=adapter,
+                                      exclude_questions=val.queries.values(), output_dir=stage.path / "index",
+                                      echo=self.echo)
+            return {"index": str(stage.path / "index"), "gamma": tuned.config["gamma"],
+                    "moved": tuned.config["documents_moved"], "selection": tuned.config["selection"]}
+
+        from embtune_core.settings import as_table
+
+        return self._stage("index-tuning", {"upstream": upstream, "name": name, "settings": as_table(settings),
+                                            "dev": self._dev_fraction(), "encoder_options": self.embed_options["evaluate"],
+                                            "adapter": adapter_dir is not None}, work)
+
+    def _probe(self, train_path: Path, upstream: str) -> StageDir:
+        """Will tuning help? (:mod:`embtune_core.probe`) on the training questions, before any training."""
+
+        def work(stage: StageDir) -> dict[str, Any]:
+            from embtune_core.probe import tuning_probe
+
+            return tuning_probe(QADataset.load(train_path), str(self.t["train"].get("model", DEFAULT_MODEL)),
+                                seed=self.seed, dev_fraction=self._dev_fraction())
+
+        stage = self._stage("probe", {"data": upstream, "dev": self._dev_fraction(),
+                                      "model_content": _model_content(self.t["train"].get("model", DEFAULT_MODEL))},
+                            work)
+        from embtune_core.probe import describe
+
+        for line in describe(stage.outputs()):
+            self.echo(f"  {line}")
+        return stage
+
+    def _window_candidates(self, candidates: list, train_path: Path, val_path: Path) -> list:
+        """When chunks are longer than the model reads, the base model and the fine-tune reading them whole:
+        the mean of their windows (one vector per chunk) and their best window (MaxP, several vectors)."""
+        from embtune_core.encoding import encoder_from_spec
+        from embtune_core.pseudo_queries import merge
+        from embtune_core.recommend import Candidate
+
+        if self.embed_options["evaluate"].get("document_windows"):
+            return []  # [evaluate] document_windows already reads every system's chunks that way
+        texts = list(merge(QADataset.load(train_path), QADataset.load(val_path)).corpus.values())
+        base_model = str(self.t["train"].get("model", DEFAULT_MODEL))
+        limit = self.settings["evaluate"].max_seq_length
+        counter = getattr(encoder_from_spec(base_model, **({"max_seq_length": limit} if limit else {})),
+                          "count_over_limit", None)
+        over, limit = counter(texts, "document") if counter is not None else (0, None)
+        if not over:
+            return []
+        self.echo(f"  {over} of {len(texts)} chunks are longer than the {limit} tokens {base_model} reads: the "
+                  "base model and the fine-tune also compete reading them whole (windows)")
+        made = []
+        for parent in [c for c in candidates if c.name in ("base", "fine-tuned")]:
+            for mode, single in (("mean", True), ("max", False)):
+                made.append(Candidate(f"{parent.name}-windows-{mode}", f"{parent.spec}+windows:{mode}", reembed=True,
+                                      single_index=single, training=dict(parent.training),
+                                      artefacts=dict(parent.artefacts)))
+        return made
+
+    def _recommend(self, candidates: list, train_path: Path, val_path: Path, upstream: list[str]) -> StageDir:
+        """Every candidate on the dev questions, searched over the whole index; the winner and its costs
+        (:func:`embtune_core.recommend.select`)."""
+
+        def work(stage: StageDir) -> dict[str, Any]:
+            from embtune_core.recommend import select
+
+            _, dev = self._holdout(train_path)
+            val = QADataset.load(val_path)
+            selection = select(candidates, dev, index_corpus=val.corpus, settings=self.settings["evaluate"],
+                               encoder_options=self.embed_options["evaluate"],
+                               echo=self.echo, measure_latency=self.settings["recommend"].latency,
+                               work_dir=stage.path, sparse_dense=self.settings["recommend"].sparse_dense)
+            atomic.write_json(stage.path / "recommendation.json", selection.to_json())
+            return selection.to_json()
+
+        named = [(c.name, c.spec) for c in candidates]
+        return self._stage("recommend", {"upstream": upstream, "candidates": [n for n, _ in named],
+                                         "dev": self._dev_fraction(),
+                                         "settings": {**self.t["recommend"], **self.embed_options["evaluate"]}}, work)
+
+    def _deploy(self, recommend: StageDir, candidates: list, evaluate: StageDir) -> dict[str, Any]:
+        """``<run>/deploy``: the recommended system's artefacts, copied, with the lines that serve it
+        (:mod:`embtune_core.deploy`); rewritten atomically at every run, from the stages' outputs."""
+        from embtune_core.deploy import write_deploy_folder
+
+        from embtune_core.recommend import candidate_from_row
+
+        selection = recommend.outputs()
+        candidates = [candidate_from_row(row) for row in selection["rows"]]
+        return write_deploy_folder(self.root.root / "deploy", selection, candidates,
+                                   base_model=str(self.t["train"].get("model", DEFAULT_MODEL)),
+                                   report=evaluate.outputs().get("report_json"), echo=self.echo)
+
+
+def out_adapter(spec: str) -> str:
+    """The adapter folder of a ``MODEL+adapter:DIR`` spec."""
+    return spec.split("+adapter:", 1)[1]
 
 
 def run_config(path: str | Path, *, run_dir: str | Path | None = None, echo: Callable[[str], None] = print

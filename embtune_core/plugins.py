@@ -32,6 +32,7 @@ FAMILIES: dict[str, str] = {
     "loss_strategies": "register_loss_strategies",
     "adapters": "register_adapters",
     "encoders": "register_encoders",
+    "index_tuners": "register_index_tuners",
     "evaluators": "register_evaluators",
 }
 
@@ -43,6 +44,7 @@ DEFAULT_PLUGINS = (
     "embtune_plugins.losses",
     "embtune_plugins.adapters",
     "embtune_plugins.encoders",
+    "embtune_plugins.index_tuners",
     "embtune_plugins.evaluators",
 )
 

@@ -63,9 +63,16 @@ temperature_grid = [0.1]
 # val documents alike, texts only) teach the adapter the documents it will search.
 index_pseudo_queries = {{ ict = 1, crop = 1 }}
 
+[index_tuning]
+# Document-side tuning (NUDGE-N): the stored chunk vectors move towards their questions and pseudo-queries,
+# no model weights change; the bound is chosen on held-out training topics.
+pseudo_queries = {{ ict = 1, crop = 1 }}
+
+# [recommend] is on by default: every candidate (base, fine-tune, adapter, tuned index, BM25, tuned hybrids,
+# sparse-dense vectors) is compared on held-out training topics, and the winner is written to run/deploy.
+
 [evaluate]
 dims = [384, 256, 128, 64]
-baselines = ["bm25", "hybrid"]   # BM25 (bm25s) and BM25 + base model by reciprocal rank fusion
 # The validation chunks. corpus = "both" also searches the whole index (training + validation chunks,
 # as deployed) in report-index.html, for about 25 CPU-seconds more.
 corpus = "validation"

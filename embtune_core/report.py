@@ -125,6 +125,7 @@ def report_json(evaluation) -> dict[str, Any]:
         "per_query": per_query,
         "examples": build_examples(evaluation),
         "training": list(getattr(evaluation, "training", None) or []),
+        "recommendation": getattr(evaluation, "recommendation", None),
     })
 
 
@@ -286,6 +287,17 @@ def _md_table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
+def _md_candidates(data: dict[str, Any]) -> list[str]:
+    """The recommendation's candidates (dev figures and costs), when the run recommended one."""
+    from embtune_core.report_verdict import CANDIDATE_HEADER, candidate_rows
+
+    summary = data.get("recommendation")
+    if not summary:
+        return []
+    return ["## Candidates (held-out training documents: what chose the recommendation)", "",
+            _md_table(list(CANDIDATE_HEADER), candidate_rows(summary)), ""]
+
+
 def report_markdown(data: dict[str, Any]) -> str:
     """Markdown: headline metrics with CIs, significance against the first system, then every metric."""
     headline = _headline(data)
@@ -309,6 +321,7 @@ def report_markdown(data: dict[str, Any]) -> str:
         f"({data['settings']['bootstrap_resamples']} resamples, seed {data['settings']['seed']})."),
         "",
         *_md_notes(data),
+        *_md_candidates(data),
         "## Headline metrics",
         "",
         _md_table(["system", "dim", *headline], _rows(data, headline, with_ci=True)),
@@ -508,6 +521,11 @@ def report_html(data: dict[str, Any]) -> str:
     ]
     if data.get("notes"):
         sections += ["<h2>Notes</h2><ul>", *[f"<li>{html.escape(n)}</li>" for n in data["notes"]], "</ul>"]
+    if data.get("recommendation"):
+        from embtune_core.report_verdict import CANDIDATE_HEADER, candidate_rows
+
+        sections += ["<h2>Candidates (held-out training documents: what chose the recommendation)</h2>",
+                     _html_table(list(CANDIDATE_HEADER), candidate_rows(data["recommendation"]))]
     sections += ["<h2>Headline metrics</h2>", _headline_html(data, headline)]
     sections += [f"<p class='note'>Equal metrics: {html.escape(line)}.</p>" for line in _equal_lines(data)]
     sections += [

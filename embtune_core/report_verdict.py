@@ -82,7 +82,14 @@ def _dim_list(dims: list[str]) -> str:
 
 
 def verdict(data: dict[str, Any], *, code: str = "`") -> list[str]:
-    """The verdict as short plain sentences (``code`` quotes names: a backtick for Markdown)."""
+    """The verdict as short plain sentences (``code`` quotes names: a backtick for Markdown); a run's
+    recommendation (:mod:`embtune_core.recommend`) comes first."""
+    if data.get("recommendation"):
+        return [recommendation_sentence(data["recommendation"], code=code), *_verdict(data, code=code)]
+    return _verdict(data, code=code)
+
+
+def _verdict(data: dict[str, Any], *, code: str = "`") -> list[str]:
     metric = data.get("primary_metric", "ndcg@10")
     if not data["systems"]:
         return ["No system was evaluated."]
@@ -222,3 +229,47 @@ def command_context(dataset: Any, *, split: str | None = None, index: list[str] 
     if index:
         out["index datasets"] = ", ".join(str(p) for p in index)
     return out
+
+
+def recommendation_sentence(summary: dict[str, Any], *, code: str = "") -> str:
+    """The report's opening sentence: what to deploy, its validation figure against the base and BM25."""
+    rec = summary["recommended"]
+    q = lambda name: f"{code}{name}{code}"
+    parts = []
+    ndcg = rec["metrics"].get("ndcg@10", {})
+    for other, label in (("vs_base", "the base model"), ("vs_bm25", "BM25")):
+        entry = ndcg.get(other)
+        if entry:
+            verdict = "significant" if entry.get("p_holm", 1.0) <= summary["alpha"] else "not significant"
+            parts.append(f"{label} {entry['mean']:.4f} ({entry['difference']:+.4f}, {round(100 * (1 - summary['alpha']))}% "
+                         f"CI {entry['ci_low']:+.4f} to "
+                         f"{entry['ci_high']:+.4f}, p = {entry['p']:.4f}, {verdict} after Holm)")
+    hit = rec["metrics"].get("hit_rate@5", {})
+    hit_text = (f"; hit@5 {hit['mean']:.4f} against " + ", ".join(
+        f"{label} {hit[o]['mean']:.4f}" for o, label in (("vs_base", "the base"), ("vs_bm25", "BM25")) if o in hit)
+        if hit else "")
+    where = f" at {rec['dim']} dims" if rec.get("dim") else ""
+    return (f"Recommended: {q(rec['system'])}, chosen on {summary['dev']['dev_queries']} questions of held-out "
+            f"training documents ({summary['dev']['reason']}). On the validation split it scores NDCG@10 "
+            f"{ndcg.get('mean', float('nan')):.4f}{where} against " + ", ".join(parts) + hit_text + ".")
+
+
+CANDIDATE_HEADER = ("system", "dev NDCG@10", "dev hit@5", "re-embeds corpus", "single index", "index size",
+                    "query latency", "training (wall / CPU s)", "fusion")
+
+
+def candidate_rows(summary: dict[str, Any]) -> list[list[str]]:
+    """The recommendation's candidates with their dev figures and costs, best first (for both reports)."""
+    rows = []
+    for row in summary.get("candidates") or []:
+        training = row.get("training") or {}
+        stages = [training] + [v for v in training.values() if isinstance(v, dict)]
+        wall = sum(float(t.get("wall_seconds", 0) or 0) for t in stages)
+        cpu = sum(float(t.get("cpu_seconds", 0) or 0) for t in stages)
+        size = row.get("index_bytes")
+        rows.append([row["name"], f"{row['ndcg@10']:.4f}", f"{row['hit_rate@5']:.4f}",
+                     "yes" if row.get("reembed") else "no", "yes" if row.get("single_index") else "no",
+                     f"{size / 1e6:.2f} MB" if size is not None else "-",
+                     f"{row['query_ms']:.1f} ms" if row.get("query_ms") is not None else "-",
+                     f"{wall:.0f} / {cpu:.0f}" if wall else "none", row.get("fusion", "")])
+    return rows

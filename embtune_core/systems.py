@@ -20,7 +20,8 @@ from embtune_core.settings import EvaluateSettings
 log = logging.getLogger(__name__)
 
 _NAME_PREFIX = re.compile(r"^([A-Za-z0-9_.-]+)=(.+)$")
-_ADAPTER_MARK = "+adapter:"
+# Parts after the encoder, in any order: a query adapter, an index tuning (NUDGE), a tuned fusion (hybrids).
+_PARTS = re.compile(r"\+(adapter|index|lexical|windows|fusion):")
 
 
 @dataclass
@@ -30,11 +31,15 @@ class SystemSpec:
     adapter_dir: str | None
     text: str
     lexical: bool = False  # BM25 alone
-    fusion: str | None = None  # "rrf": hybrid of ENCODER and BM25
+    fusion: str | None = None  # hybrid of ENCODER and BM25: "rrf" (untuned) or a Fusion spec (embtune_core.fusion)
+    index_dir: str | None = None  # index tuning folder (embtune tune-index): the corpus vectors it tuned
+    lexical_dir: str | None = None  # sparse-dense folder: BM25 joined to the dense vectors (one vector per chunk)
+    windows: str | None = None  # "mean" or "max": long documents read whole as windows (long_documents)
 
 
 def parse_system(text: str) -> SystemSpec:
-    """``NAME=ENCODER[+adapter:DIR]`` as its parts (see DESCRIPTION)."""
+    """``NAME=ENCODER[+adapter:DIR][+index:DIR]``, ``bm25`` or ``hybrid:ENCODER[...][+fusion:FUSION]`` as its
+    parts (see ``embtune evaluate --help``)."""
     text = text.strip()
     match = _NAME_PREFIX.match(text)
     name, spec = (match.group(1), match.group(2)) if match else (text, text)
@@ -46,15 +51,12 @@ def parse_system(text: str) -> SystemSpec:
         return SystemSpec(name, "", None, spec, lexical=True)
     if spec.startswith("lexical:"):
         raise ConfigError(f"'{text}': unknown lexical system (known: lexical:bm25)", field="--system")
-    if spec.startswith("hybrid:"):
-        inner = parse_system(spec[len("hybrid:"):])
-        if inner.lexical or inner.fusion:
-            raise ConfigError(f"'{text}': a hybrid fuses BM25 with a dense system (hybrid:model:NAME)",
-                              field="--system")
-        return SystemSpec(name, inner.encoder_spec, inner.adapter_dir, spec, fusion="rrf")
-    encoder_spec, mark, adapter_dir = spec.rpartition(_ADAPTER_MARK) if _ADAPTER_MARK in spec else (spec, "", "")
-    if mark and not adapter_dir:
-        raise ConfigError(f"'{text}': nothing after '+adapter:' (expected the adapter folder)", field="--system")
+    hybrid = spec.startswith("hybrid:")
+    encoder_spec, parts = _split_parts(text, spec[len("hybrid:"):] if hybrid else spec)
+    if parts["fusion"] is not None and not hybrid:
+        raise ConfigError(f"'{text}': '+fusion:' belongs to a hybrid (hybrid:ENCODER+fusion:...)", field="--system")
+    if hybrid and (encoder_spec.strip().lower() in ("bm25", "lexical:bm25") or encoder_spec.startswith("hybrid:")):
+        raise ConfigError(f"'{text}': a hybrid fuses BM25 with a dense system (hybrid:model:NAME)", field="--system")
     if not encoder_spec:
         raise ConfigError(f"'{text}': no encoder before '+adapter:' (e.g. model:NAME+adapter:DIR)",
                           field="--system")
@@ -62,9 +64,37 @@ def parse_system(text: str) -> SystemSpec:
         if not encoder_spec[len("model:"):].strip():
             raise ConfigError(f"'{text}': no model after 'model:' (a model name or folder)", field="--system")
         encoder_spec = "st:" + encoder_spec[len("model:"):]
-    if encoder_spec.startswith("adapter:"):
+    if encoder_spec.startswith(("adapter:", "index:")):
         raise ConfigError(f"'{text}': name the base encoder first, e.g. model:NAME+adapter:DIR", field="--system")
-    return SystemSpec(name, encoder_spec, adapter_dir or None, spec)
+    if hybrid and parts["lexical"]:
+        raise ConfigError(f"'{text}': a sparse-dense system holds BM25 already; it is not fused again",
+                          field="--system")
+    if parts["windows"] is not None and parts["windows"] not in ("mean", "max", "off"):
+        raise ConfigError(f"'{text}': '+windows:' takes mean, max or off, not {parts['windows']!r}", field="--system")
+    return SystemSpec(name, encoder_spec, parts["adapter"], spec, index_dir=parts["index"],
+                      lexical_dir=parts["lexical"], windows=parts["windows"],
+                      fusion=(parts["fusion"] or "rrf") if hybrid else None)
+
+
+def _split_parts(text: str, spec: str) -> tuple[str, dict[str, str | None]]:
+    """``ENCODER+adapter:A+index:I+fusion:F`` as ``(ENCODER, {adapter, index, fusion})``, each part once."""
+    pieces = _PARTS.split(spec)
+    parts: dict[str, str | None] = dict.fromkeys(("adapter", "index", "lexical", "windows", "fusion"))
+    for kind, value in zip(pieces[1::2], pieces[2::2]):
+        if parts[kind] is not None:
+            raise ConfigError(f"'{text}': '+{kind}:' is given twice", field="--system")
+        if not value:
+            expected = "a fusion such as rrf,k=20,weight=0.7" if kind == "fusion" else f"the {kind} folder"
+            raise ConfigError(f"'{text}': nothing after '+{kind}:' (expected {expected})", field="--system")
+        parts[kind] = value
+    if parts["fusion"] is not None:
+        from embtune_core.fusion import Fusion
+
+        try:
+            Fusion.parse(parts["fusion"])  # a bad fusion fails here, in one line
+        except (ConfigError, TypeError) as exc:
+            raise ConfigError(f"'{text}': {getattr(exc, 'problem', exc)}", field="--system") from None
+    return pieces[0], parts
 
 
 def build_system(spec: SystemSpec, settings: EvaluateSettings | None = None, *, adapter=None,
@@ -88,6 +118,8 @@ def build_system(spec: SystemSpec, settings: EvaluateSettings | None = None, *, 
         options.update({k: getattr(settings, k) for k in ("device", "max_seq_length", "precision")
                         if getattr(settings, k) is not None})
         options.update(encoder_options or {})
+        if spec.windows is not None:  # the system's own reading of long documents wins over the table's
+            options["document_windows"] = None if spec.windows == "off" else spec.windows
     elif encoder_options:
         log.warning("system '%s': %s apply to local sentence-transformers models only; not applied to it",
                     spec.name, ", ".join(sorted(encoder_options)))
@@ -98,7 +130,17 @@ def build_system(spec: SystemSpec, settings: EvaluateSettings | None = None, *, 
 
             adapter = load_adapter(spec.adapter_dir)
         adapter.check_base(encoder)
-    return System(spec.name, encoder, adapter, spec.text, fusion=spec.fusion)
+    tuned = None
+    if spec.index_dir:
+        from embtune_core.index_tuning import check_fit, load_index_tuning
+
+        tuned = load_index_tuning(spec.index_dir)
+        check_fit(tuned, str(encoder.identity), getattr(adapter, "fingerprint", None) if adapter is not None else None)
+    if spec.lexical_dir:
+        from embtune_core.sparse_dense import load_sparse_dense
+
+        encoder = load_sparse_dense(spec.lexical_dir, encoder)
+    return System(spec.name, encoder, adapter, spec.text, fusion=spec.fusion, index_tuning=tuned)
 
 
 def known_width(spec: SystemSpec, system) -> int | None:

@@ -137,7 +137,9 @@ def test_interrupted_run_resumes_to_the_same_result(tmp_path, tiny_model_dir):
     ref_dataset, ref_report = _results(reference)
     new_dataset, new_report = _results(resumed)
     assert new_dataset == ref_dataset
-    assert set(new_report["per_query"]) == {"base", "fine-tuned", "adapter"}
+    assert set(new_report["per_query"]) == {"base", "fine-tuned", "adapter", "bm25", "hybrid-base", "hybrid-fine-tuned",
+                                            "hybrid-adapter", "sparse-dense-base", "sparse-dense-fine-tuned",
+                                            "sparse-dense-adapter"}
     assert new_report == ref_report
     # The adapter also trained on one crop pseudo-query per chunk of the index (train and val chunks).
     training = json.loads(next(resumed.glob("stages/adapter-*/adapter/adapter_config.json")).read_text())["training"]

@@ -61,7 +61,15 @@ corpus = "both"
 
     data = json.loads((run_dir / "report.json").read_text())
     index = json.loads((run_dir / "report-index.json").read_text())
-    assert [s["name"] for s in data["systems"]] == ["base", "bm25", "hybrid", "fine-tuned", "adapter"]
+    # base first, BM25, the untuned hybrid asked for in [evaluate] baselines, then every candidate the run made:
+    # the trained systems, their sparse-dense vectors (BM25 joined) and their BM25 hybrids (fusion chosen on dev)
+    assert [s["name"] for s in data["systems"]] == [
+        "base", "bm25", "hybrid", "fine-tuned", "adapter", "sparse-dense-base", "sparse-dense-fine-tuned",
+        "sparse-dense-adapter", "hybrid-base", "hybrid-fine-tuned", "hybrid-adapter"]
+    recommendation = data["recommendation"]
+    assert recommendation["recommended"]["system"] in {s["name"] for s in data["systems"]}
+    assert recommendation["dev"]["dev_queries"] == len(dev_queries_of(run_dir))
+    assert markdown_opens_with_recommendation(run_dir)
     train = json.loads(next(run_dir.glob("stages/split-*/train.json")).read_text())
     val = json.loads(next(run_dir.glob("stages/split-*/val.json")).read_text())
     assert data["dataset"]["corpus"] == len(val["corpus"]) and data["dataset"]["extra_corpus"] == 0
@@ -112,6 +120,16 @@ corpus = "both"
     page = (run_dir / "report.html").read_text()
     assert len(re.findall("data:image/png;base64,", page)) == 4  # two charts, two training curves
     assert "<script" not in page and "http://" not in page and "https://" not in page
+
+
+def dev_queries_of(run_dir):
+    return json.loads(next(run_dir.glob("stages/train-*/work/dev.json")).read_text())["queries"]
+
+
+def markdown_opens_with_recommendation(run_dir) -> bool:
+    lines = (run_dir / "report.md").read_text().splitlines()
+    verdict = lines.index("## Verdict")
+    return lines[verdict + 2].startswith("- Recommended: `")
 
 
 def test_a_generator_that_makes_no_question_fails_at_its_stage_naming_the_config(tmp_path, tiny_model_dir, capsys):

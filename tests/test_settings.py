@@ -153,8 +153,16 @@ def test_print_config_shows_the_resolved_settings(docs, tmp_path):
     shown = json.loads(result.stdout)
     assert shown["evaluate"]["k"] == [1, 3] and shown["evaluate"]["resamples"] == 2000
     assert shown["split"]["seed"] == 9 and shown["generate"] == {"generator": "ict", "seed": 9}
-    assert shown["train"] == {"enabled": False} == shown["adapter"]  # absent tables do not run
+    # a config that names no technique gets every one with its defaults (the recommendation chooses)...
+    assert shown["train"]["enabled"] and shown["adapter"]["enabled"] and shown["index_tuning"]["enabled"]
+    assert shown["recommend"] == {"latency": True, "sparse_dense": True, "probe": True}
     assert not (tmp_path / "runs").exists()  # printing runs nothing
+    # ...and a config that names one gets what it names
+    config.write_text(f'[data]\ninputs = ["{docs.as_posix()}"]\n[adapter]\ntype = "linear"\n')
+    result = subprocess.run([sys.executable, "-m", "embtune_core.cli", "run", str(config), "--print-config"],
+                            capture_output=True, text=True, check=False)
+    shown = json.loads(result.stdout)
+    assert shown["train"] == {"enabled": False} == shown["index_tuning"] and shown["adapter"]["enabled"]
 
 
 def test_pipeline_and_commands_make_the_same_dataset_and_scores(docs, tmp_path, tiny_model_dir):
@@ -180,6 +188,8 @@ split_by = "page"
 [train]
 enabled = false
 model = "{tiny_model_dir}"
+[recommend]
+enabled = false
 [evaluate]
 k = [1, 5]
 max_seq_length = 64

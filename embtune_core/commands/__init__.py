@@ -32,6 +32,7 @@ COMMAND_MODULES = (
     "embtune_core.commands.evaluate",
     "embtune_core.commands.train",
     "embtune_core.commands.train_adapter",
+    "embtune_core.commands.tune_index",
     "embtune_core.commands.export",
 )
 

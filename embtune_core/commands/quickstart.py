@@ -29,8 +29,8 @@ def run(args) -> int:
     out = Path(args.out)
     config = prepare(out)
     result = run_config(config, run_dir=out / "run")
-    print()
-    print(result["table"].strip())
-    print(f"\nreport: {result['report']}" + (f"\nreport searching the whole index: {result['report_index']}"
-                                            if result.get("report_index") else "") + f"\nconfig: {config}\nfinished in {time.time() - started:.0f} s")
+    from embtune_core.commands.run import print_result
+
+    print_result(result)
+    print(f"config: {config}\nfinished in {time.time() - started:.0f} s")
     return 0

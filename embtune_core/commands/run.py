@@ -64,8 +64,18 @@ def run(args) -> int:
         check_output_dir(args.run_dir, "--run-dir")
     check_names(load_config(args.config), args.config)
     result = run_config(args.config, run_dir=args.run_dir)
+    print_result(result)
+    print(f"run directory: {result['run_dir']}")
+    return 0
+
+
+def print_result(result: dict[str, Any]) -> None:
+    """What a finished run prints (``embtune run`` and ``embtune quickstart``): the table, the recommendation
+    and where the deploy folder and the reports are."""
     print()
     print(result["table"].strip())
-    print(f"\nreport: {result['report']}" + (f"\nreport searching the whole index: {result['report_index']}"
-                                            if result.get("report_index") else "") + f"\nrun directory: {result['run_dir']}")
-    return 0
+    if result.get("recommendation"):
+        print(f"\n{result['recommendation']}\ndeploy folder: {result['deploy']} (DEPLOY.md there: how to serve it)")
+    print(f"\nreport: {result['report']}")
+    if result.get("report_index"):
+        print(f"report searching the whole index: {result['report_index']}")

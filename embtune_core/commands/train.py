@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import argparse
+
 from embtune_core.commands import (
     Sources,
     check_model,
@@ -59,6 +61,9 @@ def add_arguments(parser) -> None:
         "--save-steps", type=positive_int,
         help="checkpoint (and evaluate) every N steps (default: each epoch)"
     )
+    parser.add_argument("--recommend", action=argparse.BooleanOptionalAction, default=True,
+                        help="after training, compare the base model, the fine-tune, BM25, their tuned hybrids and "
+                             "sparse-dense vectors on --val and write the winner to OUT.deploy (default: on)")
     parser.add_argument(
         "--resume",
         action="store_true",
@@ -229,4 +234,34 @@ def run(args) -> int:
     if summary.get("exported") == "base":
         print(f"  the trained model scored below the base on --val: {settings.out} holds the base model unchanged "
               "(--keep-if-worse exports the trained one)")
+    if getattr(args, "recommend", True):
+        recommend_after_training(settings)
     return 0
+
+
+def recommend_after_training(settings) -> None:
+    """The retriever to deploy, chosen on --val among the base model, the fine-tune, BM25, their tuned
+    hybrids and sparse-dense vectors (embtune_core.recommend), written to OUT.deploy; without --val there is
+    nothing held out to choose on, and it says so."""
+    from pathlib import Path
+
+    from embtune_core.dataset import load_split
+    from embtune_core.recommend import Candidate, candidate_from_row, hybrid_of, select
+
+    if not settings.val:
+        print("  no recommendation: it is chosen on held-out questions (--val); `embtune run` holds out training "
+              "documents itself and compares every technique")
+        return
+    deploy = Path(str(settings.out).rstrip("/\\") + ".deploy")
+    dev = load_split(settings.val, split=settings.val_split, field="--val", option="--val-split")
+    dense = [Candidate("base", f"model:{settings.model}"), Candidate("fine-tuned", f"model:{settings.out}", reembed=True,
+                                                                     artefacts={"model": str(settings.out)})]
+    candidates = [*dense, Candidate("bm25", "bm25", single_index=False), *[hybrid_of(c) for c in dense]]
+    print("recommendation, chosen on --val:")
+    work = Path(str(settings.checkpoints)) / "recommend"
+    selection = select(candidates, dev, work_dir=work, echo=lambda line: print(line))
+    from embtune_core.deploy import write_deploy_folder
+
+    written = write_deploy_folder(deploy, selection.to_json(), [candidate_from_row(r) for r in selection.rows],
+                                  base_model=str(settings.model), echo=lambda line: print(f"  {line}"))
+    print(f"  deploy it from {written['folder']} (DEPLOY.md there has the lines for LangChain, LlamaIndex, DocsGPT)")
