@@ -61,6 +61,9 @@ def serving_lines(candidate: Any, *, prefix: str = "deploy") -> str:
         lines += ["DocsGPT: install embtune and its start-up hook (README: Integrations), mount this folder at "
                   "`/app/deploy`, set `EMBTUNE_DOCSGPT=1` and `EMBEDDINGS_NAME=embtune:/app/deploy`, and re-ingest "
                   "your sources (the stored vectors are the recommended system's)."]
+    if "+windows:max" in candidate.spec:
+        lines += ["", "It scores a chunk by its best window: serve it with "
+                  "`embtune_integrations.multi_vector.window_retriever` (one vector per window)."]
     return "\n".join(lines) + "\n"
 
 
@@ -98,10 +101,14 @@ def deployed_spec(folder: str | Path, *, single_index: bool = False) -> str:
     """The evaluate spec of the system in a deploy folder (its own copies of every part)."""
     folder = Path(folder)
     record = json.loads((folder / "recommendation.json").read_text(encoding="utf-8"))
-    key = "single_index_parts" if single_index else "parts"
+    # The best single-index system is the recommended one when that is single-index itself.
+    key = "single_index_parts" if single_index and not record.get("winner_single_index") else "parts"
+    if key not in record:
+        raise InputError("no single-index system was recommended (the candidates were BM25 and hybrids only)",
+                         path=folder, field="single_index")
     parts = record.get(key) or {}
     spec = f"model:{folder / parts['model']}" if "model" in parts else f"model:{record['base_model']}"
-    if record.get("lexical_only") and not single_index:
+    if record.get("lexical_only") and key == "parts":
         return "bm25"
     for kind, mark in (("adapter", "adapter"), ("index", "index"), ("lexical", "lexical")):
         if kind in parts:
@@ -138,6 +145,7 @@ def write_deploy_folder(folder: Path, selection: dict[str, Any], candidates: lis
         parts = _copy_parts(winner, staging)
         record = {"recommended": winner.name, "spec": selection["winner_spec"], "parts": parts,
                   "base_model": base_model, "lexical_only": winner.lexical,
+                  "winner_single_index": winner.single_index and not winner.lexical,
                   "best_single_index": single.name if single else None, "selection": selection,
                   "validation": validation}
         text = [f"# Deploy: {winner.name}", "", selection["reason"] + ".", ""]
@@ -151,8 +159,9 @@ def write_deploy_folder(folder: Path, selection: dict[str, Any], candidates: lis
             single_parts = _copy_parts(single, staging / "single-index")
             record["single_index_parts"] = {k: f"single-index/{v}" for k, v in single_parts.items()}
             text += ["## The best single-index system (one vector per chunk: DocsGPT, any vector store)", "",
-                     f"`{single.name}`: `deployed_embeddings(\"deploy\", single_index=True)`, and in DocsGPT "
-                     "`EMBEDDINGS_NAME=embtune:/app/deploy#single-index`.", ""]
+                     f"`{single.name}`: `deployed_embeddings(\"deploy\", single_index=True)`; DocsGPT serves it "
+                     "with `EMBEDDINGS_NAME=embtune:/app/deploy` (DocsGPT always gets the best single-index system).",
+                     ""]
         atomic.write_json(staging / "recommendation.json", record)
         atomic.write_text(staging / "DEPLOY.md", "\n".join(text))
     sentence = (validation and __import__("embtune_core.report_verdict", fromlist=["x"]).recommendation_sentence(

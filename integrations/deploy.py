@@ -43,6 +43,19 @@ def deployed_retriever(folder: str | Path, documents: Sequence[Any], *, k: int =
         from embtune_integrations.hybrid import BM25Retriever
 
         return BM25Retriever.from_documents(docs, k=k)
+    if "+windows:max" in spec:  # scored by its best window: one vector per window (MaxP)
+        if spec.startswith("hybrid:"):
+            from embtune_core.errors import InputError
+
+            raise InputError("a BM25 hybrid over best-window scores has no LangChain retriever yet; serve the "
+                             "single-index system (single_index=True) or the windows retriever alone",
+                             path=folder, field="recommended")
+        from embtune_core.systems import parse_system
+        from embtune_integrations.langchain import EmbtuneEmbeddings
+        from embtune_integrations.multi_vector import window_retriever
+
+        parsed = parse_system(f"x={spec}")
+        return window_retriever(docs, EmbtuneEmbeddings(parsed.encoder_spec.removeprefix("st:"), normalize=True), k=k)
     from embtune_integrations.faiss_store import build_faiss_store
 
     store = build_faiss_store(docs, deployed_embeddings(folder, single_index=single_index),

@@ -144,6 +144,10 @@ def embeddings_from_name(name: str, *, base_model: str | None = None, device: st
     if windows not in ("off", "mean"):  # one vector per document: DocsGPT's stores hold no more
         raise InputError(f"must be off or mean, got {windows!r}", field=DOCUMENT_WINDOWS_ENV)
     options = {"document_windows": windows} if windows != "off" else {}
+    if (target / "recommendation.json").is_file():  # an `embtune run` deploy folder: its best single-index system
+        from embtune_integrations.deploy import deployed_embeddings
+
+        return deployed_embeddings(target, single_index=True, **({"batch_size": batch_size}))
     if (target / "modules.json").is_file():  # a sentence-transformers model folder
         return EmbtuneEmbeddings(str(target), device=device, batch_size=batch_size, **options)
     if not _is_adapter_folder(target):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import argparse
+
 import logging
 import sys
 import time
@@ -65,6 +67,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("inputs", nargs="*", help="document files and/or folders")
     parser.add_argument("-o", "--out", help="output folder for train.json and val.json")
     parser.add_argument("--config", help="TOML file with a [dataset] table")
+    parser.add_argument("--probe", action=argparse.BooleanOptionalAction, default=True,
+                        help="after writing, measure on the training questions whether tuning is likely to help "
+                             "(base model vs BM25, chunks cut, saturation, a short adapter probe; default: on)")
     parser.add_argument("--chunker", help="chunker plugin (default: sentence; also: recursive)")
     parser.add_argument("--chunk-size", type=positive_int,
                         help="tokens (sentence: 1024) or characters (recursive: 1000)")
@@ -215,6 +220,19 @@ def run(args) -> int:
                 if val is not None else None),
         "split_by": s["split_by"], "seed": s["seed"], "seconds": round(time.perf_counter() - started, 2),
     }
+    if getattr(args, "probe", True) and train.queries:
+        from embtune_core.models import DEFAULT_MODEL
+        from embtune_core.probe import describe, tuning_probe
+
+        try:
+            probe = tuning_probe(train, s["model"] or DEFAULT_MODEL, seed=int(s["seed"]))
+        except EmbtuneError as exc:  # too few documents to hold any out: say so, the dataset is written
+            summary["probe"] = {"skipped": exc.problem}
+            print(f"will tuning help? not measured: {exc.problem}", file=sys.stderr)
+        else:
+            summary["probe"] = probe
+            for line in describe(probe):
+                print(line, file=sys.stderr)
     atomic.write_json(out / "build-report.json", summary)
     if report.get("total_tokens"):
         print(f"token usage: {report['prompt_tokens']} prompt + {report['completion_tokens']} completion "
