@@ -68,6 +68,7 @@ CONFIG_FILE = "index_tuning.json"
 WEIGHTS_FILE = "deltas.safetensors"
 # The reference code's grid for NUDGE-N (github.com/szeighami/nudge, nudge.py: 0.02 * x for x in range(25)).
 DEFAULT_GAMMAS = tuple(round(0.02 * x, 2) for x in range(25))
+MOVED = 1e-6  # a delta component above this (unit vectors) is a move, not float noise
 
 
 @dataclass
@@ -348,8 +349,9 @@ def tune_index(doc_ids: Sequence[str], doc_texts: Sequence[str], doc_vectors: np
     # paper refits likewise). Given held-out queries are never trained on: they may be the user's dev set.
     final_q, final_a = (queries, list(answers))
     tuned = nudge_n(doc_vectors, query_sums(len(doc_ids), final_q, final_a), choice.gamma)
-    deltas = tuned - doc_vectors
-    moved = np.flatnonzero(np.abs(deltas).max(axis=1) > 0) if len(deltas) else np.empty(0, np.int64)
+    deltas = tuned - doc_vectors if choice.gamma > 0 else np.zeros_like(doc_vectors)
+    # A vector counts as moved beyond float noise (normalising twice differs in the last bits).
+    moved = np.flatnonzero(np.abs(deltas).max(axis=1) > MOVED) if len(deltas) else np.empty(0, np.int64)
     with_queries = int((np.linalg.norm(query_sums(len(doc_ids), final_q, final_a), axis=1) > 0).sum())
     base_score = choice.scores[repr(0.0)]
     chosen_score = choice.scores[repr(choice.gamma)]

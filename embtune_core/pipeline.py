@@ -373,10 +373,12 @@ class Pipeline:
             self.echo(f"[{name}] running -> {stage.path}")
             stage.start()
             started, cpu = time.time(), time.process_time()
+            _reset_peak_memory()
             outputs = work(stage)
             # What the stage cost on this machine (the recommendation shows it beside each candidate).
             outputs.setdefault("cost", {"wall_seconds": round(time.time() - started, 2),
-                                        "cpu_seconds": round(time.process_time() - cpu, 2)})
+                                        "cpu_seconds": round(time.process_time() - cpu, 2),
+                                        "peak_rss_gb": _peak_memory_gb()})
             stage.finish(outputs, round(time.time() - started, 2))
         self.manifest["stages"][name] = {"key": stage.key, "dir": stage.path.relative_to(self.root.root).as_posix(),
                                          **stage.outputs()}
@@ -745,6 +747,39 @@ class Pipeline:
         context["config"] = str(self.config_path)
         return context
 
+    def _describe_independence(self, evaluation: Any) -> None:
+        """Which generator wrote the validation questions against which made the pseudo-queries that index-aware
+        systems read from the validation chunks: the same generator would score them on the kind of query they
+        trained on, so the report says whether the figures are independent."""
+        from embtune_core.index_training import DEFAULT_MIX as TRAIN_MIX
+        from embtune_core.pseudo_queries import DEFAULT_MIX as ADAPTER_MIX
+
+        mixes: set[str] = set()
+        for name, default in (("train", TRAIN_MIX), ("adapter", ADAPTER_MIX)):
+            value = self.t[name].get("index_pseudo_queries") if self.settings[name] is not None else None
+            if value not in (None, False):
+                mixes |= set(default if value is True else value)
+        if self.settings["index_tuning"] is not None:
+            mixes |= set(self.settings["index_tuning"].mix())
+        if not mixes:
+            return
+        data = self.t["data"]
+        writer = str(self.t["generate"].get("generator", "ict")) if "inputs" in data else None
+        made = ", ".join(sorted(mixes))
+        if writer is None:
+            evaluation.context["independence"] = (
+                f"index-aware systems read pseudo-queries ({made}) from the validation chunks' texts; the validation "
+                "questions came with the dataset: check that no generator of theirs is among these")
+        elif writer in mixes:
+            evaluation.context["independence"] = (
+                f"NOT independent for index-aware systems: the validation questions were written by {writer}, which "
+                f"also made pseudo-queries ({made}) from the validation chunks they trained on (word-for-word copies "
+                "left out); use another generator for one of them to measure them independently")
+        else:
+            evaluation.context["independence"] = (
+                f"yes: index-aware systems trained on pseudo-queries ({made}) from the validation chunks' texts and are "
+                f"scored on questions {writer} wrote, another generator")
+
     def _describe_information(self, evaluation: Any) -> None:
         """What each trained system saw of the validation documents, so unequal terms are never hidden."""
         saw = {}
@@ -755,6 +790,7 @@ class Pipeline:
             if saw.get(result.name):
                 result.details.append("trained also on LLM-free pseudo-queries from the texts of every indexed chunk, "
                                       "validation chunks included (no validation question or label)")
+        self._describe_independence(evaluation)
         adapter = self.manifest["stages"].get("adapter") or {}
         if adapter.get("final_adapter"):
             evaluation.context["adapter to deploy"] = (
@@ -1052,6 +1088,27 @@ class Pipeline:
         return write_deploy_folder(self.root.root / "deploy", selection, candidates,
                                    base_model=str(self.t["train"].get("model", DEFAULT_MODEL)),
                                    report=evaluate.outputs().get("report_json"), echo=self.echo)
+
+
+def _reset_peak_memory() -> None:
+    """Start a stage's peak-memory count (Linux: writing 5 to /proc/self/clear_refs resets VmHWM)."""
+    try:
+        with open("/proc/self/clear_refs", "w") as handle:
+            handle.write("5")
+    except OSError:
+        pass
+
+
+def _peak_memory_gb() -> float | None:
+    """The process's peak resident memory since :func:`_reset_peak_memory` (VmHWM), in GB; None elsewhere."""
+    try:
+        with open("/proc/self/status") as handle:
+            for line in handle:
+                if line.startswith("VmHWM:"):
+                    return round(int(line.split()[1]) / 1e6, 3)
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
 
 
 def out_adapter(spec: str) -> str:

@@ -255,7 +255,7 @@ def recommendation_sentence(summary: dict[str, Any], *, code: str = "") -> str:
 
 
 CANDIDATE_HEADER = ("system", "dev NDCG@10", "dev hit@5", "re-embeds corpus", "single index", "index size",
-                    "query latency", "training (wall / CPU s)", "fusion")
+                    "query latency", "training (wall / CPU s, peak GB)", "fusion")
 
 
 def candidate_rows(summary: dict[str, Any]) -> list[list[str]]:
@@ -266,10 +266,12 @@ def candidate_rows(summary: dict[str, Any]) -> list[list[str]]:
         stages = [training] + [v for v in training.values() if isinstance(v, dict)]
         wall = sum(float(t.get("wall_seconds", 0) or 0) for t in stages)
         cpu = sum(float(t.get("cpu_seconds", 0) or 0) for t in stages)
+        peaks = [float(t["peak_rss_gb"]) for t in stages if t.get("peak_rss_gb")]
         size = row.get("index_bytes")
         rows.append([row["name"], f"{row['ndcg@10']:.4f}", f"{row['hit_rate@5']:.4f}",
                      "yes" if row.get("reembed") else "no", "yes" if row.get("single_index") else "no",
                      f"{size / 1e6:.2f} MB" if size is not None else "-",
                      f"{row['query_ms']:.1f} ms" if row.get("query_ms") is not None else "-",
-                     f"{wall:.0f} / {cpu:.0f}" if wall else "none", row.get("fusion", "")])
+                     (f"{wall:.0f} / {cpu:.0f}" + (f", {max(peaks):.1f}" if peaks else "")) if wall else "none",
+                     row.get("fusion", "")])
     return rows

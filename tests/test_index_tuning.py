@@ -109,3 +109,13 @@ def test_damaged_files_are_named_in_one_line(tmp_path):
         load_index_tuning(folder)
     with pytest.raises(InputError, match="not an index tuning folder"):
         load_index_tuning(tmp_path)
+
+
+def test_gamma_zero_moves_nothing_not_even_float_noise():
+    rng = np.random.default_rng(4)
+    docs = rng.normal(size=(10, 8)).astype(np.float32)  # not unit length: normalised inside
+    train = np.repeat(unit_rows(docs[1:2]), 5, axis=0)
+    dev = unit_rows(docs[1:2] + rng.normal(scale=0.01, size=(5, 8)))
+    tuned = tune_index([f"d{i}" for i in range(10)], [f"t{i}" for i in range(10)], docs, train, [[0]] * 5, dev,
+                       [[1]] * 5, config=NudgeConfig(gammas=[0.3]))
+    assert tuned.config["gamma"] == 0.0 and tuned.doc_ids == [] and tuned.config["documents_moved"] == 0
