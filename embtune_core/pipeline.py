@@ -66,6 +66,8 @@ TRAIN_RUN_KEYS = ("dev_fraction", "final_fit")
 TECHNIQUES = ("train", "adapter", "index_tuning")
 # [index_tuning] keys a run config may set (the run supplies the corpus, questions, encoder and folders).
 INDEX_TUNING_KEYS = ("pseudo_queries", "gammas", "tuner", "max_seq_length", "batch_size")
+# [index_tuning] systems: whose document vectors the run tunes (each one a candidate of its own).
+INDEX_TUNED_SYSTEMS = ("base", "adapter", "fine-tuned")
 # [adapter] keys beside AdapterTrainingConfig's: the frozen encoder, LLM-free queries from the index, its name.
 ADAPTER_RUN_KEYS = ("encoder", "index_pseudo_queries", "type", "final_fit")
 
@@ -92,7 +94,7 @@ def table_keys(name: str) -> list[str]:
     elif name == "adapter":
         keys = {*field_names(AdapterTrainingConfig), *ADAPTER_RUN_KEYS, *TABLE_KEYS, "enabled"}
     elif name == "index_tuning":
-        keys = {*INDEX_TUNING_KEYS, "enabled"}
+        keys = {*INDEX_TUNING_KEYS, "enabled", "systems"}
     elif name == "recommend":
         from embtune_core.recommend import RecommendSettings
 
@@ -289,7 +291,12 @@ class Pipeline:
         table = dict(self.t["index_tuning"])
         check_types(_Enabled, {k: v for k, v in table.items() if k == "enabled"}, path=path, table="index_tuning")
         enabled = bool(table.pop("enabled", True)) and (bool(self.t["index_tuning"]) or self.default_techniques)
-        refuse_unknown(table, INDEX_TUNING_KEYS, path=path, table="index_tuning")
+        refuse_unknown(table, [*INDEX_TUNING_KEYS, "systems"], path=path, table="index_tuning")
+        systems = table.pop("systems", list(INDEX_TUNED_SYSTEMS))
+        if not (isinstance(systems, list) and systems and set(systems) <= set(INDEX_TUNED_SYSTEMS)):
+            raise ConfigError(f"must be a non-empty list of {', '.join(INDEX_TUNED_SYSTEMS)} (whose vectors to tune)",
+                              path=path, field="index_tuning.systems")
+        self._index_tuned_systems = list(systems)
         if "tuner" in table:
             from embtune_core.errors import EmbtuneError
             from embtune_core.plugins import get_registry
@@ -324,7 +331,8 @@ class Pipeline:
         if self.settings["index_tuning"] is not None:  # the run supplies corpus, questions, encoder and folders
             tuning = as_table(self.settings["index_tuning"])
             out["index_tuning"] = {"enabled": True, **{k: tuning[k] for k in INDEX_TUNING_KEYS},
-                                   "pseudo_queries": self.settings["index_tuning"].mix()}
+                                   "pseudo_queries": self.settings["index_tuning"].mix(),
+                                   "systems": self._index_tuned_systems}
         out["run"]["seed"] = self.seed
         for name, options in self.embed_options.items():  # prompts, backend
             if options and isinstance(out.get(name), dict):
@@ -920,11 +928,13 @@ class Pipeline:
                                         artefacts={"adapter": out["adapter"]}))
             keys.append(adapter_stage.key)
         if self.settings["index_tuning"] is not None:
-            tuned = [("index-tuned", _system_spec(base_model), None, base)]
-            if adapter_spec is not None and self.t["adapter"].get("encoder", base_model) == base_model:
+            over = self._index_tuned_systems
+            tuned = [("index-tuned", _system_spec(base_model), None, base)] if "base" in over else []
+            if "adapter" in over and adapter_spec is not None and \
+                    self.t["adapter"].get("encoder", base_model) == base_model:
                 tuned.append(("adapter-index-tuned", _system_spec(base_model), out_adapter(adapter_spec),
                               next(c for c in candidates if c.name == "adapter")))
-            if train_stage is not None:
+            if "fine-tuned" in over and train_stage is not None:
                 tuned.append(("fine-tuned-index-tuned", _system_spec(train_stage.outputs()["model"]), None,
                               next(c for c in candidates if c.name == "fine-tuned")))
             for name, encoder_spec, adapter_dir, parent in tuned:
@@ -1016,8 +1026,10 @@ class Pipeline:
         def work(stage: StageDir) -> dict[str, Any]:
             from embtune_core.probe import tuning_probe
 
+            # A run that trains an adapter has a better probe in it: the short adapter probe is skipped.
             return tuning_probe(QADataset.load(train_path), str(self.t["train"].get("model", DEFAULT_MODEL)),
-                                seed=self.seed, dev_fraction=self._dev_fraction())
+                                seed=self.seed, dev_fraction=self._dev_fraction(),
+                                adapter=self.settings["adapter"] is None)
 
         stage = self._stage("probe", {"data": upstream, "dev": self._dev_fraction(),
                                       "model_content": _model_content(self.t["train"].get("model", DEFAULT_MODEL))},

@@ -52,7 +52,7 @@ log = logging.getLogger(__name__)
 
 FORMAT = "embtune-sparse-dense"
 CONFIG_FILE = "lexical.json"
-MAX_TERMS = 16384  # above this many distinct terms the vocabulary is hashed into this many buckets
+MAX_TERMS = 32768  # above this many distinct terms the vocabulary is hashed into this many buckets
 HEADROOM = 1.25  # M is this times the longest fit document vector, so chunks added later usually fit
 
 
