@@ -241,3 +241,21 @@ def test_a_model_worse_than_the_base_on_val_is_not_exported(tiny_model_dir, tmp_
                                checkpoint_dir=str(tmp_path / "kept.ck"), **settings))
     assert kept["exported"] == "trained"
     assert not all(torch.equal(base[k], v) for k, v in _state(str(tmp_path / "kept")).items())
+
+
+def test_train_with_val_ends_with_a_recommendation(tiny_model_dir, qa_files, tmp_path, capsys):
+    """`embtune train --val` compares the base model, the fine-tune, BM25, hybrids and sparse-dense vectors on
+    --val and writes the winner to OUT.deploy; without --val it says why there is none."""
+    out = tmp_path / "model"
+    assert main(["train", "--train", str(qa_files[0]), "--val", str(qa_files[1]), "--model", tiny_model_dir,
+                 "--max-steps", "1", "--batch-size", "4", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    record = json.loads((tmp_path / "model.deploy" / "recommendation.json").read_text())
+    names = {row["name"] for row in record["selection"]["rows"]}
+    assert {"base", "fine-tuned", "bm25", "hybrid-base", "hybrid-fine-tuned", "sparse-dense-base",
+            "sparse-dense-fine-tuned"} == names
+    assert f"recommended: {record['recommended']}" in printed
+    assert main(["train", "--train", str(qa_files[0]), "--model", tiny_model_dir, "--max-steps", "1",
+                 "--batch-size", "4", "--out", str(tmp_path / "m2")]) == 0
+    assert "no recommendation: it is chosen on held-out questions" in capsys.readouterr().out
+    assert not (tmp_path / "m2.deploy").exists()
