@@ -109,7 +109,7 @@ def main() -> int:
     started = time.time()
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     proc = subprocess.run([sys.executable, "-m", "embtune_core.cli", "run", str(config), "--run-dir",
-                           str(run_dir / "run")], env=dict(os.environ, EMBTUNE_NO_PROGRESS="1"))
+                           str(run_dir / "run")], env=dict(os.environ, EMBTUNE_NO_PROGRESS="1"), check=False)
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if proc.returncode:
         return proc.returncode

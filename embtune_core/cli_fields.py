@@ -32,7 +32,7 @@ from collections.abc import Iterable
 from typing import Any, Literal
 
 
-def setting(default: Any = dataclasses.MISSING, help: str = "", *, flag: str | None = None,  # noqa: A002
+def setting(default: Any = dataclasses.MISSING, help: str = "", *, flag: str | None = None,
             metavar: str | None = None, cli: bool = True, wanted: str | None = None,
             default_factory: Any = dataclasses.MISSING) -> Any:
     """A settings field with its CLI help (and optionally its flag name, metavar, or no flag at all)."""
@@ -164,4 +164,4 @@ def fields_without_flag(parser: argparse.ArgumentParser, cls: type, *, allowed: 
     """Flags of ``parser`` whose destination is not a field of ``cls`` (nor in ``allowed``): a check that
     every setting is declared once, in the dataclass."""
     names = {f.name for f in dataclasses.fields(cls)} | set(allowed) | {"help"}
-    return sorted(a.dest for a in parser._actions if a.dest not in names)  # noqa: SLF001 - argparse has no API
+    return sorted(a.dest for a in parser._actions if a.dest not in names)

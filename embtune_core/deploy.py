@@ -48,22 +48,22 @@ def serving_lines(candidate: Any, *, prefix: str = "deploy") -> str:
              f'embeddings = deployed_embeddings("{prefix}")   # the LangChain Embeddings alone, for your own store',
              "```", ""]
     if candidate.lexical:
-        lines += ["BM25 needs no embeddings: `deployed_retriever` is `embtune_integrations.hybrid.BM25Retriever`, "
-                  "scoring as the report's `bm25` row."]
+        lines += [("BM25 needs no embeddings: `deployed_retriever` is `embtune_integrations.hybrid.BM25Retriever`, "
+                   "scoring as the report's `bm25` row.")]
         return "\n".join(lines) + "\n"
-    lines += [f'LlamaIndex: `Settings.embed_model = EmbtuneLlamaIndexEmbedding(deployed_encoder("{prefix}"))` '
-              "(`embtune_integrations.llamaindex`, `embtune_core.deploy.deployed_encoder`)"
-              + ("; the BM25 fusion itself is served by `deployed_retriever`." if candidate.hybrid else "."), ""]
+    lines += [(f'LlamaIndex: `Settings.embed_model = EmbtuneLlamaIndexEmbedding(deployed_encoder("{prefix}"))` '
+               "(`embtune_integrations.llamaindex`, `embtune_core.deploy.deployed_encoder`)"
+               + ("; the BM25 fusion itself is served by `deployed_retriever`." if candidate.hybrid else ".")), ""]
     if candidate.hybrid:
-        lines += ["DocsGPT: its FaissStore searches one vector index and cannot fuse BM25 beside it; deploy the best "
-                  "single-index system (`single-index/` in this folder) there."]
+        lines += [("DocsGPT: its FaissStore searches one vector index and cannot fuse BM25 beside it; deploy the best "
+                   "single-index system (`single-index/` in this folder) there.")]
     else:
-        lines += ["DocsGPT: install embtune and its start-up hook (README: Integrations), mount this folder at "
-                  "`/app/deploy`, set `EMBTUNE_DOCSGPT=1` and `EMBEDDINGS_NAME=embtune:/app/deploy`, and re-ingest "
-                  "your sources (the stored vectors are the recommended system's)."]
+        lines += [("DocsGPT: install embtune and its start-up hook (README: Integrations), mount this folder at "
+                   "`/app/deploy`, set `EMBTUNE_DOCSGPT=1` and `EMBEDDINGS_NAME=embtune:/app/deploy`, and re-ingest "
+                   "your sources (the stored vectors are the recommended system's).")]
     if "+windows:max" in candidate.spec:
-        lines += ["", "It scores a chunk by its best window: serve it with "
-                  "`embtune_integrations.multi_vector.window_retriever` (one vector per window)."]
+        lines += ["", ("It scores a chunk by its best window: serve it with "
+                       "`embtune_integrations.multi_vector.window_retriever` (one vector per window).")]
     return "\n".join(lines) + "\n"
 
 
@@ -159,8 +159,8 @@ def write_deploy_folder(folder: Path, selection: dict[str, Any], candidates: lis
             single_parts = _copy_parts(single, staging / "single-index")
             record["single_index_parts"] = {k: f"single-index/{v}" for k, v in single_parts.items()}
             text += ["## The best single-index system (one vector per chunk: DocsGPT, any vector store)", "",
-                     f"`{single.name}`: `deployed_embeddings(\"deploy\", single_index=True)`; DocsGPT serves it "
-                     "with `EMBEDDINGS_NAME=embtune:/app/deploy` (DocsGPT always gets the best single-index system).",
+                     (f"`{single.name}`: `deployed_embeddings(\"deploy\", single_index=True)`; DocsGPT serves it "
+                      "with `EMBEDDINGS_NAME=embtune:/app/deploy` (DocsGPT always gets the best single-index system)."),
                      ""]
         atomic.write_json(staging / "recommendation.json", record)
         atomic.write_text(staging / "DEPLOY.md", "\n".join(text))

@@ -297,7 +297,7 @@ def choose_gamma(documents: np.ndarray, sums: np.ndarray, dev_queries: np.ndarra
     ties go to the smaller gamma (the smaller change). Without held-out queries gamma is 0."""
     scores: dict[str, float] = {}
     best, best_score = 0.0, -1.0
-    for gamma in sorted(set(float(g) for g in config.gammas) | {0.0}):
+    for gamma in sorted({float(g) for g in config.gammas} | {0.0}):
         score = score_queries(dev_queries, nudge_n(documents, sums, gamma), dev_answers, config.metric)
         scores[repr(gamma)] = round(score, 6)
         if score > best_score + 1e-12:
@@ -365,7 +365,7 @@ def tune_index(doc_ids: Sequence[str], doc_texts: Sequence[str], doc_vectors: np
                       "untuned": base_score, "chosen": chosen_score},
         "encoder_identity": encoder_identity, "adapter_fingerprint": adapter_fingerprint,
         "dimension": int(doc_vectors.shape[1]), "index_documents": len(doc_ids),
-        "documents_with_queries": with_queries, "documents_moved": int(len(moved)),
+        "documents_with_queries": with_queries, "documents_moved": len(moved),
         "training_queries": int(queries.shape[0]),
         "mean_move": float(np.linalg.norm(deltas[moved], axis=1).mean()) if len(moved) else 0.0,
         **(record or {}),

@@ -1092,7 +1092,6 @@ class Pipeline:
         """``<run>/deploy``: the recommended system's artefacts, copied, with the lines that serve it
         (:mod:`embtune_core.deploy`); rewritten atomically at every run, from the stages' outputs."""
         from embtune_core.deploy import write_deploy_folder
-
         from embtune_core.recommend import candidate_from_row
 
         selection = recommend.outputs()

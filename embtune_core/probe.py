@@ -29,8 +29,6 @@ import logging
 import time
 from typing import Any
 
-import numpy as np
-
 from embtune_core.dataset import QADataset
 
 log = logging.getLogger(__name__)

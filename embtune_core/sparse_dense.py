@@ -255,7 +255,7 @@ def fit_sparse_dense(base: Any, corpus_texts: Sequence[str], dense_queries: np.n
     best_bm25 = bm25.max(axis=1, initial=0.0)
     positive = best_bm25[best_bm25 > 0]
     scale = float(np.median(positive)) if len(positive) else 1.0
-    unit = lambda x: x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)  # noqa: E731
+    unit = lambda x: x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
     cosine = unit(np.asarray(dense_queries, np.float64)) @ unit(np.asarray(dense_corpus, np.float64)).T
     n_relevant = np.array([max(1, len(r)) for r in relevant])
     scores: dict[str, float] = {}

@@ -147,7 +147,7 @@ def embeddings_from_name(name: str, *, base_model: str | None = None, device: st
     if (target / "recommendation.json").is_file():  # an `embtune run` deploy folder: its best single-index system
         from embtune_integrations.deploy import deployed_embeddings
 
-        return deployed_embeddings(target, single_index=True, **({"batch_size": batch_size}))
+        return deployed_embeddings(target, single_index=True, batch_size=batch_size)
     if (target / "modules.json").is_file():  # a sentence-transformers model folder
         return EmbtuneEmbeddings(str(target), device=device, batch_size=batch_size, **options)
     if not _is_adapter_folder(target):

@@ -8,12 +8,12 @@ import pytest
 
 pytest.importorskip("langchain_community")
 
-from langchain_core.embeddings import Embeddings  # noqa: E402
+from langchain_core.embeddings import Embeddings
 
-from embtune_core.embedding_cache import EmbeddingCache  # noqa: E402
-from embtune_core.evaluation import MetricSettings, System, evaluate_systems  # noqa: E402
-from embtune_core.fusion import Fusion  # noqa: E402
-from embtune_core.lexical import BM25Spec  # noqa: E402
+from embtune_core.embedding_cache import EmbeddingCache
+from embtune_core.evaluation import MetricSettings, System, evaluate_systems
+from embtune_core.fusion import Fusion
+from embtune_core.lexical import BM25Spec
 
 
 class HashingEmbeddings(Embeddings):

@@ -50,7 +50,7 @@ def test_joined_vector_scores_the_linear_fusion_and_ranks_alike_under_ip_cosine_
     encoder = SparseDenseEncoder(Hashing(), lexical, weight=0.6, scale=4.0)
     docs = encoder.compose_documents(dense_docs, TEXTS)
     queries = encoder.compose_queries(dense_queries, QUERIES)
-    unit = lambda x: x / np.linalg.norm(x, axis=1, keepdims=True)  # noqa: E731
+    unit = lambda x: x / np.linalg.norm(x, axis=1, keepdims=True)
     expected = 0.6 * unit(dense_queries) @ unit(dense_docs).T + 0.4 * BM25Index(TEXTS).scores(QUERIES) / 4.0
     np.testing.assert_allclose(queries @ docs.T, expected, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(np.linalg.norm(docs, axis=1), encoder.norm, rtol=1e-5)

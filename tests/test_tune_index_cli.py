@@ -28,8 +28,8 @@ def test_tune_index_from_a_dataset_then_evaluate(tmp_path, dataset_file, tiny_mo
     assert main(["evaluate", str(dataset_file), "--system", f"base=model:{tiny_model_dir}",
                  "--system", f"tuned=model:{tiny_model_dir}+index:{out}", "--out", str(tmp_path / "report")]) == 0
     # another encoder is refused in one line naming the folder
-    assert main(["evaluate", str(dataset_file), "--system", f"tuned=model:sentence-transformers/all-MiniLM-L6-v2"
-                 f"+index:{out}", "--out", str(tmp_path / "r2")]) == 3
+    other = f"tuned=model:sentence-transformers/all-MiniLM-L6-v2+index:{out}"
+    assert main(["evaluate", str(dataset_file), "--system", other, "--out", str(tmp_path / "r2")]) == 3
     assert "tuned over vectors of" in capsys.readouterr().err
 
 
