@@ -405,7 +405,9 @@ class Pipeline:
                 train, val = split_dataset(train, self.settings["split"], seed=self.seed)
             return self._write_split(stage, train, val)
 
-        return self._stage("split", {"inputs": inputs, "split": self.t["split"], "seed": self.seed}, work)
+        # "qrels": BEIR folders keep their graded judgements (scored as pytrec_eval); earlier runs' splits did not
+        return self._stage("split", {"inputs": inputs, "split": self.t["split"], "seed": self.seed, "qrels": 1},
+                           work)
 
     def _mine(self, split_stage: StageDir) -> StageDir:
         options = dict(self.t["mine"])
@@ -627,7 +629,9 @@ class Pipeline:
             return "+adapter:".join(parts)
 
         named = [(name, keyed(spec)) for name, spec in systems]
-        return self._stage("evaluate", {"upstream": upstream, "systems": named,
+        from embtune_core.evaluation import SCORING_VERSION
+
+        return self._stage("evaluate", {"upstream": upstream, "systems": named, "scoring": SCORING_VERSION,
                                         "options": {**options, **self.embed_options["evaluate"]},
                                         "base_content": _model_content(self.t["train"].get("model", DEFAULT_MODEL))},
                            work)
