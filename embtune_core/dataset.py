@@ -349,6 +349,7 @@ def load_pairs(path: str | Path) -> QADataset:
     corpus: dict[str, str] = {}
     relevant: dict[str, list[str]] = {}
     negatives: dict[str, list[str]] = {}
+    repeated = 0
     for i, row in enumerate(rows, 1):
         query, positive = _pick(row, _QUERY_KEYS), _pick(row, _POSITIVE_KEYS)
         if query is None or positive is None:
@@ -358,6 +359,8 @@ def load_pairs(path: str | Path) -> QADataset:
         corpus[pid] = str(positive)
         if pid not in relevant.setdefault(qid, []):
             relevant[qid].append(pid)
+        elif _pick(row, _NEGATIVE_KEYS) is None:
+            repeated += 1  # the same (query, positive) again: one judgement, read once
         negative = _pick(row, _NEGATIVE_KEYS)
         for neg in negative if isinstance(negative, list) else ([negative] if negative is not None else []):
             nid = stable_id("c", neg)
@@ -366,6 +369,9 @@ def load_pairs(path: str | Path) -> QADataset:
                 negatives[qid].append(nid)
     if not queries:
         raise DatasetError("no rows", path=path)
+    if repeated:
+        log.warning("%s: %d of %d rows repeat an earlier row's (query, positive) pair; each pair is read once", path,
+                    repeated, len(rows))
     ds = QADataset(queries, corpus, relevant, extras={"negatives": negatives} if negatives else {})
     ds.validate(path)
     return ds

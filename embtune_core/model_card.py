@@ -123,6 +123,7 @@ def embtune_section(summary: dict[str, Any]) -> str:
     lines += [
         "",
         f"Training rows ({loss['data_format']}): {summary['data']['train_rows']}",
+        *[f"- {note}" for note in summary["data"].get("notes") or []],
         "",
         "## Loss",
         "",

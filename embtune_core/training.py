@@ -150,6 +150,8 @@ def train(settings: TrainSettings, *, exclude_questions: Iterable[str] = ()) -> 
     if settings.index_corpus:
         train_qa, index_info = _index_aware(train_qa, settings, val_qa, exclude_questions)
     train_rows = strategy.build_dataset(train_qa, settings.train)  # fails here, before loading a model
+    for note in strategy.notes:  # what the rows leave out, or how the loss changed: never silent
+        log.warning("%s: %s", settings.train, note)
     unanswered = [q for q in train_qa.queries if not any(c in train_qa.corpus for c in train_qa.relevant_docs.get(q, ()))]
     if unanswered:
         log.warning("%d of %d training queries have no relevant document in the corpus; they are not trained on",
@@ -179,7 +181,7 @@ def train(settings: TrainSettings, *, exclude_questions: Iterable[str] = ()) -> 
 
         train_qa, windows_record, text_groups = best_window_positives(train_qa, model,
                                                                       batch_size=settings.eval_batch_size)
-        train_rows = strategy.build_dataset(train_qa, settings.train)
+        train_rows = strategy.build_dataset(train_qa, settings.train)  # same rows, best windows: notes unchanged
     skipped = set(unanswered)
     answered = [q for q in train_qa.queries if q not in skipped]
     truncation = token_limits.check_model(model, {
@@ -256,6 +258,10 @@ def train(settings: TrainSettings, *, exclude_questions: Iterable[str] = ()) -> 
         "data": {
             "train": _sizes(train_qa, settings.train, settings.split),
             "train_rows": len(train_rows),
+            # what the rows leave out or how the loss changed (strategy.notes), and queries nothing answers
+            "notes": strategy.notes + ([(f"{len(unanswered)} of {len(train_qa.queries)} training queries have no "
+                                        "relevant document in the corpus and are not trained on")]
+                                       if unanswered else []),
             "batches": {"batch_size": settings.batch_size, "per_epoch": plan.batches,
                         "mean_rows_per_batch": round(plan.mean_batch, 2), "rows_used_per_epoch": plan.rows,
                         "limited_by_repeated_text": plan.limited_by_texts},

@@ -221,8 +221,11 @@ def run(args) -> int:
     )
     batches = summary["data"].get("batches") or {}
     if batches:
+        rows = summary["data"]["train_rows"]
         print(f"  batches per epoch {batches['per_epoch']} ({batches['mean_rows_per_batch']} rows on average, "
-              f"batch size {batches['batch_size']}; every pair used once per epoch)")
+              f"batch size {batches['batch_size']}; each of the {rows} training rows used once per epoch)")
+    for note in summary["data"].get("notes") or []:
+        print(f"  note: {note}")
     for key in ("hit@5", "mrr@10", "ndcg@10"):
         if key in before or key in after:
             print(f"  {key:8s} {before.get(key, float('nan')):.4f} -> {after.get(key, float('nan')):.4f}")
