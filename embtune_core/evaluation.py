@@ -53,7 +53,7 @@ import numpy as np
 from embtune_core import metrics as M
 from embtune_core import stats
 from embtune_core.dataset import QADataset
-from embtune_core.errors import ConfigError, DatasetError
+from embtune_core.errors import ConfigError, DatasetError, InputError
 from embtune_core.search import exact_search, normalize
 
 log = logging.getLogger(__name__)
@@ -519,6 +519,11 @@ def embed_system(system: System, task: RetrievalTask, *, cache: Any = None
         corpus_emb = pool(corpus_emb, windows)
     if system.adapter is not None:
         query_emb = apply_adapter(system.adapter, query_emb)
+    for kind, emb in (("query", query_emb), ("document", corpus_emb)):
+        if not np.isfinite(emb).all():  # a diverged model or adapter: the search would rank noise
+            rows = int((~np.isfinite(emb)).any(axis=1).sum())
+            raise InputError(f"system '{system.name}' gives {rows} of {len(emb)} {kind} vectors with NaN or infinite "
+                             "values (a diverged model or adapter?); nothing to rank", field=system.spec or system.name)
     return query_emb, corpus_emb, windows
 
 

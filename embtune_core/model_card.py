@@ -39,8 +39,18 @@ def export_limit(model, settings: Any) -> int:
 
 
 def save_model(model, out: str | Path, summary: dict[str, Any]) -> Path:
-    """Write the sentence-transformers directory with its model card, all files at once."""
+    """Write the sentence-transformers directory with its model card, all files at once; refuses (one line,
+    nothing written) weights that hold NaN or infinite values."""
     out = Path(out)
+    import torch
+
+    bad = [name for name, t in model.state_dict().items()
+           if t.is_floating_point() and not bool(torch.isfinite(t).all())]
+    if bad:
+        from embtune_core.errors import InputError
+
+        raise InputError(f"the trained weights {', '.join(bad[:2])} hold NaN or infinite values (training diverged: "
+                         "lower --lr, or use fp32); no model written", path=out)
     with atomic.atomic_directory(out) as staging:
         model.save(str(staging), create_model_card=False)
         atomic.write_text(staging / "README.md", model_card(summary, model))

@@ -120,7 +120,16 @@ def train(settings: TrainSettings, *, exclude_questions: Iterable[str] = ()) -> 
     fingerprint = run_fingerprint(settings)
     recorded = settings.checkpoints / RUN_FINGERPRINT
     if not settings.resume and any(settings.checkpoints.glob("checkpoint-*")):
-        same = recorded.is_file() and recorded.read_text(encoding="utf-8").strip() == fingerprint
+        try:
+            written = recorded.read_text(encoding="utf-8").strip() if recorded.is_file() else None
+        except (OSError, UnicodeDecodeError):
+            written = ""
+        same = written == fingerprint
+        if written == "":  # damaged: which settings made these checkpoints cannot be told
+            raise ConfigError(f"{recorded} is empty or unreadable, so whether the checkpoints in "
+                              f"{settings.checkpoints} belong to these settings and data cannot be told; pass "
+                              "--resume to continue them anyway, or remove that folder to start afresh",
+                              field="train.resume")
         if not same:
             raise ConfigError(f"{settings.checkpoints} holds checkpoints of an earlier run with other settings or "
                               "data; pass --resume to continue it anyway, or remove that folder (or give another "
