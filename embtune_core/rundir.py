@@ -95,8 +95,8 @@ class StageDir:
         try:
             done = json.loads(marker.read_text(encoding="utf-8"))
             if not isinstance(done, dict) or not isinstance(done.get("outputs"), dict):
-                raise ValueError("no outputs")
-        except (OSError, ValueError) as exc:
+                raise TypeError("no outputs")
+        except (OSError, ValueError, TypeError) as exc:
             empty = marker.stat().st_size == 0 if marker.exists() else False
             return f"{marker} is {'empty (0 bytes)' if empty else 'unreadable'} ({type(exc).__name__})"
         if done.get("stage") != self.name or done.get("key") != self.key:
