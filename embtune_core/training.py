@@ -33,25 +33,33 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 from embtune_core import atomic
 from embtune_core.checkpoints import (
+    LOSS_LOG,
     RUN_FINGERPRINT,
+    attempt_record,
+    card_training_logs,
     latest_checkpoint,
     mean_train_loss,
     quiet_progress_callback,
     run_fingerprint,
     trainer_callbacks,
+    trim_loss_log,
 )
 from embtune_core.errors import ConfigError
 from embtune_core.layer_freezing import freeze_all_but_last
 from embtune_core.model_card import export_limit, save_model
 from embtune_core.training_args import TrainSettings, rank_and_world_size, training_arguments
-from embtune_core.training_evaluator import baseline_metrics, build_evaluator, metrics_after_training
+from embtune_core.training_evaluator import (
+    baseline_metrics,
+    build_evaluator,
+    metrics_after_training,
+    saved_baseline,
+)
 
 log = logging.getLogger(__name__)
 
@@ -252,11 +260,29 @@ def train(settings: TrainSettings, *, exclude_questions: Iterable[str] = ()) -> 
     checkpoint = latest_checkpoint(work_dir) if settings.resume else None
     if settings.resume and checkpoint is None:
         log.info("no checkpoint in %s yet; starting from the beginning", work_dir)
+    # The record of a resumed run is the record of an uninterrupted one: the killed attempt's log lines
+    # after the checkpoint go (this attempt logs those steps again), and its time counts.
+    before = attempt_record(checkpoint)
+    mark_complete.before = before
+    if rank == 0:
+        reused = evaluator is None or saved_baseline(work_dir, settings) is not None
+        trim_loss_log(work_dir / LOSS_LOG, before["global_step"], keep_step_zero=reused)
     metrics_before = baseline_metrics(trainer, work_dir, settings, rank) if evaluator is not None else {}
 
-    started = time.time()
     output = trainer.train(resume_from_checkpoint=checkpoint)
-    train_seconds = time.time() - started
+    totals = mark_complete.totals()
+    train_seconds = totals["train_seconds"]
+    if checkpoint is not None:
+        # sentence-transformers' card knows only this attempt: its rows and its clock
+        card = model.model_card_data
+        card.training_logs = card_training_logs(trainer.state.log_history, card.training_logs,
+                                                before["global_step"],
+                                                # the card shows the inner evaluator's primary metric (val_ndcg@10)
+                                                getattr(getattr(evaluator, "inner", evaluator), "primary_metric", None),
+                                                baseline=metrics_before)
+        if card._training_start_time is not None:
+            card._training_start_time -= before["train_seconds"]
+            card.evaluation_duration += before["eval_seconds"]
     metrics_after = metrics_after_training(trainer, history) if evaluator is not None else {}
 
     summary = {
