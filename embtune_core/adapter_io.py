@@ -368,7 +368,9 @@ def save_adapter(directory: str | Path, module: nn.Module, config: AdapterConfig
                          "lower the learning rate); not saved", path=directory)
     with atomic.atomic_directory(directory) as staging:
         save_file(tensors, str(staging / WEIGHTS_NAME), metadata={"format": FORMAT})
-        atomic.write_json(staging / CONFIG_NAME, config.to_json())
+        from embtune_core.portable import portable
+
+        atomic.write_json(staging / CONFIG_NAME, portable(config.to_json()))  # no machine's absolute path
     return directory
 
 

@@ -51,6 +51,9 @@ def save_model(model, out: str | Path, summary: dict[str, Any]) -> Path:
 
         raise InputError(f"the trained weights {', '.join(bad[:2])} hold NaN or infinite values (training diverged: "
                          "lower --lr, or use fp32); no model written", path=out)
+    from embtune_core.portable import portable
+
+    summary = portable(summary)  # an exported folder records no machine's absolute path
     with atomic.atomic_directory(out) as staging:
         model.save(str(staging), create_model_card=False)
         atomic.write_text(staging / "README.md", model_card(summary, model))

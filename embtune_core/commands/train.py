@@ -14,6 +14,7 @@ from embtune_core.commands import (
     positive_int_list,
 )
 from embtune_core.config import load_config, section
+from embtune_core.config_paths import resolve_table
 from embtune_core.errors import COMMAND_LINE, ConfigError, PluginError, UsageError
 
 NAME = "train"
@@ -155,7 +156,7 @@ def settings_from_args(args):
     origin = args.config or COMMAND_LINE
     sources = Sources(args.config, "train", origin=origin)
     if args.config:
-        values.update(section(load_config(args.config), "train", args.config))
+        values.update(resolve_table(section(load_config(args.config), "train", args.config), args.config))
         sources.config(values)
     for key in SETTING_KEYS:
         value = getattr(args, key, None)
