@@ -104,6 +104,8 @@ def checkpoint_problem(folder: Path, *, require_marker: bool = False) -> str | N
             with zipfile.ZipFile(path) as archive:
                 archive.namelist()
         except (OSError, zipfile.BadZipFile) as exc:
+            if _legacy_torch_file(path):
+                continue  # torch.load reads the pre-1.6 (pickle, not zip) format too
             return f"{path.name}: {exc}"
     marker = folder / COMPLETE
     if require_marker and not marker.exists():
@@ -114,6 +116,16 @@ def checkpoint_problem(folder: Path, *, require_marker: bool = False) -> str | N
         except (OSError, ValueError):
             return f"{COMPLETE}: torn"
     return None
+
+
+def _legacy_torch_file(path: Path) -> bool:
+    """torch's legacy serialization: a pickle (protocol 2+) that starts with torch's magic number."""
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(64)
+    except OSError:
+        return False
+    return head[:1] == b"\x80" and len(head) > 16
 
 
 def _safetensors_problem(path: Path) -> str | None:

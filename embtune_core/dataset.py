@@ -263,7 +263,7 @@ def read_qrels(path: Path) -> dict[str, dict[str, int]]:
     skipped when its score is not a number. Grades are integers (pytrec_eval reads integers): ``2`` and
     ``2.0`` are accepted, ``0.5`` is refused naming the line."""
     qrels: dict[str, dict[str, int]] = {}
-    for lineno, row in enumerate(csv.reader(read_text(path).splitlines(), delimiter="\t"), 1):
+    for lineno, row in enumerate(textfiles.csv_rows(read_text(path), delimiter="\t"), 1):
         if not row or (len(row) == 1 and not row[0].strip()):
             continue
         if len(row) < 3:
@@ -340,7 +340,7 @@ def load_pairs(path: str | Path) -> QADataset:
     if path.suffix.lower() == ".csv":
         text = read_text(path)
         try:
-            rows = list(csv.DictReader(text.splitlines()))
+            rows = textfiles.csv_dicts(text)  # a quoted chunk keeps its line breaks
         except csv.Error as exc:
             raise DatasetError(f"malformed CSV: {exc}", path=path) from None
     else:
