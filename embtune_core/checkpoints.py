@@ -145,8 +145,10 @@ def _safetensors_problem(path: Path) -> str | None:
 
 def _append_jsonl(path: Path, record: dict[str, Any]) -> None:
     """Append one line with one write on an O_APPEND descriptor: concurrent or torn writes never mix lines."""
+    from embtune_core.secrets_scrub import scrub_known
+
     path.parent.mkdir(parents=True, exist_ok=True)
-    line = (json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8")
+    line = scrub_known(json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8")  # no secret reaches a file
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     try:
         os.write(fd, line)

@@ -191,7 +191,14 @@ class _Store:
         np.save(buffer, shard, allow_pickle=False)
         data = buffer.getvalue()
         path = self.directory / f"{CHECKSUM_PREFIX}{hashlib.blake2b(data, digest_size=16).hexdigest()}.npy"
-        atomic.write_bytes(path, data)
+        from embtune_core.resources import ResourceError
+
+        try:
+            atomic.write_bytes(path, data)
+        except ResourceError as exc:
+            raise ResourceError(f"{exc.problem.split(' (')[0]} while caching embeddings (the shards finished so far "
+                                "are kept; free space, or set EMBTUNE_CACHE to a folder on a larger disk)",
+                                path=path) from None
         self.seen.add(path.name)
         self.paths.append(path)
         self.add(np.load(path, mmap_mode="r", allow_pickle=False))

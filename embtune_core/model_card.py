@@ -54,7 +54,9 @@ def save_model(model, out: str | Path, summary: dict[str, Any]) -> Path:
     from embtune_core.portable import portable
 
     summary = portable(summary)  # an exported folder records no machine's absolute path
-    with atomic.atomic_directory(out) as staging:
+    from embtune_core.resources import guard
+
+    with guard(writing=out, what="the model"), atomic.atomic_directory(out) as staging:
         model.save(str(staging), create_model_card=False)
         atomic.write_text(staging / "README.md", model_card(summary, model))
         atomic.write_json(staging / SUMMARY, summary)

@@ -552,10 +552,13 @@ def write_reports(evaluation, out_dir: str | Path, *, data: dict[str, Any] | Non
 
     ``data``: :func:`report_json` of ``evaluation`` when the caller already has it.
     """
+    from embtune_core.secrets_scrub import scrub_tree
+
     out_dir = Path(out_dir)
-    data = data if data is not None else report_json(evaluation)
+    # a report quotes configs, URLs and server replies: every secret pattern goes, not just known values
+    data = scrub_tree(data if data is not None else report_json(evaluation))
     paths = {"json": out_dir / "report.json", "markdown": out_dir / "report.md", "html": out_dir / "report.html"}
-    markdown, page = report_markdown(data), report_html(data)  # render everything before writing anything
+    markdown, page = scrub(report_markdown(data)), scrub(report_html(data))  # all rendered before anything is written
     atomic.write_json(paths["json"], data)
     atomic.write_text(paths["markdown"], markdown)
     atomic.write_text(paths["html"], page)

@@ -267,9 +267,14 @@ def train(settings: TrainSettings, *, exclude_questions: Iterable[str] = ()) -> 
     if rank == 0:
         reused = evaluator is None or saved_baseline(work_dir, settings) is not None
         trim_loss_log(work_dir / LOSS_LOG, before["global_step"], keep_step_zero=reused)
-    metrics_before = baseline_metrics(trainer, work_dir, settings, rank) if evaluator is not None else {}
+    from embtune_core.resources import guard
 
-    output = trainer.train(resume_from_checkpoint=checkpoint)
+    advice = memory_advice(settings)
+    with guard(doing="evaluating the base model", memory_advice=f"lower --eval-batch-size (now {settings.eval_batch_size})"):
+        metrics_before = baseline_metrics(trainer, work_dir, settings, rank) if evaluator is not None else {}
+    # A full disk during a checkpoint save, or memory running out in a step: one line, exit 3, advice.
+    with guard(writing=work_dir, what="a training checkpoint", doing="training", memory_advice=advice):
+        output = trainer.train(resume_from_checkpoint=checkpoint)
     totals = mark_complete.totals()
     train_seconds = totals["train_seconds"]
     if checkpoint is not None:
@@ -354,6 +359,17 @@ def train(settings: TrainSettings, *, exclude_questions: Iterable[str] = ()) -> 
         },
     )
     return TrainResult(**summary, saved=saved, history=history)
+
+
+def memory_advice(settings: TrainSettings) -> str:
+    """The settings that reduce training memory, with their current values, in one line."""
+    limit = f" (now {settings.max_seq_length})" if settings.max_seq_length else ""
+    advice = [f"lower --batch-size (now {settings.batch_size})", f"--max-seq-length{limit}",
+              "--loss cached-mnrl --loss-option mini_batch_size=8 (the same batch in less memory)"]
+    if not settings.lora and settings.train_last_layers is None:
+        advice.append("--lora or --train-last-layers 2 (fewer trained weights)")
+    advice.append("or train a query adapter (embtune train-adapter), which needs far less")
+    return ", ".join(advice)
 
 
 def _index_aware(train_qa, settings: TrainSettings, val_qa=None, exclude_questions: Iterable[str] = ()):
