@@ -348,15 +348,29 @@ def check_adapter_options(adapter_type: str, options: dict[str, Any] | None, *, 
                           field=table) from None
 
 
+def non_finite(tensors: dict[str, torch.Tensor]) -> list[str]:
+    """Names of the tensors holding a NaN or an infinity (what a diverged training run leaves)."""
+    return [name for name, t in tensors.items() if t.is_floating_point() and not bool(torch.isfinite(t).all())]
+
+
 def save_adapter(directory: str | Path, module: nn.Module, config: AdapterConfig) -> Path:
-    """Write ``adapter_config.json`` and ``adapter.safetensors`` into ``directory``, all or nothing."""
+    """Write ``adapter_config.json`` and ``adapter.safetensors`` into ``directory``, all or nothing.
+
+    Raises :class:`InputError` (one line, nothing written) when a weight is NaN or infinite: such an
+    adapter turns every query into NaN and every search result into noise."""
     from safetensors.torch import save_file
 
     directory = Path(directory)
     tensors = {name: t.detach().cpu().contiguous() for name, t in module.state_dict().items()}
+    bad = non_finite(tensors)
+    if bad:
+        raise InputError(f"adapter weights {', '.join(bad[:3])} hold NaN or infinite values (training diverged: "
+                         "lower the learning rate); not saved", path=directory)
     with atomic.atomic_directory(directory) as staging:
         save_file(tensors, str(staging / WEIGHTS_NAME), metadata={"format": FORMAT})
-        atomic.write_json(staging / CONFIG_NAME, config.to_json())
+        from embtune_core.portable import portable
+
+        atomic.write_json(staging / CONFIG_NAME, portable(config.to_json()))  # no machine's absolute path
     return directory
 
 
@@ -395,6 +409,10 @@ def _load_embtune(directory: Path, map_location) -> SavedAdapter:
         state = load_file(str(weights_path), device=str(map_location))
     except (SafetensorError, OSError, ValueError) as exc:
         raise InputError(f"unreadable safetensors file: {exc}", path=weights_path) from None
+    bad = non_finite(state)
+    if bad:
+        raise InputError(f"weights {', '.join(bad[:3])} hold NaN or infinite values (a diverged training run); "
+                         "train the adapter again", path=weights_path)
     module = build_adapter(config.adapter_type, config.dimension, config.options)
     _load_state(module, state, weights_path)
     return SavedAdapter(module, config, directory)
@@ -434,6 +452,10 @@ def import_llamaindex_adapter(directory: str | Path, *, base_encoder_identity: s
                          path=weights_path) from None
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise InputError("expected a state dict of tensors", path=weights_path)
+    bad = non_finite(state)
+    if bad:
+        raise InputError(f"weights {', '.join(bad[:3])} hold NaN or infinite values (a diverged training run)",
+                         path=weights_path)
 
     if "linear.weight" in state:
         weight = state["linear.weight"]

@@ -544,6 +544,11 @@ def train_adapter(encoder, train: QADataset, val: QADataset | None = None, *,
         train = merge(train, augment)
     train_data = _embed(train, encoder, cache, device, "train")
     val_data = _embed(val, encoder, cache, device, "validation")
+    for label, data, part in (("training", train_data, train), ("validation", val_data, val)):
+        unanswered = len(part.queries) - len(data.query_ids)
+        if unanswered:
+            log.warning("%d of %d %s queries have no relevant chunk in the corpus and are not used", unanswered,
+                        len(part.queries), label)
     embed_seconds = time.perf_counter() - t0
     if not train_data.query_ids:
         raise DatasetError("no training query has a relevant chunk")

@@ -14,6 +14,9 @@ beside ``--out model`` is never moved or deleted):
 
 Outputs follow the process umask (0644/0755 under the usual 022), also the files that libraries
 write inside a staging folder, so a container running as another user can read a model.
+
+Every text written here passes the secrets scrubber (:func:`embtune_core.secrets_scrub.scrub_known`),
+as do the text files libraries write inside a staging folder: this is where bytes reach a file.
 """
 
 from __future__ import annotations
@@ -99,9 +102,47 @@ def glob_escape(name: str) -> str:
     return "".join(f"[{c}]" if c in "*?[" else c for c in name)
 
 
+class _ScrubbingWriter:
+    """A text handle whose lines pass :func:`embtune_core.secrets_scrub.scrub_known` on their way to disk
+    (a line is scrubbed whole, so a secret written in two pieces is still found)."""
+
+    def __init__(self, handle: Any):
+        self._handle = handle
+        self._held: list[str] = []  # pieces of the current line (json.dump writes many small ones)
+
+    def write(self, text: str) -> int:
+        from embtune_core.secrets_scrub import scrub_known
+
+        cut = text.rfind("\n")
+        if cut < 0:
+            self._held.append(text)
+        else:
+            ready = "".join([*self._held, text[:cut + 1]])
+            self._held = [text[cut + 1:]] if cut + 1 < len(text) else []
+            self._handle.write(scrub_known(ready))
+        return len(text)
+
+    def writelines(self, lines) -> None:
+        for line in lines:
+            self.write(line)
+
+    def flush(self) -> None:
+        from embtune_core.secrets_scrub import scrub_known
+
+        if self._held:
+            self._handle.write(scrub_known("".join(self._held)))
+            self._held = []
+        self._handle.flush()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._handle, name)
+
+
 @contextlib.contextmanager
 def atomic_open(path: str | Path, mode: str = "w", encoding: str | None = "utf-8") -> Iterator[Any]:
-    """Open a temporary sibling of ``path`` for writing; rename it over ``path`` on success."""
+    """Open a temporary sibling of ``path`` for writing; rename it over ``path`` on success. Text written
+    passes the secrets scrubber (:func:`embtune_core.secrets_scrub.scrub_known`): no known secret reaches
+    a file embtune writes."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     binary = "b" in mode
@@ -109,20 +150,26 @@ def atomic_open(path: str | Path, mode: str = "w", encoding: str | None = "utf-8
     try:
         os.chmod(tmp, FILE_MODE)
         with os.fdopen(fd, mode, encoding=None if binary else encoding) as handle:
-            yield handle
-            handle.flush()
+            writer = handle if binary else _ScrubbingWriter(handle)
+            yield writer
+            writer.flush()  # the scrubbing writer's held text too
             os.fsync(handle.fileno())
         os.replace(tmp, path)
         _fsync_dir(path.parent)
-    except BaseException:
+    except BaseException as exc:
+        from embtune_core.resources import OUT_OF_MEMORY, ResourceError, disk_advice, problem_of
+
+        problem = problem_of(exc, path) if isinstance(exc, (OSError, RuntimeError)) else None
         with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
+            os.unlink(tmp)  # first: the space it held counts in the advice's figure
+        if problem is not None and problem != OUT_OF_MEMORY:
+            raise ResourceError(f"cannot write: {problem} ({disk_advice(path)})", path=path) from None
         raise
     remove_leftovers(path)
 
 
 def write_text(path: str | Path, text: str) -> None:
-    with atomic_open(path, "w") as handle:
+    with atomic_open(path, "w") as handle:  # scrubbed on the way (atomic_open)
         handle.write(text)
 
 
@@ -184,6 +231,28 @@ def _follow_umask(folder: Path) -> None:
                 os.chmod(entry, FILE_MODE)
 
 
+_TEXT_SUFFIXES = (".json", ".jsonl", ".md", ".txt", ".csv", ".yaml", ".yml", ".toml", ".html", ".cfg")
+
+
+def _scrub_text_files(folder: Path) -> None:
+    """Text files a library wrote inside a staging folder (a model's configs, its card) pass the secrets
+    scrubber too, like everything embtune writes itself."""
+    from embtune_core.secrets_scrub import scrub_known
+
+    for entry in folder.rglob("*"):
+        if entry.suffix.lower() not in _TEXT_SUFFIXES or entry.is_symlink() or not entry.is_file():
+            continue
+        if entry.stat().st_size > 64 << 20:
+            continue  # no config or card is this large
+        try:
+            text = entry.read_text(encoding="utf-8")
+        except (UnicodeDecodeError, OSError):
+            continue
+        cleaned = scrub_known(text)
+        if cleaned != text:
+            entry.write_text(cleaned, encoding="utf-8")
+
+
 @contextlib.contextmanager
 def atomic_directory(path: str | Path) -> Iterator[Path]:
     """Yield a temporary directory; on success it replaces ``path`` (an old one is removed).
@@ -197,6 +266,7 @@ def atomic_directory(path: str | Path) -> Iterator[Path]:
     try:
         os.chmod(tmp, DIR_MODE)
         yield tmp
+        _scrub_text_files(tmp)
         _follow_umask(tmp)
         old = None
         if os.path.lexists(path):
@@ -209,6 +279,11 @@ def atomic_directory(path: str | Path) -> Iterator[Path]:
             _remove(old)
             with contextlib.suppress(FileNotFoundError):
                 _journal(path).unlink()
-    except BaseException:
+    except BaseException as exc:
+        from embtune_core.resources import OUT_OF_MEMORY, ResourceError, disk_advice, problem_of
+
+        problem = problem_of(exc, path) if isinstance(exc, (OSError, RuntimeError)) else None
         shutil.rmtree(tmp, ignore_errors=True)
+        if problem is not None and problem != OUT_OF_MEMORY:
+            raise ResourceError(f"cannot write: {problem} ({disk_advice(path)})", path=path) from None
         raise

@@ -104,6 +104,8 @@ def checkpoint_problem(folder: Path, *, require_marker: bool = False) -> str | N
             with zipfile.ZipFile(path) as archive:
                 archive.namelist()
         except (OSError, zipfile.BadZipFile) as exc:
+            if _legacy_torch_file(path):
+                continue  # torch.load reads the pre-1.6 (pickle, not zip) format too
             return f"{path.name}: {exc}"
     marker = folder / COMPLETE
     if require_marker and not marker.exists():
@@ -114,6 +116,16 @@ def checkpoint_problem(folder: Path, *, require_marker: bool = False) -> str | N
         except (OSError, ValueError):
             return f"{COMPLETE}: torn"
     return None
+
+
+def _legacy_torch_file(path: Path) -> bool:
+    """torch's legacy serialization: a pickle (protocol 2+) that starts with torch's magic number."""
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(64)
+    except OSError:
+        return False
+    return head[:1] == b"\x80" and len(head) > 16
 
 
 def _safetensors_problem(path: Path) -> str | None:
@@ -133,8 +145,10 @@ def _safetensors_problem(path: Path) -> str | None:
 
 def _append_jsonl(path: Path, record: dict[str, Any]) -> None:
     """Append one line with one write on an O_APPEND descriptor: concurrent or torn writes never mix lines."""
+    from embtune_core.secrets_scrub import scrub_known
+
     path.parent.mkdir(parents=True, exist_ok=True)
-    line = (json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8")
+    line = scrub_known(json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8")  # no secret reaches a file
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     try:
         os.write(fd, line)
@@ -152,18 +166,39 @@ def trainer_callbacks(work_dir: Path, history: list[dict[str, Any]]):
             if logs is None:
                 return
             record = {"step": state.global_step, "epoch": state.epoch, "time": round(time.time(), 3), **logs}
+            if "train_loss" in logs and "train_runtime" in logs:
+                # the trainer's figure covers this attempt's steps only: the run's mean, resumed or not
+                record["train_loss"] = mean_train_loss(state.log_history, logs["train_loss"])
             history.append(record)
             if state.is_world_process_zero:
                 _append_jsonl(work_dir / LOSS_LOG, record)
 
     class MarkComplete(TrainerCallback):
-        """After the trainer has written a checkpoint, mark it complete (see checkpoint_problem)."""
+        """After the trainer has written a checkpoint, mark it complete (see checkpoint_problem), with the
+        seconds spent training and evaluating up to it over every attempt (:func:`attempt_record`)."""
+
+        def __init__(self) -> None:
+            self.before = {"train_seconds": 0.0, "eval_seconds": 0.0}  # earlier attempts, up to the resumed step
+            self.started: float | None = None
+            self.eval_seconds = 0.0
+
+        def on_train_begin(self, args, state, control, **kwargs):
+            self.started = time.time()
+
+        def on_evaluate(self, args, state, control, metrics=None, **kwargs):
+            self.eval_seconds += float((metrics or {}).get("eval_runtime", 0.0))
+
+        def totals(self) -> dict[str, float]:
+            """Seconds training and evaluating so far, this attempt and the earlier ones together."""
+            now = time.time() - self.started if self.started is not None else 0.0
+            return {"train_seconds": round(self.before["train_seconds"] + now, 3),
+                    "eval_seconds": round(self.before["eval_seconds"] + self.eval_seconds, 3)}
 
         def on_save(self, args, state, control, **kwargs):
             if state.is_world_process_zero:
                 folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
                 if folder.is_dir():
-                    atomic.write_json(folder / COMPLETE, {"global_step": state.global_step})
+                    atomic.write_json(folder / COMPLETE, {"global_step": state.global_step, **self.totals()})
 
     class RankReport(TrainerCallback):
         """Counts the optimisation steps each rank takes, so a DDP run shows every rank trained."""
@@ -176,6 +211,77 @@ def trainer_callbacks(work_dir: Path, history: list[dict[str, Any]]):
             interrupts.check()  # a Ctrl-C/SIGTERM lost inside a __del__ still stops the run here
 
     return LossLog(), RankReport(), MarkComplete()
+
+
+def attempt_record(checkpoint: str | None) -> dict[str, float]:
+    """What the attempts before a resume spent, from the checkpoint resumed from: ``global_step``,
+    ``train_seconds`` and ``eval_seconds`` (0 without a checkpoint, or for one written by an older
+    embtune, which recorded no time)."""
+    record = {"global_step": 0, "train_seconds": 0.0, "eval_seconds": 0.0}
+    if checkpoint is None:
+        return record
+    try:
+        saved = json.loads((Path(checkpoint) / COMPLETE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        saved = {}
+    try:
+        state = json.loads((Path(checkpoint) / "trainer_state.json").read_text(encoding="utf-8"))
+        record["global_step"] = int(state["global_step"])
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    for key in ("train_seconds", "eval_seconds"):
+        if isinstance(saved.get(key), (int, float)):
+            record[key] = float(saved[key])
+    return record
+
+
+def trim_loss_log(path: Path, step: int, *, keep_step_zero: bool = True) -> int:
+    """Keep the lines of ``loss_log.jsonl`` up to ``step`` (the checkpoint a resumed run continues from;
+    0 for a fresh start), so a killed attempt's later lines are not repeated by the resumed one, and the
+    record equals an uninterrupted run's. ``keep_step_zero=False`` also drops the base model's evaluation
+    (it is evaluated, and logged, again). Torn lines go too; returns how many lines were dropped."""
+    if not path.is_file():
+        return 0
+    kept, dropped = [], 0
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        try:
+            record = json.loads(line)
+            keep = isinstance(record, dict) and int(record.get("step", -1)) <= step and (
+                keep_step_zero or int(record["step"]) > 0)
+        except (ValueError, TypeError):
+            keep = False
+        if keep:
+            kept.append(line)
+        else:
+            dropped += 1
+    if dropped:
+        atomic.write_text(path, "".join(f"{line}\n" for line in kept))
+        log.info("%s: %d lines of an interrupted attempt after step %d dropped (the resumed run logs them again)",
+                 path, dropped, step)
+    return dropped
+
+
+def card_training_logs(log_history: list[dict[str, Any]], current: list[dict[str, Any]], step: int,
+                       primary_metric: str | None, baseline: dict[str, float] | None = None) -> list[dict[str, Any]]:
+    """The model card's training-log rows of a resumed run: those of the earlier attempts, rebuilt from the
+    trainer's restored ``log_history`` (up to ``step``) as sentence-transformers' card callback makes them,
+    then ``current`` (the rows this attempt's callback made, after ``step``). The base model's evaluation
+    (step 0) runs before the trainer's state exists, so its row comes from ``baseline``."""
+    rows: dict[int, dict[str, Any]] = {}
+    if baseline and primary_metric and primary_metric in baseline:
+        rows[0] = {"Epoch": 0, "Step": 0, primary_metric: baseline[primary_metric]}
+    for record in log_history:
+        at = record.get("step")
+        if not isinstance(at, int) or at > step:
+            continue
+        row = rows.setdefault(at, {"Epoch": record.get("epoch"), "Step": at})
+        if "eval_loss" in record:
+            row["Validation Loss"] = record["eval_loss"]
+        if primary_metric and f"eval_{primary_metric}" in record:
+            row[primary_metric] = record[f"eval_{primary_metric}"]
+        if "loss" in record:
+            row["Training Loss"] = record["loss"]
+    return [rows[k] for k in sorted(rows)] + [r for r in current if r.get("Step", 0) > step]
 
 
 def quiet_progress_callback():

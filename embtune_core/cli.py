@@ -36,10 +36,11 @@ def disk_problem(exc: BaseException) -> tuple[str, str] | None:
     raised by Python, by torch's zip writer or by safetensors; None otherwise."""
     if isinstance(exc, OSError) and exc.errno in _DISK_ERRNOS:
         return str(exc.filename or "the output"), _DISK_ERRNOS[exc.errno]
-    text = str(exc)
-    if "No space left on device" in text or "os error 28" in text or (
-            "inline_container" in text and "write" in text.lower()):
-        return "the output", "no space left on device (a write failed)"
+    from embtune_core.resources import OUT_OF_MEMORY, problem_of
+
+    problem = problem_of(exc)
+    if problem is not None and problem != OUT_OF_MEMORY:
+        return "the output", f"{problem} (a write failed)"
     return None
 
 
@@ -90,7 +91,11 @@ def quiet_third_party_loggers(verbose: bool = False) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    with progress.library_bars_silenced():
+    from embtune_core.secrets_scrub import register_credentials, scrub_streams
+
+    register_credentials(list(sys.argv[1:] if argv is None else argv))  # an encoder spec's URL credentials
+    # Every byte printed -- our lines, log records, warnings, progress bars, tracebacks -- is scrubbed.
+    with progress.library_bars_silenced(), scrub_streams():
         return _main(argv)
 
 
@@ -123,6 +128,12 @@ def _main(argv: list[str] | None) -> int:
               file=sys.stderr)
         return EXIT_TERMINATED if terminated else EXIT_INTERRUPTED
     except Exception as exc:
+        from embtune_core.resources import OUT_OF_MEMORY, problem_of
+
+        if problem_of(exc) == OUT_OF_MEMORY:
+            print("embtune: error: out of memory (use smaller batches: --batch-size, or a machine with more memory)",
+                  file=sys.stderr)
+            return EXIT_BAD_INPUT
         disk = disk_problem(exc)
         if disk is not None:
             print(f"embtune: error: {scrub(disk[0])}: cannot write: {disk[1]} (free space or choose another "

@@ -20,9 +20,13 @@ def load_config(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     text = textfiles.read_text(path, error=ConfigError)
     try:
-        return tomllib.loads(text)
+        config = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"invalid TOML: {exc}", path=path) from None
+    from embtune_core.secrets_scrub import register_credentials
+
+    register_credentials(config)  # a base_url's password, in every form it travels in, is scrubbed from now on
+    return config
 
 
 def section(config: dict[str, Any], name: str, path: str | Path = "<config>") -> dict[str, Any]:

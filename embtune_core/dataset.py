@@ -2,8 +2,10 @@
 
 The file holds ``queries`` ({query id: text}), ``corpus`` ({chunk id: text}), ``relevant_docs``
 ({query id: [chunk ids]}) and optionally ``mode`` ("text"). embtune may add keys LlamaIndex
-ignores: ``negatives`` ({query id: [chunk ids]}), ``scores`` ({query id: {chunk id: float}}) and
-``corpus_metadata`` ({chunk id: {"source": ..., "page": ...}}). Unknown keys are kept as they are,
+ignores: ``negatives`` ({query id: [chunk ids]}), ``scores`` ({query id: {chunk id: float}}),
+``corpus_metadata`` ({chunk id: {"source": ..., "page": ...}}) and ``qrels`` ({query id: {corpus id:
+integer grade}}: a BEIR folder's judgements, kept whole so that evaluation scores them as pytrec_eval
+does; a dataset without it is scored with sentence-transformers' conventions). Unknown keys are kept as they are,
 so ``QADataset.load(p).save(q)`` writes JSON equal to the input, except that corpus ids written as
 JSON integers in ``relevant_docs``/``negatives`` (``[1]``) are read, and written back, as the string
 keys they name (``["1"]``): JSON object keys are always strings. A text made only of white space
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import sys
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -26,11 +29,14 @@ from embtune_core import atomic, textfiles
 from embtune_core.documents import stable_id
 from embtune_core.errors import DatasetError
 
+log = logging.getLogger(__name__)
+
 CORE_KEYS = ("queries", "corpus", "relevant_docs", "mode")
 
 # Chunks of 1024 tokens can exceed csv's default 128 KiB field limit.
 csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
-EXTRA_KEYS = ("negatives", "scores", "corpus_metadata")
+QRELS = "qrels"  # extra key: graded judgements {query id: {corpus id: grade}}, scored as pytrec_eval
+EXTRA_KEYS = ("negatives", "scores", "corpus_metadata", QRELS)
 
 
 @dataclass
@@ -69,6 +75,11 @@ class QADataset:
         for key, value in self.extras.items():
             if key in ("negatives", "scores") and isinstance(value, dict):
                 extras[key] = {q: _filter(value[q], keep_corpus) for q in qids if q in value}
+            elif key == QRELS and isinstance(value, dict):
+                # a judgement of a document the corpus never held stays (BEIR keeps it); one of a document
+                # left in the other part of a split goes with it
+                keep = keep_corpus | {c for q in qids for c in value.get(q, {}) if c not in self.corpus}
+                extras[key] = {q: _filter(value[q], keep) for q in qids if q in value}
             elif key == "corpus_metadata" and isinstance(value, dict):
                 extras[key] = {c: m for c, m in value.items() if c in keep_corpus}
             else:
@@ -159,6 +170,15 @@ class QADataset:
                 if cid not in self.corpus:
                     raise DatasetError(f"dangling negative id '{cid}' (not in corpus)", path=path,
                                        field=f"negatives.{qid}")
+        qrels = self.extras.get(QRELS)
+        if qrels is not None:
+            if not isinstance(qrels, dict):
+                raise DatasetError("must be an object {query id: {corpus id: grade}}", path=path, field=QRELS)
+            for qid, grades in qrels.items():
+                if not isinstance(grades, dict) or not all(
+                        isinstance(g, int) and not isinstance(g, bool) for g in grades.values()):
+                    raise DatasetError("must be an object {corpus id: integer grade}", path=path,
+                                       field=f"{QRELS}.{qid}")
 
 
 def _corpus_id(value: Any, path: str | Path, field: str) -> str:
@@ -236,11 +256,41 @@ def _beir_document_text(row: dict[str, Any]) -> str:
     return f"{title} {text}".strip() if title else text
 
 
+def read_qrels(path: Path) -> dict[str, dict[str, int]]:
+    """A BEIR qrels TSV (``query-id corpus-id score``) as {query id: {corpus id: grade}}, as BEIR's
+    ``GenericDataLoader`` reads it: a later row for the same pair replaces the earlier one, every grade
+    is kept (0 and negative grades too) and documents need not be in the corpus. The header line is
+    skipped when its score is not a number. Grades are integers (pytrec_eval reads integers): ``2`` and
+    ``2.0`` are accepted, ``0.5`` is refused naming the line."""
+    qrels: dict[str, dict[str, int]] = {}
+    for lineno, row in enumerate(textfiles.csv_rows(read_text(path), delimiter="\t"), 1):
+        if not row or (len(row) == 1 and not row[0].strip()):
+            continue
+        if len(row) < 3:
+            raise DatasetError(f"line {lineno}: expected query-id, corpus-id, score", path=path)
+        qid, cid = row[0], row[1]
+        try:
+            score = float(row[2])
+        except ValueError:
+            if lineno == 1:
+                continue  # header line "query-id corpus-id score"
+            raise DatasetError(f"line {lineno}: score {row[2][:40]!r} is not a number", path=path) from None
+        if not score.is_integer():
+            raise DatasetError(f"line {lineno}: grade {row[2][:40]!r} is not a whole number (BEIR and pytrec_eval "
+                               "read integer grades: 0 not relevant, 1 and up relevant)", path=path)
+        qrels.setdefault(qid, {})[cid] = int(score)
+    return qrels
+
+
 def load_beir(folder: str | Path, split: str = "test") -> QADataset:
     """Import a BEIR folder: corpus.jsonl, queries.jsonl and qrels/<split>.tsv.
 
-    Title and text of a corpus entry are joined as BEIR's own evaluation does. Queries without a
-    positive judgement in the split are left out; qrels with score <= 0 are not relevant.
+    Read as BEIR's ``GenericDataLoader`` reads it (title and text joined as BEIR's models embed them;
+    the qrels as :func:`read_qrels` reads them), and kept whole in the ``qrels`` extra, which makes
+    evaluation score it as pytrec_eval does (graded gains, grades >= 1 relevant, judged documents missing
+    from the corpus counted; :mod:`embtune_core.evaluation`). ``queries`` holds every query of the qrels
+    (a query judged only 0 included: BEIR evaluates it); ``relevant_docs`` its corpus documents of grade
+    >= 1 (what training reads). Qrels queries missing from queries.jsonl are left out, in one line.
     """
     folder = Path(folder)
     qrels_path = folder / "qrels" / f"{split}.tsv"
@@ -249,28 +299,20 @@ def load_beir(folder: str | Path, split: str = "test") -> QADataset:
             raise DatasetError("missing BEIR file", path=needed)
     corpus = _beir_entries(folder / "corpus.jsonl", _beir_document_text)
     all_queries = _beir_entries(folder / "queries.jsonl", lambda row: str(row.get("text") or ""))
-    relevant: dict[str, list[str]] = {}
-    scores: dict[str, dict[str, float]] = {}
-    for lineno, row in enumerate(csv.reader(read_text(qrels_path).splitlines(), delimiter="\t"), 1):
-        if not row:
-            continue
-        if len(row) < 3:
-            raise DatasetError(f"line {lineno}: expected query-id, corpus-id, score", path=qrels_path)
-        qid, cid = row[0], row[1]
-        try:
-            score = float(row[2])
-        except ValueError:
-            if lineno == 1:
-                continue  # header line "query-id corpus-id score"
-            raise DatasetError(f"line {lineno}: score {row[2][:40]!r} is not a number", path=qrels_path) from None
-        scores.setdefault(qid, {})[cid] = score
-        if score > 0:
-            relevant.setdefault(qid, []).append(cid)
+    qrels = read_qrels(qrels_path)
+    no_text = [q for q in qrels if q not in all_queries]
+    if no_text:
+        log.warning("%s: %d of %d judged queries are not in queries.jsonl (e.g. '%s'); they are left out",
+                    qrels_path, len(no_text), len(qrels), no_text[0])
+    kept = {q: grades for q, grades in qrels.items() if q in all_queries}
+    if not kept:
+        raise DatasetError("no judged query is in queries.jsonl", path=qrels_path)
+    relevant = {q: [c for c, grade in grades.items() if grade >= 1 and c in corpus] for q, grades in kept.items()}
     ds = QADataset(
-        queries={q: all_queries[q] for q in relevant if q in all_queries},
+        queries={q: all_queries[q] for q in kept},
         corpus=corpus,
-        relevant_docs={q: ids for q, ids in relevant.items() if q in all_queries},
-        extras={"scores": {q: s for q, s in scores.items() if q in relevant and q in all_queries}},
+        relevant_docs={q: ids for q, ids in relevant.items() if ids},
+        extras={QRELS: kept},
     )
     ds.validate(qrels_path)
     return ds
@@ -298,7 +340,7 @@ def load_pairs(path: str | Path) -> QADataset:
     if path.suffix.lower() == ".csv":
         text = read_text(path)
         try:
-            rows = list(csv.DictReader(text.splitlines()))
+            rows = textfiles.csv_dicts(text)  # a quoted chunk keeps its line breaks
         except csv.Error as exc:
             raise DatasetError(f"malformed CSV: {exc}", path=path) from None
     else:
@@ -307,6 +349,7 @@ def load_pairs(path: str | Path) -> QADataset:
     corpus: dict[str, str] = {}
     relevant: dict[str, list[str]] = {}
     negatives: dict[str, list[str]] = {}
+    repeated = 0
     for i, row in enumerate(rows, 1):
         query, positive = _pick(row, _QUERY_KEYS), _pick(row, _POSITIVE_KEYS)
         if query is None or positive is None:
@@ -316,6 +359,8 @@ def load_pairs(path: str | Path) -> QADataset:
         corpus[pid] = str(positive)
         if pid not in relevant.setdefault(qid, []):
             relevant[qid].append(pid)
+        elif _pick(row, _NEGATIVE_KEYS) is None:
+            repeated += 1  # the same (query, positive) again: one judgement, read once
         negative = _pick(row, _NEGATIVE_KEYS)
         for neg in negative if isinstance(negative, list) else ([negative] if negative is not None else []):
             nid = stable_id("c", neg)
@@ -324,6 +369,9 @@ def load_pairs(path: str | Path) -> QADataset:
                 negatives[qid].append(nid)
     if not queries:
         raise DatasetError("no rows", path=path)
+    if repeated:
+        log.warning("%s: %d of %d rows repeat an earlier row's (query, positive) pair; each pair is read once", path,
+                    repeated, len(rows))
     ds = QADataset(queries, corpus, relevant, extras={"negatives": negatives} if negatives else {})
     ds.validate(path)
     return ds

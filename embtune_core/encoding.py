@@ -191,6 +191,9 @@ def parse_encoder_spec(spec: str) -> tuple[str, dict[str, Any]]:
     if not spec:
         raise InputError("empty encoder spec; expected e.g. st:sentence-transformers/all-MiniLM-L6-v2",
                          field="encoder")
+    from embtune_core.secrets_scrub import register_credentials
+
+    register_credentials(spec)  # openai:MODEL@http://user:key@host/v1: the key in every form it travels in
     prefix, sep, rest = spec.partition(":")
     name = SPEC_ALIASES.get(prefix.lower()) if sep else None
     if name is None and sep and len(prefix) > 1 and prefix in get_registry().names("encoders"):

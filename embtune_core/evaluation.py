@@ -53,7 +53,7 @@ import numpy as np
 from embtune_core import metrics as M
 from embtune_core import stats
 from embtune_core.dataset import QADataset
-from embtune_core.errors import ConfigError, DatasetError
+from embtune_core.errors import ConfigError, DatasetError, InputError
 from embtune_core.search import exact_search, normalize
 
 log = logging.getLogger(__name__)
@@ -62,9 +62,36 @@ DEFAULT_HIT_RATE_AT = (5,)  # LlamaIndex's guides report hit rate and MRR at top
 
 
 # --- layer 1: arrays in, per-query scores out ---------------------------------------------------------
+# Bumped when a figure's definition changes (2: graded qrels as pytrec_eval, BM25 retrieves only matches):
+# part of the pipeline's evaluate stage key, so earlier runs' reports are recomputed, not reused.
+SCORING_VERSION = 2
+SENTENCE_TRANSFORMERS = "sentence-transformers"
+PYTREC_EVAL = "pytrec_eval"
+
+SCORING_NOTES = {
+    SENTENCE_TRANSFORMERS: (
+        "scoring: sentence-transformers' InformationRetrievalEvaluator conventions (LlamaIndex JSON and pairs "
+        "files): relevance is binary (relevant_docs); MAP@k divides by min(k, relevant documents); queries "
+        "without a relevant document in the corpus are left out; equal scores rank by corpus position"),
+    PYTREC_EVAL: (
+        "scoring: pytrec_eval / trec_eval conventions, as BEIR, MTEB and pyserini report (graded qrels): NDCG "
+        "uses each document's grade as its gain; the binary measures (accuracy, precision, recall, MRR, MAP) "
+        f"count grades >= {M.RELEVANCE_LEVEL} as relevant; recall and MAP@k divide by every relevant judgement; "
+        "every judged query is averaged in; equal scores rank by document id, descending, as trec_eval"),
+}
+
+
 @dataclass
 class RetrievalTask:
-    """A dataset as arrays: the evaluated queries, the whole corpus, relevance as corpus positions."""
+    """A dataset as arrays: the evaluated queries, the whole corpus, relevance as corpus positions.
+
+    ``scoring`` is :data:`SENTENCE_TRANSFORMERS` (LlamaIndex JSON, pairs: binary ``relevant_docs``) or
+    :data:`PYTREC_EVAL` (graded judgements, a dataset holding ``qrels``: BEIR folders). With graded
+    judgements ``judged``/``grades`` hold each query's positive grades by corpus position, ``missing``
+    the positive grades of judged documents absent from the corpus (they count in recall, MAP and the
+    ideal NDCG, and can never be retrieved), and ``exclude`` the position of the document that has the
+    query's own id (-1 for none), which BEIR removes from the ranking (``ignore_identical_ids``).
+    """
 
     query_ids: list[str]
     query_texts: list[str]
@@ -76,24 +103,45 @@ class RetrievalTask:
     duplicate_texts: int = 0  # corpus entries whose text repeats an earlier entry's
 
     extra_corpus: int = 0  # entries searched beyond the dataset's own corpus (the rest of the index)
+    scoring: str = SENTENCE_TRANSFORMERS
+    judged: list[np.ndarray] | None = None  # graded: corpus positions with a positive grade, per query
+    grades: list[np.ndarray] | None = None  # graded: their grades
+    missing: list[np.ndarray] | None = None  # graded: positive grades of judged documents not in the corpus
+    exclude: np.ndarray | None = None  # graded: position of the document with the query's own id, or -1
+    same_text_is_same_document: bool = True
 
     @classmethod
     def from_dataset(cls, dataset: QADataset, *, path: str = "<dataset>",
-                     same_text_is_same_document: bool = True,
+                     same_text_is_same_document: bool | None = None,
                      extra_corpus: dict[str, str] | None = None) -> RetrievalTask:
         """``extra_corpus``: more documents to search (e.g. the training chunks, so the search runs
-        over the whole index a deployment holds); ids already in the dataset's corpus are ignored."""
+        over the whole index a deployment holds); ids already in the dataset's corpus are ignored.
+
+        ``same_text_is_same_document`` (None: the scoring's default) collapses copies of one text into
+        one document: on by default for binary relevance, off for graded judgements (pytrec_eval scores
+        each document id as its own)."""
+        qrels = dataset.extras.get("qrels")
+        graded = isinstance(qrels, dict)
+        if same_text_is_same_document is None:
+            same_text_is_same_document = not graded
         corpus_ids = list(dataset.corpus)
-        corpus_texts = [dataset.corpus[c] for c in corpus_ids]
         own = set(corpus_ids)
         extra = [(cid, text) for cid, text in (extra_corpus or {}).items() if cid not in own]
         corpus_ids += [cid for cid, _ in extra]
-        corpus_texts += [text for _, text in extra]
+        texts = {**dataset.corpus, **dict(extra)}
+        if graded:
+            # trec_eval breaks equal scores by document id, descending: with the corpus in that order the
+            # search's rule (equal scores: smaller position first) is the same rule.
+            corpus_ids.sort(reverse=True)
+        corpus_texts = [texts[c] for c in corpus_ids]
         position = {cid: i for i, cid in enumerate(corpus_ids)}
         first_with_text: dict[str, int] = {}
         group = np.asarray([first_with_text.setdefault(t, i) for i, t in enumerate(corpus_texts)], dtype=np.int64)
         duplicates = int((group != np.arange(len(group))).sum())
         groups = group if same_text_is_same_document and duplicates else None
+        if graded:
+            return cls._graded(dataset, qrels, corpus_ids, corpus_texts, position, groups, duplicates, len(extra),
+                               same_text_is_same_document, path)
         query_ids, relevant = [], []
         for qid in dataset.queries:  # dataset order, like sentence-transformers
             positions = {position[c] for c in dataset.relevant_docs.get(qid, ()) if c in position}
@@ -107,7 +155,46 @@ class RetrievalTask:
                                path=path, field="relevant_docs")
         return cls(query_ids, [dataset.queries[q] for q in query_ids], corpus_ids, corpus_texts, relevant,
                    groups=groups, skipped_queries=len(dataset.queries) - len(query_ids), duplicate_texts=duplicates,
-                   extra_corpus=len(extra))
+                   extra_corpus=len(extra), same_text_is_same_document=same_text_is_same_document)
+
+    @classmethod
+    def _graded(cls, dataset: QADataset, qrels: dict[str, dict[str, int]], corpus_ids: list[str],
+                corpus_texts: list[str], position: dict[str, int], groups: np.ndarray | None, duplicates: int,
+                extra: int, same_text_is_same_document: bool, path: str) -> RetrievalTask:
+        """Every query that has judgements and a text is evaluated, as pytrec_eval does (BEIR keeps the
+        queries of its qrels); positive grades by position, grades of missing documents apart."""
+        query_ids, relevant, judged, grades, missing, exclude = [], [], [], [], [], []
+        for qid in dataset.queries:
+            per_doc = qrels.get(qid)
+            if not per_doc:
+                continue
+            by_position: dict[int, float] = {}
+            lost = []
+            for cid, grade in per_doc.items():
+                if grade <= 0:
+                    continue
+                if cid in position:
+                    p = int(groups[position[cid]]) if groups is not None else position[cid]
+                    by_position[p] = max(by_position.get(p, 0), grade)  # copies: one document, its best grade
+                else:
+                    lost.append(grade)
+            query_ids.append(qid)
+            ordered = sorted(by_position)
+            judged.append(np.asarray(ordered, dtype=np.int64))
+            grades.append(np.asarray([by_position[p] for p in ordered], dtype=np.float64))
+            relevant.append(np.asarray([p for p in ordered if by_position[p] >= M.RELEVANCE_LEVEL], dtype=np.int64))
+            missing.append(np.asarray(lost, dtype=np.float64))
+            exclude.append(position.get(qid, -1))
+        if not query_ids:
+            raise DatasetError("no query has a judgement; nothing to evaluate", path=path, field="qrels")
+        return cls(query_ids, [dataset.queries[q] for q in query_ids], corpus_ids, corpus_texts, relevant,
+                   groups=groups, skipped_queries=len(dataset.queries) - len(query_ids), duplicate_texts=duplicates,
+                   extra_corpus=extra, scoring=PYTREC_EVAL, judged=judged, grades=grades, missing=missing,
+                   exclude=np.asarray(exclude, dtype=np.int64), same_text_is_same_document=same_text_is_same_document)
+
+    @property
+    def graded(self) -> bool:
+        return self.scoring == PYTREC_EVAL
 
     @property
     def corpus_label(self) -> str:
@@ -118,25 +205,75 @@ class RetrievalTask:
         return (f"the whole index ({n} documents: the evaluated dataset's {n - self.extra_corpus} plus "
                 f"{self.extra_corpus} more, e.g. the training chunks)")
 
-    def notes(self, *, same_text_is_same_document: bool = True) -> list[str]:
-        """The conventions this task applies and what the data made of them, one line each."""
-        notes = []
+    def notes(self, *, same_text_is_same_document: bool | None = None) -> list[str]:
+        """The conventions this task applies and what the data made of them, one line each; the first
+        line always names the scoring convention."""
+        if same_text_is_same_document is None:
+            same_text_is_same_document = self.same_text_is_same_document
+        notes = [SCORING_NOTES[self.scoring]]
         if self.skipped_queries:
-            notes.append(f"{self.skipped_queries} of {self.skipped_queries + len(self.query_ids)} queries have no "
-                         "relevant document in the corpus and are left out of every metric (as "
-                         "sentence-transformers does)")
+            why = ("have no judgement in the qrels" if self.graded else
+                   "have no relevant document in the corpus")
+            notes.append(f"{self.skipped_queries} of {self.skipped_queries + len(self.query_ids)} queries {why} and "
+                         "are left out of every metric"
+                         + ("" if self.graded else " (as sentence-transformers does)"))
+        if self.graded:
+            unjudged = sum(1 for r, m in zip(self.relevant, self.missing) if not len(r) and not len(m))
+            if unjudged:
+                notes.append(f"{unjudged} of {len(self.query_ids)} queries have no judgement of grade >= "
+                             f"{M.RELEVANCE_LEVEL}: they score 0 on every metric and are averaged in, as pytrec_eval "
+                             "and BEIR do")
+            lost = sum(len(m) for m in self.missing)
+            if lost:
+                queries = sum(1 for m in self.missing if len(m))
+                notes.append(f"{lost} relevant judgements ({queries} queries) name documents missing from the corpus: "
+                             "kept, as BEIR keeps them (they count in recall, MAP and the ideal NDCG and can never be "
+                             "retrieved)")
+            own = int((self.exclude >= 0).sum())
+            if own:
+                notes.append(f"{own} queries share their id with a corpus document; that document is left out of "
+                             "their ranking, as BEIR's evaluation does by default (ignore_identical_ids)")
         if self.duplicate_texts:
             if same_text_is_same_document:
                 notes.append(f"{self.duplicate_texts} corpus entries repeat the exact text of another; copies count as "
                              "one document (a hit on any copy of a relevant text is a hit; later copies are misses)")
             else:
+                order = "document id, descending" if self.graded else "corpus order"
                 notes.append(f"{self.duplicate_texts} corpus entries repeat the exact text of another; copies are "
-                             "scored as different documents, so ties between them are decided by corpus order")
+                             f"scored as different documents, so ties between them are decided by {order}")
         return notes
 
     @property
     def n_relevant(self) -> np.ndarray:
+        """Relevant judgements per query (graded: documents missing from the corpus included)."""
+        if self.graded:
+            return np.asarray([int((g >= M.RELEVANCE_LEVEL).sum() + (m >= M.RELEVANCE_LEVEL).sum())
+                               for g, m in zip(self.grades, self.missing)], dtype=np.int64)
         return np.asarray([len(r) for r in self.relevant], dtype=np.int64)
+
+    @property
+    def ideal_gains(self) -> list[np.ndarray]:
+        """Graded: every positive grade of each query, missing documents included (NDCG's ideal)."""
+        return [np.concatenate([g, m]) for g, m in zip(self.grades, self.missing)]
+
+    def search_depth(self, depth: int) -> int:
+        """How deep to search so that ``depth`` documents remain once a query's own id is left out."""
+        return depth + 1 if self.exclude is not None and bool((self.exclude >= 0).any()) else depth
+
+    def without_own_ids(self, indices: np.ndarray, scores: np.ndarray | None, depth: int
+                        ) -> tuple[np.ndarray, np.ndarray | None]:
+        """The rankings with each query's own-id document removed (BEIR's ``ignore_identical_ids``), cut
+        to ``depth``."""
+        indices = np.asarray(indices, dtype=np.int64)
+        if self.exclude is None or not bool((self.exclude >= 0).any()):
+            return indices[:, :depth], None if scores is None else np.asarray(scores)[:, :depth]
+        keep = indices != self.exclude[:, None]
+        order = np.argsort(~keep, axis=1, kind="stable")  # kept entries first, in rank order
+        indices = np.where(np.take_along_axis(keep, order, axis=1), np.take_along_axis(indices, order, axis=1), -1)
+        if scores is not None:
+            scores = np.where(indices >= 0, np.take_along_axis(np.asarray(scores), order, axis=1), 0.0)
+            scores = scores[:, :depth]
+        return indices[:, :depth], scores
 
 
 @dataclass
@@ -157,12 +294,25 @@ class MetricSettings:
                                mrr_at=self.mrr_at, ndcg_at=self.ndcg_at, map_at=self.map_at))
 
     def compute(self, hits: np.ndarray, n_relevant: np.ndarray) -> dict[str, np.ndarray]:
+        """Binary relevance (sentence-transformers' conventions)."""
         out: dict[str, np.ndarray] = {}
         for k in self.hit_rate_at:
             out.update(M.hit_rate_mrr(hits, k))
         out.update(M.ir_metrics(hits, n_relevant, accuracy_at=self.accuracy_at,
                                 precision_recall_at=self.precision_recall_at, mrr_at=self.mrr_at,
                                 ndcg_at=self.ndcg_at, map_at=self.map_at))
+        return out
+
+    def compute_graded(self, gains: np.ndarray, n_relevant: np.ndarray, ideal_gains: Sequence[np.ndarray]
+                       ) -> dict[str, np.ndarray]:
+        """Graded judgements (pytrec_eval's conventions, :func:`embtune_core.metrics.graded_metrics`)."""
+        hits = gains >= M.RELEVANCE_LEVEL
+        out: dict[str, np.ndarray] = {}
+        for k in self.hit_rate_at:
+            out.update(M.hit_rate_mrr(hits, k))
+        out.update(M.graded_metrics(gains, n_relevant, ideal_gains, accuracy_at=self.accuracy_at,
+                                    precision_recall_at=self.precision_recall_at, mrr_at=self.mrr_at,
+                                    ndcg_at=self.ndcg_at, map_at=self.map_at))
         return out
 
 
@@ -215,7 +365,8 @@ def evaluate_embeddings(query_emb: np.ndarray, corpus_emb: np.ndarray, task: Ret
         raise ValueError(f"query width {query_emb.shape[1]} != corpus width {corpus_emb.shape[1]}")
     results: dict[int, DimensionResult] = {}
     for dim in check_dims(dims, query_emb.shape[1]):
-        scores, indices = dense_search(query_emb, corpus_emb, dim, settings.depth, owner=owner, use_gpu=use_gpu)
+        scores, indices = dense_search(query_emb, corpus_emb, dim, task.search_depth(settings.depth), owner=owner,
+                                       use_gpu=use_gpu)
         results[dim] = score_ranking(indices, scores, task, dim, settings)
     return results
 
@@ -236,17 +387,27 @@ def dense_search(query_emb: np.ndarray, corpus_emb: np.ndarray, dim: int, depth:
 
 def score_ranking(indices: np.ndarray, scores: np.ndarray | None, task: RetrievalTask, dim: int,
                   settings: MetricSettings) -> DimensionResult:
-    """Per-query metrics of a ranking (corpus positions, best first) of ``task``'s queries."""
+    """Per-query metrics of a ranking (corpus positions, best first) of ``task``'s queries, in the task's
+    scoring convention (binary, or graded as pytrec_eval); a query's own-id document is left out first
+    for graded judgements (BEIR's ``ignore_identical_ids``)."""
+    indices, scores = task.without_own_ids(indices, scores, settings.depth)
     ranking = M.Ranking(task.query_ids, task.corpus_ids, indices, scores)
-    hits = M.hit_matrix(ranking.indices, task.relevant, groups=task.groups)
-    return DimensionResult(dim, settings.compute(hits, task.n_relevant), M.first_relevant_rank(hits), ranking)
+    if task.graded:
+        ranked = M.collapse_groups(ranking.indices, task.groups) if task.groups is not None else ranking.indices
+        gains = M.judged_values(ranked, task.judged, task.grades)
+        per_query = settings.compute_graded(gains, task.n_relevant, task.ideal_gains)
+        hits = gains >= M.RELEVANCE_LEVEL
+    else:
+        hits = M.hit_matrix(ranking.indices, task.relevant, groups=task.groups)
+        per_query = settings.compute(hits, task.n_relevant)
+    return DimensionResult(dim, per_query, M.first_relevant_rank(hits), ranking)
 
 
 def evaluate_lexical(index: Any, task: RetrievalTask, dims: Sequence[int], settings: MetricSettings
                      ) -> dict[int, DimensionResult]:
     """BM25 (:class:`embtune_core.lexical.BM25Index`) on ``task``: one ranking, repeated at each of
     ``dims`` so it pairs with dense systems at every dimension (it uses no embeddings)."""
-    scores, indices = index.search(task.query_texts, settings.depth)
+    scores, indices = index.search(task.query_texts, task.search_depth(settings.depth))
     result = score_ranking(indices, scores, task, dims[0], settings)
     return {dim: DimensionResult(dim, result.per_query, result.first_relevant_rank, result.ranking) for dim in dims}
 
@@ -264,7 +425,8 @@ def evaluate_hybrid(query_emb: np.ndarray, corpus_emb: np.ndarray, index: Any, t
     results = {}
     for dim in dims:
         dense_scores, dense = dense_search(query_emb, corpus_emb, dim, depth, owner=owner, use_gpu=use_gpu)
-        scores, indices = fuse(dense_scores, dense, bm25_scores, bm25_indices, fusion, top=settings.depth)
+        scores, indices = fuse(dense_scores, dense, bm25_scores, bm25_indices, fusion,
+                               top=task.search_depth(settings.depth))
         results[dim] = score_ranking(indices, scores, task, dim, settings)
     return results
 
@@ -370,6 +532,11 @@ def embed_system(system: System, task: RetrievalTask, *, cache: Any = None
         corpus_emb = pool(corpus_emb, windows)
     query_emb, corpus_emb = finish_vectors(system, query_emb, corpus_emb, task.query_texts, task.corpus_texts,
                                            task.corpus_ids, windowed_max=mode == "max")
+    for kind, emb in (("query", query_emb), ("document", corpus_emb)):
+        if not np.isfinite(emb).all():  # a diverged model or adapter: the search would rank noise
+            rows = int((~np.isfinite(emb)).any(axis=1).sum())
+            raise InputError(f"system '{system.name}' gives {rows} of {len(emb)} {kind} vectors with NaN or infinite "
+                             "values (a diverged model or adapter?); nothing to rank", field=system.spec or system.name)
     return query_emb, corpus_emb, windows
 
 
@@ -494,7 +661,7 @@ def evaluate_systems(systems: Sequence[System], dataset: QADataset, *, dims: Ite
                      confidence: float = 0.95, seed: int = 0, n_resamples: int = stats.DEFAULT_RESAMPLES,
                      n_permutations: int = stats.DEFAULT_PERMUTATIONS, cache: Any = None,
                      use_gpu: bool | None = None, progress_bar: bool = True,
-                     same_text_is_same_document: bool = True,
+                     same_text_is_same_document: bool | None = None,
                      extra_corpus: dict[str, str] | None = None) -> Evaluation:
     """Evaluate each system on ``dataset`` at each of ``dims`` (default: each system's full width).
 
@@ -517,8 +684,9 @@ def evaluate_systems(systems: Sequence[System], dataset: QADataset, *, dims: Ite
     settings = settings or MetricSettings()
     task = RetrievalTask.from_dataset(dataset, path=dataset_name, same_text_is_same_document=same_text_is_same_document,
                                       extra_corpus=extra_corpus)
-    notes = task.notes(same_text_is_same_document=same_text_is_same_document)
-    for note in notes:
+    notes = task.notes()
+    log.info("%s: %s", dataset_name, notes[0])  # the scoring convention, always applied
+    for note in notes[1:]:
         log.warning("%s: %s", dataset_name, note)
     wanted = sorted({int(d) for d in dims}, reverse=True) if dims else None
     if wanted and any(d <= 0 for d in wanted):

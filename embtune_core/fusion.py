@@ -178,22 +178,30 @@ class FusionChoice:
 
 
 def choose_fusion(dense_scores: np.ndarray, dense_indices: np.ndarray, bm25_scores: np.ndarray,
-                  bm25_indices: np.ndarray, relevant: Sequence[np.ndarray], *,
-                  groups: np.ndarray | None = None, grid: Sequence[Fusion] | None = None) -> FusionChoice:
+                  bm25_indices: np.ndarray, relevant: Sequence[np.ndarray] | None = None, *,
+                  groups: np.ndarray | None = None, grid: Sequence[Fusion] | None = None,
+                  score: Any = None, top: int = 10) -> FusionChoice:
     """The fusion of ``grid`` (default :func:`candidates`) with the best mean NDCG@10 on these held-out
-    queries (``relevant``: corpus positions per query); the first of equals wins."""
+    queries; the first of equals wins. ``score(indices) -> float`` scores a fused ranking (the evaluation's
+    own scoring, graded judgements included); without it, binary NDCG@10 against ``relevant`` (corpus
+    positions per query)."""
     from embtune_core import metrics as M
 
     grid = list(grid or candidates())
-    n_relevant = np.array([max(1, len(r)) for r in relevant])
+    if score is None:
+        n_relevant = np.array([max(1, len(r)) for r in relevant])
+
+        def score(indices: np.ndarray) -> float:
+            hits = M.hit_matrix(indices, list(relevant), groups=groups)
+            return float(M.ndcg(hits, n_relevant, 10).mean()) if len(relevant) else 0.0
+
     best: tuple[float, Fusion] | None = None
     scores: dict[str, float] = {}
     for fusion in grid:
-        _, indices = fuse(dense_scores, dense_indices, bm25_scores, bm25_indices, fusion, top=10)
-        hits = M.hit_matrix(indices, list(relevant), groups=groups)
-        score = float(M.ndcg(hits, n_relevant, 10).mean()) if len(relevant) else 0.0
-        scores[fusion.spec()] = round(score, 6)
-        if best is None or score > best[0] + 1e-12:
-            best = (score, fusion)
+        _, indices = fuse(dense_scores, dense_indices, bm25_scores, bm25_indices, fusion, top=top)
+        score_ = score(indices)
+        scores[fusion.spec()] = round(score_, 6)
+        if best is None or score_ > best[0] + 1e-12:
+            best = (score_, fusion)
     assert best is not None
-    return FusionChoice(best[1], best[0], scores[grid[0].spec()], queries=len(relevant), scores=scores)
+    return FusionChoice(best[1], best[0], scores[grid[0].spec()], queries=len(dense_indices), scores=scores)

@@ -52,7 +52,10 @@ def model_card_for(folder: Path) -> str | None:
     summary_path = folder / "embtune_train.json"
     base = None
     if summary_path.is_file():
-        base = json.loads(summary_path.read_text(encoding="utf-8")).get("base_model")
+        try:
+            base = json.loads(summary_path.read_text(encoding="utf-8")).get("base_model")
+        except (OSError, ValueError, AttributeError):  # damaged: the card names no base rather than failing
+            base = None
     lines = ["---", "library_name: sentence-transformers", "pipeline_tag: sentence-similarity",
              *([f"base_model: {json.dumps(base)}"] if base else []),
              "tags: [sentence-transformers, sentence-similarity, feature-extraction, embtune]", "---", "",

@@ -13,8 +13,12 @@ A user tuning embeddings needs to know whether dense retrieval pays off on their
 * ``hybrid``: a dense system's ranking and BM25's fused by reciprocal rank fusion (Cormack, Clarke
   & Büttcher, "Reciprocal rank fusion outperforms Condorcet and individual rank learning methods",
   SIGIR 2009): ``score(d) = sum over rankings of 1 / (k + rank(d))`` with their ``k = 60``. Each
-  ranking contributes its top :data:`FUSION_DEPTH` documents; BM25 contributes only documents that
-  share a term with the query (score > 0), as a Lucene index would return.
+  ranking contributes its top :data:`FUSION_DEPTH` documents.
+
+BM25 retrieves only documents that share a term with the query (score > 0), as a Lucene or
+Elasticsearch index returns them: a query sharing no word with the corpus retrieves nothing, in the
+``bm25`` row and in the hybrid alike (checked against a reference BM25, rank_bm25 with Lucene's idf, in
+``tests/reference``).
 
 Ties follow the project's rule (equal scores rank by corpus position, earlier first), so BM25's
 order can differ from ``bm25s.retrieve`` only among documents with exactly equal scores.
@@ -62,7 +66,10 @@ class BM25Index:
         self.stopwords = stopwords
         self.retriever = bm25s.BM25(k1=k1, b=b, method=method)
         tokens = bm25s.tokenize(list(corpus_texts), stopwords=stopwords, show_progress=False)
-        self.retriever.index(tokens, show_progress=False)
+        if tokens.vocab:
+            self.retriever.index(tokens, show_progress=False)
+        else:  # only stop words (or no word at all): no term is indexed, every query retrieves nothing
+            self.retriever = None  # bm25s refuses an empty vocabulary (max() of an empty sequence)
         self.identity = f"bm25s {bm25s.__version__} method={method} k1={k1} b={b} stopwords={stopwords}"
 
     def query_tokens(self, query_texts: Sequence[str]) -> list[list[str]]:
@@ -73,6 +80,8 @@ class BM25Index:
     def scores(self, query_texts: Sequence[str]) -> np.ndarray:
         """BM25 score of every document for every query: ``(n_queries, n_docs)`` float32."""
         out = np.zeros((len(query_texts), self.n_docs), dtype=np.float32)
+        if self.retriever is None:
+            return out
         for row, tokens in enumerate(self.query_tokens(query_texts)):
             ids = self.retriever.get_tokens_ids(tokens)
             if ids:  # a query with no indexed term scores 0 everywhere (bm25s refuses an empty list)
@@ -80,14 +89,20 @@ class BM25Index:
         return out
 
     def search(self, query_texts: Sequence[str], depth: int, *, block: int = 256) -> tuple[np.ndarray, np.ndarray]:
-        """Top ``depth`` documents per query, best first: ``(scores, indices)``, ties by corpus position."""
+        """Top ``depth`` documents per query, best first: ``(scores, indices)``, ties by corpus position.
+
+        Only documents that share a term with the query (score > 0) are retrieved, as a Lucene or
+        Elasticsearch index returns them; the rest of a row is padding (index -1, score 0). Ranking them
+        by corpus position would count unrelated documents as retrieved and make the figures depend on
+        the corpus order."""
         depth = min(depth, self.n_docs)
         all_scores, all_indices = [], []
         for start in range(0, len(query_texts), block):  # bounded memory: block x n_docs scores at once
             scores = self.scores(query_texts[start:start + block])
             order = np.argsort(-scores, axis=1, kind="stable")[:, :depth]
-            all_indices.append(order)
-            all_scores.append(np.take_along_axis(scores, order, axis=1))
+            top = np.take_along_axis(scores, order, axis=1)
+            all_indices.append(np.where(top > 0, order, -1))
+            all_scores.append(np.where(top > 0, top, 0.0).astype(np.float32))
         if not all_indices:
             return np.empty((0, depth), np.float32), np.empty((0, depth), np.int64)
         return np.concatenate(all_scores), np.concatenate(all_indices).astype(np.int64)

@@ -61,11 +61,19 @@ class LossStrategy:
             )
 
     def build_dataset(self, qa: QADataset, path: Any = "<dataset>"):
-        """The training columns of :attr:`data_format` as a ``datasets.Dataset``."""
+        """The training columns of :attr:`data_format` as a ``datasets.Dataset``; :attr:`notes` then says,
+        one line each, what of ``qa`` the rows leave out or how the loss changed (nothing silent)."""
         self.check(qa, path)
+        self._notes = []
         from datasets import Dataset
 
         return Dataset.from_dict(self._columns(qa))
+
+    @property
+    def notes(self) -> list[str]:
+        """What the last :meth:`build_dataset` left out of the data or changed in the loss, one line each
+        (empty when every (query, chunk) pair became a row as the data format says)."""
+        return list(getattr(self, "_notes", []))
 
     def _columns(self, qa: QADataset) -> dict[str, list]:
         return pair_columns(qa)
@@ -118,6 +126,10 @@ class MatryoshkaStrategy(LossStrategy):
 
     def build_dataset(self, qa: QADataset, path: Any = "<dataset>"):
         return self.inner.build_dataset(qa, path)
+
+    @property
+    def notes(self) -> list[str]:
+        return self.inner.notes
 
     def build_loss(self, model):
         from sentence_transformers.sentence_transformer.losses import MatryoshkaLoss

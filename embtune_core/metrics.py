@@ -28,7 +28,21 @@ Ties: documents are ordered by score, highest first; equal scores are ordered by
 (the earlier document in the dataset's corpus ranks first). :func:`rank_scores` applies this rule
 to a dense score matrix and :func:`~embtune_core.search.exact_search` applies it over blocks.
 (sentence-transformers breaks ties by the corpus id string instead; the two agree whenever scores
-are distinct, which they are for real embeddings of distinct texts.)
+are distinct, which they are for real embeddings of distinct texts.) For graded judgements
+(BEIR qrels) the evaluation orders the corpus by document id, descending, before searching, so
+the same rule breaks ties as trec_eval does (score descending, then document id descending).
+
+Graded judgements (BEIR qrels), scored as pytrec_eval / trec_eval do (:func:`graded_metrics`):
+
+* a document is relevant for the binary measures (accuracy, precision, recall, MRR, MAP) when its
+  grade is at least :data:`RELEVANCE_LEVEL` (1: trec_eval's default ``relevance_level``);
+* ``ndcg@k`` uses the grade as the gain (negative grades gain 0); the ideal ranking puts every
+  judged grade of the query first, highest first, judged documents missing from the corpus
+  included;
+* ``recall@k`` and ``map@k`` divide by every relevant judgement of the query (``map_cut`` divides by
+  the number of relevant documents, not by ``min(k, n_relevant)``), missing documents included;
+* a query whose judgements are all below the relevance level scores 0 on every measure (pytrec_eval
+  returns it with zeros, and BEIR averages it in).
 
 Example::
 
@@ -52,6 +66,7 @@ NDCG_AT = (10,)
 MAP_AT = (100,)
 
 PRIMARY_METRIC = "ndcg@10"
+RELEVANCE_LEVEL = 1  # trec_eval's default relevance_level: grade >= 1 is relevant for binary measures
 
 
 @dataclass
@@ -139,6 +154,31 @@ def hit_matrix(indices: np.ndarray, relevant: Sequence[np.ndarray], groups: np.n
     return np.isin(ranked_keys, relevant_keys) & (indices >= 0)
 
 
+def judged_values(indices: np.ndarray, judged: Sequence[np.ndarray], values: Sequence[np.ndarray]) -> np.ndarray:
+    """``out[q, r]``: the value (e.g. the relevance grade) that ``judged[q]`` gives the document at rank
+    ``r + 1`` of query ``q``, 0.0 for an unjudged document or padding (float64, same shape as ``indices``).
+
+    ``judged[q]`` holds corpus positions and ``values[q]`` one number each. Vectorised like
+    :func:`hit_matrix`: one sorted key array and one ``searchsorted``.
+    """
+    indices = np.asarray(indices, dtype=np.int64)
+    n_queries = indices.shape[0]
+    if len(judged) != n_queries or len(values) != n_queries:
+        raise ValueError(f"{len(judged)} judged sets for {n_queries} ranked queries")
+    width = int(max(indices.max(initial=-1), max((int(j.max()) for j in judged if len(j)), default=-1))) + 2
+    keys = np.concatenate([q * width + (np.asarray(j, dtype=np.int64) + 1) for q, j in enumerate(judged)]
+                          or [np.empty(0, np.int64)])
+    vals = np.concatenate([np.asarray(v, dtype=np.float64) for v in values] or [np.empty(0, np.float64)])
+    order = np.argsort(keys, kind="stable")
+    keys, vals = keys[order], vals[order]
+    if not len(keys):
+        return np.zeros(indices.shape, dtype=np.float64)
+    ranked = np.arange(n_queries, dtype=np.int64)[:, None] * width + (indices + 1)
+    where = np.minimum(np.searchsorted(keys, ranked), len(keys) - 1)
+    found = (indices >= 0) & (keys[where] == ranked)
+    return np.where(found, vals[where], 0.0)
+
+
 def _top(hits: np.ndarray, k: int) -> np.ndarray:
     """The first ``k`` columns, padded with misses when the ranking is shallower than ``k``."""
     top = hits[:, :k]
@@ -216,6 +256,58 @@ def ir_metrics(hits: np.ndarray, n_relevant, *, accuracy_at: Iterable[int] = ACC
         out[f"ndcg@{k}"] = ndcg(hits, n_relevant, k)
     for k in map_at:
         out[f"map@{k}"] = average_precision(hits, n_relevant, k)
+    return out
+
+
+def _ideal_dcg(ideal_gains: Sequence[np.ndarray], k: int) -> np.ndarray:
+    """Per query: DCG@k of the ideal ranking, ``ideal_gains[q]`` (every positive grade, any order)."""
+    discounts = _discounts(k)
+    out = np.zeros(len(ideal_gains), dtype=np.float64)
+    for q, gains in enumerate(ideal_gains):
+        best = np.sort(np.asarray(gains, dtype=np.float64))[::-1][:k]
+        out[q] = float(best @ discounts[:len(best)])
+    return out
+
+
+def _divide(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
+    """``numerator / denominator``, 0.0 where the denominator is 0 (trec_eval's convention)."""
+    denominator = np.asarray(denominator, dtype=np.float64)
+    return np.divide(numerator, denominator, out=np.zeros_like(numerator, dtype=np.float64),
+                     where=denominator > 0)
+
+
+def graded_metrics(gains: np.ndarray, n_relevant, ideal_gains: Sequence[np.ndarray], *,
+                   accuracy_at: Iterable[int] = ACCURACY_AT, precision_recall_at: Iterable[int] = PRECISION_RECALL_AT,
+                   mrr_at: Iterable[int] = MRR_AT, ndcg_at: Iterable[int] = NDCG_AT,
+                   map_at: Iterable[int] = MAP_AT, relevance_level: float = RELEVANCE_LEVEL
+                   ) -> dict[str, np.ndarray]:
+    """Per-query scores of graded judgements as pytrec_eval computes them (``success``, ``P``, ``recall``,
+    ``recip_rank`` on the run cut at k, ``ndcg_cut``, ``map_cut``), keyed like :func:`ir_metrics`.
+
+    ``gains[q, r]``: the grade of the document at rank ``r + 1`` (0 when unjudged; :func:`judged_values`).
+    ``n_relevant[q]``: judgements of query ``q`` at or above ``relevance_level``, documents missing from
+    the corpus included. ``ideal_gains[q]``: every positive grade of query ``q``, missing documents
+    included. A query without a relevant judgement scores 0 everywhere (no error: pytrec_eval keeps it).
+    """
+    gains = np.asarray(gains, dtype=np.float64)
+    hits = gains >= relevance_level
+    n_rel = np.asarray(n_relevant, dtype=np.float64)
+    out: dict[str, np.ndarray] = {}
+    for k in accuracy_at:
+        out[f"accuracy@{k}"] = hit_rate(hits, k)
+    for k in precision_recall_at:
+        found = _top(hits, k).sum(axis=1).astype(np.float64)
+        out[f"precision@{k}"] = found / float(k)
+        out[f"recall@{k}"] = _divide(found, n_rel)
+    for k in mrr_at:
+        out[f"mrr@{k}"] = reciprocal_rank(hits, k)
+    for k in ndcg_at:
+        top = np.clip(_top(gains, k), 0.0, None)  # negative grades gain nothing (trec_eval)
+        out[f"ndcg@{k}"] = _divide(top @ _discounts(k), _ideal_dcg(ideal_gains, k))
+    for k in map_at:
+        top = _top(hits, k).astype(np.float64)
+        precision_at_rank = np.cumsum(top, axis=1) / np.arange(1, k + 1, dtype=np.float64)
+        out[f"map@{k}"] = _divide((precision_at_rank * top).sum(axis=1), n_rel)
     return out
 
 

@@ -39,9 +39,24 @@ def export_limit(model, settings: Any) -> int:
 
 
 def save_model(model, out: str | Path, summary: dict[str, Any]) -> Path:
-    """Write the sentence-transformers directory with its model card, all files at once."""
+    """Write the sentence-transformers directory with its model card, all files at once; refuses (one line,
+    nothing written) weights that hold NaN or infinite values."""
     out = Path(out)
-    with atomic.atomic_directory(out) as staging:
+    import torch
+
+    bad = [name for name, t in model.state_dict().items()
+           if t.is_floating_point() and not bool(torch.isfinite(t).all())]
+    if bad:
+        from embtune_core.errors import InputError
+
+        raise InputError(f"the trained weights {', '.join(bad[:2])} hold NaN or infinite values (training diverged: "
+                         "lower --lr, or use fp32); no model written", path=out)
+    from embtune_core.portable import portable
+
+    summary = portable(summary)  # an exported folder records no machine's absolute path
+    from embtune_core.resources import guard
+
+    with guard(writing=out, what="the model"), atomic.atomic_directory(out) as staging:
         model.save(str(staging), create_model_card=False)
         atomic.write_text(staging / "README.md", model_card(summary, model))
         atomic.write_json(staging / SUMMARY, summary)
@@ -123,6 +138,7 @@ def embtune_section(summary: dict[str, Any]) -> str:
     lines += [
         "",
         f"Training rows ({loss['data_format']}): {summary['data']['train_rows']}",
+        *[f"- {note}" for note in summary["data"].get("notes") or []],
         "",
         "## Loss",
         "",

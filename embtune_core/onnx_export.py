@@ -142,7 +142,9 @@ def export_onnx(model_dir: str | Path, out: str | Path, *, quantize: str | None 
                     "quantizer": (f"onnxruntime.quantization.quantize_dynamic QInt8 per-channel {ort.__version__}"
                                   if quantize else None),
                     "kept_fp32": excluded}
-        atomic.write_json(staging / MANIFEST, manifest)
+        from embtune_core.portable import portable
+
+        atomic.write_json(staging / MANIFEST, portable(manifest))  # no machine's absolute path
     return manifest
 
 

@@ -158,9 +158,18 @@ class Pipeline:
                               path=config_path, field=unknown[0])
         self.config = config
         self.t = {name: dict(section(config, name, self.config_path)) for name in SECTIONS}
+        self.written = {name: dict(table) for name, table in self.t.items()}  # as the user wrote it, for reports
         run = self.t["run"]
         base = self.config_path.parent if self.config_path.is_file() else Path.cwd()
         self.base = base
+        # A model or encoder that names a folder is read from the config's folder, as [data]'s paths are, from
+        # wherever the command runs (config_paths); their stage keys hold their content, never the path.
+        from embtune_core.config_paths import resolve_encoder, resolve_model
+
+        for name, key, resolve in (("train", "model", resolve_model), ("chunk", "model", resolve_model),
+                                   ("mine", "encoder", resolve_encoder), ("adapter", "encoder", resolve_encoder)):
+            if isinstance(self.t[name].get(key), str):
+                self.t[name][key] = resolve(self.t[name][key], base)
         self.echo = echo
         self._holdouts: dict[tuple[str, float], tuple[QADataset, QADataset]] = {}
         self._validate()  # before anything is created on disk
@@ -424,12 +433,18 @@ class Pipeline:
 
         def work(stage: StageDir) -> dict[str, Any]:
             from embtune_core.build import generate_questions
+            from embtune_core.config_paths import resolve_model
             from embtune_core.settings import PluginTable
 
             chunks = [Chunk(**json.loads(line)) for line in
                       (chunk_stage.path / "chunks.jsonl").read_text(encoding="utf-8").splitlines()]
+            # files the generator reads (a GGUF model, a prompt file) from the config's folder; the key keeps
+            # the values as written and the files' content (_file_contents)
+            located = {k: (str(self._path(v)) if k.endswith("_file") else resolve_model(v, self.base))
+                       for k, v in options.items() if isinstance(v, str) and (k.endswith("_file") or k == "model")}
             try:
-                dataset, report = generate_questions(chunks, PluginTable(name, options), work_dir=stage.work)
+                dataset, report = generate_questions(chunks, PluginTable(name, {**options, **located}),
+                                                     work_dir=stage.work)
             except ConfigError as exc:
                 if exc.field != "generator":
                     raise
@@ -481,7 +496,9 @@ class Pipeline:
                 train, val = split_dataset(train, self.settings["split"], seed=self.seed)
             return self._write_split(stage, train, val)
 
-        return self._stage("split", {"inputs": inputs, "split": self.t["split"], "seed": self.seed}, work)
+        # "qrels": BEIR folders keep their graded judgements (scored as pytrec_eval); earlier runs' splits did not
+        return self._stage("split", {"inputs": inputs, "split": self.t["split"], "seed": self.seed, "qrels": 1},
+                           work)
 
     def _mine(self, split_stage: StageDir) -> StageDir:
         options = dict(self.t["mine"])
@@ -727,14 +744,17 @@ class Pipeline:
             return "".join(out)
 
         named = [(name, keyed(spec)) for name, spec in systems]
-        return self._stage("evaluate", {"upstream": upstream, "systems": named, "recommendation": recommend is not None,
+        from embtune_core.evaluation import SCORING_VERSION
+
+        return self._stage("evaluate", {"upstream": upstream, "systems": named, "scoring": SCORING_VERSION,
+                                        "recommendation": recommend is not None,
                                         "options": {**options, **self.embed_options["evaluate"]},
                                         "base_content": _model_content(self.t["train"].get("model", DEFAULT_MODEL))},
                            work)
 
     def _context(self, train_stage: StageDir | None) -> dict[str, str]:
         """What produced the validation set, in words, for the report's context block."""
-        data, chunk, generate, split = self.t["data"], self.t["chunk"], self.t["generate"], self.t["split"]
+        data, chunk, generate, split = self.t["data"], self.written["chunk"], self.t["generate"], self.t["split"]
         context: dict[str, str] = {}
         if "inputs" in data:
             raw = data["inputs"]
@@ -819,7 +839,7 @@ class Pipeline:
         from embtune_core.checkpoints import LOSS_LOG
         from embtune_core.report_training import from_loss_log
 
-        table = self.t["train"]
+        table = self.written["train"]
         line = ("fine-tuned from " + str(table.get("model", DEFAULT_MODEL)) + "".join(
             f", {k} = {table[k]}" for k in ("loss", "epochs", "max_steps", "batch_size", "lr", "matryoshka_dims")
             if k in table))

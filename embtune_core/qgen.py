@@ -199,7 +199,10 @@ class Journal:
         self.entries[entry["key"]] = entry
 
     def _write(self, entry: dict[str, Any]) -> None:
-        self._handle.write((json.dumps(entry, ensure_ascii=False) + "\n").encode("utf-8"))
+        from embtune_core.secrets_scrub import scrub_known
+
+        # a reply may quote what it was sent: no known secret reaches the journal (a scrubbed key never matches)
+        self._handle.write(scrub_known(json.dumps(entry, ensure_ascii=False) + "\n").encode("utf-8"))
         self._handle.flush()
 
     def close(self) -> None:

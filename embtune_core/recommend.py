@@ -154,7 +154,7 @@ def select(candidates: Sequence[Candidate], dev: QADataset, index_corpus: dict[s
     vector, :mod:`embtune_core.sparse_dense`; its folder under ``work_dir``), and recommend one (module
     docstring). Every row names its evaluate spec (``spec``), fusion and folders included."""
     from embtune_core import metrics as M
-    from embtune_core.evaluation import MetricSettings, System, embed_system, evaluate_systems
+    from embtune_core.evaluation import MetricSettings, System, embed_system, evaluate_systems, score_ranking
     from embtune_core.fusion import choose_fusion, fuse
     from embtune_core.lexical import BM25Index, BM25Spec
     from embtune_core.settings import EvaluateSettings
@@ -175,16 +175,22 @@ def select(candidates: Sequence[Candidate], dev: QADataset, index_corpus: dict[s
     full = {r.name: r.dims[max(r.dims)] for r in evaluation.systems}
     bm25 = next(full[r.name] for r in evaluation.systems if r.dimension == 0)
     rows = {c.name: {**_row(c.name, full[c.name].per_query), "spec": c.spec} for c in plain}
+    metric_settings = MetricSettings(hit_rate_at=(5,))
+    depth = task.search_depth(metric_settings.depth)
+
+    def scored(indices: np.ndarray) -> dict[str, np.ndarray]:
+        """The evaluation's own per-query scores of a ranking (graded judgements and own ids included)."""
+        return score_ranking(indices, None, task, 0, metric_settings).per_query
+
     for candidate in [c for c in candidates if c.hybrid]:
         dense = full[candidate.name.removeprefix("hybrid-")]
         choice = choose_fusion(dense.ranking.scores, dense.ranking.indices, bm25.ranking.scores,
-                               bm25.ranking.indices, task.relevant, groups=task.groups)
+                               bm25.ranking.indices, score=lambda idx: float(scored(idx)["ndcg@10"].mean()),
+                               top=depth)
         candidate.fusion = choice.fusion
         _, fused = fuse(dense.ranking.scores, dense.ranking.indices, bm25.ranking.scores, bm25.ranking.indices,
-                        choice.fusion, top=10)
-        hits = M.hit_matrix(fused, task.relevant, groups=task.groups)
-        rows[candidate.name] = {"name": candidate.name, "ndcg@10": float(M.ndcg(hits, task.n_relevant, 10).mean()),
-                                "hit_rate@5": float(M.hit_rate(hits, 5).mean()), "fusion": choice.fusion.spec(),
+                        choice.fusion, top=depth)
+        rows[candidate.name] = {**_row(candidate.name, scored(fused)), "fusion": choice.fusion.spec(),
                                 "fusion_untuned_ndcg@10": choice.untuned, "fusions_tried": len(choice.scores),
                                 "spec": f"{candidate.spec}+fusion:{choice.fusion.spec()}"}
     vectors = {}
@@ -202,7 +208,8 @@ def select(candidates: Sequence[Candidate], dev: QADataset, index_corpus: dict[s
                 continue  # one vector per window: not one per chunk
             system = systems[candidate.name]
             encoder, record = fit_sparse_dense(system.encoder, task.corpus_texts, query_emb, corpus_emb,
-                                               task.query_texts, task.relevant, groups=task.groups)
+                                               task.query_texts,
+                                               score=lambda order: float(scored(order)["ndcg@10"].mean()))
             name = f"sparse-dense-{candidate.name}"
             folder = encoder.save(Path(work_dir) / name)
             sparse_of[name] = encoder
@@ -210,10 +217,8 @@ def select(candidates: Sequence[Candidate], dev: QADataset, index_corpus: dict[s
                              training=dict(candidate.training), artefacts={**candidate.artefacts, "lexical": str(folder)})
             candidates.append(made)
             order = M.rank_scores(encoder.compose_queries(query_emb, task.query_texts)
-                                  @ encoder.compose_documents(corpus_emb, task.corpus_texts).T, 10)
-            hits = M.hit_matrix(order, task.relevant, groups=task.groups)
-            rows[name] = {"name": name, "ndcg@10": float(M.ndcg(hits, task.n_relevant, 10).mean()),
-                          "hit_rate@5": float(M.hit_rate(hits, 5).mean()), "spec": made.spec,
+                                  @ encoder.compose_documents(corpus_emb, task.corpus_texts).T, depth)
+            rows[name] = {**_row(name, scored(order)), "spec": made.spec,
                           "sparse_dense": {k: v for k, v in record.items() if k != "weights_tried"},
                           "weights_tried": record["weights_tried"]}
     by_name = {c.name: c for c in candidates}

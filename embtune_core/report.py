@@ -23,7 +23,8 @@ JSON layout (``report.json``)::
     {"format": "embtune-evaluation", "version": 1, "embtune_version": "0.1.0",
      "dataset": {"name", "queries", "evaluated_queries", "corpus", "corpus_searched", "relevant_per_query"},
      "context": {label: value}, "examples": [...], "training": [...],
-     "settings": {"similarity": "cosine", "tie_break": ..., "confidence", "seed", "cutoffs": {...}},
+     "settings": {"similarity": "cosine", "scoring": "sentence-transformers" | "pytrec_eval", "tie_break": ...,
+                  "confidence", "seed", "cutoffs": {...}},
      "primary_metric": "ndcg@10",
      "systems": [{"name", "spec", "identity", "backend", "dimension", "dims": [..], "seconds": {..},
                   "results": {"<dim>": {"<metric>": {"mean", "ci_low", "ci_high",
@@ -109,7 +110,9 @@ def report_json(evaluation) -> dict[str, Any]:
         "notes": list(evaluation.notes),
         "settings": {
             "similarity": "cosine (embeddings truncated to each dimension, then renormalised)",
-            "tie_break": "equal scores rank by corpus position, earlier first",
+            "scoring": task.scoring,
+            "tie_break": ("equal scores rank by document id, descending (trec_eval)" if task.graded
+                          else "equal scores rank by corpus position, earlier first"),
             "ranking_depth": depth,
             "confidence": evaluation.confidence,
             "bootstrap_resamples": evaluation.n_resamples,
@@ -567,10 +570,13 @@ def write_reports(evaluation, out_dir: str | Path, *, data: dict[str, Any] | Non
 
     ``data``: :func:`report_json` of ``evaluation`` when the caller already has it.
     """
+    from embtune_core.secrets_scrub import scrub_tree
+
     out_dir = Path(out_dir)
-    data = data if data is not None else report_json(evaluation)
+    # a report quotes configs, URLs and server replies: every secret pattern goes, not just known values
+    data = scrub_tree(data if data is not None else report_json(evaluation))
     paths = {"json": out_dir / "report.json", "markdown": out_dir / "report.md", "html": out_dir / "report.html"}
-    markdown, page = report_markdown(data), report_html(data)  # render everything before writing anything
+    markdown, page = scrub(report_markdown(data)), scrub(report_html(data))  # all rendered before anything is written
     atomic.write_json(paths["json"], data)
     atomic.write_text(paths["markdown"], markdown)
     atomic.write_text(paths["html"], page)

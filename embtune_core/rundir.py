@@ -5,6 +5,12 @@ the stages it reads and the content of the input files. A stage is done when its
 exists (written last, atomically); its ``work/`` folder keeps journals and checkpoints, so a run
 interrupted in the middle of a stage resumes that stage where it stopped. Changing a setting
 changes the key of that stage and of every stage after it, and only those are redone.
+
+What a finished stage left is verified before it is reused: ``_done.json`` must parse, name this
+stage and key, and list the sha256 of every file the stage wrote (outside ``work/``); a
+``_done.json`` that is empty, torn or another stage's, or a listed file that is missing or whose
+bytes changed (a damaged ``dataset.json``, a model folder edited by hand), is named in one line and
+the stage runs again. (``_done.json`` files of earlier versions list no files: only their JSON is checked.)
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import importlib.metadata
 import json
+import logging
 import platform
 import sys
 import time
@@ -19,6 +26,8 @@ from pathlib import Path
 from typing import Any
 
 from embtune_core import atomic
+
+log = logging.getLogger(__name__)
 
 TRACKED_PACKAGES = ("embtune", "torch", "sentence-transformers", "transformers", "faiss-cpu", "faiss-gpu-cu12",
                     "openai", "langchain-core", "pypdf", "numpy")
@@ -70,11 +79,49 @@ class StageDir:
 
     @property
     def done(self) -> bool:
-        return (self.path / "_done.json").is_file()
+        """Whether the stage finished and what it left is intact (module docstring); a damaged record is
+        named in one line and removed, so the stage runs again."""
+        marker = self.path / "_done.json"
+        if not marker.is_file():
+            return False
+        problem = self._problem(marker)
+        if problem is None:
+            return True
+        log.warning("stage %s: %s; the stage runs again", self.path.name, problem)
+        marker.unlink(missing_ok=True)
+        return False
+
+    def _problem(self, marker: Path) -> str | None:
+        try:
+            done = json.loads(marker.read_text(encoding="utf-8"))
+            if not isinstance(done, dict) or not isinstance(done.get("outputs"), dict):
+                raise TypeError("no outputs")
+        except (OSError, ValueError, TypeError) as exc:
+            empty = marker.stat().st_size == 0 if marker.exists() else False
+            return f"{marker} is {'empty (0 bytes)' if empty else 'unreadable'} ({type(exc).__name__})"
+        if done.get("stage") != self.name or done.get("key") != self.key:
+            return f"{marker} belongs to another stage ({done.get('stage')} {str(done.get('key'))[:12]})"
+        for name, digest in (done.get("files") or {}).items():
+            path = self.path / name
+            if not path.is_file():
+                return f"{path} is missing"
+            if file_hash(path) != digest:
+                return f"{path} changed or is damaged since the stage finished (its sha256 differs)"
+        return None
+
+    def _files(self) -> dict[str, str]:
+        """sha256 of every file the stage wrote: its folder less ``work/``, ``_done.json`` and hidden files."""
+        found = {}
+        for path in sorted(p for p in self.path.rglob("*") if p.is_file() and not p.is_symlink()):
+            relative = path.relative_to(self.path)
+            if relative.parts[0] in ("work", "_done.json") or any(part.startswith(".") for part in relative.parts):
+                continue
+            found[relative.as_posix()] = file_hash(path)
+        return found
 
     def outputs(self) -> dict[str, Any]:
         """The stage's outputs; paths inside the run folder come back absolute for this location."""
-        done = json.loads((self.path / "_done.json").read_text())
+        done = json.loads((self.path / "_done.json").read_text(encoding="utf-8"))
         outputs = done["outputs"]
         for key in done.get("relative_to_run", []):
             outputs[key] = str(self.root / outputs[key])
@@ -99,7 +146,8 @@ class StageDir:
 
         atomic.write_json(self.path / "_done.json", scrub_tree({"stage": self.name, "key": self.key,
                                                                 "seconds": seconds, "outputs": stored,
-                                                                "relative_to_run": relative}))
+                                                                "relative_to_run": relative,
+                                                                "files": self._files()}))
 
 
 class RunDir:

@@ -242,12 +242,14 @@ WEIGHT_GRID = (0.5, 0.3, 0.4, 0.6, 0.7, 0.8, 0.9)
 
 
 def fit_sparse_dense(base: Any, corpus_texts: Sequence[str], dense_queries: np.ndarray, dense_corpus: np.ndarray,
-                     query_texts: Sequence[str], relevant: Sequence[np.ndarray], *, groups: np.ndarray | None = None,
-                     weights: Sequence[float] = WEIGHT_GRID) -> tuple[SparseDenseEncoder, dict[str, Any]]:
+                     query_texts: Sequence[str], relevant: Sequence[np.ndarray] | None = None, *,
+                     groups: np.ndarray | None = None, weights: Sequence[float] = WEIGHT_GRID,
+                     score: Any = None) -> tuple[SparseDenseEncoder, dict[str, Any]]:
     """Fit the vocabulary on ``corpus_texts`` (the index's chunks) and choose ``weight`` on held-out
     questions (``query_texts`` with ``relevant`` corpus positions; dense vectors given, aligned), by
-    NDCG@10 of the exact inner product; ``scale`` is those questions' median best BM25 score. Ties keep
-    the earlier weight of ``weights`` (0.5 first). Returns the encoder and a record of the choice."""
+    NDCG@10 of the exact inner product (``score(ranked positions) -> float`` when given: the evaluation's
+    own scoring); ``scale`` is those questions' median best BM25 score. Ties keep the earlier weight of
+    ``weights`` (0.5 first). Returns the encoder and a record of the choice."""
     from embtune_core import metrics as M
 
     lexical = LexicalVectors.fit(corpus_texts)
@@ -257,16 +259,20 @@ def fit_sparse_dense(base: Any, corpus_texts: Sequence[str], dense_queries: np.n
     scale = float(np.median(positive)) if len(positive) else 1.0
     unit = lambda x: x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
     cosine = unit(np.asarray(dense_queries, np.float64)) @ unit(np.asarray(dense_corpus, np.float64)).T
-    n_relevant = np.array([max(1, len(r)) for r in relevant])
+    if score is None:  # binary NDCG@10 against ``relevant``
+        n_relevant = np.array([max(1, len(r)) for r in relevant])
+
+        def score(order: np.ndarray) -> float:
+            hits = M.hit_matrix(order[:, :10], list(relevant), groups=groups)
+            return float(M.ndcg(hits, n_relevant, 10).mean())
+
     scores: dict[str, float] = {}
     best = None
     for weight in weights:
-        order = M.rank_scores(weight * cosine + (1.0 - weight) * bm25 / scale, 10)
-        hits = M.hit_matrix(order, list(relevant), groups=groups)
-        score = float(M.ndcg(hits, n_relevant, 10).mean())
-        scores[repr(float(weight))] = round(score, 6)
-        if best is None or score > best[0] + 1e-12:
-            best = (score, float(weight))
+        value = score(M.rank_scores(weight * cosine + (1.0 - weight) * bm25 / scale, 11))
+        scores[repr(float(weight))] = round(value, 6)
+        if best is None or value > best[0] + 1e-12:
+            best = (value, float(weight))
     encoder = SparseDenseEncoder(base, lexical, weight=best[1], scale=scale)
     encoder.compose_documents(dense_corpus, corpus_texts)  # fixes the document norm M on the index's chunks
     return encoder, {"weight": best[1], "scale": scale, "ndcg@10": best[0], "weights_tried": scores,

@@ -1,7 +1,15 @@
-"""Reading input files with one-line errors that name the file (every reader goes through here)."""
+"""Reading input files with one-line errors that name the file (every reader goes through here).
+
+Readers agree with the libraries that read the same files: a line ends where Python's file iteration
+ends it (``\n``, ``\r\n``), never at the other characters ``str.splitlines`` cuts at (U+2028, U+0085...),
+and CSV/TSV is parsed by :func:`csv_rows` the way ``csv`` reads a file opened with ``newline=""``
+(a quoted field keeps its line breaks).
+"""
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import unicodedata
 from pathlib import Path
@@ -49,7 +57,10 @@ def read_jsonl(path: str | Path, *, error: type[InputError] = InputError, text: 
     (``line 3: malformed JSON at column 2: ...``)."""
     rows = []
     text = read_text(path, error=error) if text is None else text
-    for number, line in enumerate(text.splitlines(), 1):
+    # Lines end at "\n" (and "\r\n"), as json/BEIR/datasets read a file line by line: str.splitlines would
+    # also cut at U+2028, U+0085 or \x1c, which JSON strings may hold unescaped (json.dumps(..., ensure_ascii=False)).
+    for number, line in enumerate(text.split("\n"), 1):
+        line = line.removesuffix("\r")
         if not line.strip():
             continue
         try:
@@ -60,3 +71,14 @@ def read_jsonl(path: str | Path, *, error: type[InputError] = InputError, text: 
             raise error(f"line {number}: expected a JSON object", path=path)
         rows.append((number, row))
     return rows
+
+
+def csv_rows(text: str, **options) -> list[list[str]]:
+    """The rows of CSV/TSV ``text`` as ``csv.reader`` reads a file opened with ``newline=""`` (Python's
+    documented way): quoted fields keep their line breaks, and a row ends only at ``\n``/``\r\n``."""
+    return list(csv.reader(io.StringIO(text, newline=""), **options))
+
+
+def csv_dicts(text: str) -> list[dict[str, str]]:
+    """The rows of CSV ``text`` as dicts keyed by its header row (``csv.DictReader``, ``newline=""``)."""
+    return list(csv.DictReader(io.StringIO(text, newline="")))

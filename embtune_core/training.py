@@ -33,25 +33,33 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 from embtune_core import atomic
 from embtune_core.checkpoints import (
+    LOSS_LOG,
     RUN_FINGERPRINT,
+    attempt_record,
+    card_training_logs,
     latest_checkpoint,
     mean_train_loss,
     quiet_progress_callback,
     run_fingerprint,
     trainer_callbacks,
+    trim_loss_log,
 )
 from embtune_core.errors import ConfigError
 from embtune_core.layer_freezing import freeze_all_but_last
 from embtune_core.model_card import export_limit, save_model
 from embtune_core.training_args import TrainSettings, rank_and_world_size, training_arguments
-from embtune_core.training_evaluator import baseline_metrics, build_evaluator, metrics_after_training
+from embtune_core.training_evaluator import (
+    baseline_metrics,
+    build_evaluator,
+    metrics_after_training,
+    saved_baseline,
+)
 
 log = logging.getLogger(__name__)
 
@@ -120,7 +128,16 @@ def train(settings: TrainSettings, *, exclude_questions: Iterable[str] = ()) -> 
     fingerprint = run_fingerprint(settings)
     recorded = settings.checkpoints / RUN_FINGERPRINT
     if not settings.resume and any(settings.checkpoints.glob("checkpoint-*")):
-        same = recorded.is_file() and recorded.read_text(encoding="utf-8").strip() == fingerprint
+        try:
+            written = recorded.read_text(encoding="utf-8").strip() if recorded.is_file() else None
+        except (OSError, UnicodeDecodeError):
+            written = ""
+        same = written == fingerprint
+        if written == "":  # damaged: which settings made these checkpoints cannot be told
+            raise ConfigError(f"{recorded} is empty or unreadable, so whether the checkpoints in "
+                              f"{settings.checkpoints} belong to these settings and data cannot be told; pass "
+                              "--resume to continue them anyway, or remove that folder to start afresh",
+                              field="train.resume")
         if not same:
             raise ConfigError(f"{settings.checkpoints} holds checkpoints of an earlier run with other settings or "
                               "data; pass --resume to continue it anyway, or remove that folder (or give another "
@@ -150,6 +167,8 @@ def train(settings: TrainSettings, *, exclude_questions: Iterable[str] = ()) -> 
     if settings.index_corpus:
         train_qa, index_info = _index_aware(train_qa, settings, val_qa, exclude_questions)
     train_rows = strategy.build_dataset(train_qa, settings.train)  # fails here, before loading a model
+    for note in strategy.notes:  # what the rows leave out, or how the loss changed: never silent
+        log.warning("%s: %s", settings.train, note)
     unanswered = [q for q in train_qa.queries if not any(c in train_qa.corpus for c in train_qa.relevant_docs.get(q, ()))]
     if unanswered:
         log.warning("%d of %d training queries have no relevant document in the corpus; they are not trained on",
@@ -179,7 +198,7 @@ def train(settings: TrainSettings, *, exclude_questions: Iterable[str] = ()) -> 
 
         train_qa, windows_record, text_groups = best_window_positives(train_qa, model,
                                                                       batch_size=settings.eval_batch_size)
-        train_rows = strategy.build_dataset(train_qa, settings.train)
+        train_rows = strategy.build_dataset(train_qa, settings.train)  # same rows, best windows: notes unchanged
     skipped = set(unanswered)
     answered = [q for q in train_qa.queries if q not in skipped]
     truncation = token_limits.check_model(model, {
@@ -241,11 +260,34 @@ def train(settings: TrainSettings, *, exclude_questions: Iterable[str] = ()) -> 
     checkpoint = latest_checkpoint(work_dir) if settings.resume else None
     if settings.resume and checkpoint is None:
         log.info("no checkpoint in %s yet; starting from the beginning", work_dir)
-    metrics_before = baseline_metrics(trainer, work_dir, settings, rank) if evaluator is not None else {}
+    # The record of a resumed run is the record of an uninterrupted one: the killed attempt's log lines
+    # after the checkpoint go (this attempt logs those steps again), and its time counts.
+    before = attempt_record(checkpoint)
+    mark_complete.before = before
+    if rank == 0:
+        reused = evaluator is None or saved_baseline(work_dir, settings) is not None
+        trim_loss_log(work_dir / LOSS_LOG, before["global_step"], keep_step_zero=reused)
+    from embtune_core.resources import guard
 
-    started = time.time()
-    output = trainer.train(resume_from_checkpoint=checkpoint)
-    train_seconds = time.time() - started
+    advice = memory_advice(settings)
+    with guard(doing="evaluating the base model", memory_advice=f"lower --eval-batch-size (now {settings.eval_batch_size})"):
+        metrics_before = baseline_metrics(trainer, work_dir, settings, rank) if evaluator is not None else {}
+    # A full disk during a checkpoint save, or memory running out in a step: one line, exit 3, advice.
+    with guard(writing=work_dir, what="a training checkpoint", doing="training", memory_advice=advice):
+        output = trainer.train(resume_from_checkpoint=checkpoint)
+    totals = mark_complete.totals()
+    train_seconds = totals["train_seconds"]
+    if checkpoint is not None:
+        # sentence-transformers' card knows only this attempt: its rows and its clock
+        card = model.model_card_data
+        card.training_logs = card_training_logs(trainer.state.log_history, card.training_logs,
+                                                before["global_step"],
+                                                # the card shows the inner evaluator's primary metric (val_ndcg@10)
+                                                getattr(getattr(evaluator, "inner", evaluator), "primary_metric", None),
+                                                baseline=metrics_before)
+        if card._training_start_time is not None:
+            card._training_start_time -= before["train_seconds"]
+            card.evaluation_duration += before["eval_seconds"]
     metrics_after = metrics_after_training(trainer, history) if evaluator is not None else {}
 
     summary = {
@@ -256,6 +298,10 @@ def train(settings: TrainSettings, *, exclude_questions: Iterable[str] = ()) -> 
         "data": {
             "train": _sizes(train_qa, settings.train, settings.split),
             "train_rows": len(train_rows),
+            # what the rows leave out or how the loss changed (strategy.notes), and queries nothing answers
+            "notes": strategy.notes + ([(f"{len(unanswered)} of {len(train_qa.queries)} training queries have no "
+                                        "relevant document in the corpus and are not trained on")]
+                                       if unanswered else []),
             "batches": {"batch_size": settings.batch_size, "per_epoch": plan.batches,
                         "mean_rows_per_batch": round(plan.mean_batch, 2), "rows_used_per_epoch": plan.rows,
                         "limited_by_repeated_text": plan.limited_by_texts},
@@ -313,6 +359,17 @@ def train(settings: TrainSettings, *, exclude_questions: Iterable[str] = ()) -> 
         },
     )
     return TrainResult(**summary, saved=saved, history=history)
+
+
+def memory_advice(settings: TrainSettings) -> str:
+    """The settings that reduce training memory, with their current values, in one line."""
+    limit = f" (now {settings.max_seq_length})" if settings.max_seq_length else ""
+    advice = [f"lower --batch-size (now {settings.batch_size})", f"--max-seq-length{limit}",
+              "--loss cached-mnrl --loss-option mini_batch_size=8 (the same batch in less memory)"]
+    if not settings.lora and settings.train_last_layers is None:
+        advice.append("--lora or --train-last-layers 2 (fewer trained weights)")
+    advice.append("or train a query adapter (embtune train-adapter), which needs far less")
+    return ", ".join(advice)
 
 
 def _index_aware(train_qa, settings: TrainSettings, val_qa=None, exclude_questions: Iterable[str] = ()):

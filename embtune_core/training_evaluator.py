@@ -6,10 +6,13 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
 from embtune_core import atomic
+
+log = logging.getLogger("embtune_core.training")
 
 BASELINE = "metrics_before.json"
 # The metrics the model card and the summary lead with: key -> suffixes evaluators use for it.
@@ -105,17 +108,32 @@ def metric_values(logs: dict[str, Any]) -> dict[str, float]:
     }
 
 
+def saved_baseline(work_dir: Path, settings: Any) -> dict[str, float] | None:
+    """The base model's metrics an earlier attempt of this run saved, or None (none, other settings, or a
+    damaged file: named in one line, and the base model is evaluated again)."""
+    path = work_dir / BASELINE
+    identity = {"model": settings.model, "val": settings.val, "max_seq_length": settings.max_seq_length}
+    if not path.is_file():
+        return None
+    try:
+        saved = json.loads(path.read_text(encoding="utf-8"))
+        if {k: saved.get(k) for k in identity} == identity and isinstance(saved["metrics"], dict):
+            return saved["metrics"]
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        log.warning("%s is damaged (%s); the base model is evaluated again", path, type(exc).__name__)
+    return None
+
+
 def baseline_metrics(trainer, work_dir: Path, settings: Any, rank: int) -> dict[str, float]:
     """Metrics of the untrained model, computed once per run (a resumed run reuses them).
 
     Every rank decides alike: rank 0 writes the file only after an evaluation all ranks take part in.
     """
+    saved = saved_baseline(work_dir, settings)
+    if saved is not None:
+        return saved
     path = work_dir / BASELINE
     identity = {"model": settings.model, "val": settings.val, "max_seq_length": settings.max_seq_length}
-    if path.is_file():
-        saved = json.loads(path.read_text(encoding="utf-8"))
-        if {k: saved.get(k) for k in identity} == identity:
-            return saved["metrics"]
     with preserved_random_state():  # evaluated on some runs only: it must not shift what training draws
         metrics = evaluate_now(trainer)
     if rank == 0:

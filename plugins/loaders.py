@@ -56,7 +56,7 @@ def read_text_file(path: Path, *, max_line_chars: int = MAX_LINE_CHARS) -> str:
     if textfiles.is_blank(text):
         raise InputError("empty file (only white space or invisible characters)", path=path)
     longest, line_no = 0, 0
-    for number, line in enumerate(text.split("\n"), 1):
+    for number, line in enumerate(text.replace("\r\n", "\n").replace("\r", "\n").split("\n"), 1):  # "\r" too
         if len(line) > longest:
             longest, line_no = len(line), number
     if longest > max_line_chars:
@@ -118,6 +118,17 @@ def _quiet_pypdf():
         logger.setLevel(level)
 
 
+_PDF_OBJECT = re.compile(rb"\d+\s+\d+\s+obj\b|\bendobj\b|\bstream\b|\bxref\b|\btrailer\b")
+
+
+def _truncated_pdf(data: bytes) -> bool:
+    """A PDF is cut short when no %%EOF marker ends it, or when PDF objects follow its last one (an
+    incremental update lost its end). Bytes after the last marker that are no PDF syntax (padding, an
+    e-mail's trailer) are what pypdf skips too: it looks for the marker backwards through the whole file."""
+    last = data.rfind(b"%%EOF")
+    return last < 0 or bool(_PDF_OBJECT.search(data[last + 5:]))
+
+
 def load_pdf(path: Path, *, extraction_mode: str = "layout", password: str = "", **_: Any) -> list[Document]:
     """One document per page with text; ``page`` is 1-based. Pages without text are left out."""
     from pypdf import PdfReader
@@ -127,22 +138,18 @@ def load_pdf(path: Path, *, extraction_mode: str = "layout", password: str = "",
     if extraction_mode not in ("layout", "plain"):
         raise InputError(f"extraction_mode must be 'layout' or 'plain', not {extraction_mode!r}", path=path)
     try:
-        size = path.stat().st_size
-        with open(path, "rb") as handle:
-            head = handle.read(1024)
-            handle.seek(max(0, size - 2048))
-            tail = handle.read()
+        data = path.read_bytes()
     except FileNotFoundError:
         raise InputError("no such file", path=path) from None
     except OSError as exc:
         raise InputError(f"cannot read: {exc.strerror}", path=path) from None
-    if size == 0:
+    if not data:
         raise InputError("empty file", path=path)
-    if b"%PDF-" not in head:
+    if b"%PDF-" not in data[:1024]:
         raise InputError("not a PDF (no %PDF- header)", path=path)
-    if b"%%EOF" not in tail:
+    if _truncated_pdf(data):
         # pypdf would rebuild what it can and silently drop the rest of the document.
-        raise InputError("truncated PDF (no %%EOF marker at the end of the file)", path=path)
+        raise InputError("truncated PDF (its last part ends without an %%EOF marker)", path=path)
     with _quiet_pypdf():
         try:
             reader = PdfReader(path, strict=False)

@@ -45,11 +45,45 @@ from embtune_core.errors import ConfigError, DatasetError
 from embtune_core.losses import HOW_TO_GET_NEGATIVES, LossStrategy, has_negatives, pair_columns
 
 
+def _usable_negatives(qa: QADataset, qid: str, per_query: int) -> tuple[list[str], int, int]:
+    """(the first ``per_query`` mined negatives of ``qid`` that are not relevant to it, how many more were
+    mined beyond ``per_query``, how many named a relevant chunk)."""
+    relevant = set(qa.relevant_docs.get(qid, []))
+    mined = qa.negatives.get(qid, [])
+    usable = [n for n in mined if n not in relevant]
+    return usable[:per_query], max(0, len(usable) - per_query), len(mined) - len(usable)
+
+
+def _negatives_report(qa: QADataset, per_query: int) -> dict[str, int]:
+    """Over every (query, relevant chunk) pair: how many have a usable mined negative, how many do not,
+    and the negatives that go unused (beyond ``per_query``, or naming a relevant chunk)."""
+    out = {"pairs": 0, "with_negative": 0, "without_negative": 0, "beyond_per_query": 0, "relevant_negatives": 0}
+    for qid, relevant in qa.relevant_docs.items():
+        negatives, beyond, same = _usable_negatives(qa, qid, per_query)
+        out["pairs"] += len(relevant)
+        out["with_negative" if negatives else "without_negative"] += len(relevant)
+        out["beyond_per_query"] += beyond
+        out["relevant_negatives"] += same
+    return out
+
+
+def _unused_negatives_note(report: dict[str, int], per_query: int) -> list[str]:
+    notes = []
+    if report["beyond_per_query"]:
+        notes.append(f"{report['beyond_per_query']} mined negatives beyond negatives_per_query = {per_query} are not "
+                     "used (raise negatives_per_query to use them)")
+    if report["relevant_negatives"]:
+        notes.append(f"{report['relevant_negatives']} mined negatives are also relevant to their query and are not "
+                     "used as negatives")
+    return notes
+
+
 def _triplet_columns(qa: QADataset, per_query: int) -> dict[str, list]:
-    """One row per (query, relevant chunk, negative), at most ``per_query`` negatives per query."""
+    """One row per (query, relevant chunk, negative), at most ``per_query`` negatives per query; a pair
+    without a usable negative makes no row (the caller says so: :func:`_negatives_report`)."""
     columns: dict[str, list] = {"anchor": [], "positive": [], "negative": []}
     for qid, relevant in qa.relevant_docs.items():
-        negatives = [n for n in qa.negatives.get(qid, []) if n not in relevant][:per_query]
+        negatives, _, _ = _usable_negatives(qa, qid, per_query)
         for cid in relevant:
             for nid in negatives:
                 columns["anchor"].append(qa.queries[qid])
@@ -59,7 +93,13 @@ def _triplet_columns(qa: QADataset, per_query: int) -> dict[str, list]:
 
 
 class _InBatchNegatives(LossStrategy):
-    """Pairs, or triplets when the dataset has mined negatives (``use_negatives="auto"``)."""
+    """Pairs, or triplets when the dataset has mined negatives (``use_negatives="auto"``).
+
+    ``"auto"`` trains on triplets only when every (query, chunk) pair has a mined negative; when some
+    have none it trains on every pair without hard negatives (in-batch negatives only), said in one line,
+    rather than leave those pairs out. ``use_negatives = true`` trains on the triplets, and the line says
+    how many pairs that leaves out; ``false`` trains on pairs.
+    """
 
     in_batch_negatives = True
 
@@ -72,7 +112,23 @@ class _InBatchNegatives(LossStrategy):
 
     def build_dataset(self, qa: QADataset, path: Any = "<dataset>"):
         self.check(qa, path)
-        with_negatives = self.use_negatives is True or (self.use_negatives == "auto" and has_negatives(qa))
+        self._notes = []
+        report = _negatives_report(qa, self.negatives_per_query)
+        with_negatives = self.use_negatives is True or (self.use_negatives == "auto" and report["with_negative"] > 0)
+        if with_negatives and self.use_negatives == "auto" and report["without_negative"]:
+            with_negatives = False
+            self._notes.append(
+                f"{report['without_negative']} of {report['pairs']} (query, chunk) pairs have no mined negative: "
+                f"loss '{self.name}' trains on all {report['pairs']} pairs with in-batch negatives only, without "
+                f"the hard negatives of the other {report['with_negative']} (use_negatives = true trains on those "
+                f"{report['with_negative']} triplets and leaves the rest out)")
+        elif with_negatives and report["without_negative"]:
+            self._notes.append(
+                f"{report['without_negative']} of {report['pairs']} (query, chunk) pairs have no mined negative and "
+                f"are left out: loss '{self.name}' with use_negatives = true trains on the {report['with_negative']} "
+                "that have one")
+        if with_negatives:
+            self._notes += _unused_negatives_note(report, self.negatives_per_query)
         self.data_format = "triplets" if with_negatives else "pairs"
         from datasets import Dataset
 
@@ -171,13 +227,19 @@ class _LabelledPairs(LossStrategy):
     def _bad_chunks(self, qa: QADataset, qid: str) -> list[str]:
         relevant = set(qa.relevant_docs.get(qid, []))
         if self.bad_chunks == "mined":
-            return [n for n in qa.negatives.get(qid, []) if n not in relevant][: self.negatives_per_query]
+            return _usable_negatives(qa, qid, self.negatives_per_query)[0]
         rng = random.Random(f"{self.seed}:{qid}")  # the same draw on every run and every rank
         candidates = [c for c in qa.corpus if c not in relevant]
         return rng.sample(candidates, min(self.negatives_per_query, len(candidates)))
 
     def _columns(self, qa: QADataset) -> dict[str, list]:
         columns: dict[str, list] = {"anchor": [], "text": [], "label": []}
+        if self.bad_chunks == "mined":
+            report = _negatives_report(qa, self.negatives_per_query)
+            if report["without_negative"]:
+                self._notes.append(f"{report['without_negative']} of {report['pairs']} (query, chunk) pairs have no "
+                                   "mined negative: their queries train on label-1 rows only")
+            self._notes += _unused_negatives_note(report, self.negatives_per_query)
         for qid, relevant in qa.relevant_docs.items():
             for cid, label in [(c, 1) for c in relevant] + [(n, 0) for n in self._bad_chunks(qa, qid)]:
                 columns["anchor"].append(qa.queries[qid])
@@ -241,23 +303,29 @@ class CosineStrategy(LossStrategy):
 
     def _columns(self, qa: QADataset) -> dict[str, list]:
         columns: dict[str, list] = {"anchor": [], "text": [], "score": []}
-        scores = _scores(qa)
+
+        def add(qid: str, cid: str, score: float) -> None:
+            columns["anchor"].append(qa.queries[qid])
+            columns["text"].append(qa.corpus[cid])
+            columns["score"].append(score)
+
+        scores, outside = _scores(qa), _scores_outside_corpus(qa)
+        if outside:
+            self._notes.append(f"{outside} scores name chunks missing from the corpus and are not trained on")
         if scores:
             top = max((s for per in scores.values() for s in per.values()), default=1.0) or 1.0
             for qid, per_chunk in scores.items():
                 for cid, score in per_chunk.items():
-                    columns["anchor"].append(qa.queries[qid])
-                    columns["text"].append(qa.corpus[cid])
-                    columns["score"].append(min(1.0, max(0.0, float(score) / top)))
-            return columns
-        for qid, relevant in qa.relevant_docs.items():
-            negatives = [n for n in qa.negatives.get(qid, []) if n not in relevant][
-                : self.negatives_per_query
-            ]
-            for cid, score in [(c, 1.0) for c in relevant] + [(n, 0.0) for n in negatives]:
-                columns["anchor"].append(qa.queries[qid])
-                columns["text"].append(qa.corpus[cid])
-                columns["score"].append(score)
+                    add(qid, cid, min(1.0, max(0.0, float(score) / top)))
+        # Queries without scores train on labels (1.0 relevant, 0.0 mined negative): never left out.
+        unscored = [q for q in qa.relevant_docs if q not in scores and qa.relevant_docs[q]]
+        if scores and unscored:
+            self._notes.append(f"{len(unscored)} of {len(unscored) + len(scores)} queries have no scores: their relevant "
+                               "chunks train at 1.0 and their mined negatives at 0.0")
+        for qid in unscored:
+            negatives, _, _ = _usable_negatives(qa, qid, self.negatives_per_query)
+            for cid, score in [(c, 1.0) for c in qa.relevant_docs[qid]] + [(n, 0.0) for n in negatives]:
+                add(qid, cid, score)
         return columns
 
     def build_loss(self, model):
@@ -266,9 +334,20 @@ class CosineStrategy(LossStrategy):
         return CosineSimilarityLoss(model)
 
 
+def _raw_scores(qa: QADataset) -> dict[str, Any]:
+    """The dataset's ``scores``, else a BEIR folder's graded ``qrels``."""
+    raw = qa.extras.get("scores") or qa.extras.get("qrels") or {}
+    return raw if isinstance(raw, dict) else {}
+
+
+def _scores_outside_corpus(qa: QADataset) -> int:
+    return sum(1 for q, per in _raw_scores(qa).items() if q in qa.queries and isinstance(per, dict)
+               for c in per if c not in qa.corpus)
+
+
 def _scores(qa: QADataset) -> dict[str, dict[str, float]]:
-    raw = qa.extras.get("scores") or {}
-    if not isinstance(raw, dict):
+    raw = _raw_scores(qa)
+    if not raw:
         return {}
     return {
         q: {c: s for c, s in per.items() if c in qa.corpus}
@@ -294,6 +373,12 @@ class TripletStrategy(LossStrategy):
         self.margin = float(margin)
 
     def _columns(self, qa: QADataset) -> dict[str, list]:
+        report = _negatives_report(qa, self.negatives_per_query)
+        if report["without_negative"]:
+            self._notes.append(f"{report['without_negative']} of {report['pairs']} (query, chunk) pairs have no mined "
+                               f"negative and are left out: loss 'triplet' trains on the {report['with_negative']} "
+                               "that have one (mnrl trains on every pair)")
+        self._notes += _unused_negatives_note(report, self.negatives_per_query)
         return _triplet_columns(qa, self.negatives_per_query)
 
     def build_loss(self, model):

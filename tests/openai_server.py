@@ -12,8 +12,11 @@ It listens on 127.0.0.1 only, on a free port, in a background thread, and serves
   dict: ``{"status": 429, "headers": {"Retry-After": "1"}}``, ``{"status": 500}``,
   ``{"delay": 3.0}`` (sleep, then answer normally: a client timeout), ``{"body": "not json"}``
   (malformed reply with status 200), ``{"drop": True}`` (close the connection without a reply);
-  ``"echo_headers": True`` beside ``status`` quotes the request's headers (the API key) in the error.
+  ``"echo_headers": True`` beside ``status`` quotes the request's headers (the API key) in the error;
+  ``"echo_credentials": True`` quotes the ``Authorization`` value and, for ``Basic``, the decoded
+  ``user:password`` (a careless server's "bad credentials" message).
   ``None`` means no fault for that request.
+* ``path_faults``: {path suffix: [faults]}, consumed one per request to that path before ``faults``.
 * ``latency``: seconds added to every request.
 * ``requests``: every request received, as ``(path, json_body, headers)`` (header names lower-case); ``count(path)``.
 
@@ -59,10 +62,12 @@ def hashed_bag_of_words(text: str, dim: int = 64) -> list[float]:
 class OpenAIServer:
     def __init__(self, *, chat_reply: Callable[[dict], str] = default_chat_reply,
                  embed: Callable[[str], list[float]] = hashed_bag_of_words,
-                 faults: list[dict | None] | None = None, latency: float = 0.0):
+                 faults: list[dict | None] | None = None, latency: float = 0.0,
+                 path_faults: dict[str, list[dict | None]] | None = None):
         self.chat_reply = chat_reply
         self.embed = embed
         self.faults = list(faults or [])
+        self.path_faults = {k: list(v) for k, v in (path_faults or {}).items()}
         self.latency = latency
         self.requests: list[tuple[str, dict, dict]] = []
         self._lock = threading.Lock()
@@ -119,7 +124,8 @@ class OpenAIServer:
             body = {}
         with self._lock:
             self.requests.append((handler.path, body, {k.lower(): v for k, v in handler.headers.items()}))
-            fault = self.faults.pop(0) if self.faults else None
+            queue = next((q for suffix, q in self.path_faults.items() if handler.path.endswith(suffix) and q), None)
+            fault = queue.pop(0) if queue else self.faults.pop(0) if self.faults else None
         if self.latency:
             time.sleep(self.latency)
         if fault:
@@ -133,6 +139,14 @@ class OpenAIServer:
                 message = "scripted fault"
                 if fault.get("echo_headers"):  # a careless server that quotes the request, key included
                     message += f" for request with headers {dict(handler.headers.items())}"
+                if fault.get("echo_credentials"):  # ...or that says which credentials it refused
+                    import base64
+
+                    value = handler.headers.get("Authorization", "")
+                    scheme, _, token = value.partition(" ")
+                    message += f"; refused credentials {token}"
+                    if scheme.lower() == "basic":
+                        message += f" ({base64.b64decode(token).decode(errors='replace')})"
                 self._send(handler, fault["status"], {"error": {"message": message, "type": "server_error"}},
                            fault.get("headers"))
                 return

@@ -360,25 +360,57 @@ def test_relative_run_dir_moved_reads_its_own_files(tmp_path, tiny_model_dir):
     assert "[evaluate] up to date" in again.stdout and "[adapter] up to date" in again.stdout
 
 
+def _log_records(path: Path) -> list[dict]:
+    """loss_log.jsonl without what differs between attempts by nature: wall-clock times and runtimes."""
+    records = [json.loads(line) for line in path.read_text().splitlines()]
+    return [{k: v for k, v in r.items() if k != "time" and not k.endswith(("_runtime", "_per_second", "_time"))}
+            for r in records]
+
+
+def _card_rows(model_dir: Path) -> list[str]:
+    after = (model_dir / "README.md").read_text().split("### Training Logs", 1)[1].lstrip("\n").splitlines()
+    rows = []
+    for line in after:
+        if not line.startswith("|"):
+            break
+        rows.append(line)
+    assert len(rows) > 4, after[:5]
+    return rows
+
+
 def test_train_loss_of_a_resumed_run_equals_the_uninterrupted_one(tiny_model_dir, tmp_path):
-    data = tmp_path / "train.json"
+    """...and so does its whole record (issue 26, kind 7): loss_log.jsonl without the killed attempt's lines
+    repeated, the model card's training-log rows, and a training time that counts every attempt."""
+    data, val = tmp_path / "train.json", tmp_path / "val.json"
     _train_set().save(data)
-    common = ("--train", str(data), "--model", tiny_model_dir, "--max-steps", "60", "--save-steps", "15",
-              "--batch-size", "4")
+    held = _train_set(24)
+    held.subset([f"q{i}" for i in range(16, 24)]).save(val)
+    common = ("--train", str(data), "--val", str(val), "--model", tiny_model_dir, "--max-steps", "60",
+              "--save-steps", "15", "--batch-size", "4", "--keep-if-worse")
     assert _embtune("train", *common, "--out", str(tmp_path / "ref")).returncode == 0
     argv = ("train", *common, "--out", str(tmp_path / "m"))
     env = {**os.environ, "EMBTUNE_NO_PROGRESS": "1", "HF_HUB_OFFLINE": "1"}
     proc = subprocess.Popen(interruptible_cli(*argv), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             env=env)
-    _signal_when(proc, lambda: (tmp_path / "m.checkpoints" / "checkpoint-15" / "embtune_complete.json").exists(),
-                 signal.SIGINT)
+    marker = tmp_path / "m.checkpoints" / "checkpoint-15" / "embtune_complete.json"
+    _signal_when(proc, lambda: marker.exists() and len((tmp_path / "m.checkpoints" / "loss_log.jsonl").read_text()
+                                                       .splitlines()) > 6, signal.SIGINT)
     assert proc.returncode == 130
+    killed = _log_records(tmp_path / "m.checkpoints" / "loss_log.jsonl")
+    first_attempt = json.loads(marker.read_text())["train_seconds"]
     assert _embtune(*argv).returncode == 0
     ref = json.loads((tmp_path / "ref" / "embtune_train.json").read_text())
     new = json.loads((tmp_path / "m" / "embtune_train.json").read_text())
     assert new["resumed_from"] and not ref["resumed_from"]
     assert new["train_loss"] == ref["train_loss"]
     assert _weights(tmp_path / "m") == _weights(tmp_path / "ref")
+    resumed_log = _log_records(tmp_path / "m.checkpoints" / "loss_log.jsonl")
+    assert [r["step"] for r in resumed_log] == [r["step"] for r in _log_records(tmp_path / "ref.checkpoints" /
+                                                                                 "loss_log.jsonl")]
+    assert resumed_log == _log_records(tmp_path / "ref.checkpoints" / "loss_log.jsonl")
+    assert max(r["step"] for r in killed) > 15  # the killed attempt did log past its checkpoint
+    assert _card_rows(tmp_path / "m") == _card_rows(tmp_path / "ref")  # before: only the resumed rows
+    assert new["train_seconds"] > first_attempt > 0  # before: the resumed attempt's seconds only
 
 
 def test_two_trainings_cannot_share_a_checkpoint_folder(tiny_model_dir, tmp_path):

@@ -118,8 +118,12 @@ def test_beir_qrels_float_scores_and_bad_score(tmp_path):
     (tmp_path / "corpus.jsonl").write_text('{"_id": "d1", "text": "a document"}\n')
     (tmp_path / "queries.jsonl").write_text('{"_id": "q1", "text": "a query"}\n')
     qrels = tmp_path / "qrels" / "test.tsv"
-    qrels.write_text("q1\td1\t0.5\n")  # no header, a float score on line 1: a judgement, not a header
+    qrels.write_text("q1\td1\t1.0\n")  # no header, a float score on line 1: a judgement, not a header
     assert load_any(tmp_path).relevant_docs == {"q1": ["d1"]}
+    # a fractional grade: neither BEIR's loader (int()) nor pytrec_eval reads it; refused, naming the line
+    qrels.write_text("q1\td1\t0.5\n")
+    with pytest.raises(EmbtuneError, match=r"test\.tsv: line 1: grade '0.5' is not a whole number"):
+        load_any(tmp_path)
     qrels.write_text("query-id\tcorpus-id\tscore\nq1\td1\thigh\n")
     with pytest.raises(EmbtuneError, match=r"test\.tsv: line 2: score 'high' is not a number"):
         load_any(tmp_path)

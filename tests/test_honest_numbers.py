@@ -158,8 +158,9 @@ def test_queries_without_relevant_documents_are_counted(tmp_path, caplog):
     dataset = QADataset({"q1": "a", "q2": "b", "q3": "c"}, {"c1": "x", "c2": "y"}, {"q1": ["c1"], "q2": [], "q3": []})
     task = RetrievalTask.from_dataset(dataset)
     assert task.skipped_queries == 2
-    assert task.notes() == [("2 of 3 queries have no relevant document in the corpus and are left out of every "
-                             "metric (as sentence-transformers does)")]
+    assert task.notes()[0].startswith("scoring: sentence-transformers' InformationRetrievalEvaluator conventions")
+    assert task.notes()[1:] == [("2 of 3 queries have no relevant document in the corpus and are left out of every "
+                                 "metric (as sentence-transformers does)")]
     assert len(evaluate_embeddings(np.eye(1, 2), np.eye(2), task)[2].per_query["mrr@10"]) == 1
 
 
@@ -189,8 +190,8 @@ def test_duplicate_texts_count_as_one_document():
     task = RetrievalTask.from_dataset(dataset)
     means = evaluate_embeddings(query_emb, corpus_emb, task)[3].means()
     assert means["accuracy@1"] == 1.0 and means["mrr@10"] == 1.0 and means["recall@1"] == 1.0
-    assert task.notes() == [("1 corpus entries repeat the exact text of another; copies count as one document "
-                             "(a hit on any copy of a relevant text is a hit; later copies are misses)")]
+    assert task.notes()[1:] == [("1 corpus entries repeat the exact text of another; copies count as one document "
+                                 "(a hit on any copy of a relevant text is a hit; later copies are misses)")]
     off = RetrievalTask.from_dataset(dataset, same_text_is_same_document=False)
     assert evaluate_embeddings(query_emb, corpus_emb, off)[3].per_query["mrr@10"][0] == 0.5
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import shutil
 import zipfile
+from pathlib import Path
 
 import pytest
 import torch
@@ -116,8 +117,9 @@ def test_output_loads_and_has_a_model_card(tiny_model_dir, qa_files, tmp_path, m
     model = SentenceTransformer(str(out))
     assert model.encode(["a query"]).shape == (1, 32)
     card = (out / "README.md").read_text()
+    assert tiny_model_dir not in card  # an exported folder records no absolute path (issue 26): its name only
     for expected in (
-        tiny_model_dir,
+        f"from **{Path(tiny_model_dir).name}**",
         "| train | train.json | 8 | 16 | 8 | 8 |",
         "| val | val.json | 8 | 16 | 8 | 0 |",
         "`mnrl`",

@@ -23,6 +23,7 @@ from embtune_core.commands import (
     positive_int,
 )
 from embtune_core.config import load_config, section
+from embtune_core.config_paths import resolve_table
 from embtune_core.errors import COMMAND_LINE, ConfigError, EmbtuneError, UsageError
 from embtune_core.loading import collect_files
 from embtune_core.plugins import get_registry
@@ -103,7 +104,7 @@ def resolve_settings(args) -> dict[str, Any]:
     config_path = getattr(args, "config", None)
     sources = Sources(config_path, "dataset")
     if config_path:
-        config = section(load_config(config_path), "dataset", config_path)
+        config = resolve_table(section(load_config(config_path), "dataset", config_path), config_path)
         # unknown keys and wrong types refused; a single input (inputs = "docs/") is a list of one
         parsed = from_table(DatasetSettings, config, path=config_path)
         if "inputs" in config:

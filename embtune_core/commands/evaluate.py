@@ -50,7 +50,11 @@ was searched.
 Every query is searched exactly over the whole corpus (FAISS, cosine similarity; GPU when
 available), at each --dims dimension (Matryoshka: truncate, then renormalise). Metrics: LlamaIndex
 hit rate@k and MRR@k (--k), and sentence-transformers' IR metrics (accuracy/precision/recall@1,3,5,10,
-MRR@10, NDCG@10, MAP@100). Each mean has a bootstrap confidence interval over queries; each system
+MRR@10, NDCG@10, MAP@100). A BEIR folder (graded qrels) is scored as pytrec_eval scores it, which
+is what BEIR, MTEB and pyserini report: grades as NDCG gains, grade >= 1 relevant for the other
+measures, judged documents missing from the corpus counted, a query's own-id document left out,
+ties by document id descending; LlamaIndex JSON and pairs files as sentence-transformers'
+InformationRetrievalEvaluator. The report's first note names the convention. Each mean has a bootstrap confidence interval over queries; each system
 is compared with the FIRST one (paired randomisation test and paired t-test); the report's
 verdict decides significance after Holm–Bonferroni correction over the comparisons made. Embeddings are cached,
 so a repeated evaluation does not re-encode. --out writes report.json (per-query scores),

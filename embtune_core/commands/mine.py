@@ -18,6 +18,7 @@ from embtune_core.commands import (
     positive_int,
 )
 from embtune_core.config import load_config, section
+from embtune_core.config_paths import resolve_table
 from embtune_core.dataset import load_split, source_of
 from embtune_core.errors import EmbtuneError
 from embtune_core.plugins import get_registry
@@ -74,7 +75,7 @@ def resolve_settings(args) -> tuple[PluginTable, Sources]:
     sources = Sources(args.config, "mine")
     table = PluginTable(DEFAULTS["miner"], {}, encoder=DEFAULTS["encoder"])
     if args.config:
-        config = section(load_config(args.config), "mine", args.config)
+        config = resolve_table(section(load_config(args.config), "mine", args.config), args.config)
         table = plugin_table("mine", config, path=args.config)
         table.encoder = table.encoder or DEFAULTS["encoder"]
         sources.config(config)

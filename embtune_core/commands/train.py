@@ -16,6 +16,7 @@ from embtune_core.commands import (
     positive_int_list,
 )
 from embtune_core.config import load_config, section
+from embtune_core.config_paths import resolve_table
 from embtune_core.errors import COMMAND_LINE, ConfigError, PluginError, UsageError
 
 NAME = "train"
@@ -160,7 +161,7 @@ def settings_from_args(args):
     origin = args.config or COMMAND_LINE
     sources = Sources(args.config, "train", origin=origin)
     if args.config:
-        values.update(section(load_config(args.config), "train", args.config))
+        values.update(resolve_table(section(load_config(args.config), "train", args.config), args.config))
         sources.config(values)
     for key in SETTING_KEYS:
         value = getattr(args, key, None)
@@ -226,8 +227,11 @@ def run(args) -> int:
     )
     batches = summary["data"].get("batches") or {}
     if batches:
+        rows = summary["data"]["train_rows"]
         print(f"  batches per epoch {batches['per_epoch']} ({batches['mean_rows_per_batch']} rows on average, "
-              f"batch size {batches['batch_size']}; every pair used once per epoch)")
+              f"batch size {batches['batch_size']}; each of the {rows} training rows used once per epoch)")
+    for note in summary["data"].get("notes") or []:
+        print(f"  note: {note}")
     for key in ("hit@5", "mrr@10", "ndcg@10"):
         if key in before or key in after:
             print(f"  {key:8s} {before.get(key, float('nan')):.4f} -> {after.get(key, float('nan')):.4f}")

@@ -20,6 +20,7 @@ from embtune_core.commands import (
     positive_int_list,
 )
 from embtune_core.config import load_config, section
+from embtune_core.config_paths import resolve_table
 from embtune_core.errors import COMMAND_LINE, ConfigError, UsageError
 
 # adapter_training (and with it torch) is imported in run(): `embtune --help` and every other
@@ -127,7 +128,7 @@ def build_config(args):
     origin = args.config or COMMAND_LINE
     sources = Sources(args.config, "adapter", origin=origin)
     if args.config:
-        values.update(section(load_config(args.config), "adapter", args.config))
+        values.update(resolve_table(section(load_config(args.config), "adapter", args.config), args.config))
         sources.config({key.replace("-", "_"): value for key, value in values.items()})
         if "type" in values:
             sources.set("adapter", args.config, "adapter.type")
