@@ -66,6 +66,16 @@ def datasets(tmp: Path) -> list[tuple[str, str, str]]:
     return out
 
 
+def gap_agreement(results: list[dict]) -> dict:
+    """How close the probe's BM25-minus-base gap (held-out training documents) is to the validation's."""
+    import numpy as np
+
+    pairs = np.array([[r["probe"]["bm25_minus_base"], r["bm25_minus_base_validation"]] for r in results])
+    return {"bm25_gap_probe_vs_validation": pairs.round(4).tolist(),
+            "bm25_gap_sign_agrees": f"{int((np.sign(pairs[:, 0]) == np.sign(pairs[:, 1])).sum())} of {len(pairs)}",
+            "bm25_gap_mean_abs_error": round(float(np.abs(pairs[:, 0] - pairs[:, 1]).mean()), 4)}
+
+
 def main() -> int:
     results = []
     with tempfile.TemporaryDirectory(prefix="embtune-probe-") as tmp:
@@ -103,7 +113,7 @@ def main() -> int:
     import numpy as np
 
     gains = np.array([[r["probe"].get("adapter_probe_gain", 0.0), r["adapter_gain_validation"]] for r in results])
-    summary = {"command": "python bench/probe_accuracy.py", "datasets": results,
+    summary = {"command": "python bench/probe_accuracy.py", "datasets": results, **gap_agreement(results),
                "family_predicted_right": f"{agree} of {len(results)}",
                "adapter_gain_sign_agrees": f"{int(((gains[:, 0] > 0.005) == (gains[:, 1] > 0.005)).sum())} of {len(results)}",
                "adapter_gain_correlation": round(float(np.corrcoef(gains.T)[0, 1]), 3) if len(results) > 2 else None}
