@@ -131,9 +131,11 @@ def deployed_encoder(folder: str | Path, *, single_index: bool = False, **settin
 
 
 def write_deploy_folder(folder: Path, selection: dict[str, Any], candidates: list[Any], *, base_model: str,
-                        report: str | None = None, echo=print) -> dict[str, Any]:
+                        report: str | None = None, recorded: dict[str, Any] | None = None,
+                        echo=print) -> dict[str, Any]:
     """Write ``folder`` (module docstring) for ``selection`` (:meth:`Selection.to_json`); returns
-    ``{"folder", "sentence"}``."""
+    ``{"folder", "sentence"}``. ``recorded``: the selection as ``recommendation.json`` keeps it (a run's
+    stored copy, whose paths are relative to the run: the folder records no path of this machine)."""
     by_name = {c.name: c for c in candidates}
     winner = by_name[selection["winner"]]
     single = by_name.get(selection.get("best_single_index") or "")
@@ -143,10 +145,10 @@ def write_deploy_folder(folder: Path, selection: dict[str, Any], candidates: lis
         validation = data.get("recommendation")
     with atomic.atomic_directory(folder) as staging:
         parts = _copy_parts(winner, staging)
-        record = {"recommended": winner.name, "spec": selection["winner_spec"], "parts": parts,
+        record = {"recommended": winner.name, "spec": (recorded or selection)["winner_spec"], "parts": parts,
                   "base_model": base_model, "lexical_only": winner.lexical,
                   "winner_single_index": winner.single_index and not winner.lexical,
-                  "best_single_index": single.name if single else None, "selection": selection,
+                  "best_single_index": single.name if single else None, "selection": recorded or selection,
                   "validation": validation}
         text = [f"# Deploy: {winner.name}", "", selection["reason"] + ".", ""]
         if validation:

@@ -62,6 +62,7 @@ log = logging.getLogger(__name__)
 RUN_SETS_IN_TRAIN = ("train", "val", "out", "checkpoint_dir", "resume", "split", "val_split")
 # [train] keys beside TrainSettings': how the run chooses the checkpoint and what it exports.
 TRAIN_RUN_KEYS = ("dev_fraction", "final_fit")
+RUN_MARK = "<run>"  # stands for the run folder's path in stored outputs (a moved run folder reads its own)
 # Tables that name a technique; a config naming none of them gets all three with their defaults.
 TECHNIQUES = ("train", "adapter", "index_tuning")
 # [index_tuning] keys a run config may set (the run supplies the corpus, questions, encoder and folders).
@@ -707,7 +708,7 @@ class Pipeline:
                 if recommend is not None:
                     from embtune_core.recommend import recommendation_summary
 
-                    evaluation.recommendation = recommendation_summary(evaluation, recommend.outputs())
+                    evaluation.recommendation = recommendation_summary(evaluation, self._in_this_run(recommend.outputs()))
                 data = report_json(evaluation)
                 folder = stage.path / sub if sub else stage.path
                 write_reports(evaluation, folder, data=data)
@@ -726,7 +727,7 @@ class Pipeline:
         def keyed(spec: str) -> str:
             import re
 
-            pieces = re.split(r"(\+(?:adapter|index|fusion):)", spec)
+            pieces = re.split(r"(\+(?:adapter|index|lexical|windows|fusion):)", spec)
             out = []
             for piece in pieces:
                 prefix = next((p for p in ("hybrid:model:", "model:", "hybrid:") if piece.startswith(p)), "")
@@ -979,7 +980,7 @@ class Pipeline:
             recommend = self._recommend(candidates, train_path, val_path, keys)
             # Every candidate measured on dev (sparse-dense systems included) in the order they were made, the
             # base model first (the report's baseline) and BM25 second.
-            rows = sorted(recommend.outputs()["rows"], key=lambda r: (r["name"] != "base", r["name"] != "bm25",
+            rows = sorted(self._in_this_run(recommend.outputs())["rows"], key=lambda r: (r["name"] != "base", r["name"] != "bm25",
                                                                        r["name"].startswith("hybrid-"), r["built"]))
             systems = [(row["name"], row["spec"]) for row in rows]
             keys.append(recommend.key)
@@ -1060,6 +1061,28 @@ class Pipeline:
             self.echo(f"  {line}")
         return stage
 
+    def _run_relative(self, value: Any) -> Any:
+        """``value`` (JSON) with this run folder's absolute path written as ``<run>`` in every string."""
+        root = str(self.root.root.resolve())
+        if isinstance(value, str):
+            return value.replace(root, RUN_MARK)
+        if isinstance(value, list):
+            return [self._run_relative(v) for v in value]
+        if isinstance(value, dict):
+            return {k: self._run_relative(v) for k, v in value.items()}
+        return value
+
+    def _in_this_run(self, value: Any) -> Any:
+        """The inverse of :meth:`_run_relative` for the run folder where it lies now."""
+        root = str(self.root.root.resolve())
+        if isinstance(value, str):
+            return value.replace(RUN_MARK, root)
+        if isinstance(value, list):
+            return [self._in_this_run(v) for v in value]
+        if isinstance(value, dict):
+            return {k: self._in_this_run(v) for k, v in value.items()}
+        return value
+
     def _window_candidates(self, candidates: list, train_path: Path, val_path: Path) -> list:
         """When chunks are longer than the model reads, the base model and the fine-tune reading them whole:
         the mean of their windows (one vector per chunk) and their best window (MaxP, several vectors)."""
@@ -1100,8 +1123,10 @@ class Pipeline:
                                encoder_options=self.embed_options["evaluate"],
                                echo=self.echo, measure_latency=self.settings["recommend"].latency,
                                work_dir=stage.path, sparse_dense=self.settings["recommend"].sparse_dense)
-            atomic.write_json(stage.path / "recommendation.json", selection.to_json())
-            return selection.to_json()
+            # Candidate specs name folders of this run: stored relative to it, so a moved run folder reads its own.
+            record = self._run_relative(selection.to_json())
+            atomic.write_json(stage.path / "recommendation.json", record)
+            return record
 
         named = [(c.name, c.spec) for c in candidates]
         return self._stage("recommend", {"upstream": upstream, "candidates": [n for n, _ in named],
@@ -1114,9 +1139,9 @@ class Pipeline:
         from embtune_core.deploy import write_deploy_folder
         from embtune_core.recommend import candidate_from_row
 
-        selection = recommend.outputs()
+        selection = self._in_this_run(recommend.outputs())
         candidates = [candidate_from_row(row) for row in selection["rows"]]
-        return write_deploy_folder(self.root.root / "deploy", selection, candidates,
+        return write_deploy_folder(self.root.root / "deploy", selection, candidates, recorded=recommend.outputs(),
                                    base_model=str(self.t["train"].get("model", DEFAULT_MODEL)),
                                    report=evaluate.outputs().get("report_json"), echo=self.echo)
 
