@@ -157,7 +157,11 @@ def embeddings_from_name(name: str, *, base_model: str | None = None, device: st
     if not base:
         raise InputError(f"adapter folder needs its base model: set {BASE_MODEL_ENV} to the model (name or folder) "
                          "the adapter was trained on", path=target, field=BASE_MODEL_ENV)
-    if not Path(base).expanduser().is_dir() and (_looks_like_path(base) or _trained_on_a_folder(target)):
+    from embtune_core.models import looks_like_path, resolve
+
+    # The resolution every entry point uses: a folder, a packaged copy (the recorded name of an adapter
+    # trained on the packaged MiniLM or mpnet loads that copy here too), else the hub.
+    if not resolve(base, assemble=False).is_local and (looks_like_path(base) or _trained_on_a_folder(target)):
         # A relative path that is missing reads as a hub name; the adapter knows it came from a folder.
         raise InputError(f"base model folder '{base}' (from {source}) not found; mount it into this container "
                          f"(backend and worker) or set {BASE_MODEL_ENV} to the model the adapter was trained on",
@@ -174,11 +178,6 @@ def _trained_on_a_folder(folder: Path) -> bool:
     base = config.get("base_encoder") if isinstance(config, dict) else None
     identity = base.get("identity") if isinstance(base, dict) else None
     return isinstance(identity, str) and " files=" in identity
-
-
-def _looks_like_path(value: str) -> bool:
-    """A folder rather than a hub name: absolute, or starting with '.' or '~' (hub names are 'org/name')."""
-    return os.path.isabs(value) or value.startswith((".", "~"))
 
 
 def is_plain_adapter_folder(name: Any) -> bool:
