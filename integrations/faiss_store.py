@@ -11,10 +11,29 @@ LangChain's ``FAISS`` (``langchain_community.vectorstores.FAISS``) keeps its doc
   first), ``docstore.json`` (``id``, ``page_content``, ``metadata`` per vector, in index order)
   and ``manifest.json`` (format, embedding identity, dimension, distance strategy, checksums).
 * :func:`load_faiss_store` reads that folder back and never unpickles anything. It refuses
-  embeddings whose document vectors differ from those the store was built with (the identity in
-  the manifest), so a store built with the base model loads with base + adapter embeddings (the
-  adapter changes queries only) but not with an unrelated model.
+  embeddings whose document vectors differ from those the store was built with, so a store built
+  with the base model loads with base + adapter embeddings (the adapter changes queries only) but
+  not with an unrelated model.
 * :func:`as_retriever` returns the LangChain retriever.
+
+Embeddings checked by what they return
+--------------------------------------
+The checks work for any LangChain ``Embeddings`` (``HuggingFaceEmbeddings``, ``FakeEmbeddings``, a
+user's own subclass), not only embtune's, because they look at vectors, not attributes. When a store
+is loaded (embtune's format or, with the opt-in, a LangChain pickle store):
+
+* **width**: one probe text goes through ``embed_query``; a vector of another width than the index's
+  is refused in one line (faiss itself would fail at the first search with a bare ``AssertionError``);
+* **identity**: the store's first document goes through ``embed_documents`` and must come back as the
+  vector stored for it (relative difference at most :data:`SAME_VECTOR_TOLERANCE`; after LangChain's
+  ``normalize_L2`` when the store applies it), so a same-width but different model, or the same
+  model with other normalisation, prompts or token limit, is refused in one line. Where the index
+  cannot give a vector back (IVF-PQ and other compressed indexes) this is said in one line and only
+  the width is checked. ``check_embeddings=False`` skips the identity check, never the width check.
+  Where embtune's manifest records the encoder identity, that is compared too.
+
+and when it is searched, every query vector's width is checked before FAISS sees it (one line,
+:class:`~embtune_core.errors.InputError`), whatever embeddings the store holds by then.
 
 Relevance scores
 ----------------
@@ -67,6 +86,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
@@ -80,11 +100,15 @@ from embtune_core.encoding import same_vectors
 from embtune_core.errors import InputError
 from embtune_core.progress import progress
 
+log = logging.getLogger(__name__)
+
 __all__ = [
     "FORMAT",
     "MANIFEST",
     "as_retriever",
     "build_faiss_store",
+    "check_store_embeddings",
+    "embedding_width",
     "is_on_gpu",
     "load_faiss_store",
     "relevance_function",
@@ -100,6 +124,11 @@ MANIFEST = "manifest.json"
 INDEX_FILE = "index.faiss"
 DOCSTORE_FILE = "docstore.json"
 EMBED_BLOCK = 8192  # texts per embed_documents call: bounds memory and drives the progress bar
+PROBE_TEXT = "embtune width probe"  # embedded once through embed_query to learn any Embeddings' width
+# Largest relative L2 difference between a stored document vector and the same text embedded again
+# that still counts as "the same embeddings": float32 batching and CPU/GPU kernels differ by ~1e-6 to
+# 1e-3; another model, normalisation, prompt or token limit by more.
+SAME_VECTOR_TOLERANCE = 1e-2
 
 _STRATEGIES = {"max_inner_product": "MAX_INNER_PRODUCT", "inner_product": "MAX_INNER_PRODUCT",
                "ip": "MAX_INNER_PRODUCT", "cosine": "MAX_INNER_PRODUCT",
@@ -193,10 +222,32 @@ def _store_class():
         embtune_unit_vectors: bool = True
 
         def _check_width(self, vectors: list) -> None:
-            if vectors and len(vectors[0]) != self.index.d:
-                raise InputError(f"the embeddings returned {len(vectors[0])}-dimensional vectors but the index "
+            widths = {len(v) for v in vectors}
+            if widths and widths != {self.index.d}:
+                width = next(iter(widths - {self.index.d}))
+                raise InputError(f"the embeddings returned {width}-dimensional document vectors but the index "
                                  f"holds {self.index.d}-dimensional ones; use the embeddings the store was built "
                                  "with", field="embeddings")
+
+        def _check_query(self, embedding) -> None:
+            """Refuse a query vector FAISS would meet with a bare AssertionError (any embeddings)."""
+            width = len(embedding) if hasattr(embedding, "__len__") else None
+            if width != self.index.d:
+                owner = type(self.embeddings).__name__ if self.embeddings is not None else "the caller"
+                raise InputError(f"{owner} returned a query vector of {width} dimensions but the index holds "
+                                 f"{self.index.d}-dimensional ones; search with the embeddings the store was built "
+                                 "with", field="embeddings")
+
+        def similarity_search_with_score_by_vector(self, embedding, k=4, filter=None, fetch_k=20, **kwargs):
+            self._check_query(embedding)
+            return super().similarity_search_with_score_by_vector(embedding, k=k, filter=filter, fetch_k=fetch_k,
+                                                                  **kwargs)
+
+        def max_marginal_relevance_search_with_score_by_vector(self, embedding, *, k=4, fetch_k=20,
+                                                               lambda_mult=0.5, filter=None):
+            self._check_query(embedding)
+            return super().max_marginal_relevance_search_with_score_by_vector(
+                embedding, k=k, fetch_k=fetch_k, lambda_mult=lambda_mult, filter=filter)
 
         def _note(self, vectors: list) -> None:
             unit = self.embtune_unit_vectors and _all_unit(vectors)
@@ -288,9 +339,7 @@ def build_faiss_store(documents: Sequence[Document | str], embeddings: Embedding
     faiss = _faiss()
     strategy = _distance_strategy(distance_strategy)
     texts, metas, doc_ids = _unpack(documents, metadatas, ids)
-    dimension = getattr(embeddings, "dimension", None)
-    if dimension is None:  # a foreign Embeddings object: ask it
-        dimension = len(embeddings.embed_query("dimension probe"))
+    dimension = embedding_width(embeddings)
     index = faiss.IndexFlatIP(int(dimension)) if strategy.value == "MAX_INNER_PRODUCT" else \
         faiss.IndexFlatL2(int(dimension))
     store = _make_store(embeddings, index, InMemoryDocstore(), {}, strategy, unit=True)
@@ -467,13 +516,13 @@ def load_faiss_store(folder: str | Path, embeddings: Embeddings, *, allow_danger
 
         loaded = FAISS.load_local(str(folder), embeddings, index_name=index_name,
                                   allow_dangerous_deserialization=True)
-        _check_dimension(folder, loaded.index.d, embeddings)
         # index.pkl records no distance strategy (LangChain then assumes L2); the index knows its metric.
         faiss = _faiss()
         strategy = _distance_strategy("max_inner_product" if loaded.index.metric_type == faiss.METRIC_INNER_PRODUCT
                                       else "euclidean")
         store = _make_store(embeddings, loaded.index, loaded.docstore, loaded.index_to_docstore_id, strategy,
                             unit=_index_is_unit(loaded.index), normalize_L2=bool(loaded._normalize_L2))
+        check_store_embeddings(store, embeddings, path=folder / f"{index_name}.faiss", identity=check_embeddings)
     else:
         raise InputError(f"no {MANIFEST} (embtune store) nor {index_name}.pkl (LangChain store) in this folder",
                          path=folder)
@@ -541,16 +590,86 @@ def _load_ours(folder: Path, embeddings: Embeddings, check_embeddings: bool):
             raise InputError(f"the store was indexed with '{stored}' but these embeddings make document vectors "
                              f"with '{current}'; use the model the store was built with (an adapter on top of it "
                              "is fine) or pass check_embeddings=False", path=manifest_path)
-    _check_dimension(folder, index.d, embeddings)
     unit = manifest.get("unit_vectors")
-    return _make_store(embeddings, index, InMemoryDocstore(documents), index_to_id,
-                       _distance_strategy(manifest.get("distance_strategy", "MAX_INNER_PRODUCT")),
-                       unit=bool(unit) if isinstance(unit, bool) else _index_is_unit(index),
-                       normalize_L2=bool(manifest.get("normalize_L2", False)))
+    store = _make_store(embeddings, index, InMemoryDocstore(documents), index_to_id,
+                        _distance_strategy(manifest.get("distance_strategy", "MAX_INNER_PRODUCT")),
+                        unit=bool(unit) if isinstance(unit, bool) else _index_is_unit(index),
+                        normalize_L2=bool(manifest.get("normalize_L2", False)))
+    check_store_embeddings(store, embeddings, path=folder / INDEX_FILE, identity=check_embeddings)
+    return store
 
 
-def _check_dimension(folder: Path, index_dimension: int, embeddings: Any) -> None:
-    dimension = getattr(embeddings, "dimension", None)
-    if isinstance(dimension, int) and dimension != int(index_dimension):
-        raise InputError(f"the index holds {index_dimension}-dimensional vectors but the embeddings make "
-                         f"{dimension}-dimensional ones", path=folder)
+# --- checks that hold for any Embeddings object ------------------------------------------------------
+def _vector(value: Any, what: str, owner: str):
+    import numpy as np
+
+    try:
+        array = np.asarray(value, dtype=np.float32)
+    except (TypeError, ValueError):
+        array = None
+    if array is None or array.ndim != 1 or array.size == 0 or not np.all(np.isfinite(array)):
+        raise InputError(f"{owner}.{what} did not return a non-empty list of finite floats", field="embeddings")
+    return array
+
+
+def embedding_width(embeddings: Any) -> int:
+    """The width of the vectors ``embeddings`` returns: embtune's own say it (``dimension``, exact by
+    construction), any other ``Embeddings`` is asked by embedding :data:`PROBE_TEXT` once."""
+    from embtune_integrations.langchain import EmbtuneEmbeddings
+
+    if isinstance(embeddings, EmbtuneEmbeddings):
+        return int(embeddings.dimension)
+    owner = type(embeddings).__name__
+    return int(_vector(embeddings.embed_query(PROBE_TEXT), "embed_query", owner).size)
+
+
+def _exact_vector(index, position: int):
+    """The vector stored at ``position`` when ``index`` keeps vectors exactly (flat storage: IndexFlat*,
+    IndexIDMap2, IndexHNSWFlat, IndexIVFFlat with a direct map); None for compressed indexes (PQ, SQ,
+    LSH), whose ``reconstruct`` is only an approximation, and for indexes that cannot reconstruct."""
+    import numpy as np
+
+    faiss = _faiss()
+    index = faiss.downcast_index(index)
+    if isinstance(index, faiss.IndexIDMap2):
+        return None  # ids map positions differently; LangChain and embtune never build one
+    exact = isinstance(index, (faiss.IndexFlat, faiss.IndexIVFFlat)) or (
+        isinstance(index, faiss.IndexHNSWFlat) and isinstance(faiss.downcast_index(index.storage), faiss.IndexFlat))
+    if not exact:
+        return None
+    try:
+        return np.asarray(index.reconstruct(position), dtype=np.float32)
+    except RuntimeError:  # e.g. an IVF index without a direct map
+        return None
+
+
+def check_store_embeddings(store, embeddings: Any, *, path: Path | str, identity: bool = True) -> None:
+    """Refuse ``embeddings`` that cannot search ``store`` (see "Embeddings checked by what they return"
+    in the module docstring): a query width other than the index's, or (``identity``) a document
+    vector for the store's first document that differs from the stored one. One-line
+    :class:`~embtune_core.errors.InputError` naming ``path``."""
+    import numpy as np
+
+    owner = type(embeddings).__name__
+    width = embedding_width(embeddings)
+    if width != int(store.index.d):
+        raise InputError(f"the index holds {store.index.d}-dimensional vectors but {owner} makes {width}-dimensional "
+                         "ones; load the store with the embeddings it was built with", path=path)
+    if not identity or not store.index_to_docstore_id:
+        return
+    position = min(store.index_to_docstore_id)
+    document = store.docstore.search(store.index_to_docstore_id[position])
+    stored = _exact_vector(_cpu_index(store), int(position))
+    if stored is None or not isinstance(document, Document):
+        log.warning("%s: cannot read a stored vector back from %s; only the width of %s was checked", path,
+                    type(_cpu_index(store)).__name__, owner)
+        return
+    again = _vector(embeddings.embed_documents([document.page_content])[0], "embed_documents", owner).copy()
+    if getattr(store, "_normalize_L2", False):
+        again /= max(float(np.linalg.norm(again)), 1e-12)
+    difference = float(np.linalg.norm(again - stored) / max(float(np.linalg.norm(stored)), 1e-12))
+    if not difference <= SAME_VECTOR_TOLERANCE:
+        raise InputError(f"{owner} embeds the store's first document (id '{store.index_to_docstore_id[position]}') "
+                         f"{difference:.3g} away from its stored vector (relative L2; at most {SAME_VECTOR_TOLERANCE:g} "
+                         "is the same): the store was built with other embeddings (model, normalisation, prompts or "
+                         "token limit); load it with those, or pass check_embeddings=False", path=path)
