@@ -16,7 +16,7 @@ SUMMARY = "embtune_train.json"  # written into the model directory next to READM
 
 
 
-def export_limit(model, settings: Any) -> int:
+def export_limit(model, settings: Any) -> int | None:
     """Set and return the token limit the exported model carries.
 
     Training at a short limit is cheaper, but a model saved with it makes every downstream loader
@@ -26,15 +26,19 @@ def export_limit(model, settings: Any) -> int:
     the exported limit differs from the trained one.
     """
     from embtune_core import token_limits
+    from embtune_core.model_modules import set_token_limit, token_limit
 
-    trained = model.max_seq_length
+    trained = token_limit(model)
     own = getattr(model, "embtune_own_max_seq_length", None) or trained
-    limit = settings.export_max_seq_length or max(own, trained)
+    if trained is None and own is None and not settings.export_max_seq_length:
+        return None  # a model that reads texts whole (a static model): nothing to set
+    limit = settings.export_max_seq_length or max(x for x in (own, trained) if x is not None)
     if limit != trained:
         token_limits.check_limit(model, limit, settings.model, field="train.export_max_seq_length")
-        log.warning("trained at %d tokens; the model is exported with a limit of %d tokens (%s)", trained, limit,
+        log.warning("trained at %s tokens; the model is exported with a limit of %d tokens (%s)",
+                    trained if trained is not None else "all its", limit,
                     "export_max_seq_length" if settings.export_max_seq_length else "the model's own")
-        model.max_seq_length = limit
+        set_token_limit(model, limit, settings.model, option="train.export_max_seq_length")
     return limit
 
 

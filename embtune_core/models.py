@@ -153,7 +153,9 @@ def load_sentence_transformer(name: str = DEFAULT_MODEL, **kwargs):
     else:
         model = SentenceTransformer(resolution.target, **kwargs)
     model.embtune_model_name = name  # the identity the user knows it by, for caches and model cards
-    model.embtune_own_max_seq_length = model.max_seq_length
+    from embtune_core.model_modules import token_limit
+
+    model.embtune_own_max_seq_length = token_limit(model)  # None: a model that reads texts whole
     return model
 
 

@@ -138,7 +138,9 @@ class SentenceTransformerEncoder(Encoder):
                 set_limit(model, self.max_seq_length, self.name)
             # In memory the limit is whatever its owner set: always part of the identity (the weight
             # hash does not cover it), and compared as a number by adapters (SavedAdapter.check_base).
-            self.max_seq_length = int(model.max_seq_length)
+            from embtune_core.model_modules import token_limit
+
+            self.max_seq_length = token_limit(model)  # None: a model that reads texts whole
             self._weights = module_fingerprint(model)
             content = f"weights={self._weights}"
         settings = [content, f"normalize={self.normalize}"]
@@ -197,8 +199,11 @@ class SentenceTransformerEncoder(Encoder):
 
     @property
     def token_limit(self) -> int | None:
-        """Tokens the model reads of each text (its ``max_seq_length``); the rest is cut."""
-        return getattr(self.model, "max_seq_length", None)
+        """Tokens the model reads of each text (its ``max_seq_length``, or a static model's tokenizer
+        truncation); the rest is cut. None: the model reads texts whole."""
+        from embtune_core.model_modules import token_limit
+
+        return token_limit(self.model)
 
     def count_over_limit(self, texts: list[str], kind: str) -> tuple[int, int | None]:
         """(texts longer than :attr:`token_limit`, the limit), counted with the model's tokenizer
