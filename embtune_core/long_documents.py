@@ -224,8 +224,8 @@ class WindowedEncoder:
     def __init__(self, base: Any, mode: str):
         self.mode = check_mode(mode)
         if self.mode == "off" or not hasattr(base, "count_over_limit") or not hasattr(base, "token_limit"):
-            raise UsageError("applies to local sentence-transformers encoders only (they expose their tokenizer)",
-                             field="document_windows")
+            raise UsageError("applies to local sentence-transformers models and OpenAI-compatible embeddings "
+                             "(encoders that count their tokens)", field="document_windows")
         self.base = base
 
     def __getattr__(self, name: str) -> Any:
@@ -262,6 +262,9 @@ class WindowedEncoder:
         return prompt_for(self.base.model, kind, explicit)
 
     def windows(self, texts: Sequence[str]) -> Windows:
+        split_windows = getattr(self.base, "split_windows", None)  # an API encoder counts its own tokens
+        if split_windows is not None:
+            return split_windows(list(texts))
         return split(self.base.model, list(texts), prompt=self.document_prompt())
 
     def encode_documents(self, texts: Sequence[str]) -> np.ndarray:

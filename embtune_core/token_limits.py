@@ -183,8 +183,12 @@ def check_encoder(encoder: Any, texts_by_kind: Mapping[str, Sequence[str]], *, w
     if counter is None:
         return None
     model = getattr(encoder, "model", None) if hasattr(encoder, "token_limit") else None
-    return check(counter, texts_by_kind, model_name=str(getattr(encoder, "name", "the model")), warn=warn,
-                 positions=max_positions(model) if model is not None else None)
+    if model is not None:
+        positions = max_positions(model)
+    else:  # an API model: its limit is the service's, nothing to raise (max_positions == limit says so)
+        positions = getattr(encoder, "token_limit", None)
+    name = getattr(encoder, "name", None) or getattr(encoder, "model_name", None) or "the model"
+    return check(counter, texts_by_kind, model_name=str(name), warn=warn, positions=positions)
 
 
 def check_model(model: Any, texts_by_kind: Mapping[str, Sequence[str]], *, model_name: str = "the model",
