@@ -222,9 +222,12 @@ def test_docsgpt_index_built_without_embtune_stays_valid_with_an_adapter(fake_do
     encoder = encoder_from_spec(path, normalize=False, prompts=False)  # what train-adapter --host-vectors uses
     torch.manual_seed(3)
     module = build_adapter("linear", encoder.dimension, {"bias": True})
+    # As --host-vectors writes it (issue 27): ranked by L2, as DocsGPT's FaissStore; raw-scale queries where
+    # the vectors are not unit length.
     save_adapter(tmp_path / "adapter", module, AdapterConfig(
         "linear", encoder.dimension, {"bias": True}, base_encoder_identity=encoder.identity, base_normalize=False,
-        base_weights=encoder.weights_fingerprint, base_prompts=False, base_convention=encoder.convention))
+        base_weights=encoder.weights_fingerprint, base_prompts=False, base_convention=encoder.convention,
+        index_metric="l2", normalize_output=kind != "non-normalizing"))
     docsgpt.register(base_model=path)
     before = ingest(fake_docsgpt, path, TEXTS)  # DocsGPT's own EmbeddingsWrapper, no embtune involved
     after = ingest(fake_docsgpt, f"embtune:{tmp_path / 'adapter'}", TEXTS)
