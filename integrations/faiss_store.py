@@ -53,7 +53,10 @@ so relevance rises with similarity and lies in [0, 1], and a ``similarity_score_
 retriever's threshold is a cosine for unit-length vectors. Whether vectors are unit length is
 measured on the vectors themselves when the store is built (recorded in the manifest) or loaded.
 Stores are :class:`EmbtuneFAISS`, a LangChain ``FAISS`` that also refuses vectors of the wrong
-width in one line (``k``, ``filter``, ``fetch_k`` and MMR are LangChain's own).
+width in one line (``k``, ``filter``, ``fetch_k`` and MMR are LangChain's own) and keeps LangChain's
+``VectorStore`` contract where ``FAISS`` does not (``langchain-tests``' standard suite,
+``tests/test_standard_suites.py``): adding a document whose id the store holds replaces it, deleting
+ids it does not hold is no error, and the async ``aadd_texts`` goes through the same checks.
 
 Pickle and ``allow_dangerous_deserialization``
 -----------------------------------------------
@@ -68,7 +71,8 @@ opt-in (and says so in a one-line error otherwise); load it once with the flag a
 :func:`save_faiss_store` to convert it.
 
 GPU notes: a GPU flat index returns at most 2048 neighbours per query (FAISS's GPU limit), and
-``FAISS.delete`` needs ``remove_ids``, which GPU indexes lack: call :func:`to_cpu` first.
+removing vectors needs ``remove_ids``, which GPU indexes lack: ``delete`` (and an add that replaces an
+id) moves the index to the CPU and back.
 
 Example::
 
@@ -259,6 +263,10 @@ def _store_class():
             pairs = list(text_embeddings)
             vectors = [list(v) for _, v in pairs]
             self._check_width(vectors)
+            if ids:  # LangChain's VectorStore contract: adding an id that exists replaces it (an upsert)
+                existing = set(self.index_to_docstore_id.values()).intersection(ids)
+                if existing and len(set(ids)) == len(list(ids)):
+                    self.delete([i for i in ids if i in existing])
             self._note(vectors)
             return super().add_embeddings(pairs, metadatas=metadatas, ids=ids, **kwargs)
 
@@ -266,6 +274,30 @@ def _store_class():
             texts = list(texts)
             vectors = self._embed_documents(texts)
             return self.add_embeddings(zip(texts, vectors), metadatas=metadatas, ids=ids, **kwargs)
+
+        async def aadd_texts(self, texts, metadatas=None, ids=None, **kwargs):
+            # LangChain's FAISS adds directly here, past the checks of add_embeddings.
+            texts = list(texts)
+            vectors = await self._aembed_documents(texts)
+            return self.add_embeddings(zip(texts, vectors), metadatas=metadatas, ids=ids, **kwargs)
+
+        def delete(self, ids=None, **kwargs):
+            """Delete by id; ids the store does not hold are no error (LangChain's VectorStore contract).
+            A GPU index, which cannot remove vectors, is moved to the CPU and back."""
+            if ids is None:
+                raise ValueError("No ids provided to delete.")
+            held = set(self.index_to_docstore_id.values())
+            present = list(dict.fromkeys(i for i in ids if i in held))
+            if not present:
+                return True
+            on_gpu = is_on_gpu(self)
+            if on_gpu:
+                to_cpu(self)
+            try:
+                return super().delete(present, **kwargs)
+            finally:
+                if on_gpu:
+                    to_gpu(self)
 
     return EmbtuneFAISS
 
@@ -325,18 +357,24 @@ def _cpu_index(store):
 # --- build ----------------------------------------------------------------------------------------
 def build_faiss_store(documents: Sequence[Document | str], embeddings: Embeddings, *,
                       metadatas: Sequence[dict] | None = None, ids: Sequence[str] | None = None,
-                      distance_strategy: Any = "max_inner_product", use_gpu: bool | None = None,
+                      distance_strategy: Any = None, use_gpu: bool | None = None,
                       block_size: int = EMBED_BLOCK):
     """A LangChain ``FAISS`` store of ``documents`` (LangChain Documents or plain strings).
 
-    ``distance_strategy``: ``"max_inner_product"`` (default; cosine similarity for unit vectors,
-    which :class:`~embtune_integrations.langchain.EmbtuneEmbeddings` gives by default) or
-    ``"euclidean"``. ``ids`` default to each Document's ``id``, else a random UUID.
+    ``distance_strategy``: ``"max_inner_product"`` (cosine similarity for unit vectors, which
+    :class:`~embtune_integrations.langchain.EmbtuneEmbeddings` gives by default) or ``"euclidean"``;
+    None (default): the metric a query adapter of ``embeddings`` was trained for (``l2``: euclidean),
+    else ``"max_inner_product"``. An adapter trained for the other metric is refused in one line when
+    the vectors are not unit length. ``ids`` default to each Document's ``id``, else a random UUID.
     ``use_gpu``: None = GPU when available, True = GPU (refused when none), False = CPU.
     """
     from langchain_community.docstore.in_memory import InMemoryDocstore
 
     faiss = _faiss()
+    if distance_strategy is None:
+        adapter = getattr(embeddings, "adapter", None)
+        distance_strategy = ("euclidean" if getattr(getattr(adapter, "config", None), "index_metric", None) == "l2"
+                             else "max_inner_product")
     strategy = _distance_strategy(distance_strategy)
     texts, metas, doc_ids = _unpack(documents, metadatas, ids)
     dimension = embedding_width(embeddings)
@@ -355,7 +393,20 @@ def build_faiss_store(documents: Sequence[Document | str], embeddings: Embedding
             store.add_embeddings(zip(block, vectors), metadatas=metas[start:start + step],
                                  ids=doc_ids[start:start + step])
             bar.update(len(block))
+    check_adapter_metric(store, embeddings, where="this store")
     return store
+
+
+def check_adapter_metric(store, embeddings: Any, *, where: str) -> None:
+    """Refuse a query adapter trained for another metric than the store's, where it matters (vectors that
+    are not unit length): :meth:`~embtune_integrations.langchain.EmbtuneEmbeddings.check_index`."""
+    check = getattr(embeddings, "check_index", None)
+    if check is None:
+        return
+    metric = "l2" if _distance_strategy(store.distance_strategy).value == "EUCLIDEAN_DISTANCE" else "inner_product"
+    # LangChain's normalize_L2 scales queries and documents alike: then both metrics rank as cosine.
+    unit = bool(getattr(store, "_normalize_L2", False)) or bool(getattr(store, "embtune_unit_vectors", False))
+    check(metric, unit_vectors=unit, where=where)
 
 
 def _unpack(documents, metadatas, ids) -> tuple[list[str], list[dict], list[str]]:
@@ -523,6 +574,7 @@ def load_faiss_store(folder: str | Path, embeddings: Embeddings, *, allow_danger
         store = _make_store(embeddings, loaded.index, loaded.docstore, loaded.index_to_docstore_id, strategy,
                             unit=_index_is_unit(loaded.index), normalize_L2=bool(loaded._normalize_L2))
         check_store_embeddings(store, embeddings, path=folder / f"{index_name}.faiss", identity=check_embeddings)
+        check_adapter_metric(store, embeddings, where=f"the store {folder}")
     else:
         raise InputError(f"no {MANIFEST} (embtune store) nor {index_name}.pkl (LangChain store) in this folder",
                          path=folder)
@@ -596,6 +648,7 @@ def _load_ours(folder: Path, embeddings: Embeddings, check_embeddings: bool):
                         unit=bool(unit) if isinstance(unit, bool) else _index_is_unit(index),
                         normalize_L2=bool(manifest.get("normalize_L2", False)))
     check_store_embeddings(store, embeddings, path=folder / INDEX_FILE, identity=check_embeddings)
+    check_adapter_metric(store, embeddings, where=f"the store {folder}")
     return store
 
 
