@@ -45,8 +45,12 @@ def export_limit(model, settings: Any) -> int | None:
 def save_model(model, out: str | Path, summary: dict[str, Any]) -> Path:
     """Write the sentence-transformers directory with its model card, all files at once."""
     out = Path(out)
+    from embtune_core.lora import name_base_portably
+
     with atomic.atomic_directory(out) as staging:
         model.save(str(staging), create_model_card=False)
+        if summary.get("base_model"):  # a LoRA adapter folder names its base so that it loads elsewhere
+            name_base_portably(staging, str(summary["base_model"]))
         atomic.write_text(staging / "README.md", model_card(summary, model))
         atomic.write_json(staging / SUMMARY, summary)
     return out
