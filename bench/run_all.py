@@ -38,6 +38,7 @@ BENCHMARKS = {
     "adapter_dims_10k_t01": ("adapter_dims_10k.py", "adapter_dims_10k_t01.json"),
     "quickstart_twice": ("quickstart_twice.py", "quickstart_twice.json"),
     "qgen_vs_ict": ("qgen_vs_ict.py", "qgen_vs_ict.json"),
+    "docsgpt_host_metric": ("docsgpt_host_metric.py", "docsgpt_host_metric.json"),
 }
 # Scripts that take arguments run once per argument list.
 ARGUMENTS = {"index_aware_10k": [["--variant", "defaults"], ["--variant", "index-aware"], ["--variant", "windows"],
@@ -149,6 +150,7 @@ def summarise() -> str:
                       f"{run.get('wall_seconds')} s wall, {run.get('cpu_seconds')} CPU-s, {run.get('peak_rss_gb')} GB"),
                      "true; true; <= 300 CPU-s"))
     rows += _qgen_vs_ict_rows(_load("qgen_vs_ict"))
+    rows += _docsgpt_rows(_load("docsgpt_host_metric"))
     lines = [
         "# Benchmark results",
         "",
@@ -168,6 +170,27 @@ def summarise() -> str:
         *_details(onnx, lora),
     ]
     return "\n".join(lines)
+
+
+def _docsgpt_rows(data: dict | None) -> list[tuple[str, str, str, str]]:
+    """Adapters (--host-vectors) against an index built as DocsGPT builds it (L2), per base model."""
+    rows = []
+    for kind, entry in ((data or {}).get("bases") or {}).items():
+        p = entry["paired"]
+        rows.append(((f"`train-adapter --host-vectors` served through the DocsGPT hook, {kind} MiniLM, Uber index "
+                     "built as DocsGPT builds it (FAISS.from_documents, L2)"),
+                     "hit@1 base -> adapted [95% paired CI of the difference]; McNemar p",
+                     (f"{_fmt(entry['hit@1']['base'], 4)} -> {_fmt(entry['hit@1']['adapted'], 4)} "
+                     f"[{_fmt(p['ci95'][0], 4)}, {_fmt(p['ci95'][1], 4)}]; {_fmt(p['mcnemar_exact_p'], 3)}"),
+                     "not below the base beyond noise (CI high >= 0)"))
+        old = entry.get("inner_product_adapter")
+        if old:
+            rows.append(((f"the same with the adapter of issue 27 (inner product, unit-length output), {kind} MiniLM, "
+                         "applied by hand (the hook refuses it)"), "hit@1 base -> adapted [95% paired CI]",
+                         (f"{_fmt(entry['hit@1']['base'], 4)} -> {_fmt(old['hit@1'], 4)} "
+                         f"[{_fmt(old['paired']['ci95'][0], 4)}, {_fmt(old['paired']['ci95'][1], 4)}]"),
+                         "refused in one line"))
+    return rows
 
 
 def _qgen_vs_ict_rows(data: dict | None) -> list[tuple[str, str, str, str]]:

@@ -15,7 +15,10 @@ An adapter folder holds two files, written together atomically::
 custom adapters from plugins save and load like the built-in ones. ``base_encoder.identity`` is
 the identity of the encoder whose query vectors the adapter was trained on: an adapter only makes
 sense on that encoder, and :func:`load_adapter` refuses another one with a one-line error.
-``normalize_output`` says whether adapted queries are scaled back to unit length (cosine search).
+``normalize_output`` says whether adapted queries are scaled back to unit length (cosine search);
+``index_metric`` the metric of the index it was trained for: ``"inner_product"`` or ``"l2"`` (FAISS
+``IndexFlatL2``, LangChain's and DocsGPT's default), which matters for vectors that are not unit length
+(:mod:`embtune_core.adapter_training`; :meth:`SavedAdapter.check_index` refuses the wrong one).
 
 ``base_encoder.prompts`` and ``base_encoder.convention`` record how the base computed the query
 vectors the adapter was trained on: through the model's query/document prompts or plain
@@ -83,6 +86,9 @@ class AdapterConfig:
     base_token_limit: int | None = None  # tokens the base model read of each text when the adapter was trained
     base_prompts: bool | None = None  # True: encode_query/encode_document with the model's prompts; False: encode()
     base_convention: dict[str, Any] | None = None  # unit_length, query_prompt, document_prompt of the base vectors
+    # The metric of the index the adapter was trained and selected for (adapter_training: "inner_product" or
+    # "l2"); adapters saved before it was recorded were trained by inner product.
+    index_metric: str = "inner_product"
     training: dict[str, Any] = field(default_factory=dict)
     imported_from: str | None = None
 
@@ -94,6 +100,7 @@ class AdapterConfig:
             "options": self.options,
             "dimension": self.dimension,
             "normalize_output": self.normalize_output,
+            "index_metric": self.index_metric,
             "base_encoder": {"identity": self.base_encoder_identity, "normalize": self.base_normalize,
                              "name": self.base_encoder_name,
                              **({"weights": self.base_weights} if self.base_weights else {}),
@@ -126,7 +133,14 @@ class AdapterConfig:
                    base_prompts=base.get("prompts") if isinstance(base.get("prompts"), bool) else None,
                    base_convention=base.get("convention") if isinstance(base.get("convention"), dict) else None,
                    normalize_output=bool(data.get("normalize_output", True)),
+                   index_metric=_index_metric(data.get("index_metric", "inner_product"), path),
                    training=data.get("training") or {}, imported_from=data.get("imported_from"))
+
+
+def _index_metric(value: Any, path: Path) -> str:
+    if value not in ("inner_product", "l2"):
+        raise InputError(f"must be \"inner_product\" or \"l2\", not {value!r}", path=path, field="index_metric")
+    return str(value)
 
 
 class SavedAdapter:
@@ -211,6 +225,20 @@ class SavedAdapter:
             return  # same weights under another name (folder vs in-memory model), same settings
         raise InputError(f"adapter was trained on encoder '{expected}'{name}, not on '{encoder_identity}'; "
                          "train an adapter for this encoder", path=self.path)
+
+    def check_index(self, metric: str, *, unit_vectors: bool, where: str) -> None:
+        """Refuse serving against an index ranked by ``metric`` (``"inner_product"`` or ``"l2"``) when the
+        adapter was trained for the other and the index's vectors are not unit length (on unit vectors
+        both rank alike): one-line :class:`InputError` naming ``where`` (the index) and the way out."""
+        if unit_vectors or metric == self.config.index_metric:
+            return
+        trained = {"inner_product": "inner product", "l2": "L2 distance"}
+        fix = ("retrain it with embtune train-adapter --host-vectors (it trains for L2 distance, as LangChain's "
+               "FAISS and DocsGPT rank)" if metric == "l2" else "retrain it with --index-metric inner_product, or "
+               "build the index with distance_strategy='euclidean'")
+        raise InputError(f"adapter was trained to rank by {trained[self.config.index_metric]} but {where} ranks by "
+                         f"{trained.get(metric, metric)} over vectors that are not unit length, where the adapter "
+                         f"can rank below the base model; {fix}", path=self.path)
 
     def _same_weights(self, encoder: Any) -> bool:
         """True when ``encoder``'s model has the weights the adapter records (a folder's file hash

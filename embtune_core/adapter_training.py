@@ -18,6 +18,20 @@ What it optimises, per (query, positive chunk) pair, with ``a = adapter(q)`` (un
 * plus ``identity_reg`` x the adapter's distance from the identity map
   (:func:`embtune_core.adapter_base.identity_penalty`), which keeps it close to the base model.
 
+**The index's metric** (``index_metric``). An adapter is trained, selected and served in the metric of
+the index it will search: ``"inner_product"`` (embtune's own stores, FAISS ``IndexFlatIP``; cosine for
+unit vectors) or ``"l2"`` (squared Euclidean distance: FAISS ``IndexFlatL2``, which LangChain's
+``FAISS.from_documents`` builds by default and DocsGPT's ``FaissStore`` searches). For a query ``a``
+and a document ``d``, ``-|a - d|^2 / 2 = a . d - |d|^2 / 2 - |a|^2 / 2``, so L2 ranking is the inner
+product with ``|d|^2 / 2`` subtracted; the loss and the validation search use that score. On unit
+vectors both metrics rank alike (and the training is unchanged, bit for bit). On vectors that are not
+unit length (a model without a ``Normalize`` module, ``--host-vectors``) they do not: an adapter
+trained by inner product and normalised to unit length, served against DocsGPT's L2 index, moved
+hit@1 from 0.542 to 0.208 (issue 27). With ``"l2"`` there, adapted queries keep their scale
+(``normalize_output`` defaults to False when the vectors are not unit length; True is refused), so
+epoch 0, the identity, is the base model in the index's own metric and the kept adapter never scores
+below it on the validation split. ``embtune train-adapter --host-vectors`` trains for ``"l2"``.
+
 With ``matryoshka_dims`` (e.g. the dimensions a report evaluates), the contrastive terms are the
 mean over those dimensions of the same loss on the first ``d`` components of the adapted query and
 of every document, each renormalised: Matryoshka representation learning (Kusupati et al. 2022,
@@ -81,6 +95,9 @@ from embtune_core.settings import check_types, from_table
 log = logging.getLogger(__name__)
 
 SelectionMetric = Literal["mrr@10", "hit_rate@1", "hit_rate@5", "hit_rate@10"]
+IndexMetric = Literal["inner_product", "l2"]
+INDEX_METRICS = ("inner_product", "l2")
+UNIT_TOLERANCE = 1e-3  # |norm - 1| under which a vector counts as unit length (as embtune_integrations.faiss_store)
 SINGLE_THREAD_LIMIT = 1 << 24  # corpus floats (documents x dimension) up to which training uses one CPU thread
 
 
@@ -104,7 +121,11 @@ class AdapterTrainingConfig:
     val_fraction: float = 0.2
     patience: int = 4
     selection_metric: SelectionMetric = "mrr@10"
-    normalize_output: bool = True
+    # The metric of the index the adapter will search (see the module docstring).
+    index_metric: IndexMetric = "inner_product"
+    # Adapted queries scaled to unit length; None: yes, unless index_metric is "l2" over vectors that are
+    # not unit length (then the query's own scale matters, as the base model's does).
+    normalize_output: bool | None = None
     matryoshka_dims: list[int] | None = None  # train and select over these widths (see module docstring)
     seed: int = 42
     device: str | None = None
@@ -131,6 +152,8 @@ class AdapterTrainingConfig:
                 raise bad(name, "must be >= 0")
         if not 0 < self.val_fraction < 1:
             raise bad("val_fraction", "must be between 0 and 1")
+        if self.index_metric not in INDEX_METRICS:
+            raise bad("index_metric", f"must be one of {', '.join(INDEX_METRICS)}, not {self.index_metric!r}")
         if self.matryoshka_dims is not None and (not self.matryoshka_dims or any(d < 1 for d in self.matryoshka_dims)):
             raise bad("matryoshka_dims", "must be a non-empty list of positive integers")
         if self.matryoshka_dims is not None and len(set(self.matryoshka_dims)) != len(self.matryoshka_dims):
@@ -193,6 +216,7 @@ class _Embedded:
     corpus_ids: list[str]
     relevant: list[np.ndarray]  # corpus rows per query row
     negatives: list[np.ndarray]  # hard-negative corpus rows per query row
+    l2: bool = False  # corpus rows carry -|d|^2/2 as a last column: scores are L2 rankings (see _for_l2)
 
 
 def _embed(dataset: QADataset, encoder, cache: EmbeddingCache, device: torch.device, label: str) -> _Embedded:
@@ -254,6 +278,27 @@ def _adapted(adapter: torch.nn.Module, queries: torch.Tensor, normalize: bool) -
     return F.normalize(out, dim=-1) if normalize else out
 
 
+def _for_l2(data: _Embedded) -> _Embedded:
+    """``data`` whose documents score by L2 distance: each corpus row gets ``-|d|^2 / 2`` as a last
+    column, and a query ``a`` scores ``[a, 1] . [d, -|d|^2/2] = a . d - |d|^2/2``, which orders documents
+    as ``|a - d|^2`` does (smallest first)."""
+    corpus = data.corpus
+    extra = -0.5 * (corpus * corpus).sum(dim=1, keepdim=True)
+    return dataclasses.replace(data, corpus=torch.cat([corpus, extra], dim=1), l2=True)
+
+
+def _scored(queries: torch.Tensor, l2: bool) -> torch.Tensor:
+    """Query rows as the corpus rows expect them: ``[a, 1]`` for an L2 corpus (:func:`_for_l2`)."""
+    if not l2:
+        return queries
+    return torch.cat([queries, torch.ones(queries.shape[0], 1, dtype=queries.dtype, device=queries.device)], dim=1)
+
+
+def all_unit(*tensors: torch.Tensor) -> bool:
+    """Whether every row of every tensor is unit length (within :data:`UNIT_TOLERANCE`)."""
+    return all(bool(torch.all((t.norm(dim=1) - 1).abs() <= UNIT_TOLERANCE)) for t in tensors if t.numel())
+
+
 def retrieval_metrics(query_emb: np.ndarray, corpus_emb: np.ndarray, relevant: list[np.ndarray]) -> dict[str, float]:
     """hit_rate@1/5/10 and mrr@10 of exact inner-product search (``relevant``: corpus rows per query)."""
     _, indices = exact_search(np.asarray(query_emb, np.float32), np.asarray(corpus_emb, np.float32), k=10)
@@ -270,7 +315,7 @@ def _evaluate(adapter: torch.nn.Module, data: _Embedded, normalize: bool,
     adapter.eval()
     queries = _adapted(adapter, data.queries, normalize)
     adapter.train(was_training)
-    out = retrieval_metrics(queries.cpu().numpy(), data.corpus.cpu().numpy(), data.relevant)
+    out = retrieval_metrics(_scored(queries, data.l2).cpu().numpy(), data.corpus.cpu().numpy(), data.relevant)
     for dim in dims or ():
         scores = retrieval_metrics(_truncate(queries, dim).cpu().numpy(), _truncate(data.corpus, dim).cpu().numpy(),
                                    data.relevant)
@@ -432,6 +477,7 @@ def _train_loop(adapter: torch.nn.Module, optimizer: torch.optim.Optimizer, trai
             adapted = adapter(query_vectors)
             if config.normalize_output:
                 adapted = F.normalize(adapted, dim=-1)
+            adapted = _scored(adapted, train_data.l2)
             loss = sum(_contrastive_loss(adapted if d is None else _truncate(adapted, d), corpus, positives,
                                          batch_queries, train_data, config, rng)
                        for d, corpus in widths) / len(widths)
@@ -499,6 +545,23 @@ def _train_over_temperatures(config: AdapterTrainingConfig, dim: int, device: to
     return temperature, adapter, outcome, search
 
 
+def _in_index_metric(config: AdapterTrainingConfig, unit: bool) -> AdapterTrainingConfig:
+    """``config`` with ``normalize_output`` decided for its index metric (module docstring): refused in
+    one line where scaling adapted queries to unit length would rank differently from the base model in
+    an L2 index over vectors that are not unit length (the adapter could then lose to the base there)."""
+    l2_scale = config.index_metric == "l2" and not unit
+    if l2_scale and config.matryoshka_dims:
+        raise ConfigError("matryoshka_dims with index_metric = \"l2\" over vectors that are not unit length: a "
+                          "truncated L2 index is not what embtune measures at those widths; drop matryoshka_dims",
+                          field="adapter.matryoshka_dims")
+    if l2_scale and config.normalize_output:
+        raise ConfigError("normalize_output = true with index_metric = \"l2\" over vectors that are not unit length: "
+                          "unit-length queries against longer documents rank by document length, below the base "
+                          "model; leave normalize_output unset", field="adapter.normalize_output")
+    normalize = (not l2_scale) if config.normalize_output is None else config.normalize_output
+    return dataclasses.replace(config, normalize_output=normalize)
+
+
 def train_adapter(encoder, train: QADataset, val: QADataset | None = None, *,
                   config: AdapterTrainingConfig | None = None, cache: EmbeddingCache | None = None,
                   output_dir: str | Path | None = None, augment: QADataset | None = None,
@@ -558,6 +621,10 @@ def train_adapter(encoder, train: QADataset, val: QADataset | None = None, *,
     if config.matryoshka_dims and max(config.matryoshka_dims) > dim:
         raise ConfigError(f"dimension {max(config.matryoshka_dims)} is wider than the embeddings ({dim})",
                           field="adapter.matryoshka_dims")
+    unit = all_unit(train_data.corpus, val_data.corpus, train_data.queries, val_data.queries)
+    config = _in_index_metric(config, unit)
+    if config.index_metric == "l2" and not unit:  # on unit vectors L2 ranks as the inner product does
+        train_data, val_data = _for_l2(train_data), _for_l2(val_data)
 
     t1 = time.perf_counter()
     temperature, adapter, (best, best_epoch, history), search = _train_over_temperatures(
@@ -577,6 +644,7 @@ def train_adapter(encoder, train: QADataset, val: QADataset | None = None, *,
         base_prompts=getattr(encoder, "prompts", None) if isinstance(getattr(encoder, "prompts", None), bool) else None,
         base_convention=getattr(encoder, "convention", None),
         normalize_output=config.normalize_output,
+        index_metric=config.index_metric,
         training={
             "config": {k: v for k, v in dataclasses.asdict(config).items() if k != "device"},
             "train_queries": len(train_data.query_ids), "train_corpus": len(train_data.corpus_ids),

@@ -42,9 +42,13 @@ def from_args(args: Any, spec: str | None = None, *, multi_vector: bool = False)
     if options and spec is not None:
         from embtune_core.encoding import parse_encoder_spec
 
-        if parse_encoder_spec(spec)[0] != "sentence-transformers":
-            key = next(iter(options))
-            raise UsageError("applies to local sentence-transformers encoders only", field="--" + key.replace("_", "-"))
+        family = parse_encoder_spec(spec)[0]
+        # An API encoder counts its own tokens, so it reads long documents as windows too; the rest
+        # (prompts, backends) belong to local models.
+        local_only = [key for key in options if not (family == "openai" and key == "document_windows")]
+        if family != "sentence-transformers" and local_only:
+            raise UsageError("applies to local sentence-transformers encoders only",
+                             field="--" + local_only[0].replace("_", "-"))
     return options
 
 

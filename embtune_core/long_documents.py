@@ -80,14 +80,29 @@ class Windows:
 
 
 def window_budget(model: Any, prompt: str = "") -> int:
-    """Tokens of text one window may hold: the model's ``max_seq_length`` less its special tokens
-    and the prompt prepended to documents."""
-    tokenizer = model.tokenizer
-    special = tokenizer.num_special_tokens_to_add(pair=False)
-    prompt_tokens = len(tokenizer(prompt, add_special_tokens=False)["input_ids"]) if prompt else 0
-    budget = int(model.max_seq_length) - special - prompt_tokens
+    """Tokens of text one window may hold: the model's token limit
+    (:func:`embtune_core.model_modules.token_limit`) less its special tokens and the prompt prepended to
+    documents. A model that reads texts whole (a static model without truncation) is refused in one
+    line: there is nothing to split."""
+    from embtune_core.model_modules import first_module_name, token_limit, tokenizer_of
+
+    limit = token_limit(model, "document")
+    if limit is None:
+        raise UsageError(f"the model reads every document whole ({first_module_name(model)} without a token "
+                         "limit): there is nothing to split; leave document_windows off", field="document_windows")
+    tokenizer = tokenizer_of(model, "document")
+    if not callable(tokenizer) and not hasattr(tokenizer, "encode_batch"):
+        raise UsageError(f"needs a tokenizer that gives character offsets to split documents into windows; "
+                         f"{first_module_name(model)}'s {type(tokenizer).__name__} gives none", field="document_windows")
+    if callable(tokenizer):
+        special = tokenizer.num_special_tokens_to_add(pair=False)
+        prompt_tokens = len(tokenizer(prompt, add_special_tokens=False)["input_ids"]) if prompt else 0
+    else:  # a static model's tokenizers.Tokenizer: encoded without special tokens
+        special = 0
+        prompt_tokens = len(tokenizer.encode(prompt, add_special_tokens=False).ids) if prompt else 0
+    budget = limit - special - prompt_tokens
     if budget < 8:
-        raise UsageError(f"a token limit of {model.max_seq_length} leaves {budget} tokens per window after the "
+        raise UsageError(f"a token limit of {limit} leaves {budget} tokens per window after the "
                          "special tokens and the document prompt", field="document_windows")
     return budget
 
@@ -96,8 +111,10 @@ def split(model: Any, texts: Sequence[str], *, prompt: str = "") -> Windows:
     """Split each of ``texts`` into consecutive windows of at most :func:`window_budget` tokens of
     the model's own tokenizer (a fast tokenizer: the cut uses its character offsets). A text that fits
     is one window holding it unchanged. Raises UsageError for a tokenizer without offsets."""
+    from embtune_core.model_modules import tokenizer_of
+
     budget = window_budget(model, prompt)
-    tokenizer = model.tokenizer
+    tokenizer = tokenizer_of(model, "document")
     out_texts: list[str] = []
     owner: list[int] = []
     tokens: list[int] = []
@@ -124,6 +141,12 @@ def split(model: Any, texts: Sequence[str], *, prompt: str = "") -> Windows:
 
 
 def _offsets(tokenizer: Any, texts: list[str]) -> list[list[tuple[int, int]]]:
+    if not callable(tokenizer) and hasattr(tokenizer, "encode_batch"):  # tokenizers.Tokenizer (static models)
+        import copy
+
+        whole = copy.copy(tokenizer)
+        whole.no_truncation()  # the offsets of every token, not only of those the model reads
+        return [list(e.offsets) for e in whole.encode_batch(texts, add_special_tokens=False)]
     try:
         return tokenizer(texts, add_special_tokens=False, return_offsets_mapping=True, verbose=False)["offset_mapping"]
     except NotImplementedError as exc:  # slow (Python) tokenizers have no offsets
@@ -201,8 +224,8 @@ class WindowedEncoder:
     def __init__(self, base: Any, mode: str):
         self.mode = check_mode(mode)
         if self.mode == "off" or not hasattr(base, "count_over_limit") or not hasattr(base, "token_limit"):
-            raise UsageError("applies to local sentence-transformers encoders only (they expose their tokenizer)",
-                             field="document_windows")
+            raise UsageError("applies to local sentence-transformers models and OpenAI-compatible embeddings "
+                             "(encoders that count their tokens)", field="document_windows")
         self.base = base
 
     def __getattr__(self, name: str) -> Any:
@@ -239,6 +262,9 @@ class WindowedEncoder:
         return prompt_for(self.base.model, kind, explicit)
 
     def windows(self, texts: Sequence[str]) -> Windows:
+        split_windows = getattr(self.base, "split_windows", None)  # an API encoder counts its own tokens
+        if split_windows is not None:
+            return split_windows(list(texts))
         return split(self.base.model, list(texts), prompt=self.document_prompt())
 
     def encode_documents(self, texts: Sequence[str]) -> np.ndarray:

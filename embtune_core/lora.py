@@ -239,6 +239,32 @@ def card_lines(record: dict[str, Any]) -> list[str]:
     ]
 
 
+def name_base_portably(folder: Any, base_model: str) -> None:
+    """In a LoRA adapter folder just written, name the base model as the user named it (``base_model``)
+    when that name resolves on any machine (a packaged copy's name such as
+    ``sentence-transformers/all-MiniLM-L6-v2``, or a hub id), instead of the path it was loaded from here
+    (the packaged copy inside this virtual environment's site-packages, which another machine or venv
+    does not have). A base given as a folder keeps its path (``EMBTUNE_BASE_MODEL``-style remapping is the
+    user's, and the error on load says so). Other folders are left alone."""
+    import json
+    from pathlib import Path
+
+    from embtune_core import atomic
+    from embtune_core.models import resolve
+
+    if not is_adapter_folder(folder):
+        return
+    path = Path(folder) / "adapter_config.json"
+    config = json.loads(path.read_text(encoding="utf-8"))
+    recorded = config.get("base_model_name_or_path")
+    resolution = resolve(base_model, assemble=False)
+    if not recorded or resolution.source == "local directory" or recorded == base_model:
+        return
+    if Path(str(recorded)).resolve() == Path(resolution.target).resolve() or not resolution.is_local:
+        config["base_model_name_or_path"] = base_model
+        atomic.write_json(path, config, indent=2)
+
+
 def base_fingerprint(folder: Any) -> str | None:
     """For a LoRA adapter folder, the file fingerprint of its base model (whose weights its vectors
     also depend on), so an encoder identity changes when the base changes; None for other folders

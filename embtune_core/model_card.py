@@ -16,7 +16,7 @@ SUMMARY = "embtune_train.json"  # written into the model directory next to READM
 
 
 
-def export_limit(model, settings: Any) -> int:
+def export_limit(model, settings: Any) -> int | None:
     """Set and return the token limit the exported model carries.
 
     Training at a short limit is cheaper, but a model saved with it makes every downstream loader
@@ -26,15 +26,19 @@ def export_limit(model, settings: Any) -> int:
     the exported limit differs from the trained one.
     """
     from embtune_core import token_limits
+    from embtune_core.model_modules import set_token_limit, token_limit
 
-    trained = model.max_seq_length
+    trained = token_limit(model)
     own = getattr(model, "embtune_own_max_seq_length", None) or trained
-    limit = settings.export_max_seq_length or max(own, trained)
+    if trained is None and own is None and not settings.export_max_seq_length:
+        return None  # a model that reads texts whole (a static model): nothing to set
+    limit = settings.export_max_seq_length or max(x for x in (own, trained) if x is not None)
     if limit != trained:
         token_limits.check_limit(model, limit, settings.model, field="train.export_max_seq_length")
-        log.warning("trained at %d tokens; the model is exported with a limit of %d tokens (%s)", trained, limit,
+        log.warning("trained at %s tokens; the model is exported with a limit of %d tokens (%s)",
+                    trained if trained is not None else "all its", limit,
                     "export_max_seq_length" if settings.export_max_seq_length else "the model's own")
-        model.max_seq_length = limit
+        set_token_limit(model, limit, settings.model, option="train.export_max_seq_length")
     return limit
 
 
@@ -53,11 +57,15 @@ def save_model(model, out: str | Path, summary: dict[str, Any]) -> Path:
                          "lower --lr, or use fp32); no model written", path=out)
     from embtune_core.portable import portable
 
+    base_model = summary.get("base_model")  # as given: name_base_portably resolves it on this machine
     summary = portable(summary)  # an exported folder records no machine's absolute path
+    from embtune_core.lora import name_base_portably
     from embtune_core.resources import guard
 
     with guard(writing=out, what="the model"), atomic.atomic_directory(out) as staging:
         model.save(str(staging), create_model_card=False)
+        if base_model:  # a LoRA adapter folder names its base so that it loads elsewhere
+            name_base_portably(staging, str(base_model))
         atomic.write_text(staging / "README.md", model_card(summary, model))
         atomic.write_json(staging / SUMMARY, summary)
     return out

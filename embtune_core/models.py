@@ -14,6 +14,7 @@ from __future__ import annotations
 import importlib.metadata
 import logging
 import os
+import re
 import shutil
 import tempfile
 import zipfile
@@ -109,8 +110,20 @@ _PACKAGED = {
 }
 
 
+def looks_like_path(name: str | os.PathLike) -> bool:
+    """Whether ``name`` is meant as a folder rather than a hub id (hub ids are NAME or ORG/NAME):
+    absolute, starting with ``.``, ``~`` or a separator, ending in one, with two or more ``/``, a
+    backslash or a drive letter. Every entry point that must tell "a folder that is missing" from
+    "a hub name" asks this, after :func:`resolve` found no local copy."""
+    name = str(name)
+    return (name.startswith((".", "/", "~", "\\")) or name.endswith(("/", "\\")) or name.count("/") > 1
+            or "\\" in name or re.match(r"^[A-Za-z]:", name) is not None)
+
+
 def resolve(name: str | os.PathLike = DEFAULT_MODEL, *, assemble: bool = True) -> Resolution:
-    """Where ``name`` will be loaded from. ``assemble=False`` never writes to the cache."""
+    """Where ``name`` will be loaded from: a local folder, a packaged copy (see the module docstring),
+    else the hub. The one resolution every entry point uses (CLI, pipeline, Python API, the LangChain,
+    LlamaIndex and DocsGPT shims). ``assemble=False`` never writes to the cache."""
     name = str(name)
     if Path(name).expanduser().is_dir():
         return Resolution(name, str(Path(name).expanduser().resolve()), "local directory")
@@ -140,7 +153,9 @@ def load_sentence_transformer(name: str = DEFAULT_MODEL, **kwargs):
     else:
         model = SentenceTransformer(resolution.target, **kwargs)
     model.embtune_model_name = name  # the identity the user knows it by, for caches and model cards
-    model.embtune_own_max_seq_length = model.max_seq_length
+    from embtune_core.model_modules import token_limit
+
+    model.embtune_own_max_seq_length = token_limit(model)  # None: a model that reads texts whole
     return model
 
 

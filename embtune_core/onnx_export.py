@@ -103,6 +103,9 @@ def export_onnx(model_dir: str | Path, out: str | Path, *, quantize: str | None 
     from sentence_transformers import SentenceTransformer
 
     model = SentenceTransformer(str(model_dir), device="cpu")
+    from embtune_core.model_modules import require_transformer
+
+    require_transformer(model, "--format onnx", str(model_dir))  # a static model has no graph to export
     transformer = model[0]
     if hasattr(transformer.auto_model, "set_attn_implementation"):
         # eager attention exports as plain MatMul/Softmax, the pattern ONNX Runtime's fusions recognise
@@ -286,5 +289,7 @@ def load_backend_model(name: str, backend: str) -> Any:
     """:func:`load_onnx_model` for the encoder's ``backend`` option (see :data:`BACKENDS`)."""
     model = load_onnx_model(_folder(name), _variant(backend))
     model.embtune_model_name = name
-    model.embtune_own_max_seq_length = model.max_seq_length
+    from embtune_core.model_modules import token_limit
+
+    model.embtune_own_max_seq_length = token_limit(model)  # None: a model that reads texts whole
     return model

@@ -64,6 +64,19 @@ def column_prompts(rows: Any, query_prompt: str | None, document_prompt: str | N
     return out or None
 
 
+def column_routes(rows: Any) -> dict[str, str]:
+    """The trainer's ``router_mapping`` for a model whose first module is a ``Router`` (an asymmetric
+    model): query columns (anchor...) to its ``"query"`` route, document columns (positive, negative,
+    text...) to ``"document"``, as ``encode_query``/``encode_document`` route them at search time."""
+    out: dict[str, str] = {}
+    for column in getattr(rows, "column_names", []):
+        if column in QUERY_COLUMNS:
+            out[column] = "query"
+        elif column in DOCUMENT_COLUMNS:
+            out[column] = "document"
+    return out
+
+
 def add_arguments(parser) -> None:
     """``--query-prompt`` / ``--document-prompt`` for commands that embed with a model."""
     parser.add_argument("--query-prompt", metavar="TEXT",

@@ -121,8 +121,13 @@ def build_system(spec: SystemSpec, settings: EvaluateSettings | None = None, *, 
         if spec.windows is not None:  # the system's own reading of long documents wins over the table's
             options["document_windows"] = None if spec.windows == "off" else spec.windows
     elif encoder_options:
-        log.warning("system '%s': %s apply to local sentence-transformers models only; not applied to it",
-                    spec.name, ", ".join(sorted(encoder_options)))
+        # An OpenAI-compatible encoder counts its own tokens: it reads long documents as windows too.
+        shared = {k: v for k, v in encoder_options.items() if k == "document_windows" and encoder_name == "openai"}
+        options.update(shared)
+        local = sorted(set(encoder_options) - set(shared))
+        if local:
+            log.warning("system '%s': %s apply to local sentence-transformers models only; not applied to it",
+                        spec.name, ", ".join(local))
     encoder = encoder_from_spec(spec.encoder_spec, **options)
     if spec.adapter_dir:
         if adapter is None:

@@ -47,24 +47,34 @@ def prompt_for(model: Any, kind: str, explicit: str | None = None) -> str:
     return prompts.get(default, "") if default else ""
 
 
-def token_lengths(model: Any, texts: Sequence[str], prompt: str = "") -> list[int]:
-    """Tokens of each ``prompt + text`` with the model's tokenizer, special tokens included, uncut."""
-    tokenizer = model.tokenizer
+def token_lengths(model: Any, texts: Sequence[str], prompt: str = "", kind: str | None = None) -> list[int] | None:
+    """Tokens of each ``prompt + text`` as the model's first module counts them, uncut (a transformer's
+    tokenizer with its special tokens; any module :func:`embtune_core.model_modules.token_counts`
+    knows); None when its tokenizer cannot count."""
+    from embtune_core.model_modules import token_counts
+
     lengths: list[int] = []
     for start in range(0, len(texts), 1024):  # bounded memory on big corpora
-        batch = [prompt + t for t in texts[start:start + 1024]]
-        encoded = tokenizer(batch, add_special_tokens=True, truncation=False, verbose=False,
-                            return_attention_mask=False, return_token_type_ids=False)
-        lengths.extend(len(ids) for ids in encoded["input_ids"])
+        counts = token_counts(model, [prompt + t for t in texts[start:start + 1024]], kind)
+        if counts is None:
+            return None
+        lengths.extend(counts)
     return lengths
 
 
 def count_over(model: Any, texts: Sequence[str], kind: str, prompt: str | None = None) -> tuple[int, int | None]:
-    """(how many ``texts`` exceed the model's limit, the limit); (0, None) when it has no limit."""
-    limit = getattr(model, "max_seq_length", None)
+    """(how many ``texts`` exceed the model's limit, the limit); (0, None) when it reads texts whole
+    (a static model without truncation: nothing is cut) or its tokenizer cannot count."""
+    from embtune_core.model_modules import token_limit
+
+    limit = token_limit(model, kind)
     if not limit or not texts:
         return 0, limit
-    lengths = token_lengths(model, list(texts), prompt_for(model, kind, prompt))
+    lengths = token_lengths(model, list(texts), prompt_for(model, kind, prompt), kind)
+    if lengths is None:
+        log.info("%s cannot count tokens (first module %s); texts over its %d-token limit are not reported",
+                 getattr(model, "embtune_model_name", "the model"), type(model[0]).__name__, limit)
+        return 0, None
     return sum(n > limit for n in lengths), int(limit)
 
 
@@ -135,30 +145,35 @@ _limit_notices: set[tuple[str, Any, int]] = set()
 def set_limit(model: Any, limit: int, model_name: str) -> None:
     """Set a loaded model's token limit: refused beyond its position embeddings (:func:`check_limit`),
     and said once per model and limit when it differs from the model's own."""
+    from embtune_core.model_modules import set_token_limit, token_limit
+
     check_limit(model, limit, model_name)
-    own = getattr(model, "embtune_own_max_seq_length", None) or model.max_seq_length
+    own = getattr(model, "embtune_own_max_seq_length", None) or token_limit(model)
     model.embtune_own_max_seq_length = own
+    set_token_limit(model, limit, model_name)  # refused in one line for a module without a limit to set
     if own != limit and (model_name, own, limit) not in _limit_notices:
         _limit_notices.add((model_name, own, limit))
-        log.warning("%s: token limit set to %d (the model's own is %s)", model_name, limit, own)
-    model.max_seq_length = limit
+        log.warning("%s: token limit set to %d (the model's own is %s)", model_name, limit,
+                    own if own is not None else "none: it read texts whole")
 
 
 def check(counter: Any, texts_by_kind: Mapping[str, Sequence[str]], *, model_name: str = "the model",
           warn: bool = True, positions: int | None = None, windows_hint: bool = True) -> dict[str, Any] | None:
     """Count over-long texts of each kind with ``counter(texts, kind) -> (over, limit)`` and log one
-    warning per kind that has any; returns ``{"limit": L, kind: {"over": n, "total": m}, ...}``."""
+    warning per kind that has any; returns ``{"limit": L, kind: {"over": n, "total": m}, ...}``, or None
+    when no kind has a limit (nothing is cut). A kind read whole (a Router's static query route) counts
+    0 over; ``L`` is then the limit of the kinds that have one."""
     record: dict[str, Any] = {"limit": None}
     for kind, texts in texts_by_kind.items():
         texts = list(texts)
         over, limit = counter(texts, kind)
+        record[kind] = {"over": int(over) if limit is not None else 0, "total": len(texts)}
         if limit is None:
-            return None
-        record["limit"] = limit
-        record[kind] = {"over": int(over), "total": len(texts)}
+            continue
+        record["limit"] = max(limit, record["limit"] or 0)
         if over and warn:
             log.warning(warning_line(over, len(texts), kind, limit, model_name, positions, windows_hint=windows_hint))
-    return record
+    return record if record["limit"] is not None else None
 
 
 def check_encoder(encoder: Any, texts_by_kind: Mapping[str, Sequence[str]], *, warn: bool = True
@@ -168,8 +183,12 @@ def check_encoder(encoder: Any, texts_by_kind: Mapping[str, Sequence[str]], *, w
     if counter is None:
         return None
     model = getattr(encoder, "model", None) if hasattr(encoder, "token_limit") else None
-    return check(counter, texts_by_kind, model_name=str(getattr(encoder, "name", "the model")), warn=warn,
-                 positions=max_positions(model) if model is not None else None)
+    if model is not None:
+        positions = max_positions(model)
+    else:  # an API model: its limit is the service's, nothing to raise (max_positions == limit says so)
+        positions = getattr(encoder, "token_limit", None)
+    name = getattr(encoder, "name", None) or getattr(encoder, "model_name", None) or "the model"
+    return check(counter, texts_by_kind, model_name=str(name), warn=warn, positions=positions)
 
 
 def check_model(model: Any, texts_by_kind: Mapping[str, Sequence[str]], *, model_name: str = "the model",
@@ -191,18 +210,29 @@ def describe(record: Mapping[str, Any] | None) -> str | None:
 def model_max_seq_length(model: str) -> int | None:
     """A sentence-transformers model's ``max_seq_length`` read from its folder, without loading weights:
     ``sentence_bert_config.json`` (sentence-transformers < 6), else the tokenizer's ``model_max_length``
-    bounded by ``max_position_embeddings``, as sentence-transformers 6 saves and reads it."""
+    bounded by ``max_position_embeddings``, as sentence-transformers 6 saves and reads it; for a static
+    model its ``tokenizer.json`` truncation (None: it reads texts whole); for a Router, its document route's."""
     import json
     from pathlib import Path
 
+    from embtune_core.model_modules import input_folder
     from embtune_core.models import resolve
 
-    folder = Path(resolve(model, assemble=False).target)
+    # The module that reads documents: the folder itself, or an asymmetric (Router) model's document route.
+    folder, module = input_folder(Path(resolve(model, assemble=False).target), "document")
 
     def read(name: str) -> dict:
         path = folder / name
-        return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+        try:
+            data = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+        except (OSError, ValueError):
+            return {}
+        return data if isinstance(data, dict) else {}
 
+    if module == "StaticEmbedding":  # no max_seq_length: its tokenizer's truncation, if any, is the limit
+        truncation = read("tokenizer.json").get("truncation")
+        return int(truncation["max_length"]) if isinstance(truncation, dict) and truncation.get("max_length") \
+            else None
     value = read("sentence_bert_config.json").get("max_seq_length")
     if value:
         return int(value)

@@ -50,7 +50,7 @@ from embtune_core.checkpoints import (
     trainer_callbacks,
     trim_loss_log,
 )
-from embtune_core.errors import ConfigError
+from embtune_core.errors import ConfigError, InputError
 from embtune_core.layer_freezing import freeze_all_but_last
 from embtune_core.model_card import export_limit, save_model
 from embtune_core.training_args import TrainSettings, rank_and_world_size, training_arguments
@@ -95,8 +95,8 @@ class TrainResult:
     metrics_before: dict[str, float]
     metrics_after: dict[str, float]
     exported: str  # "trained", or "base" when the trained model scored below it on val
-    trained_max_seq_length: int  # tokens read in training
-    max_seq_length: int  # tokens the exported model reads (export_limit)
+    trained_max_seq_length: int | None  # tokens read in training (None: texts read whole, a static model)
+    max_seq_length: int | None  # tokens the exported model reads (export_limit)
     saved: bool = False  # this process (rank 0) wrote the model
     history: list[dict[str, Any]] = field(default_factory=list)  # every trainer log record
 
@@ -182,6 +182,7 @@ def train(settings: TrainSettings, *, exclude_questions: Iterable[str] = ()) -> 
     set_seed(settings.seed)
     model = load_sentence_transformer(settings.model)
     from embtune_core import token_limits
+    from embtune_core.model_modules import first_module_name, is_router, require_transformer, token_limit
 
     if settings.max_seq_length:
         token_limits.set_limit(model, settings.max_seq_length, settings.model)
@@ -207,8 +208,11 @@ def train(settings: TrainSettings, *, exclude_questions: Iterable[str] = ()) -> 
                             if c in train_qa.corpus})}, model_name=settings.model)
     partial = lora_record = None
     if settings.train_last_layers is not None or settings.freeze_layers is not None:
+        require_transformer(model, "train.train_last_layers" if settings.train_last_layers is not None
+                            else "train.freeze_layers", settings.model)
         partial = freeze_all_but_last(model, settings.train_last_layers, frozen=settings.freeze_layers)
     if settings.lora:
+        require_transformer(model, "train.lora", settings.model)
         lora_record = lora.apply_lora(model, settings)
     loss = strategy.build_loss(model)
     evaluator = (
@@ -228,9 +232,14 @@ def train(settings: TrainSettings, *, exclude_questions: Iterable[str] = ()) -> 
         log.warning("batch size %d cannot be filled: %d training rows share one text and a batch never holds a "
                     "text twice, so an epoch is %d batches of %.1f rows on average (every row is still used once "
                     "per epoch)", settings.batch_size, plan.max_rows_per_text, plan.batches, plan.mean_batch)
+    if not any(parameter.requires_grad for parameter in model.parameters()):
+        raise InputError(f"the model has no trainable weights ({first_module_name(model)} frozen, nothing after it "
+                         "to train): nothing to fine-tune; train a query adapter (embtune train-adapter) instead",
+                         path=settings.model, field="train.model")
     args = training_arguments(settings, in_batch_negatives=strategy.in_batch_negatives,
                               batches_per_epoch=plan.batches, evaluate=evaluator is not None, world_size=world_size,
-                              train_rows=train_rows, text_groups=text_groups)
+                              train_rows=train_rows, text_groups=text_groups,
+                              router_mapping=prompts.column_routes(train_rows) if is_router(model) else None)
     history: list[dict[str, Any]] = []
     loss_log, rank_report, mark_complete = trainer_callbacks(work_dir, history)
     trainer = SentenceTransformerTrainer(
@@ -307,7 +316,7 @@ def train(settings: TrainSettings, *, exclude_questions: Iterable[str] = ()) -> 
                         "limited_by_repeated_text": plan.limited_by_texts},
             "val": _sizes(val_qa, settings.val, settings.val_split) if val_qa is not None else None,
         },
-        "max_seq_length": model.max_seq_length,
+        "max_seq_length": token_limit(model),  # None: the model reads texts whole (a static model)
         "index_aware": index_info,
         "document_windows": windows_record,
         "truncation": truncation,

@@ -154,11 +154,13 @@ class TrainSettings:
 
 
 def training_arguments(settings: TrainSettings, *, in_batch_negatives: bool, batches_per_epoch: int,
-                       evaluate: bool, world_size: int, train_rows=None, text_groups: dict[str, str] | None = None):
+                       evaluate: bool, world_size: int, train_rows=None, text_groups: dict[str, str] | None = None,
+                       router_mapping: dict[str, str] | None = None):
     """``SentenceTransformerTrainingArguments`` for ``settings``: checkpoints (and evaluations) once per
     epoch unless ``save_steps``, the best checkpoint by NDCG@10 kept when ``evaluate``, logging windows
     that divide the checkpoint interval, the every-row no-duplicates sampler for in-batch negatives
-    (``text_groups``: texts that count as one, e.g. the windows of one chunk)."""
+    (``text_groups``: texts that count as one, e.g. the windows of one chunk); ``router_mapping`` (column
+    to route) for a model that starts with a ``Router``."""
     from sentence_transformers import SentenceTransformerTrainingArguments
     from sentence_transformers.base.sampler import BatchSamplers
 
@@ -194,6 +196,7 @@ def training_arguments(settings: TrainSettings, *, in_batch_negatives: bool, bat
         logging_first_step=True,
         prompts=(prompts.column_prompts(train_rows, settings.query_prompt, settings.document_prompt)
                  if train_rows is not None else None),
+        **({"router_mapping": router_mapping} if router_mapping else {}),
         **tracking.trainer_arguments(settings.report_to, settings.checkpoints),
         disable_tqdm=not progress.enabled(),
         dataloader_num_workers=0,

@@ -62,6 +62,7 @@ from __future__ import annotations
 
 import importlib.abc
 import json
+import logging
 import os
 import sys
 import sysconfig
@@ -75,6 +76,7 @@ BASE_MODEL_ENV = "EMBTUNE_BASE_MODEL"
 DEVICE_ENV = "EMBTUNE_DEVICE"
 BATCH_SIZE_ENV = "EMBTUNE_BATCH_SIZE"
 DOCUMENT_WINDOWS_ENV = "EMBTUNE_DOCUMENT_WINDOWS"
+VECTOR_STORE_ENV = "VECTOR_STORE"  # DocsGPT's own setting (default faiss)
 # Where DocsGPT keeps EmbeddingsSingleton: the current tree, and the package name of newer trees.
 TARGET_MODULES = ("application.vectorstore.base", "docsgpt.vectorstore.base")
 PTH_NAME = "embtune_docsgpt.pth"
@@ -85,6 +87,7 @@ PTH_LINE = ("import os; (os.environ.get('EMBTUNE_DOCSGPT') is not None or os.pat
             "__import__('embtune_integrations._startup')._startup.run()\n")
 ADAPTER_FORMAT = "embtune-adapter"
 
+log = logging.getLogger(__name__)
 _options: dict[str, Any] = {}
 _lock = threading.Lock()
 _env_files: list[Path] = []  # DocsGPT's own .env, learnt when its module is patched
@@ -161,12 +164,22 @@ def embeddings_from_name(name: str, *, base_model: str | None = None, device: st
     if not base:
         raise InputError(f"adapter folder needs its base model: set {BASE_MODEL_ENV} to the model (name or folder) "
                          "the adapter was trained on", path=target, field=BASE_MODEL_ENV)
-    if not Path(base).expanduser().is_dir() and (_looks_like_path(base) or _trained_on_a_folder(target)):
+    from embtune_core.models import looks_like_path, resolve
+
+    # The resolution every entry point uses: a folder, a packaged copy (the recorded name of an adapter
+    # trained on the packaged MiniLM or mpnet loads that copy here too), else the hub.
+    if not resolve(base, assemble=False).is_local and (looks_like_path(base) or _trained_on_a_folder(target)):
         # A relative path that is missing reads as a hub name; the adapter knows it came from a folder.
         raise InputError(f"base model folder '{base}' (from {source}) not found; mount it into this container "
                          f"(backend and worker) or set {BASE_MODEL_ENV} to the model the adapter was trained on",
                          field=BASE_MODEL_ENV)
-    return EmbtuneEmbeddings(base, adapter=str(target), device=device, batch_size=batch_size, **options)
+    embeddings = EmbtuneEmbeddings(base, adapter=str(target), device=device, batch_size=batch_size, **options)
+    store = (setting(VECTOR_STORE_ENV) or "faiss").strip().lower()
+    if store == "faiss":  # DocsGPT's FaissStore: LangChain's FAISS.from_documents, an L2 (IndexFlatL2) index
+        embeddings.check_index("l2", unit_vectors=None, where="DocsGPT's FaissStore (VECTOR_STORE=faiss)")
+    else:
+        log.info("DocsGPT's VECTOR_STORE=%s: how it ranks is not checked against the adapter (FAISS is)", store)
+    return embeddings
 
 
 def _trained_on_a_folder(folder: Path) -> bool:
@@ -178,11 +191,6 @@ def _trained_on_a_folder(folder: Path) -> bool:
     base = config.get("base_encoder") if isinstance(config, dict) else None
     identity = base.get("identity") if isinstance(base, dict) else None
     return isinstance(identity, str) and " files=" in identity
-
-
-def _looks_like_path(value: str) -> bool:
-    """A folder rather than a hub name: absolute, or starting with '.' or '~' (hub names are 'org/name')."""
-    return os.path.isabs(value) or value.startswith((".", "~"))
 
 
 def is_plain_adapter_folder(name: Any) -> bool:
@@ -403,7 +411,8 @@ def check_index(folder: str | os.PathLike, embeddings, name: str) -> int:
 
     The dimension must equal ``embeddings.dimension`` (else DocsGPT's search fails with a bare
     ``AssertionError`` and the UI shows 0 results); where an embtune ``manifest.json`` records the
-    model, its document vectors must be those of ``embeddings``. Only ``index.faiss`` and JSON
+    model, its document vectors must be those of ``embeddings``; an adapter must have been trained for
+    the index's metric (DocsGPT's: L2) where its vectors are not unit length. Only ``index.faiss`` and JSON
     are read, never ``index.pkl``. Raises :class:`~embtune_core.errors.InputError` in one line.
     """
     from embtune_core.encoding import same_vectors
@@ -417,10 +426,12 @@ def check_index(folder: str | os.PathLike, embeddings, name: str) -> int:
         raise InputError("no index.faiss here (DocsGPT keeps one per source under indexes/<source id>/)",
                          path=folder, field="--index")
     import faiss
+    import numpy as np
 
     for path in files:
         try:
-            dimension = int(faiss.read_index(str(path)).d)
+            index = faiss.read_index(str(path))
+            dimension = int(index.d)
         except RuntimeError as exc:
             raise InputError(f"unreadable FAISS index: {' '.join(str(exc).split())[:160]}", path=path) from None
         if dimension != embeddings.dimension:
@@ -428,6 +439,12 @@ def check_index(folder: str | os.PathLike, embeddings, name: str) -> int:
                              f"{embeddings.dimension}-dimensional ones (DocsGPT would fail with a bare AssertionError "
                              f"and show 0 results); set {BASE_MODEL_ENV} to the model the index was built with, or "
                              "re-ingest the source", path=path)
+        metric = "inner_product" if index.metric_type == faiss.METRIC_INNER_PRODUCT else "l2"
+        sample = index.reconstruct_n(0, min(int(index.ntotal), 1000)) if index.ntotal else None
+        unit = sample is None or bool(np.all(np.abs(np.linalg.norm(sample, axis=1) - 1) <= 1e-3))
+        checker = getattr(embeddings, "check_index", None)
+        if checker is not None:
+            checker(metric, unit_vectors=unit, where=str(path))
         manifest = path.parent / "manifest.json"
         record = {}
         if manifest.is_file():

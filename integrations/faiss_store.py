@@ -11,10 +11,29 @@ LangChain's ``FAISS`` (``langchain_community.vectorstores.FAISS``) keeps its doc
   first), ``docstore.json`` (``id``, ``page_content``, ``metadata`` per vector, in index order)
   and ``manifest.json`` (format, embedding identity, dimension, distance strategy, checksums).
 * :func:`load_faiss_store` reads that folder back and never unpickles anything. It refuses
-  embeddings whose document vectors differ from those the store was built with (the identity in
-  the manifest), so a store built with the base model loads with base + adapter embeddings (the
-  adapter changes queries only) but not with an unrelated model.
+  embeddings whose document vectors differ from those the store was built with, so a store built
+  with the base model loads with base + adapter embeddings (the adapter changes queries only) but
+  not with an unrelated model.
 * :func:`as_retriever` returns the LangChain retriever.
+
+Embeddings checked by what they return
+--------------------------------------
+The checks work for any LangChain ``Embeddings`` (``HuggingFaceEmbeddings``, ``FakeEmbeddings``, a
+user's own subclass), not only embtune's, because they look at vectors, not attributes. When a store
+is loaded (embtune's format or, with the opt-in, a LangChain pickle store):
+
+* **width**: one probe text goes through ``embed_query``; a vector of another width than the index's
+  is refused in one line (faiss itself would fail at the first search with a bare ``AssertionError``);
+* **identity**: the store's first document goes through ``embed_documents`` and must come back as the
+  vector stored for it (relative difference at most :data:`SAME_VECTOR_TOLERANCE`; after LangChain's
+  ``normalize_L2`` when the store applies it), so a same-width but different model, or the same
+  model with other normalisation, prompts or token limit, is refused in one line. Where the index
+  cannot give a vector back (IVF-PQ and other compressed indexes) this is said in one line and only
+  the width is checked. ``check_embeddings=False`` skips the identity check, never the width check.
+  Where embtune's manifest records the encoder identity, that is compared too.
+
+and when it is searched, every query vector's width is checked before FAISS sees it (one line,
+:class:`~embtune_core.errors.InputError`), whatever embeddings the store holds by then.
 
 Relevance scores
 ----------------
@@ -34,7 +53,10 @@ so relevance rises with similarity and lies in [0, 1], and a ``similarity_score_
 retriever's threshold is a cosine for unit-length vectors. Whether vectors are unit length is
 measured on the vectors themselves when the store is built (recorded in the manifest) or loaded.
 Stores are :class:`EmbtuneFAISS`, a LangChain ``FAISS`` that also refuses vectors of the wrong
-width in one line (``k``, ``filter``, ``fetch_k`` and MMR are LangChain's own).
+width in one line (``k``, ``filter``, ``fetch_k`` and MMR are LangChain's own) and keeps LangChain's
+``VectorStore`` contract where ``FAISS`` does not (``langchain-tests``' standard suite,
+``tests/test_standard_suites.py``): adding a document whose id the store holds replaces it, deleting
+ids it does not hold is no error, and the async ``aadd_texts`` goes through the same checks.
 
 Pickle and ``allow_dangerous_deserialization``
 -----------------------------------------------
@@ -49,7 +71,8 @@ opt-in (and says so in a one-line error otherwise); load it once with the flag a
 :func:`save_faiss_store` to convert it.
 
 GPU notes: a GPU flat index returns at most 2048 neighbours per query (FAISS's GPU limit), and
-``FAISS.delete`` needs ``remove_ids``, which GPU indexes lack: call :func:`to_cpu` first.
+removing vectors needs ``remove_ids``, which GPU indexes lack: ``delete`` (and an add that replaces an
+id) moves the index to the CPU and back.
 
 Example::
 
@@ -67,6 +90,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
@@ -80,11 +104,15 @@ from embtune_core.encoding import same_vectors
 from embtune_core.errors import InputError
 from embtune_core.progress import progress
 
+log = logging.getLogger(__name__)
+
 __all__ = [
     "FORMAT",
     "MANIFEST",
     "as_retriever",
     "build_faiss_store",
+    "check_store_embeddings",
+    "embedding_width",
     "is_on_gpu",
     "load_faiss_store",
     "relevance_function",
@@ -100,6 +128,11 @@ MANIFEST = "manifest.json"
 INDEX_FILE = "index.faiss"
 DOCSTORE_FILE = "docstore.json"
 EMBED_BLOCK = 8192  # texts per embed_documents call: bounds memory and drives the progress bar
+PROBE_TEXT = "embtune width probe"  # embedded once through embed_query to learn any Embeddings' width
+# Largest relative L2 difference between a stored document vector and the same text embedded again
+# that still counts as "the same embeddings": float32 batching and CPU/GPU kernels differ by ~1e-6 to
+# 1e-3; another model, normalisation, prompt or token limit by more.
+SAME_VECTOR_TOLERANCE = 1e-2
 
 _STRATEGIES = {"max_inner_product": "MAX_INNER_PRODUCT", "inner_product": "MAX_INNER_PRODUCT",
                "ip": "MAX_INNER_PRODUCT", "cosine": "MAX_INNER_PRODUCT",
@@ -193,10 +226,32 @@ def _store_class():
         embtune_unit_vectors: bool = True
 
         def _check_width(self, vectors: list) -> None:
-            if vectors and len(vectors[0]) != self.index.d:
-                raise InputError(f"the embeddings returned {len(vectors[0])}-dimensional vectors but the index "
+            widths = {len(v) for v in vectors}
+            if widths and widths != {self.index.d}:
+                width = next(iter(widths - {self.index.d}))
+                raise InputError(f"the embeddings returned {width}-dimensional document vectors but the index "
                                  f"holds {self.index.d}-dimensional ones; use the embeddings the store was built "
                                  "with", field="embeddings")
+
+        def _check_query(self, embedding) -> None:
+            """Refuse a query vector FAISS would meet with a bare AssertionError (any embeddings)."""
+            width = len(embedding) if hasattr(embedding, "__len__") else None
+            if width != self.index.d:
+                owner = type(self.embeddings).__name__ if self.embeddings is not None else "the caller"
+                raise InputError(f"{owner} returned a query vector of {width} dimensions but the index holds "
+                                 f"{self.index.d}-dimensional ones; search with the embeddings the store was built "
+                                 "with", field="embeddings")
+
+        def similarity_search_with_score_by_vector(self, embedding, k=4, filter=None, fetch_k=20, **kwargs):
+            self._check_query(embedding)
+            return super().similarity_search_with_score_by_vector(embedding, k=k, filter=filter, fetch_k=fetch_k,
+                                                                  **kwargs)
+
+        def max_marginal_relevance_search_with_score_by_vector(self, embedding, *, k=4, fetch_k=20,
+                                                               lambda_mult=0.5, filter=None):
+            self._check_query(embedding)
+            return super().max_marginal_relevance_search_with_score_by_vector(
+                embedding, k=k, fetch_k=fetch_k, lambda_mult=lambda_mult, filter=filter)
 
         def _note(self, vectors: list) -> None:
             unit = self.embtune_unit_vectors and _all_unit(vectors)
@@ -208,6 +263,10 @@ def _store_class():
             pairs = list(text_embeddings)
             vectors = [list(v) for _, v in pairs]
             self._check_width(vectors)
+            if ids:  # LangChain's VectorStore contract: adding an id that exists replaces it (an upsert)
+                existing = set(self.index_to_docstore_id.values()).intersection(ids)
+                if existing and len(set(ids)) == len(list(ids)):
+                    self.delete([i for i in ids if i in existing])
             self._note(vectors)
             return super().add_embeddings(pairs, metadatas=metadatas, ids=ids, **kwargs)
 
@@ -215,6 +274,30 @@ def _store_class():
             texts = list(texts)
             vectors = self._embed_documents(texts)
             return self.add_embeddings(zip(texts, vectors), metadatas=metadatas, ids=ids, **kwargs)
+
+        async def aadd_texts(self, texts, metadatas=None, ids=None, **kwargs):
+            # LangChain's FAISS adds directly here, past the checks of add_embeddings.
+            texts = list(texts)
+            vectors = await self._aembed_documents(texts)
+            return self.add_embeddings(zip(texts, vectors), metadatas=metadatas, ids=ids, **kwargs)
+
+        def delete(self, ids=None, **kwargs):
+            """Delete by id; ids the store does not hold are no error (LangChain's VectorStore contract).
+            A GPU index, which cannot remove vectors, is moved to the CPU and back."""
+            if ids is None:
+                raise ValueError("No ids provided to delete.")
+            held = set(self.index_to_docstore_id.values())
+            present = list(dict.fromkeys(i for i in ids if i in held))
+            if not present:
+                return True
+            on_gpu = is_on_gpu(self)
+            if on_gpu:
+                to_cpu(self)
+            try:
+                return super().delete(present, **kwargs)
+            finally:
+                if on_gpu:
+                    to_gpu(self)
 
     return EmbtuneFAISS
 
@@ -274,23 +357,27 @@ def _cpu_index(store):
 # --- build ----------------------------------------------------------------------------------------
 def build_faiss_store(documents: Sequence[Document | str], embeddings: Embeddings, *,
                       metadatas: Sequence[dict] | None = None, ids: Sequence[str] | None = None,
-                      distance_strategy: Any = "max_inner_product", use_gpu: bool | None = None,
+                      distance_strategy: Any = None, use_gpu: bool | None = None,
                       block_size: int = EMBED_BLOCK):
     """A LangChain ``FAISS`` store of ``documents`` (LangChain Documents or plain strings).
 
-    ``distance_strategy``: ``"max_inner_product"`` (default; cosine similarity for unit vectors,
-    which :class:`~embtune_integrations.langchain.EmbtuneEmbeddings` gives by default) or
-    ``"euclidean"``. ``ids`` default to each Document's ``id``, else a random UUID.
+    ``distance_strategy``: ``"max_inner_product"`` (cosine similarity for unit vectors, which
+    :class:`~embtune_integrations.langchain.EmbtuneEmbeddings` gives by default) or ``"euclidean"``;
+    None (default): the metric a query adapter of ``embeddings`` was trained for (``l2``: euclidean),
+    else ``"max_inner_product"``. An adapter trained for the other metric is refused in one line when
+    the vectors are not unit length. ``ids`` default to each Document's ``id``, else a random UUID.
     ``use_gpu``: None = GPU when available, True = GPU (refused when none), False = CPU.
     """
     from langchain_community.docstore.in_memory import InMemoryDocstore
 
     faiss = _faiss()
+    if distance_strategy is None:
+        adapter = getattr(embeddings, "adapter", None)
+        distance_strategy = ("euclidean" if getattr(getattr(adapter, "config", None), "index_metric", None) == "l2"
+                             else "max_inner_product")
     strategy = _distance_strategy(distance_strategy)
     texts, metas, doc_ids = _unpack(documents, metadatas, ids)
-    dimension = getattr(embeddings, "dimension", None)
-    if dimension is None:  # a foreign Embeddings object: ask it
-        dimension = len(embeddings.embed_query("dimension probe"))
+    dimension = embedding_width(embeddings)
     index = faiss.IndexFlatIP(int(dimension)) if strategy.value == "MAX_INNER_PRODUCT" else \
         faiss.IndexFlatL2(int(dimension))
     store = _make_store(embeddings, index, InMemoryDocstore(), {}, strategy, unit=True)
@@ -306,7 +393,20 @@ def build_faiss_store(documents: Sequence[Document | str], embeddings: Embedding
             store.add_embeddings(zip(block, vectors), metadatas=metas[start:start + step],
                                  ids=doc_ids[start:start + step])
             bar.update(len(block))
+    check_adapter_metric(store, embeddings, where="this store")
     return store
+
+
+def check_adapter_metric(store, embeddings: Any, *, where: str) -> None:
+    """Refuse a query adapter trained for another metric than the store's, where it matters (vectors that
+    are not unit length): :meth:`~embtune_integrations.langchain.EmbtuneEmbeddings.check_index`."""
+    check = getattr(embeddings, "check_index", None)
+    if check is None:
+        return
+    metric = "l2" if _distance_strategy(store.distance_strategy).value == "EUCLIDEAN_DISTANCE" else "inner_product"
+    # LangChain's normalize_L2 scales queries and documents alike: then both metrics rank as cosine.
+    unit = bool(getattr(store, "_normalize_L2", False)) or bool(getattr(store, "embtune_unit_vectors", False))
+    check(metric, unit_vectors=unit, where=where)
 
 
 def _unpack(documents, metadatas, ids) -> tuple[list[str], list[dict], list[str]]:
@@ -467,13 +567,14 @@ def load_faiss_store(folder: str | Path, embeddings: Embeddings, *, allow_danger
 
         loaded = FAISS.load_local(str(folder), embeddings, index_name=index_name,
                                   allow_dangerous_deserialization=True)
-        _check_dimension(folder, loaded.index.d, embeddings)
         # index.pkl records no distance strategy (LangChain then assumes L2); the index knows its metric.
         faiss = _faiss()
         strategy = _distance_strategy("max_inner_product" if loaded.index.metric_type == faiss.METRIC_INNER_PRODUCT
                                       else "euclidean")
         store = _make_store(embeddings, loaded.index, loaded.docstore, loaded.index_to_docstore_id, strategy,
                             unit=_index_is_unit(loaded.index), normalize_L2=bool(loaded._normalize_L2))
+        check_store_embeddings(store, embeddings, path=folder / f"{index_name}.faiss", identity=check_embeddings)
+        check_adapter_metric(store, embeddings, where=f"the store {folder}")
     else:
         raise InputError(f"no {MANIFEST} (embtune store) nor {index_name}.pkl (LangChain store) in this folder",
                          path=folder)
@@ -541,16 +642,87 @@ def _load_ours(folder: Path, embeddings: Embeddings, check_embeddings: bool):
             raise InputError(f"the store was indexed with '{stored}' but these embeddings make document vectors "
                              f"with '{current}'; use the model the store was built with (an adapter on top of it "
                              "is fine) or pass check_embeddings=False", path=manifest_path)
-    _check_dimension(folder, index.d, embeddings)
     unit = manifest.get("unit_vectors")
-    return _make_store(embeddings, index, InMemoryDocstore(documents), index_to_id,
-                       _distance_strategy(manifest.get("distance_strategy", "MAX_INNER_PRODUCT")),
-                       unit=bool(unit) if isinstance(unit, bool) else _index_is_unit(index),
-                       normalize_L2=bool(manifest.get("normalize_L2", False)))
+    store = _make_store(embeddings, index, InMemoryDocstore(documents), index_to_id,
+                        _distance_strategy(manifest.get("distance_strategy", "MAX_INNER_PRODUCT")),
+                        unit=bool(unit) if isinstance(unit, bool) else _index_is_unit(index),
+                        normalize_L2=bool(manifest.get("normalize_L2", False)))
+    check_store_embeddings(store, embeddings, path=folder / INDEX_FILE, identity=check_embeddings)
+    check_adapter_metric(store, embeddings, where=f"the store {folder}")
+    return store
 
 
-def _check_dimension(folder: Path, index_dimension: int, embeddings: Any) -> None:
-    dimension = getattr(embeddings, "dimension", None)
-    if isinstance(dimension, int) and dimension != int(index_dimension):
-        raise InputError(f"the index holds {index_dimension}-dimensional vectors but the embeddings make "
-                         f"{dimension}-dimensional ones", path=folder)
+# --- checks that hold for any Embeddings object ------------------------------------------------------
+def _vector(value: Any, what: str, owner: str):
+    import numpy as np
+
+    try:
+        array = np.asarray(value, dtype=np.float32)
+    except (TypeError, ValueError):
+        array = None
+    if array is None or array.ndim != 1 or array.size == 0 or not np.all(np.isfinite(array)):
+        raise InputError(f"{owner}.{what} did not return a non-empty list of finite floats", field="embeddings")
+    return array
+
+
+def embedding_width(embeddings: Any) -> int:
+    """The width of the vectors ``embeddings`` returns: embtune's own say it (``dimension``, exact by
+    construction), any other ``Embeddings`` is asked by embedding :data:`PROBE_TEXT` once."""
+    from embtune_integrations.langchain import EmbtuneEmbeddings
+
+    if isinstance(embeddings, EmbtuneEmbeddings):
+        return int(embeddings.dimension)
+    owner = type(embeddings).__name__
+    return int(_vector(embeddings.embed_query(PROBE_TEXT), "embed_query", owner).size)
+
+
+def _exact_vector(index, position: int):
+    """The vector stored at ``position`` when ``index`` keeps vectors exactly (flat storage: IndexFlat*,
+    IndexIDMap2, IndexHNSWFlat, IndexIVFFlat with a direct map); None for compressed indexes (PQ, SQ,
+    LSH), whose ``reconstruct`` is only an approximation, and for indexes that cannot reconstruct."""
+    import numpy as np
+
+    faiss = _faiss()
+    index = faiss.downcast_index(index)
+    if isinstance(index, faiss.IndexIDMap2):
+        return None  # ids map positions differently; LangChain and embtune never build one
+    exact = isinstance(index, (faiss.IndexFlat, faiss.IndexIVFFlat)) or (
+        isinstance(index, faiss.IndexHNSWFlat) and isinstance(faiss.downcast_index(index.storage), faiss.IndexFlat))
+    if not exact:
+        return None
+    try:
+        return np.asarray(index.reconstruct(position), dtype=np.float32)
+    except RuntimeError:  # e.g. an IVF index without a direct map
+        return None
+
+
+def check_store_embeddings(store, embeddings: Any, *, path: Path | str, identity: bool = True) -> None:
+    """Refuse ``embeddings`` that cannot search ``store`` (see "Embeddings checked by what they return"
+    in the module docstring): a query width other than the index's, or (``identity``) a document
+    vector for the store's first document that differs from the stored one. One-line
+    :class:`~embtune_core.errors.InputError` naming ``path``."""
+    import numpy as np
+
+    owner = type(embeddings).__name__
+    width = embedding_width(embeddings)
+    if width != int(store.index.d):
+        raise InputError(f"the index holds {store.index.d}-dimensional vectors but {owner} makes {width}-dimensional "
+                         "ones; load the store with the embeddings it was built with", path=path)
+    if not identity or not store.index_to_docstore_id:
+        return
+    position = min(store.index_to_docstore_id)
+    document = store.docstore.search(store.index_to_docstore_id[position])
+    stored = _exact_vector(_cpu_index(store), int(position))
+    if stored is None or not isinstance(document, Document):
+        log.warning("%s: cannot read a stored vector back from %s; only the width of %s was checked", path,
+                    type(_cpu_index(store)).__name__, owner)
+        return
+    again = _vector(embeddings.embed_documents([document.page_content])[0], "embed_documents", owner).copy()
+    if getattr(store, "_normalize_L2", False):
+        again /= max(float(np.linalg.norm(again)), 1e-12)
+    difference = float(np.linalg.norm(again - stored) / max(float(np.linalg.norm(stored)), 1e-12))
+    if not difference <= SAME_VECTOR_TOLERANCE:
+        raise InputError(f"{owner} embeds the store's first document (id '{store.index_to_docstore_id[position]}') "
+                         f"{difference:.3g} away from its stored vector (relative L2; at most {SAME_VECTOR_TOLERANCE:g} "
+                         "is the same): the store was built with other embeddings (model, normalisation, prompts or "
+                         "token limit); load it with those, or pass check_embeddings=False", path=path)

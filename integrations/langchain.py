@@ -107,6 +107,13 @@ class EmbtuneEmbeddings(Embeddings):
         self.device = device
         self.normalize = bool(normalize)
         self.prompts = bool(prompts)
+        # What rebuilds these embeddings in another process (pickle) or as a deep copy: the names and
+        # settings they were made from, when they were made from names (see __getstate__).
+        self._recipe: tuple[str, dict[str, Any]] | None = None
+        if isinstance(model, (str, os.PathLike)) and (adapter is None or isinstance(adapter, (str, os.PathLike))):
+            self._recipe = (os.fspath(model), {
+                "adapter": os.fspath(adapter) if adapter is not None else None, "batch_size": self.batch_size,
+                "device": device, "normalize": self.normalize, "prompts": self.prompts, **encoder_options})
         if isinstance(model, (str, os.PathLike)):
             options: dict[str, Any] = {"batch_size": self.batch_size, "normalize": self.normalize,
                                        **encoder_options}
@@ -151,6 +158,41 @@ class EmbtuneEmbeddings(Embeddings):
         # methods run in threads, so calls into the model take turns.
         self._lock = threading.Lock()
 
+    # -- pickling and copying ------------------------------------------------------------------------
+    def __getstate__(self) -> dict[str, Any]:
+        """Embeddings made from names pickle as those names and settings (plus the identity they had), so
+        a worker process (LlamaIndex's ``IngestionPipeline(num_workers=...)``, multiprocessing) loads the
+        model itself rather than receiving its weights; others pickle their state, less the lock."""
+        if self._recipe is not None:
+            return {"recipe": self._recipe, "identity": self.identity}
+        state = dict(self.__dict__)
+        state.pop("_lock", None)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """Rebuild from the recipe (refused in one line when the files now give other vectors), or restore
+        the state with a fresh lock."""
+        if "recipe" not in state:
+            self.__dict__.update(state)
+            self._lock = threading.Lock()
+            return
+        model, options = state["recipe"]
+        self.__init__(model, **options)
+        if self.identity != state["identity"]:
+            raise InputError(f"{self!r} rebuilt here computes other vectors than the copy that was pickled "
+                             f"(its model or adapter files changed in between: '{state['identity']}' then, "
+                             f"'{self.identity}' now)", field="model")
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> EmbtuneEmbeddings:
+        """A deep copy: rebuilt from the recipe (a model of its own), or the state copied without the lock."""
+        import copy
+
+        clone = type(self).__new__(type(self))
+        memo[id(self)] = clone
+        state = self.__getstate__()
+        clone.__setstate__(state if "recipe" in state else copy.deepcopy(state, memo))
+        return clone
+
     # -- identity -------------------------------------------------------------------------------
     @property
     def dimension(self) -> int:
@@ -177,6 +219,28 @@ class EmbtuneEmbeddings(Embeddings):
     @property
     def has_adapter(self) -> bool:
         return self.encoder is not self.base_encoder
+
+    @property
+    def adapter(self) -> Any:
+        """The query adapter (:class:`~embtune_core.adapter_io.SavedAdapter`), or None."""
+        return getattr(self.encoder, "adapter", None) if self.has_adapter else None
+
+    def check_index(self, metric: str, *, unit_vectors: bool | None, where: str) -> None:
+        """Refuse, in one line, to serve an adapter against an index that ranks by another metric than the
+        one it was trained for (``"inner_product"`` or ``"l2"``) over vectors that are not unit length
+        (:meth:`~embtune_core.adapter_io.SavedAdapter.check_index`). ``unit_vectors=None``: judged from the
+        base model's convention, else from one probe document. Nothing to check without an adapter."""
+        adapter = self.adapter
+        if adapter is None:
+            return
+        if unit_vectors is None:
+            convention = self.document_convention
+            if convention is not None and "unit_length" in convention:
+                unit_vectors = bool(convention["unit_length"])
+            else:
+                probe = np.asarray(self.embed_documents(["embtune unit-length probe"])[0], dtype=np.float32)
+                unit_vectors = abs(float(np.linalg.norm(probe)) - 1.0) <= 1e-3
+        adapter.check_index(metric, unit_vectors=unit_vectors, where=where)
 
     # -- LangChain interface --------------------------------------------------------------------
     def embed_documents(self, texts: list[str]) -> list[list[float]]:

@@ -37,7 +37,6 @@ import warnings
 from bisect import bisect_left
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from tokenizers import Tokenizer as _RawTokenizer
@@ -130,15 +129,23 @@ def load_tokenizer(folder: str) -> Any:
     """The model's fast tokenizer: straight from ``tokenizer.json`` when there is one (the
     ``tokenizers`` library imports in a fraction of the time ``transformers`` takes), else through
     ``AutoTokenizer``. Truncation and padding are off: whole documents are tokenized."""
-    path = Path(folder) / "tokenizer.json"
+    from embtune_core.model_modules import input_folder
+
+    # The module that reads documents: the folder itself, or an asymmetric (Router) model's document route.
+    files, module = input_folder(folder, "document")
+    path = files / "tokenizer.json"
     if path.is_file():
         tokenizer = _RawTokenizer.from_file(str(path))
         tokenizer.no_truncation()
         tokenizer.no_padding()
         return tokenizer
+    if module and module not in ("Transformer", "CLIPModel"):
+        raise ConfigError(f"the sentence chunker counts tokens with the model's fast tokenizer, and {folder} "
+                          f"({module}) has none (no tokenizer.json); use --chunker recursive, or --model with a "
+                          "transformer or static model", field="model")
     from transformers import AutoTokenizer
 
-    return AutoTokenizer.from_pretrained(folder)
+    return AutoTokenizer.from_pretrained(str(files))
 
 
 class SentenceChunker:

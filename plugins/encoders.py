@@ -25,8 +25,17 @@ Each factory returns an :class:`embtune_core.encoding.Encoder` (``identity``, ``
   folder never reuses stale cached vectors.
 * ``openai``: ``factory(model="text-embedding-3-small", base_url=None, api_key=None,
   api_key_env="OPENAI_API_KEY", batch_size=128, dimensions=None, normalize=True, max_retries=6,
-  timeout=60.0, concurrency=1)``. Works with OpenAI and any compatible server (vLLM, Ollama,
-  llama.cpp, LiteLLM) through ``base_url``. Batched; the OpenAI SDK retries 429, 408, 409, 5xx,
+  timeout=60.0, concurrency=1, max_input_tokens=8192, max_request_tokens=300000, tokenizer=None)``.
+  Works with OpenAI and any compatible server (vLLM, Ollama,
+  llama.cpp, LiteLLM) through ``base_url``. Requests respect OpenAI's documented limits
+  (:mod:`embtune_core.api_limits`): at most ``batch_size`` (and 2,048) inputs and ``max_request_tokens``
+  tokens each, counted with tiktoken when its encoding is available offline, else as UTF-8 bytes (an
+  upper bound). An input over ``max_input_tokens`` is cut to fit, as a local model cuts at its limit,
+  and said in one line per call (``token_limit``/``count_over_limit`` report it beforehand, as for
+  local models, when tiktoken counts); ``document_windows="mean"`` reads it whole as windows instead.
+  Where the count is only a bound, the server's own count decides: a refusal for an over-long input
+  or an over-full request (HTTP 400, OpenAI's messages) splits the request or cuts the input by the
+  server's numbers and asks again. Batched; the OpenAI SDK retries 429, 408, 409, 5xx,
   timeouts and dropped connections ``max_retries`` times with its own backoff, honouring
   ``Retry-After`` up to two minutes; a 200 reply that is unusable (not JSON, wrong count) is asked
   again by embtune (``backoff``, ``max_backoff``); other errors (401, 404...) stop at once with a
@@ -51,6 +60,7 @@ import hashlib
 import logging
 import os
 import random
+import re
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -58,6 +68,7 @@ from typing import Any
 import numpy as np
 
 from embtune_core import hookimpl
+from embtune_core.api_limits import MAX_INPUT_TOKENS, MAX_INPUTS, MAX_REQUEST_TOKENS, TokenCounter, batches
 from embtune_core.config import secret
 from embtune_core.encoding import Encoder
 from embtune_core.errors import ConfigError, InputError, ServiceError
@@ -138,7 +149,9 @@ class SentenceTransformerEncoder(Encoder):
                 set_limit(model, self.max_seq_length, self.name)
             # In memory the limit is whatever its owner set: always part of the identity (the weight
             # hash does not cover it), and compared as a number by adapters (SavedAdapter.check_base).
-            self.max_seq_length = int(model.max_seq_length)
+            from embtune_core.model_modules import token_limit
+
+            self.max_seq_length = token_limit(model)  # None: a model that reads texts whole
             self._weights = module_fingerprint(model)
             content = f"weights={self._weights}"
         settings = [content, f"normalize={self.normalize}"]
@@ -197,8 +210,11 @@ class SentenceTransformerEncoder(Encoder):
 
     @property
     def token_limit(self) -> int | None:
-        """Tokens the model reads of each text (its ``max_seq_length``); the rest is cut."""
-        return getattr(self.model, "max_seq_length", None)
+        """Tokens the model reads of each text (its ``max_seq_length``, or a static model's tokenizer
+        truncation); the rest is cut. None: the model reads texts whole."""
+        from embtune_core.model_modules import token_limit
+
+        return token_limit(self.model)
 
     def count_over_limit(self, texts: list[str], kind: str) -> tuple[int, int | None]:
         """(texts longer than :attr:`token_limit`, the limit), counted with the model's tokenizer
@@ -263,14 +279,23 @@ class OpenAIEncoder(Encoder):
                  api_key: Any = None, api_key_env: str = "OPENAI_API_KEY", batch_size: int = 128,
                  dimensions: int | None = None, normalize: bool = True, max_retries: int = 6,
                  timeout: float = 60.0, backoff: float = 1.0, max_backoff: float = 60.0, concurrency: int = 1,
-                 query_prefix: str = "", document_prefix: str = ""):
+                 query_prefix: str = "", document_prefix: str = "",
+                 max_input_tokens: int | None = MAX_INPUT_TOKENS, max_request_tokens: int | None = MAX_REQUEST_TOKENS,
+                 tokenizer: str | None = None):
         import openai
 
         if not model:
             raise InputError("the openai encoder needs a model name", field="model")
         self.model_name = model
         self.base_url = (base_url or os.environ.get("OPENAI_BASE_URL") or DEFAULT_OPENAI_BASE_URL).rstrip("/")
-        self.batch_size = max(1, int(batch_size))
+        self.batch_size = max(1, min(int(batch_size), MAX_INPUTS))
+        self.max_input_tokens = int(max_input_tokens) if max_input_tokens else None
+        self.max_request_tokens = int(max_request_tokens) if max_request_tokens else None
+        self.tokenizer = tokenizer
+        self._counter: TokenCounter | None = None
+        self._announced: set[int] = set()  # over-long texts count_over_limit already reported (hashes)
+        # What rebuilds the client after pickling: the key's source (never the key itself).
+        self._client_settings = {"api_key": api_key, "api_key_env": api_key_env, "timeout": timeout}
         self.dimensions = int(dimensions) if dimensions else None
         self.normalize = bool(normalize)
         self.max_retries = int(max_retries)
@@ -296,28 +321,122 @@ class OpenAIEncoder(Encoder):
             settings.append(f"query_prefix={query_prefix!r}")
         if document_prefix:
             settings.append(f"document_prefix={document_prefix!r}")
+        if self.max_input_tokens != MAX_INPUT_TOKENS:  # another cut point: other vectors for long texts
+            settings.append(f"max_input_tokens={self.max_input_tokens}")
         self.identity = "openai " + " ".join(settings)
+
+    # -- pickling: the client holds locks and sockets; it is made again from the key's source ---------
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state.pop("_client", None)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        import openai
+
+        self.__dict__.update(state)
+        settings = self._client_settings
+        key = secret(settings["api_key"], default_env=settings["api_key_env"], field="api_key")
+        self._client = openai.OpenAI(base_url=self.base_url, api_key=key or "not-needed",
+                                     max_retries=self.max_retries, timeout=settings["timeout"])
+
+    # -- tokens: OpenAI's documented limits (embtune_core.api_limits) ----------------------------------
+    @property
+    def counter(self) -> TokenCounter:
+        """How tokens are counted (tiktoken's encoding, or the UTF-8 byte bound)."""
+        if self._counter is None:
+            self._counter = TokenCounter.for_model(self.model_name, self.tokenizer)
+        return self._counter
+
+    @property
+    def token_limit(self) -> int | None:
+        """Tokens one input may hold (``max_input_tokens``); a longer one is cut (or read as windows)."""
+        return self.max_input_tokens
+
+    def count_over_limit(self, texts: list[str], kind: str) -> tuple[int, int | None]:
+        """(texts longer than :attr:`token_limit` with this kind's prefix, the limit) when tokens can be
+        counted exactly (tiktoken); (0, None) with the byte bound, which cannot tell (the server's count
+        decides, and each cut is said when it happens)."""
+        if not self.max_input_tokens or not self.counter.exact or not texts:
+            return 0, None
+        prefix = self.query_prefix if kind == "query" else self.document_prefix
+        over = [t for t, n in zip(texts, self.counter.count([prefix + t for t in texts])) if n > self.max_input_tokens]
+        self._announced.update(hash(prefix + t) for t in over)
+        return len(over), self.max_input_tokens
+
+    def split_windows(self, texts: list[str]) -> Any:
+        """``texts`` as windows that fit :attr:`token_limit` with the document prefix (``document_windows``,
+        :mod:`embtune_core.long_documents`); weights are token counts (bytes with the byte bound)."""
+        from embtune_core.long_documents import Windows
+
+        budget = (self.max_input_tokens or MAX_INPUT_TOKENS) - (self.counter.count([self.document_prefix])[0]
+                                                                if self.document_prefix else 0)
+        out, owner, tokens = [], [], []
+        for index, text in enumerate(texts):
+            for piece, n in self.counter.windows(text, budget):
+                out.append(piece)
+                owner.append(index)
+                tokens.append(n)
+        return Windows(out, np.asarray(owner, dtype=np.int64), np.asarray(tokens, dtype=np.float64), len(texts))
 
     @property
     def dimension(self) -> int:
         if self._dimension is None:
-            self._dimension = int(self._request(["dimension probe"]).shape[1])
+            self._dimension = int(self._request_fitting(["dimension probe"]).shape[1])
         return self._dimension
 
     def _encode(self, texts: list[str], kind: str) -> np.ndarray:
         prefix = self.query_prefix if kind == "query" else self.document_prefix
         # The API rejects empty strings; a space embeds as "nothing" on every server we know.
         texts = [f"{prefix}{t}" if (prefix or t) else " " for t in texts]
-        batches = [texts[i:i + self.batch_size] for i in range(0, len(texts), self.batch_size)]
-        if self.concurrency > 1 and len(batches) > 1:
+        counts = self.counter.count(texts)
+        if self.max_input_tokens and self.counter.exact:  # cut as a local model cuts at its limit
+            over = [i for i, n in enumerate(counts) if n > self.max_input_tokens]
+            # Said once: here, unless count_over_limit reported these very texts beforehand (as commands do).
+            unannounced = any(hash(texts[i]) not in self._announced for i in over)
+            for i in over:
+                texts[i] = self.counter.cut(texts[i], self.max_input_tokens)
+                counts[i] = self.max_input_tokens
+            if over:
+                log.log(logging.WARNING if unannounced else logging.DEBUG,
+                        "%d of %d %s exceed %d tokens of %s (%s); they are cut (document_windows='mean' reads them "
+                        "whole)", len(over), len(texts), "queries" if kind == "query" else "corpus texts",
+                        self.max_input_tokens, self.model_name, self.counter.name)
+        ranges = batches(counts, max_inputs=self.batch_size,
+                         max_tokens=self.max_request_tokens or sum(counts) + 1)
+        groups = [texts[a:b] for a, b in ranges]
+        if self.concurrency > 1 and len(groups) > 1:
             with ThreadPoolExecutor(self.concurrency) as pool:
-                parts = list(pool.map(self._request, batches))
+                parts = list(pool.map(self._request_fitting, groups))
         else:
-            parts = [self._request(batch) for batch in batches]
+            parts = [self._request_fitting(group) for group in groups]
         vectors = np.concatenate(parts) if parts else np.zeros((0, self.dimension), np.float32)
         if self._dimension is None and len(vectors):
             self._dimension = vectors.shape[1]
         return vectors
+
+    def _request_fitting(self, batch: list[str], attempt: int = 0) -> np.ndarray:
+        """:meth:`_request`, made to fit where the server refuses by its own token count (HTTP 400 with
+        OpenAI's messages): an over-full request is split in two, an over-long input is cut by the
+        ratio of the server's limit to its count (said in one line) and asked again, up to 3 times."""
+        try:
+            return self._request(batch)
+        except _Refused as refusal:
+            if refusal.kind == "request" or len(batch) > 1:
+                if len(batch) == 1:
+                    raise refusal.error from None
+                log.info("%s refused a request of %d inputs (%s); splitting it", self.base_url, len(batch),
+                         refusal.message)
+                half = len(batch) // 2
+                return np.concatenate([self._request_fitting(batch[:half]), self._request_fitting(batch[half:])])
+            if attempt >= 3 or not refusal.limit or not refusal.requested:
+                raise refusal.error from None
+            text = batch[0]
+            keep = max(1, int(len(text) * refusal.limit / refusal.requested * 0.97))
+            log.warning("an input of %d characters exceeds %s's limit by the server's count (%d of %d tokens); "
+                        "it is cut to %d characters (document_windows='mean' reads it whole)", len(text),
+                        self.model_name, refusal.requested, refusal.limit, keep)
+            return self._request_fitting([text[:keep]], attempt + 1)
 
     def _request(self, batch: list[str]) -> np.ndarray:
         """One batch through the SDK (which retries transport faults ``max_retries`` times, honouring
@@ -340,7 +459,11 @@ class OpenAIEncoder(Encoder):
                 raise ServiceError(f"embeddings request to {self.base_url} failed after "
                                    f"{self.max_retries + 1} attempts: {_describe(exc)}") from None
             except openai.APIStatusError as exc:  # 400, 401, 403, 404...: retrying cannot help
-                raise ServiceError(f"embeddings request to {self.base_url} refused: {_describe(exc)}") from None
+                error = ServiceError(f"embeddings request to {self.base_url} refused: {_describe(exc)}")
+                refusal = _Refused.parse(exc, error)
+                if refusal is not None:
+                    raise refusal from None
+                raise error from None
             except unusable as exc:
                 if attempt == self.max_retries:
                     raise ServiceError(f"embeddings request to {self.base_url} failed after "
@@ -350,6 +473,28 @@ class OpenAIEncoder(Encoder):
                             self.base_url, _describe(exc), attempt + 1, self.max_retries, wait)
                 time.sleep(wait)
         raise AssertionError("unreachable")  # pragma: no cover
+
+
+class _Refused(Exception):
+    """An HTTP 400 that says, in OpenAI's words, that an input or a request holds too many tokens."""
+
+    INPUT = re.compile(r"maximum context length is (\d+) tokens, however you requested (\d+) tokens")
+    REQUEST = re.compile(r"Requested (\d+) tokens, max (\d+) tokens per request")
+
+    def __init__(self, kind: str, requested: int, limit: int, message: str, error: ServiceError):
+        super().__init__(message)
+        self.kind, self.requested, self.limit, self.message, self.error = kind, requested, limit, message, error
+
+    @classmethod
+    def parse(cls, exc: Any, error: ServiceError) -> _Refused | None:
+        if getattr(exc, "status_code", None) != 400:
+            return None
+        message = getattr(exc, "message", None) or str(exc)
+        if match := cls.INPUT.search(message):
+            return cls("input", int(match.group(2)), int(match.group(1)), message, error)
+        if match := cls.REQUEST.search(message):
+            return cls("request", int(match.group(1)), int(match.group(2)), message, error)
+        return None
 
 
 def _describe(exc: Exception) -> str:

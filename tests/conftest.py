@@ -87,3 +87,47 @@ def host_models(tiny_model_dir, tmp_path_factory) -> dict[str, str]:
 
     return {"normalizing": tiny_model_dir, "non-normalizing": build("raw", False),
             "prompted": build("prompted", True, {"query": "query: ", "document": "passage: "})}
+
+
+@pytest.fixture(scope="session")
+def module_kind_models(tiny_model_dir, minilm_path, tmp_path_factory) -> dict[str, str]:
+    """Models whose first module is not a Transformer, built here from MiniLM's tokenizer (no hub):
+
+    * ``static``: a ``StaticEmbedding`` (model2vec-style, 32 wide) with no truncation: it reads texts whole;
+    * ``static-cut``: the same table with MiniLM's tokenizer.json as it is (truncation at 128 tokens);
+    * ``router``: an asymmetric ``Router``, the static table for queries, the tiny transformer for documents;
+    * ``word``: ``WordEmbeddings`` over a whitespace vocabulary, mean pooling.
+    """
+    import numpy as np
+    import torch
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.base.modules import Router
+    from sentence_transformers.sentence_transformer.modules import Pooling, StaticEmbedding, WordEmbeddings
+    from sentence_transformers.sentence_transformer.modules.tokenizer import WhitespaceTokenizer
+    from tokenizers import Tokenizer
+
+    out = tmp_path_factory.mktemp("module-kinds")
+    torch.manual_seed(0)
+    tokenizer = Tokenizer.from_file(str(Path(minilm_path) / "tokenizer.json"))
+    weights = torch.randn(tokenizer.get_vocab_size(), 32)
+    cut = StaticEmbedding(tokenizer, embedding_weights=weights)
+    whole_tokenizer = Tokenizer.from_file(str(Path(minilm_path) / "tokenizer.json"))
+    whole_tokenizer.no_truncation()
+    whole = StaticEmbedding(whole_tokenizer, embedding_weights=weights)
+    paths = {"static": out / "static", "static-cut": out / "static-cut", "router": out / "router",
+             "word": out / "word"}
+    SentenceTransformer(modules=[whole]).save(str(paths["static"]))
+    SentenceTransformer(modules=[cut]).save(str(paths["static-cut"]))
+    tiny = SentenceTransformer(tiny_model_dir)
+    router = Router.for_query_document(query_modules=[StaticEmbedding(whole_tokenizer, embedding_weights=weights)],
+                                       document_modules=list(tiny))
+    SentenceTransformer(modules=[router]).save(str(paths["router"]))
+    vocabulary = sorted({w for w in " ".join(f"the a of and {t} {t}{j} number has feature that visitors remember "
+                                                 f"which is where what" for t in ("volcano", "glacier", "desert", "reef",
+                                                                                  "forest", "tundra", "canyon", "delta",
+                                                                                  "prairie", "marsh") for j in range(6)
+                                                 ).split()})
+    word = WordEmbeddings(WhitespaceTokenizer(vocabulary), np.random.default_rng(0).standard_normal(
+        (len(vocabulary), 32)).astype(np.float32))
+    SentenceTransformer(modules=[word, Pooling(32, "mean")]).save(str(paths["word"]))
+    return {name: str(path) for name, path in paths.items()}

@@ -18,6 +18,11 @@ It listens on 127.0.0.1 only, on a free port, in a background thread, and serves
   ``None`` means no fault for that request.
 * ``path_faults``: {path suffix: [faults]}, consumed one per request to that path before ``faults``.
 * ``latency``: seconds added to every request.
+* ``limits``: OpenAI's documented embeddings limits, enforced as the API does (HTTP 400 with its
+  messages): :data:`OPENAI_LIMITS` is ``{"max_input_tokens": 8192, "max_request_tokens": 300000,
+  "max_inputs": 2048}``; ``count_tokens(text) -> int`` counts an input's tokens (default
+  :func:`word_tokens`, words and punctuation marks; :func:`toy_encoding` builds a tiktoken encoding
+  a client can share). ``usage`` in replies uses the same count.
 * ``requests``: every request received, as ``(path, json_body, headers)`` (header names lower-case); ``count(path)``.
 
 Example::
@@ -59,16 +64,43 @@ def hashed_bag_of_words(text: str, dim: int = 64) -> list[float]:
     return (vec / norm).tolist()
 
 
+OPENAI_LIMITS = {"max_input_tokens": 8192, "max_request_tokens": 300_000, "max_inputs": 2048}
+
+
+def word_tokens(text: str) -> int:
+    """Words and punctuation marks: fewer than UTF-8 bytes, like any real tokenizer's count."""
+    return len(re.findall(r"\w+|[^\w\s]", text))
+
+
+def toy_encoding(words):
+    """A tiktoken ``Encoding`` in which each of ``words`` (with or without a leading space) is one token and
+    anything else is one token per byte: a byte-level BPE like cl100k_base, built without a download."""
+    import tiktoken
+
+    ranks = {bytes([i]): i for i in range(256)}
+    for word in sorted(set(words)):
+        for form in (word, " " + word):
+            data = form.encode()
+            for end in range(2, len(data) + 1):
+                ranks.setdefault(data[:end], len(ranks))
+    return tiktoken.Encoding(name="toy", pat_str=r"""\s?\w+|\s?[^\w\s]+|\s+""", mergeable_ranks=ranks,
+                             special_tokens={})
+
+
 class OpenAIServer:
     def __init__(self, *, chat_reply: Callable[[dict], str] = default_chat_reply,
                  embed: Callable[[str], list[float]] = hashed_bag_of_words,
                  faults: list[dict | None] | None = None, latency: float = 0.0,
-                 path_faults: dict[str, list[dict | None]] | None = None):
+                 path_faults: dict[str, list[dict | None]] | None = None,
+                 limits: dict[str, int] | None = None, count_tokens: Callable[[str], int] = word_tokens):
         self.chat_reply = chat_reply
         self.embed = embed
         self.faults = list(faults or [])
         self.path_faults = {k: list(v) for k, v in (path_faults or {}).items()}
         self.latency = latency
+        self.limits = dict(limits or {})
+        self.count_tokens = count_tokens
+        self.refused: list[str] = []  # the messages of limit refusals sent
         self.requests: list[tuple[str, dict, dict]] = []
         self._lock = threading.Lock()
         self._httpd: ThreadingHTTPServer | None = None
@@ -156,7 +188,13 @@ class OpenAIServer:
         if handler.path.endswith("/chat/completions"):
             self._send(handler, 200, self._chat(body))
         elif handler.path.endswith("/embeddings"):
-            self._send(handler, 200, self._embeddings(body))
+            refusal = self._over_limits(body)
+            if refusal is not None:
+                with self._lock:
+                    self.refused.append(refusal["error"]["message"])
+                self._send(handler, 400, refusal)
+            else:
+                self._send(handler, 200, self._embeddings(body))
         else:
             self._send(handler, 404, {"error": {"message": f"no route {handler.path}"}})
 
@@ -173,12 +211,35 @@ class OpenAIServer:
                       "total_tokens": prompt_tokens + completion_tokens},
         }
 
+    def _over_limits(self, body: dict) -> dict | None:
+        """OpenAI's refusal of a request over its documented limits (its messages), or None."""
+        if not self.limits:
+            return None
+        inputs = body.get("input", [])
+        inputs = [inputs] if isinstance(inputs, str) else list(inputs)
+        if len(inputs) > self.limits.get("max_inputs", len(inputs)):
+            return {"error": {"message": f"'$.input' is invalid: at most {self.limits['max_inputs']} inputs",
+                              "type": "invalid_request_error", "param": None, "code": None}}
+        counts = [self.count_tokens(str(t)) for t in inputs]
+        longest = max(counts, default=0)
+        limit = self.limits.get("max_input_tokens")
+        if limit and longest > limit:
+            return {"error": {"message": f"This model's maximum context length is {limit} tokens, however you "
+                                         f"requested {longest} tokens ({longest} in your prompt; 0 for the "
+                                         "completion). Please reduce your prompt; or completion length.",
+                              "type": "invalid_request_error", "param": None, "code": None}}
+        total, most = sum(counts), self.limits.get("max_request_tokens")
+        if most and total > most:
+            return {"error": {"message": f"Requested {total} tokens, max {most} tokens per request",
+                              "type": "max_tokens_per_request", "param": None, "code": "max_tokens_per_request"}}
+        return None
+
     def _embeddings(self, body: dict) -> dict:
         inputs = body.get("input", [])
         if isinstance(inputs, str):
             inputs = [inputs]
         data = [{"object": "embedding", "index": i, "embedding": self.embed(t)} for i, t in enumerate(inputs)]
-        tokens = sum(len(str(t).split()) for t in inputs)
+        tokens = sum(self.count_tokens(str(t)) for t in inputs)
         return {"object": "list", "data": data, "model": body.get("model", "test-embed"),
                 "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}
 

@@ -222,9 +222,12 @@ def test_docsgpt_index_built_without_embtune_stays_valid_with_an_adapter(fake_do
     encoder = encoder_from_spec(path, normalize=False, prompts=False)  # what train-adapter --host-vectors uses
     torch.manual_seed(3)
     module = build_adapter("linear", encoder.dimension, {"bias": True})
+    # As --host-vectors writes it (issue 27): ranked by L2, as DocsGPT's FaissStore; raw-scale queries where
+    # the vectors are not unit length.
     save_adapter(tmp_path / "adapter", module, AdapterConfig(
         "linear", encoder.dimension, {"bias": True}, base_encoder_identity=encoder.identity, base_normalize=False,
-        base_weights=encoder.weights_fingerprint, base_prompts=False, base_convention=encoder.convention))
+        base_weights=encoder.weights_fingerprint, base_prompts=False, base_convention=encoder.convention,
+        index_metric="l2", normalize_output=kind != "non-normalizing"))
     docsgpt.register(base_model=path)
     before = ingest(fake_docsgpt, path, TEXTS)  # DocsGPT's own EmbeddingsWrapper, no embtune involved
     after = ingest(fake_docsgpt, f"embtune:{tmp_path / 'adapter'}", TEXTS)
@@ -334,3 +337,27 @@ def test_settings_in_docsgpts_env_file_are_read(docsgpt_tree, adapter_dir, tiny_
     run = _hook_run(site_dir, app, {**env, docsgpt.ENABLE_ENV: "1"}, cwd=tmp_path, script_tail=tail)
     assert run.returncode == 0, run.stderr
     assert json.loads(run.stdout.strip().splitlines()[-1])["adapter"] is True
+
+
+# --- issue 27: the base recorded in the adapter resolves as every entry point resolves names ----------
+def test_recorded_packaged_base_resolves_without_the_setting(minilm_path, tmp_path, monkeypatch):
+    """An adapter trained on the packaged MiniLM records the hub name; with EMBTUNE_BASE_MODEL unset the
+    shim must load the installed copy (embtune_core.models.resolve), as the CLI and LangChain do."""
+    from embtune_core.encoding import encoder_from_spec
+
+    name = "sentence-transformers/all-MiniLM-L6-v2"
+    encoder = encoder_from_spec(name, normalize=False, prompts=False)
+    assert " files=" in encoder.identity  # trained on a local copy: the case that was refused
+    torch.manual_seed(5)
+    module = build_adapter("linear", encoder.dimension, {"bias": True})
+    save_adapter(tmp_path / "adapter", module, AdapterConfig(
+        "linear", encoder.dimension, {"bias": True}, base_encoder_identity=encoder.identity, base_normalize=False,
+        base_encoder_name=name, base_weights=encoder.weights_fingerprint, base_prompts=False,
+        base_convention=encoder.convention))
+    monkeypatch.delenv(docsgpt.BASE_MODEL_ENV, raising=False)
+    monkeypatch.chdir(tmp_path)  # no .env here either
+    embeddings = docsgpt.embeddings_from_name(f"embtune:{tmp_path / 'adapter'}")
+    assert embeddings.has_adapter and embeddings.dimension == 384
+    # A name that is no folder, no packaged copy and reads as a path is still refused in one line.
+    with pytest.raises(InputError, match="not found"):
+        docsgpt.embeddings_from_name(f"embtune:{tmp_path / 'adapter'}", base_model="./models/missing")

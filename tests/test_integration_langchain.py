@@ -303,7 +303,98 @@ def test_k_filter_mmr_and_width_follow_langchains_contract(base, tmp_path):
         assert len(mmr) == 3 and mmr[0].page_content == TEXTS[3] and len({d.page_content for d in mmr}) == 3
         hits = as_retriever(store, k=2, search_type="mmr", fetch_k=6).invoke(TEXTS[4])
         assert len(hits) == 2 and hits[0].page_content == TEXTS[4]
-        with pytest.raises(InputError, match="16-dimensional vectors but the index holds 32"):
+        with pytest.raises(InputError, match="16-dimensional document vectors but the index holds 32"):
             store.add_embeddings([("too narrow", [0.1] * 16)])
         store.add_documents([Document(page_content="A new chunk about coral reefs.", id=f"{name}-new")])
         assert store.index.ntotal == len(TEXTS) + 1
+
+
+# --- issue 27, fault 1: any Embeddings object, checked by what it returns ---------------------------------
+class OwnEmbeddings:
+    """A user's own LangChain Embeddings subclass, with none of embtune's attributes."""
+
+    def __new__(cls, width: int):
+        from langchain_core.embeddings import Embeddings
+
+        class Own(Embeddings):
+            def embed_documents(self, texts):
+                return [[0.1] * width for _ in texts]
+
+            def embed_query(self, text):
+                return [0.1] * width
+
+        return Own()
+
+
+def _foreign(kind: str, host_models):
+    from langchain_core.embeddings import DeterministicFakeEmbedding, FakeEmbeddings
+    from langchain_huggingface import HuggingFaceEmbeddings
+
+    return {"fake-16": lambda: FakeEmbeddings(size=16), "own-48": lambda: OwnEmbeddings(48),
+            "deterministic-32": lambda: DeterministicFakeEmbedding(size=32),
+            # Same width, same weights, other vectors: the model without its Normalize module.
+            "hf-other-model": lambda: HuggingFaceEmbeddings(model_name=host_models["non-normalizing"]),
+            "hf-same-model": lambda: HuggingFaceEmbeddings(model_name=host_models["normalizing"])}[kind]()
+
+
+@pytest.mark.parametrize("kind, problem", [("fake-16", "16-dimensional"), ("own-48", "48-dimensional"),
+                                           ("deterministic-32", "away from its stored vector"),
+                                           ("hf-other-model", "away from its stored vector"), ("hf-same-model", None)])
+@pytest.mark.parametrize("store_format", ["embtune", "pickle"])
+def test_store_loaded_with_any_embeddings_is_checked_at_load(host_models, kind, problem, store_format, tmp_path):
+    """Width (a probe through embed_query) and identity (the first document embedded again) are checked
+    for any Embeddings, where faiss would fail with a bare AssertionError or search with wrong vectors."""
+    from langchain_community.vectorstores import FAISS
+    from langchain_huggingface import HuggingFaceEmbeddings
+
+    folder = tmp_path / "store"
+    if store_format == "embtune":
+        save_faiss_store(build_faiss_store(TEXTS, EmbtuneEmbeddings(host_models["normalizing"])), folder)
+    else:  # what DocsGPT and LangChain users save
+        FAISS.from_texts(TEXTS, HuggingFaceEmbeddings(model_name=host_models["normalizing"])).save_local(str(folder))
+    embeddings = _foreign(kind, host_models)
+    if problem is None:
+        store = load_faiss_store(folder, embeddings, allow_dangerous_deserialization=True)
+        assert store.similarity_search(TEXTS[2], k=1)[0].page_content == TEXTS[2]
+        return
+    with pytest.raises(InputError) as error:
+        load_faiss_store(folder, embeddings, allow_dangerous_deserialization=True)
+    message = str(error.value)
+    assert "\n" not in message and problem in message and "index.faiss" in message, message
+    if "dimensional" in message:  # the width is checked even when the identity check is switched off
+        with pytest.raises(InputError, match=problem):
+            load_faiss_store(folder, embeddings, allow_dangerous_deserialization=True, check_embeddings=False)
+    else:
+        load_faiss_store(folder, embeddings, allow_dangerous_deserialization=True, check_embeddings=False)
+
+
+def test_query_vectors_of_another_width_are_refused_at_search(base, tmp_path):
+    from langchain_core.embeddings import FakeEmbeddings
+
+    store = build_faiss_store(TEXTS, base)
+    store.embedding_function = FakeEmbeddings(size=8)  # swapped after loading: only the query can tell
+    for search in (lambda: store.similarity_search("reefs", k=2), lambda: store.max_marginal_relevance_search("reefs"),
+                   lambda: asyncio.run(store.asimilarity_search("reefs")),
+                   lambda: as_retriever(store, k=2, search_type="mmr").invoke("reefs")):
+        with pytest.raises(InputError) as error:
+            search()
+        assert "FakeEmbeddings returned a query vector of 8 dimensions" in str(error.value)
+        assert "\n" not in str(error.value)
+
+
+def test_compressed_index_is_checked_by_width_and_says_so(base, tmp_path, caplog):
+    """An index that keeps no exact vectors (LSH here) cannot give the stored vector back: said in one line."""
+    import faiss
+    from langchain_community.docstore.in_memory import InMemoryDocstore
+    from langchain_core.documents import Document
+
+    from embtune_integrations.faiss_store import check_store_embeddings, store_class
+
+    vectors = np.asarray(base.embed_documents(TEXTS), dtype=np.float32)
+    index = faiss.IndexLSH(32, 64)
+    index.add(vectors)
+    docs = {str(i): Document(page_content=t, id=str(i)) for i, t in enumerate(TEXTS)}
+    store = store_class()(base, index, InMemoryDocstore(docs), {i: str(i) for i in range(len(TEXTS))})
+    with caplog.at_level("WARNING"):
+        check_store_embeddings(store, base, path="lsh/index.faiss")
+    assert any("cannot read a stored vector back from IndexLSH" in r.getMessage() for r in caplog.records)

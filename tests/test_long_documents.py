@@ -134,9 +134,17 @@ def test_max_and_non_local_encoders_are_refused_where_one_vector_is_needed(tiny_
         EmbtuneEmbeddings(tiny_model_dir, document_windows="max")
     with pytest.raises(UsageError, match="document_windows: must be one of off, mean, max"):
         encoder_from_spec(f"st:{tiny_model_dir}", document_windows="sum")
-    with pytest.raises(UsageError, match="local sentence-transformers encoders only"):
-        monkeypatch.setenv("OPENAI_API_KEY", "not-a-key")  # never sent: refused before any call
-        encoder_from_spec("openai:text-embedding-3-small@http://127.0.0.1:9/v1", document_windows="mean")
+    # An encoder that cannot count its tokens (any LangChain Embeddings) cannot split documents; an
+    # OpenAI-compatible one can (issue 27: tests/test_openai_limits.py).
+    from langchain_core.embeddings import FakeEmbeddings
+
+    from embtune_core.long_documents import wrap
+    from embtune_core.plugins import get_registry
+
+    with pytest.raises(UsageError, match="encoders that count their tokens"):
+        wrap(get_registry().create("encoders", "langchain", embeddings=FakeEmbeddings(size=8)), "mean")
+    monkeypatch.setenv("OPENAI_API_KEY", "not-a-key")  # never sent: nothing is embedded here
+    encoder_from_spec("openai:text-embedding-3-small@http://127.0.0.1:9/v1", document_windows="mean")
 
 
 def test_langchain_embeddings_with_mean_windows(tiny_model_dir):

@@ -198,12 +198,6 @@ def check_plugin(family: str, name: Any, sources: Sources, key: str) -> None:
         raise sources.blame(exc, key) from None
 
 
-def _looks_like_path(name: str) -> bool:
-    # Hub ids are NAME or ORG/NAME; anything else is meant as a folder.
-    return (name.startswith((".", "/", "~", "\\")) or name.endswith(("/", "\\")) or name.count("/") > 1
-            or "\\" in name or re.match(r"^[A-Za-z]:", name) is not None)
-
-
 def _in_hub_cache(name: str) -> bool:
     from huggingface_hub import try_to_load_from_cache
 
@@ -221,7 +215,7 @@ def check_model(name: str, sources: Sources, key: str) -> None:
     """Refuse a model that cannot load, before anything loads it: a missing folder, a folder that is
     not a model, or (with HF_HUB_OFFLINE set) a hub name the local cache does not hold. The error
     names the model as its file and the flag or config key as its field; exit 3."""
-    from embtune_core.models import resolve
+    from embtune_core.models import looks_like_path, resolve
 
     name, field = str(name), sources.where(key)[1]
     if not name.strip():
@@ -236,7 +230,7 @@ def check_model(name: str, sources: Sources, key: str) -> None:
         return
     if Path(name).expanduser().exists():
         raise InputError("is a file, expected a model folder or name", path=name, field=field)
-    if _looks_like_path(name):
+    if looks_like_path(name):
         raise InputError("no such model folder", path=name, field=field)
     from huggingface_hub import constants
 

@@ -48,6 +48,8 @@ Options come from the command line, else the [adapter] table of --config, else t
   temperature = 0.05
   identity_reg = 1.0
   seed = 42
+  index_metric = "l2"          # the index the adapter will search ranks by L2 distance (the default
+                               # with --host-vectors; inner_product otherwise)
 
 Encoder specs: st:MODEL (sentence-transformers name or folder), openai:MODEL[@BASE_URL] (key
 from OPENAI_API_KEY or --api-key-env), or a bare model name.
@@ -57,7 +59,7 @@ example:
       --adapter linear --epochs 12 --out adapters/minilm-linear"""
 
 _FLAG_FIELDS = ("epochs", "batch_size", "lr", "temperature", "temperature_grid", "identity_reg", "seed", "val_fraction", "patience",
-                "hard_negative_weight", "selection_metric", "matryoshka_dims", "device")
+                "hard_negative_weight", "selection_metric", "matryoshka_dims", "device", "index_metric")
 
 
 def add_arguments(parser) -> None:
@@ -82,8 +84,13 @@ def add_arguments(parser) -> None:
     group.add_argument("--model", help="sentence-transformers model name or folder (same as --encoder st:MODEL)")
     parser.add_argument("--host-vectors", action="store_true",
                         help="compute query and document vectors as DocsGPT and LangChain's HuggingFaceEmbeddings do: "
-                             "plain encode(), no prompts, no normalisation but the model's own (train the adapter "
-                             "for an index those hosts built); sentence-transformers encoders only")
+                             "plain encode(), no prompts, no normalisation but the model's own, and rank by L2 "
+                             "distance as their FAISS indexes do (train the adapter for an index those hosts built); "
+                             "sentence-transformers encoders only")
+    parser.add_argument("--index-metric", choices=("inner_product", "l2"),
+                        help="the metric of the index the adapter will search: inner_product (embtune's stores; "
+                             "default) or l2 (FAISS IndexFlatL2: LangChain's FAISS.from_documents, DocsGPT; the "
+                             "default with --host-vectors). Equal on unit-length vectors")
     from embtune_core.encoder_options import add_arguments as add_encoder_arguments
 
     add_encoder_arguments(parser)  # --query-prompt, --document-prompt, --backend (local models)
@@ -140,6 +147,8 @@ def build_config(args):
     if args.adapter:
         values.pop("type", None)
         values["adapter"] = args.adapter
+    if getattr(args, "host_vectors", False) and "index_metric" not in values and "index-metric" not in values:
+        values["index_metric"] = "l2"  # the hosts' FAISS indexes (LangChain's default, DocsGPT's FaissStore)
     options = dict(values.get("adapter_options") or values.get("adapter-options") or {})
     if args.hidden is not None:
         options["hidden"] = args.hidden
@@ -219,6 +228,8 @@ def run(args) -> int:
         "seconds": {k: round(v, 2) for k, v in result.timings.items()},
         "config": {k: v for k, v in dataclasses.asdict(config).items() if v is not None},
         "temperature": record["temperature"],  # the one trained with; "config" holds what was asked
+        # How it ranks: the index's metric it was trained for, and whether adapted queries are unit length.
+        "index_metric": result.adapter.config.index_metric, "normalize_output": result.adapter.config.normalize_output,
         **{key: record[key] for key in ("temperature_search", "augment_dropped_as_val_questions") if key in record},
     }
     print(json.dumps(summary, indent=2))
