@@ -127,6 +127,7 @@ FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 INDEX_FILE = "index.faiss"
 DOCSTORE_FILE = "docstore.json"
+TUNED_SIDECAR = "embtune-tuned.json"  # beside a LangChain store's index.faiss: ids an index tuning moved
 EMBED_BLOCK = 8192  # texts per embed_documents call: bounds memory and drives the progress bar
 PROBE_TEXT = "embtune width probe"  # embedded once through embed_query to learn any Embeddings' width
 # Largest relative L2 difference between a stored document vector and the same text embedded again
@@ -526,6 +527,10 @@ def save_faiss_store(store, folder: str | Path) -> Path:
             "unit_vectors": _index_is_unit(index),
             "faiss_index": type(index).__name__,
             "embeddings": _embedding_record(store.embeddings, int(index.d)),
+            # documents whose stored vector an index tuning moved (embtune_integrations.tuned_index): the
+            # identity check on load embeds one it did not move
+            **({"tuned_document_ids": sorted(store.embtune_moved_ids)} if getattr(store, "embtune_moved_ids", None)
+               else {}),
             "files": {INDEX_FILE: _digest(staging / INDEX_FILE), DOCSTORE_FILE: _digest(staging / DOCSTORE_FILE)},
         }
         atomic.write_json(staging / MANIFEST, manifest)
@@ -573,6 +578,9 @@ def load_faiss_store(folder: str | Path, embeddings: Embeddings, *, allow_danger
                                       else "euclidean")
         store = _make_store(embeddings, loaded.index, loaded.docstore, loaded.index_to_docstore_id, strategy,
                             unit=_index_is_unit(loaded.index), normalize_L2=bool(loaded._normalize_L2))
+        sidecar = folder / f"{index_name}.{TUNED_SIDECAR}"
+        if sidecar.is_file():  # written beside a tuned LangChain store (the pickle itself is never rewritten)
+            store.embtune_moved_ids = set(_read_json(sidecar).get("tuned_document_ids") or ())
         check_store_embeddings(store, embeddings, path=folder / f"{index_name}.faiss", identity=check_embeddings)
         check_adapter_metric(store, embeddings, where=f"the store {folder}")
     else:
@@ -647,6 +655,7 @@ def _load_ours(folder: Path, embeddings: Embeddings, check_embeddings: bool):
                         _distance_strategy(manifest.get("distance_strategy", "MAX_INNER_PRODUCT")),
                         unit=bool(unit) if isinstance(unit, bool) else _index_is_unit(index),
                         normalize_L2=bool(manifest.get("normalize_L2", False)))
+    store.embtune_moved_ids = set(manifest.get("tuned_document_ids") or ())
     check_store_embeddings(store, embeddings, path=folder / INDEX_FILE, identity=check_embeddings)
     check_adapter_metric(store, embeddings, where=f"the store {folder}")
     return store
@@ -710,7 +719,13 @@ def check_store_embeddings(store, embeddings: Any, *, path: Path | str, identity
                          "ones; load the store with the embeddings it was built with", path=path)
     if not identity or not store.index_to_docstore_id:
         return
-    position = min(store.index_to_docstore_id)
+    moved = getattr(store, "embtune_moved_ids", None) or set()
+    untouched = [p for p in sorted(store.index_to_docstore_id) if str(store.index_to_docstore_id[p]) not in moved]
+    if not untouched:
+        log.warning("%s: every stored vector was moved by an index tuning; only the width of %s was checked",
+                    path, owner)
+        return
+    position = untouched[0]  # a document whose stored vector is the embeddings' own
     document = store.docstore.search(store.index_to_docstore_id[position])
     stored = _exact_vector(_cpu_index(store), int(position))
     if stored is None or not isinstance(document, Document):

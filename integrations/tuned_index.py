@@ -11,7 +11,11 @@ searches a FAISS store serves it unchanged. This module rewrites the vectors of 
 * :func:`store_corpus` gives a store's (ids, texts, vectors), which is what ``tune-index --store`` tunes;
 * :func:`write_tuned_index_file` writes only ``index.faiss`` for a LangChain/DocsGPT folder
   (``index.faiss`` + ``index.pkl``): the pickle, which holds texts and ids, is copied byte for byte and
-  never unpickled here. DocsGPT then loads the folder as always.
+  never unpickled here, and ``index.embtune-tuned.json`` names the documents moved. DocsGPT then loads
+  the folder as always.
+
+The stores record which documents the tuning moved, so loading one checks the embeddings on a document
+it did not move (the load-time identity check of :mod:`embtune_integrations.faiss_store`).
 
 Each tuned vector keeps its stored vector's length, so an L2 index over raw vectors (DocsGPT's
 ``FaissStore``) keeps every document's norm and only directions change.
@@ -25,6 +29,7 @@ Example::
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -64,6 +69,8 @@ def tune_faiss_store(store: Any, tuned: Any) -> int:
     ids, texts, vectors = store_corpus(store)
     new, applied = tuned.apply(ids, texts, vectors)
     _replace_vectors(store, new)
+    moved = {doc_id for doc_id, a, b in zip(ids, vectors, new) if not np.array_equal(a, b)}
+    store.embtune_moved_ids = (getattr(store, "embtune_moved_ids", None) or set()) | moved
     return applied
 
 
@@ -96,7 +103,12 @@ def write_tuned_index_file(folder: str | Path, tuned: Any, out: str | Path, *, i
     new, applied = tuned.apply(ids, texts, vectors)
     fresh = (faiss.IndexFlatIP if index.metric_type == faiss.METRIC_INNER_PRODUCT else faiss.IndexFlatL2)(index.d)
     fresh.add(np.ascontiguousarray(new, dtype=np.float32))
+    from embtune_integrations.faiss_store import TUNED_SIDECAR
+
+    moved = sorted(doc_id for doc_id, a, b in zip(ids, vectors, new) if not np.array_equal(a, b))
     with atomic.atomic_directory(out) as staging:
         faiss.write_index(fresh, str(staging / f"{index_name}.faiss"))
         (staging / f"{index_name}.pkl").write_bytes((folder / f"{index_name}.pkl").read_bytes())
+        (staging / f"{index_name}.{TUNED_SIDECAR}").write_text(json.dumps({"tuned_document_ids": moved}) + "\n",
+                                                               encoding="utf-8")
     return applied

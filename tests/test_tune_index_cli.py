@@ -71,3 +71,43 @@ def test_tune_an_existing_store_without_re_embedding(tmp_path, dataset_file, tin
     assert (tmp_path / "t2" / "store" / "index.pkl").read_bytes() == (tmp_path / "lc" / "index.pkl").read_bytes()
     loaded = FAISS.load_local(str(tmp_path / "t2" / "store"), embeddings, allow_dangerous_deserialization=True)
     assert loaded.index.ntotal == len(dataset.corpus)
+
+
+class _MoveAllBut:
+    """A stand-in TunedIndex that moves every document's vector except the last (keeps its norm)."""
+
+    def apply(self, ids, texts, vectors):
+        new = vectors.copy()
+        new[:-1] = np.roll(vectors[:-1], 1, axis=1)
+        new[:-1] *= (np.linalg.norm(vectors[:-1], axis=1) / np.linalg.norm(new[:-1], axis=1))[:, None]
+        return new, len(ids) - 1
+
+
+def test_a_tuned_store_passes_the_load_time_identity_check(tmp_path, dataset_file, tiny_model_dir):
+    """The identity check on load re-embeds a stored document: it must pick one the tuning did not move, in
+    embtune's format and beside a LangChain pickle store (the sidecar), and still refuse other embeddings."""
+    pytest.importorskip("langchain_community")
+    from langchain_community.vectorstores import FAISS
+
+    from embtune_core.dataset import QADataset
+    from embtune_core.errors import InputError
+    from embtune_integrations.faiss_store import build_faiss_store, load_faiss_store, save_faiss_store
+    from embtune_integrations.langchain import EmbtuneEmbeddings
+    from embtune_integrations.tuned_index import store_corpus, tune_faiss_store, write_tuned_index_file
+
+    dataset = QADataset.load(dataset_file)
+    embeddings = EmbtuneEmbeddings(tiny_model_dir)
+    store = build_faiss_store(list(dataset.corpus.values()), embeddings, ids=list(dataset.corpus), use_gpu=False)
+    assert tune_faiss_store(store, _MoveAllBut()) == len(dataset.corpus) - 1
+    save_faiss_store(store, tmp_path / "ours")
+    assert load_faiss_store(tmp_path / "ours", embeddings).index.ntotal == len(dataset.corpus)
+
+    lc = tmp_path / "lc"
+    FAISS.from_texts(list(dataset.corpus.values()), embeddings, ids=list(dataset.corpus)).save_local(str(lc))
+    ids, texts, _ = store_corpus(FAISS.load_local(str(lc), embeddings, allow_dangerous_deserialization=True))
+    write_tuned_index_file(lc, _MoveAllBut(), tmp_path / "lc-tuned", ids=ids, texts=texts)
+    assert load_faiss_store(tmp_path / "lc-tuned", embeddings, allow_dangerous_deserialization=True)
+    # without the sidecar the first (moved) document fails the check: the sidecar is what makes it pass
+    (tmp_path / "lc-tuned" / "index.embtune-tuned.json").unlink()
+    with pytest.raises(InputError):
+        load_faiss_store(tmp_path / "lc-tuned", embeddings, allow_dangerous_deserialization=True)
