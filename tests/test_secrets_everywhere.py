@@ -129,3 +129,28 @@ def test_a_secret_typed_where_a_name_belongs_is_never_echoed(tmp_path):
     refused = subprocess.run([sys.executable, "-m", "embtune_core.cli", "run", str(literal)], capture_output=True,
                              env=env, timeout=300, check=False)
     assert refused.returncode == 3 and not _leaks(refused.stdout + refused.stderr)
+
+
+def test_file_writes_scrub_secrets_split_across_pieces_and_blocks(tmp_path, monkeypatch):
+    """The file writer scrubs whole lines in blocks: a secret json.dump or a caller writes in pieces, or that
+    straddles a block boundary, is still masked; a secret put in the environment after earlier writes is too."""
+    from embtune_core import atomic
+
+    secret = "s3cr3t-" + "x" * 20
+    monkeypatch.setenv("MY_API_KEY", secret)
+    filler = "a" * 97 + "\n"
+    with atomic.atomic_open(tmp_path / "pieces.txt") as handle:
+        for _ in range(atomic.SCRUB_BLOCK // len(filler)):
+            handle.write(filler)
+        for piece in ("before ", secret[:5], secret[5:12], secret[12:], " after\n"):
+            handle.write(piece)  # the block boundary falls inside the secret's line
+        handle.write(secret)  # a last line with no newline: flushed at close
+    text = (tmp_path / "pieces.txt").read_text()
+    assert secret not in text and text.count("***") == 2 and text.endswith("***")
+
+    atomic.write_json(tmp_path / "a.json", {"rows": [f"row {i}" for i in range(5000)], "k": secret})
+    assert secret not in (tmp_path / "a.json").read_text()
+    later = "l4ter-" + "y" * 20  # the environment changed after the writes above
+    monkeypatch.setenv("OTHER_TOKEN", later)
+    atomic.write_json(tmp_path / "b.json", {"k": later})
+    assert later not in (tmp_path / "b.json").read_text()
