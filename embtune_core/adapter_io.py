@@ -55,7 +55,7 @@ import torch
 from torch import nn
 
 from embtune_core import atomic
-from embtune_core.encoding import (
+from embtune_core.encoder_identity import (
     _CONVENTION_KEYS,
     _SETTING,
     _content_of,

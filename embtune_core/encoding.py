@@ -43,12 +43,12 @@ Example::
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
+from embtune_core.encoder_identity import same_vectors  # noqa: F401 - public here too
 from embtune_core.errors import InputError, ServiceError
 from embtune_core.hookspecs import Encoder as EncoderProtocol  # the contract every encoder meets
 from embtune_core.search import normalize
@@ -139,43 +139,6 @@ class AdaptedEncoder(Encoder):
     def count_over_limit(self):
         """The base encoder's token counter (see :mod:`embtune_core.token_limits`), or None."""
         return getattr(self.base, "count_over_limit", None)
-
-
-# --- identities -----------------------------------------------------------------------------------
-_CONTENT = re.compile(r" (?:files|weights|hub)=\S+")
-_SETTING = re.compile(r" (\w+)=('(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\"|\S+)")
-# Settings whose effect on the vectors the encoder's convention describes (compared on that effect).
-_CONVENTION_KEYS = ("normalize", "prompts", "query_prompt", "document_prompt")
-
-
-def _settings_of(identity: str, leave_out: tuple[str, ...] = ()) -> str:
-    """An encoder identity without the part that names the model's content (files/weights/hub)
-    and without the settings named in ``leave_out``."""
-    rest = _CONTENT.sub("", identity)
-    if leave_out:
-        rest = _SETTING.sub(lambda m: "" if m.group(1) in leave_out else m.group(0), rest)
-    return rest
-
-
-def same_vectors(identity_a: str, convention_a: dict[str, Any] | None, identity_b: str,
-                 convention_b: dict[str, Any] | None) -> bool:
-    """Whether two encoders, given by identity and (where known) convention, make the same vectors:
-    the same model content, the same settings apart from normalisation and prompts, and equal
-    conventions (so ``normalize=True`` on a model that normalises itself matches ``False``)."""
-    if identity_a == identity_b:
-        return True
-    if not (isinstance(convention_a, dict) and isinstance(convention_b, dict)):
-        return False
-    content = _content_of(identity_a)
-    return (content is not None and content == _content_of(identity_b)
-            and _settings_of(identity_a, _CONVENTION_KEYS) == _settings_of(identity_b, _CONVENTION_KEYS)
-            and convention_a == convention_b)
-
-
-def _content_of(identity: str) -> str | None:
-    match = _CONTENT.search(identity)
-    return match.group(0) if match else None
-
 
 
 # --- specs ----------------------------------------------------------------------------------------

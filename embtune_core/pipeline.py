@@ -58,8 +58,9 @@ from embtune_core.rundir import RunDir, StageDir, inputs_hash
 
 log = logging.getLogger(__name__)
 
-# [train] keys the run fills in itself: its split files, its stage folders, always resuming.
-RUN_SETS_IN_TRAIN = ("train", "val", "out", "checkpoint_dir", "resume", "split", "val_split")
+# [train] keys the run fills in itself: its split files, its stage folders, always resuming, and its own
+# recommendation over every technique (embtune train's --recommend is for a training run alone).
+RUN_SETS_IN_TRAIN = ("train", "val", "out", "checkpoint_dir", "resume", "split", "val_split", "recommend")
 # [train] keys beside TrainSettings': how the run chooses the checkpoint and what it exports.
 TRAIN_RUN_KEYS = ("dev_fraction", "final_fit")
 RUN_MARK = "<run>"  # stands for the run folder's path in stored outputs (a moved run folder reads its own)

@@ -52,6 +52,9 @@ class TrainSettings:
     max_seq_length: int | None = None  # tokens read in training; the export keeps the model's own (below)
     export_max_seq_length: int | None = None  # default: the larger of the model's own and max_seq_length
     keep_if_worse: bool = False  # export the trained model even when it scores below the base on --val
+    # After training, choose the retriever to deploy on --val (embtune_core.recommend) and write OUT.deploy;
+    # what happens after training only, so it is no part of the run's fingerprint (checkpoints.run_fingerprint).
+    recommend: bool = True
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     checkpoint_dir: str | None = None  # default: <out>.checkpoints next to the output
     eval_batch_size: int = wanted("a positive integer", 32)

@@ -62,7 +62,7 @@ def add_arguments(parser) -> None:
         "--save-steps", type=positive_int,
         help="checkpoint (and evaluate) every N steps (default: each epoch)"
     )
-    parser.add_argument("--recommend", action=argparse.BooleanOptionalAction, default=True,
+    parser.add_argument("--recommend", action=argparse.BooleanOptionalAction, default=None,
                         help="after training, compare the base model, the fine-tune, BM25, their tuned hybrids and "
                              "sparse-dense vectors on --val and write the winner to OUT.deploy (default: on)")
     parser.add_argument(
@@ -145,7 +145,7 @@ SETTING_KEYS = ("train", "val", "split", "val_split", "model", "loss", "matryosh
                 "max_seq_length", "export_max_seq_length", "keep_if_worse", "index_corpus", "index_pseudo_queries",
                 "index_ratio", "index_hard_negatives", "document_windows", "precision", "checkpoint_dir", "out",
                 "lora", "lora_rank", "lora_alpha", "lora_dropout", "lora_target_modules", "lora_merge",
-                "query_prompt", "document_prompt", "report_to")
+                "query_prompt", "document_prompt", "report_to", "recommend")
 
 
 # Settings whose flag is not --<key with dashes>: errors name the flag the user typed.
@@ -238,7 +238,7 @@ def run(args) -> int:
     if summary.get("exported") == "base":
         print(f"  the trained model scored below the base on --val: {settings.out} holds the base model unchanged "
               "(--keep-if-worse exports the trained one)")
-    if getattr(args, "recommend", True):
+    if settings.recommend:
         recommend_after_training(settings)
     return 0
 
