@@ -339,11 +339,13 @@ PROBE_DIM = 8  # width of the throw-away adapter that checks options before anyt
 
 def check_adapter_options(adapter_type: str, options: dict[str, Any] | None, *, path: Any = None,
                           table: str = "adapter.adapter_options") -> None:
-    """Refuse an option the adapter does not take (``hidden`` for ``linear``) or a value it refuses
-    (``activation = "foo"``) before any text is embedded: the adapter is built once at a width of
-    :data:`PROBE_DIM`. ConfigError naming ``path`` and ``table.key``; an unknown adapter name is left
-    to the command's plugin check (exit 4)."""
+    """Refuse an option the adapter does not declare (``hidden`` for ``linear``) or a value it refuses
+    (``activation = "foo"``) before any text is embedded: checked against the adapter's declared options
+    (:mod:`embtune_core.plugin_options`), then the adapter is built once at a width of :data:`PROBE_DIM`
+    (a value only the module can judge). ConfigError naming ``path`` and ``table.key``; an unknown adapter
+    name is left to the command's plugin check (exit 4)."""
     from embtune_core.errors import EmbtuneError
+    from embtune_core.plugin_options import check_options
     from embtune_core.plugins import get_registry
 
     try:
@@ -351,27 +353,14 @@ def check_adapter_options(adapter_type: str, options: dict[str, Any] | None, *, 
     except PluginError:
         return
     options = dict(options or {})
+    check_options("adapters", adapter_type, options, path=path, table=table,
+                  unknown=f"unknown option {{key}}: the {adapter_type} adapter does not take it{{suggestion}}; "
+                          "known: {known}")
     try:
         get_registry().create("adapters", adapter_type, dim=PROBE_DIM, **options)
-    except TypeError as exc:
-        text = str(exc)
-        if "unexpected keyword argument" not in text:
-            raise ConfigError(f"the {adapter_type} adapter refuses these options ({text})", path=path,
-                              field=table) from None
-        key = text.rsplit("'", 2)[-2] if text.count("'") >= 2 else text
-        import inspect
-
-        from embtune_core.settings import did_you_mean
-
-        built = get_registry().create("adapters", adapter_type, dim=PROBE_DIM)
-        known = sorted(p.name for p in inspect.signature(type(built).__init__).parameters.values()
-                       if p.name not in ("self", "dim") and p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD))
-        raise ConfigError(f"unknown option {key}: the {adapter_type} adapter does not take it"
-                          f"{did_you_mean(key, known)}; known: {', '.join(known) or 'none'}", path=path,
-                          field=f"{table}.{key}") from None
     except EmbtuneError as exc:
         raise ConfigError(exc.problem, path=path, field=f"{table}.{exc.field}" if exc.field else table) from None
-    except ValueError as exc:  # e.g. hidden = "wide": int() refuses it
+    except (TypeError, ValueError) as exc:  # e.g. hidden = "wide" for a plugin that declares no types
         raise ConfigError(f"the {adapter_type} adapter refuses these options ({exc})", path=path,
                           field=table) from None
 
