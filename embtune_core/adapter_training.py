@@ -86,6 +86,7 @@ from embtune_core.adapter_base import check_identity_at_init, identity_penalty
 from embtune_core.adapter_io import AdapterConfig, SavedAdapter, build_adapter, save_adapter
 from embtune_core.dataset import QADataset
 from embtune_core.embedding_cache import EmbeddingCache
+from embtune_core.encoder_identity import describe
 from embtune_core.errors import ConfigError, DatasetError, InputError
 from embtune_core.progress import progress
 from embtune_core.search import exact_search
@@ -567,15 +568,14 @@ def train_adapter(encoder, train: QADataset, val: QADataset | None = None, *,
     adapter.cpu().eval()
 
     options = adapter.config() if hasattr(adapter, "config") else dict(config.adapter_options)
+    # What the base encoder states about itself (the encoder contract's optional members): recorded so
+    # the adapter is only ever served on query vectors computed as the ones it learnt from.
+    base = describe(encoder)
     adapter_config = AdapterConfig(
         adapter_type=config.adapter, dimension=dim, options=options,
-        base_encoder_identity=encoder.identity, base_normalize=getattr(encoder, "normalize", None),
-        base_encoder_name=getattr(encoder, "name", None) or getattr(encoder, "model_name", None),
-        base_weights=getattr(encoder, "weights_fingerprint", None),
-        base_token_limit=getattr(encoder, "token_limit", None),
-        # How the query vectors it learnt from were computed; checked when the adapter is loaded.
-        base_prompts=getattr(encoder, "prompts", None) if isinstance(getattr(encoder, "prompts", None), bool) else None,
-        base_convention=getattr(encoder, "convention", None),
+        base_encoder_identity=encoder.identity, base_normalize=base.normalize, base_encoder_name=base.name,
+        base_weights=base.weights_fingerprint, base_token_limit=base.token_limit,
+        base_prompts=base.prompts, base_convention=base.convention,
         normalize_output=config.normalize_output,
         index_metric=config.index_metric,
         training={

@@ -5,13 +5,20 @@ An encoder is any object with
 * ``identity: str`` -- the model and every setting that changes the vectors (normalisation,
   prompts, output dimensions, the model's content hash). It is the embedding cache's key, so two
   encoders with the same identity must give the same vectors. It never contains an API key.
+  Built-in encoders state it typed too, ``encoder_identity``
+  (:class:`~embtune_core.encoder_identity.EncoderIdentity`), and ``identity`` is its text.
 * ``dimension: int`` -- the length of each vector.
 * ``encode_queries(texts) -> np.ndarray`` and ``encode_documents(texts) -> np.ndarray`` -- float32
   arrays of shape ``(len(texts), dimension)``. They differ when a model embeds queries and
   documents differently (query prompts, asymmetric APIs); otherwise they are the same call.
 
 :class:`Encoder` is a small base class for new backends (subclass it, implement ``_encode``);
-:class:`EncoderProtocol` states the same contract for duck typing. Built-in encoders are the
+:class:`EncoderProtocol` states the same contract for duck typing. Beyond the four members above,
+an encoder may state what an adapter records of its base -- ``name``, ``options``
+(:class:`~embtune_core.encoder_identity.EncoderOptions`), ``weights_fingerprint``, ``token_limit``,
+``convention`` -- which :class:`Encoder` declares (None: not stated) and :meth:`Encoder.description`
+returns as one :class:`~embtune_core.encoder_identity.EncoderDescription`; :func:`describe` reads it
+from any encoder (a duck-typed one states its identity only). Built-in encoders are the
 plugins in :mod:`embtune_plugins.encoders`; :class:`AdaptedEncoder` puts a trained query adapter
 in front of any encoder.
 
@@ -48,7 +55,14 @@ from typing import Any
 
 import numpy as np
 
-from embtune_core.encoder_identity import same_vectors  # noqa: F401 - public here too
+from embtune_core.encoder_identity import (  # noqa: F401 - same_vectors: public here too
+    EncoderDescription,
+    EncoderIdentity,
+    EncoderOptions,
+    describe,
+    identity_of,
+    same_vectors,
+)
 from embtune_core.errors import InputError, ServiceError
 from embtune_core.hookspecs import Encoder as EncoderProtocol  # the contract every encoder meets
 from embtune_core.search import normalize
@@ -63,10 +77,24 @@ class Encoder:
 
     identity: str
     normalize: bool = True
+    # Optional members of the contract (module docstring): None where this encoder does not state them.
+    encoder_identity: EncoderIdentity | None = None  # typed; ``identity`` is str(encoder_identity)
+    name: str | None = None
+    options: EncoderOptions | None = None
+    weights_fingerprint: str | None = None
+    token_limit: int | None = None
+    convention: dict[str, Any] | None = None
 
     @property
     def dimension(self) -> int:  # pragma: no cover - every subclass overrides
         raise NotImplementedError
+
+    def description(self) -> EncoderDescription:
+        """What this encoder states about itself (an adapter records it of its base). Reads
+        ``weights_fingerprint``, ``token_limit`` and ``convention``, which load a local model."""
+        return EncoderDescription(identity_of(self), name=self.name, normalize=self.normalize,
+                                  options=self.options, weights_fingerprint=self.weights_fingerprint,
+                                  token_limit=self.token_limit, convention=self.convention)
 
     def _encode(self, texts: list[str], kind: str) -> np.ndarray:  # pragma: no cover
         raise NotImplementedError
@@ -120,6 +148,12 @@ class AdaptedEncoder(Encoder):
             self.adapter = SavedAdapter.wrap(adapter, dimension=encoder.dimension,
                                              normalize_output=True if normalize is None else normalize)
         self.normalize = False  # the adapter decides; documents come from the base encoder as they are
+
+    @property
+    def encoder_identity(self) -> EncoderIdentity:  # type: ignore[override]
+        from dataclasses import replace
+
+        return replace(identity_of(self.base), adapter=self.adapter.fingerprint)
 
     @property
     def identity(self) -> str:  # type: ignore[override]

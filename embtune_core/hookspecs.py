@@ -64,7 +64,14 @@ class NegativeMiner(Protocol):
 @runtime_checkable
 class Encoder(Protocol):
     """An embedding backend (:mod:`embtune_core.encoding`): ``identity`` names model and settings (the
-    embedding cache's key), ``encode_*`` return float32 arrays of shape ``(n, dimension)``."""
+    embedding cache's key), ``encode_*`` return float32 arrays of shape ``(n, dimension)``.
+
+    Optional members, declared by :class:`embtune_core.encoding.Encoder` (None where not stated):
+    ``encoder_identity`` (:class:`~embtune_core.encoder_identity.EncoderIdentity`, whose text is
+    ``identity``), ``options`` (:class:`~embtune_core.encoder_identity.EncoderOptions`), ``name``,
+    ``normalize``, ``weights_fingerprint``, ``token_limit``, ``convention``, gathered by
+    ``description()`` (:class:`~embtune_core.encoder_identity.EncoderDescription`): what a query
+    adapter records of its base encoder and checks when it is loaded."""
 
     identity: str
     dimension: int

@@ -77,7 +77,7 @@ def report_json(evaluation) -> dict[str, Any]:
             "name": system.name,
             "spec": scrub(system.spec),
             "identity": scrub(system.identity),
-            "backend": backend_of(system.identity),
+            "backend": backend_of(getattr(system, "encoder_identity", None) or system.identity),
             "dimension": system.dimension,
             "dims": sorted(system.dims, reverse=True),
             "seconds": {k: round(v, 4) for k, v in system.seconds.items()},

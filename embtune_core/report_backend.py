@@ -1,6 +1,6 @@
 """How a system's local model ran (torch at a precision, or ONNX Runtime with a file), for the reports.
 
-:func:`backend_of` reads it from an encoder identity; :func:`backend_text` words it for a system's line.
+:func:`backend_of` reads it from an encoder's typed identity; :func:`backend_text` words it for a system's line.
 Kept apart from :mod:`embtune_core.report` so the report's parts (:mod:`embtune_core.report_verdict`)
 can word it without importing the report that imports them.
 """
@@ -10,25 +10,26 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from embtune_core.encoder_identity import EncoderIdentity
 
-def backend_of(identity: str) -> dict[str, Any] | None:
-    """How a sentence-transformers system ran, from its encoder identity (``plugins/encoders.py`` writes
-    ``backend=onnx file=onnx/model_qint8_avx512_vnni.onnx`` for ONNX Runtime, ``precision=bf16`` for
-    half precision in torch); None when the identity is no sentence-transformers model's."""
-    import re
 
-    if "sentence-transformers " not in identity:
+def backend_of(identity: EncoderIdentity | str) -> dict[str, Any] | None:
+    """How a sentence-transformers system ran, from its encoder's typed identity (``backend`` and ``file``
+    for ONNX Runtime, ``precision`` for half precision in torch); None when it is no sentence-transformers
+    model's. A recorded identity (a ``report.json``'s text) is read back first."""
+    if isinstance(identity, str):
+        identity = EncoderIdentity.parse(identity)
+    if identity.family != "sentence-transformers":
         return None
-    onnx = re.findall(r"\bbackend=(\S+) file=(\S+)", identity)
-    if onnx:
+    if identity.get("backend") is not None:
         from embtune_core.onnx_export import FUSED_FILE, INT8_FILE
 
-        runtime, file = onnx[-1]
+        file = identity.get("file") or ""
         name = Path(file).name
-        return {"runtime": runtime, "file": file, "quantization": "int8" if name == INT8_FILE else "none (fp32)",
+        return {"runtime": identity.get("backend"), "file": file,
+                "quantization": "int8" if name == INT8_FILE else "none (fp32)",
                 **({"graph": "fused (O2)"} if name == FUSED_FILE else {})}
-    precision = re.findall(r"\bprecision=(\S+)", identity)
-    return {"runtime": "torch", "precision": precision[-1] if precision else "fp32"}
+    return {"runtime": "torch", "precision": identity.get("precision") or "fp32"}
 
 
 def backend_text(system: dict[str, Any]) -> str:
