@@ -24,7 +24,7 @@ one is a usage error naming the flag, exit 2, before anything runs); ``append`` 
 one whole value per use (paths: no comma splitting); ``pairs`` makes a dict flag take one
 ``KEY=VALUE`` per use, added to the config table's dict (``merge``); ``group`` puts flags of one
 name into a mutually exclusive group; ``required`` makes argparse require the flag (``positional``:
-an argument without a flag); ``cli_default``
+an argument without a flag); ``aliases``: short forms (``-o``); ``cli_default``
 is the command line's default where it differs from the table's (shown in the help, applied by
 :func:`from_command_line`).
 """
@@ -44,14 +44,15 @@ def setting(default: Any = dataclasses.MISSING, help: str = "", *, flag: str | N
             metavar: str | None = None, cli: bool = True, wanted: str | None = None,
             default_factory: Any = dataclasses.MISSING, parse: Any = None, append: bool = False,
             pairs: bool = False, group: str | None = None, required: bool = False,
-            cli_default: Any = dataclasses.MISSING, positional: bool = False) -> Any:
+            cli_default: Any = dataclasses.MISSING, positional: bool = False,
+            aliases: tuple[str, ...] = ()) -> Any:
     """A settings field with its CLI help (and optionally its flag name, metavar, or no flag at all);
     the keywords are described in the module docstring."""
     metadata = {"help": help, "flag": flag, "metavar": metavar, "cli": cli}
     if wanted:
         metadata["wanted"] = wanted
     for key, value in (("parse", parse), ("append", append), ("pairs", pairs), ("group", group),
-                       ("required", required), ("positional", positional)):
+                       ("required", required), ("positional", positional), ("aliases", aliases)):
         if value:
             metadata[key] = value
     if cli_default is not dataclasses.MISSING:
@@ -174,9 +175,10 @@ def add_fields(parser: argparse.ArgumentParser, cls: type, *, skip: Iterable[str
             continue
         tp = _strip_optional(hints[field.name])
         origin = typing.get_origin(tp)
-        if field.metadata.get("positional"):  # an argument, not a flag: always given
+        if field.metadata.get("positional"):  # an argument, not a flag (a list: any number of them)
             parser.add_argument(field.name, help=field.metadata.get("help", ""),
-                                **({"type": field.metadata["parse"]} if field.metadata.get("parse") else {}))
+                                **({"type": field.metadata["parse"]} if field.metadata.get("parse") else {}),
+                                **({"nargs": "*"} if origin is list else {}))
             added.append(field.name)
             continue
         kwargs: dict[str, Any] = {"dest": field.name, "default": None, "help": _help(field, tp)}
@@ -215,7 +217,7 @@ def add_fields(parser: argparse.ArgumentParser, cls: type, *, skip: Iterable[str
             kwargs.setdefault("metavar", "KEY=VALUE,...")
         elif tp in (int, float):
             kwargs["type"] = _number(tp)
-        target.add_argument(flag_name(field), **kwargs)
+        target.add_argument(*field.metadata.get("aliases", ()), flag_name(field), **kwargs)
         added.append(field.name)
     return added
 

@@ -22,10 +22,19 @@ from __future__ import annotations
 
 import typing
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal
 
-from embtune_core.cli_fields import open_fraction, positive_int, positive_int_list, setting
+from embtune_core.cli_fields import (
+    fraction,
+    non_negative_float,
+    non_negative_int,
+    open_fraction,
+    positive_float,
+    positive_int,
+    positive_int_list,
+    setting,
+)
 from embtune_core.errors import ConfigError, EmbtuneError
 from embtune_core.validation import (  # noqa: F401 - the validator's names, public here as before
     PathLike,
@@ -158,32 +167,38 @@ class ExportSettings:
 
 @dataclass
 class DatasetSettings:
-    """``embtune build-dataset``'s options, and the ``[dataset]`` table of its ``--config``."""
+    """``embtune build-dataset``'s options (its flags are generated from these fields), and the ``[dataset]``
+    table of its ``--config``."""
 
     TABLE: typing.ClassVar[str] = "dataset"
-    inputs: list[str] = field(default_factory=list)
-    out: str | None = None
-    chunker: str = "sentence"
-    chunk_size: int | None = None
-    chunk_overlap: int | None = None
-    model: str | None = None
-    generator: str = "ict"
-    llm_model: str | None = None
-    base_url: str | None = None
-    api_key_env: str | None = None
-    questions_per_chunk: int | None = None
-    concurrency: int = 8
-    max_retries: int = 6
-    timeout: float = 60.0
-    prompt: str | None = None
-    prompt_file: str | None = None
-    temperature: float | None = None
-    generator_options: dict[str, Any] = field(default_factory=dict)
-    val_fraction: float = 0.2
-    split_by: SplitBy = "source"
-    seed: int = 0
-    skip_bad: bool = False
-    work_dir: str | None = None
+    inputs: list[str] = setting(help="document files and/or folders", positional=True, default_factory=list)
+    out: str | None = setting(None, "output folder for train.json and val.json", aliases=("-o",))
+    chunker: str = setting("sentence", "chunker plugin (default: sentence; also: recursive)")
+    chunk_size: int | None = setting(None, "tokens (sentence: 1024) or characters (recursive: 1000)",
+                                     parse=positive_int)
+    chunk_overlap: int | None = setting(None, "overlap (sentence: 20 tokens; recursive: 200 chars)",
+                                        parse=non_negative_int)
+    model: str | None = setting(None, "embedding model whose tokenizer the sentence chunker counts with "
+                                      "(default: sentence-transformers/all-MiniLM-L6-v2)")
+    generator: str = setting("ict", "question generator (default: ict; also: openai, crop, local-llm)")
+    llm_model: str | None = setting(None, "chat model for --generator openai (default: gpt-4o-mini)")
+    base_url: str | None = setting(None, "OpenAI-compatible endpoint, e.g. http://localhost:11434/v1")
+    api_key_env: str | None = setting(None, "environment variable holding the API key (default: OPENAI_API_KEY)")
+    questions_per_chunk: int | None = setting(None, "questions per chunk (openai: 2; ict/crop: 1)",
+                                              parse=positive_int)
+    concurrency: int = setting(8, "LLM requests in flight (default: 8)", parse=positive_int)
+    max_retries: int = setting(6, "retries per LLM call (default: 6)", parse=non_negative_int)
+    timeout: float = setting(60.0, "seconds per LLM request (default: 60)", parse=positive_float)
+    prompt: str | None = setting(None, cli=False)  # the template itself ([dataset] only; --prompt-file on the CLI)
+    prompt_file: str | None = setting(None, "prompt template with {context_str} and {num_questions_per_chunk}")
+    temperature: float | None = setting(None, "LLM sampling temperature (default: server's)",
+                                        parse=non_negative_float)
+    generator_options: dict[str, Any] = setting(cli=False, default_factory=dict)
+    val_fraction: float = setting(0.2, "share of queries for validation (default: 0.2; 0: none)", parse=fraction)
+    split_by: SplitBy = setting("source", "unit kept on one side of the split (default: source)")
+    seed: int = setting(0, "seed for generators and the split (default: 0)")
+    skip_bad: bool = setting(False, "skip unreadable files (listed at the end) instead of stopping")
+    work_dir: str | None = setting(None, "journal folder for resuming (default: OUT/.work)")
 
     def validate(self, path: PathLike | None = "<config>") -> None:
         if not 0.0 <= self.val_fraction < 1.0:

@@ -27,7 +27,7 @@ from embtune_core.commands import COMMAND_MODULES
 
 # Commands whose flags are settings: each declares SETTINGS (the dataclass, or tuple of them, its flags
 # come from) and INVOCATION_FLAGS (flags that say how to run it, not what: --config, --print-config).
-SETTINGS_COMMANDS = {"tune-index", "train", "train-adapter", "evaluate"}
+SETTINGS_COMMANDS = {"tune-index", "train", "train-adapter", "evaluate", "build-dataset"}
 
 
 def test_no_import_circle_among_the_project_modules():
