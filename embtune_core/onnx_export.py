@@ -286,11 +286,6 @@ def backend_file(name: str, backend: str, model: Any = None) -> str:
     return onnx_file(folder, _variant(backend)).relative_to(folder).as_posix()
 
 
-def backend_identity(name: str, backend: str, model: Any = None) -> str:
-    """The encoder-identity part for an ONNX backend: ``backend=onnx file=onnx/model.onnx``."""
-    return f"backend=onnx file={backend_file(name, backend, model)}"
-
-
 def load_backend_model(name: str, backend: str) -> Any:
     """:func:`load_onnx_model` for the encoder's ``backend`` option (see :data:`BACKENDS`)."""
     model = load_onnx_model(_folder(name), _variant(backend))
