@@ -55,12 +55,8 @@ import torch
 from torch import nn
 
 from embtune_core import atomic
-from embtune_core.encoding import (
-    _CONVENTION_KEYS,
-    _SETTING,
-    _content_of,
-    _settings_of,
-)
+from embtune_core.encoder_identity import EncoderDescription, EncoderIdentity
+from embtune_core.encoder_identity import describe as describe_encoder
 from embtune_core.errors import ConfigError, InputError, PluginError
 
 log = logging.getLogger(__name__)
@@ -186,21 +182,22 @@ class SavedAdapter:
         is checked where vectors meet the adapter, :meth:`transform`: reading an API encoder's width
         may cost a call.)
         """
-        from embtune_core.long_documents import plain_identity
+        from embtune_core.encoder_identity import CONVENTION_KEYS, EncoderIdentity, identity_of
 
         # Documents read as windows change document vectors only; the adapter maps query vectors.
-        encoder_identity = plain_identity(encoder if isinstance(encoder, str) else str(encoder.identity))
-        expected = self.config.base_encoder_identity
-        expected = plain_identity(expected) if expected is not None else None
-        if expected is None:
-            log.warning("adapter %s records no base encoder; assuming it fits %s", self.path or "", encoder_identity)
+        current = identity_of(encoder).without(("document_windows",))
+        recorded = self.config.base_encoder_identity
+        if recorded is None:
+            log.warning("adapter %s records no base encoder; assuming it fits %s", self.path or "", current)
             return
-        if expected == encoder_identity:
+        expected = EncoderIdentity.parse(recorded).without(("document_windows",))  # recorded as text
+        if str(expected) == str(current):
             return
+        description = None if isinstance(encoder, str) else describe_encoder(encoder)
         name = f" ({self.config.base_encoder_name})" if self.config.base_encoder_name else ""
         # The token limit, where both sides know it, is compared as a number: a folder states it only
         # when it differs from the model's own, an in-memory model always.
-        current_limit = None if isinstance(encoder, str) else getattr(encoder, "token_limit", None)
+        current_limit = description.token_limit if description is not None else None
         limits_known = self.config.base_token_limit is not None and current_limit is not None
         if limits_known and int(current_limit) != int(self.config.base_token_limit):
             raise InputError(f"adapter was trained on query vectors of {self.config.base_token_limit} tokens per text"
@@ -208,22 +205,22 @@ class SavedAdapter:
                              f"{self.config.base_token_limit} (--max-seq-length) or train an adapter at {current_limit}",
                              path=self.path)
         leave = ("max_seq_length",) if limits_known else ()
-        same_model = not isinstance(encoder, str) and (
-            _content_of(expected) == _content_of(encoder_identity) or self._same_weights(encoder))
-        if same_model and (_settings_of(expected, _CONVENTION_KEYS + leave)
-                           == _settings_of(encoder_identity, _CONVENTION_KEYS + leave)):
-            trained, current = self._trained_convention(encoder), getattr(encoder, "convention", None)
-            if trained is not None and trained == current:
+        same_model = description is not None and (
+            (expected.content is not None and expected.content == current.content)
+            or self._same_weights(description))
+        if same_model and expected.same_settings(current, CONVENTION_KEYS + leave):
+            trained, now = self._trained_convention(encoder, expected), description.convention
+            if trained is not None and trained == now:
                 return  # settings differ, vectors do not
-            if trained is not None and current is not None:
+            if trained is not None and now is not None:
                 raise InputError(
                     f"adapter was trained on query vectors {_describe_convention(trained)} of this model{name}, but "
-                    f"these embeddings compute {_describe_convention(current)}; train the adapter on the vectors the "
+                    f"these embeddings compute {_describe_convention(now)}; train the adapter on the vectors the "
                     "host computes (embtune train-adapter --host-vectors) or set normalize/prompts to match it (the "
                     "index must then hold documents embedded the same way)", path=self.path)
-        if same_model and _settings_of(expected, leave) == _settings_of(encoder_identity, leave):
+        if same_model and expected.same_settings(current, leave):
             return  # same weights under another name (folder vs in-memory model), same settings
-        raise InputError(f"adapter was trained on encoder '{expected}'{name}, not on '{encoder_identity}'; "
+        raise InputError(f"adapter was trained on encoder '{expected}'{name}, not on '{current}'; "
                          "train an adapter for this encoder", path=self.path)
 
     def check_index(self, metric: str, *, unit_vectors: bool, where: str) -> None:
@@ -240,26 +237,26 @@ class SavedAdapter:
                          f"{trained.get(metric, metric)} over vectors that are not unit length, where the adapter "
                          f"can rank below the base model; {fix}", path=self.path)
 
-    def _same_weights(self, encoder: Any) -> bool:
-        """True when ``encoder``'s model has the weights the adapter records (a folder's file hash
+    def _same_weights(self, description: EncoderDescription) -> bool:
+        """True when the encoder's model has the weights the adapter records (a folder's file hash
         against an in-memory model's weight hash name one model two ways)."""
         if not self.config.base_weights:
             return False
-        weights = getattr(encoder, "weights_fingerprint", None)
-        return weights is not None and weights == self.config.base_weights
+        return description.weights_fingerprint is not None and description.weights_fingerprint == self.config.base_weights
 
-    def _trained_convention(self, encoder: Any) -> dict[str, Any] | None:
+    def _trained_convention(self, encoder: Any, recorded: EncoderIdentity) -> dict[str, Any] | None:
         """The convention of the vectors the adapter was trained on: recorded, or (older adapters)
-        derived from the recorded identity's settings on ``encoder``'s model."""
+        derived from the recorded identity's settings on ``encoder``'s model (an encoder that can say
+        how its model computes under other settings: ``convention_for``)."""
         if self.config.base_convention:
             return dict(self.config.base_convention)
-        derive = getattr(encoder, "convention_for", None)
-        settings = _parse_settings(self.config.base_encoder_identity or "")
-        if derive is None or "normalize" not in settings:
+        derive = getattr(encoder, "convention_for", None)  # a sentence-transformers encoder's (or its wrapper's)
+        if derive is None or recorded.get("normalize") is None:
             return None
-        return derive(normalize=settings["normalize"] == "True", prompts=settings.get("prompts") != "none",
-                      query_prompt=_literal(settings.get("query_prompt")),
-                      document_prompt=_literal(settings.get("document_prompt")))
+        return derive(normalize=recorded.get("normalize") == "True",
+                                      prompts=recorded.get("prompts") != "none",
+                                      query_prompt=_literal(recorded.get("query_prompt")),
+                                      document_prompt=_literal(recorded.get("document_prompt")))
 
     @torch.no_grad()
     def transform(self, queries: np.ndarray) -> np.ndarray:
@@ -277,10 +274,6 @@ class SavedAdapter:
 
     def save(self, directory: str | Path) -> Path:
         return save_adapter(directory, self.module, self.config)
-
-
-def _parse_settings(identity: str) -> dict[str, str]:
-    return {m.group(1): m.group(2) for m in _SETTING.finditer(identity)}
 
 
 def _literal(value: str | None) -> str | None:
@@ -339,11 +332,13 @@ PROBE_DIM = 8  # width of the throw-away adapter that checks options before anyt
 
 def check_adapter_options(adapter_type: str, options: dict[str, Any] | None, *, path: Any = None,
                           table: str = "adapter.adapter_options") -> None:
-    """Refuse an option the adapter does not take (``hidden`` for ``linear``) or a value it refuses
-    (``activation = "foo"``) before any text is embedded: the adapter is built once at a width of
-    :data:`PROBE_DIM`. ConfigError naming ``path`` and ``table.key``; an unknown adapter name is left
-    to the command's plugin check (exit 4)."""
+    """Refuse an option the adapter does not declare (``hidden`` for ``linear``) or a value it refuses
+    (``activation = "foo"``) before any text is embedded: checked against the adapter's declared options
+    (:mod:`embtune_core.plugin_options`), then the adapter is built once at a width of :data:`PROBE_DIM`
+    (a value only the module can judge). ConfigError naming ``path`` and ``table.key``; an unknown adapter
+    name is left to the command's plugin check (exit 4)."""
     from embtune_core.errors import EmbtuneError
+    from embtune_core.plugin_options import check_options
     from embtune_core.plugins import get_registry
 
     try:
@@ -351,27 +346,14 @@ def check_adapter_options(adapter_type: str, options: dict[str, Any] | None, *, 
     except PluginError:
         return
     options = dict(options or {})
+    check_options("adapters", adapter_type, options, path=path, table=table,
+                  unknown=f"unknown option {{key}}: the {adapter_type} adapter does not take it{{suggestion}}; "
+                          "known: {known}")
     try:
         get_registry().create("adapters", adapter_type, dim=PROBE_DIM, **options)
-    except TypeError as exc:
-        text = str(exc)
-        if "unexpected keyword argument" not in text:
-            raise ConfigError(f"the {adapter_type} adapter refuses these options ({text})", path=path,
-                              field=table) from None
-        key = text.rsplit("'", 2)[-2] if text.count("'") >= 2 else text
-        import inspect
-
-        from embtune_core.settings import did_you_mean
-
-        built = get_registry().create("adapters", adapter_type, dim=PROBE_DIM)
-        known = sorted(p.name for p in inspect.signature(type(built).__init__).parameters.values()
-                       if p.name not in ("self", "dim") and p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD))
-        raise ConfigError(f"unknown option {key}: the {adapter_type} adapter does not take it"
-                          f"{did_you_mean(key, known)}; known: {', '.join(known) or 'none'}", path=path,
-                          field=f"{table}.{key}") from None
     except EmbtuneError as exc:
         raise ConfigError(exc.problem, path=path, field=f"{table}.{exc.field}" if exc.field else table) from None
-    except ValueError as exc:  # e.g. hidden = "wide": int() refuses it
+    except (TypeError, ValueError) as exc:  # e.g. hidden = "wide" for a plugin that declares no types
         raise ConfigError(f"the {adapter_type} adapter refuses these options ({exc})", path=path,
                           field=table) from None
 

@@ -71,12 +71,11 @@ import contextlib
 import copy
 import dataclasses
 import logging
-import math
 import random
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
@@ -87,87 +86,22 @@ from embtune_core.adapter_base import check_identity_at_init, identity_penalty
 from embtune_core.adapter_io import AdapterConfig, SavedAdapter, build_adapter, save_adapter
 from embtune_core.dataset import QADataset
 from embtune_core.embedding_cache import EmbeddingCache
+from embtune_core.encoder_identity import describe
 from embtune_core.errors import ConfigError, DatasetError, InputError
 from embtune_core.progress import progress
 from embtune_core.search import exact_search
-from embtune_core.settings import check_types, from_table
 
 log = logging.getLogger(__name__)
 
-SelectionMetric = Literal["mrr@10", "hit_rate@1", "hit_rate@5", "hit_rate@10"]
-IndexMetric = Literal["inner_product", "l2"]
-INDEX_METRICS = ("inner_product", "l2")
+from embtune_core.adapter_settings import (  # noqa: F401 - declared without torch; public here too
+    INDEX_METRICS,
+    AdapterTrainingConfig,
+    IndexMetric,
+    SelectionMetric,
+)
+
 UNIT_TOLERANCE = 1e-3  # |norm - 1| under which a vector counts as unit length (as embtune_integrations.faiss_store)
 SINGLE_THREAD_LIMIT = 1 << 24  # corpus floats (documents x dimension) up to which training uses one CPU thread
-
-
-@dataclass
-class AdapterTrainingConfig:
-    """Hyper-parameters; the defaults are those measured on the Lyft -> Uber split (bench/adapter_10k.py)."""
-
-    adapter: str = "linear"
-    adapter_options: dict[str, Any] = field(default_factory=dict)
-    epochs: int = 12
-    batch_size: int = 32
-    lr: float = 1e-3
-    weight_decay: float = 0.0  # decay pulls weights toward zero, not toward the identity; identity_reg does that
-    temperature: float = 0.05
-    # Other temperatures to try: one adapter each (same seed and data); the held-out split chooses.
-    temperature_grid: list[float] | None = None
-    identity_reg: float = 1.0
-    hard_negative_weight: float = 1.0
-    corpus_negatives: bool = True
-    max_corpus_negatives: int = 65536
-    val_fraction: float = 0.2
-    patience: int = 4
-    selection_metric: SelectionMetric = "mrr@10"
-    # The metric of the index the adapter will search (see the module docstring).
-    index_metric: IndexMetric = "inner_product"
-    # Adapted queries scaled to unit length; None: yes, unless index_metric is "l2" over vectors that are
-    # not unit length (then the query's own scale matters, as the base model's does).
-    normalize_output: bool | None = None
-    matryoshka_dims: list[int] | None = None  # train and select over these widths (see module docstring)
-    seed: int = 42
-    device: str | None = None
-
-    def validate(self, path: str = "<config>") -> None:
-        def bad(field_name: str, problem: str) -> ConfigError:
-            return ConfigError(problem, path=path, field=f"adapter.{field_name}")
-
-        # Types first: a TOML string where a number belongs would otherwise fail as a TypeError below.
-        check_types(type(self), dataclasses.asdict(self), path=path, table="adapter")
-        if self.epochs < 0:
-            raise bad("epochs", "must be >= 0")
-        if self.batch_size < 1:
-            raise bad("batch_size", "must be >= 1")
-        if not self.lr > 0:
-            raise bad("lr", "must be > 0")
-        if not 0 < self.temperature < math.inf:
-            raise bad("temperature", "must be a finite number > 0")
-        if self.temperature_grid is not None and (not self.temperature_grid
-                                                  or any(not 0 < t < math.inf for t in self.temperature_grid)):
-            raise bad("temperature_grid", "must be a non-empty list of finite numbers > 0")
-        for name in ("identity_reg", "hard_negative_weight", "weight_decay"):
-            if getattr(self, name) < 0:
-                raise bad(name, "must be >= 0")
-        if not 0 < self.val_fraction < 1:
-            raise bad("val_fraction", "must be between 0 and 1")
-        if self.index_metric not in INDEX_METRICS:
-            raise bad("index_metric", f"must be one of {', '.join(INDEX_METRICS)}, not {self.index_metric!r}")
-        if self.matryoshka_dims is not None and (not self.matryoshka_dims or any(d < 1 for d in self.matryoshka_dims)):
-            raise bad("matryoshka_dims", "must be a non-empty list of positive integers")
-        if self.matryoshka_dims is not None and len(set(self.matryoshka_dims)) != len(self.matryoshka_dims):
-            raise bad("matryoshka_dims", "lists a width twice")
-        # An option the adapter does not take, or a value it refuses, fails now, not after the embedding.
-        from embtune_core.adapter_io import check_adapter_options
-
-        check_adapter_options(self.adapter, self.adapter_options, path=path)
-
-    @classmethod
-    def from_mapping(cls, values: dict[str, Any], path: str = "<config>") -> AdapterTrainingConfig:
-        """From a TOML ``[adapter]`` table: keys are the field names (``-`` or ``_``); unknown keys refused."""
-        clean = {("adapter" if key == "type" else key.replace("-", "_")): value for key, value in values.items()}
-        return from_table(cls, clean, path=path, table="adapter", also_known=("type",))  # type: the documented name
 
 
 @dataclass
@@ -634,15 +568,14 @@ def train_adapter(encoder, train: QADataset, val: QADataset | None = None, *,
     adapter.cpu().eval()
 
     options = adapter.config() if hasattr(adapter, "config") else dict(config.adapter_options)
+    # What the base encoder states about itself (the encoder contract's optional members): recorded so
+    # the adapter is only ever served on query vectors computed as the ones it learnt from.
+    base = describe(encoder)
     adapter_config = AdapterConfig(
         adapter_type=config.adapter, dimension=dim, options=options,
-        base_encoder_identity=encoder.identity, base_normalize=getattr(encoder, "normalize", None),
-        base_encoder_name=getattr(encoder, "name", None) or getattr(encoder, "model_name", None),
-        base_weights=getattr(encoder, "weights_fingerprint", None),
-        base_token_limit=getattr(encoder, "token_limit", None),
-        # How the query vectors it learnt from were computed; checked when the adapter is loaded.
-        base_prompts=getattr(encoder, "prompts", None) if isinstance(getattr(encoder, "prompts", None), bool) else None,
-        base_convention=getattr(encoder, "convention", None),
+        base_encoder_identity=encoder.identity, base_normalize=base.normalize, base_encoder_name=base.name,
+        base_weights=base.weights_fingerprint, base_token_limit=base.token_limit,
+        base_prompts=base.prompts, base_convention=base.convention,
         normalize_output=config.normalize_output,
         index_metric=config.index_metric,
         training={

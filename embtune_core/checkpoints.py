@@ -31,9 +31,10 @@ def run_fingerprint(settings: Any) -> str:
     re-running the same command after an interruption resumes only when this is unchanged."""
     from embtune_core.rundir import inputs_hash, stable_hash
 
-    # What only shapes the export (its token limit, keeping a worse model) does not change training.
+    # What only shapes the export (its token limit, keeping a worse model) or what follows it (the
+    # recommendation) does not change training.
     values = {k: v for k, v in dataclasses.asdict(settings).items()
-              if k not in ("resume", "export_max_seq_length", "keep_if_worse")}
+              if k not in ("resume", "export_max_seq_length", "keep_if_worse", "recommend")}
     paths = (settings.train, settings.val, *(settings.index_corpus or ()))
     data = inputs_hash([Path(p) for p in paths if p and Path(p).exists()])
     return stable_hash({"settings": values, "data": data})

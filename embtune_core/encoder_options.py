@@ -7,26 +7,34 @@ so the embedding cache and query adapters never mix prompts, backends or pooled 
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass, fields
+from typing import Any, Literal
 
+from embtune_core.cli_fields import add_fields, setting
 from embtune_core.errors import UsageError
 from embtune_core.long_documents import MODES
+from embtune_core.onnx_export import BACKENDS
+from embtune_core.prompts import DOCUMENT_PROMPT_HELP, QUERY_PROMPT_HELP
+
+
+@dataclass
+class EncoderFlags:
+    """The encoder options a command line sets (:data:`TABLE_KEYS`), declared once: flag, help, choices."""
+
+    query_prompt: str | None = setting(None, QUERY_PROMPT_HELP, metavar="TEXT")
+    document_prompt: str | None = setting(None, DOCUMENT_PROMPT_HELP, metavar="TEXT")
+    backend: Literal[BACKENDS] | None = setting(  # type: ignore[valid-type]
+        None, "run local models in torch (default) or ONNX Runtime: onnx (the export's default file), onnx-fp32, "
+              "onnx-int8; the folder must come from embtune export --format onnx")
+    document_windows: Literal[MODES] | None = setting(  # type: ignore[valid-type]
+        None, "documents longer than the token limit: off (cut at the limit, the model's own behaviour; default), "
+              "mean (read whole as windows, one token-weighted mean vector), max (each document scored by its "
+              "best window, MaxP; evaluate only)")
 
 
 def add_arguments(parser, *, prompts: bool = True) -> None:
-    from embtune_core.onnx_export import BACKENDS
-
-    if prompts:
-        from embtune_core.prompts import add_arguments as add_prompt_arguments
-
-        add_prompt_arguments(parser)
-    parser.add_argument("--backend", choices=BACKENDS, default=None,
-                        help="run local models in torch (default) or ONNX Runtime: onnx (the export's default "
-                             "file), onnx-fp32, onnx-int8; the folder must come from embtune export --format onnx")
-    parser.add_argument("--document-windows", choices=MODES, default=None,
-                        help="documents longer than the token limit: off (cut at the limit, the model's own "
-                             "behaviour; default), mean (read whole as windows, one token-weighted mean vector), "
-                             "max (each document scored by its best window, MaxP; evaluate only)")
+    """One flag per field of :class:`EncoderFlags` (the prompts left out with ``prompts=False``)."""
+    add_fields(parser, EncoderFlags, skip=() if prompts else ("query_prompt", "document_prompt"))
 
 
 def from_args(args: Any, spec: str | None = None, *, multi_vector: bool = False) -> dict[str, Any]:
@@ -52,7 +60,7 @@ def from_args(args: Any, spec: str | None = None, *, multi_vector: bool = False)
     return options
 
 
-TABLE_KEYS = ("query_prompt", "document_prompt", "backend", "document_windows")
+TABLE_KEYS = tuple(f.name for f in fields(EncoderFlags))  # query_prompt, document_prompt, backend, document_windows
 CHOICES = {"document_windows": MODES}
 
 
@@ -61,7 +69,6 @@ def pop_from_table(table: dict[str, Any], path: Any = "<config>", name: str = ""
     config table (``[mine]``, ``[adapter]``, ``[evaluate]``) and return them, checked (ConfigError
     naming ``name.key``)."""
     from embtune_core.errors import ConfigError
-    from embtune_core.onnx_export import BACKENDS
 
     choices = {**CHOICES, "backend": BACKENDS}
     options = {key: table.pop(key) for key in TABLE_KEYS if key in table}

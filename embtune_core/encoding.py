@@ -5,13 +5,20 @@ An encoder is any object with
 * ``identity: str`` -- the model and every setting that changes the vectors (normalisation,
   prompts, output dimensions, the model's content hash). It is the embedding cache's key, so two
   encoders with the same identity must give the same vectors. It never contains an API key.
+  Built-in encoders state it typed too, ``encoder_identity``
+  (:class:`~embtune_core.encoder_identity.EncoderIdentity`), and ``identity`` is its text.
 * ``dimension: int`` -- the length of each vector.
 * ``encode_queries(texts) -> np.ndarray`` and ``encode_documents(texts) -> np.ndarray`` -- float32
   arrays of shape ``(len(texts), dimension)``. They differ when a model embeds queries and
   documents differently (query prompts, asymmetric APIs); otherwise they are the same call.
 
 :class:`Encoder` is a small base class for new backends (subclass it, implement ``_encode``);
-:class:`EncoderProtocol` states the same contract for duck typing. Built-in encoders are the
+:class:`EncoderProtocol` states the same contract for duck typing. Beyond the four members above,
+an encoder may state what an adapter records of its base -- ``name``, ``options``
+(:class:`~embtune_core.encoder_identity.EncoderOptions`), ``weights_fingerprint``, ``token_limit``,
+``convention`` -- which :class:`Encoder` declares (None: not stated) and :meth:`Encoder.description`
+returns as one :class:`~embtune_core.encoder_identity.EncoderDescription`; :func:`describe` reads it
+from any encoder (a duck-typed one states its identity only). Built-in encoders are the
 plugins in :mod:`embtune_plugins.encoders`; :class:`AdaptedEncoder` puts a trained query adapter
 in front of any encoder.
 
@@ -43,12 +50,19 @@ Example::
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
+from embtune_core.encoder_identity import (  # noqa: F401 - same_vectors: public here too
+    EncoderDescription,
+    EncoderIdentity,
+    EncoderOptions,
+    describe,
+    identity_of,
+    same_vectors,
+)
 from embtune_core.errors import InputError, ServiceError
 from embtune_core.hookspecs import Encoder as EncoderProtocol  # the contract every encoder meets
 from embtune_core.search import normalize
@@ -63,10 +77,24 @@ class Encoder:
 
     identity: str
     normalize: bool = True
+    # Optional members of the contract (module docstring): None where this encoder does not state them.
+    encoder_identity: EncoderIdentity | None = None  # typed; ``identity`` is str(encoder_identity)
+    name: str | None = None
+    options: EncoderOptions | None = None
+    weights_fingerprint: str | None = None
+    token_limit: int | None = None
+    convention: dict[str, Any] | None = None
 
     @property
     def dimension(self) -> int:  # pragma: no cover - every subclass overrides
         raise NotImplementedError
+
+    def description(self) -> EncoderDescription:
+        """What this encoder states about itself (an adapter records it of its base). Reads
+        ``weights_fingerprint``, ``token_limit`` and ``convention``, which load a local model."""
+        return EncoderDescription(identity_of(self), name=self.name, normalize=self.normalize,
+                                  options=self.options, weights_fingerprint=self.weights_fingerprint,
+                                  token_limit=self.token_limit, convention=self.convention)
 
     def _encode(self, texts: list[str], kind: str) -> np.ndarray:  # pragma: no cover
         raise NotImplementedError
@@ -122,6 +150,12 @@ class AdaptedEncoder(Encoder):
         self.normalize = False  # the adapter decides; documents come from the base encoder as they are
 
     @property
+    def encoder_identity(self) -> EncoderIdentity:  # type: ignore[override]
+        from dataclasses import replace
+
+        return replace(identity_of(self.base), adapter=self.adapter.fingerprint)
+
+    @property
     def identity(self) -> str:  # type: ignore[override]
         return f"{self.base.identity} | adapter {self.adapter.fingerprint}"
 
@@ -139,43 +173,6 @@ class AdaptedEncoder(Encoder):
     def count_over_limit(self):
         """The base encoder's token counter (see :mod:`embtune_core.token_limits`), or None."""
         return getattr(self.base, "count_over_limit", None)
-
-
-# --- identities -----------------------------------------------------------------------------------
-_CONTENT = re.compile(r" (?:files|weights|hub)=\S+")
-_SETTING = re.compile(r" (\w+)=('(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\"|\S+)")
-# Settings whose effect on the vectors the encoder's convention describes (compared on that effect).
-_CONVENTION_KEYS = ("normalize", "prompts", "query_prompt", "document_prompt")
-
-
-def _settings_of(identity: str, leave_out: tuple[str, ...] = ()) -> str:
-    """An encoder identity without the part that names the model's content (files/weights/hub)
-    and without the settings named in ``leave_out``."""
-    rest = _CONTENT.sub("", identity)
-    if leave_out:
-        rest = _SETTING.sub(lambda m: "" if m.group(1) in leave_out else m.group(0), rest)
-    return rest
-
-
-def same_vectors(identity_a: str, convention_a: dict[str, Any] | None, identity_b: str,
-                 convention_b: dict[str, Any] | None) -> bool:
-    """Whether two encoders, given by identity and (where known) convention, make the same vectors:
-    the same model content, the same settings apart from normalisation and prompts, and equal
-    conventions (so ``normalize=True`` on a model that normalises itself matches ``False``)."""
-    if identity_a == identity_b:
-        return True
-    if not (isinstance(convention_a, dict) and isinstance(convention_b, dict)):
-        return False
-    content = _content_of(identity_a)
-    return (content is not None and content == _content_of(identity_b)
-            and _settings_of(identity_a, _CONVENTION_KEYS) == _settings_of(identity_b, _CONVENTION_KEYS)
-            and convention_a == convention_b)
-
-
-def _content_of(identity: str) -> str | None:
-    match = _CONTENT.search(identity)
-    return match.group(0) if match else None
-
 
 
 # --- specs ----------------------------------------------------------------------------------------

@@ -53,6 +53,7 @@ import numpy as np
 from embtune_core import metrics as M
 from embtune_core import stats
 from embtune_core.dataset import QADataset
+from embtune_core.encoder_identity import identity_of
 from embtune_core.errors import ConfigError, DatasetError, InputError
 from embtune_core.search import exact_search, normalize
 
@@ -577,6 +578,8 @@ class SystemResult:
     seconds: dict[str, float] = field(default_factory=dict)
     truncation: dict[str, Any] | None = None  # token limit and texts cut (embtune_core.token_limits)
     details: list[str] = field(default_factory=list)  # e.g. how its adapter was trained, for the report
+    # The dense encoder's typed identity (embtune_core.encoder_identity); None for BM25 alone
+    encoder_identity: Any = None
 
 
 def adapter_details(adapter: Any) -> tuple[list[str], dict[str, Any] | None]:
@@ -768,7 +771,8 @@ def evaluate_systems(systems: Sequence[System], dataset: QADataset, *, dims: Ite
             details.append(f"document vectors tuned without re-embedding (NUDGE-N, gamma {tuned.config.get('gamma')}):"
                            f" {tuned.applied} of {len(task.corpus_ids)} searched documents moved")
         results[system.name] = SystemResult(system.name, system.spec, system.identity, width, per_dim,
-                                            {"embed": t1 - t0, "search_and_metrics": t2 - t1}, truncation, details)
+                                            {"embed": t1 - t0, "search_and_metrics": t2 - t1}, truncation, details,
+                                            encoder_identity=identity_of(system.encoder))
     if any(s.lexical for s in systems):
         notes.append("BM25 uses no embeddings: its scores are the same at every dimension and are repeated "
                      "in each row so that it pairs with the dense systems")

@@ -10,7 +10,10 @@ contributes::
     def register_chunkers(register: Register) -> None:
         register("paragraph", ParagraphChunker, description="split on blank lines")
 
-``register(name, factory, *, description="")`` files ``factory`` under ``name`` in that family.
+``register(name, factory, *, description="", options=None)`` files ``factory`` under ``name`` in that
+family; ``options`` is the dataclass declaring the keyword options the factory takes (their names,
+types, defaults and an optional ``validate()``), checked before anything runs
+(:mod:`embtune_core.plugin_options`).
 Two plugins registering one name in one family is an error naming both distributions. What a
 ``factory`` is called with and must return is stated in each hook below; the built-in plugins in
 ``plugins/`` are working examples of every family.
@@ -38,7 +41,8 @@ hookspec = pluggy.HookspecMarker("embtune")
 class Register(Protocol):
     """The callable every ``register_*`` hook receives: files ``factory`` under ``name`` in its family."""
 
-    def __call__(self, name: str, factory: Callable[..., Any], *, description: str = "") -> None: ...
+    def __call__(self, name: str, factory: Callable[..., Any], *, description: str = "",
+                 options: type | None = None) -> None: ...
 
 
 # --- what each family's factory returns (the built-ins in plugins/ implement these) --------------------
@@ -60,7 +64,14 @@ class NegativeMiner(Protocol):
 @runtime_checkable
 class Encoder(Protocol):
     """An embedding backend (:mod:`embtune_core.encoding`): ``identity`` names model and settings (the
-    embedding cache's key), ``encode_*`` return float32 arrays of shape ``(n, dimension)``."""
+    embedding cache's key), ``encode_*`` return float32 arrays of shape ``(n, dimension)``.
+
+    Optional members, declared by :class:`embtune_core.encoding.Encoder` (None where not stated):
+    ``encoder_identity`` (:class:`~embtune_core.encoder_identity.EncoderIdentity`, whose text is
+    ``identity``), ``options`` (:class:`~embtune_core.encoder_identity.EncoderOptions`), ``name``,
+    ``normalize``, ``weights_fingerprint``, ``token_limit``, ``convention``, gathered by
+    ``description()`` (:class:`~embtune_core.encoder_identity.EncoderDescription`): what a query
+    adapter records of its base encoder and checks when it is loaded."""
 
     identity: str
     dimension: int

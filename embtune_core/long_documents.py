@@ -235,8 +235,23 @@ class WindowedEncoder:
         return getattr(self.base, name)
 
     @property
+    def encoder_identity(self):
+        """The base encoder's identity with ``document_windows``: documents read as windows are other vectors."""
+        from embtune_core.encoder_identity import identity_of
+
+        return identity_of(self.base).with_settings(("document_windows", self.mode))
+
+    @property
     def identity(self) -> str:
         return f"{self.base.identity} document_windows={self.mode}"
+
+    def description(self):
+        """The base encoder's description (:func:`embtune_core.encoder_identity.describe`) under this identity."""
+        from dataclasses import replace
+
+        from embtune_core.encoder_identity import describe
+
+        return replace(describe(self.base), identity=self.encoder_identity)
 
     @property
     def dimension(self) -> int:

@@ -176,7 +176,7 @@ def load_adapter_folder(folder: str | Any, **kwargs: Any) -> Any:
     base = json.loads(config_path.read_text(encoding="utf-8")).get("base_model_name_or_path")
     if not base:
         raise InputError("names no base model (base_model_name_or_path)", path=config_path)
-    from embtune_core.models import resolve
+    from embtune_core.model_names import resolve
 
     target = resolve(base).target
     if not Path(target).exists() and ("/" not in base or Path(base).is_absolute()):
@@ -250,7 +250,7 @@ def name_base_portably(folder: Any, base_model: str) -> None:
     from pathlib import Path
 
     from embtune_core import atomic
-    from embtune_core.models import resolve
+    from embtune_core.model_names import resolve
 
     if not is_adapter_folder(folder):
         return
@@ -275,7 +275,7 @@ def base_fingerprint(folder: Any) -> str | None:
     if not is_adapter_folder(folder):
         return None
     from embtune_core.fingerprint import directory_fingerprint
-    from embtune_core.models import resolve
+    from embtune_core.model_names import resolve
 
     base = json.loads((Path(folder) / "adapter_config.json").read_text(encoding="utf-8")).get("base_model_name_or_path")
     if not base:

@@ -150,12 +150,15 @@ def create_strategy(
     name: str, *, matryoshka_dims: Sequence[int] | None = None, **options: Any
 ) -> LossStrategy:
     """The registered strategy ``name`` built with ``options``, Matryoshka-wrapped when dims are given."""
+    from embtune_core.plugin_options import check_options
     from embtune_core.plugins import get_registry
 
-    try:
-        strategy = get_registry().create("loss_strategies", name, **options)
-    except TypeError as exc:  # an option the strategy does not take
-        raise ConfigError(f"bad option for loss '{name}': {exc}", field="loss_options") from None
+    get_registry().get("loss_strategies", name)  # an unknown name: PluginError (exit 4) before its options
+    # Names and types from the strategy's declared options; its values are judged when it is built.
+    check_options("loss_strategies", name, options, path=None, table="loss_options",
+                  unknown=f"bad option for loss '{name}': unexpected keyword argument '{{key}}'{{suggestion}}; "
+                          "known: {known}")
+    strategy = get_registry().create("loss_strategies", name, **options)
     if matryoshka_dims:
         strategy = MatryoshkaStrategy(strategy, matryoshka_dims)
     return strategy

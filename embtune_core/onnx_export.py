@@ -273,16 +273,17 @@ def _folder(name: str) -> Path:
     return folder
 
 
-def backend_identity(name: str, backend: str, model: Any = None) -> str:
-    """The encoder-identity part for an ONNX backend: ``backend=onnx file=onnx/model.onnx`` (the file
-    actually used), so vectors of torch, ONNX fp32 and ONNX int8 never share a cache entry."""
+def backend_file(name: str, backend: str, model: Any = None) -> str:
+    """The ONNX file an encoder with ``backend`` runs (``onnx/model.onnx``), relative to its folder:
+    part of its identity (:class:`embtune_core.encoder_identity.EncoderOptions`), so vectors of torch,
+    ONNX fp32 and ONNX int8 never share a cache entry."""
     if model is not None and getattr(model, "embtune_onnx_file", None):
-        return f"backend=onnx file={Path(model.embtune_onnx_file).name}"
+        return Path(model.embtune_onnx_file).name
     if model is not None:
         raise ConfigError("the onnx backend applies to model folders, not to a model passed in memory",
                           field="backend")
     folder = _folder(name)
-    return f"backend=onnx file={onnx_file(folder, _variant(backend)).relative_to(folder).as_posix()}"
+    return onnx_file(folder, _variant(backend)).relative_to(folder).as_posix()
 
 
 def load_backend_model(name: str, backend: str) -> Any:

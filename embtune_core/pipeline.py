@@ -53,13 +53,13 @@ from embtune_core.config import load_config, section
 from embtune_core.dataset import QADataset, load_any
 from embtune_core.documents import Chunk
 from embtune_core.errors import ConfigError
-from embtune_core.models import DEFAULT_MODEL
 from embtune_core.rundir import RunDir, StageDir, inputs_hash
 
 log = logging.getLogger(__name__)
 
-# [train] keys the run fills in itself: its split files, its stage folders, always resuming.
-RUN_SETS_IN_TRAIN = ("train", "val", "out", "checkpoint_dir", "resume", "split", "val_split")
+# [train] keys the run fills in itself: its split files, its stage folders, always resuming, and its own
+# recommendation over every technique (embtune train's --recommend is for a training run alone).
+RUN_SETS_IN_TRAIN = ("train", "val", "out", "checkpoint_dir", "resume", "split", "val_split", "recommend")
 # [train] keys beside TrainSettings': how the run chooses the checkpoint and what it exports.
 TRAIN_RUN_KEYS = ("dev_fraction", "final_fit")
 RUN_MARK = "<run>"  # stands for the run folder's path in stored outputs (a moved run folder reads its own)
@@ -71,6 +71,29 @@ INDEX_TUNING_KEYS = ("pseudo_queries", "gammas", "tuner", "max_seq_length", "bat
 INDEX_TUNED_SYSTEMS = ("base", "adapter", "fine-tuned")
 # [adapter] keys beside AdapterTrainingConfig's: the frozen encoder, LLM-free queries from the index, its name.
 ADAPTER_RUN_KEYS = ("encoder", "index_pseudo_queries", "type", "final_fit")
+
+
+@dataclass(frozen=True)
+class TrainPlan:
+    """The ``[train]`` table as the train stage runs it, built once by ``Pipeline._validate``."""
+
+    settings: Any  # TrainSettings; the stage fills in its split files, folders and index corpora
+    key_table: dict[str, Any]  # the table as written, less the run's own keys: the stage key (unchanged)
+    dev_fraction: float  # training documents held out (by source) to choose the checkpoint
+    final_fit: bool
+    index_corpora: tuple[Path, ...]  # named by the config, resolved against it
+    index_aware: bool  # pseudo-queries over the run's own chunks (no index corpus named)
+
+
+@dataclass(frozen=True)
+class AdapterPlan:
+    """The ``[adapter]`` table as the adapter stage runs it, built once by ``Pipeline._validate``."""
+
+    config: Any  # AdapterTrainingConfig
+    key_table: dict[str, Any]  # the table as written, less the run's own keys: the stage key (unchanged)
+    encoder: str  # spec of the frozen encoder (default: the base model)
+    index_mix: dict[str, int] | None
+    final_fit: bool
 
 
 def table_keys(name: str) -> list[str]:
@@ -251,6 +274,7 @@ class Pipeline:
         # A config that names no technique ([train], [adapter], [index_tuning]) gets every one with its
         # defaults, and the recommendation chooses among them; a config that names one gets what it names.
         self.default_techniques = not any(self.t[name] for name in TECHNIQUES)
+        self.plans: dict[str, Any] = {}
         for name in ("train", "adapter"):
             table = dict(self.t[name])
             check_types(_Enabled, {k: v for k, v in table.items() if k == "enabled"}, path=path, table=name)
@@ -276,14 +300,24 @@ class Pipeline:
                                                       path)
                 if enabled:
                     _check_loss(settings, path)
+                written = {k: v for k, v in self.t["train"].items() if k not in ("enabled", *TRAIN_RUN_KEYS)}
+                self.base_model = settings.model  # the model every stage starts from, [train] or not
+                self.plans["train"] = TrainPlan(
+                    settings, {**written, "seed": written.get("seed", self.seed)},
+                    self._train_run_keys["dev_fraction"], self._train_run_keys["final_fit"],
+                    tuple(Path(p) for p in table.get("index_corpus") or ()),
+                    table.get("index_pseudo_queries") not in (None, False) and "index_corpus" not in table)
             else:
                 refuse_unknown(table, table_keys("adapter"), path=path, table="adapter")
-                table.pop("encoder", None)
-                _index_mix(table.pop("index_pseudo_queries", False), path)
+                encoder = table.pop("encoder", None)
+                index_mix = _index_mix(table.pop("index_pseudo_queries", False), path)
                 self._adapter_run_keys = {
                     "final_fit": _flag(table.pop("final_fit", False), path, "adapter.final_fit")}
-                table = _with_evaluated_dims(table, self.t["evaluate"])
-                settings = AdapterTrainingConfig.from_mapping({"seed": self.seed, **table}, path)
+                table = {"seed": self.seed, **_with_evaluated_dims(table, self.t["evaluate"])}
+                settings = AdapterTrainingConfig.from_mapping(table, path)
+                self.plans["adapter"] = AdapterPlan(settings, table, str(self._base_model() if encoder is None
+                                                                         else encoder), index_mix,
+                                                    self._adapter_run_keys["final_fit"])
             self.settings[name] = settings if enabled else None
         self.settings["index_tuning"] = self._index_tuning_settings(path)
         from embtune_core.recommend import RecommendSettings
@@ -350,26 +384,26 @@ class Pipeline:
         if self.settings["split"].seed is None:
             out["split"]["seed"] = self.seed
         if self.settings["adapter"] is not None:
-            out["adapter"] = {"enabled": True, "encoder": self.t["adapter"].get("encoder", self._base_model()),
-                              **out["adapter"], "index_pseudo_queries": _index_mix(
-                                  self.t["adapter"].get("index_pseudo_queries", False), self.config_path) or False,
-                              **self._adapter_run_keys}
+            plan = self.plans["adapter"]
+            out["adapter"] = {"enabled": True, "encoder": plan.encoder, **out["adapter"],
+                              "index_pseudo_queries": plan.index_mix or False, **self._adapter_run_keys}
         if self.settings["train"] is not None:
             out["train"] = {"enabled": True, **out["train"], "model": self._base_model(), **self._train_run_keys}
-            if "index_corpus" not in self.t["train"]:
+            if not self.plans["train"].index_corpora:
                 out["train"]["index_corpus"] = ("the run's train and val chunks" if out["train"]["index_corpus"]
                                                 else None)
         return out
 
     def _base_model(self) -> str:
-        return str(self.t["train"].get("model", DEFAULT_MODEL))
+        """The model every stage starts from: ``[train] model`` (typed, read once by ``_validate``)."""
+        return str(self.base_model)
 
     def _mine_encoder(self) -> str:
         return str(self.t["mine"].get("encoder", self._base_model()))
 
     def _dev_fraction(self) -> float:
         """``[train] dev_fraction``: the training documents held out (by source) as the run's dev split."""
-        return _dev_fraction(self.t["train"].get("dev_fraction", DEV_FRACTION), self.config_path)
+        return self.plans["train"].dev_fraction
 
     def _holdout(self, train_path: Path) -> tuple[QADataset, QADataset]:
         """The run's dev split: training documents held out by source, the same for every stage (the
@@ -408,7 +442,7 @@ class Pipeline:
         data, options = self.t["data"], dict(self.t["chunk"])
         name = options.pop("chunker", "sentence")
         if name == "sentence":
-            options.setdefault("model", self.t["train"].get("model", DEFAULT_MODEL))
+            options.setdefault("model", self._base_model())
 
         def work(stage: StageDir) -> dict[str, Any]:
             from embtune_core.build import chunk_documents
@@ -505,7 +539,7 @@ class Pipeline:
         options = dict(self.t["mine"])
         options.pop("enabled", None)
         name = options.pop("miner", "embedding-rank")
-        encoder_spec = options.pop("encoder", self.t["train"].get("model", DEFAULT_MODEL))
+        encoder_spec = options.pop("encoder", self._base_model())
 
         def work(stage: StageDir) -> dict[str, Any]:
             from embtune_core.build import mine_negatives
@@ -523,17 +557,12 @@ class Pipeline:
                                     "options": {**options, **self.embed_options["mine"]}}, work)
 
     def _train(self, train_path: Path, val_path: Path, upstream: str) -> StageDir:
-        table = dict(self.t["train"])
-        table.pop("enabled", None)
-        table.setdefault("seed", self.seed)
-        dev_fraction = _dev_fraction(table.pop("dev_fraction", DEV_FRACTION), self.config_path)
-        final_fit = _flag(table.pop("final_fit", False), self.config_path, "train.final_fit")
-        index_aware = table.get("index_pseudo_queries") not in (None, False) and "index_corpus" not in table
-        # Index corpora the config names: read relative to the config, keyed by content (not location).
-        index_corpora = [self._path(p) for p in table.get("index_corpus") or ()]
+        plan: TrainPlan = self.plans["train"]
 
         def work(stage: StageDir) -> dict[str, Any]:
-            from embtune_core.training import TrainSettings, train
+            from dataclasses import replace
+
+            from embtune_core.training import train
 
             # The checkpoint (and the never-worse check) is chosen on training documents held out by
             # source, never on the validation split: that split is the report's final comparison, and
@@ -541,46 +570,49 @@ class Pipeline:
             fit, dev = self._holdout(train_path)
             fit.save(stage.work / "fit.json")
             dev.save(stage.work / "dev.json")
-            values = {**table, "train": str(stage.work / "fit.json"), "val": str(stage.work / "dev.json"),
-                      "out": str(stage.path / "model"), "checkpoint_dir": str(stage.work / "checkpoints"),
-                      "resume": True}
-            if index_aware:
+            if plan.index_aware:
                 # The index holds every chunk, validation documents included: only their texts are read.
-                values["index_corpus"] = [str(train_path), str(val_path)]
-            elif index_corpora:
-                values["index_corpus"] = [str(p) for p in index_corpora]
+                index_corpus = [str(train_path), str(val_path)]
+            else:
+                index_corpus = [str(p) for p in plan.index_corpora] or None
+            settings = replace(plan.settings, train=str(stage.work / "fit.json"), val=str(stage.work / "dev.json"),
+                               out=str(stage.path / "model"), checkpoint_dir=str(stage.work / "checkpoints"),
+                               resume=True, index_corpus=index_corpus)
             # ICT pseudo-queries over the validation chunks can be the validation questions word for word
             # (same seed, same chunk id, a chunk kept whole): never trained on, as the adapter stage does.
-            validation = QADataset.load(val_path).queries.values() if "index_corpus" in values else ()
-            summary = train(TrainSettings.from_mapping(values, self.config_path), exclude_questions=validation)
+            validation = QADataset.load(val_path).queries.values() if index_corpus else ()
+            summary = train(settings, exclude_questions=validation)
             outputs = {"model": str(stage.path / "model"), "metrics_before": summary.get("metrics_before"),
                        "metrics_after": summary.get("metrics_after"), "train_seconds": summary.get("train_seconds"),
                        "selection": {"fit_queries": len(fit.queries), "dev_queries": len(dev.queries)},
                        "exported": summary.get("exported"), "index_aware": summary.get("index_aware")}
-            if final_fit:
-                outputs["final_fit"] = self._final_fit(stage, values, summary, train_path, val_path)
+            if plan.final_fit:
+                outputs["final_fit"] = self._final_fit(stage, settings, summary, train_path, val_path)
                 if "model" in outputs["final_fit"]:  # a path at the top level: stored relative to the run
                     outputs["final_model"] = outputs["final_fit"].pop("model")
             return outputs
 
-        return self._stage("train", {"data": upstream, "settings": _without(table, "model"), "dev": dev_fraction,
+        return self._stage("train", {"data": upstream, "settings": _without(plan.key_table, "model"),
+                                     "dev": plan.dev_fraction,
                                      "split_seed": self.seed,
-                                     "final_fit": final_fit,
+                                     "final_fit": plan.final_fit,
                                      # only when given: earlier runs keep their keys
-                                     **({"index_corpus_content": inputs_hash(index_corpora)} if index_corpora
-                                        else {}),
+                                     **({"index_corpus_content": inputs_hash(list(plan.index_corpora))}
+                                        if plan.index_corpora else {}),
                                      # index-aware runs made before validation questions were left out retrain
-                                     **({"without_validation_questions": True} if index_aware or index_corpora
-                                        else {}),
-                                     "model_content": _model_content(table.get("model", DEFAULT_MODEL))}, work)
+                                     **({"without_validation_questions": True}
+                                        if plan.index_aware or plan.index_corpora else {}),
+                                     "model_content": _model_content(self._base_model())}, work)
 
-    def _final_fit(self, stage: StageDir, values: dict[str, Any], summary: dict[str, Any], train_path: Path,
+    def _final_fit(self, stage: StageDir, settings: Any, summary: dict[str, Any], train_path: Path,
                    val_path: Path) -> dict[str, Any]:
         """Retrain from the base on every document (training and validation questions) for the epochs the
         held-out training documents chose: the artefact a practitioner deploys. The report's figures stay
         those of the model that never saw the validation questions (the validation estimate)."""
+        from dataclasses import replace
+
         from embtune_core.pseudo_queries import merge
-        from embtune_core.training import TrainSettings, train
+        from embtune_core.training import train
 
         if summary.get("exported") == "base":
             self.echo("  final fit skipped: the trained model did not beat the base on held-out training documents")
@@ -591,27 +623,21 @@ class Pipeline:
         epochs = round(step / per_epoch, 4)
         everything = merge(QADataset.load(train_path), QADataset.load(val_path))
         everything.save(stage.work / "all.json")
-        final = {**values, "train": str(stage.work / "all.json"), "val": None, "epochs": epochs, "max_steps": -1,
-                 "out": str(stage.path / "final"), "checkpoint_dir": str(stage.work / "final-checkpoints")}
+        final = replace(settings, train=str(stage.work / "all.json"), val=None, epochs=epochs, max_steps=-1,
+                        out=str(stage.path / "final"), checkpoint_dir=str(stage.work / "final-checkpoints"))
         self.echo(f"  final fit: {epochs} epochs (chosen on held-out training documents) on every document")
-        result = train(TrainSettings.from_mapping(final, self.config_path))
+        result = train(final)
         return {"model": str(stage.path / "final"), "epochs": epochs, "queries": len(everything.queries),
                 "train_seconds": result.get("train_seconds")}
 
     def _adapter(self, train_path: Path, val_path: Path, upstream: str) -> StageDir:
-        table = dict(self.t["adapter"])
-        table.pop("enabled", None)
-        table.setdefault("seed", self.seed)
-        encoder_spec = table.pop("encoder", self.t["train"].get("model", DEFAULT_MODEL))
-        index_mix = _index_mix(table.pop("index_pseudo_queries", False), self.config_path)
-        final_fit = _flag(table.pop("final_fit", False), self.config_path, "adapter.final_fit")
-        table = _with_evaluated_dims(table, self.t["evaluate"])
+        plan: AdapterPlan = self.plans["adapter"]
+        config, index_mix = plan.config, plan.index_mix
 
         def work(stage: StageDir) -> dict[str, Any]:
-            from embtune_core.adapter_training import AdapterTrainingConfig, train_adapter
+            from embtune_core.adapter_training import train_adapter
             from embtune_core.encoding import encoder_from_spec
 
-            config = AdapterTrainingConfig.from_mapping(table, str(self.config_path))
             # The epoch is chosen on training documents held out by source, never on the validation
             # split: that split is the final comparison, and choosing on it would flatter the adapter.
             # They are the run's dev split (the one the fine-tune and the recommendation use), so no
@@ -628,13 +654,13 @@ class Pipeline:
                 augment = index_pseudo_queries(chunks, mix=index_mix, seed=config.seed)
                 # ...but never a validation question itself (ICT questions are sentences of those chunks).
                 augment, _ = without_questions(augment, val_qa.queries.values())
-            encoder = encoder_from_spec(encoder_spec, **self.embed_options["adapter"])
+            encoder = encoder_from_spec(plan.encoder, **self.embed_options["adapter"])
             result = train_adapter(encoder, fit, dev, config=config, output_dir=stage.path / "adapter",
                                    augment=augment)
-            outputs = {"adapter": str(stage.path / "adapter"), "encoder": encoder_spec,
+            outputs = {"adapter": str(stage.path / "adapter"), "encoder": plan.encoder,
                        "best_epoch": result.best_epoch, "metrics_before": result.baseline,
                        "metrics_after": result.best}
-            if final_fit and result.best_epoch > 0:
+            if plan.final_fit and result.best_epoch > 0:
                 # Every question (training and validation) for the epochs chosen on held-out training
                 # documents: the adapter to deploy. The report evaluates the one that never saw validation.
                 from dataclasses import replace
@@ -650,14 +676,14 @@ class Pipeline:
                 outputs["final_fit"] = {"epochs": result.best_epoch, "queries": len(everything.queries)}
                 self.echo(f"  adapter final fit: {result.best_epoch} epochs on every question -> "
                           f"{stage.path / 'final-adapter'}")
-            elif final_fit:
+            elif plan.final_fit:
                 self.echo("  adapter final fit skipped: no epoch beat the base, the identity is the adapter")
             return outputs
 
-        return self._stage("adapter", {"data": upstream, "settings": {**table, **self.embed_options["adapter"]},
+        return self._stage("adapter", {"data": upstream, "settings": {**plan.key_table, **self.embed_options["adapter"]},
                                        "dev": self._dev_fraction(),
-                                       "final_fit": final_fit,
-                                       "encoder_content": _model_content(encoder_spec),
+                                       "final_fit": plan.final_fit,
+                                       "encoder_content": _model_content(plan.encoder),
                                        "index_pseudo_queries": index_mix}, work)
 
     def _evaluate(self, val_path: Path, systems: list[tuple[str, str]], upstream: list[str], *,
@@ -679,6 +705,7 @@ class Pipeline:
             systems.insert(2 if "bm25" in baselines else 1, ("hybrid", "hybrid:" + systems[0][1]))
 
         def work(stage: StageDir) -> dict[str, Any]:
+            from embtune_core import run_report
             from embtune_core.report import report_compact, report_json, write_reports
             from embtune_core.systems import build_system, check_token_limit, evaluate, parse_system
 
@@ -693,7 +720,7 @@ class Pipeline:
             for sub, extra in plan:
                 evaluation = evaluate(built, val, settings, dataset_name="validation", seed=self.seed,
                                       extra_corpus=extra)
-                evaluation.context.update(self._context(train_stage))
+                evaluation.context.update(run_report.context(self, train_stage))
                 if getattr(self, "probe", None) is not None:
                     probe = self.probe.outputs()
                     evaluation.context["will tuning help? (before training)"] = (
@@ -703,8 +730,8 @@ class Pipeline:
                         "searching the whole index: index/report.html (run folder: report-index.html)" if not sub
                         else "searching the validation chunks only: ../report.html (run folder: report.html)")
                 if train_stage is not None:
-                    self._describe_training(evaluation, train_stage)
-                self._describe_information(evaluation)
+                    run_report.describe_training(self, evaluation, train_stage)
+                run_report.describe_information(self, evaluation)
                 if recommend is not None:
                     from embtune_core.recommend import recommendation_summary
 
@@ -750,120 +777,8 @@ class Pipeline:
         return self._stage("evaluate", {"upstream": upstream, "systems": named, "scoring": SCORING_VERSION,
                                         "recommendation": recommend is not None,
                                         "options": {**options, **self.embed_options["evaluate"]},
-                                        "base_content": _model_content(self.t["train"].get("model", DEFAULT_MODEL))},
+                                        "base_content": _model_content(self._base_model())},
                            work)
-
-    def _context(self, train_stage: StageDir | None) -> dict[str, str]:
-        """What produced the validation set, in words, for the report's context block."""
-        data, chunk, generate, split = self.t["data"], self.written["chunk"], self.t["generate"], self.t["split"]
-        context: dict[str, str] = {}
-        if "inputs" in data:
-            raw = data["inputs"]
-            context["dataset"] = "validation split of generated questions over " + ", ".join(
-                str(p) for p in ([raw] if isinstance(raw, str) else raw))
-            context["query generator"] = str(generate.get("generator", "ict")) + "".join(
-                f", {k} = {v}" for k, v in generate.items() if k not in ("generator", "api_key"))
-            dropped = (self.manifest["stages"].get("generate") or {}).get("dropped_questions") or {}
-            if any(dropped.values()):
-                context["questions dropped by the filter"] = ", ".join(f"{n} {why}" for why, n in dropped.items())
-            context["chunker"] = str(chunk.get("chunker", "sentence")) + "".join(
-                f", {k} = {v}" for k, v in chunk.items() if k != "chunker")
-            context["split rule"] = ("val_inputs documents" if data.get("val_inputs") else
-                                     "by source document, val_fraction = " + str(split.get("val_fraction", 0.2)))
-        else:
-            context["dataset"] = f"validation: {data.get('val', 'held out of ' + str(data.get('train')))}"
-        context["run date"] = str(self.manifest.get("started", ""))
-        context["config"] = str(self.config_path)
-        return context
-
-    def _describe_independence(self, evaluation: Any) -> None:
-        """Which generator wrote the validation questions against which made the pseudo-queries that index-aware
-        systems read from the validation chunks: the same generator would score them on the kind of query they
-        trained on, so the report says whether the figures are independent."""
-        from embtune_core.index_training import DEFAULT_MIX as TRAIN_MIX
-        from embtune_core.pseudo_queries import DEFAULT_MIX as ADAPTER_MIX
-
-        mixes: set[str] = set()
-        for name, default in (("train", TRAIN_MIX), ("adapter", ADAPTER_MIX)):
-            value = self.t[name].get("index_pseudo_queries") if self.settings[name] is not None else None
-            if value not in (None, False):
-                mixes |= set(default if value is True else value)
-        if self.settings["index_tuning"] is not None:
-            mixes |= set(self.settings["index_tuning"].mix())
-        if not mixes:
-            return
-        data = self.t["data"]
-        writer = str(self.t["generate"].get("generator", "ict")) if "inputs" in data else None
-        made = ", ".join(sorted(mixes))
-        if writer is None:
-            evaluation.context["independence"] = (
-                f"index-aware systems read pseudo-queries ({made}) from the validation chunks' texts; the validation "
-                "questions came with the dataset: check that no generator of theirs is among these")
-        elif writer in mixes:
-            evaluation.context["independence"] = (
-                f"NOT independent for index-aware systems: the validation questions were written by {writer}, which "
-                f"also made pseudo-queries ({made}) from the validation chunks they trained on (word-for-word copies "
-                "left out); use another generator for one of them to measure them independently")
-        else:
-            evaluation.context["independence"] = (
-                f"yes: index-aware systems trained on pseudo-queries ({made}) from the validation chunks' texts and are "
-                f"scored on questions {writer} wrote, another generator")
-
-    def _describe_information(self, evaluation: Any) -> None:
-        """What each trained system saw of the validation documents, so unequal terms are never hidden."""
-        saw = {}
-        for system, table in (("fine-tuned", self.t["train"]), ("adapter", self.t["adapter"])):
-            if table and _enabled(table):
-                saw[system] = table.get("index_pseudo_queries") not in (None, False)
-        for result in evaluation.systems:
-            if saw.get(result.name):
-                result.details.append("trained also on LLM-free pseudo-queries from the texts of every indexed chunk, "
-                                      "validation chunks included (no validation question or label)")
-        self._describe_independence(evaluation)
-        adapter = self.manifest["stages"].get("adapter") or {}
-        if adapter.get("final_adapter"):
-            evaluation.context["adapter to deploy"] = (
-                f"final fit: {adapter['final_fit']['epochs']} epochs on every question "
-                f"({adapter['final_fit']['queries']}, validation included): {adapter['final_adapter']}; the "
-                "adapter figures here are the validation estimate, from the adapter that never saw them")
-        if len(set(saw.values())) > 1:
-            ahead = [name for name, seen in saw.items() if seen]
-            evaluation.context["like for like"] = (
-                f"NO: {', '.join(ahead)} trained on pseudo-queries from the validation chunks' texts, "
-                f"{', '.join(n for n in saw if n not in ahead)} did not")
-        elif saw and all(saw.values()):
-            evaluation.context["like for like"] = ("yes: every trained system saw pseudo-queries from the texts of "
-                                                   "all indexed chunks, validation chunks included")
-
-    def _describe_training(self, evaluation: Any, train_stage: StageDir) -> None:
-        """The fine-tuned system's training settings and its curve (loss_log.jsonl), into the report."""
-        from embtune_core.checkpoints import LOSS_LOG
-        from embtune_core.report_training import from_loss_log
-
-        table = self.written["train"]
-        line = ("fine-tuned from " + str(table.get("model", DEFAULT_MODEL)) + "".join(
-            f", {k} = {table[k]}" for k in ("loss", "epochs", "max_steps", "batch_size", "lr", "matryoshka_dims")
-            if k in table))
-        outputs = train_stage.outputs()
-        selection = outputs.get("selection") or {}
-        for result in evaluation.systems:
-            if result.name == "fine-tuned":
-                result.details.append(line)
-                if selection:
-                    result.details.append(f"checkpoint chosen on {selection['dev_queries']} questions of held-out "
-                                          f"training documents; trained on {selection['fit_queries']}")
-                if outputs.get("exported") == "base":
-                    result.details.append("the trained model scored below the base on those questions, so this "
-                                          "system IS the base model (never exported worse)")
-        final = outputs.get("final_fit") or {}
-        if outputs.get("final_model"):
-            evaluation.context["exported artefact"] = (
-                f"final fit: the same settings retrained for {final['epochs']} epochs on every document "
-                f"({final['queries']} questions, validation included; stages/.../final); the figures here are "
-                "the validation estimate, from the fine-tune that never saw the validation questions")
-        curve = from_loss_log(train_stage.work / "checkpoints" / LOSS_LOG, name="fine-tuned (full fine-tuning)")
-        if curve is not None:
-            evaluation.training.insert(0, curve)
 
     def _publish(self, evaluate: StageDir) -> dict[str, str]:
         """Copy the latest reports to the run folder (``<run>/report.html``, ``.md``, ``.json``), each
@@ -921,7 +836,7 @@ class Pipeline:
             mine = self._mine(split)
             train_path, upstream = mine.path / "train.json", mine.key
 
-        base_model = self.t["train"].get("model", DEFAULT_MODEL)
+        base_model = self._base_model()
         from embtune_core.recommend import Candidate, hybrid_of
 
         base = Candidate("base", _system_spec(base_model))
@@ -941,7 +856,7 @@ class Pipeline:
                 self.echo("  adapter: no epoch beat the base model on held-out training documents, so the "
                           "identity was kept (an adapter never makes retrieval worse than the base)")
             # The encoder spec comes from the config, not from _done.json (which holds it scrubbed).
-            adapter_encoder = self.t["adapter"].get("encoder", base_model)
+            adapter_encoder = self.plans["adapter"].encoder
             if adapter_encoder != base_model:
                 candidates.append(Candidate("adapter-base", _system_spec(adapter_encoder)))
             adapter_spec = f"{_system_spec(adapter_encoder)}+adapter:{out['adapter']}"
@@ -951,8 +866,7 @@ class Pipeline:
         if self.settings["index_tuning"] is not None:
             over = self._index_tuned_systems
             tuned = [("index-tuned", _system_spec(base_model), None, base)] if "base" in over else []
-            if "adapter" in over and adapter_spec is not None and \
-                    self.t["adapter"].get("encoder", base_model) == base_model:
+            if "adapter" in over and adapter_spec is not None and self.plans["adapter"].encoder == base_model:
                 tuned.append(("adapter-index-tuned", _system_spec(base_model), out_adapter(adapter_spec),
                               next(c for c in candidates if c.name == "adapter")))
             if "fine-tuned" in over and train_stage is not None:
@@ -1048,12 +962,12 @@ class Pipeline:
             from embtune_core.probe import tuning_probe
 
             # A run that trains an adapter has a better probe in it: the short adapter probe is skipped.
-            return tuning_probe(QADataset.load(train_path), str(self.t["train"].get("model", DEFAULT_MODEL)),
+            return tuning_probe(QADataset.load(train_path), self._base_model(),
                                 seed=self.seed, dev_fraction=self._dev_fraction(),
                                 adapter=self.settings["adapter"] is None)
 
         stage = self._stage("probe", {"data": upstream, "dev": self._dev_fraction(),
-                                      "model_content": _model_content(self.t["train"].get("model", DEFAULT_MODEL))},
+                                      "model_content": _model_content(self._base_model())},
                             work)
         from embtune_core.probe import describe
 
@@ -1093,7 +1007,7 @@ class Pipeline:
         if self.embed_options["evaluate"].get("document_windows"):
             return []  # [evaluate] document_windows already reads every system's chunks that way
         texts = list(merge(QADataset.load(train_path), QADataset.load(val_path)).corpus.values())
-        base_model = str(self.t["train"].get("model", DEFAULT_MODEL))
+        base_model = self._base_model()
         limit = self.settings["evaluate"].max_seq_length
         counter = getattr(encoder_from_spec(base_model, **({"max_seq_length": limit} if limit else {})),
                           "count_over_limit", None)
@@ -1142,7 +1056,7 @@ class Pipeline:
         selection = self._in_this_run(recommend.outputs())
         candidates = [candidate_from_row(row) for row in selection["rows"]]
         return write_deploy_folder(self.root.root / "deploy", selection, candidates, recorded=recommend.outputs(),
-                                   base_model=str(self.t["train"].get("model", DEFAULT_MODEL)),
+                                   base_model=self._base_model(),
                                    report=evaluate.outputs().get("report_json"), echo=self.echo)
 
 

@@ -9,6 +9,7 @@ through the same hooks as third-party ones; third-party packages declare::
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import importlib.metadata
 from collections.abc import Callable
@@ -57,6 +58,9 @@ class Implementation:
     distribution: str
     plugin: str
     description: str = ""
+    # The options the factory takes, declared by the plugin as a dataclass (embtune_core.plugin_options);
+    # None: its factory's signature is the declaration.
+    options: type | None = None
 
 
 class Registry:
@@ -124,8 +128,12 @@ def collect(pm: pluggy.PluginManager) -> Registry:
             distribution = _distribution_of(pm, hookimpl.plugin)
 
             def register(name: str, factory: Callable[..., Any], *, description: str = "",
-                         _family=family, _dist=distribution, _plugin=hookimpl.plugin_name) -> None:
-                registry.add(Implementation(_family, name, factory, _dist, _plugin, description))
+                         options: type | None = None, _family=family, _dist=distribution,
+                         _plugin=hookimpl.plugin_name) -> None:
+                if options is not None and not dataclasses.is_dataclass(options):
+                    raise PluginError(f"{_family} '{name}' of {_plugin}: options must be a dataclass (the options "
+                                      f"its factory takes), not {options!r}")
+                registry.add(Implementation(_family, name, factory, _dist, _plugin, description, options))
 
             typed: hookspecs.Register = register
             hookimpl.function(register=typed)

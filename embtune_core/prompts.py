@@ -77,9 +77,11 @@ def column_routes(rows: Any) -> dict[str, str]:
     return out
 
 
+QUERY_PROMPT_HELP = "text prepended to every query, e.g. 'query: ' (default: the model's own prompts)"
+DOCUMENT_PROMPT_HELP = "text prepended to every document, e.g. 'passage: ' (default: the model's own)"
+
+
 def add_arguments(parser) -> None:
     """``--query-prompt`` / ``--document-prompt`` for commands that embed with a model."""
-    parser.add_argument("--query-prompt", metavar="TEXT",
-                        help="text prepended to every query, e.g. 'query: ' (default: the model's own prompts)")
-    parser.add_argument("--document-prompt", metavar="TEXT",
-                        help="text prepended to every document, e.g. 'passage: ' (default: the model's own)")
+    parser.add_argument("--query-prompt", metavar="TEXT", help=QUERY_PROMPT_HELP)
+    parser.add_argument("--document-prompt", metavar="TEXT", help=DOCUMENT_PROMPT_HELP)

@@ -47,14 +47,15 @@ Example::
 
 from __future__ import annotations
 
-import base64
 import html
-import io
 import math
 from pathlib import Path
 from typing import Any
 
 from embtune_core import atomic
+from embtune_core.report_backend import backend_of, backend_text
+from embtune_core.report_figures import png as _png
+from embtune_core.report_figures import pyplot as _pyplot
 from embtune_core.secrets_scrub import scrub
 
 REPORT_FORMAT = "embtune-evaluation"
@@ -76,7 +77,7 @@ def report_json(evaluation) -> dict[str, Any]:
             "name": system.name,
             "spec": scrub(system.spec),
             "identity": scrub(system.identity),
-            "backend": backend_of(system.identity),
+            "backend": backend_of(getattr(system, "encoder_identity", None) or system.identity),
             "dimension": system.dimension,
             "dims": sorted(system.dims, reverse=True),
             "seconds": {k: round(v, 4) for k, v in system.seconds.items()},
@@ -130,40 +131,6 @@ def report_json(evaluation) -> dict[str, Any]:
         "training": list(getattr(evaluation, "training", None) or []),
         "recommendation": getattr(evaluation, "recommendation", None),
     })
-
-
-def backend_of(identity: str) -> dict[str, Any] | None:
-    """How a sentence-transformers system ran, from its encoder identity (``plugins/encoders.py`` writes
-    ``backend=onnx file=onnx/model_qint8_avx512_vnni.onnx`` for ONNX Runtime, ``precision=bf16`` for
-    half precision in torch); None when the identity is no sentence-transformers model's."""
-    import re
-
-    if "sentence-transformers " not in identity:
-        return None
-    onnx = re.findall(r"\bbackend=(\S+) file=(\S+)", identity)
-    if onnx:
-        from embtune_core.onnx_export import FUSED_FILE, INT8_FILE
-
-        runtime, file = onnx[-1]
-        name = Path(file).name
-        return {"runtime": runtime, "file": file, "quantization": "int8" if name == INT8_FILE else "none (fp32)",
-                **({"graph": "fused (O2)"} if name == FUSED_FILE else {})}
-    precision = re.findall(r"\bprecision=(\S+)", identity)
-    return {"runtime": "torch", "precision": precision[-1] if precision else "fp32"}
-
-
-def backend_text(system: dict[str, Any]) -> str:
-    """``ONNX Runtime, int8 quantised (onnx/model_qint8_avx512_vnni.onnx)``, ``torch fp32`` or "" (no
-    local model): the backend part of a system's line in the reports."""
-    backend = system.get("backend")
-    if not backend:
-        return ""
-    if backend.get("runtime") == "onnx":
-        kind = "int8 quantised" if backend.get("quantization") == "int8" else "fp32"
-        if backend.get("graph"):
-            kind += f", {backend['graph']} graph"
-        return f"ONNX Runtime, {kind} ({backend.get('file')})"
-    return f"{backend.get('runtime', 'torch')} {backend.get('precision', 'fp32')}"
 
 
 def _finite(value: Any) -> Any:
@@ -365,21 +332,6 @@ def _md_notes(data: dict[str, Any]) -> list[str]:
 
 
 # --- charts and HTML -------------------------------------------------------------------------------------
-def _png(figure) -> str:
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
-    return base64.b64encode(buffer.getvalue()).decode("ascii")
-
-
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg", force=True)  # headless: never needs a display
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def chart_metric_vs_dimension(data: dict[str, Any]) -> str:
     """Base64 PNG: each chart metric against dimension, one line per system, CI error bars."""
     plt = _pyplot()

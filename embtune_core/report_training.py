@@ -57,7 +57,8 @@ def from_adapter_training(training: dict[str, Any], *, name: str = "query adapte
 
 def chart_training(curve: dict[str, Any]) -> str:
     """Base64 PNG: loss (left) and the validation metric (right) against step or epoch."""
-    from embtune_core.report import _png, _pyplot
+    from embtune_core.report_figures import png as _png
+    from embtune_core.report_figures import pyplot as _pyplot
 
     plt = _pyplot()
     figure, axes = plt.subplots(1, 2, figsize=(9, 3.2))

@@ -203,7 +203,7 @@ def context_rows(data: dict[str, Any]) -> list[tuple[str, str]]:
         text = system["spec"] or system["identity"]
         if system.get("dimension"):
             text += f"; {system['dimension']} dims"
-        from embtune_core.report import backend_text
+        from embtune_core.report_backend import backend_text
 
         if backend_text(system):
             text += f"; {backend_text(system)}"

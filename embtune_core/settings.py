@@ -14,227 +14,61 @@ Python call all build the same dataclass with :func:`from_table`, which
 
 Tables whose other keys are options of a plugin (``[chunk]``: the chunker's, ``[generate]``: the
 generator's, ``[mine]``: the miner's) check those keys against what the plugin accepts
-(:func:`check_plugin_options`). Every error is a :class:`~embtune_core.errors.ConfigError` (exit 3);
+(:func:`check_plugin_options`, from each plugin's declared options). Every error is a :class:`~embtune_core.errors.ConfigError` (exit 3);
 a command re-blames it on the flag it came from (:class:`embtune_core.commands.Sources`).
 """
 
 from __future__ import annotations
 
-import dataclasses
-import difflib
-import inspect
-import types
 import typing
 from collections.abc import Iterable
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any, Literal
 
+from embtune_core.cli_fields import (
+    fraction,
+    non_negative_float,
+    non_negative_int,
+    open_fraction,
+    positive_float,
+    positive_int,
+    positive_int_list,
+    setting,
+)
 from embtune_core.errors import ConfigError, EmbtuneError
-
-T = typing.TypeVar("T")
-PathLike = str | Path
-
-
-# --- the one validator ----------------------------------------------------------------------------
-def did_you_mean(key: str, known: Iterable[str]) -> str:
-    """``" (did you mean 'chunk_size'?)"`` when a known key is close to ``key``, else ``""``."""
-    close = difflib.get_close_matches(key, list(known), n=1, cutoff=0.6)
-    return f" (did you mean '{close[0]}'?)" if close else ""
-
-
-def refuse_unknown(values: dict[str, Any], known: Iterable[str], *, path: PathLike | None = "<config>",
-                   table: str) -> None:
-    """Refuse keys of ``values`` not in ``known``: ``file: table.key: unknown key(s) key; did you mean...``."""
-    known = sorted(known)
-    unknown = sorted(set(values) - set(known))
-    if unknown:
-        raise ConfigError(f"unknown key(s) {', '.join(unknown)}{did_you_mean(unknown[0], known)}; known: "
-                          f"{', '.join(known)}", path=path, field=f"{table}.{unknown[0]}" if table else unknown[0])
+from embtune_core.validation import (  # noqa: F401 - the validator's names, public here as before
+    PathLike,
+    _describe,
+    _list_element,
+    accepts,
+    as_table,
+    check_types,
+    did_you_mean,
+    field_names,
+    from_table,
+    one_element_lists,
+    refuse_unknown,
+    wanted,
+)
 
 
-def _describe(tp: Any) -> str:
-    origin, args = typing.get_origin(tp), typing.get_args(tp)
-    if tp is bool:
-        return "true or false"
-    if tp is int:
-        return "an integer"
-    if tp is float:
-        return "a number"
-    if tp is str:
-        return "a string"
-    if origin is Literal:
-        return "one of " + ", ".join(f'"{a}"' if isinstance(a, str) else str(a) for a in args)
-    if origin is list:
-        return f"a list of {_describe(args[0]).removeprefix('a ').removeprefix('an ')}s" if args else "a list"
-    if origin is dict:
-        return "a table"
-    if origin in (typing.Union, types.UnionType):
-        return " or ".join(_describe(a) for a in args if a is not type(None))
-    return getattr(tp, "__name__", str(tp))
-
-
-def accepts(tp: Any, value: Any) -> bool:
-    """Whether ``value`` (as TOML gives it) has type ``tp``; ``Any`` and unknown types accept anything."""
-    origin, args = typing.get_origin(tp), typing.get_args(tp)
-    if tp is Any:
-        return True
-    if tp is type(None):
-        return value is None
-    if tp is bool:
-        return isinstance(value, bool)
-    if tp is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    if tp is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-    if tp is str:
-        return isinstance(value, str)
-    if origin is Literal:
-        return value in args and not isinstance(value, bool)
-    if origin in (typing.Union, types.UnionType):
-        return any(accepts(a, value) for a in args)
-    if origin is list:
-        return isinstance(value, (list, tuple)) and (not args or all(accepts(args[0], v) for v in value))
-    if origin is dict:
-        return isinstance(value, dict)
-    return True
-
-
-def check_types(cls: type, values: dict[str, Any], *, path: PathLike | None = "<config>", table: str) -> None:
-    """Refuse a value whose type is not its field's annotation, naming ``table.field``."""
-    hints = typing.get_type_hints(cls)
-    wanted = {f.name: f.metadata.get("wanted") for f in dataclasses.fields(cls)} if dataclasses.is_dataclass(cls) else {}
-    for key, value in values.items():
-        tp = hints.get(key)
-        if tp is not None and not accepts(tp, value):
-            raise ConfigError(f"must be {wanted.get(key) or _describe(tp)}, not {value!r}", path=path,
-                              field=f"{table}.{key}" if table else key)
-
-
-def _list_element(tp: Any) -> Any:
-    """The element type of a list-typed annotation (``list[str] | None`` -> ``str``), else None."""
-    if typing.get_origin(tp) is list:
-        args = typing.get_args(tp)
-        return args[0] if args else Any
-    if typing.get_origin(tp) in (typing.Union, types.UnionType):
-        for arg in typing.get_args(tp):
-            if typing.get_origin(arg) is list:
-                return _list_element(arg)
-    return None
-
-
-def one_element_lists(cls: type, values: dict[str, Any]) -> dict[str, Any]:
-    """``values`` with a single value given where ``cls`` expects a list turned into a list of one
-    (TOML ``index_corpus = "x.json"`` means ``["x.json"]``); a value the field accepts as it is, or
-    one its list could not hold, is left for :func:`check_types` to judge."""
-    hints = typing.get_type_hints(cls)
-    out = dict(values)
-    for key, value in values.items():
-        tp = hints.get(key)
-        element = _list_element(tp) if tp is not None else None
-        if element is not None and not accepts(tp, value) and not isinstance(value, (list, tuple, dict)) \
-                and accepts(element, value):
-            out[key] = [value]
-    return out
-
-
-def wanted(description: str, default: Any = dataclasses.MISSING, **kwargs: Any) -> Any:
-    """A dataclass field whose type error reads ``must be <description>`` (``a positive number``)."""
-    return field(default=default, metadata={"wanted": description}, **kwargs)
-
-
-def field_names(cls: type) -> list[str]:
-    return [f.name for f in dataclasses.fields(cls)]
-
-
-def from_table(cls: type[T], values: dict[str, Any], *, path: PathLike | None = "<config>",
-               table: str | None = None, also_known: Iterable[str] = ()) -> T:
-    """``cls(**values)`` after refusing unknown keys and wrong types, then ``validate(path)`` if it has one.
-    ``also_known``: keys the table holds for someone else (taken out before), named in "did you mean"."""
-    table = table if table is not None else getattr(cls, "TABLE", "")
-    refuse_unknown(values, {*field_names(cls), *also_known}, path=path, table=table)
-    values = one_element_lists(cls, values)
-    check_types(cls, values, path=path, table=table)
-    settings = cls(**values)
-    validate = getattr(settings, "validate", None)
-    if validate is not None:
-        validate(path)
-    return settings
-
-
-def as_table(settings: Any) -> dict[str, Any]:
-    """A settings object as the table it came from (for ``--print-config`` and manifests)."""
-    return dataclasses.asdict(settings)
-
-
-# --- plugin options -------------------------------------------------------------------------------
+# --- plugin options (declared by each plugin: embtune_core.plugin_options) -------------------------
 def plugin_option_names(family: str, name: str) -> set[str] | None:
-    """The keyword options a plugin's factory takes, or None when it takes any (``**options``)."""
-    from embtune_core.plugins import get_registry
+    """The options a plugin takes (its declaration, else its factory's signature), or None when
+    neither tells (``**options`` and no declaration)."""
+    from embtune_core.plugin_options import option_names
 
-    factory = get_registry().get(family, name).factory
-    try:
-        parameters = inspect.signature(factory).parameters.values()
-    except (TypeError, ValueError):
-        return None
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters):
-        return None
-    return {p.name for p in parameters if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)}
+    return option_names(family, name)
 
 
 def check_plugin_options(family: str, name: str, options: dict[str, Any], *, path: PathLike | None,
                          table: str, fixed: Iterable[str] = ()) -> None:
-    """Refuse an option the plugin does not take (``[chunk] chunk_sise``), naming ``table.key``.
+    """Refuse an option the plugin does not declare (``[chunk] chunk_sise``), a value of the wrong type
+    or one its declaration's ``validate()`` refuses, naming ``table.key``
+    (:func:`embtune_core.plugin_options.check_options`)."""
+    from embtune_core.plugin_options import check_options
 
-    A factory with a closed signature is checked by its parameters; one that takes ``**options`` is
-    built once with them and an "unexpected keyword argument" becomes this one-line error.
-    """
-    accepted = plugin_option_names(family, name)
-    if accepted is not None:
-        refuse_unknown(options, {*accepted, *fixed}, path=path, table=table)
-        from embtune_core.plugins import get_registry
-
-        factory = get_registry().get(family, name).factory
-        try:
-            hints = typing.get_type_hints(factory.__init__ if isinstance(factory, type) else factory)
-        except Exception:  # noqa: BLE001 - annotations a plugin's module cannot resolve: names checked only
-            hints = {}
-        for key, value in options.items():
-            if key in hints and not accepts(hints[key], value):
-                raise ConfigError(f"must be {_describe(hints[key])}, not {value!r}", path=path,
-                                  field=f"{table}.{key}")
-        return
-    from embtune_core.plugins import get_registry
-
-    try:
-        get_registry().create(family, name, **options)
-    except TypeError as exc:
-        text = str(exc)
-        if "unexpected keyword argument" not in text:
-            raise
-        key = text.rsplit("'", 2)[-2] if text.count("'") >= 2 else text
-        accepted = _built_option_names(family, name)
-        known = (f"{did_you_mean(key, {*accepted, *fixed})}; known: {', '.join(sorted({*accepted, *fixed}))}"
-                 if accepted is not None else "")
-        raise ConfigError(f"unknown key(s) {key}: the {name} {family.rstrip('s').replace('_', ' ')} does not "
-                          f"take it{known}", path=path, field=f"{table}.{key}") from None
-    except EmbtuneError:
-        pass  # a bad value: the stage reports it where it builds the plugin
-
-
-def _built_option_names(family: str, name: str) -> set[str] | None:
-    """The options a plugin whose factory takes ``**options`` (a lazy wrapper) accepts: the keyword
-    parameters of the class it builds with no options, or None when that cannot be told."""
-    from embtune_core.plugins import get_registry
-
-    try:
-        built = get_registry().create(family, name)
-        parameters = inspect.signature(type(built).__init__).parameters.values()
-    except Exception:  # noqa: BLE001 - a plugin that needs options to build: no list, the error stands
-        return None
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters):
-        return None
-    return {p.name for p in parameters if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD) and p.name != "self"}
+    check_options(family, name, options, path=path, table=table, fixed=fixed)
 
 
 # --- the tables of ``embtune run`` that have no module of their own ---------------------------------
@@ -292,17 +126,23 @@ class EvaluateSettings:
     """``[evaluate]`` and ``embtune evaluate``'s options: what is measured, and how local models run."""
 
     TABLE: typing.ClassVar[str] = "evaluate"
-    dims: list[int] | None = None
-    k: list[int] = field(default_factory=lambda: [1, 5, 10])
-    baselines: list[Baseline] = field(default_factory=list)
-    corpus: Corpus = "validation"
-    batch_size: int | None = None
-    device: str | None = None
-    precision: Literal["fp32", "bf16", "fp16"] | None = None
-    max_seq_length: int | None = None
-    confidence: float = 0.95
-    resamples: int = 2000
-    permutations: int = 10000
+    dims: list[int] | None = setting(
+        None, "embedding dimensions to evaluate (Matryoshka truncation); default: each system's full",
+        metavar="D[,D...]", parse=positive_int_list)
+    k: list[int] = setting(help="cut-offs for LlamaIndex hit rate@k and MRR@k", metavar="K[,K...]",
+                           parse=positive_int_list, cli_default=[5], default_factory=lambda: [1, 5, 10])
+    baselines: list[Baseline] = setting(cli=False, default_factory=list)
+    corpus: Corpus = setting("validation", cli=False)
+    batch_size: int | None = setting(None, "encoder batch size", parse=positive_int)
+    device: str | None = setting(None, "device for local models (cpu, cuda, mps)")
+    precision: Literal["fp32", "bf16", "fp16"] | None = setting(
+        None, "dtype local models run in (default: fp32); logged with the device when a model loads")
+    max_seq_length: int | None = setting(
+        None, "token limit of local sentence-transformers models (default: each model's own); chunks longer than "
+              "the limit are cut, so raise it for long chunks", metavar="TOKENS", parse=positive_int)
+    confidence: float = setting(0.95, "confidence level of the intervals", parse=open_fraction)
+    resamples: int = setting(2000, "bootstrap resamples", parse=positive_int)
+    permutations: int = setting(10000, "randomisation-test permutations", parse=positive_int)
 
     def validate(self, path: PathLike | None = "<config>") -> None:
         for name in ("dims", "k"):
@@ -327,32 +167,38 @@ class ExportSettings:
 
 @dataclass
 class DatasetSettings:
-    """``embtune build-dataset``'s options, and the ``[dataset]`` table of its ``--config``."""
+    """``embtune build-dataset``'s options (its flags are generated from these fields), and the ``[dataset]``
+    table of its ``--config``."""
 
     TABLE: typing.ClassVar[str] = "dataset"
-    inputs: list[str] = field(default_factory=list)
-    out: str | None = None
-    chunker: str = "sentence"
-    chunk_size: int | None = None
-    chunk_overlap: int | None = None
-    model: str | None = None
-    generator: str = "ict"
-    llm_model: str | None = None
-    base_url: str | None = None
-    api_key_env: str | None = None
-    questions_per_chunk: int | None = None
-    concurrency: int = 8
-    max_retries: int = 6
-    timeout: float = 60.0
-    prompt: str | None = None
-    prompt_file: str | None = None
-    temperature: float | None = None
-    generator_options: dict[str, Any] = field(default_factory=dict)
-    val_fraction: float = 0.2
-    split_by: SplitBy = "source"
-    seed: int = 0
-    skip_bad: bool = False
-    work_dir: str | None = None
+    inputs: list[str] = setting(help="document files and/or folders", positional=True, default_factory=list)
+    out: str | None = setting(None, "output folder for train.json and val.json", aliases=("-o",))
+    chunker: str = setting("sentence", "chunker plugin (default: sentence; also: recursive)")
+    chunk_size: int | None = setting(None, "tokens (sentence: 1024) or characters (recursive: 1000)",
+                                     parse=positive_int)
+    chunk_overlap: int | None = setting(None, "overlap (sentence: 20 tokens; recursive: 200 chars)",
+                                        parse=non_negative_int)
+    model: str | None = setting(None, "embedding model whose tokenizer the sentence chunker counts with "
+                                      "(default: sentence-transformers/all-MiniLM-L6-v2)")
+    generator: str = setting("ict", "question generator (default: ict; also: openai, crop, local-llm)")
+    llm_model: str | None = setting(None, "chat model for --generator openai (default: gpt-4o-mini)")
+    base_url: str | None = setting(None, "OpenAI-compatible endpoint, e.g. http://localhost:11434/v1")
+    api_key_env: str | None = setting(None, "environment variable holding the API key (default: OPENAI_API_KEY)")
+    questions_per_chunk: int | None = setting(None, "questions per chunk (openai: 2; ict/crop: 1)",
+                                              parse=positive_int)
+    concurrency: int = setting(8, "LLM requests in flight (default: 8)", parse=positive_int)
+    max_retries: int = setting(6, "retries per LLM call (default: 6)", parse=non_negative_int)
+    timeout: float = setting(60.0, "seconds per LLM request (default: 60)", parse=positive_float)
+    prompt: str | None = setting(None, cli=False)  # the template itself ([dataset] only; --prompt-file on the CLI)
+    prompt_file: str | None = setting(None, "prompt template with {context_str} and {num_questions_per_chunk}")
+    temperature: float | None = setting(None, "LLM sampling temperature (default: server's)",
+                                        parse=non_negative_float)
+    generator_options: dict[str, Any] = setting(cli=False, default_factory=dict)
+    val_fraction: float = setting(0.2, "share of queries for validation (default: 0.2; 0: none)", parse=fraction)
+    split_by: SplitBy = setting("source", "unit kept on one side of the split (default: source)")
+    seed: int = setting(0, "seed for generators and the split (default: 0)")
+    skip_bad: bool = setting(False, "skip unreadable files (listed at the end) instead of stopping")
+    work_dir: str | None = setting(None, "journal folder for resuming (default: OUT/.work)")
 
     def validate(self, path: PathLike | None = "<config>") -> None:
         if not 0.0 <= self.val_fraction < 1.0:

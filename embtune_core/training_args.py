@@ -9,74 +9,147 @@ evaluation and checkpoint steps, precision, DDP backend).
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import functools
 import math
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
+from embtune_core.cli_fields import (
+    fraction,
+    non_negative_int,
+    positive_float,
+    positive_int,
+    positive_int_list,
+    setting,
+)
 from embtune_core.errors import ConfigError
-from embtune_core.models import DEFAULT_MODEL
-from embtune_core.settings import check_types, field_names, from_table, refuse_unknown, wanted
+from embtune_core.model_names import DEFAULT_MODEL
+from embtune_core.prompts import DOCUMENT_PROMPT_HELP, QUERY_PROMPT_HELP
+from embtune_core.settings import check_types, field_names, from_table, refuse_unknown
+
+
+def _names(text: str) -> list[str]:
+    """``query,value`` -> ["query", "value"] (an argparse type: a bad value is exit 2 naming the flag)."""
+    names = [part.strip() for part in text.split(",") if part.strip()]
+    if not names:
+        raise argparse.ArgumentTypeError(f"must be comma-separated module names, got '{text}'")
+    return names
+
+
+def _mix(text: str) -> dict[str, int]:
+    """``ict=1,crop=2`` -> {"ict": 1, "crop": 2} (an argparse type: a bad value is exit 2 naming the flag)."""
+    mix = {}
+    for item in text.split(","):
+        name, sep, count = item.partition("=")
+        if not sep or not name.strip() or not count.strip().isdigit() or int(count) < 1:
+            raise argparse.ArgumentTypeError(f"must be GENERATOR=N[,GENERATOR=N...] with N >= 1, got '{text}'")
+        mix[name.strip()] = int(count)
+    return mix
 
 
 @dataclass
 class TrainSettings:
-    """Everything one training run depends on; the ``[train]`` table of a config file holds the same keys."""
+    """Everything one training run depends on; the ``[train]`` table of a config file holds the same keys,
+    and ``embtune train``'s flags are generated from these fields (:mod:`embtune_core.cli_fields`)."""
 
     TABLE: ClassVar[str] = "train"
-    train: str
-    out: str
-    val: str | None = None
-    model: str = DEFAULT_MODEL
-    loss: str = "mnrl"
-    loss_options: dict[str, Any] = field(default_factory=dict)
-    matryoshka_dims: list[int] | None = None
+    train: str = setting(help="training dataset")
+    out: str = setting(help="output model directory")
+    val: str | None = setting(None, "validation dataset (evaluation during training, best checkpoint)")
+    model: str = setting(DEFAULT_MODEL, "base model name or directory (default: packaged all-MiniLM-L6-v2)")
+    loss: str = setting("mnrl", "loss strategy")
+    loss_options: dict[str, Any] = setting(
+        help="option for the loss strategy, e.g. mini_batch_size=16 (repeatable)", flag="--loss-option",
+        pairs=True, default_factory=dict)
+    matryoshka_dims: list[int] | None = setting(
+        None, "wrap the loss in MatryoshkaLoss over these dimensions, e.g. 384,256,128,64", metavar="D1,D2,...",
+        parse=positive_int_list)
     # Defaults that won on the shared Lyft -> Uber split (bench/train_10k.py): 3 epochs, batch 64, lr 5e-5.
     # The batch sampler caps a batch at the distinct texts available (embtune_core.sampler).
-    epochs: float = wanted("a positive number", 3.0)
-    batch_size: int = wanted("a positive integer", 64)
-    lr: float = wanted("a positive number", 5e-5)
-    warmup_ratio: float = wanted("a number in [0, 1)", 0.1)
-    weight_decay: float = 0.01
-    seed: int = 42
-    max_steps: int = -1  # > 0 overrides epochs
-    save_steps: int | None = None  # default: once per epoch
-    save_total_limit: int = wanted("a positive integer", 2)
-    logging_steps: int = wanted("a positive integer", 10)
-    resume: bool = False
-    train_last_layers: int | None = None  # partial fine-tuning; None trains every layer
-    freeze_layers: int | None = None  # the other way to say it: freeze the embeddings and the first N layers
-    max_seq_length: int | None = None  # tokens read in training; the export keeps the model's own (below)
-    export_max_seq_length: int | None = None  # default: the larger of the model's own and max_seq_length
-    keep_if_worse: bool = False  # export the trained model even when it scores below the base on --val
-    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
-    checkpoint_dir: str | None = None  # default: <out>.checkpoints next to the output
-    eval_batch_size: int = wanted("a positive integer", 32)
+    epochs: float = setting(3.0, "passes over the training data (default: 3; fractions allowed)",
+                            wanted="a positive number", parse=positive_float)
+    batch_size: int = setting(64, "pairs per batch; more in-batch negatives (default: 64, fewer when the data has "
+                                  "fewer distinct texts)", wanted="a positive integer", parse=positive_int)
+    lr: float = setting(5e-5, "learning rate", wanted="a positive number", parse=positive_float)
+    warmup_ratio: float = setting(0.1, "share of steps for linear warm-up", wanted="a number in [0, 1)",
+                                  parse=fraction)
+    weight_decay: float = setting(0.01, cli=False)
+    seed: int = setting(42, "random seed for data order and initialisation")
+    max_steps: int = setting(-1, "stop after this many steps (overrides --epochs; default: -1, no limit)")
+    save_steps: int | None = setting(None, "checkpoint (and evaluate) every N steps (default: each epoch)",
+                                     parse=positive_int)
+    save_total_limit: int = setting(2, wanted="a positive integer", cli=False)
+    logging_steps: int = setting(10, wanted="a positive integer", cli=False)
+    resume: bool = setting(False, "continue from the newest checkpoint in the checkpoint folder")
+    # Partial fine-tuning (one of train_last_layers, freeze_layers, lora); None trains every layer.
+    train_last_layers: int | None = setting(
+        None, "partial fine-tuning: train only the last N transformer layers (+ pooling, heads)", metavar="N",
+        parse=non_negative_int, group="layers")
+    freeze_layers: int | None = setting(
+        None, "partial fine-tuning: freeze the embeddings and the first N transformer layers", metavar="N",
+        parse=non_negative_int, group="layers")
+    # Tokens read in training; the export keeps the model's own (below).
+    max_seq_length: int | None = setting(
+        None, "tokens read of each text in training (default: the model's own); the exported model keeps the "
+              "model's own limit when that is longer", parse=positive_int)
+    export_max_seq_length: int | None = setting(
+        None, "token limit the exported model carries (default: the larger of the model's own and "
+              "--max-seq-length)", parse=positive_int)
+    keep_if_worse: bool = setting(
+        False, "export the trained model even when it scores below the base model on --val (default: the base "
+               "model is exported unchanged, and the run says so)")
+    # After training, choose the retriever to deploy on --val (embtune_core.recommend) and write OUT.deploy;
+    # what happens after training only, so it is no part of the run's fingerprint (checkpoints.run_fingerprint).
+    recommend: bool = setting(
+        True, "after training, compare the base model, the fine-tune, BM25, their tuned hybrids and sparse-dense "
+              "vectors on --val and write the winner to OUT.deploy (default: on)")
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = setting("auto", "auto: bf16/fp16 on a GPU, fp32 on CPU")
+    checkpoint_dir: str | None = setting(None, "checkpoints and loss log (default: OUT.checkpoints)")
+    eval_batch_size: int = setting(32, wanted="a positive integer", cli=False)
     # Index-aware fine-tuning (embtune_core.index_training): pseudo-queries from these datasets' chunk texts.
-    index_corpus: list[str] | None = None
-    index_pseudo_queries: Any = None  # true (ict x1 + crop x1 per chunk) or {generator = per chunk}
-    index_ratio: float = wanted("a positive number", 1.0)  # at most this many pseudo-queries per real query
-    index_hard_negatives: int = wanted("an integer >= 0", 0)  # negatives mined by the base model for queries with none
+    index_corpus: list[str] | None = setting(
+        None, "index-aware fine-tuning: LLM-free pseudo-queries (inverse cloze + crops) from the chunk texts of "
+              "this corpus (the documents your index will hold; no questions or labels are read) join the "
+              "training questions (repeatable). Any dataset, or a bare corpus: BEIR corpus.jsonl or folder, "
+              "{id, text} JSONL, LlamaIndex JSON with only corpus", metavar="CORPUS", append=True)
+    # true (ict x1 + crop x1 per chunk) or {generator = per chunk}
+    index_pseudo_queries: Any = setting(None, "pseudo-queries per index chunk by generator (default: ict=1,crop=1)",
+                                        metavar="GEN=N,...", parse=_mix)
+    index_ratio: float = setting(1.0, "at most this many pseudo-queries per real training query (default: 1)",
+                                 wanted="a positive number", parse=positive_float)
+    index_hard_negatives: int = setting(
+        0, "mine N hard negatives over the index with the base model (false-negative guard) for every training "
+           "query that has none (default: 0)", wanted="an integer >= 0", metavar="N", parse=non_negative_int)
     # Positives longer than the token limit: "off" (cut, the model's own behaviour) or "best" (the window of the
     # chunk the base model ranks first for the question; embtune_core.long_documents.best_window_positives).
-    document_windows: Literal["off", "best"] = "off"
-    split: str = "train"  # qrels split read when ``train`` is a BEIR folder (never test by default)
-    val_split: str = "dev"  # qrels split read when ``val`` is a BEIR folder
+    document_windows: Literal["off", "best"] = setting(
+        "off", "positives longer than the token limit: off (cut at the limit; default) or best (split into windows; "
+               "each question trains on the window the base model ranks first)")
+    split: str = setting("train", "qrels split read when --train is a BEIR folder (default: train)")
+    val_split: str = setting("dev", "qrels split read when --val is a BEIR folder (default: dev)")
     # LoRA (embtune_core.lora): low-rank adapters inside the transformer, base frozen
-    lora: bool = False
-    lora_rank: int = 8
-    lora_alpha: float = 16
-    lora_dropout: float = 0.1
-    lora_target_modules: list[str] | None = None  # None: peft's default for the architecture
-    lora_merge: bool = False  # fold the adapter into the weights and save a plain model folder
+    lora: bool = setting(False, "LoRA: train low-rank adapters inside every transformer layer, base weights frozen "
+                                "(needs peft: pip install 'embtune[lora]')", group="layers")
+    lora_rank: int = setting(8, "LoRA rank r (default: 8)", metavar="R", parse=positive_int)
+    lora_alpha: float = setting(16, "LoRA scaling alpha (default: 16)", parse=positive_float)
+    lora_dropout: float = setting(0.1, "dropout on the LoRA path (default: 0.1)", parse=fraction)
+    lora_target_modules: list[str] | None = setting(  # None: peft's default for the architecture
+        None, "linear layers to adapt, e.g. query,key,value,dense (default: peft's choice for the architecture, "
+              "query,value for BERT)", metavar="NAME[,NAME...]", parse=_names)
+    lora_merge: bool = setting(False, "with --lora: fold the adapter into the weights and write a plain model folder "
+                                      "(loads without peft: DocsGPT, LangChain, ONNX export)", flag="--merge")
     # Prompts (E5/BGE-style instructions) prepended to queries / documents, in training and stored in
     # the model's config_sentence_transformers.json "prompts" (embtune_core.prompts)
-    query_prompt: str | None = None
-    document_prompt: str | None = None
-    report_to: list[str] | str = "none"  # experiment tracking: none, tensorboard, wandb, mlflow (embtune_core.tracking)
+    query_prompt: str | None = setting(None, QUERY_PROMPT_HELP, metavar="TEXT")
+    document_prompt: str | None = setting(None, DOCUMENT_PROMPT_HELP, metavar="TEXT")
+    # experiment tracking (embtune_core.tracking); the flag's value is kept as typed ("tensorboard,wandb")
+    report_to: list[str] | str = setting(
+        "none", "experiment tracking: none (default), tensorboard (event files in the checkpoint folder's runs/), "
+                "wandb, mlflow; loss_log.jsonl is written either way", metavar="NAME[,NAME]", parse=str)
 
     @classmethod
     def from_mapping(cls, values: dict[str, Any], path: Any = "<config>") -> TrainSettings:

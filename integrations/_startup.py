@@ -1,7 +1,7 @@
 """What the ``embtune_docsgpt.pth`` line runs at interpreter start: decide, cheaply, whether to hook DocsGPT.
 
 Kept apart from :mod:`embtune_integrations.docsgpt` so that a process without the setting imports
-only this small module (no json, no threads, no torch). ``EMBTUNE_DOCSGPT`` is read from the
+only this small module and :mod:`embtune_integrations._dotenv` (no json, no threads, no torch). ``EMBTUNE_DOCSGPT`` is read from the
 environment, else from ``.env`` in the folder the process starts in (DocsGPT's documented
 non-Docker commands start in the project root, where its ``.env`` lives; DocsGPT reads that file
 with pydantic-settings, which never copies it into the environment). Values follow pydantic's
@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import os
 import sys
+
+from embtune_integrations._dotenv import dotenv_value
 
 ENABLE_ENV = "EMBTUNE_DOCSGPT"
 TRUE = ("1", "true", "t", "yes", "y", "on")
@@ -28,41 +30,6 @@ def parse_flag(value: str | None) -> bool | None:
     if text in FALSE:
         return False
     return None
-
-
-def dotenv_value(path: str, key: str) -> str | None:
-    """``key``'s value in a dotenv file (``KEY=VALUE``, ``export KEY=VALUE``, quotes, ``#`` comments),
-    or None when the file or the key is absent. python-dotenv's reader when it is installed (DocsGPT
-    has it), else this small one."""
-    if not os.path.isfile(path):
-        return None
-    try:
-        from dotenv import dotenv_values
-    except ImportError:
-        dotenv_values = None
-    if dotenv_values is not None:
-        value = dotenv_values(path).get(key)
-        return value if value is None else str(value)
-    try:
-        with open(path, encoding="utf-8") as handle:
-            lines = handle.read().splitlines()
-    except (OSError, UnicodeDecodeError):
-        return None
-    found = None
-    for line in lines:
-        line = line.strip()
-        if line.startswith("export "):
-            line = line[len("export "):].lstrip()
-        name, sep, value = line.partition("=")
-        if not sep or name.strip() != key:
-            continue
-        value = value.strip()
-        if value[:1] in ("'", '"') and value[-1:] == value[:1] and len(value) > 1:
-            value = value[1:-1]
-        else:
-            value = value.split(" #", 1)[0].strip()
-        found = value  # the last assignment wins, as in python-dotenv
-    return found
 
 
 def run() -> None:

@@ -97,7 +97,7 @@ def setting(name: str) -> str | None:
     """An ``EMBTUNE_*`` setting as DocsGPT reads its own: the environment first, then DocsGPT's
     ``.env`` (the project root, next to ``application/``; learnt when DocsGPT's module is patched),
     then ``.env`` in the current folder. Empty values count as unset."""
-    from embtune_integrations._startup import dotenv_value
+    from embtune_integrations._dotenv import dotenv_value
 
     value = os.environ.get(name)
     if value is not None and value.strip():

@@ -70,6 +70,7 @@ import numpy as np
 from embtune_core import hookimpl
 from embtune_core.api_limits import MAX_INPUT_TOKENS, MAX_INPUTS, MAX_REQUEST_TOKENS, TokenCounter, batches
 from embtune_core.config import secret
+from embtune_core.encoder_identity import EncoderIdentity, EncoderOptions
 from embtune_core.encoding import Encoder
 from embtune_core.errors import ConfigError, InputError, ServiceError
 from embtune_core.fingerprint import directory_fingerprint
@@ -154,24 +155,19 @@ class SentenceTransformerEncoder(Encoder):
             self.max_seq_length = token_limit(model)  # None: a model that reads texts whole
             self._weights = module_fingerprint(model)
             content = f"weights={self._weights}"
-        settings = [content, f"normalize={self.normalize}"]
-        if not self.prompts:
-            settings.append("prompts=none")
-        if query_prompt is not None:
-            settings.append(f"query_prompt={query_prompt!r}")
-        if document_prompt is not None:
-            settings.append(f"document_prompt={document_prompt!r}")
-        if truncate_dim:
-            settings.append(f"truncate_dim={int(truncate_dim)}")
-        if self.max_seq_length:
-            settings.append(f"max_seq_length={self.max_seq_length}")
-        if self.precision != "fp32":  # half-precision vectors differ: never mix them with fp32 ones in a cache
-            settings.append(f"precision={self.precision}")
-        if self.backend != "torch":  # ONNX (int8) vectors differ from torch's: never mixed in a cache
-            from embtune_core.onnx_export import backend_identity
+        # The options and identity, typed (embtune_core.encoder_identity); the identity's text is the cache key.
+        self.options = EncoderOptions(normalize=self.normalize, prompts=self.prompts, query_prompt=query_prompt,
+                                      document_prompt=document_prompt, truncate_dim=truncate_dim,
+                                      max_seq_length=self.max_seq_length, precision=self.precision,
+                                      backend=self.backend)
+        backend_file = None
+        if self.backend != "torch":
+            from embtune_core.onnx_export import backend_file as onnx_backend_file
 
-            settings.append(backend_identity(self.name, self.backend, self._model))
-        self.identity = "sentence-transformers " + " ".join(settings)
+            backend_file = onnx_backend_file(self.name, self.backend, self._model)
+        self.encoder_identity = EncoderIdentity("sentence-transformers", content,
+                                                self.options.identity_settings(backend_file))
+        self.identity = str(self.encoder_identity)
 
     @property
     def model(self):
@@ -314,16 +310,22 @@ class OpenAIEncoder(Encoder):
         from embtune_core.secrets_scrub import scrub
 
         # Credentials in the URL change no vector: the identity (cache key, reports) never holds them.
-        settings = [f"model={model}", f"base_url={scrub(self.base_url)}", f"normalize={self.normalize}"]
+        settings = [("model", model), ("base_url", scrub(self.base_url)), ("normalize", str(self.normalize))]
         if self.dimensions:
-            settings.append(f"dimensions={self.dimensions}")
+            settings.append(("dimensions", str(self.dimensions)))
         if query_prefix:
-            settings.append(f"query_prefix={query_prefix!r}")
+            settings.append(("query_prefix", repr(query_prefix)))
         if document_prefix:
-            settings.append(f"document_prefix={document_prefix!r}")
+            settings.append(("document_prefix", repr(document_prefix)))
         if self.max_input_tokens != MAX_INPUT_TOKENS:  # another cut point: other vectors for long texts
-            settings.append(f"max_input_tokens={self.max_input_tokens}")
-        self.identity = "openai " + " ".join(settings)
+            settings.append(("max_input_tokens", str(self.max_input_tokens)))
+        self.encoder_identity = EncoderIdentity("openai", settings=tuple(settings))
+        self.identity = str(self.encoder_identity)
+
+    @property
+    def name(self) -> str:  # type: ignore[override]
+        """The model name (what an adapter records of its base, for people)."""
+        return self.model_name
 
     # -- pickling: the client holds locks and sockets; it is made again from the key's source ---------
     def __getstate__(self) -> dict[str, Any]:
@@ -530,7 +532,9 @@ class LangChainEncoder(Encoder):
                 log.warning("%s exposes no model name; pass identity= so cached vectors are not mixed up",
                             cls.__name__)
             identity = " ".join([f"class={cls.__module__}.{cls.__qualname__}", *attrs])
-        self.identity = f"langchain {identity} normalize={self.normalize}"
+        self.encoder_identity = EncoderIdentity("langchain", label=identity,
+                                                settings=(("normalize", str(self.normalize)),))
+        self.identity = str(self.encoder_identity)
 
     @property
     def dimension(self) -> int:

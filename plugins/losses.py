@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import copy
 import random
+from dataclasses import dataclass
 from typing import Any
 
 from embtune_core import hookimpl
@@ -387,6 +388,61 @@ class TripletStrategy(LossStrategy):
         return TripletLoss(model, distance_metric=TripletDistanceMetric.COSINE, triplet_margin=self.margin)
 
 
+# --- each strategy's options, declared (embtune_core.plugin_options) -------------------------------
+# [train] loss_options and --loss-option KEY=VALUE are checked against these (names, types) before any
+# model loads; the strategy judges the values when it is built. Each class lists every keyword its
+# strategy's __init__ takes, its bases' included (tests/test_plugins.py holds them to that).
+@dataclass
+class LossOptions:
+    """Every strategy: mined negatives used per query, and the seed (the run's, unless given)."""
+
+    negatives_per_query: int = 1
+    seed: int = 0
+
+
+@dataclass
+class InBatchNegativesOptions(LossOptions):
+    use_negatives: str | bool = "auto"  # "auto", true (triplets) or false (pairs)
+
+
+@dataclass
+class MNRLOptions(InBatchNegativesOptions):
+    scale: float = 20.0  # inverse temperature
+
+
+@dataclass
+class CachedMNRLOptions(MNRLOptions):
+    mini_batch_size: int = 32  # rows embedded at a time (GradCache)
+
+
+@dataclass
+class GISTOptions(InBatchNegativesOptions):
+    guide: str | None = None  # the guide model; default: a frozen copy of the model trained
+    temperature: float = 0.01
+
+
+@dataclass
+class LabelledPairsOptions(LossOptions):
+    bad_chunks: str = "mined"  # "mined" negatives or "random" chunks
+    margin: float = 0.5
+
+
+@dataclass
+class TripletOptions(LossOptions):
+    margin: float = 0.3  # cosine distance margin
+
+
+LOSS_OPTIONS: dict[str, type] = {
+    "mnrl": MNRLOptions,
+    "cached-mnrl": CachedMNRLOptions,
+    "gist": GISTOptions,
+    "contrastive": LabelledPairsOptions,
+    "online-contrastive": LabelledPairsOptions,
+    "cosine": LossOptions,
+    "triplet": TripletOptions,
+}
+
+
 STRATEGIES: dict[str, tuple[type[LossStrategy], str]] = {
     "mnrl": (MNRLStrategy, "MultipleNegativesRankingLoss: pairs, or triplets with mined negatives"),
     "cached-mnrl": (CachedMNRLStrategy, "CachedMultipleNegativesRankingLoss: large batches on small memory"),
@@ -401,4 +457,4 @@ STRATEGIES: dict[str, tuple[type[LossStrategy], str]] = {
 @hookimpl
 def register_loss_strategies(register):
     for name, (factory, description) in STRATEGIES.items():
-        register(name, factory, description=description)
+        register(name, factory, description=description, options=LOSS_OPTIONS.get(name))

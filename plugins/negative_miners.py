@@ -32,6 +32,7 @@ Example::
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -163,8 +164,20 @@ class EmbeddingRankMiner:
         return QADataset(dataset.queries, dataset.corpus, dataset.relevant_docs, dataset.mode, extras)
 
 
+@dataclass
+class EmbeddingRankOptions:
+    """The options of ``embedding-rank`` (the ``[mine]`` table, ``embtune mine``'s flags): see the module docstring."""
+
+    num_negatives: int = 5
+    range_min: int = 0
+    range_max: int = 50
+    relative_margin: float | None = 0.05
+    margin: float | None = None
+    use_cache: bool = True
+
+
 @hookimpl
 def register_negative_miners(register):
-    register("embedding-rank", EmbeddingRankMiner,
+    register("embedding-rank", EmbeddingRankMiner, options=EmbeddingRankOptions,
              description="rank the corpus with an encoder; keep top non-positives below 95% of the "
                          "positive's score (NV-Retriever TopK-PercPos)")

@@ -165,3 +165,91 @@ def test_langchain_encoder_wraps_any_embeddings_object():
     assert "my-model v2" in named.identity
     with pytest.raises(InputError):
         get_registry().create("encoders", "langchain", embeddings="not an embeddings object")
+
+
+# --- typed options and identity: the text is only the cache key, and it is the one written before ------------
+def test_identity_text_is_the_one_caches_were_keyed_by(tiny_model_dir, monkeypatch):
+    """The typed identity turns into exactly the text the encoders wrote before it existed (the
+    embedding cache's key and what adapters and stores record), so existing caches stay valid."""
+    from embtune_core.embedding_cache import identity_dir_name
+    from embtune_core.fingerprint import directory_fingerprint
+
+    files = f"files={directory_fingerprint(tiny_model_dir)}"
+    registry = get_registry()
+
+    def st(**options):
+        return registry.create("encoders", "sentence-transformers", model=tiny_model_dir, **options).identity
+
+    assert st() == f"sentence-transformers {files} normalize=True"
+    assert st(normalize=False, prompts=False) == f"sentence-transformers {files} normalize=False prompts=none"
+    assert st(query_prompt="query: ", document_prompt='say "hi" \'x\'') == (
+        f"sentence-transformers {files} normalize=True query_prompt='query: ' document_prompt='say \"hi\" \\'x\\''")
+    assert st(truncate_dim=16, max_seq_length=8, precision="bf16") == (
+        f"sentence-transformers {files} normalize=True truncate_dim=16 max_seq_length=8 precision=bf16")
+    monkeypatch.setenv("WT_KEY", "sk-test")
+    openai = registry.create("encoders", "openai", model="text-embedding-3-small", api_key="env:WT_KEY",
+                             base_url="http://user:pw@127.0.0.1:1/v1", dimensions=256, query_prefix="q: ")
+    assert openai.identity == ("openai model=text-embedding-3-small base_url=http://***:***@127.0.0.1:1/v1 "
+                               "normalize=True dimensions=256 query_prefix='q: '")
+
+    class Fake:
+        model = "fake-model"
+
+        def embed_documents(self, texts):
+            return [[1.0, 0.0]] * len(texts)
+
+        def embed_query(self, text):
+            return [1.0, 0.0]
+
+    langchain = registry.create("encoders", "langchain", embeddings=Fake())
+    assert langchain.identity == f"langchain class={Fake.__module__}.{Fake.__qualname__} model=fake-model normalize=True"
+    assert registry.create("encoders", "langchain", embeddings=Fake(), identity="my-model v2").identity == (
+        "langchain my-model v2 normalize=True")
+    # The cache folder of an identity is the one earlier versions made (computed on the code before the
+    # typed identity, main 3d055a2): a cache written then is found now.
+    assert identity_dir_name("sentence-transformers files=ee27534448d3bc79d797aa3b normalize=True") == (
+        "9f82c3177de1573f2c8ea4a9a6a2434f")
+    assert identity_dir_name("sentence-transformers files=ee27534448d3bc79d797aa3b normalize=False prompts=none") == (
+        "8e9d066151c09f1a7bc41abfedd15c24")
+
+
+def test_options_and_identity_are_typed_and_read_back_from_their_text(tiny_model_dir):
+    from embtune_core.encoder_identity import EncoderIdentity, EncoderOptions, describe, identity_of
+    from embtune_core.long_documents import wrap
+
+    encoder = get_registry().create("encoders", "sentence-transformers", model=tiny_model_dir, prompts=False,
+                                    query_prompt="q: 'x'", max_seq_length=8)
+    assert encoder.options == EncoderOptions(prompts=False, query_prompt="q: 'x'", max_seq_length=8)
+    typed = encoder.encoder_identity
+    assert (typed.family, typed.content.startswith("files="), typed.get("max_seq_length")) == (
+        "sentence-transformers", True, "8")
+    assert str(typed) == encoder.identity and EncoderIdentity.parse(encoder.identity) == typed
+    windowed = wrap(encoder, "mean")
+    assert identity_of(windowed) == typed.with_settings(("document_windows", "mean"))
+    assert str(identity_of(windowed)) == windowed.identity
+    assert identity_of(windowed).without(("document_windows",)) == typed
+    description = describe(windowed)  # what an adapter records of its base: the base's, windows named
+    assert (description.name, description.options, description.prompts, description.token_limit) == (
+        tiny_model_dir, encoder.options, False, 8)
+    assert description.weights_fingerprint == encoder.weights_fingerprint
+    assert description.identity == identity_of(windowed)
+
+    class DuckTyped:  # the protocol alone: described by its identity
+        identity = "hashing dim=8 salt=1"
+        dimension = 8
+
+    assert describe(DuckTyped()).identity == EncoderIdentity("hashing", settings=(("dim", "8"), ("salt", "1")))
+    assert describe(DuckTyped()).weights_fingerprint is None
+
+
+def test_backend_of_reads_the_typed_identity():
+    from embtune_core.encoder_identity import EncoderIdentity, EncoderOptions
+    from embtune_core.report_backend import backend_of
+
+    onnx = EncoderIdentity("sentence-transformers", "files=ab",
+                           EncoderOptions(backend="onnx-int8").identity_settings("onnx/model_qint8_avx512_vnni.onnx"))
+    assert backend_of(onnx) == backend_of(str(onnx)) == {
+        "runtime": "onnx", "file": "onnx/model_qint8_avx512_vnni.onnx", "quantization": "int8"}
+    half = EncoderIdentity("sentence-transformers", "files=ab", EncoderOptions(precision="fp16").identity_settings())
+    assert backend_of(half) == {"runtime": "torch", "precision": "fp16"}
+    assert backend_of(EncoderIdentity("openai", settings=(("model", "m"),))) is None

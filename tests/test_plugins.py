@@ -169,3 +169,140 @@ def test_contracts_live_in_core_and_plugins_import_no_other_plugin():
 
     assert all(isinstance(registry.create("loss_strategies", name), LossStrategy)
                for name in registry.names("loss_strategies") if name != "gist")
+
+
+# --- options declared by the plugin (embtune_core.plugin_options) ------------------------------------------
+def _keyword_defaults(cls: type, skip: tuple[str, ...] = ("self", "dim")) -> dict:
+    """Every keyword parameter a class's __init__ takes, through the **options chain of its bases."""
+    import inspect
+
+    out: dict = {}
+    for klass in reversed(cls.__mro__):
+        init = klass.__dict__.get("__init__")
+        if init is None or klass is object:
+            continue
+        for p in inspect.signature(init).parameters.values():
+            if p.name not in skip and p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD):
+                out[p.name] = p.default
+    return out
+
+
+def _built_class(family: str, name: str) -> type:
+    """The class a registered factory builds (the built-ins' lazy factories import it on first use)."""
+    from embtune_plugins import adapter_modules, qgen_local_llm, qgen_offline, qgen_openai
+
+    lazy = {("adapters", "linear"): adapter_modules.LinearAdapter,
+            ("adapters", "two-layer"): adapter_modules.TwoLayerAdapter,
+            ("question_generators", "ict"): qgen_offline.InverseClozeGenerator,
+            ("question_generators", "crop"): qgen_offline.CropGenerator,
+            ("question_generators", "openai"): qgen_openai.OpenAIQuestionGenerator,
+            ("question_generators", "local-llm"): qgen_local_llm.LocalLLMQuestionGenerator}
+    factory = get_registry().get(family, name).factory
+    return lazy.get((family, name), factory)
+
+
+def test_every_builtin_declaration_is_what_its_factory_takes():
+    """A declared options class names exactly the keywords its implementation takes, with the same
+    defaults: the declaration cannot drift from the code it describes."""
+    import dataclasses
+
+    declared = [i for i in get_registry(refresh=True).all() if i.options is not None]
+    assert {(i.family) for i in declared} >= {"loss_strategies", "adapters", "negative_miners", "question_generators"}
+    for impl in declared:
+        fields = {f.name: f.default for f in dataclasses.fields(impl.options)}
+        assert fields == _keyword_defaults(_built_class(impl.family, impl.name)), (impl.family, impl.name)
+
+
+def test_activation_names_are_the_two_layer_adapters():
+    from embtune_plugins.adapter_modules import ACTIVATIONS
+    from embtune_plugins.adapters import ACTIVATION_NAMES
+
+    assert tuple(ACTIVATIONS) == ACTIVATION_NAMES
+
+
+def test_options_are_checked_from_the_declaration_not_by_building_the_plugin():
+    from dataclasses import dataclass
+
+    from embtune_core.errors import ConfigError
+    from embtune_core.plugin_options import check_options
+
+    built = []
+
+    @dataclass
+    class ParagraphOptions:
+        min_chars: int = 1
+
+        def validate(self):
+            if self.min_chars < 1:
+                raise ConfigError("must be a positive integer", field="min_chars")
+
+    def factory(**options):  # takes anything: only the declaration can tell a typo
+        built.append(options)
+        return object()
+
+    class Plugin:
+        @hookimpl
+        def register_chunkers(self, register):
+            register("paragraph-typed", factory, options=ParagraphOptions)
+
+    import embtune_core.plugins as host
+
+    registry = collect(build_plugin_manager(load_entry_points=False, extra_plugins=(Plugin(),)))
+    saved, host._registry = host._registry, registry
+    try:
+        check_options("chunkers", "paragraph-typed", {"min_chars": 3}, path="c.toml", table="chunk")
+        with pytest.raises(ConfigError, match=r"^c\.toml: chunk\.min_char: unknown key\(s\) min_char "
+                                              r"\(did you mean 'min_chars'\?\)"):
+            check_options("chunkers", "paragraph-typed", {"min_char": 3}, path="c.toml", table="chunk")
+        with pytest.raises(ConfigError, match=r"chunk\.min_chars: must be an integer, not '3'"):
+            check_options("chunkers", "paragraph-typed", {"min_chars": "3"}, path="c.toml", table="chunk")
+        with pytest.raises(ConfigError, match=r"chunk\.min_chars: must be a positive integer"):
+            check_options("chunkers", "paragraph-typed", {"min_chars": 0}, path="c.toml", table="chunk")
+    finally:
+        host._registry = saved
+    assert built == []  # nothing was built to find out
+
+
+def test_options_that_are_not_a_dataclass_are_refused_at_registration():
+    class Plugin:
+        @hookimpl
+        def register_chunkers(self, register):
+            register("untyped", object, options={"min_chars": int})
+
+    with pytest.raises(PluginError, match="options must be a dataclass"):
+        collect(build_plugin_manager(load_entry_points=False, extra_plugins=(Plugin(),)))
+
+
+def test_a_loss_option_typo_is_refused_before_any_model_loads():
+    from embtune_core.errors import ConfigError
+    from embtune_core.losses import create_strategy
+
+    with pytest.raises(ConfigError, match=r"unexpected keyword argument 'scal' \(did you mean 'scale'\?\); known: "):
+        create_strategy("mnrl", scal=10)
+    with pytest.raises(ConfigError, match=r"loss_options\.margin: must be a number, not 'x'"):
+        create_strategy("triplet", margin="x")
+    assert create_strategy("cached-mnrl", mini_batch_size=8).mini_batch_size == 8
+
+
+def test_the_example_plugin_declares_typed_options(example_installed):
+    """README's "Writing a plugin": a [chunk] table naming the example chunker is checked against its
+    declared options (typo, type, range), each in one line naming the file and chunk.<key>."""
+    code = textwrap.dedent("""
+        from embtune_core.errors import ConfigError
+        from embtune_core.settings import plugin_table
+        print(plugin_table("chunk", {"chunker": "paragraph", "min_chars": 5}, path="c.toml").options)
+        for bad in ({"min_char": 5}, {"min_chars": "5"}, {"min_chars": 0}):
+            try:
+                plugin_table("chunk", {"chunker": "paragraph", **bad}, path="c.toml")
+            except ConfigError as exc:
+                print(exc)
+    """)
+    env = dict(os.environ, PYTHONPATH=str(example_installed))
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=False)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines() == [
+        "{'min_chars': 5}",
+        "c.toml: chunk.min_char: unknown key(s) min_char (did you mean 'min_chars'?); known: chunker, min_chars",
+        "c.toml: chunk.min_chars: must be an integer, not '5'",
+        "c.toml: chunk.min_chars: must be a positive integer",
+    ]

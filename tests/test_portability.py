@@ -118,12 +118,12 @@ def test_lora_folder_names_a_packaged_base_by_name(tiny_model_dir, qa_file, tmp_
     """A LoRA adapter folder on a packaged model recorded the packaged copy's path inside this venv's
     site-packages; another venv has it elsewhere. It records the name, which resolves wherever installed."""
     pytest.importorskip("peft")
-    from embtune_core import models
+    from embtune_core import model_names
 
     packaged = tmp_path / "venv-a" / "site-packages" / "tiny"
     shutil.copytree(tiny_model_dir, packaged)
-    table = {**models._PACKAGED, "acme/tiny-packaged": ("package acme-tiny", lambda: packaged)}
-    monkeypatch.setattr(models, "_PACKAGED", table)
+    table = {**model_names._PACKAGED, "acme/tiny-packaged": ("package acme-tiny", lambda: packaged)}
+    monkeypatch.setattr(model_names, "_PACKAGED", table)
     out = tmp_path / "lora"
     assert main(["train", "--train", str(qa_file), "--model", "acme/tiny-packaged", "--max-steps", "1", "--lora",
                  "--out", str(out)]) == 0
@@ -132,7 +132,7 @@ def test_lora_folder_names_a_packaged_base_by_name(tiny_model_dir, qa_file, tmp_
     before = EmbtuneEmbeddings(str(out)).embed_documents(TEXTS[:2])
     # "Another venv": the package installed somewhere else, the LoRA folder moved too.
     elsewhere = _move(packaged, tmp_path / "venv-b" / "site-packages" / "tiny")
-    monkeypatch.setattr(models, "_PACKAGED", {**table, "acme/tiny-packaged": ("package acme-tiny", lambda: elsewhere)})
+    monkeypatch.setattr(model_names, "_PACKAGED", {**table, "acme/tiny-packaged": ("package acme-tiny", lambda: elsewhere)})
     moved = _move(out, tmp_path / "moved-lora")
     np.testing.assert_allclose(EmbtuneEmbeddings(str(moved)).embed_documents(TEXTS[:2]), before, atol=1e-6)
 

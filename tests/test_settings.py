@@ -80,7 +80,7 @@ def test_every_documented_key_of_every_table_is_accepted(docs, tmp_path, tiny_mo
     assert set(config["evaluate"]) == {f.name for f in dataclasses.fields(EvaluateSettings)} | set(TABLE_KEYS)
     adapter_fields = {f.name for f in dataclasses.fields(AdapterTrainingConfig)} - {"adapter"}
     assert adapter_fields <= set(config["adapter"])
-    run_sets = {"train", "val", "out", "checkpoint_dir", "resume", "split", "val_split", "freeze_layers",
+    run_sets = {"train", "val", "out", "checkpoint_dir", "resume", "split", "val_split", "recommend", "freeze_layers",
                 "index_corpus"}  # index_corpus: the run's own chunks when index_pseudo_queries is on
     assert {f.name for f in dataclasses.fields(TrainSettings)} - run_sets <= set(config["train"])
     # Existing datasets instead of documents: the other keys of [data].

@@ -13,9 +13,7 @@ one read from a file is an input error (exit 3); an unknown plugin name is a plu
 from __future__ import annotations
 
 import argparse
-import math
 import re
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -37,47 +35,18 @@ COMMAND_MODULES = (
 )
 
 
-# --- numbers on the command line (argparse types: a bad value is a one-line usage error, exit 2) ----
-def _number(convert: Callable[[str], Any], accept: Callable[[Any], bool],
-            wanted: str) -> Callable[[str], Any]:
-    def parse(text: str) -> Any:
-        try:
-            value = convert(text)
-        except ValueError:
-            value = None
-        if value is None or not math.isfinite(value) or not accept(value):
-            raise argparse.ArgumentTypeError(f"must be {wanted}, got '{text}'")
-        return value
-
-    parse.__name__ = wanted
-    return parse
-
-
-positive_int = _number(int, lambda v: v >= 1, "a positive integer")
-non_negative_int = _number(int, lambda v: v >= 0, "an integer >= 0")
-positive_float = _number(float, lambda v: v > 0, "a positive number")
-non_negative_float = _number(float, lambda v: v >= 0, "a number >= 0")
-fraction = _number(float, lambda v: 0 <= v < 1, "a number in [0, 1)")
-open_fraction = _number(float, lambda v: 0 < v < 1, "a number between 0 and 1")
-
-
-def _positive_list(kind: type, wanted: str):
-    """An argparse type for ``"A,B,C"``: a non-empty list of ``kind`` values > 0, else a usage error."""
-
-    def parse(text: str) -> list:
-        try:
-            values = [kind(part) for part in text.replace(" ", "").split(",") if part]
-        except ValueError:
-            values = []
-        if not values or any(not 0 < v < math.inf for v in values):
-            raise argparse.ArgumentTypeError(f"must be comma-separated {wanted}, got '{text}'")
-        return values
-
-    return parse
-
-
-positive_int_list = _positive_list(int, "positive integers")  # "384,256,128" -> [384, 256, 128]
-positive_float_list = _positive_list(float, "finite numbers > 0")  # "0.05,0.1" -> [0.05, 0.1]
+# Numbers on the command line (argparse types: a bad value is a one-line usage error, exit 2) live
+# beside the settings fields that use them (embtune_core.cli_fields); re-exported for the commands.
+from embtune_core.cli_fields import (  # noqa: F401
+    fraction,
+    non_negative_float,
+    non_negative_int,
+    open_fraction,
+    positive_float,
+    positive_float_list,
+    positive_int,
+    positive_int_list,
+)
 
 
 # --- where a setting came from -------------------------------------------------------------------

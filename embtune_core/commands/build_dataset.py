@@ -2,33 +2,23 @@
 
 from __future__ import annotations
 
-import argparse
 import logging
 import sys
 import time
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
 from embtune_core import atomic
 from embtune_core.build import chunk_documents, generate_questions, split_dataset, write_dataset_split
-from embtune_core.commands import (
-    Sources,
-    check_model,
-    check_output_dir,
-    check_plugin,
-    fraction,
-    non_negative_float,
-    non_negative_int,
-    positive_float,
-    positive_int,
-)
+from embtune_core.cli_fields import add_fields, setting
+from embtune_core.commands import Sources, check_model, check_output_dir, check_plugin
 from embtune_core.config import load_config, section
 from embtune_core.config_paths import resolve_table
 from embtune_core.errors import COMMAND_LINE, ConfigError, EmbtuneError, UsageError
 from embtune_core.loading import collect_files
 from embtune_core.plugins import get_registry
 from embtune_core.settings import DatasetSettings, PluginTable, SplitSettings, as_table, from_table
-from embtune_core.splitting import GROUP_BY
 
 log = logging.getLogger(__name__)
 
@@ -63,39 +53,23 @@ DEFAULTS: dict[str, Any] = {k: v for k, v in as_table(DatasetSettings()).items()
                             if k not in ("inputs", "prompt", "generator_options")}
 
 
+@dataclass
+class BuildDatasetRun:
+    """What ``embtune build-dataset`` does after writing the dataset (not part of the ``[dataset]`` table)."""
+
+    probe: bool = setting(True, "after writing, measure on the training questions whether tuning is likely to help "
+                                "(base model vs BM25, chunks cut, saturation, a short adapter probe; default: on)")
+
+
+SETTINGS = (DatasetSettings, BuildDatasetRun)  # every flag but --config is a field of one of these
+INVOCATION_FLAGS = ("config",)
+
+
 def add_arguments(parser) -> None:
-    parser.add_argument("inputs", nargs="*", help="document files and/or folders")
-    parser.add_argument("-o", "--out", help="output folder for train.json and val.json")
+    add_fields(parser, DatasetSettings, skip=[f.name for f in fields(DatasetSettings) if f.name not in ("inputs", "out")])
     parser.add_argument("--config", help="TOML file with a [dataset] table")
-    parser.add_argument("--probe", action=argparse.BooleanOptionalAction, default=True,
-                        help="after writing, measure on the training questions whether tuning is likely to help "
-                             "(base model vs BM25, chunks cut, saturation, a short adapter probe; default: on)")
-    parser.add_argument("--chunker", help="chunker plugin (default: sentence; also: recursive)")
-    parser.add_argument("--chunk-size", type=positive_int,
-                        help="tokens (sentence: 1024) or characters (recursive: 1000)")
-    parser.add_argument("--chunk-overlap", type=non_negative_int,
-                        help="overlap (sentence: 20 tokens; recursive: 200 chars)")
-    parser.add_argument("--model", help="embedding model whose tokenizer the sentence chunker counts with "
-                                        "(default: sentence-transformers/all-MiniLM-L6-v2)")
-    parser.add_argument("--generator", help="question generator (default: ict; also: openai, crop, local-llm)")
-    parser.add_argument("--llm-model", help="chat model for --generator openai (default: gpt-4o-mini)")
-    parser.add_argument("--base-url", help="OpenAI-compatible endpoint, e.g. http://localhost:11434/v1")
-    parser.add_argument("--api-key-env", help="environment variable holding the API key (default: OPENAI_API_KEY)")
-    parser.add_argument("--questions-per-chunk", type=positive_int,
-                        help="questions per chunk (openai: 2; ict/crop: 1)")
-    parser.add_argument("--prompt-file", help="prompt template with {context_str} and {num_questions_per_chunk}")
-    parser.add_argument("--concurrency", type=positive_int, help="LLM requests in flight (default: 8)")
-    parser.add_argument("--max-retries", type=non_negative_int, help="retries per LLM call (default: 6)")
-    parser.add_argument("--timeout", type=positive_float, help="seconds per LLM request (default: 60)")
-    parser.add_argument("--temperature", type=non_negative_float,
-                        help="LLM sampling temperature (default: server's)")
-    parser.add_argument("--val-fraction", type=fraction,
-                        help="share of queries for validation (default: 0.2; 0: none)")
-    parser.add_argument("--split-by", choices=GROUP_BY, help="unit kept on one side of the split (default: source)")
-    parser.add_argument("--seed", type=int, help="seed for generators and the split (default: 0)")
-    parser.add_argument("--skip-bad", action="store_true", default=None,
-                        help="skip unreadable files (listed at the end) instead of stopping")
-    parser.add_argument("--work-dir", help="journal folder for resuming (default: OUT/.work)")
+    add_fields(parser, BuildDatasetRun)
+    add_fields(parser, DatasetSettings, skip=("inputs", "out"))
 
 
 def resolve_settings(args) -> dict[str, Any]:
@@ -220,7 +194,7 @@ def run(args) -> int:
                 if val is not None else None),
         "split_by": s["split_by"], "seed": s["seed"], "seconds": round(time.perf_counter() - started, 2),
     }
-    if getattr(args, "probe", True) and train.queries:
+    if args.probe is not False and train.queries:  # --probe is on unless --no-probe
         from embtune_core.models import DEFAULT_MODEL
         from embtune_core.probe import describe, tuning_probe
 

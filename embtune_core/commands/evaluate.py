@@ -3,15 +3,11 @@
 from __future__ import annotations
 
 import sys
+from dataclasses import dataclass, fields
 
-from embtune_core.commands import (
-    Sources,
-    check_encoder,
-    check_output_dir,
-    open_fraction,
-    positive_int,
-    positive_int_list,
-)
+from embtune_core.cli_fields import add_fields, from_command_line, given, setting
+from embtune_core.commands import Sources, check_encoder, check_output_dir
+from embtune_core.encoder_options import EncoderFlags
 from embtune_core.errors import ConfigError, EmbtuneError, UsageError
 from embtune_core.settings import EvaluateSettings
 from embtune_core.systems import build_system, check_token_limit, evaluate, known_width, parse_system
@@ -60,48 +56,47 @@ verdict decides significance after Holm–Bonferroni correction over the compari
 so a repeated evaluation does not re-encode. --out writes report.json (per-query scores),
 report.md and report.html (self-contained, with charts), each atomically."""
 
-def add_arguments(parser) -> None:
-    parser.add_argument("dataset", help="QA dataset: LlamaIndex JSON, BEIR folder, pairs/triplets .jsonl/.csv")
-    parser.add_argument("--system", action="append", required=True, metavar="NAME=SPEC",
-                        help="a system to evaluate (repeat; the first is the baseline); see the syntax above")
-    parser.add_argument("--dims", type=positive_int_list, default=None, metavar="D[,D...]",
-                        help="embedding dimensions to evaluate (Matryoshka truncation); default: each system's full")
-    parser.add_argument("--k", type=positive_int_list, default="5", metavar="K[,K...]",
-                        help="cut-offs for LlamaIndex hit rate@k and MRR@k (default: 5)")
-    parser.add_argument("--out", default=None, metavar="DIR", help="write report.json, report.md, report.html here")
-    parser.add_argument("--split", default="test", help="BEIR qrels split (default: test)")
-    parser.add_argument("--index", action="append", default=None, metavar="CORPUS",
-                        help="also search these chunks (e.g. the training split), as the deployed index holds "
-                             "them (repeat for several): any dataset, or a bare corpus (BEIR corpus.jsonl or "
-                             "folder, {id, text} JSONL, LlamaIndex JSON with only corpus)")
-    parser.add_argument("--batch-size", type=positive_int, default=None, help="encoder batch size")
-    parser.add_argument("--device", default=None, help="device for local models (cpu, cuda, mps)")
-    parser.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default=None,
-                        help="dtype local models run in (default: fp32); logged with the device when a model loads")
-    parser.add_argument("--max-seq-length", type=positive_int, default=None, metavar="TOKENS",
-                        help="token limit of local sentence-transformers models (default: each model's own); "
-                             "chunks longer than the limit are cut, so raise it for long chunks")
-    from embtune_core.encoder_options import add_arguments as add_encoder_arguments
+@dataclass
+class EvaluateRun:
+    """What one ``embtune evaluate`` compares, on what, and where it writes, beside the measuring
+    settings (:class:`~embtune_core.settings.EvaluateSettings`) and the encoder's options."""
 
-    add_encoder_arguments(parser)  # --query-prompt, --document-prompt, --backend (local models)
-    parser.add_argument("--confidence", type=open_fraction, default=0.95,
-                        help="confidence level of the intervals")
-    parser.add_argument("--resamples", type=positive_int, default=2000,
-                        help="bootstrap resamples (default: 2000)")
-    parser.add_argument("--permutations", type=positive_int, default=10000,
-                        help="randomisation-test permutations (default: 10000)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the bootstrap and randomisation test")
+    dataset: str = setting(help="QA dataset: LlamaIndex JSON, BEIR folder, pairs/triplets .jsonl/.csv",
+                           positional=True)
+    system: list[str] = setting(help="a system to evaluate (repeat; the first is the baseline); see the syntax "
+                                     "above", metavar="NAME=SPEC", append=True, required=True, default_factory=list)
+    out: str | None = setting(None, "write report.json, report.md, report.html here", metavar="DIR")
+    split: str = setting("test", "BEIR qrels split (default: test)")
+    index: list[str] | None = setting(
+        None, "also search these chunks (e.g. the training split), as the deployed index holds them (repeat for "
+              "several): any dataset, or a bare corpus (BEIR corpus.jsonl or folder, {id, text} JSONL, LlamaIndex "
+              "JSON with only corpus)", metavar="CORPUS", append=True)
+    seed: int = setting(0, "seed of the bootstrap and randomisation test")
+
+
+SETTINGS = (EvaluateRun, EvaluateSettings, EncoderFlags)  # every argument is a field of one of these
+INVOCATION_FLAGS = ()
+
+
+def add_arguments(parser) -> None:
+    add_fields(parser, EvaluateRun, skip=("seed",))
+    add_fields(parser, EvaluateSettings, skip=("confidence", "resamples", "permutations"))
+    add_fields(parser, EncoderFlags)  # --query-prompt, --document-prompt, --backend (local models)
+    add_fields(parser, EvaluateSettings, skip=[f.name for f in fields(EvaluateSettings)
+                                               if f.name not in ("confidence", "resamples", "permutations")])
+    add_fields(parser, EvaluateRun, skip=[f.name for f in fields(EvaluateRun) if f.name != "seed"])
 
 
 def run(args) -> int:
+    run_args = EvaluateRun(**given(args, EvaluateRun))
     from embtune_core.dataset import load_any
     from embtune_core.report import report_json, report_markdown, write_reports
 
     # Everything the arguments alone can refute is refuted before the dataset or a model is read.
-    if args.out:
-        check_output_dir(args.out, "--out")
+    if run_args.out:
+        check_output_dir(run_args.out, "--out")
     try:
-        specs = [parse_system(text) for text in args.system]
+        specs = [parse_system(text) for text in run_args.system]
     except ConfigError as exc:
         raise UsageError(exc.problem, field=exc.field) from None
     names = [spec.name for spec in specs]
@@ -120,15 +115,13 @@ def run(args) -> int:
                 adapters[spec.name] = load_adapter(spec.adapter_dir)
             except EmbtuneError as exc:
                 raise type(exc)(exc.problem, path=exc.path, field=exc.field or "--system") from None
-    settings = EvaluateSettings(dims=args.dims, k=list(args.k), batch_size=args.batch_size, device=args.device,
-                                precision=args.precision, max_seq_length=args.max_seq_length,
-                                confidence=args.confidence, resamples=args.resamples, permutations=args.permutations)
+    settings = EvaluateSettings(**from_command_line(args, EvaluateSettings))
     check_token_limit(specs, settings.max_seq_length)  # a limit the model cannot read: refused before anything loads
     dims = settings.dims
-    dataset = load_any(args.dataset, split=args.split)
+    dataset = load_any(run_args.dataset, split=run_args.split)
     from embtune_core.dataset import load_corpora
 
-    extra = load_corpora(args.index or [])  # only chunk texts: a bare corpus (BEIR corpus.jsonl...) will do
+    extra = load_corpora(run_args.index or [])  # only chunk texts: a bare corpus (BEIR corpus.jsonl...) will do
     from embtune_core import encoder_options
 
     systems = [build_system(spec, settings, adapter=adapters.get(spec.name),
@@ -138,21 +131,21 @@ def run(args) -> int:
         if dims and width and min(dims) > width:  # else evaluate_systems checks, once it has embedded
             raise UsageError(f"system '{system.name}' has {width}-dimensional embeddings, narrower than "
                              f"every requested dimension {sorted(dims, reverse=True)}", field="--dims")
-    evaluation = evaluate(systems, dataset, settings, dataset_name=str(args.dataset), seed=args.seed,
+    evaluation = evaluate(systems, dataset, settings, dataset_name=str(run_args.dataset), seed=run_args.seed,
                           extra_corpus=extra)
     from pathlib import Path
 
     from embtune_core.report_verdict import command_context
 
-    evaluation.context.update(command_context(args.dataset, split=args.split if Path(args.dataset).is_dir() else None,
-                                              index=args.index))
+    split = run_args.split if Path(run_args.dataset).is_dir() else None
+    evaluation.context.update(command_context(run_args.dataset, split=split, index=run_args.index))
 
-    if Path(args.dataset).is_dir():
-        evaluation.split = args.split
+    if Path(run_args.dataset).is_dir():
+        evaluation.split = run_args.split
     data = report_json(evaluation)
     markdown = report_markdown(data)
-    if args.out:
-        paths = write_reports(evaluation, args.out, data=data)
+    if run_args.out:
+        paths = write_reports(evaluation, run_args.out, data=data)
         sys.stdout.write(markdown.split("\n## All metrics")[0] + "\n")  # the full table is in the files
         print(f"wrote {paths['json']}, {paths['markdown']}, {paths['html']}")
     else:

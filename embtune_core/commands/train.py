@@ -2,22 +2,12 @@
 
 from __future__ import annotations
 
-import argparse
-
-from embtune_core.commands import (
-    Sources,
-    check_model,
-    check_output_dir,
-    check_plugin,
-    fraction,
-    non_negative_int,
-    positive_float,
-    positive_int,
-    positive_int_list,
-)
+from embtune_core.cli_fields import add_fields, flags_of, from_command_line
+from embtune_core.commands import Sources, check_model, check_output_dir, check_plugin
 from embtune_core.config import load_config, section
 from embtune_core.config_paths import resolve_table
-from embtune_core.errors import COMMAND_LINE, ConfigError, PluginError, UsageError
+from embtune_core.errors import COMMAND_LINE, ConfigError, PluginError
+from embtune_core.training_args import TrainSettings
 
 NAME = "train"
 HELP = "fine-tune a sentence-transformers model on a QA dataset (full or last-N-layers)"
@@ -36,147 +26,28 @@ example:
   embtune train --train train_dataset.json --val val_dataset.json --loss mnrl --epochs 2 --out models/ft"""
 
 
+SETTINGS = TrainSettings  # every flag but --config is a field of it (tests/test_layout.py)
+INVOCATION_FLAGS = ("config",)
+
+
 def add_arguments(parser) -> None:
-    # Every default is None so we can tell what was given and let it override the config file.
+    """``--config`` and one flag per field of :class:`TrainSettings` (its help, type and checks); every
+    default is None, so what was given overrides the config file and nothing else does."""
     parser.add_argument("--config", help="TOML file whose [train] table holds these settings")
-    parser.add_argument("--train", help="training dataset")
-    parser.add_argument("--val", help="validation dataset (evaluation during training, best checkpoint)")
-    parser.add_argument("--split", help="qrels split read when --train is a BEIR folder (default: train)")
-    parser.add_argument("--val-split", help="qrels split read when --val is a BEIR folder (default: dev)")
-    parser.add_argument("--model", help="base model name or directory (default: packaged all-MiniLM-L6-v2)")
-    parser.add_argument("--loss", help="loss strategy (default: mnrl)")
-    parser.add_argument("--loss-option", action="append", metavar="KEY=VALUE",
-                        help="option for the loss strategy, e.g. mini_batch_size=16 (repeatable)")
-    parser.add_argument("--matryoshka-dims", type=positive_int_list, metavar="D1,D2,...",
-                        help="wrap the loss in MatryoshkaLoss over these dimensions, e.g. 384,256,128,64")
-    parser.add_argument("--epochs", type=positive_float,
-                        help="passes over the training data (default: 3; fractions allowed)")
-    parser.add_argument("--batch-size", type=positive_int,
-                        help="pairs per batch; more in-batch negatives (default: 64, fewer when the data has fewer distinct texts)")
-    parser.add_argument("--lr", type=positive_float, help="learning rate (default: 5e-5)")
-    parser.add_argument("--warmup-ratio", type=fraction,
-                        help="share of steps for linear warm-up (default: 0.1)")
-    parser.add_argument("--seed", type=int, help="random seed for data order and initialisation (default: 42)")
-    parser.add_argument("--max-steps", type=int, help="stop after this many steps (overrides --epochs)")
-    parser.add_argument(
-        "--save-steps", type=positive_int,
-        help="checkpoint (and evaluate) every N steps (default: each epoch)"
-    )
-    parser.add_argument("--recommend", action=argparse.BooleanOptionalAction, default=True,
-                        help="after training, compare the base model, the fine-tune, BM25, their tuned hybrids and "
-                             "sparse-dense vectors on --val and write the winner to OUT.deploy (default: on)")
-    parser.add_argument(
-        "--resume",
-        action="store_true",
-        default=None,
-        help="continue from the newest checkpoint in the checkpoint folder",
-    )
-    layers = parser.add_mutually_exclusive_group()
-    layers.add_argument(
-        "--train-last-layers",
-        type=non_negative_int,
-        metavar="N",
-        help="partial fine-tuning: train only the last N transformer layers (+ pooling, heads)",
-    )
-    layers.add_argument(
-        "--freeze-layers",
-        type=non_negative_int,
-        metavar="N",
-        help="partial fine-tuning: freeze the embeddings and the first N transformer layers",
-    )
-    parser.add_argument("--max-seq-length", type=positive_int,
-                        help="tokens read of each text in training (default: the model's own); the exported "
-                             "model keeps the model's own limit when that is longer")
-    parser.add_argument("--export-max-seq-length", type=positive_int,
-                        help="token limit the exported model carries (default: the larger of the model's own "
-                             "and --max-seq-length)")
-    parser.add_argument("--keep-if-worse", action="store_true", default=None,
-                        help="export the trained model even when it scores below the base model on --val "
-                             "(default: the base model is exported unchanged, and the run says so)")
-    from embtune_core.commands.train_options import add_lora_and_tracking_arguments
-
-    add_lora_and_tracking_arguments(parser, layers)
-    parser.add_argument(
-        "--precision", choices=("auto", "fp32", "bf16", "fp16"), help="auto: bf16/fp16 on a GPU, fp32 on CPU"
-    )
-    parser.add_argument("--index-corpus", action="append", metavar="CORPUS",
-                        help="index-aware fine-tuning: LLM-free pseudo-queries (inverse cloze + crops) from the "
-                             "chunk texts of this corpus (the documents your index will hold; no questions or "
-                             "labels are read) join the training questions (repeatable). Any dataset, or a bare "
-                             "corpus: BEIR corpus.jsonl or folder, {id, text} JSONL, LlamaIndex JSON with only corpus")
-    parser.add_argument("--index-pseudo-queries", type=_mix, metavar="GEN=N,...",
-                        help="pseudo-queries per index chunk by generator (default: ict=1,crop=1)")
-    parser.add_argument("--index-ratio", type=positive_float,
-                        help="at most this many pseudo-queries per real training query (default: 1)")
-    parser.add_argument("--index-hard-negatives", type=non_negative_int, metavar="N",
-                        help="mine N hard negatives over the index with the base model (false-negative guard) for "
-                             "every training query that has none (default: 0)")
-    parser.add_argument("--document-windows", choices=("off", "best"),
-                        help="positives longer than the token limit: off (cut at the limit; default) or best (split "
-                             "into windows; each question trains on the window the base model ranks first)")
-    parser.add_argument("--checkpoint-dir", help="checkpoints and loss log (default: OUT.checkpoints)")
-    parser.add_argument("--out", help="output model directory")
-
-
-def _mix(text: str) -> dict[str, int]:
-    """``ict=1,crop=2`` -> {"ict": 1, "crop": 2} (an argparse type: a bad value is exit 2 naming the option)."""
-    import argparse
-
-    mix = {}
-    for item in text.split(","):
-        name, sep, count = item.partition("=")
-        if not sep or not name.strip() or not count.strip().isdigit() or int(count) < 1:
-            raise argparse.ArgumentTypeError(f"must be GENERATOR=N[,GENERATOR=N...] with N >= 1, got '{text}'")
-        mix[name.strip()] = int(count)
-    return mix
-
-
-def _parse_value(text: str):
-    for convert in (int, float):
-        try:
-            return convert(text)
-        except ValueError:
-            pass
-    return {"true": True, "false": False}.get(text.lower(), text)
-
-
-SETTING_KEYS = ("train", "val", "split", "val_split", "model", "loss", "matryoshka_dims", "epochs", "batch_size", "lr",
-                "warmup_ratio", "seed", "max_steps", "save_steps", "resume", "train_last_layers", "freeze_layers",
-                "max_seq_length", "export_max_seq_length", "keep_if_worse", "index_corpus", "index_pseudo_queries",
-                "index_ratio", "index_hard_negatives", "document_windows", "precision", "checkpoint_dir", "out",
-                "lora", "lora_rank", "lora_alpha", "lora_dropout", "lora_target_modules", "lora_merge",
-                "query_prompt", "document_prompt", "report_to")
-
-
-# Settings whose flag is not --<key with dashes>: errors name the flag the user typed.
-FLAGS = {"lora_merge": "--merge"}
+    add_fields(parser, TrainSettings)
 
 
 def settings_from_args(args):
     """TrainSettings from the [train] table of --config, overridden by options given on the command line,
     and the :class:`Sources` saying which setting came from where (for errors raised later)."""
-    from embtune_core.training import TrainSettings
-
-    values: dict = {}
+    table: dict = {}
     origin = args.config or COMMAND_LINE
     sources = Sources(args.config, "train", origin=origin)
     if args.config:
-        values.update(resolve_table(section(load_config(args.config), "train", args.config), args.config))
-        sources.config(values)
-    for key in SETTING_KEYS:
-        value = getattr(args, key, None)
-        if value is not None:
-            values[key] = value
-    sources.command_line(args, SETTING_KEYS, FLAGS)
-    if args.loss_option:
-        options = dict(values.get("loss_options") or {})
-        for item in args.loss_option:
-            key, sep, value = item.partition("=")
-            if not sep or not key.strip():
-                raise UsageError(f"expected KEY=VALUE, got '{item}'", field="--loss-option")
-            options[key.strip()] = _parse_value(value.strip())
-        values["loss_options"] = options
-        sources.set("loss_options", COMMAND_LINE, "--loss-option")
+        table = resolve_table(section(load_config(args.config), "train", args.config), args.config)
+        sources.config(table)
+    values = from_command_line(args, TrainSettings, table)
+    sources.command_line(args, flags_of(TrainSettings), flags_of(TrainSettings))
     try:
         return TrainSettings.from_mapping(values, origin), sources
     except (ConfigError, PluginError) as exc:  # an unknown generator in index_pseudo_queries: exit 4
@@ -238,7 +109,7 @@ def run(args) -> int:
     if summary.get("exported") == "base":
         print(f"  the trained model scored below the base on --val: {settings.out} holds the base model unchanged "
               "(--keep-if-worse exports the trained one)")
-    if getattr(args, "recommend", True):
+    if settings.recommend:
         recommend_after_training(settings)
     return 0
 

@@ -29,6 +29,9 @@ example:
   embtune evaluate uber.json --system base=model:sentence-transformers/all-MiniLM-L6-v2 \\
       --system tuned=model:sentence-transformers/all-MiniLM-L6-v2+index:out/uber-nudge"""
 
+SETTINGS = IndexTuningSettings  # every flag but --config is a field of it (tests/test_layout.py)
+INVOCATION_FLAGS = ("config",)
+
 
 def add_arguments(parser) -> None:
     from embtune_core.cli_fields import add_fields

@@ -7,18 +7,38 @@ Install it (``pip install examples/plugin_example``) and ``embtune plugins`` lis
     from embtune_core.plugins import get_registry
     chunker = get_registry().create("chunkers", "paragraph", min_chars=20)
     chunks = chunker.chunk(documents)
+
+The chunker declares its options as a dataclass (:class:`ParagraphOptions`), handed to ``register``:
+embtune checks a ``[chunk]`` table against it -- an unknown key (with "did you mean"), a value of the
+wrong type, a value ``validate()`` refuses -- in one line naming the file and ``chunk.<key>``, before
+any document is read.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from embtune_core import hookimpl
 from embtune_core.documents import Chunk, Document, stable_id
+from embtune_core.errors import ConfigError
+
+
+@dataclass
+class ParagraphOptions:
+    """The options of ``paragraph``: the keywords ``ParagraphChunker`` takes, with their types and defaults."""
+
+    min_chars: int = 1  # paragraphs shorter than this merge into the next
+
+    def validate(self) -> None:
+        """Ranges the type cannot say; the error names the option (``field``), embtune adds file and table."""
+        if self.min_chars < 1:
+            raise ConfigError("must be a positive integer", field="min_chars")
 
 
 class ParagraphChunker:
     """Split each document on blank lines; merge paragraphs shorter than ``min_chars`` into the next."""
 
-    def __init__(self, min_chars: int = 1):
+    def __init__(self, min_chars: int = ParagraphOptions.min_chars):
         self.min_chars = min_chars
 
     def chunk(self, documents: list[Document]) -> list[Chunk]:
@@ -50,7 +70,8 @@ class RecallAt1:
 
 @hookimpl
 def register_chunkers(register):
-    register("paragraph", ParagraphChunker, description="split on blank lines (example plugin)")
+    register("paragraph", ParagraphChunker, options=ParagraphOptions,
+             description="split on blank lines (example plugin)")
 
 
 @hookimpl

@@ -1,0 +1,100 @@
+"""The structure of the code itself: no import circle among embtune's own modules, and no command-line
+flag without a settings field behind it (one declaration for the CLI, the TOML table and the Python API).
+
+Circles are read statically from the AST by ``tools/layout_stats.py`` (the script that counts the
+layout). Every import counts, the ones inside functions too: an import deferred into a function
+still closes a loop (deferring is how a circle usually hides), and the imports deferred to keep a
+heavy library (torch, sentence-transformers) off start-up are imports of that library, never an edge
+between embtune's modules, so they need no exemption. Only ``if TYPE_CHECKING:`` imports, which never
+run, are left out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import importlib
+import sys
+import textwrap
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tools"))
+import layout_stats
+
+from embtune_core.cli_fields import add_fields, fields_without_flag
+from embtune_core.commands import COMMAND_MODULES
+
+# Commands whose flags are settings: each declares SETTINGS (the dataclass, or tuple of them, its flags
+# come from) and INVOCATION_FLAGS (flags that say how to run it, not what: --config, --print-config).
+SETTINGS_COMMANDS = {"tune-index", "train", "train-adapter", "evaluate", "build-dataset"}
+
+
+def test_no_import_circle_among_the_project_modules():
+    graph = layout_stats.project_graph(ROOT)
+    assert len(graph.modules) > 100 and len(graph.edges) > 500  # the whole project was read
+    found = layout_stats.circles(graph)
+    assert found == [], "import circles: " + "; ".join(" <-> ".join(c) for c in found)
+
+
+def test_the_circle_check_finds_a_circle_hidden_in_a_function(tmp_path):
+    """The check can fail: a loop closed only by an import inside a function (or by __import__) is found,
+    one closed only under TYPE_CHECKING is not."""
+    core = tmp_path / "embtune_core"
+    core.mkdir()
+    (core / "__init__.py").write_text("")
+    (core / "a.py").write_text("from embtune_core.b import x\n")
+    (core / "b.py").write_text("def x():\n    from embtune_core import a\n")
+    (core / "c.py").write_text("import embtune_core.b\n")
+    (core / "d.py").write_text("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from embtune_core import c\n")
+    (core / "e.py").write_text("def f():\n    return __import__('embtune_core.f')\n")
+    (core / "f.py").write_text("from . import e\n")
+    for package in ("plugins", "integrations"):
+        (tmp_path / package).mkdir()
+    graph = layout_stats.project_graph(tmp_path)
+    assert layout_stats.circles(graph) == [["embtune_core.a", "embtune_core.b"], ["embtune_core.e", "embtune_core.f"]]
+    assert layout_stats.circles(graph, top_level_only=True) == []
+
+
+def _subparsers() -> dict[str, argparse.ArgumentParser]:
+    from embtune_core.cli import build_parser
+
+    parser = build_parser()
+    action = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return dict(action.choices)
+
+
+def test_every_flag_of_a_settings_command_has_a_field_behind_it():
+    subparsers = _subparsers()
+    declared = set()
+    for module_name in COMMAND_MODULES:
+        module = importlib.import_module(module_name)
+        settings = getattr(module, "SETTINGS", None)
+        classes = settings if isinstance(settings, tuple) else (settings,)
+        if module.NAME in SETTINGS_COMMANDS:
+            assert all(dataclasses.is_dataclass(c) for c in classes), module.NAME
+        if settings is not None:
+            declared.add(module.NAME)
+            missing = fields_without_flag(subparsers[module.NAME], settings,
+                                          allowed=getattr(module, "INVOCATION_FLAGS", ()))
+            names = ", ".join(c.__name__ for c in classes)
+            assert missing == [], f"embtune {module.NAME}: flags with no field of {names}: {missing}"
+    assert declared >= SETTINGS_COMMANDS
+
+
+def test_the_flag_check_finds_a_flag_without_a_field():
+    @dataclasses.dataclass
+    class Settings:
+        epochs: int = 3
+
+    parser = argparse.ArgumentParser()
+    add_fields(parser, Settings)
+    assert fields_without_flag(parser, Settings) == []
+    parser.add_argument("--recommend", action="store_true")
+    assert fields_without_flag(parser, Settings) == ["recommend"]
+
+
+def test_the_counting_script_runs(capsys):
+    assert layout_stats.main(["--root", str(ROOT)]) == 0
+    out = capsys.readouterr().out
+    assert "circles (all imports): 0" in out, textwrap.shorten(out, 400)
