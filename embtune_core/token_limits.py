@@ -47,24 +47,17 @@ def prompt_for(model: Any, kind: str, explicit: str | None = None) -> str:
     return prompts.get(default, "") if default else ""
 
 
-def token_lengths(model: Any, texts: Sequence[str], prompt: str = "") -> list[int]:
-    """Tokens of each ``prompt + text`` with the model's tokenizer, special tokens included, uncut."""
-    tokenizer = model.tokenizer
-    lengths: list[int] = []
-    for start in range(0, len(texts), 1024):  # bounded memory on big corpora
-        batch = [prompt + t for t in texts[start:start + 1024]]
-        encoded = tokenizer(batch, add_special_tokens=True, truncation=False, verbose=False,
-                            return_attention_mask=False, return_token_type_ids=False)
-        lengths.extend(len(ids) for ids in encoded["input_ids"])
-    return lengths
-
-
 def count_over(model: Any, texts: Sequence[str], kind: str, prompt: str | None = None) -> tuple[int, int | None]:
-    """(how many ``texts`` exceed the model's limit, the limit); (0, None) when it has no limit."""
+    """(how many ``texts`` exceed the model's limit, the limit); (0, None) when it has no limit.
+
+    A text far longer than the limit is known to exceed it from a prefix
+    (:func:`embtune_core.token_prefix.capped_lengths`): it is never tokenised whole just to be counted."""
+    from embtune_core.token_prefix import capped_lengths
+
     limit = getattr(model, "max_seq_length", None)
     if not limit or not texts:
         return 0, limit
-    lengths = token_lengths(model, list(texts), prompt_for(model, kind, prompt))
+    lengths = capped_lengths(model, list(texts), prompt_for(model, kind, prompt), int(limit))
     return sum(n > limit for n in lengths), int(limit)
 
 

@@ -205,6 +205,13 @@ def train(settings: TrainSettings, *, exclude_questions: Iterable[str] = ()) -> 
         "query": [train_qa.queries[q] for q in answered],
         "document": sorted({train_qa.corpus[c] for q in answered for c in train_qa.relevant_docs.get(q, ())
                             if c in train_qa.corpus})}, model_name=settings.model)
+    from embtune_core.token_prefix import readable_columns
+
+    # The collator tokenises every batch each epoch: rows hold what the model reads of each text (the same
+    # tokens), so a long chunk is never tokenised whole (embtune_core.token_prefix).
+    # Two chunks alike in every token the model reads become one text, which the batch sampler then keeps
+    # apart (they would be each other's indistinguishable negatives). Windows are never cut (they fit).
+    train_rows = readable_columns(train_rows, model)
     partial = lora_record = None
     if settings.train_last_layers is not None or settings.freeze_layers is not None:
         partial = freeze_all_but_last(model, settings.train_last_layers, frozen=settings.freeze_layers)
