@@ -22,7 +22,8 @@ def add_arguments(parser, *, prompts: bool = True) -> None:
         add_prompt_arguments(parser)
     parser.add_argument("--backend", choices=BACKENDS, default=None,
                         help="run local models in torch (default) or ONNX Runtime: onnx (the export's default "
-                             "file), onnx-fp32, onnx-int8; the folder must come from embtune export --format onnx")
+                             "file: the one it recommends), onnx-fp32, onnx-o2, onnx-int8, onnx-int8-mixed; the "
+                             "folder must come from embtune export --format onnx")
     parser.add_argument("--document-windows", choices=MODES, default=None,
                         help="documents longer than the token limit: off (cut at the limit, the model's own "
                              "behaviour; default), mean (read whole as windows, one token-weighted mean vector), "

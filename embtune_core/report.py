@@ -142,12 +142,13 @@ def backend_of(identity: str) -> dict[str, Any] | None:
         return None
     onnx = re.findall(r"\bbackend=(\S+) file=(\S+)", identity)
     if onnx:
-        from embtune_core.onnx_export import FUSED_FILE, INT8_FILE
+        from embtune_core.onnx_export import FUSED_FILE, INT8_FILE, MIXED_FILE
 
         runtime, file = onnx[-1]
         name = Path(file).name
-        return {"runtime": runtime, "file": file, "quantization": "int8" if name == INT8_FILE else "none (fp32)",
-                **({"graph": "fused (O2)"} if name == FUSED_FILE else {})}
+        return {"runtime": runtime, "file": file, "quantization": "int8" if name in (INT8_FILE, MIXED_FILE)
+                else "none (fp32)", **({"graph": "fused (O2)"} if name == FUSED_FILE else {}),
+                **({"outliers": "calibrated outlier channels in fp32"} if name == MIXED_FILE else {})}
     precision = re.findall(r"\bprecision=(\S+)", identity)
     return {"runtime": "torch", "precision": precision[-1] if precision else "fp32"}
 
@@ -160,6 +161,8 @@ def backend_text(system: dict[str, Any]) -> str:
         return ""
     if backend.get("runtime") == "onnx":
         kind = "int8 quantised" if backend.get("quantization") == "int8" else "fp32"
+        if backend.get("outliers"):
+            kind += f", {backend['outliers']}"
         if backend.get("graph"):
             kind += f", {backend['graph']} graph"
         return f"ONNX Runtime, {kind} ({backend.get('file')})"
