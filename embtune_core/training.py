@@ -283,7 +283,7 @@ def train(settings: TrainSettings, *, exclude_questions: Iterable[str] = ()) -> 
         trim_loss_log(work_dir / LOSS_LOG, before["global_step"], keep_step_zero=reused)
     from embtune_core.resources import guard
 
-    advice = memory_advice(settings)
+    advice = memory_advice(settings, memory)
     with guard(doing="evaluating the base model", memory_advice=f"lower --eval-batch-size (now {settings.eval_batch_size})"):
         metrics_before = baseline_metrics(trainer, work_dir, settings, rank) if evaluator is not None else {}
     # A full disk during a checkpoint save, or memory running out in a step: one line, exit 3, advice.
@@ -376,12 +376,17 @@ def train(settings: TrainSettings, *, exclude_questions: Iterable[str] = ()) -> 
     return TrainResult(**summary, saved=saved, history=history)
 
 
-def memory_advice(settings: TrainSettings) -> str:
-    """The settings that reduce training memory, with their current values, in one line."""
+def memory_advice(settings: TrainSettings, memory: dict[str, Any] | None = None) -> str:
+    """The settings that reduce training memory, with their current values, in one line. ``memory``:
+    the GradCache plan of an in-batch-negative loss (:func:`_plan_memory`); other losses take no
+    ``mini_batch_size``, so it is advised only with one."""
     limit = f" (now {settings.max_seq_length})" if settings.max_seq_length else ""
-    mini = settings.loss_options.get("mini_batch_size", "auto")
-    advice = [f"--loss-option mini_batch_size=2 (GradCache: the same batch in less memory; now {mini})",
-              f"lower --batch-size (now {settings.batch_size})", f"--max-seq-length{limit}"]
+    advice = []
+    if memory is not None:
+        now = (f"{memory['mini_batch_size']}, chosen from the memory available" if memory["source"] == "auto"
+               else str(memory["mini_batch_size"]))
+        advice.append(f"--loss-option mini_batch_size=2 (GradCache: the same batch in less memory; now {now})")
+    advice += [f"lower --batch-size (now {settings.batch_size})", f"--max-seq-length{limit}"]
     if not settings.lora and settings.train_last_layers is None:
         advice.append("--lora or --train-last-layers 2 (fewer trained weights)")
     advice.append("or train a query adapter (embtune train-adapter), which needs far less")

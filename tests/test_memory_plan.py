@@ -164,3 +164,18 @@ def test_a_bad_mini_batch_size_is_refused(bad):
 
     with pytest.raises(ConfigError, match="mini_batch_size"):
         create_strategy("mnrl", mini_batch_size=bad)
+
+
+def test_the_out_of_memory_advice_names_the_mini_batch_only_for_losses_that_take_one():
+    from embtune_core.training import TrainSettings, memory_advice
+
+    settings = TrainSettings(train="t.json", out="m", batch_size=64, max_seq_length=256)
+    chosen = {"mini_batch_size": 8, "source": "auto"}
+    line = memory_advice(settings, chosen)
+    assert line.startswith("--loss-option mini_batch_size=2 (GradCache: the same batch in less memory; now 8, "
+                           "chosen from the memory available)")
+    assert "lower --batch-size (now 64)" in line and "--max-seq-length (now 256)" in line
+    given = memory_advice(settings, {"mini_batch_size": 64, "source": "setting"})
+    assert "now 64)" in given and "chosen from" not in given
+    # contrastive, cosine...: no mini_batch_size option to give (it would be refused)
+    assert "mini_batch_size" not in memory_advice(settings, None)
