@@ -24,6 +24,7 @@ VNNI.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import shlex
@@ -107,6 +108,8 @@ def main() -> int:
                             "mean_cosine_to_torch": round(float(cosine(reference, v).mean()), 6)}
                      for name, v in vectors.items() if name != "torch fp32"}
         del models, vectors
+        print("speed", json.dumps(speed), flush=True)  # kept in the log should the evaluation fail
+        label = {name.replace(" ", "-"): name for name in BACKENDS}  # system names take no spaces
         systems = [build_system(parse_system(f"{name.replace(' ', '-')}=model:{folder}"),
                                 encoder_options={"backend": backend})
                    for name, backend in BACKENDS.items()]
@@ -116,7 +119,7 @@ def main() -> int:
     quality = {}
     for system in report["systems"]:
         results = next(iter(system["results"].values()))
-        quality[system["name"].replace("-", " ")] = {
+        quality[label[system["name"]]] = {
             metric: {k: round(v, 4) for k, v in results[metric].items() if isinstance(v, float)}
             for metric in ("ndcg@10", "hit_rate@5", "mrr@10") if metric in results}
     base = speed["torch fp32"]["docs_per_second"]
@@ -144,7 +147,6 @@ def main() -> int:
                     "cpu_flags": _cpu_flags()},
     }
     atomic.write_json(opts.out, result)
-    import json
 
     print(json.dumps({"figures": figures, "agreement": agreement, "target_met": result["target_met"]}, indent=2))
     print(f"written to {opts.out}")
