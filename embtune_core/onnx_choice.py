@@ -52,13 +52,12 @@ def split_chunks(dataset: Any) -> tuple[list[str], Any]:
                                   relevant)
 
 
-def measure(folder: Path, variants: list[str], held_out: Any, *, threads: int | None = None) -> dict[str, Any]:
-    """Speed and quality of each of ``variants`` (keys of the folder's manifest ``files``; ``"fp32"``
-    first, the reference) on the dataset ``held_out``; see the module docstring."""
-    from embtune_core.onnx_export import load_onnx_model
-
+def measure(models: dict[str, Any], held_out: Any) -> dict[str, Any]:
+    """Speed and quality of each model of ``models`` (name -> a loaded model, as
+    :func:`embtune_core.onnx_export.load_onnx_model` gives for each key of the folder's manifest ``files``;
+    ``"fp32"`` first, the reference) on the dataset ``held_out``; see the module docstring."""
     texts = list(held_out.corpus.values())
-    models = {name: load_onnx_model(folder, name, threads=threads) for name in variants}
+    variants = list(models)
     for model in models.values():  # warm-up: first-call allocations
         model.encode_document(texts[:8], batch_size=32)
     seconds: dict[str, list[float]] = {name: [] for name in variants}

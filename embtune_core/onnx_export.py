@@ -168,7 +168,7 @@ def export_onnx(model_dir: str | Path, out: str | Path, *, quantize: str | None 
 
         atomic.write_json(staging / MANIFEST, portable(manifest))  # no machine's absolute path
         if calibration is not None:  # measured on the chunks calibration did not use
-            table = onnx_choice.measure(staging, list(files), held_out)
+            table = onnx_choice.measure({name: load_onnx_model(staging, name) for name in files}, held_out)
             manifest["default"] = onnx_choice.choose(table)
             manifest["recommendation"] = {
                 "chosen": manifest["default"], "line": onnx_choice.describe(manifest["default"], table, held_out),
