@@ -215,9 +215,11 @@ def _gb(size: float) -> str:
 
 def longest_tokens(model: Any, rows: Any) -> int:
     """Tokens of the longest text in the training rows' text columns, at most the model's limit."""
-    from embtune_core.token_prefix import TEXT_COLUMNS_EXCLUDED, capped_lengths
+    from embtune_core.token_prefix import TEXT_COLUMNS_EXCLUDED, capped_lengths, fast_tokenizer, model_limit
 
-    limit = int(getattr(model, "max_seq_length", None) or 512)
+    limit = model_limit(model) or 512
+    if fast_tokenizer(model) is None:  # no transformer tokenizer to count with: the plan assumes the limit
+        return limit
     longest = 0
     for name in rows.column_names:
         values = rows[name]

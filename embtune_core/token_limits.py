@@ -55,10 +55,10 @@ def token_lengths(model: Any, texts: Sequence[str], prompt: str = "", kind: str 
     ``cap + 1``, found from a prefix (:func:`embtune_core.token_prefix.capped_lengths`) where the model's
     tokenizer is a Hugging Face one: a long text is never tokenised whole just to be counted."""
     from embtune_core.model_modules import token_counts, tokenizer_of
+    from embtune_core.token_prefix import capped_lengths, fast_tokenizer
 
-    tokenizer = getattr(model, "tokenizer", None)
-    if cap is not None and callable(tokenizer) and tokenizer_of(model, kind) is tokenizer:
-        from embtune_core.token_prefix import capped_lengths
+    tokenizer = fast_tokenizer(model)
+    if cap is not None and tokenizer is not None and tokenizer_of(model, kind) is tokenizer:
 
         return capped_lengths(model, list(texts), prompt, int(cap))
     lengths: list[int] = []

@@ -28,6 +28,7 @@ Example::
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -94,17 +95,28 @@ def readable_prefix(tokenizer: Any, text: str, tokens: int) -> str:
 
 
 def model_limit(model: Any) -> int | None:
-    """Tokens a sentence-transformers model reads of a text (its ``max_seq_length``), None if unknown."""
-    limit = getattr(model, "max_seq_length", None)
-    return int(limit) if limit else None
+    """Tokens a sentence-transformers model reads of a text (its ``max_seq_length``), None if unknown or
+    unbounded (a static model reads texts whole: ``inf``)."""
+    try:
+        limit = float(getattr(model, "max_seq_length", None) or 0)
+    except (TypeError, ValueError):
+        return None
+    return int(limit) if math.isfinite(limit) and limit >= 1 else None
+
+
+def fast_tokenizer(model: Any) -> Any:
+    """The model's Hugging Face fast tokenizer (the prefix cut needs its offsets), or None: a static
+    model's ``tokenizers.Tokenizer``, a word tokenizer or a ``Router`` is left to cut texts itself."""
+    tokenizer = getattr(model, "tokenizer", None)
+    return tokenizer if callable(tokenizer) and getattr(tokenizer, "is_fast", False) else None
 
 
 def readable_texts(model: Any, texts: Sequence[str]) -> list[str]:
     """``texts`` cut to what ``model`` reads of them: every text's tokens up to the model's
     ``max_seq_length`` (any prompt prepended included) are unchanged, so the vectors are the same as for
-    the whole texts. Texts are returned as they are when the model has no tokenizer or limit."""
+    the whole texts. Texts are returned as they are when the model has no fast tokenizer or no finite limit."""
     limit = model_limit(model)
-    tokenizer = getattr(model, "tokenizer", None)
+    tokenizer = fast_tokenizer(model)
     texts = list(texts)
     if not limit or tokenizer is None:
         return texts
