@@ -32,7 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data" / "llamaindex-10k-qa" / "val_dataset.json"
 sys.path.insert(0, str(ROOT))
 
-from embtune_core import atomic
+from embtune_core.runtime import atomic
 
 BACKENDS = {"torch fp32": "torch", "onnx fp32": "onnx-fp32", "onnx O2": "onnx-o2", "onnx int8": "onnx-int8"}
 
@@ -55,11 +55,11 @@ def main() -> int:
 
     torch.set_num_threads(opts.threads)
     from embtune_core.commands.evaluate import build_system, parse_system
-    from embtune_core.dataset import QADataset
-    from embtune_core.evaluation import evaluate_systems
-    from embtune_core.models import resolve
-    from embtune_core.onnx_export import export_onnx, load_onnx_model
-    from embtune_core.report import report_json
+    from embtune_core.data.dataset import QADataset
+    from embtune_core.encoders.models import resolve
+    from embtune_core.encoders.onnx_export import export_onnx, load_onnx_model
+    from embtune_core.reporting.report import report_json
+    from embtune_core.scoring.evaluation import evaluate_systems
 
     dataset = QADataset.load(opts.data)
     docs = list(dataset.corpus.values())
@@ -70,7 +70,7 @@ def main() -> int:
         started = time.perf_counter()
         manifest = export_onnx(minilm, folder, quantize="int8")
         export_seconds = time.perf_counter() - started
-        from embtune_core.models import load_sentence_transformer
+        from embtune_core.encoders.models import load_sentence_transformer
 
         models = {"torch fp32": load_sentence_transformer(str(folder)),
                   "onnx fp32": load_onnx_model(folder, "fp32", threads=opts.threads),

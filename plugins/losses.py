@@ -2,7 +2,7 @@
 
 A :class:`LossStrategy` declares the data format it needs (``pairs``, ``triplets``,
 ``labelled-pairs`` or ``scored-pairs``), builds that format from a
-:class:`~embtune_core.dataset.QADataset` (using mined ``negatives`` or ``scores`` where it needs
+:class:`~embtune_core.data.dataset.QADataset` (using mined ``negatives`` or ``scores`` where it needs
 them) and builds the sentence-transformers loss for a model. The user never reshapes data by hand;
 a dataset lacking what a strategy needs is refused before any training starts, with a one-line
 message saying how to get it.
@@ -21,12 +21,12 @@ cosine              scored-pairs      CosineSimilarityLoss (``scores``, else lab
 triplet             triplets          TripletLoss (needs negatives)
 ==================  ================  ======================================================
 
-The contract (:class:`~embtune_core.losses.LossStrategy`) and the Matryoshka wrapper live in
-:mod:`embtune_core.losses`; any strategy here can be wrapped with
-:func:`~embtune_core.losses.create_strategy`::
+The contract (:class:`~embtune_core.finetuning.losses.LossStrategy`) and the Matryoshka wrapper live in
+:mod:`embtune_core.finetuning.losses`; any strategy here can be wrapped with
+:func:`~embtune_core.finetuning.losses.create_strategy`::
 
-    from embtune_core.dataset import QADataset
-    from embtune_core.losses import create_strategy
+    from embtune_core.data.dataset import QADataset
+    from embtune_core.finetuning.losses import create_strategy
 
     strategy = create_strategy("mnrl", matryoshka_dims=[384, 256, 128, 64])
     train_dataset = strategy.build_dataset(QADataset.load("train_dataset.json"))
@@ -41,9 +41,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from embtune_core import hookimpl
-from embtune_core.dataset import QADataset
+from embtune_core.data.dataset import QADataset
 from embtune_core.errors import ConfigError, DatasetError
-from embtune_core.losses import HOW_TO_GET_NEGATIVES, LossStrategy, has_negatives, pair_columns
+from embtune_core.finetuning.losses import HOW_TO_GET_NEGATIVES, LossStrategy, has_negatives, pair_columns
 
 
 def _usable_negatives(qa: QADataset, qid: str, per_query: int) -> tuple[list[str], int, int]:
@@ -197,7 +197,7 @@ class GISTStrategy(_InBatchNegatives):
         from sentence_transformers.sentence_transformer.losses import GISTEmbedLoss
 
         if self.guide:
-            from embtune_core.models import load_sentence_transformer
+            from embtune_core.encoders.models import load_sentence_transformer
 
             guide = load_sentence_transformer(self.guide, device=str(model.device))
         else:

@@ -13,7 +13,7 @@ from contextlib import contextmanager
 
 import pytest
 
-from embtune_core.dataset import QADataset
+from embtune_core.data.dataset import QADataset
 
 
 def _data(n: int = 16) -> QADataset:

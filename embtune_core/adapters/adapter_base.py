@@ -13,7 +13,7 @@ Subclass :class:`QueryAdapter` and register the class in a plugin::
 
     import torch
     from embtune_core import hookimpl
-    from embtune_core.adapter_base import QueryAdapter
+    from embtune_core.adapters.adapter_base import QueryAdapter
 
     class DiagonalAdapter(QueryAdapter):
         adapter_type = "diagonal"

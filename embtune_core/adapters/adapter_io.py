@@ -18,7 +18,7 @@ sense on that encoder, and :func:`load_adapter` refuses another one with a one-l
 ``normalize_output`` says whether adapted queries are scaled back to unit length (cosine search);
 ``index_metric`` the metric of the index it was trained for: ``"inner_product"`` or ``"l2"`` (FAISS
 ``IndexFlatL2``, LangChain's and DocsGPT's default), which matters for vectors that are not unit length
-(:mod:`embtune_core.adapter_training`; :meth:`SavedAdapter.check_index` refuses the wrong one).
+(:mod:`embtune_core.adapters.adapter_training`; :meth:`SavedAdapter.check_index` refuses the wrong one).
 
 ``base_encoder.prompts`` and ``base_encoder.convention`` record how the base computed the query
 vectors the adapter was trained on: through the model's query/document prompts or plain
@@ -54,10 +54,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from embtune_core import atomic
-from embtune_core.encoder_identity import EncoderDescription, EncoderIdentity
-from embtune_core.encoder_identity import describe as describe_encoder
+from embtune_core.encoders.encoder_identity import EncoderDescription, EncoderIdentity
+from embtune_core.encoders.encoder_identity import describe as describe_encoder
 from embtune_core.errors import ConfigError, InputError, PluginError
+from embtune_core.runtime import atomic
 
 log = logging.getLogger(__name__)
 
@@ -182,7 +182,7 @@ class SavedAdapter:
         is checked where vectors meet the adapter, :meth:`transform`: reading an API encoder's width
         may cost a call.)
         """
-        from embtune_core.encoder_identity import CONVENTION_KEYS, EncoderIdentity, identity_of
+        from embtune_core.encoders.encoder_identity import CONVENTION_KEYS, EncoderIdentity, identity_of
 
         # Documents read as windows change document vectors only; the adapter maps query vectors.
         current = identity_of(encoder).without(("document_windows",))
@@ -378,7 +378,7 @@ def save_adapter(directory: str | Path, module: nn.Module, config: AdapterConfig
                          "lower the learning rate); not saved", path=directory)
     with atomic.atomic_directory(directory) as staging:
         save_file(tensors, str(staging / WEIGHTS_NAME), metadata={"format": FORMAT})
-        from embtune_core.portable import portable
+        from embtune_core.publishing.portable import portable
 
         atomic.write_json(staging / CONFIG_NAME, portable(config.to_json()))  # no machine's absolute path
     return directory

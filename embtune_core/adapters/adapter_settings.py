@@ -2,7 +2,7 @@
 (generated from these fields, :mod:`embtune_core.cli_fields`) and the Python API's ``config``.
 
 Declared here, without torch, so the command line can list them without importing the trainer
-(:mod:`embtune_core.adapter_training`, which re-exports them).
+(:mod:`embtune_core.adapters.adapter_training`, which re-exports them).
 """
 
 from __future__ import annotations
@@ -56,7 +56,7 @@ class AdapterTrainingConfig:
     patience: int = setting(4, "epochs without validation gain before stopping", parse=non_negative_int)
     selection_metric: SelectionMetric = setting(
         "mrr@10", "mrr@10 (default), hit_rate@1, hit_rate@5, hit_rate@10", parse=str)
-    # The metric of the index the adapter will search (see embtune_core.adapter_training).
+    # The metric of the index the adapter will search (see embtune_core.adapters.adapter_training).
     index_metric: IndexMetric = setting(
         "inner_product", "the metric of the index the adapter will search: inner_product (embtune's stores; "
                          "default) or l2 (FAISS IndexFlatL2: LangChain's FAISS.from_documents, DocsGPT; the "
@@ -100,7 +100,7 @@ class AdapterTrainingConfig:
         if self.matryoshka_dims is not None and len(set(self.matryoshka_dims)) != len(self.matryoshka_dims):
             raise bad("matryoshka_dims", "lists a width twice")
         # An option the adapter does not take, or a value it refuses, fails now, not after the embedding.
-        from embtune_core.adapter_io import check_adapter_options
+        from embtune_core.adapters.adapter_io import check_adapter_options
 
         check_adapter_options(self.adapter, self.adapter_options, path=path)
 

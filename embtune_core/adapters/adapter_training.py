@@ -2,7 +2,7 @@
 
 Inputs: an encoder (any backend, even a black-box API), a training :class:`QADataset`, optionally a
 validation one, and :class:`AdapterTrainingConfig`. Corpus and queries are embedded once through
-the :class:`~embtune_core.embedding_cache.EmbeddingCache`; training then touches only tensors, so
+the :class:`~embtune_core.encoders.embedding_cache.EmbeddingCache`; training then touches only tensors, so
 twelve epochs cost about one embedding pass.
 
 What it optimises, per (query, positive chunk) pair, with ``a = adapter(q)`` (unit length when
@@ -16,7 +16,7 @@ What it optimises, per (query, positive chunk) pair, with ``a = adapter(q)`` (un
 * plus ``hard_negative_weight`` x the same loss over (positive, mined hard negatives) when the
   dataset has ``negatives`` (hard negatives that are also relevant are dropped);
 * plus ``identity_reg`` x the adapter's distance from the identity map
-  (:func:`embtune_core.adapter_base.identity_penalty`), which keeps it close to the base model.
+  (:func:`embtune_core.adapters.adapter_base.identity_penalty`), which keeps it close to the base model.
 
 **The index's metric** (``index_metric``). An adapter is trained, selected and served in the metric of
 the index it will search: ``"inner_product"`` (embtune's own stores, FAISS ``IndexFlatIP``; cosine for
@@ -81,19 +81,19 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from embtune_core import metrics
-from embtune_core.adapter_base import check_identity_at_init, identity_penalty
-from embtune_core.adapter_io import AdapterConfig, SavedAdapter, build_adapter, save_adapter
-from embtune_core.dataset import QADataset
-from embtune_core.embedding_cache import EmbeddingCache
-from embtune_core.encoder_identity import describe
+from embtune_core.adapters.adapter_base import check_identity_at_init, identity_penalty
+from embtune_core.adapters.adapter_io import AdapterConfig, SavedAdapter, build_adapter, save_adapter
+from embtune_core.data.dataset import QADataset
+from embtune_core.encoders.embedding_cache import EmbeddingCache
+from embtune_core.encoders.encoder_identity import describe
 from embtune_core.errors import ConfigError, DatasetError, InputError
-from embtune_core.progress import progress
-from embtune_core.search import exact_search
+from embtune_core.retrieval.search import exact_search
+from embtune_core.runtime.progress import progress
+from embtune_core.scoring import metrics
 
 log = logging.getLogger(__name__)
 
-from embtune_core.adapter_settings import (  # noqa: F401 - declared without torch; public here too
+from embtune_core.adapters.adapter_settings import (  # noqa: F401 - declared without torch; public here too
     INDEX_METRICS,
     AdapterTrainingConfig,
     IndexMetric,
@@ -120,13 +120,13 @@ def split_for_validation(dataset: QADataset, val_fraction: float = 0.2, *,
                          seed: int = 42) -> tuple[QADataset, QADataset]:
     """(train, validation) held out by source document, else by page, else by chunk.
 
-    Uses :func:`embtune_core.splitting.split_by_source`, so the questions of one chunk (or one
+    Uses :func:`embtune_core.data.splitting.split_by_source`, so the questions of one chunk (or one
     document) never straddle the split; validation questions whose text is also a training
     question's are left out. Training keeps only its own chunks; validation queries are
     ranked against the whole corpus, the harder and more realistic task (held-out documents among
     all the others).
     """
-    from embtune_core.splitting import split_by_source, without_repeated_questions
+    from embtune_core.data.splitting import split_by_source, without_repeated_questions
 
     for by in ("source", "page", "chunk"):
         try:
@@ -258,7 +258,7 @@ def _evaluate(adapter: torch.nn.Module, data: _Embedded, normalize: bool,
 
 
 def _truncate(vectors: torch.Tensor, dim: int) -> torch.Tensor:
-    """The first ``dim`` components, renormalised (as :func:`embtune_core.evaluation.truncate` does)."""
+    """The first ``dim`` components, renormalised (as :func:`embtune_core.scoring.evaluation.truncate` does)."""
     return F.normalize(vectors[:, :dim], dim=-1)
 
 
@@ -503,7 +503,7 @@ def train_adapter(encoder, train: QADataset, val: QADataset | None = None, *,
     """Train a query adapter for ``encoder`` on ``train``; keep the epoch best on ``val``.
 
     Without ``val``, a validation split is held out of ``train`` by source document
-    (:func:`split_for_validation`). ``augment`` (e.g. :func:`embtune_core.pseudo_queries.index_pseudo_queries`
+    (:func:`split_for_validation`). ``augment`` (e.g. :func:`embtune_core.adapters.pseudo_queries.index_pseudo_queries`
     over the corpus to be searched) joins the training side only, after the split, so the epoch is
     still chosen on real questions; a pseudo-query that is word for word a ``val`` question is left out
     (logged), since training on it would flatter the choice. With ``output_dir``, the adapter is written there atomically.
@@ -513,7 +513,7 @@ def train_adapter(encoder, train: QADataset, val: QADataset | None = None, *,
     config = config or AdapterTrainingConfig()
     config.validate()
     cache = cache or EmbeddingCache()
-    from embtune_core import token_limits
+    from embtune_core.encoders import token_limits
 
     texts = {"query": list(train.queries.values()), "document": list(train.corpus.values())}
     if val is not None:
@@ -532,7 +532,7 @@ def train_adapter(encoder, train: QADataset, val: QADataset | None = None, *,
         train, val = split_for_validation(train, config.val_fraction, seed=config.seed)
     augment_dropped = 0
     if augment is not None:
-        from embtune_core.pseudo_queries import merge, without_questions
+        from embtune_core.adapters.pseudo_queries import merge, without_questions
 
         if not keep_last:
             # ICT pseudo-queries over the held-out documents' chunks can be their questions word for

@@ -19,8 +19,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from embtune_core.dataset import QADataset
-from embtune_core.documents import Chunk
+from embtune_core.data.dataset import QADataset
+from embtune_core.data.documents import Chunk
 
 # Measured on Lyft -> Uber (two-layer adapter, mean of 5 seeds): crops x2 gave MRR@10 +0.029,
 # ict x5 + crop x5 +0.049 (bench/adapter_10k.py records the current figure).

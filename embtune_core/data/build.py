@@ -2,7 +2,7 @@
 pipeline's chunk, generate, split and mine stages all call these, so they cannot drift apart.
 
 * :func:`chunk_documents` -- files and folders -> documents -> chunks (a ``chunkers`` plugin);
-* :func:`generate_questions` -- chunks -> a :class:`~embtune_core.dataset.QADataset` (a
+* :func:`generate_questions` -- chunks -> a :class:`~embtune_core.data.dataset.QADataset` (a
   ``question_generators`` plugin, journalled in ``work_dir`` so an interrupted call resumes);
 * :func:`split_dataset` and :func:`write_dataset_split` -- whole ``split_by`` units (source
   document, page or chunk) to one side (:class:`~embtune_core.settings.SplitSettings`), written
@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from embtune_core.dataset import QADataset
-from embtune_core.documents import Chunk, Document
+from embtune_core.data.dataset import QADataset
+from embtune_core.data.documents import Chunk, Document
 from embtune_core.settings import PluginTable, SplitSettings
 
 
@@ -35,7 +35,7 @@ def chunk_documents(paths: Sequence[str | Path], chunker: PluginTable, *, skip_b
                     registry: Any = None) -> Chunked:
     """Load every file under ``paths`` and chunk it; raises InputError for an unreadable file unless
     ``skip_bad`` (then it is listed in ``skipped``)."""
-    from embtune_core.loading import load_documents
+    from embtune_core.data.loading import load_documents
     from embtune_core.plugins import get_registry
 
     registry = registry or get_registry()
@@ -70,7 +70,7 @@ def generate_questions(chunks: list[Chunk], generator: PluginTable, *, work_dir:
 def split_dataset(dataset: QADataset, settings: SplitSettings, *, seed: int = 0
                   ) -> tuple[QADataset, QADataset | None]:
     """(train, val); ``val`` is None when ``val_fraction`` is 0. ``settings.seed`` wins over ``seed``."""
-    from embtune_core.splitting import split_by_source
+    from embtune_core.data.splitting import split_by_source
 
     if settings.val_fraction <= 0:
         return dataset, None
@@ -82,7 +82,7 @@ def write_dataset_split(train: QADataset, val: QADataset | None, train_path: Pat
                         settings: SplitSettings) -> None:
     """Write both sides atomically after the leakage check (a shared source is leakage only when the
     split keeps whole sources apart)."""
-    from embtune_core.splitting import write_split
+    from embtune_core.data.splitting import write_split
 
     write_split(train, val, train_path, val_path if val is not None else None,
                 allow_shared_sources=settings.split_by != "source")
@@ -91,7 +91,7 @@ def write_dataset_split(train: QADataset, val: QADataset | None, train_path: Pat
 def mine_negatives(dataset: QADataset, miner: PluginTable, encoder: Any = None) -> tuple[QADataset, dict[str, Any]]:
     """(dataset with ``negatives``, the miner's report); ``encoder`` is an encoder or a spec
     (default: ``miner.encoder``)."""
-    from embtune_core.encoding import encoder_from_spec
+    from embtune_core.encoders.encoding import encoder_from_spec
     from embtune_core.plugins import get_registry
 
     maker = get_registry().create("negative_miners", miner.name, **miner.options)

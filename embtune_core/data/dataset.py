@@ -25,9 +25,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from embtune_core import atomic, textfiles
-from embtune_core.documents import stable_id
+from embtune_core.data import textfiles
+from embtune_core.data.documents import stable_id
 from embtune_core.errors import DatasetError
+from embtune_core.runtime import atomic
 
 log = logging.getLogger(__name__)
 
@@ -288,7 +289,7 @@ def load_beir(folder: str | Path, split: str = "test") -> QADataset:
     Read as BEIR's ``GenericDataLoader`` reads it (title and text joined as BEIR's models embed them;
     the qrels as :func:`read_qrels` reads them), and kept whole in the ``qrels`` extra, which makes
     evaluation score it as pytrec_eval does (graded gains, grades >= 1 relevant, judged documents missing
-    from the corpus counted; :mod:`embtune_core.evaluation`). ``queries`` holds every query of the qrels
+    from the corpus counted; :mod:`embtune_core.scoring.evaluation`). ``queries`` holds every query of the qrels
     (a query judged only 0 included: BEIR evaluates it); ``relevant_docs`` its corpus documents of grade
     >= 1 (what training reads). Qrels queries missing from queries.jsonl are left out, in one line.
     """

@@ -21,10 +21,10 @@ import logging
 from collections.abc import Iterable
 from pathlib import Path
 
-from embtune_core.documents import Document
+from embtune_core.data.documents import Document
 from embtune_core.errors import InputError
 from embtune_core.plugins import Registry, get_registry
-from embtune_core.progress import progress
+from embtune_core.runtime.progress import progress
 
 log = logging.getLogger(__name__)
 

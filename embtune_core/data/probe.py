@@ -29,7 +29,7 @@ import logging
 import time
 from typing import Any
 
-from embtune_core.dataset import QADataset
+from embtune_core.data.dataset import QADataset
 
 log = logging.getLogger(__name__)
 
@@ -45,11 +45,15 @@ def tuning_probe(dataset: QADataset, model: str, *, seed: int = 42, dev_fraction
     """Measure and predict (module docstring) on ``dataset``'s training questions; no validation data is read."""
     from dataclasses import replace
 
-    from embtune_core.adapter_training import AdapterTrainingConfig, split_for_validation, train_adapter
-    from embtune_core.embedding_cache import EmbeddingCache
-    from embtune_core.encoding import encoder_from_spec
-    from embtune_core.evaluation import MetricSettings, System, evaluate_systems
-    from embtune_core.lexical import BM25Spec
+    from embtune_core.adapters.adapter_training import (
+        AdapterTrainingConfig,
+        split_for_validation,
+        train_adapter,
+    )
+    from embtune_core.encoders.embedding_cache import EmbeddingCache
+    from embtune_core.encoders.encoding import encoder_from_spec
+    from embtune_core.retrieval.lexical import BM25Spec
+    from embtune_core.scoring.evaluation import MetricSettings, System, evaluate_systems
 
     started = time.perf_counter()
     cache = cache or EmbeddingCache()

@@ -1,7 +1,7 @@
 """What every question generator shares, kept in core so that no plugin imports another: the
 :class:`Journal` of completed LLM calls (an interrupted run resumes without paying a call twice),
 :func:`parse_questions` (an LLM reply as a list of questions) and :func:`dataset_from_questions`
-(generated questions as a :class:`~embtune_core.dataset.QADataset` with stable query ids).
+(generated questions as a :class:`~embtune_core.data.dataset.QADataset` with stable query ids).
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from embtune_core.dataset import QADataset
-from embtune_core.documents import Chunk, stable_id
+from embtune_core.data.dataset import QADataset
+from embtune_core.data.documents import Chunk, stable_id
 from embtune_core.errors import InputError
 
 log = logging.getLogger(__name__)
@@ -199,7 +199,7 @@ class Journal:
         self.entries[entry["key"]] = entry
 
     def _write(self, entry: dict[str, Any]) -> None:
-        from embtune_core.secrets_scrub import scrub_known
+        from embtune_core.runtime.secrets_scrub import scrub_known
 
         # a reply may quote what it was sent: no known secret reaches the journal (a scrubbed key never matches)
         self._handle.write(scrub_known(json.dumps(entry, ensure_ascii=False) + "\n").encode("utf-8"))

@@ -24,7 +24,7 @@ import random
 from pathlib import Path
 from typing import Any
 
-from embtune_core.dataset import QADataset
+from embtune_core.data.dataset import QADataset
 from embtune_core.errors import DatasetError, InputError
 
 log = logging.getLogger(__name__)

@@ -5,7 +5,7 @@ evaluations. An entry's key is (encoder identity, kind, hash of the text), so a 
 prompt or normalisation never returns stale vectors, and the same text in two datasets is
 embedded once.
 
-On-disk layout (``root`` defaults to ``embtune_core.models.cache_dir() / "embeddings"``)::
+On-disk layout (``root`` defaults to ``embtune_core.encoders.models.cache_dir() / "embeddings"``)::
 
     root/<hash of encoder identity>/identity.txt      the identity in clear, to detect collisions
     root/<hash of encoder identity>/query/b2-<checksum>.npy  one shard per embedded batch
@@ -49,9 +49,9 @@ from pathlib import Path
 
 import numpy as np
 
-from embtune_core import atomic
 from embtune_core.errors import InputError
-from embtune_core.progress import progress
+from embtune_core.runtime import atomic
+from embtune_core.runtime.progress import progress
 
 log = logging.getLogger(__name__)
 
@@ -191,7 +191,7 @@ class _Store:
         np.save(buffer, shard, allow_pickle=False)
         data = buffer.getvalue()
         path = self.directory / f"{CHECKSUM_PREFIX}{hashlib.blake2b(data, digest_size=16).hexdigest()}.npy"
-        from embtune_core.resources import ResourceError
+        from embtune_core.runtime.resources import ResourceError
 
         try:
             atomic.write_bytes(path, data)
@@ -222,7 +222,7 @@ class EmbeddingCache:
 
     def __init__(self, root: str | os.PathLike | None = None, *, shard_size: int = DEFAULT_SHARD_SIZE):
         if root is None:
-            from embtune_core.models import cache_dir
+            from embtune_core.encoders.models import cache_dir
 
             root = cache_dir() / "embeddings"
         self.root = Path(root)

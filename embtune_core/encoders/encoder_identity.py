@@ -1,4 +1,4 @@
-"""An encoder's options and identity, typed: part of the encoder contract (:mod:`embtune_core.encoding`).
+"""An encoder's options and identity, typed: part of the encoder contract (:mod:`embtune_core.encoders.encoding`).
 
 * :class:`EncoderOptions` -- the settings of a local model that change its vectors (normalisation,
   prompts, truncation, token limit, precision, backend). ``SentenceTransformerEncoder.options``.
@@ -28,7 +28,7 @@ CONTENT_KEYS = ("files", "weights", "hub")
 # How a recorded identity's settings were written: `` key=value`` with a Python-quoted value where it
 # held spaces or quotes (a prompt); used by parse() only.
 _SETTING = re.compile(r" (\w+)=('(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\"|\S+)")
-# Wrappers a system identity (embtune_core.evaluation.System.identity) puts around an encoder's.
+# Wrappers a system identity (embtune_core.scoring.evaluation.System.identity) puts around an encoder's.
 _FUSED = " of BM25 and "
 _SUFFIXES = (" | adapter ", " | index tuning ")
 
@@ -179,7 +179,7 @@ class EncoderDescription:
 
 
 def describe(encoder: Any) -> EncoderDescription:
-    """What ``encoder`` states about itself: its ``description()`` (:class:`embtune_core.encoding.Encoder`
+    """What ``encoder`` states about itself: its ``description()`` (:class:`embtune_core.encoders.encoding.Encoder`
     and the wrappers define it); an encoder that only meets the protocol (identity, dimension,
     encode_*) and states nothing more is described by its identity alone."""
     if callable(getattr(type(encoder), "description", None)):

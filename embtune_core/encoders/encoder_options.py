@@ -1,8 +1,8 @@
 """Options shared by the commands that embed with a sentence-transformers model (``evaluate``, ``mine``,
-``train-adapter``, the pipeline): query/document prompts (:mod:`embtune_core.prompts`), the
+``train-adapter``, the pipeline): query/document prompts (:mod:`embtune_core.encoders.prompts`), the
 inference backend (torch, or ONNX Runtime on a folder from ``embtune export --format onnx``,
-:mod:`embtune_core.onnx_export`) and how documents longer than the token limit are read
-(``document_windows``, :mod:`embtune_core.long_documents`). All are part of the encoder's identity,
+:mod:`embtune_core.encoders.onnx_export`) and how documents longer than the token limit are read
+(``document_windows``, :mod:`embtune_core.encoders.long_documents`). All are part of the encoder's identity,
 so the embedding cache and query adapters never mix prompts, backends or pooled documents."""
 
 from __future__ import annotations
@@ -11,10 +11,10 @@ from dataclasses import dataclass, fields
 from typing import Any, Literal
 
 from embtune_core.cli_fields import add_fields, setting
+from embtune_core.encoders.long_documents import MODES
+from embtune_core.encoders.onnx_export import BACKENDS
+from embtune_core.encoders.prompts import DOCUMENT_PROMPT_HELP, QUERY_PROMPT_HELP
 from embtune_core.errors import UsageError
-from embtune_core.long_documents import MODES
-from embtune_core.onnx_export import BACKENDS
-from embtune_core.prompts import DOCUMENT_PROMPT_HELP, QUERY_PROMPT_HELP
 
 
 @dataclass
@@ -48,7 +48,7 @@ def from_args(args: Any, spec: str | None = None, *, multi_vector: bool = False)
             options[key] = value
     _check_one_vector(options, multi_vector, UsageError, field="--document-windows")
     if options and spec is not None:
-        from embtune_core.encoding import parse_encoder_spec
+        from embtune_core.encoders.encoding import parse_encoder_spec
 
         family = parse_encoder_spec(spec)[0]
         # An API encoder counts its own tokens, so it reads long documents as windows too; the rest

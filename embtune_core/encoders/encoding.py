@@ -6,7 +6,7 @@ An encoder is any object with
   prompts, output dimensions, the model's content hash). It is the embedding cache's key, so two
   encoders with the same identity must give the same vectors. It never contains an API key.
   Built-in encoders state it typed too, ``encoder_identity``
-  (:class:`~embtune_core.encoder_identity.EncoderIdentity`), and ``identity`` is its text.
+  (:class:`~embtune_core.encoders.encoder_identity.EncoderIdentity`), and ``identity`` is its text.
 * ``dimension: int`` -- the length of each vector.
 * ``encode_queries(texts) -> np.ndarray`` and ``encode_documents(texts) -> np.ndarray`` -- float32
   arrays of shape ``(len(texts), dimension)``. They differ when a model embeds queries and
@@ -15,9 +15,9 @@ An encoder is any object with
 :class:`Encoder` is a small base class for new backends (subclass it, implement ``_encode``);
 :class:`EncoderProtocol` states the same contract for duck typing. Beyond the four members above,
 an encoder may state what an adapter records of its base -- ``name``, ``options``
-(:class:`~embtune_core.encoder_identity.EncoderOptions`), ``weights_fingerprint``, ``token_limit``,
+(:class:`~embtune_core.encoders.encoder_identity.EncoderOptions`), ``weights_fingerprint``, ``token_limit``,
 ``convention`` -- which :class:`Encoder` declares (None: not stated) and :meth:`Encoder.description`
-returns as one :class:`~embtune_core.encoder_identity.EncoderDescription`; :func:`describe` reads it
+returns as one :class:`~embtune_core.encoders.encoder_identity.EncoderDescription`; :func:`describe` reads it
 from any encoder (a duck-typed one states its identity only). Built-in encoders are the
 plugins in :mod:`embtune_plugins.encoders`; :class:`AdaptedEncoder` puts a trained query adapter
 in front of any encoder.
@@ -37,7 +37,7 @@ A command line names an encoder with one string, parsed by :func:`encoder_from_s
 
 Everything after the first ``@`` of an ``openai:`` spec is the ``base_url``. ``document_windows="mean"``
 or ``"max"`` reads documents longer than a local model's token limit whole
-(:mod:`embtune_core.long_documents`). Further options
+(:mod:`embtune_core.encoders.long_documents`). Further options
 (``batch_size``, ``dimensions``, ``api_key="env:MY_KEY"``...) are keyword arguments of
 :func:`encoder_from_spec`. LangChain ``Embeddings`` objects live in Python, so they have no spec:
 build them with ``get_registry().create("encoders", "langchain", embeddings=obj)``.
@@ -55,7 +55,7 @@ from typing import Any
 
 import numpy as np
 
-from embtune_core.encoder_identity import (  # noqa: F401 - same_vectors: public here too
+from embtune_core.encoders.encoder_identity import (  # noqa: F401 - same_vectors: public here too
     EncoderDescription,
     EncoderIdentity,
     EncoderOptions,
@@ -65,7 +65,7 @@ from embtune_core.encoder_identity import (  # noqa: F401 - same_vectors: public
 )
 from embtune_core.errors import InputError, ServiceError
 from embtune_core.hookspecs import Encoder as EncoderProtocol  # the contract every encoder meets
-from embtune_core.search import normalize
+from embtune_core.retrieval.search import normalize
 
 
 class Encoder:
@@ -125,8 +125,8 @@ class AdaptedEncoder(Encoder):
     """An encoder whose *queries* pass through a trained adapter; documents are left untouched.
 
     Because documents come out exactly as the base encoder makes them, an existing vector index
-    of the corpus stays valid. ``adapter`` is a :class:`embtune_core.adapter_io.SavedAdapter`
-    (from :func:`~embtune_core.adapter_io.load_adapter`) or a bare ``torch.nn.Module``; with a
+    of the corpus stays valid. ``adapter`` is a :class:`embtune_core.adapters.adapter_io.SavedAdapter`
+    (from :func:`~embtune_core.adapters.adapter_io.load_adapter`) or a bare ``torch.nn.Module``; with a
     SavedAdapter, a base encoder whose identity differs from the one it was trained on is refused.
 
     Example::
@@ -137,7 +137,7 @@ class AdaptedEncoder(Encoder):
 
     def __init__(self, encoder: EncoderProtocol, adapter: Any, *, normalize: bool | None = None,
                  check_identity: bool = True):
-        from embtune_core.adapter_io import SavedAdapter
+        from embtune_core.adapters.adapter_io import SavedAdapter
 
         self.base = encoder
         if isinstance(adapter, SavedAdapter):
@@ -171,7 +171,7 @@ class AdaptedEncoder(Encoder):
 
     @property
     def count_over_limit(self):
-        """The base encoder's token counter (see :mod:`embtune_core.token_limits`), or None."""
+        """The base encoder's token counter (see :mod:`embtune_core.encoders.token_limits`), or None."""
         return getattr(self.base, "count_over_limit", None)
 
 
@@ -188,7 +188,7 @@ def parse_encoder_spec(spec: str) -> tuple[str, dict[str, Any]]:
     if not spec:
         raise InputError("empty encoder spec; expected e.g. st:sentence-transformers/all-MiniLM-L6-v2",
                          field="encoder")
-    from embtune_core.secrets_scrub import register_credentials
+    from embtune_core.runtime.secrets_scrub import register_credentials
 
     register_credentials(spec)  # openai:MODEL@http://user:key@host/v1: the key in every form it travels in
     prefix, sep, rest = spec.partition(":")
@@ -215,7 +215,7 @@ def encoder_from_spec(spec: str, **options: Any) -> EncoderProtocol:
 
     Example: ``encoder_from_spec("openai:text-embedding-3-small@http://127.0.0.1:8000/v1", batch_size=64)``.
     """
-    from embtune_core.long_documents import wrap
+    from embtune_core.encoders.long_documents import wrap
     from embtune_core.plugins import get_registry
 
     windows = options.pop("document_windows", None)  # a layer over any encoder, not a factory option

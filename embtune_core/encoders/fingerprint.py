@@ -47,7 +47,7 @@ def directory_fingerprint(folder: str | os.PathLike) -> str:
 def content_key(name: str | os.PathLike) -> str:
     """What a model name or folder stands for: ``files=<fingerprint>`` for a local folder (packaged
     copies included), the name itself for a hub id (its revision is the hub's to pin)."""
-    from embtune_core.model_names import resolve
+    from embtune_core.encoders.model_names import resolve
 
     resolution = resolve(str(name), assemble=False)
     target = Path(resolution.target)

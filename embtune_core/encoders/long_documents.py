@@ -1,7 +1,7 @@
 """Documents longer than a model's token limit, read whole as windows instead of cut.
 
 A sentence-transformers model reads at most ``max_seq_length`` tokens of a text and drops the rest
-(:mod:`embtune_core.token_limits`). The 10-K chunks of LlamaIndex's QA set have a median of 769
+(:mod:`embtune_core.encoders.token_limits`). The 10-K chunks of LlamaIndex's QA set have a median of 769
 MiniLM tokens: at the model's 256, two thirds of most chunks are never seen, and a question about
 them cannot be matched. ``document_windows`` splits every document that does not fit into
 consecutive windows that do (on token boundaries, backed off to the start of a word), embeds each
@@ -81,10 +81,10 @@ class Windows:
 
 def window_budget(model: Any, prompt: str = "") -> int:
     """Tokens of text one window may hold: the model's token limit
-    (:func:`embtune_core.model_modules.token_limit`) less its special tokens and the prompt prepended to
+    (:func:`embtune_core.encoders.model_modules.token_limit`) less its special tokens and the prompt prepended to
     documents. A model that reads texts whole (a static model without truncation) is refused in one
     line: there is nothing to split."""
-    from embtune_core.model_modules import first_module_name, token_limit, tokenizer_of
+    from embtune_core.encoders.model_modules import first_module_name, token_limit, tokenizer_of
 
     limit = token_limit(model, "document")
     if limit is None:
@@ -111,7 +111,7 @@ def split(model: Any, texts: Sequence[str], *, prompt: str = "") -> Windows:
     """Split each of ``texts`` into consecutive windows of at most :func:`window_budget` tokens of
     the model's own tokenizer (a fast tokenizer: the cut uses its character offsets). A text that fits
     is one window holding it unchanged. Raises UsageError for a tokenizer without offsets."""
-    from embtune_core.model_modules import tokenizer_of
+    from embtune_core.encoders.model_modules import tokenizer_of
 
     budget = window_budget(model, prompt)
     tokenizer = tokenizer_of(model, "document")
@@ -237,7 +237,7 @@ class WindowedEncoder:
     @property
     def encoder_identity(self):
         """The base encoder's identity with ``document_windows``: documents read as windows are other vectors."""
-        from embtune_core.encoder_identity import identity_of
+        from embtune_core.encoders.encoder_identity import identity_of
 
         return identity_of(self.base).with_settings(("document_windows", self.mode))
 
@@ -246,10 +246,10 @@ class WindowedEncoder:
         return f"{self.base.identity} document_windows={self.mode}"
 
     def description(self):
-        """The base encoder's description (:func:`embtune_core.encoder_identity.describe`) under this identity."""
+        """The base encoder's description (:func:`embtune_core.encoders.encoder_identity.describe`) under this identity."""
         from dataclasses import replace
 
-        from embtune_core.encoder_identity import describe
+        from embtune_core.encoders.encoder_identity import describe
 
         return replace(describe(self.base), identity=self.encoder_identity)
 
@@ -270,7 +270,7 @@ class WindowedEncoder:
 
     def document_prompt(self) -> str:
         """The prompt the base encoder prepends to documents (it takes window tokens too)."""
-        from embtune_core.token_limits import prompt_for
+        from embtune_core.encoders.token_limits import prompt_for
 
         explicit = getattr(self.base, "document_prompt", None)
         kind = "document" if getattr(self.base, "prompts", True) or explicit is not None else "plain"
@@ -343,13 +343,13 @@ def best_window_positives(dataset: Any, model: Any, *, batch_size: int = 32) -> 
     weak supervision of MaxP training (Dai & Callan 2019) with the base model as the judge. A tie
     goes to the earlier window. Positives that fit are left as they are.
 
-    ``dataset`` is a :class:`~embtune_core.dataset.QADataset`; returns the new dataset (window ids
+    ``dataset`` is a :class:`~embtune_core.data.dataset.QADataset`; returns the new dataset (window ids
     ``CHUNK#wK``), a record for the run summary and ``{window text: chunk id}`` for the batch
     sampler, so that two windows of one chunk never share a batch as each other's negatives.
     """
     from dataclasses import replace
 
-    from embtune_core.token_limits import prompt_for
+    from embtune_core.encoders.token_limits import prompt_for
 
     prompt = prompt_for(model, "document")
     budget = window_budget(model, prompt)

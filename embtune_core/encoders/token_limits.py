@@ -9,7 +9,7 @@ own tokenizer, how many of its texts exceed the limit, logs one warning per kind
     6 of 6 corpus texts exceed 256 tokens of sentence-transformers/all-MiniLM-L6-v2; they are cut
     (pass --max-seq-length 512 to keep more of them; --document-windows mean reads them whole)
 
-(``--document-windows``: :mod:`embtune_core.long_documents`.)
+(``--document-windows``: :mod:`embtune_core.encoders.long_documents`.)
 
 and records :func:`check`'s dict in its report, summary or model card. A limit beyond what the model
 can read at all (its position embeddings) is refused in one line (:func:`check_limit`), and
@@ -49,9 +49,9 @@ def prompt_for(model: Any, kind: str, explicit: str | None = None) -> str:
 
 def token_lengths(model: Any, texts: Sequence[str], prompt: str = "", kind: str | None = None) -> list[int] | None:
     """Tokens of each ``prompt + text`` as the model's first module counts them, uncut (a transformer's
-    tokenizer with its special tokens; any module :func:`embtune_core.model_modules.token_counts`
+    tokenizer with its special tokens; any module :func:`embtune_core.encoders.model_modules.token_counts`
     knows); None when its tokenizer cannot count."""
-    from embtune_core.model_modules import token_counts
+    from embtune_core.encoders.model_modules import token_counts
 
     lengths: list[int] = []
     for start in range(0, len(texts), 1024):  # bounded memory on big corpora
@@ -65,7 +65,7 @@ def token_lengths(model: Any, texts: Sequence[str], prompt: str = "", kind: str 
 def count_over(model: Any, texts: Sequence[str], kind: str, prompt: str | None = None) -> tuple[int, int | None]:
     """(how many ``texts`` exceed the model's limit, the limit); (0, None) when it reads texts whole
     (a static model without truncation: nothing is cut) or its tokenizer cannot count."""
-    from embtune_core.model_modules import token_limit
+    from embtune_core.encoders.model_modules import token_limit
 
     limit = token_limit(model, kind)
     if not limit or not texts:
@@ -145,7 +145,7 @@ _limit_notices: set[tuple[str, Any, int]] = set()
 def set_limit(model: Any, limit: int, model_name: str) -> None:
     """Set a loaded model's token limit: refused beyond its position embeddings (:func:`check_limit`),
     and said once per model and limit when it differs from the model's own."""
-    from embtune_core.model_modules import set_token_limit, token_limit
+    from embtune_core.encoders.model_modules import set_token_limit, token_limit
 
     check_limit(model, limit, model_name)
     own = getattr(model, "embtune_own_max_seq_length", None) or token_limit(model)
@@ -215,8 +215,8 @@ def model_max_seq_length(model: str) -> int | None:
     import json
     from pathlib import Path
 
-    from embtune_core.model_modules import input_folder
-    from embtune_core.models import resolve
+    from embtune_core.encoders.model_modules import input_folder
+    from embtune_core.encoders.models import resolve
 
     # The module that reads documents: the folder itself, or an asymmetric (Router) model's document route.
     folder, module = input_folder(Path(resolve(model, assemble=False).target), "document")

@@ -14,9 +14,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from embtune_core import atomic, interrupts
+from embtune_core.runtime import atomic, interrupts
 
-log = logging.getLogger("embtune_core.training")
+log = logging.getLogger("embtune_core.finetuning.training")
 
 LOSS_LOG = "loss_log.jsonl"
 COMPLETE = "embtune_complete.json"  # written into a checkpoint after the trainer has saved all of it
@@ -29,7 +29,7 @@ RUN_FINGERPRINT = "run_fingerprint.txt"  # in the checkpoint folder: which setti
 def run_fingerprint(settings: Any) -> str:
     """A hash of every setting (``resume`` aside) and of the training and validation data's content:
     re-running the same command after an interruption resumes only when this is unchanged."""
-    from embtune_core.rundir import inputs_hash, stable_hash
+    from embtune_core.runtime.rundir import inputs_hash, stable_hash
 
     # What only shapes the export (its token limit, keeping a worse model) or what follows it (the
     # recommendation) does not change training.
@@ -146,7 +146,7 @@ def _safetensors_problem(path: Path) -> str | None:
 
 def _append_jsonl(path: Path, record: dict[str, Any]) -> None:
     """Append one line with one write on an O_APPEND descriptor: concurrent or torn writes never mix lines."""
-    from embtune_core.secrets_scrub import scrub_known
+    from embtune_core.runtime.secrets_scrub import scrub_known
 
     path.parent.mkdir(parents=True, exist_ok=True)
     line = scrub_known(json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8")  # no secret reaches a file

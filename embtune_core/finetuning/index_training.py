@@ -8,7 +8,7 @@ chunk without the sentence, or another crop of it). This is the domain-adaptatio
 Retrieval", NAACL, arXiv:2112.07577) with the cheap generators of Contriever (Izacard et al. 2022)
 and ICT (Lee et al. 2019) instead of a T5 query writer; Promptagator (Dai et al. 2022) and InPars
 (Bonifacio et al. 2022) filter synthetic queries by round-trip consistency, which the false-negative
-guard of the miner and the question filter (:mod:`embtune_core.question_filter`) approximate.
+guard of the miner and the question filter (:mod:`embtune_core.data.question_filter`) approximate.
 
 So that pseudo-pairs do not drown the real questions, at most ``ratio`` pseudo-queries per real
 training query are kept (a seeded sample spread over the chunks). With ``hard_negatives`` > 0,
@@ -16,7 +16,7 @@ every training query, real or pseudo, that has no negatives gets that many mined
 over the whole index (the miner's TopK-PercPos guard drops likely false negatives; a pseudo-query's
 own chunk is never its negative).
 
-Inputs and outputs are :class:`~embtune_core.dataset.QADataset` objects; the summary dict says how
+Inputs and outputs are :class:`~embtune_core.data.dataset.QADataset` objects; the summary dict says how
 many pseudo-queries were made, kept and mined for, and is recorded in the model's summary.
 
 Example::
@@ -32,8 +32,8 @@ import random
 from collections.abc import Mapping
 from typing import Any
 
-from embtune_core.dataset import QADataset
-from embtune_core.documents import Chunk
+from embtune_core.data.dataset import QADataset
+from embtune_core.data.documents import Chunk
 from embtune_core.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -100,7 +100,7 @@ def index_aware_dataset(train: QADataset, index_corpus: Mapping[str, str], *, mo
     Raises ConfigError when ``ratio`` is not positive, ``hard_negatives`` negative, or the index
     has no chunk to make pseudo-queries from.
     """
-    from embtune_core.pseudo_queries import merge
+    from embtune_core.adapters.pseudo_queries import merge
 
     if not isinstance(ratio, (int, float)) or isinstance(ratio, bool) or ratio <= 0:
         raise ConfigError("must be a positive number", field="train.index_ratio")
@@ -110,7 +110,7 @@ def index_aware_dataset(train: QADataset, index_corpus: Mapping[str, str], *, mo
         raise ConfigError("the index corpus holds no chunk", field="train.index_corpus")
     pseudo, source = pseudo_pairs(index_corpus, mix, seed=seed)
     made = len(pseudo.queries)
-    from embtune_core.pseudo_queries import without_questions
+    from embtune_core.adapters.pseudo_queries import without_questions
 
     pseudo, leaked = without_questions(pseudo, exclude_questions)
     real_queries = sum(1 for q in train.queries if train.relevant_docs.get(q))
@@ -134,8 +134,8 @@ def index_aware_dataset(train: QADataset, index_corpus: Mapping[str, str], *, mo
 def _mine(dataset: QADataset, index_corpus: Mapping[str, str], source: Mapping[str, str], *, model: str,
           count: int) -> tuple[QADataset, dict[str, Any]]:
     """Negatives from the whole index for every query that has none, mined by the base model."""
+    from embtune_core.adapters.pseudo_queries import merge
     from embtune_core.plugins import get_registry
-    from embtune_core.pseudo_queries import merge
 
     todo = [q for q in dataset.queries if dataset.relevant_docs.get(q) and not dataset.negatives.get(q)]
     if not todo:

@@ -14,7 +14,7 @@ What ``embtune train --lora`` writes to ``--out``:
   ``SentenceTransformer(folder)`` loads it when peft is installed, new enough for transformers' peft
   integration (transformers 5.24 asks for peft >= 0.22), and the base model named in
   ``adapter_config.json`` (``base_model_name_or_path``) can be found; :func:`load_adapter_folder` (used by
-  every embtune command through :func:`embtune_core.models.load_sentence_transformer`) needs peft only.
+  every embtune command through :func:`embtune_core.encoders.models.load_sentence_transformer`) needs peft only.
 * with ``merge``: the LoRA update folded into the base weights (peft's ``merge_and_unload``) and saved
   as a plain sentence-transformers folder, which DocsGPT, LangChain's ``HuggingFaceEmbeddings`` and
   ``embtune export --format onnx`` load without peft.
@@ -37,7 +37,7 @@ LORA_KEYS = ("lora", "lora_rank", "lora_alpha", "lora_dropout", "lora_target_mod
 
 
 def validate(settings: Any, path: Any = "<config>") -> None:
-    """Refuse bad LoRA settings of a :class:`~embtune_core.training.TrainSettings` (ConfigError naming
+    """Refuse bad LoRA settings of a :class:`~embtune_core.finetuning.training.TrainSettings` (ConfigError naming
     ``train.<key>``); LoRA excludes partial fine-tuning (the base is frozen whole)."""
 
     def bad(name: str, problem: str) -> ConfigError:
@@ -176,7 +176,7 @@ def load_adapter_folder(folder: str | Any, **kwargs: Any) -> Any:
     base = json.loads(config_path.read_text(encoding="utf-8")).get("base_model_name_or_path")
     if not base:
         raise InputError("names no base model (base_model_name_or_path)", path=config_path)
-    from embtune_core.model_names import resolve
+    from embtune_core.encoders.model_names import resolve
 
     target = resolve(base).target
     if not Path(target).exists() and ("/" not in base or Path(base).is_absolute()):
@@ -249,8 +249,8 @@ def name_base_portably(folder: Any, base_model: str) -> None:
     import json
     from pathlib import Path
 
-    from embtune_core import atomic
-    from embtune_core.model_names import resolve
+    from embtune_core.encoders.model_names import resolve
+    from embtune_core.runtime import atomic
 
     if not is_adapter_folder(folder):
         return
@@ -274,8 +274,8 @@ def base_fingerprint(folder: Any) -> str | None:
 
     if not is_adapter_folder(folder):
         return None
-    from embtune_core.fingerprint import directory_fingerprint
-    from embtune_core.model_names import resolve
+    from embtune_core.encoders.fingerprint import directory_fingerprint
+    from embtune_core.encoders.model_names import resolve
 
     base = json.loads((Path(folder) / "adapter_config.json").read_text(encoding="utf-8")).get("base_model_name_or_path")
     if not base:

@@ -2,7 +2,7 @@
 
 A :class:`LossStrategy` declares the data format it needs (``pairs``, ``triplets``,
 ``labelled-pairs`` or ``scored-pairs``, :data:`DATA_FORMATS`), builds that format from a
-:class:`~embtune_core.dataset.QADataset` (using mined ``negatives`` or ``scores`` where it needs
+:class:`~embtune_core.data.dataset.QADataset` (using mined ``negatives`` or ``scores`` where it needs
 them) and builds the sentence-transformers loss for a model. A dataset lacking what a strategy needs
 is refused before any training starts, with a one-line message saying how to get it. Plugins
 subclass :class:`LossStrategy` (the built-ins are in :mod:`embtune_plugins.losses`);
@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from embtune_core.dataset import QADataset
+from embtune_core.data.dataset import QADataset
 from embtune_core.errors import ConfigError, DatasetError
 
 DATA_FORMATS = ("pairs", "triplets", "labelled-pairs", "scored-pairs")

@@ -10,9 +10,9 @@ sentence-transformers model directory, atomically, with a model card (README.md)
 model, data sizes, loss, hyper-parameters and metrics before and after.
 
 The parts live beside it, as sentence-transformers splits its trainer: settings and the trainer's
-arguments (:mod:`embtune_core.training_args`), layer freezing (:mod:`embtune_core.layer_freezing`),
-the evaluator bridge (:mod:`embtune_core.training_evaluator`), checkpoints and logs
-(:mod:`embtune_core.checkpoints`) and the saved model with its card (:mod:`embtune_core.model_card`);
+arguments (:mod:`embtune_core.finetuning.training_args`), layer freezing (:mod:`embtune_core.finetuning.layer_freezing`),
+the evaluator bridge (:mod:`embtune_core.finetuning.training_evaluator`), checkpoints and logs
+(:mod:`embtune_core.finetuning.checkpoints`) and the saved model with its card (:mod:`embtune_core.reporting.model_card`);
 :func:`train` runs them in order and returns a :class:`TrainResult`.
 
 The same code runs under ``torchrun`` / ``accelerate launch`` (DDP): every rank trains on its
@@ -20,7 +20,7 @@ share of each batch, only rank 0 writes checkpoints, logs and the model.
 
 Usage::
 
-    from embtune_core.training import TrainSettings, train
+    from embtune_core.finetuning.training import TrainSettings, train
 
     result = train(TrainSettings(train="train_dataset.json", val="val_dataset.json",
                                  model="sentence-transformers/all-MiniLM-L6-v2", loss="mnrl",
@@ -37,8 +37,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from embtune_core import atomic
-from embtune_core.checkpoints import (
+from embtune_core.errors import ConfigError, InputError
+from embtune_core.finetuning.checkpoints import (
     LOSS_LOG,
     RUN_FINGERPRINT,
     attempt_record,
@@ -50,16 +50,16 @@ from embtune_core.checkpoints import (
     trainer_callbacks,
     trim_loss_log,
 )
-from embtune_core.errors import ConfigError, InputError
-from embtune_core.layer_freezing import freeze_all_but_last
-from embtune_core.model_card import export_limit, save_model
-from embtune_core.training_args import TrainSettings, rank_and_world_size, training_arguments
-from embtune_core.training_evaluator import (
+from embtune_core.finetuning.layer_freezing import freeze_all_but_last
+from embtune_core.finetuning.training_args import TrainSettings, rank_and_world_size, training_arguments
+from embtune_core.finetuning.training_evaluator import (
     baseline_metrics,
     build_evaluator,
     metrics_after_training,
     saved_baseline,
 )
+from embtune_core.reporting.model_card import export_limit, save_model
+from embtune_core.runtime import atomic
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +81,7 @@ class TrainResult:
     document_windows: dict[str, Any] | None  # long positives trained as their best window (long_documents)
     truncation: dict[str, Any] | None  # queries and texts longer than the trained token limit
     partial_fine_tuning: dict[str, int] | None
-    lora: dict[str, Any] | None  # LoRA rank, targets, trainable parameters (embtune_core.lora)
+    lora: dict[str, Any] | None  # LoRA rank, targets, trainable parameters (embtune_core.finetuning.lora)
     prompts: dict[str, str]  # the model's prompts as saved (config_sentence_transformers.json)
     report_to: list[str]  # experiment trackers the trainer reported to
     world_size: int
@@ -120,8 +120,8 @@ def train(settings: TrainSettings, *, exclude_questions: Iterable[str] = ()) -> 
     loaded. With ``settings.resume`` the newest complete checkpoint in the checkpoint folder is
     continued (a fresh run starts when there is none).
     """
-    from embtune_core.dataset import check_disjoint_queries, load_split
-    from embtune_core.losses import create_strategy
+    from embtune_core.data.dataset import check_disjoint_queries, load_split
+    from embtune_core.finetuning.losses import create_strategy
 
     settings.validate()
     rank, world_size = rank_and_world_size()
@@ -142,7 +142,7 @@ def train(settings: TrainSettings, *, exclude_questions: Iterable[str] = ()) -> 
             raise ConfigError(f"{settings.checkpoints} holds checkpoints of an earlier run with other settings or "
                               "data; pass --resume to continue it anyway, or remove that folder (or give another "
                               "--checkpoint-dir) to start afresh", field="train.resume")
-        from embtune_core.checkpoints import finished
+        from embtune_core.finetuning.checkpoints import finished
 
         if finished(settings.checkpoints):
             # The Trainer checks max_steps after a step, so resuming a finished run replays one step;
@@ -177,12 +177,17 @@ def train(settings: TrainSettings, *, exclude_questions: Iterable[str] = ()) -> 
     from sentence_transformers import SentenceTransformerTrainer
     from transformers import set_seed
 
-    from embtune_core.models import load_sentence_transformer, resolve
+    from embtune_core.encoders.models import load_sentence_transformer, resolve
 
     set_seed(settings.seed)
     model = load_sentence_transformer(settings.model)
-    from embtune_core import token_limits
-    from embtune_core.model_modules import first_module_name, is_router, require_transformer, token_limit
+    from embtune_core.encoders import token_limits
+    from embtune_core.encoders.model_modules import (
+        first_module_name,
+        is_router,
+        require_transformer,
+        token_limit,
+    )
 
     if settings.max_seq_length:
         token_limits.set_limit(model, settings.max_seq_length, settings.model)
@@ -190,12 +195,13 @@ def train(settings: TrainSettings, *, exclude_questions: Iterable[str] = ()) -> 
         token_limits.check_limit(model, settings.export_max_seq_length, settings.model,
                                  field="train.export_max_seq_length")
 
-    from embtune_core import lora, prompts, tracking
+    from embtune_core.encoders import prompts
+    from embtune_core.finetuning import lora, tracking
 
     prompts.set_model_prompts(model, settings.query_prompt, settings.document_prompt)
     windows_record, text_groups = None, None
     if settings.document_windows == "best":
-        from embtune_core.long_documents import best_window_positives
+        from embtune_core.encoders.long_documents import best_window_positives
 
         train_qa, windows_record, text_groups = best_window_positives(train_qa, model,
                                                                       batch_size=settings.eval_batch_size)
@@ -221,7 +227,7 @@ def train(settings: TrainSettings, *, exclude_questions: Iterable[str] = ()) -> 
         else None
     )
 
-    from embtune_core.sampler import batch_plan, row_texts
+    from embtune_core.finetuning.sampler import batch_plan, row_texts
 
     work_dir = settings.checkpoints
     # In-batch negatives: a batch never holds one text twice, so few distinct texts mean more, smaller
@@ -276,7 +282,7 @@ def train(settings: TrainSettings, *, exclude_questions: Iterable[str] = ()) -> 
     if rank == 0:
         reused = evaluator is None or saved_baseline(work_dir, settings) is not None
         trim_loss_log(work_dir / LOSS_LOG, before["global_step"], keep_step_zero=reused)
-    from embtune_core.resources import guard
+    from embtune_core.runtime.resources import guard
 
     advice = memory_advice(settings)
     with guard(doing="evaluating the base model", memory_advice=f"lower --eval-batch-size (now {settings.eval_batch_size})"):
@@ -382,10 +388,10 @@ def memory_advice(settings: TrainSettings) -> str:
 
 
 def _index_aware(train_qa, settings: TrainSettings, val_qa=None, exclude_questions: Iterable[str] = ()):
-    """The training set plus pseudo-queries over ``settings.index_corpus`` (embtune_core.index_training),
+    """The training set plus pseudo-queries over ``settings.index_corpus`` (embtune_core.finetuning.index_training),
     none of them a ``val_qa`` question or one of ``exclude_questions``."""
-    from embtune_core.dataset import load_corpora
-    from embtune_core.index_training import check_mix, index_aware_dataset
+    from embtune_core.data.dataset import load_corpora
+    from embtune_core.finetuning.index_training import check_mix, index_aware_dataset
 
     corpus = load_corpora(settings.index_corpus)  # only chunk texts: a bare corpus will do
     mix = check_mix(True if settings.index_pseudo_queries in (None, False) else settings.index_pseudo_queries,
@@ -401,7 +407,7 @@ def _index_aware(train_qa, settings: TrainSettings, val_qa=None, exclude_questio
 
 
 def _sizes(qa, path, split: str | None = None) -> dict[str, Any]:
-    from embtune_core.dataset import source_of
+    from embtune_core.data.dataset import source_of
 
     return {
         "path": str(path),

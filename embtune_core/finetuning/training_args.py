@@ -26,9 +26,9 @@ from embtune_core.cli_fields import (
     positive_int_list,
     setting,
 )
+from embtune_core.encoders.model_names import DEFAULT_MODEL
+from embtune_core.encoders.prompts import DOCUMENT_PROMPT_HELP, QUERY_PROMPT_HELP
 from embtune_core.errors import ConfigError
-from embtune_core.model_names import DEFAULT_MODEL
-from embtune_core.prompts import DOCUMENT_PROMPT_HELP, QUERY_PROMPT_HELP
 from embtune_core.settings import check_types, field_names, from_table, refuse_unknown
 
 
@@ -69,7 +69,7 @@ class TrainSettings:
         None, "wrap the loss in MatryoshkaLoss over these dimensions, e.g. 384,256,128,64", metavar="D1,D2,...",
         parse=positive_int_list)
     # Defaults that won on the shared Lyft -> Uber split (bench/train_10k.py): 3 epochs, batch 64, lr 5e-5.
-    # The batch sampler caps a batch at the distinct texts available (embtune_core.sampler).
+    # The batch sampler caps a batch at the distinct texts available (embtune_core.finetuning.sampler).
     epochs: float = setting(3.0, "passes over the training data (default: 3; fractions allowed)",
                             wanted="a positive number", parse=positive_float)
     batch_size: int = setting(64, "pairs per batch; more in-batch negatives (default: 64, fewer when the data has "
@@ -102,7 +102,7 @@ class TrainSettings:
     keep_if_worse: bool = setting(
         False, "export the trained model even when it scores below the base model on --val (default: the base "
                "model is exported unchanged, and the run says so)")
-    # After training, choose the retriever to deploy on --val (embtune_core.recommend) and write OUT.deploy;
+    # After training, choose the retriever to deploy on --val (embtune_core.workflow.recommend) and write OUT.deploy;
     # what happens after training only, so it is no part of the run's fingerprint (checkpoints.run_fingerprint).
     recommend: bool = setting(
         True, "after training, compare the base model, the fine-tune, BM25, their tuned hybrids and sparse-dense "
@@ -110,7 +110,7 @@ class TrainSettings:
     precision: Literal["auto", "fp32", "bf16", "fp16"] = setting("auto", "auto: bf16/fp16 on a GPU, fp32 on CPU")
     checkpoint_dir: str | None = setting(None, "checkpoints and loss log (default: OUT.checkpoints)")
     eval_batch_size: int = setting(32, wanted="a positive integer", cli=False)
-    # Index-aware fine-tuning (embtune_core.index_training): pseudo-queries from these datasets' chunk texts.
+    # Index-aware fine-tuning (embtune_core.finetuning.index_training): pseudo-queries from these datasets' chunk texts.
     index_corpus: list[str] | None = setting(
         None, "index-aware fine-tuning: LLM-free pseudo-queries (inverse cloze + crops) from the chunk texts of "
               "this corpus (the documents your index will hold; no questions or labels are read) join the "
@@ -125,13 +125,13 @@ class TrainSettings:
         0, "mine N hard negatives over the index with the base model (false-negative guard) for every training "
            "query that has none (default: 0)", wanted="an integer >= 0", metavar="N", parse=non_negative_int)
     # Positives longer than the token limit: "off" (cut, the model's own behaviour) or "best" (the window of the
-    # chunk the base model ranks first for the question; embtune_core.long_documents.best_window_positives).
+    # chunk the base model ranks first for the question; embtune_core.encoders.long_documents.best_window_positives).
     document_windows: Literal["off", "best"] = setting(
         "off", "positives longer than the token limit: off (cut at the limit; default) or best (split into windows; "
                "each question trains on the window the base model ranks first)")
     split: str = setting("train", "qrels split read when --train is a BEIR folder (default: train)")
     val_split: str = setting("dev", "qrels split read when --val is a BEIR folder (default: dev)")
-    # LoRA (embtune_core.lora): low-rank adapters inside the transformer, base frozen
+    # LoRA (embtune_core.finetuning.lora): low-rank adapters inside the transformer, base frozen
     lora: bool = setting(False, "LoRA: train low-rank adapters inside every transformer layer, base weights frozen "
                                 "(needs peft: pip install 'embtune[lora]')", group="layers")
     lora_rank: int = setting(8, "LoRA rank r (default: 8)", metavar="R", parse=positive_int)
@@ -143,10 +143,10 @@ class TrainSettings:
     lora_merge: bool = setting(False, "with --lora: fold the adapter into the weights and write a plain model folder "
                                       "(loads without peft: DocsGPT, LangChain, ONNX export)", flag="--merge")
     # Prompts (E5/BGE-style instructions) prepended to queries / documents, in training and stored in
-    # the model's config_sentence_transformers.json "prompts" (embtune_core.prompts)
+    # the model's config_sentence_transformers.json "prompts" (embtune_core.encoders.prompts)
     query_prompt: str | None = setting(None, QUERY_PROMPT_HELP, metavar="TEXT")
     document_prompt: str | None = setting(None, DOCUMENT_PROMPT_HELP, metavar="TEXT")
-    # experiment tracking (embtune_core.tracking); the flag's value is kept as typed ("tensorboard,wandb")
+    # experiment tracking (embtune_core.finetuning.tracking); the flag's value is kept as typed ("tensorboard,wandb")
     report_to: list[str] | str = setting(
         "none", "experiment tracking: none (default), tensorboard (event files in the checkpoint folder's runs/), "
                 "wandb, mlflow; loss_log.jsonl is written either way", metavar="NAME[,NAME]", parse=str)
@@ -172,7 +172,7 @@ class TrainSettings:
         if self.index_corpus is not None and not self.index_corpus:
             raise bad("index_corpus", "must be a list of dataset paths")
         if self.index_pseudo_queries not in (None, False):
-            from embtune_core.index_training import check_mix
+            from embtune_core.finetuning.index_training import check_mix
 
             check_mix(self.index_pseudo_queries, "train.index_pseudo_queries", path)
             if not self.index_corpus:
@@ -211,7 +211,8 @@ class TrainSettings:
             raise bad("freeze_layers", "give either freeze_layers or train_last_layers, not both")
         if self.matryoshka_dims is not None and not all(d > 0 for d in self.matryoshka_dims):
             raise bad("matryoshka_dims", "must be a list of positive integers")
-        from embtune_core import lora, prompts, tracking
+        from embtune_core.encoders import prompts
+        from embtune_core.finetuning import lora, tracking
 
         lora.validate(self, path)
         prompts.validate(self, path, table="train")
@@ -237,8 +238,10 @@ def training_arguments(settings: TrainSettings, *, in_batch_negatives: bool, bat
     from sentence_transformers import SentenceTransformerTrainingArguments
     from sentence_transformers.base.sampler import BatchSamplers
 
-    from embtune_core import progress, prompts, tracking
-    from embtune_core.sampler import every_row_batch_sampler
+    from embtune_core.encoders import prompts
+    from embtune_core.finetuning import tracking
+    from embtune_core.finetuning.sampler import every_row_batch_sampler
+    from embtune_core.runtime import progress
 
     steps_per_epoch = max(1, math.ceil(batches_per_epoch / world_size))
     save_steps = settings.save_steps or steps_per_epoch

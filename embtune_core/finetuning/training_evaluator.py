@@ -10,9 +10,9 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from embtune_core import atomic
+from embtune_core.runtime import atomic
 
-log = logging.getLogger("embtune_core.training")
+log = logging.getLogger("embtune_core.finetuning.training")
 
 BASELINE = "metrics_before.json"
 # The metrics the model card and the summary lead with: key -> suffixes evaluators use for it.
@@ -26,14 +26,14 @@ HEADLINE_METRICS = {
 
 def build_evaluator(dataset, *, name: str = "val", matryoshka_dims=None, batch_size: int = 32):
     """Our training evaluator (primary metric NDCG@10), exposing the score as ``ndcg@10``."""
-    from embtune_core.evaluation import training_evaluator
+    from embtune_core.scoring.evaluation import training_evaluator
 
     inner = training_evaluator(dataset, name=name, matryoshka_dims=matryoshka_dims, batch_size=batch_size)
     return _HeadlineEvaluator(inner)
 
 
 def _headline_evaluator_class():
-    from embtune_core.evaluation import sentence_evaluator_base
+    from embtune_core.scoring.evaluation import sentence_evaluator_base
 
     class HeadlineEvaluator(sentence_evaluator_base()):
         """Runs an evaluator and adds ``hit@5``, ``mrr@10`` and ``ndcg@10`` (the primary metric)."""

@@ -22,8 +22,8 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from embtune_core import atomic
 from embtune_core.errors import InputError
+from embtune_core.runtime import atomic
 
 
 def _copy_parts(candidate: Any, folder: Path) -> dict[str, str]:
@@ -52,7 +52,7 @@ def serving_lines(candidate: Any, *, prefix: str = "deploy") -> str:
                    "scoring as the report's `bm25` row.")]
         return "\n".join(lines) + "\n"
     lines += [(f'LlamaIndex: `Settings.embed_model = EmbtuneLlamaIndexEmbedding(deployed_encoder("{prefix}"))` '
-               "(`embtune_integrations.llamaindex`, `embtune_core.deploy.deployed_encoder`)"
+               "(`embtune_integrations.llamaindex`, `embtune_core.publishing.deploy.deployed_encoder`)"
                + ("; the BM25 fusion itself is served by `deployed_retriever`." if candidate.hybrid else ".")), ""]
     if candidate.hybrid:
         lines += [("DocsGPT: its FaissStore searches one vector index and cannot fuse BM25 beside it; deploy the best "
@@ -69,11 +69,11 @@ def serving_lines(candidate: Any, *, prefix: str = "deploy") -> str:
 
 class SystemEncoder:
     """A deployed system as one encoder: the dense model (windows included), then
-    :func:`embtune_core.evaluation.finish_vectors` (index tuning by text, query adapter, BM25 part) -- the
+    :func:`embtune_core.scoring.evaluation.finish_vectors` (index tuning by text, query adapter, BM25 part) -- the
     same composition the evaluation measured. ``identity`` and ``dimension`` as any encoder's."""
 
     def __init__(self, system: Any):
-        from embtune_core.sparse_dense import SparseDenseEncoder
+        from embtune_core.retrieval.sparse_dense import SparseDenseEncoder
 
         self.system = system
         encoder = system.encoder
@@ -85,13 +85,13 @@ class SystemEncoder:
         return int(self.system.encoder.dimension)
 
     def encode_documents(self, texts):
-        from embtune_core.evaluation import finish_vectors
+        from embtune_core.scoring.evaluation import finish_vectors
 
         texts = list(texts)
         return finish_vectors(self.system, None, self.dense.encode_documents(texts), corpus_texts=texts)[1]
 
     def encode_queries(self, texts):
-        from embtune_core.evaluation import finish_vectors
+        from embtune_core.scoring.evaluation import finish_vectors
 
         texts = list(texts)
         return finish_vectors(self.system, self.dense.encode_queries(texts), None, query_texts=texts)[0]
@@ -120,8 +120,8 @@ def deployed_spec(folder: str | Path, *, single_index: bool = False) -> str:
 
 def deployed_encoder(folder: str | Path, *, single_index: bool = False, **settings: Any) -> SystemEncoder:
     """The recommended (or best single-index) system of a deploy folder as one encoder (:class:`SystemEncoder`)."""
+    from embtune_core.retrieval.systems import build_system, parse_system
     from embtune_core.settings import EvaluateSettings
-    from embtune_core.systems import build_system, parse_system
 
     spec = parse_system(f"deployed={deployed_spec(folder, single_index=single_index)}")
     if spec.lexical:
@@ -152,7 +152,7 @@ def write_deploy_folder(folder: Path, selection: dict[str, Any], candidates: lis
                   "validation": validation}
         text = [f"# Deploy: {winner.name}", "", selection["reason"] + ".", ""]
         if validation:
-            from embtune_core.report_verdict import recommendation_sentence
+            from embtune_core.reporting.report_verdict import recommendation_sentence
 
             text += [recommendation_sentence(validation, code="`"), ""]
         text += ["## Serve it", "", serving_lines(winner)]
@@ -166,7 +166,7 @@ def write_deploy_folder(folder: Path, selection: dict[str, Any], candidates: lis
                      ""]
         atomic.write_json(staging / "recommendation.json", record)
         atomic.write_text(staging / "DEPLOY.md", "\n".join(text))
-    sentence = (validation and __import__("embtune_core.report_verdict", fromlist=["x"]).recommendation_sentence(
+    sentence = (validation and __import__("embtune_core.reporting.report_verdict", fromlist=["x"]).recommendation_sentence(
         validation)) or f"Recommended: {winner.name} ({selection['reason']})"
     echo(f"deploy folder: {folder} ({winner.name})")
     return {"folder": str(folder), "sentence": sentence}

@@ -7,8 +7,8 @@ import os
 import zipfile
 from pathlib import Path
 
-from embtune_core import atomic
 from embtune_core.errors import InputError
+from embtune_core.runtime import atomic
 
 
 def export_zip(model_dir: str | Path, out: str | Path) -> Path:

@@ -7,10 +7,10 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from embtune_core import atomic
-from embtune_core.training_evaluator import HEADLINE_METRICS
+from embtune_core.finetuning.training_evaluator import HEADLINE_METRICS
+from embtune_core.runtime import atomic
 
-log = logging.getLogger("embtune_core.training")
+log = logging.getLogger("embtune_core.finetuning.training")
 
 SUMMARY = "embtune_train.json"  # written into the model directory next to README.md
 
@@ -25,8 +25,8 @@ def export_limit(model, settings: Any) -> int | None:
     more should keep reading it); ``export_max_seq_length`` overrides both. Said in one line whenever
     the exported limit differs from the trained one.
     """
-    from embtune_core import token_limits
-    from embtune_core.model_modules import set_token_limit, token_limit
+    from embtune_core.encoders import token_limits
+    from embtune_core.encoders.model_modules import set_token_limit, token_limit
 
     trained = token_limit(model)
     own = getattr(model, "embtune_own_max_seq_length", None) or trained
@@ -55,12 +55,12 @@ def save_model(model, out: str | Path, summary: dict[str, Any]) -> Path:
 
         raise InputError(f"the trained weights {', '.join(bad[:2])} hold NaN or infinite values (training diverged: "
                          "lower --lr, or use fp32); no model written", path=out)
-    from embtune_core.portable import portable
+    from embtune_core.publishing.portable import portable
 
     base_model = summary.get("base_model")  # as given: name_base_portably resolves it on this machine
     summary = portable(summary)  # an exported folder records no machine's absolute path
-    from embtune_core.lora import name_base_portably
-    from embtune_core.resources import guard
+    from embtune_core.finetuning.lora import name_base_portably
+    from embtune_core.runtime.resources import guard
 
     with guard(writing=out, what="the model"), atomic.atomic_directory(out) as staging:
         model.save(str(staging), create_model_card=False)
@@ -171,7 +171,7 @@ def embtune_section(summary: dict[str, Any]) -> str:
         "matryoshka_dims",
     ):
         lines.append(f"| {key} | {s.get(key)} |")
-    from embtune_core.token_limits import describe
+    from embtune_core.encoders.token_limits import describe
 
     trained = summary.get("trained_max_seq_length") or summary.get("max_seq_length") or s.get("max_seq_length")
     cut = describe(summary.get("truncation"))
@@ -192,7 +192,7 @@ def embtune_section(summary: dict[str, Any]) -> str:
             f"(last {p['trained_layers']} of {p['transformer_layers']} layers + pooling/heads) |"
         )
     if summary.get("lora"):
-        from embtune_core.lora import card_lines
+        from embtune_core.finetuning.lora import card_lines
 
         lines += card_lines(summary["lora"])
     before, after = summary.get("metrics_before") or {}, summary.get("metrics_after") or {}

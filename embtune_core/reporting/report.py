@@ -1,16 +1,16 @@
 """Evaluation reports: JSON (machine-readable, per query), a Markdown table, and a self-contained HTML page.
 
-Input is an :class:`embtune_core.evaluation.Evaluation`. :func:`report_json` is the source of the
+Input is an :class:`embtune_core.scoring.evaluation.Evaluation`. :func:`report_json` is the source of the
 other two, so the three always agree. Both human-readable reports open with the answer, then the
 evidence, then examples:
 
-1. the verdict and the context (:mod:`embtune_core.report_verdict`: best system, by how much, whether
+1. the verdict and the context (:mod:`embtune_core.reporting.report_verdict`: best system, by how much, whether
    significant after Holm–Bonferroni correction, at which dimensions; dataset, corpus searched,
    models, token limits, training, date, version);
 2. the headline table, each metric once (metrics equal on this data are named together, with why),
    charts, the paired comparisons with corrected p-values;
-3. the queries each system improved and regressed most (:mod:`embtune_core.report_examples`) and,
-   when training is part of the report, its curves (:mod:`embtune_core.report_training`).
+3. the queries each system improved and regressed most (:mod:`embtune_core.reporting.report_examples`) and,
+   when training is part of the report, its curves (:mod:`embtune_core.reporting.report_training`).
 
 The HTML embeds its charts as base64 PNGs drawn with matplotlib's Agg backend (no display, no
 network, no script, no external files):
@@ -52,11 +52,11 @@ import math
 from pathlib import Path
 from typing import Any
 
-from embtune_core import atomic
-from embtune_core.report_backend import backend_of, backend_text
-from embtune_core.report_figures import png as _png
-from embtune_core.report_figures import pyplot as _pyplot
-from embtune_core.secrets_scrub import scrub
+from embtune_core.reporting.report_backend import backend_of, backend_text
+from embtune_core.reporting.report_figures import png as _png
+from embtune_core.reporting.report_figures import pyplot as _pyplot
+from embtune_core.runtime import atomic
+from embtune_core.runtime.secrets_scrub import scrub
 
 REPORT_FORMAT = "embtune-evaluation"
 REPORT_VERSION = 1
@@ -93,7 +93,7 @@ def report_json(evaluation) -> dict[str, Any]:
         }
     depth = max((r.ranking.depth for s in evaluation.systems for r in s.dims.values()), default=0)
     from embtune_core import __version__
-    from embtune_core.report_examples import build_examples
+    from embtune_core.reporting.report_examples import build_examples
 
     n_relevant = task.n_relevant
     return _finite({
@@ -153,7 +153,7 @@ def _headline(data: dict[str, Any]) -> list[str]:
 
 def _once(metrics: list[str], data: dict[str, Any]) -> list[str]:
     """``metrics`` without those equal, query by query, to one listed earlier (see report_verdict)."""
-    from embtune_core.report_verdict import equal_metric_groups
+    from embtune_core.reporting.report_verdict import equal_metric_groups
 
     groups = equal_metric_groups(data)
     kept: list[str] = []
@@ -166,7 +166,7 @@ def _once(metrics: list[str], data: dict[str, Any]) -> list[str]:
 
 def _equal_lines(data: dict[str, Any]) -> list[str]:
     """One line per reason: the groups of metrics equal on every query, and which one is shown."""
-    from embtune_core.report_verdict import equal_metric_groups, equal_metrics_reason
+    from embtune_core.reporting.report_verdict import equal_metric_groups, equal_metrics_reason
 
     shown = set(_every_once(data))
     by_reason: dict[str, list[str]] = {}
@@ -232,7 +232,7 @@ def _rows(data: dict[str, Any], metrics: list[str], *, with_ci: bool) -> list[li
 def _significance_rows(data: dict[str, Any], metrics: list[str]) -> list[list[str]]:
     """Each comparison with the baseline, its randomisation p and its Holm-adjusted p over the table's
     rows (every test shown is one of the family; the verdict corrects over its own metric only)."""
-    from embtune_core.report_verdict import holm
+    from embtune_core.reporting.report_verdict import holm
 
     found = []
     for system in data["systems"][1:]:
@@ -259,7 +259,7 @@ def _md_table(header: list[str], rows: list[list[str]]) -> str:
 
 def _md_candidates(data: dict[str, Any]) -> list[str]:
     """The recommendation's candidates (dev figures and costs), when the run recommended one."""
-    from embtune_core.report_verdict import CANDIDATE_HEADER, candidate_rows
+    from embtune_core.reporting.report_verdict import CANDIDATE_HEADER, candidate_rows
 
     summary = data.get("recommendation")
     if not summary:
@@ -273,7 +273,7 @@ def report_markdown(data: dict[str, Any]) -> str:
     headline = _headline(data)
     conf = round(data["settings"]["confidence"] * 100)
     baseline = data["systems"][0]["name"] if data["systems"] else ""
-    from embtune_core.report_verdict import context_rows, verdict
+    from embtune_core.reporting.report_verdict import context_rows, verdict
 
     parts = [
         f"# Retrieval evaluation: {data['dataset']['name']}",
@@ -302,7 +302,7 @@ def report_markdown(data: dict[str, Any]) -> str:
         parts += ["", f"## Against the baseline `{baseline}` (paired, same queries and dimension)", "",
                   _md_table([h.format(conf=conf) for h in SIGNIFICANCE_HEADER], significance)]
     if data.get("examples"):
-        from embtune_core.report_examples import markdown_section
+        from embtune_core.reporting.report_examples import markdown_section
 
         parts += ["", f"## Examples: biggest gains and losses against `{baseline}`", "",
                   *markdown_section(data["examples"], baseline), "", "(report.html lists more, with texts and scores.)"]
@@ -320,7 +320,7 @@ def _backend(system: dict[str, Any]) -> str:
 
 
 def _limit(system: dict[str, Any]) -> str:
-    from embtune_core.token_limits import describe
+    from embtune_core.encoders.token_limits import describe
 
     line = describe(system.get("truncation"))
     return f"; token {line}" if line else ""
@@ -452,9 +452,9 @@ def _code_names(line: str) -> str:
 def report_html(data: dict[str, Any]) -> str:
     """A self-contained HTML page: verdict and context first, then tables, charts (base64 PNG) and
     examples; nothing fetched from elsewhere, no script."""
-    from embtune_core.report_examples import html_section
-    from embtune_core.report_training import chart_training
-    from embtune_core.report_verdict import context_rows, verdict
+    from embtune_core.reporting.report_examples import html_section
+    from embtune_core.reporting.report_training import chart_training
+    from embtune_core.reporting.report_verdict import context_rows, verdict
 
     headline = _headline(data)
     every = _every_once(data)
@@ -477,7 +477,7 @@ def report_html(data: dict[str, Any]) -> str:
     if data.get("notes"):
         sections += ["<h2>Notes</h2><ul>", *[f"<li>{html.escape(n)}</li>" for n in data["notes"]], "</ul>"]
     if data.get("recommendation"):
-        from embtune_core.report_verdict import CANDIDATE_HEADER, candidate_rows
+        from embtune_core.reporting.report_verdict import CANDIDATE_HEADER, candidate_rows
 
         sections += ["<h2>Candidates (held-out training documents: what chose the recommendation)</h2>",
                      _html_table(list(CANDIDATE_HEADER), candidate_rows(data["recommendation"]))]
@@ -522,7 +522,7 @@ def write_reports(evaluation, out_dir: str | Path, *, data: dict[str, Any] | Non
 
     ``data``: :func:`report_json` of ``evaluation`` when the caller already has it.
     """
-    from embtune_core.secrets_scrub import scrub_tree
+    from embtune_core.runtime.secrets_scrub import scrub_tree
 
     out_dir = Path(out_dir)
     # a report quotes configs, URLs and server replies: every secret pattern goes, not just known values

@@ -1,7 +1,7 @@
 """How a system's local model ran (torch at a precision, or ONNX Runtime with a file), for the reports.
 
 :func:`backend_of` reads it from an encoder's typed identity; :func:`backend_text` words it for a system's line.
-Kept apart from :mod:`embtune_core.report` so the report's parts (:mod:`embtune_core.report_verdict`)
+Kept apart from :mod:`embtune_core.reporting.report` so the report's parts (:mod:`embtune_core.reporting.report_verdict`)
 can word it without importing the report that imports them.
 """
 
@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from embtune_core.encoder_identity import EncoderIdentity
+from embtune_core.encoders.encoder_identity import EncoderIdentity
 
 
 def backend_of(identity: EncoderIdentity | str) -> dict[str, Any] | None:
@@ -22,7 +22,7 @@ def backend_of(identity: EncoderIdentity | str) -> dict[str, Any] | None:
     if identity.family != "sentence-transformers":
         return None
     if identity.get("backend") is not None:
-        from embtune_core.onnx_export import FUSED_FILE, INT8_FILE
+        from embtune_core.encoders.onnx_export import FUSED_FILE, INT8_FILE
 
         file = identity.get("file") or ""
         name = Path(file).name

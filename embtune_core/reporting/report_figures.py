@@ -1,6 +1,6 @@
 """Charts of the reports: matplotlib on its headless Agg backend, figures embedded as base64 PNG.
 
-Shared by :mod:`embtune_core.report` and :mod:`embtune_core.report_training` (which the report imports).
+Shared by :mod:`embtune_core.reporting.report` and :mod:`embtune_core.reporting.report_training` (which the report imports).
 """
 
 from __future__ import annotations

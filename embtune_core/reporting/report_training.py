@@ -2,7 +2,7 @@
 
 Two sources, both written by embtune's own trainers:
 
-* a fine-tuning run's ``loss_log.jsonl`` (:data:`embtune_core.training.LOSS_LOG`; one line per
+* a fine-tuning run's ``loss_log.jsonl`` (:data:`embtune_core.finetuning.training.LOSS_LOG`; one line per
   trainer log record: ``step``, ``loss`` and, at evaluation steps, ``eval_ndcg@10``...);
 * a query adapter's ``adapter_config.json`` ``training.history`` (one entry per epoch: ``loss``
   and the held-out metrics the epoch was chosen on; epoch 0 is the untrained adapter).
@@ -57,8 +57,8 @@ def from_adapter_training(training: dict[str, Any], *, name: str = "query adapte
 
 def chart_training(curve: dict[str, Any]) -> str:
     """Base64 PNG: loss (left) and the validation metric (right) against step or epoch."""
-    from embtune_core.report_figures import png as _png
-    from embtune_core.report_figures import pyplot as _pyplot
+    from embtune_core.reporting.report_figures import png as _png
+    from embtune_core.reporting.report_figures import pyplot as _pyplot
 
     plt = _pyplot()
     figure, axes = plt.subplots(1, 2, figsize=(9, 3.2))

@@ -1,7 +1,7 @@
 """The report's first screen: the verdict in plain words, the context that produced it, and which
 metrics are the same number on this data.
 
-Everything here reads the report JSON (:func:`embtune_core.report.report_json`), so the HTML and
+Everything here reads the report JSON (:func:`embtune_core.reporting.report.report_json`), so the HTML and
 the Markdown say the same thing.
 
 * **Verdict.** The best system on the primary metric (``ndcg@10``) and its difference from the
@@ -83,7 +83,7 @@ def _dim_list(dims: list[str]) -> str:
 
 def verdict(data: dict[str, Any], *, code: str = "`") -> list[str]:
     """The verdict as short plain sentences (``code`` quotes names: a backtick for Markdown); a run's
-    recommendation (:mod:`embtune_core.recommend`) comes first."""
+    recommendation (:mod:`embtune_core.workflow.recommend`) comes first."""
     if data.get("recommendation"):
         return [recommendation_sentence(data["recommendation"], code=code), *_verdict(data, code=code)]
     return _verdict(data, code=code)
@@ -186,7 +186,7 @@ def equal_metrics_reason(group: list[str], data: dict[str, Any]) -> str:
 # --- context ------------------------------------------------------------------------------------------
 def context_rows(data: dict[str, Any]) -> list[tuple[str, str]]:
     """(label, value) lines: what produced these numbers, most important first."""
-    from embtune_core.token_limits import describe
+    from embtune_core.encoders.token_limits import describe
 
     dataset, context = data["dataset"], dict(data.get("context") or {})
     rows = [("dataset", str(context.pop("dataset", dataset["name"])))]
@@ -203,7 +203,7 @@ def context_rows(data: dict[str, Any]) -> list[tuple[str, str]]:
         text = system["spec"] or system["identity"]
         if system.get("dimension"):
             text += f"; {system['dimension']} dims"
-        from embtune_core.report_backend import backend_text
+        from embtune_core.reporting.report_backend import backend_text
 
         if backend_text(system):
             text += f"; {backend_text(system)}"

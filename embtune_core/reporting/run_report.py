@@ -1,9 +1,9 @@
-"""The words a run's report carries about the run itself (``embtune run``, :mod:`embtune_core.pipeline`):
+"""The words a run's report carries about the run itself (``embtune run``, :mod:`embtune_core.workflow.pipeline`):
 what produced the validation set, what each trained system saw of the validation documents and
 whether the figures are independent of the questions' writer, and how the fine-tune was trained.
 
 Kept apart from the code that runs the stages; each function reads the run (its typed settings,
-plans, manifest and stage outputs) and writes into an :class:`~embtune_core.evaluation.Evaluation`'s
+plans, manifest and stage outputs) and writes into an :class:`~embtune_core.scoring.evaluation.Evaluation`'s
 ``context``, its systems' ``details`` and its ``training`` curves.
 """
 
@@ -40,7 +40,7 @@ def describe_independence(run: Any, evaluation: Any) -> None:
     """Which generator wrote the validation questions against which made the pseudo-queries that index-aware
     systems read from the validation chunks: the same generator would score them on the kind of query they
     trained on, so the report says whether the figures are independent."""
-    from embtune_core.index_training import DEFAULT_MIX as TRAIN_MIX
+    from embtune_core.finetuning.index_training import DEFAULT_MIX as TRAIN_MIX
 
     mixes: set[str] = set()
     if run.settings["train"] is not None:
@@ -101,8 +101,8 @@ def describe_information(run: Any, evaluation: Any) -> None:
 
 def describe_training(run: Any, evaluation: Any, train_stage: Any) -> None:
     """The fine-tuned system's training settings and its curve (loss_log.jsonl), into the report."""
-    from embtune_core.checkpoints import LOSS_LOG
-    from embtune_core.report_training import from_loss_log
+    from embtune_core.finetuning.checkpoints import LOSS_LOG
+    from embtune_core.reporting.report_training import from_loss_log
 
     table = run.written["train"]
     line = ("fine-tuned from " + str(table.get("model", run._base_model())) + "".join(

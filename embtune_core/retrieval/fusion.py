@@ -185,7 +185,7 @@ def choose_fusion(dense_scores: np.ndarray, dense_indices: np.ndarray, bm25_scor
     queries; the first of equals wins. ``score(indices) -> float`` scores a fused ranking (the evaluation's
     own scoring, graded judgements included); without it, binary NDCG@10 against ``relevant`` (corpus
     positions per query)."""
-    from embtune_core import metrics as M
+    from embtune_core.scoring import metrics as M
 
     grid = list(grid or candidates())
     if score is None:

@@ -26,7 +26,7 @@ indexes (DocsGPT's L2 FaissStore, LangChain's cosine relevance) rely on unit vec
 not offered.
 
 Training queries may be real questions (their relevant documents), LLM-free pseudo-queries made
-from the indexed chunk texts (:mod:`embtune_core.pseudo_queries`), or both. They may pass through a
+from the indexed chunk texts (:mod:`embtune_core.adapters.pseudo_queries`), or both. They may pass through a
 query adapter first: the documents then move towards the queries as the adapter serves them
 (NUDGE composes with query adapters).
 
@@ -57,8 +57,8 @@ from typing import Any
 
 import numpy as np
 
-from embtune_core import atomic
 from embtune_core.errors import ConfigError, InputError
+from embtune_core.runtime import atomic
 
 log = logging.getLogger(__name__)
 
@@ -147,10 +147,10 @@ def nudge_n(documents: np.ndarray, sums: np.ndarray, gamma: float) -> np.ndarray
 def score_queries(queries: np.ndarray, documents: np.ndarray, answers: Sequence[Sequence[int]],
                   metric: str) -> float:
     """Mean ``metric`` (``ndcg@10`` or ``hit_rate@1``, binary relevance) of ``queries`` searched over
-    ``documents`` (cosine; ties by document position, :func:`embtune_core.metrics.rank_scores`)."""
+    ``documents`` (cosine; ties by document position, :func:`embtune_core.scoring.metrics.rank_scores`)."""
     if not len(queries):
         return 0.0
-    from embtune_core import metrics as M
+    from embtune_core.scoring import metrics as M
 
     depth = 10 if metric == "ndcg@10" else 1
     order = M.rank_scores(unit_rows(queries) @ unit_rows(documents).T, depth)
@@ -379,7 +379,7 @@ def check_fit(tuned: TunedIndex, encoder_identity: str, adapter_fingerprint: str
     something over the vectors (and queries) they were fit on."""
     recorded = tuned.config.get("encoder_identity") or ""
     if recorded and recorded != encoder_identity:
-        from embtune_core.long_documents import plain_identity
+        from embtune_core.encoders.long_documents import plain_identity
 
         if plain_identity(recorded) != plain_identity(encoder_identity) or recorded.count("windows") != \
                 encoder_identity.count("windows"):

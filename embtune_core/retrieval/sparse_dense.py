@@ -6,7 +6,7 @@ BM25 beside it. Pinecone's "sparse-dense vectors" answer this by putting both in
 module does it for a plain FAISS index:
 
 * The lexical part of a document is its BM25 weight for every term of the vocabulary (Okapi BM25,
-  Lucene's variant, with bm25s's tokenizer and defaults, :mod:`embtune_core.lexical`): ``idf(t) * tf
+  Lucene's variant, with bm25s's tokenizer and defaults, :mod:`embtune_core.retrieval.lexical`): ``idf(t) * tf
   / (tf + k1 * (1 - b + b * dl / avgdl))``, idf and avgdl from the chunks the index holds. The lexical
   part of a query counts its terms. Their inner product *is* the query's BM25 score (tested against
   ``bm25s`` itself). Terms outside the vocabulary count for nothing, as in bm25s; above
@@ -45,8 +45,8 @@ from typing import Any
 
 import numpy as np
 
-from embtune_core import atomic
 from embtune_core.errors import InputError
+from embtune_core.runtime import atomic
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +58,7 @@ HEADROOM = 1.25  # M is this times the longest fit document vector, so chunks ad
 
 def tokenize(texts: Sequence[str], stopwords: str | None) -> list[list[str]]:
     """bm25s's tokenizer (lower-cased words of two or more characters, stop words removed), as strings."""
-    from embtune_core.lexical import _bm25s
+    from embtune_core.retrieval.lexical import _bm25s
 
     return _bm25s().tokenize(list(texts), stopwords=stopwords, return_ids=False, show_progress=False)
 
@@ -250,7 +250,7 @@ def fit_sparse_dense(base: Any, corpus_texts: Sequence[str], dense_queries: np.n
     NDCG@10 of the exact inner product (``score(ranked positions) -> float`` when given: the evaluation's
     own scoring); ``scale`` is those questions' median best BM25 score. Ties keep the earlier weight of
     ``weights`` (0.5 first). Returns the encoder and a record of the choice."""
-    from embtune_core import metrics as M
+    from embtune_core.scoring import metrics as M
 
     lexical = LexicalVectors.fit(corpus_texts)
     bm25 = lexical.queries(query_texts) @ lexical.documents(corpus_texts).T

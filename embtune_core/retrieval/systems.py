@@ -2,9 +2,9 @@
 built and evaluated the same way by ``embtune evaluate`` and the pipeline's evaluate stage.
 
 :func:`parse_system` reads a spec (syntax in ``embtune evaluate --help``), :func:`build_system`
-turns it into an :class:`~embtune_core.evaluation.System` under the
+turns it into an :class:`~embtune_core.scoring.evaluation.System` under the
 :class:`~embtune_core.settings.EvaluateSettings` (batch size, device, precision, token limit), and
-:func:`evaluate` runs :func:`~embtune_core.evaluation.evaluate_systems` with those settings.
+:func:`evaluate` runs :func:`~embtune_core.scoring.evaluation.evaluate_systems` with those settings.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ class SystemSpec:
     adapter_dir: str | None
     text: str
     lexical: bool = False  # BM25 alone
-    fusion: str | None = None  # hybrid of ENCODER and BM25: "rrf" (untuned) or a Fusion spec (embtune_core.fusion)
+    fusion: str | None = None  # hybrid of ENCODER and BM25: "rrf" (untuned) or a Fusion spec (embtune_core.retrieval.fusion)
     index_dir: str | None = None  # index tuning folder (embtune tune-index): the corpus vectors it tuned
     lexical_dir: str | None = None  # sparse-dense folder: BM25 joined to the dense vectors (one vector per chunk)
     windows: str | None = None  # "mean" or "max": long documents read whole as windows (long_documents)
@@ -44,7 +44,7 @@ def parse_system(text: str) -> SystemSpec:
     match = _NAME_PREFIX.match(text)
     name, spec = (match.group(1), match.group(2)) if match else (text, text)
     if not match:
-        from embtune_core.secrets_scrub import scrub
+        from embtune_core.runtime.secrets_scrub import scrub
 
         name = scrub(name)  # the label shows in every table: never a URL's credentials
     if spec.strip().lower() in ("bm25", "lexical:bm25"):
@@ -88,7 +88,7 @@ def _split_parts(text: str, spec: str) -> tuple[str, dict[str, str | None]]:
             raise ConfigError(f"'{text}': nothing after '+{kind}:' (expected {expected})", field="--system")
         parts[kind] = value
     if parts["fusion"] is not None:
-        from embtune_core.fusion import Fusion
+        from embtune_core.retrieval.fusion import Fusion
 
         try:
             Fusion.parse(parts["fusion"])  # a bad fusion fails here, in one line
@@ -99,14 +99,14 @@ def _split_parts(text: str, spec: str) -> tuple[str, dict[str, str | None]]:
 
 def build_system(spec: SystemSpec, settings: EvaluateSettings | None = None, *, adapter=None,
                  encoder_options: dict[str, Any] | None = None):
-    """The :class:`~embtune_core.evaluation.System` a parsed spec names (``adapter``: its folder, loaded);
+    """The :class:`~embtune_core.scoring.evaluation.System` a parsed spec names (``adapter``: its folder, loaded);
     ``settings`` gives batch size, and for local models device, precision and token limit;
-    ``encoder_options`` the prompts and backend of local models (:mod:`embtune_core.encoder_options`)."""
-    from embtune_core.encoding import encoder_from_spec, parse_encoder_spec
-    from embtune_core.evaluation import System
+    ``encoder_options`` the prompts and backend of local models (:mod:`embtune_core.encoders.encoder_options`)."""
+    from embtune_core.encoders.encoding import encoder_from_spec, parse_encoder_spec
+    from embtune_core.scoring.evaluation import System
 
     if spec.lexical:
-        from embtune_core.lexical import BM25Spec
+        from embtune_core.retrieval.lexical import BM25Spec
 
         return System(spec.name, BM25Spec(), None, spec.text)
     settings = settings or EvaluateSettings()
@@ -131,18 +131,18 @@ def build_system(spec: SystemSpec, settings: EvaluateSettings | None = None, *, 
     encoder = encoder_from_spec(spec.encoder_spec, **options)
     if spec.adapter_dir:
         if adapter is None:
-            from embtune_core.adapter_io import load_adapter
+            from embtune_core.adapters.adapter_io import load_adapter
 
             adapter = load_adapter(spec.adapter_dir)
         adapter.check_base(encoder)
     tuned = None
     if spec.index_dir:
-        from embtune_core.index_tuning import check_fit, load_index_tuning
+        from embtune_core.retrieval.index_tuning import check_fit, load_index_tuning
 
         tuned = load_index_tuning(spec.index_dir)
         check_fit(tuned, str(encoder.identity), getattr(adapter, "fingerprint", None) if adapter is not None else None)
     if spec.lexical_dir:
-        from embtune_core.sparse_dense import load_sparse_dense
+        from embtune_core.retrieval.sparse_dense import load_sparse_dense
 
         encoder = load_sparse_dense(spec.lexical_dir, encoder)
     return System(spec.name, encoder, adapter, spec.text, fusion=spec.fusion, index_tuning=tuned)
@@ -154,8 +154,8 @@ def known_width(spec: SystemSpec, system) -> int | None:
     import json
     from pathlib import Path
 
-    from embtune_core.encoding import parse_encoder_spec
-    from embtune_core.models import resolve
+    from embtune_core.encoders.encoding import parse_encoder_spec
+    from embtune_core.encoders.models import resolve
 
     if spec.lexical:
         return None
@@ -192,9 +192,9 @@ def check_token_limit(specs: list[SystemSpec], max_seq_length: int | None) -> No
     """Refuse a token limit a local model's position table cannot read, before any model loads."""
     if not max_seq_length:
         return
-    from embtune_core.encoding import parse_encoder_spec
-    from embtune_core.models import resolve
-    from embtune_core.token_limits import check_limit
+    from embtune_core.encoders.encoding import parse_encoder_spec
+    from embtune_core.encoders.models import resolve
+    from embtune_core.encoders.token_limits import check_limit
 
     for spec in specs:
         if spec.lexical:  # BM25 reads no tokens of a model
@@ -208,9 +208,9 @@ def check_token_limit(specs: list[SystemSpec], max_seq_length: int | None) -> No
 
 def evaluate(systems: list, dataset, settings: EvaluateSettings, *, dataset_name: str, seed: int = 0,
              extra_corpus: dict[str, str] | None = None):
-    """:func:`~embtune_core.evaluation.evaluate_systems` under ``settings`` (dims, k, confidence,
+    """:func:`~embtune_core.scoring.evaluation.evaluate_systems` under ``settings`` (dims, k, confidence,
     resamples, permutations): the one call behind ``embtune evaluate`` and the pipeline's stage."""
-    from embtune_core.evaluation import MetricSettings, evaluate_systems
+    from embtune_core.scoring.evaluation import MetricSettings, evaluate_systems
 
     return evaluate_systems(systems, dataset, dims=settings.dims, settings=MetricSettings(hit_rate_at=tuple(settings.k)),
                             dataset_name=dataset_name, confidence=settings.confidence, seed=seed,

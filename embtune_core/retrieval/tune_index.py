@@ -3,9 +3,9 @@
 The one library function behind the command and the pipeline's stage: :func:`tune_stored_index`
 embeds the index's chunks with the (frozen) encoder through the embedding cache, gathers training
 queries -- real questions whose relevant chunks are in the index, and LLM-free pseudo-queries made
-from every chunk's text (:mod:`embtune_core.pseudo_queries`) -- passes them through the query
+from every chunk's text (:mod:`embtune_core.adapters.pseudo_queries`) -- passes them through the query
 adapter when one serves the queries, and calls an index tuner (the ``index_tuners`` plugin family;
-built-in ``nudge-n``, :mod:`embtune_core.index_tuning`). The bound on how far vectors move is
+built-in ``nudge-n``, :mod:`embtune_core.retrieval.index_tuning`). The bound on how far vectors move is
 chosen on held-out queries: ``dev`` when given (e.g. held-out training documents' questions), else
 a share of the training queries. Questions listed in ``exclude_questions`` (the report's validation
 questions) never train it, even when a pseudo-query happens to repeat one word for word.
@@ -31,7 +31,7 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 
 from embtune_core.cli_fields import setting
-from embtune_core.dataset import QADataset
+from embtune_core.data.dataset import QADataset
 from embtune_core.errors import ConfigError, DatasetError
 
 log = logging.getLogger(__name__)
@@ -86,7 +86,7 @@ class IndexTuningSettings:
                               path=path, field=f"{self.TABLE}.pseudo_queries")
 
     def mix(self) -> dict[str, int]:
-        from embtune_core.pseudo_queries import DEFAULT_MIX
+        from embtune_core.adapters.pseudo_queries import DEFAULT_MIX
 
         chosen = dict(DEFAULT_MIX) if self.pseudo_queries is None else dict(self.pseudo_queries)
         return {name: count for name, count in chosen.items() if count}
@@ -95,7 +95,7 @@ class IndexTuningSettings:
 def embed_corpus(encoder: Any, texts: list[str], cache: Any) -> np.ndarray:
     """The vectors an index holds for ``texts``: the encoder's document vectors through the cache, or the
     mean of their windows when the encoder reads long documents whole (``document_windows = "mean"``)."""
-    from embtune_core.long_documents import WindowedEncoder, pool
+    from embtune_core.encoders.long_documents import WindowedEncoder, pool
 
     if isinstance(encoder, WindowedEncoder):
         if encoder.mode != "mean":
@@ -108,8 +108,8 @@ def embed_corpus(encoder: Any, texts: list[str], cache: Any) -> np.ndarray:
 
 def embed_queries(encoder: Any, texts: list[str], cache: Any, adapter: Any = None) -> np.ndarray:
     """Query vectors as they are served: the encoder's (cached), through ``adapter`` when given."""
-    from embtune_core.evaluation import apply_adapter
-    from embtune_core.long_documents import WindowedEncoder
+    from embtune_core.encoders.long_documents import WindowedEncoder
+    from embtune_core.scoring.evaluation import apply_adapter
 
     base = encoder.base if isinstance(encoder, WindowedEncoder) else encoder
     vectors = np.asarray(cache.embed(base, texts, kind="query"), dtype=np.float32)
@@ -136,13 +136,13 @@ def tune_stored_index(settings: IndexTuningSettings, *, encoder: Any = None, cor
     """Tune the index's vectors (module docstring) and save the result to ``output_dir`` (default
     ``settings.out``). Objects given as arguments win over the paths in ``settings`` (the pipeline
     passes its own); ``doc_vectors`` (aligned with ``corpus``) are the index's stored vectors, read
-    instead of embedding the chunks. Returns the :class:`~embtune_core.index_tuning.TunedIndex`."""
-    from embtune_core.dataset import load_any, load_corpora
-    from embtune_core.embedding_cache import EmbeddingCache
-    from embtune_core.encoding import encoder_from_spec
-    from embtune_core.models import DEFAULT_MODEL
+    instead of embedding the chunks. Returns the :class:`~embtune_core.retrieval.index_tuning.TunedIndex`."""
+    from embtune_core.adapters.pseudo_queries import index_pseudo_queries, without_questions
+    from embtune_core.data.dataset import load_any, load_corpora
+    from embtune_core.encoders.embedding_cache import EmbeddingCache
+    from embtune_core.encoders.encoding import encoder_from_spec
+    from embtune_core.encoders.models import DEFAULT_MODEL
     from embtune_core.plugins import get_registry
-    from embtune_core.pseudo_queries import index_pseudo_queries, without_questions
 
     if cache is None:
         cache = EmbeddingCache(settings.cache_dir) if settings.cache_dir else EmbeddingCache()
@@ -155,7 +155,7 @@ def tune_stored_index(settings: IndexTuningSettings, *, encoder: Any = None, cor
             options["batch_size"] = settings.batch_size
         encoder = encoder_from_spec(settings.encoder or DEFAULT_MODEL, **options)
     if adapter is None and settings.adapter:
-        from embtune_core.adapter_io import load_adapter
+        from embtune_core.adapters.adapter_io import load_adapter
 
         adapter = load_adapter(settings.adapter)
         adapter.check_base(getattr(encoder, "base", encoder))

@@ -15,7 +15,7 @@ beside ``--out model`` is never moved or deleted):
 Outputs follow the process umask (0644/0755 under the usual 022), also the files that libraries
 write inside a staging folder, so a container running as another user can read a model.
 
-Every text written here passes the secrets scrubber (:func:`embtune_core.secrets_scrub.scrub_known`),
+Every text written here passes the secrets scrubber (:func:`embtune_core.runtime.secrets_scrub.scrub_known`),
 as do the text files libraries write inside a staging folder: this is where bytes reach a file.
 """
 
@@ -106,7 +106,7 @@ def glob_escape(name: str) -> str:
 
 
 class _ScrubbingWriter:
-    """A text handle whose lines pass :func:`embtune_core.secrets_scrub.scrub_known` on their way to disk
+    """A text handle whose lines pass :func:`embtune_core.runtime.secrets_scrub.scrub_known` on their way to disk
     (whole lines only, so a secret written in two pieces is still found). Text is held and scrubbed in
     blocks of about :data:`SCRUB_BLOCK` characters: ``json.dump`` writes many small pieces, and scrubbing
     each line on its own cost a report of 10,000 lines seconds for nothing."""
@@ -120,7 +120,7 @@ class _ScrubbingWriter:
         self._held.append(text)
         self._size += len(text)
         if self._size >= SCRUB_BLOCK and "\n" in text:
-            from embtune_core.secrets_scrub import scrub_known
+            from embtune_core.runtime.secrets_scrub import scrub_known
 
             block = "".join(self._held)
             cut = block.rfind("\n") + 1
@@ -134,7 +134,7 @@ class _ScrubbingWriter:
             self.write(line)
 
     def flush(self) -> None:
-        from embtune_core.secrets_scrub import scrub_known
+        from embtune_core.runtime.secrets_scrub import scrub_known
 
         if self._held:
             self._handle.write(scrub_known("".join(self._held)))
@@ -148,7 +148,7 @@ class _ScrubbingWriter:
 @contextlib.contextmanager
 def atomic_open(path: str | Path, mode: str = "w", encoding: str | None = "utf-8") -> Iterator[Any]:
     """Open a temporary sibling of ``path`` for writing; rename it over ``path`` on success. Text written
-    passes the secrets scrubber (:func:`embtune_core.secrets_scrub.scrub_known`): no known secret reaches
+    passes the secrets scrubber (:func:`embtune_core.runtime.secrets_scrub.scrub_known`): no known secret reaches
     a file embtune writes."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -164,7 +164,7 @@ def atomic_open(path: str | Path, mode: str = "w", encoding: str | None = "utf-8
         os.replace(tmp, path)
         _fsync_dir(path.parent)
     except BaseException as exc:
-        from embtune_core.resources import OUT_OF_MEMORY, ResourceError, disk_advice, problem_of
+        from embtune_core.runtime.resources import OUT_OF_MEMORY, ResourceError, disk_advice, problem_of
 
         problem = problem_of(exc, path) if isinstance(exc, (OSError, RuntimeError)) else None
         with contextlib.suppress(FileNotFoundError):
@@ -244,7 +244,7 @@ _TEXT_SUFFIXES = (".json", ".jsonl", ".md", ".txt", ".csv", ".yaml", ".yml", ".t
 def _scrub_text_files(folder: Path) -> None:
     """Text files a library wrote inside a staging folder (a model's configs, its card) pass the secrets
     scrubber too, like everything embtune writes itself."""
-    from embtune_core.secrets_scrub import scrub_known
+    from embtune_core.runtime.secrets_scrub import scrub_known
 
     for entry in folder.rglob("*"):
         if entry.suffix.lower() not in _TEXT_SUFFIXES or entry.is_symlink() or not entry.is_file():
@@ -287,7 +287,7 @@ def atomic_directory(path: str | Path) -> Iterator[Path]:
             with contextlib.suppress(FileNotFoundError):
                 _journal(path).unlink()
     except BaseException as exc:
-        from embtune_core.resources import OUT_OF_MEMORY, ResourceError, disk_advice, problem_of
+        from embtune_core.runtime.resources import OUT_OF_MEMORY, ResourceError, disk_advice, problem_of
 
         problem = problem_of(exc, path) if isinstance(exc, (OSError, RuntimeError)) else None
         shutil.rmtree(tmp, ignore_errors=True)

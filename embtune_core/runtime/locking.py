@@ -28,8 +28,8 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from embtune_core.atomic import HOST
 from embtune_core.errors import InputError
+from embtune_core.runtime.atomic import HOST
 
 try:  # POSIX; elsewhere runs are not locked (and say so once)
     import fcntl

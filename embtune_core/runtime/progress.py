@@ -42,10 +42,10 @@ def library_bars_silenced():
 @functools.cache
 def _bar_class() -> type:
     """tqdm, imported on first use (inside :func:`library_bars_silenced` when the CLI runs), that at each item raises a
-    pending Ctrl-C/SIGTERM (see :mod:`embtune_core.interrupts`)."""
+    pending Ctrl-C/SIGTERM (see :mod:`embtune_core.runtime.interrupts`)."""
     from tqdm.auto import tqdm
 
-    from embtune_core.interrupts import check
+    from embtune_core.runtime.interrupts import check
 
     class _Bar(tqdm):
         def __iter__(self):

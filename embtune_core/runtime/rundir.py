@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from embtune_core import atomic
+from embtune_core.runtime import atomic
 
 log = logging.getLogger(__name__)
 
@@ -142,7 +142,7 @@ class StageDir:
                     relative.append(key)
                 except ValueError:
                     pass
-        from embtune_core.secrets_scrub import scrub_tree
+        from embtune_core.runtime.secrets_scrub import scrub_tree
 
         atomic.write_json(self.path / "_done.json", scrub_tree({"stage": self.name, "key": self.key,
                                                                 "seconds": seconds, "outputs": stored,
@@ -160,7 +160,7 @@ class RunDir:
         return StageDir(self.root, name, stable_hash({"stage": name, **key_material}))
 
     def write_manifest(self, manifest: dict[str, Any]) -> None:
-        from embtune_core.secrets_scrub import scrub_tree
+        from embtune_core.runtime.secrets_scrub import scrub_tree
 
         atomic.write_json(self.root / "manifest.json", scrub_tree(manifest))  # the config may hold a URL's credentials
 

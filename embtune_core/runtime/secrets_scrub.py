@@ -5,7 +5,7 @@ credentials (``http://user:key@host/v1``); an identity string names the URL and 
 the embedding cache's ``identity.txt``. Where bytes leave the process they pass through here, not field
 by field:
 
-* files: every text file embtune writes (:mod:`embtune_core.atomic`: ``write_text``, ``write_json``, text
+* files: every text file embtune writes (:mod:`embtune_core.runtime.atomic`: ``write_text``, ``write_json``, text
   ``atomic_open``, and the text files libraries write into an ``atomic_directory``) passes
   :func:`scrub_known`; reports pass :func:`scrub` whole;
 * the terminal: the CLI wraps ``sys.stdout`` and ``sys.stderr`` (:func:`scrub_streams`), so every print,

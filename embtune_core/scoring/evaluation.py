@@ -4,12 +4,12 @@ Three layers, each usable on its own:
 
 1. :func:`evaluate_embeddings` takes query and corpus embedding arrays and a
    :class:`RetrievalTask` (the dataset's queries, corpus and relevance as positions), searches the
-   whole corpus exactly (:func:`embtune_core.search.exact_search`, cosine similarity) at every
+   whole corpus exactly (:func:`embtune_core.retrieval.search.exact_search`, cosine similarity) at every
    requested dimension (truncate, then renormalise) and returns per-query scores.
 2. :func:`evaluate_systems` embeds the dataset with each :class:`System` (an encoder, optionally
    with a query adapter applied to query embeddings only) through the embedding cache, calls
    layer 1 and adds bootstrap confidence intervals and paired significance of every system
-   against the first. The result is an :class:`Evaluation`, which :mod:`embtune_core.report`
+   against the first. The result is an :class:`Evaluation`, which :mod:`embtune_core.reporting.report`
    writes as JSON, Markdown and HTML.
 3. :func:`training_evaluator` wraps layer 1 as a sentence-transformers evaluator for
    ``SentenceTransformerTrainer``, so training logs the same metrics.
@@ -23,16 +23,16 @@ Conventions (each one applied is listed in the report's ``notes``):
   answers a query relevant to any of them, and later copies count as misses. Off, the copy listed
   later in the corpus loses every tie and perfect retrieval scores MRR 0.5.
 * Texts longer than a local model's token limit are cut by the model; the counts per system are
-  logged and recorded (:mod:`embtune_core.token_limits`).
+  logged and recorded (:mod:`embtune_core.encoders.token_limits`).
 * The corpus searched is the dataset's own unless ``extra_corpus`` adds the rest of the index
   (e.g. the training chunks); the report names which (:attr:`RetrievalTask.corpus_label`).
 * BM25 and hybrid (BM25 + dense, reciprocal rank fusion) systems are scored like the others
-  (:mod:`embtune_core.lexical`); BM25 has no dimension, so its one ranking is repeated at each.
+  (:mod:`embtune_core.retrieval.lexical`); BM25 has no dimension, so its one ranking is repeated at each.
 
 Example::
 
-    from embtune_core.dataset import QADataset
-    from embtune_core.evaluation import RetrievalTask, evaluate_embeddings
+    from embtune_core.data.dataset import QADataset
+    from embtune_core.scoring.evaluation import RetrievalTask, evaluate_embeddings
 
     dataset = QADataset.load("val_dataset.json")
     task = RetrievalTask.from_dataset(dataset)
@@ -50,12 +50,12 @@ from typing import Any
 
 import numpy as np
 
-from embtune_core import metrics as M
-from embtune_core import stats
-from embtune_core.dataset import QADataset
-from embtune_core.encoder_identity import identity_of
+from embtune_core.data.dataset import QADataset
+from embtune_core.encoders.encoder_identity import identity_of
 from embtune_core.errors import ConfigError, DatasetError, InputError
-from embtune_core.search import exact_search, normalize
+from embtune_core.retrieval.search import exact_search, normalize
+from embtune_core.scoring import metrics as M
+from embtune_core.scoring import stats
 
 log = logging.getLogger(__name__)
 
@@ -306,7 +306,7 @@ class MetricSettings:
 
     def compute_graded(self, gains: np.ndarray, n_relevant: np.ndarray, ideal_gains: Sequence[np.ndarray]
                        ) -> dict[str, np.ndarray]:
-        """Graded judgements (pytrec_eval's conventions, :func:`embtune_core.metrics.graded_metrics`)."""
+        """Graded judgements (pytrec_eval's conventions, :func:`embtune_core.scoring.metrics.graded_metrics`)."""
         hits = gains >= M.RELEVANCE_LEVEL
         out: dict[str, np.ndarray] = {}
         for k in self.hit_rate_at:
@@ -354,7 +354,7 @@ def evaluate_embeddings(query_emb: np.ndarray, corpus_emb: np.ndarray, task: Ret
     ``query_emb`` (n_queries, d) is aligned with ``task.query_ids``, ``corpus_emb`` (n_corpus, d)
     with ``task.corpus_ids`` -- or, with ``owner``, (n_windows, d) window vectors, ``owner[i]`` the
     corpus position of window ``i``, a document scored by its best window (MaxP,
-    :mod:`embtune_core.long_documents`). Similarity is cosine (both sides renormalised after truncation).
+    :mod:`embtune_core.encoders.long_documents`). Similarity is cosine (both sides renormalised after truncation).
     """
     settings = settings or MetricSettings()
     query_emb, corpus_emb = np.asarray(query_emb), np.asarray(corpus_emb)
@@ -379,7 +379,7 @@ def dense_search(query_emb: np.ndarray, corpus_emb: np.ndarray, dim: int, depth:
     queries, corpus = truncate(query_emb, dim), truncate(corpus_emb, dim)
     if owner is None:
         return exact_search(queries, corpus, depth, use_gpu=use_gpu)
-    from embtune_core.long_documents import max_pool_scores, windows_to_search
+    from embtune_core.encoders.long_documents import max_pool_scores, windows_to_search
 
     depth = min(depth, int(owner.max()) + 1 if len(owner) else 0)
     scores, indices = exact_search(queries, corpus, windows_to_search(owner, depth), use_gpu=use_gpu)
@@ -406,7 +406,7 @@ def score_ranking(indices: np.ndarray, scores: np.ndarray | None, task: Retrieva
 
 def evaluate_lexical(index: Any, task: RetrievalTask, dims: Sequence[int], settings: MetricSettings
                      ) -> dict[int, DimensionResult]:
-    """BM25 (:class:`embtune_core.lexical.BM25Index`) on ``task``: one ranking, repeated at each of
+    """BM25 (:class:`embtune_core.retrieval.lexical.BM25Index`) on ``task``: one ranking, repeated at each of
     ``dims`` so it pairs with dense systems at every dimension (it uses no embeddings)."""
     scores, indices = index.search(task.query_texts, task.search_depth(settings.depth))
     result = score_ranking(indices, scores, task, dims[0], settings)
@@ -416,9 +416,9 @@ def evaluate_lexical(index: Any, task: RetrievalTask, dims: Sequence[int], setti
 def evaluate_hybrid(query_emb: np.ndarray, corpus_emb: np.ndarray, index: Any, task: RetrievalTask,
                     dims: Sequence[int], settings: MetricSettings, use_gpu: bool | None = None,
                     owner: np.ndarray | None = None, fusion: Any = None) -> dict[int, DimensionResult]:
-    """Dense ranking at each dimension fused with BM25's (:func:`embtune_core.fusion.fuse`; default the
+    """Dense ranking at each dimension fused with BM25's (:func:`embtune_core.retrieval.fusion.fuse`; default the
     untuned reciprocal rank fusion, k = 60, Cormack et al. 2009), each side's top ``fusion.depth``."""
-    from embtune_core.fusion import Fusion, fuse
+    from embtune_core.retrieval.fusion import Fusion, fuse
 
     fusion = fusion or Fusion()
     depth = min(len(task.corpus_ids), fusion.depth)
@@ -439,7 +439,7 @@ class System:
 
     ``spec`` is how the user wrote it (for the report); ``encoder`` follows the encoder protocol
     (``identity``, ``dimension``, ``encode_queries``, ``encode_documents``); ``adapter`` is a
-    :class:`~embtune_core.adapter_io.SavedAdapter` (from ``load_adapter``) or a bare
+    :class:`~embtune_core.adapters.adapter_io.SavedAdapter` (from ``load_adapter``) or a bare
     ``torch.nn.Module`` mapping (n, dimension) query embeddings to (n, dimension).
     """
 
@@ -447,20 +447,20 @@ class System:
     encoder: Any
     adapter: Any = None
     spec: str = ""
-    # This dense system fused with BM25: a :class:`~embtune_core.fusion.Fusion`, or its spec ("rrf": untuned)
+    # This dense system fused with BM25: a :class:`~embtune_core.retrieval.fusion.Fusion`, or its spec ("rrf": untuned)
     fusion: Any = None
-    # A :class:`~embtune_core.index_tuning.TunedIndex`: document vectors tuned without re-embedding (NUDGE)
+    # A :class:`~embtune_core.retrieval.index_tuning.TunedIndex`: document vectors tuned without re-embedding (NUDGE)
     index_tuning: Any = None
 
     def __post_init__(self) -> None:
         if isinstance(self.fusion, str):
-            from embtune_core.fusion import Fusion
+            from embtune_core.retrieval.fusion import Fusion
 
             self.fusion = Fusion.parse(self.fusion)
 
     @property
     def lexical(self) -> bool:
-        """BM25 alone (``encoder`` is :class:`embtune_core.lexical.BM25Spec`): no embeddings."""
+        """BM25 alone (``encoder`` is :class:`embtune_core.retrieval.lexical.BM25Spec`): no embeddings."""
         return bool(getattr(self.encoder, "lexical", False))
 
     @property
@@ -476,7 +476,7 @@ class System:
 
 
 def apply_adapter(adapter: Any, query_emb: np.ndarray, *, batch_size: int = 8192) -> np.ndarray:
-    """Query embeddings through an adapter: a :class:`~embtune_core.adapter_io.SavedAdapter`
+    """Query embeddings through an adapter: a :class:`~embtune_core.adapters.adapter_io.SavedAdapter`
     (its ``transform``) or a bare ``torch.nn.Module`` (run in batches without gradients)."""
     if hasattr(adapter, "transform"):
         return np.concatenate([adapter.transform(query_emb[start:start + batch_size])
@@ -502,7 +502,7 @@ def apply_adapter(adapter: Any, query_emb: np.ndarray, *, batch_size: int = 8192
 def embed_system(system: System, task: RetrievalTask, *, cache: Any = None
                  ) -> tuple[np.ndarray, np.ndarray, Any]:
     """Query and corpus embeddings of ``task`` for ``system``, served from the embedding cache, and the
-    corpus's :class:`~embtune_core.long_documents.Windows` when the encoder reads documents as windows
+    corpus's :class:`~embtune_core.encoders.long_documents.Windows` when the encoder reads documents as windows
     (else None).
 
     The adapter is applied after the cache, so one cached base embedding serves every adapter. With
@@ -511,11 +511,11 @@ def embed_system(system: System, task: RetrievalTask, *, cache: Any = None
     one row per window (``windows.owner`` maps each to its document).
     """
     if cache is None:
-        from embtune_core.embedding_cache import EmbeddingCache
+        from embtune_core.encoders.embedding_cache import EmbeddingCache
 
         cache = EmbeddingCache()
-    from embtune_core.long_documents import WindowedEncoder
-    from embtune_core.sparse_dense import SparseDenseEncoder
+    from embtune_core.encoders.long_documents import WindowedEncoder
+    from embtune_core.retrieval.sparse_dense import SparseDenseEncoder
 
     encoder, windows = system.encoder, None
     if isinstance(encoder, SparseDenseEncoder):  # the dense part through the cache, BM25's joined at the end
@@ -528,7 +528,7 @@ def embed_system(system: System, task: RetrievalTask, *, cache: Any = None
     corpus_texts = windows.texts if windows is not None else task.corpus_texts
     corpus_emb = np.asarray(cache.embed(encoder, corpus_texts, kind="document"), dtype=np.float32)
     if mode == "mean":
-        from embtune_core.long_documents import pool
+        from embtune_core.encoders.long_documents import pool
 
         corpus_emb = pool(corpus_emb, windows)
     query_emb, corpus_emb = finish_vectors(system, query_emb, corpus_emb, task.query_texts, task.corpus_texts,
@@ -548,7 +548,7 @@ def finish_vectors(system: System, query_emb: np.ndarray | None, corpus_emb: np.
     """A system's final vectors from its dense encoder's (either side may be None): the index tuning moves
     the documents it tuned (by id, else by text), the adapter maps the queries, and a sparse-dense
     encoder joins BM25's part. The one place these compose, for evaluation and for serving."""
-    from embtune_core.sparse_dense import SparseDenseEncoder
+    from embtune_core.retrieval.sparse_dense import SparseDenseEncoder
 
     if system.index_tuning is not None and corpus_emb is not None:
         if windowed_max:
@@ -576,15 +576,15 @@ class SystemResult:
     dimension: int
     dims: dict[int, DimensionResult]
     seconds: dict[str, float] = field(default_factory=dict)
-    truncation: dict[str, Any] | None = None  # token limit and texts cut (embtune_core.token_limits)
+    truncation: dict[str, Any] | None = None  # token limit and texts cut (embtune_core.encoders.token_limits)
     details: list[str] = field(default_factory=list)  # e.g. how its adapter was trained, for the report
-    # The dense encoder's typed identity (embtune_core.encoder_identity); None for BM25 alone
+    # The dense encoder's typed identity (embtune_core.encoders.encoder_identity); None for BM25 alone
     encoder_identity: Any = None
 
 
 def adapter_details(adapter: Any) -> tuple[list[str], dict[str, Any] | None]:
     """One line on how ``adapter`` was trained and its training curve (from its saved config), if known."""
-    from embtune_core.report_training import from_adapter_training
+    from embtune_core.reporting.report_training import from_adapter_training
 
     training = getattr(getattr(adapter, "config", None), "training", None)
     if not isinstance(training, dict) or not training:
@@ -614,11 +614,11 @@ class Evaluation:
     notes: list[str] = field(default_factory=list)  # conventions applied and warnings, one line each
     split: str | None = None  # the BEIR qrels split evaluated, when the dataset is a BEIR folder
     # What produced the data and the systems (source, generator, chunker, training...), for the report's
-    # context block; keys are free-form labels, values short strings (see embtune_core.report_verdict).
+    # context block; keys are free-form labels, values short strings (see embtune_core.reporting.report_verdict).
     context: dict[str, Any] = field(default_factory=dict)
     # Training curves shown in the report: [{"name", "x_label", "series": {label: [[x, y], ...]}}]
     training: list[dict[str, Any]] = field(default_factory=list)
-    # The system a run recommends, with its figures against the base and BM25 (embtune_core.recommend)
+    # The system a run recommends, with its figures against the base and BM25 (embtune_core.workflow.recommend)
     recommendation: dict[str, Any] | None = None
 
     @property
@@ -673,10 +673,10 @@ def evaluate_systems(systems: Sequence[System], dataset: QADataset, *, dims: Ite
     the module docstring apply; each one the data triggers is logged once and kept in
     :attr:`Evaluation.notes`. ``extra_corpus``: documents searched beside the dataset's corpus
     (the rest of the index, see :meth:`RetrievalTask.from_dataset`). Systems may be BM25 and
-    hybrids (:mod:`embtune_core.lexical`).
+    hybrids (:mod:`embtune_core.retrieval.lexical`).
     """
-    from embtune_core import token_limits
-    from embtune_core.progress import progress
+    from embtune_core.encoders import token_limits
+    from embtune_core.runtime.progress import progress
 
     if not systems:
         raise ConfigError("no system to evaluate", field="--system")
@@ -698,7 +698,7 @@ def evaluate_systems(systems: Sequence[System], dataset: QADataset, *, dims: Ite
 
     def bm25_index(spec: Any = None):
         if "index" not in bm25:
-            from embtune_core.lexical import BM25Spec
+            from embtune_core.retrieval.lexical import BM25Spec
 
             bm25["index"] = (spec or BM25Spec()).index(task.corpus_texts)
         return bm25["index"]
@@ -707,7 +707,7 @@ def evaluate_systems(systems: Sequence[System], dataset: QADataset, *, dims: Ite
     curves: list[dict[str, Any]] = []
     curves_shown: set[Any] = set()
     # Dense systems first: BM25 has no dimension, so it is scored at every dimension the others use.
-    from embtune_core.sparse_dense import SparseDenseEncoder
+    from embtune_core.retrieval.sparse_dense import SparseDenseEncoder
 
     one_vector = [s for s in systems if isinstance(s.encoder, SparseDenseEncoder)]  # after the dims they pair at
     order = ([s for s in systems if not s.lexical and s not in one_vector] + one_vector
@@ -734,7 +734,7 @@ def evaluate_systems(systems: Sequence[System], dataset: QADataset, *, dims: Ite
         t1 = time.perf_counter()
         width = query_emb.shape[1]
         system_dims = [d for d in wanted if d <= width] if wanted else [width]
-        from embtune_core.sparse_dense import SparseDenseEncoder
+        from embtune_core.retrieval.sparse_dense import SparseDenseEncoder
 
         one_width = isinstance(system.encoder, SparseDenseEncoder)  # dense + BM25 parts: never truncated
         if not system_dims:

@@ -1,7 +1,7 @@
 """Retrieval metrics over rankings: pure functions, one score per query, then averaged.
 
 A :class:`Ranking` holds, for each query, the corpus positions retrieved best first (from
-:func:`embtune_core.search.exact_search`). :func:`hit_matrix` turns it into a boolean matrix
+:func:`embtune_core.retrieval.search.exact_search`). :func:`hit_matrix` turns it into a boolean matrix
 ``hits[q, r]`` (is the document at rank ``r + 1`` relevant to query ``q``?) and every metric is a
 vectorised function of that matrix and the number of relevant documents per query.
 
@@ -22,11 +22,11 @@ document, as sentence-transformers' ``InformationRetrievalEvaluator`` does):
 Duplicates: corpus entries with exactly the same text are one document (a model cannot tell
 them apart): :func:`collapse_groups` maps each to its group, so a query relevant to either copy
 is answered by whichever ranks first, and the other copy counts as a miss. ``evaluate`` applies
-this by default and says how many duplicates it found (see :mod:`embtune_core.evaluation`).
+this by default and says how many duplicates it found (see :mod:`embtune_core.scoring.evaluation`).
 
 Ties: documents are ordered by score, highest first; equal scores are ordered by corpus position
 (the earlier document in the dataset's corpus ranks first). :func:`rank_scores` applies this rule
-to a dense score matrix and :func:`~embtune_core.search.exact_search` applies it over blocks.
+to a dense score matrix and :func:`~embtune_core.retrieval.search.exact_search` applies it over blocks.
 (sentence-transformers breaks ties by the corpus id string instead; the two agree whenever scores
 are distinct, which they are for real embeddings of distinct texts.) For graded judgements
 (BEIR qrels) the evaluation orders the corpus by document id, descending, before searching, so
@@ -109,7 +109,7 @@ def rank_scores(scores: np.ndarray, k: int | None = None) -> np.ndarray:
     """Corpus positions by descending score, ties by ascending position; the first ``k`` per row.
 
     ``scores`` is a dense ``(n_queries, n_corpus)`` matrix. This is the reference ordering that
-    :func:`embtune_core.search.exact_search` reproduces block by block.
+    :func:`embtune_core.retrieval.search.exact_search` reproduces block by block.
     """
     scores = np.asarray(scores)
     order = np.argsort(-scores, axis=1, kind="stable")  # stable: equal scores keep corpus order

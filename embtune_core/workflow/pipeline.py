@@ -1,7 +1,7 @@
 """``embtune run``: load -> chunk -> generate -> split -> mine -> train / adapter -> evaluate -> export.
 
 Each stage reads the outputs of earlier stages and writes its own into a folder of the run
-directory keyed by the hash of everything it depends on (:mod:`embtune_core.rundir`). Re-running
+directory keyed by the hash of everything it depends on (:mod:`embtune_core.runtime.rundir`). Re-running
 the same config skips every finished stage; a stage interrupted midway resumes from its journal
 (question generation) or its newest checkpoint (training). The config is TOML::
 
@@ -32,9 +32,9 @@ the same config skips every finished stage; a stage interrupted midway resumes f
 
 Each table is one typed settings model (:mod:`embtune_core.settings`), checked in full before the run
 folder is created; ``embtune run --print-config`` shows them resolved. Each stage calls the library
-function the matching command calls (:mod:`embtune_core.build`, :func:`embtune_core.training.train`,
-:func:`embtune_core.adapter_training.train_adapter`, :mod:`embtune_core.systems`,
-:func:`embtune_core.export.export_zip`); the pipeline adds only the stage's cache key and folder.
+function the matching command calls (:mod:`embtune_core.data.build`, :func:`embtune_core.finetuning.training.train`,
+:func:`embtune_core.adapters.adapter_training.train_adapter`, :mod:`embtune_core.retrieval.systems`,
+:func:`embtune_core.publishing.export.export_zip`); the pipeline adds only the stage's cache key and folder.
 """
 
 from __future__ import annotations
@@ -48,12 +48,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from embtune_core import atomic
 from embtune_core.config import load_config, section
-from embtune_core.dataset import QADataset, load_any
-from embtune_core.documents import Chunk
+from embtune_core.data.dataset import QADataset, load_any
+from embtune_core.data.documents import Chunk
 from embtune_core.errors import ConfigError
-from embtune_core.rundir import RunDir, StageDir, inputs_hash
+from embtune_core.runtime import atomic
+from embtune_core.runtime.rundir import RunDir, StageDir, inputs_hash
 
 log = logging.getLogger(__name__)
 
@@ -101,8 +101,9 @@ def table_keys(name: str) -> list[str]:
     (``[train]``: TrainSettings' fields less those the run sets itself, plus ``enabled``,
     ``dev_fraction`` and ``final_fit``). None for ``[chunk]``/``[generate]``/``[mine]``, whose keys
     are their plugin's options."""
-    from embtune_core.adapter_training import AdapterTrainingConfig
-    from embtune_core.encoder_options import TABLE_KEYS
+    from embtune_core.adapters.adapter_training import AdapterTrainingConfig
+    from embtune_core.encoders.encoder_options import TABLE_KEYS
+    from embtune_core.finetuning.training import TrainSettings
     from embtune_core.settings import (
         DataSettings,
         EvaluateSettings,
@@ -111,7 +112,6 @@ def table_keys(name: str) -> list[str]:
         SplitSettings,
         field_names,
     )
-    from embtune_core.training import TrainSettings
 
     if name == "train":
         keys = {*field_names(TrainSettings), *TRAIN_RUN_KEYS, "enabled"} - set(RUN_SETS_IN_TRAIN)
@@ -120,7 +120,7 @@ def table_keys(name: str) -> list[str]:
     elif name == "index_tuning":
         keys = {*INDEX_TUNING_KEYS, "enabled", "systems"}
     elif name == "recommend":
-        from embtune_core.recommend import RecommendSettings
+        from embtune_core.workflow.recommend import RecommendSettings
 
         keys = {*field_names(RecommendSettings), "enabled"}
     else:
@@ -144,14 +144,14 @@ def _enabled(table: dict[str, Any]) -> bool:
 
 
 def collect_val_files(paths: list[Path]) -> list[Path]:
-    from embtune_core.loading import collect_files
+    from embtune_core.data.loading import collect_files
 
     return collect_files(paths) if paths else []
 
 
 def split_by_named_sources(dataset: QADataset, val_sources: set[str]) -> tuple[QADataset, QADataset]:
     """Validation = the chunks (and their queries) from ``val_sources``; training = the rest."""
-    from embtune_core.splitting import without_repeated_questions
+    from embtune_core.data.splitting import without_repeated_questions
 
     def from_val(cid: str) -> bool:
         source = str((dataset.corpus_metadata.get(cid) or {}).get("source", ""))
@@ -216,7 +216,8 @@ class Pipeline:
     def _validate(self) -> None:
         """Every table through its typed settings (:mod:`embtune_core.settings`): unknown keys, wrong
         types and bad values refused naming ``file: table.key``, before anything is created on disk."""
-        from embtune_core.adapter_training import AdapterTrainingConfig
+        from embtune_core.adapters.adapter_training import AdapterTrainingConfig
+        from embtune_core.finetuning.training import TrainSettings
         from embtune_core.settings import (
             DataSettings,
             EvaluateSettings,
@@ -229,10 +230,9 @@ class Pipeline:
             plugin_table,
             refuse_unknown,
         )
-        from embtune_core.training import TrainSettings
 
         path = self.config_path
-        from embtune_core.encoder_options import TABLE_KEYS, pop_from_table
+        from embtune_core.encoders.encoder_options import TABLE_KEYS, pop_from_table
 
         # Prompts and the inference backend are options of the embedding model, not of the miner, the
         # adapter or the metrics: taken out of their tables here, checked, and given to the encoders.
@@ -320,7 +320,7 @@ class Pipeline:
                                                     self._adapter_run_keys["final_fit"])
             self.settings[name] = settings if enabled else None
         self.settings["index_tuning"] = self._index_tuning_settings(path)
-        from embtune_core.recommend import RecommendSettings
+        from embtune_core.workflow.recommend import RecommendSettings
 
         recommend = dict(self.t["recommend"])
         check_types(_Enabled, {k: v for k, v in recommend.items() if k == "enabled"}, path=path, table="recommend")
@@ -329,8 +329,8 @@ class Pipeline:
 
     def _index_tuning_settings(self, path: Path):
         """``[index_tuning]``: NUDGE-N over the run's index; the run sets the corpus, questions and encoder."""
+        from embtune_core.retrieval.tune_index import IndexTuningSettings
         from embtune_core.settings import check_types, from_table, refuse_unknown
-        from embtune_core.tune_index import IndexTuningSettings
 
         table = dict(self.t["index_tuning"])
         check_types(_Enabled, {k: v for k, v in table.items() if k == "enabled"}, path=path, table="index_tuning")
@@ -409,7 +409,7 @@ class Pipeline:
         """The run's dev split: training documents held out by source, the same for every stage (the
         fine-tune's checkpoint, the adapter's epoch, the index tuning's bound, the fusion and the
         recommendation are chosen on it; nothing trains on it; the validation split stays unseen)."""
-        from embtune_core.adapter_training import split_for_validation
+        from embtune_core.adapters.adapter_training import split_for_validation
 
         key = (str(train_path), self._dev_fraction())
         if key not in self._holdouts:  # computed once per run: its notes are said once
@@ -445,7 +445,7 @@ class Pipeline:
             options.setdefault("model", self._base_model())
 
         def work(stage: StageDir) -> dict[str, Any]:
-            from embtune_core.build import chunk_documents
+            from embtune_core.data.build import chunk_documents
             from embtune_core.settings import PluginTable
 
             done = chunk_documents(self._paths("inputs") + self._paths("val_inputs"), PluginTable(name, options),
@@ -467,8 +467,8 @@ class Pipeline:
         options.setdefault("seed", self.seed)
 
         def work(stage: StageDir) -> dict[str, Any]:
-            from embtune_core.build import generate_questions
             from embtune_core.config_paths import resolve_model
+            from embtune_core.data.build import generate_questions
             from embtune_core.settings import PluginTable
 
             chunks = [Chunk(**json.loads(line)) for line in
@@ -499,7 +499,7 @@ class Pipeline:
         val_sources = sorted(str(p) for p in collect_val_files(self._paths("val_inputs")))
 
         def work(stage: StageDir) -> dict[str, Any]:
-            from embtune_core.build import split_dataset
+            from embtune_core.data.build import split_dataset
 
             dataset = QADataset.load(generate_stage.path / "dataset.json")
             if val_sources:
@@ -512,7 +512,7 @@ class Pipeline:
                                      "val_sources": val_sources}, work)
 
     def _write_split(self, stage: StageDir, train: QADataset, val: QADataset) -> dict[str, Any]:
-        from embtune_core.build import write_dataset_split
+        from embtune_core.data.build import write_dataset_split
 
         write_dataset_split(train, val, stage.path / "train.json", stage.path / "val.json", self.settings["split"])
         return {"train_queries": len(train.queries), "val_queries": len(val.queries),
@@ -522,7 +522,7 @@ class Pipeline:
         data = self.t["data"]
 
         def work(stage: StageDir) -> dict[str, Any]:
-            from embtune_core.build import split_dataset
+            from embtune_core.data.build import split_dataset
 
             train = load_any(self._path(data["train"]), split=data.get("train_split", "train"))
             if "val" in data:
@@ -542,8 +542,8 @@ class Pipeline:
         encoder_spec = options.pop("encoder", self._base_model())
 
         def work(stage: StageDir) -> dict[str, Any]:
-            from embtune_core.build import mine_negatives
-            from embtune_core.encoding import encoder_from_spec
+            from embtune_core.data.build import mine_negatives
+            from embtune_core.encoders.encoding import encoder_from_spec
             from embtune_core.settings import PluginTable
 
             mined, report = mine_negatives(QADataset.load(split_stage.path / "train.json"),
@@ -562,7 +562,7 @@ class Pipeline:
         def work(stage: StageDir) -> dict[str, Any]:
             from dataclasses import replace
 
-            from embtune_core.training import train
+            from embtune_core.finetuning.training import train
 
             # The checkpoint (and the never-worse check) is chosen on training documents held out by
             # source, never on the validation split: that split is the report's final comparison, and
@@ -611,8 +611,8 @@ class Pipeline:
         those of the model that never saw the validation questions (the validation estimate)."""
         from dataclasses import replace
 
-        from embtune_core.pseudo_queries import merge
-        from embtune_core.training import train
+        from embtune_core.adapters.pseudo_queries import merge
+        from embtune_core.finetuning.training import train
 
         if summary.get("exported") == "base":
             self.echo("  final fit skipped: the trained model did not beat the base on held-out training documents")
@@ -635,8 +635,8 @@ class Pipeline:
         config, index_mix = plan.config, plan.index_mix
 
         def work(stage: StageDir) -> dict[str, Any]:
-            from embtune_core.adapter_training import train_adapter
-            from embtune_core.encoding import encoder_from_spec
+            from embtune_core.adapters.adapter_training import train_adapter
+            from embtune_core.encoders.encoding import encoder_from_spec
 
             # The epoch is chosen on training documents held out by source, never on the validation
             # split: that split is the final comparison, and choosing on it would flatter the adapter.
@@ -646,7 +646,11 @@ class Pipeline:
             fit, dev = self._holdout(train_path)
             augment = None
             if index_mix:
-                from embtune_core.pseudo_queries import index_pseudo_queries, merge, without_questions
+                from embtune_core.adapters.pseudo_queries import (
+                    index_pseudo_queries,
+                    merge,
+                    without_questions,
+                )
 
                 # The index holds every chunk, validation documents included: only their texts are read.
                 val_qa = QADataset.load(val_path)
@@ -665,7 +669,7 @@ class Pipeline:
                 # documents: the adapter to deploy. The report evaluates the one that never saw validation.
                 from dataclasses import replace
 
-                from embtune_core.pseudo_queries import merge
+                from embtune_core.adapters.pseudo_queries import merge
 
                 everything = merge(train_qa, QADataset.load(val_path))
                 chosen = replace(config, epochs=result.best_epoch,  # and the temperature the grid chose
@@ -705,9 +709,9 @@ class Pipeline:
             systems.insert(2 if "bm25" in baselines else 1, ("hybrid", "hybrid:" + systems[0][1]))
 
         def work(stage: StageDir) -> dict[str, Any]:
-            from embtune_core import run_report
-            from embtune_core.report import report_compact, report_json, write_reports
-            from embtune_core.systems import build_system, check_token_limit, evaluate, parse_system
+            from embtune_core.reporting import run_report
+            from embtune_core.reporting.report import report_compact, report_json, write_reports
+            from embtune_core.retrieval.systems import build_system, check_token_limit, evaluate, parse_system
 
             specs = [parse_system(f"{name}={spec}") for name, spec in systems]
             check_token_limit(specs, settings.max_seq_length)
@@ -733,7 +737,7 @@ class Pipeline:
                     run_report.describe_training(self, evaluation, train_stage)
                 run_report.describe_information(self, evaluation)
                 if recommend is not None:
-                    from embtune_core.recommend import recommendation_summary
+                    from embtune_core.workflow.recommend import recommendation_summary
 
                     evaluation.recommendation = recommendation_summary(evaluation, self._in_this_run(recommend.outputs()))
                 data = report_json(evaluation)
@@ -764,7 +768,7 @@ class Pipeline:
                 elif Path(bare).is_absolute() and Path(bare).resolve().is_relative_to(run_root):
                     out.append(prefix + "<stage output>")
                 elif Path(bare).expanduser().is_dir():  # a local folder: by content, not by path
-                    from embtune_core.fingerprint import content_key
+                    from embtune_core.encoders.fingerprint import content_key
 
                     out.append(prefix + content_key(bare))
                 else:
@@ -772,7 +776,7 @@ class Pipeline:
             return "".join(out)
 
         named = [(name, keyed(spec)) for name, spec in systems]
-        from embtune_core.evaluation import SCORING_VERSION
+        from embtune_core.scoring.evaluation import SCORING_VERSION
 
         return self._stage("evaluate", {"upstream": upstream, "systems": named, "scoring": SCORING_VERSION,
                                         "recommendation": recommend is not None,
@@ -797,7 +801,7 @@ class Pipeline:
 
     def _export(self, train_stage: StageDir) -> StageDir:
         def work(stage: StageDir) -> dict[str, Any]:
-            from embtune_core.export import export_zip
+            from embtune_core.publishing.export import export_zip
 
             final = train_stage.outputs().get("final_model")
             model = final or train_stage.outputs()["model"]
@@ -809,7 +813,7 @@ class Pipeline:
     # --- the whole run -----------------------------------------------------------------------------
     def run(self) -> dict[str, Any]:
         """Run every stage (finished ones are reused), holding the run folder's lock throughout."""
-        from embtune_core.locking import hold
+        from embtune_core.runtime.locking import hold
 
         with hold(self.root.root / ".embtune.lock", subject=self.root.root, what="run folder"):
             return self._run()
@@ -837,7 +841,7 @@ class Pipeline:
             train_path, upstream = mine.path / "train.json", mine.key
 
         base_model = self._base_model()
-        from embtune_core.recommend import Candidate, hybrid_of
+        from embtune_core.workflow.recommend import Candidate, hybrid_of
 
         base = Candidate("base", _system_spec(base_model))
         candidates: list[Candidate] = [base]
@@ -924,15 +928,15 @@ class Pipeline:
                       val_path: Path, upstream: list[str]) -> StageDir:
         """NUDGE-N over the whole index (training and validation chunks: only their texts are read), on the
         fit questions and pseudo-queries from every chunk, the bound chosen on the dev questions; never on a
-        validation question (:func:`embtune_core.tune_index.tune_stored_index`)."""
+        validation question (:func:`embtune_core.retrieval.tune_index.tune_stored_index`)."""
         from dataclasses import replace
 
         settings = replace(self.settings["index_tuning"], seed=self.seed)
 
         def work(stage: StageDir) -> dict[str, Any]:
-            from embtune_core.encoding import encoder_from_spec
-            from embtune_core.pseudo_queries import merge
-            from embtune_core.tune_index import tune_stored_index
+            from embtune_core.adapters.pseudo_queries import merge
+            from embtune_core.encoders.encoding import encoder_from_spec
+            from embtune_core.retrieval.tune_index import tune_stored_index
 
             fit, dev = self._holdout(train_path)
             val = QADataset.load(val_path)
@@ -940,7 +944,7 @@ class Pipeline:
             encoder = encoder_from_spec(encoder_spec.removeprefix("model:"), **self.embed_options["evaluate"])
             adapter = None
             if adapter_dir:
-                from embtune_core.adapter_io import load_adapter
+                from embtune_core.adapters.adapter_io import load_adapter
 
                 adapter = load_adapter(adapter_dir)
             tuned = tune_stored_index(settings, encoder=encoder, corpus=corpus, train=fit, dev=dev, adapter=adapter,
@@ -956,10 +960,10 @@ class Pipeline:
                                             "adapter": adapter_dir is not None}, work)
 
     def _probe(self, train_path: Path, upstream: str) -> StageDir:
-        """Will tuning help? (:mod:`embtune_core.probe`) on the training questions, before any training."""
+        """Will tuning help? (:mod:`embtune_core.data.probe`) on the training questions, before any training."""
 
         def work(stage: StageDir) -> dict[str, Any]:
-            from embtune_core.probe import tuning_probe
+            from embtune_core.data.probe import tuning_probe
 
             # A run that trains an adapter has a better probe in it: the short adapter probe is skipped.
             return tuning_probe(QADataset.load(train_path), self._base_model(),
@@ -969,7 +973,7 @@ class Pipeline:
         stage = self._stage("probe", {"data": upstream, "dev": self._dev_fraction(),
                                       "model_content": _model_content(self._base_model())},
                             work)
-        from embtune_core.probe import describe
+        from embtune_core.data.probe import describe
 
         for line in describe(stage.outputs()):
             self.echo(f"  {line}")
@@ -1000,9 +1004,9 @@ class Pipeline:
     def _window_candidates(self, candidates: list, train_path: Path, val_path: Path) -> list:
         """When chunks are longer than the model reads, the base model and the fine-tune reading them whole:
         the mean of their windows (one vector per chunk) and their best window (MaxP, several vectors)."""
-        from embtune_core.encoding import encoder_from_spec
-        from embtune_core.pseudo_queries import merge
-        from embtune_core.recommend import Candidate
+        from embtune_core.adapters.pseudo_queries import merge
+        from embtune_core.encoders.encoding import encoder_from_spec
+        from embtune_core.workflow.recommend import Candidate
 
         if self.embed_options["evaluate"].get("document_windows"):
             return []  # [evaluate] document_windows already reads every system's chunks that way
@@ -1026,10 +1030,10 @@ class Pipeline:
 
     def _recommend(self, candidates: list, train_path: Path, val_path: Path, upstream: list[str]) -> StageDir:
         """Every candidate on the dev questions, searched over the whole index; the winner and its costs
-        (:func:`embtune_core.recommend.select`)."""
+        (:func:`embtune_core.workflow.recommend.select`)."""
 
         def work(stage: StageDir) -> dict[str, Any]:
-            from embtune_core.recommend import select
+            from embtune_core.workflow.recommend import select
 
             _, dev = self._holdout(train_path)
             val = QADataset.load(val_path)
@@ -1049,9 +1053,9 @@ class Pipeline:
 
     def _deploy(self, recommend: StageDir, candidates: list, evaluate: StageDir) -> dict[str, Any]:
         """``<run>/deploy``: the recommended system's artefacts, copied, with the lines that serve it
-        (:mod:`embtune_core.deploy`); rewritten atomically at every run, from the stages' outputs."""
-        from embtune_core.deploy import write_deploy_folder
-        from embtune_core.recommend import candidate_from_row
+        (:mod:`embtune_core.publishing.deploy`); rewritten atomically at every run, from the stages' outputs."""
+        from embtune_core.publishing.deploy import write_deploy_folder
+        from embtune_core.workflow.recommend import candidate_from_row
 
         selection = self._in_this_run(recommend.outputs())
         candidates = [candidate_from_row(row) for row in selection["rows"]]
@@ -1098,7 +1102,7 @@ def _without(table: dict[str, Any], key: str) -> dict[str, Any]:
 
 def _system_spec(encoder: str) -> str:
     """An encoder (model name, folder or spec such as ``openai:MODEL@URL``) as an evaluate system spec."""
-    from embtune_core.encoding import parse_encoder_spec
+    from embtune_core.encoders.encoding import parse_encoder_spec
 
     name, options = parse_encoder_spec(str(encoder))
     # "st:DIR" and a bare DIR name the same model; "model:st:DIR" would name a folder called "st:DIR".
@@ -1119,8 +1123,8 @@ def _model_content(spec: Any) -> str | None:
     fingerprint (replacing the folder's content changes every key that reads it), else the spec."""
     if not spec:
         return None
-    from embtune_core.encoding import parse_encoder_spec
-    from embtune_core.fingerprint import content_key
+    from embtune_core.encoders.encoding import parse_encoder_spec
+    from embtune_core.encoders.fingerprint import content_key
 
     name, options = parse_encoder_spec(str(spec))
     return content_key(options["model"]) if name == "sentence-transformers" else str(spec)
@@ -1128,7 +1132,7 @@ def _model_content(spec: Any) -> str | None:
 
 def _file_contents(options: dict[str, Any], resolve_path: Callable[[str], Path]) -> dict[str, str]:
     """sha256 of every file an option names (``prompt_file``...), so editing one re-runs its stage."""
-    from embtune_core.rundir import file_hash
+    from embtune_core.runtime.rundir import file_hash
 
     found = {}
     for key, value in options.items():
@@ -1142,7 +1146,7 @@ def _check_loss(settings: Any, path: Path) -> None:
     loss does not take (``loss_options = { foo = 1 }``) fails naming the config, not after the stages
     before training have run. An unknown loss name is the run command's check (exit 4)."""
     from embtune_core.errors import PluginError
-    from embtune_core.losses import create_strategy
+    from embtune_core.finetuning.losses import create_strategy
 
     try:
         create_strategy(settings.loss, matryoshka_dims=settings.matryoshka_dims,
@@ -1174,8 +1178,8 @@ def _dev_fraction(value: Any, path: Path) -> float:
 def _index_mix(value: Any, path: Path) -> dict[str, int] | None:
     """``[adapter] index_pseudo_queries``: false (default), true (the adapters' default mix) or
     {generator = per chunk}; an unknown generator fails now, not after training."""
-    from embtune_core.index_training import check_mix
-    from embtune_core.pseudo_queries import DEFAULT_MIX
+    from embtune_core.adapters.pseudo_queries import DEFAULT_MIX
+    from embtune_core.finetuning.index_training import check_mix
 
     if value is False:
         return None

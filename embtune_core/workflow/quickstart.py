@@ -10,8 +10,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from embtune_core import atomic
-from embtune_core.models import DEFAULT_MODEL
+from embtune_core.encoders.models import DEFAULT_MODEL
+from embtune_core.runtime import atomic
 
 QUICKSTART_CONFIG = """\
 # embtune quickstart: written by `embtune quickstart`; run it again with `embtune run {config}`.

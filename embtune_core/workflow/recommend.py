@@ -1,8 +1,8 @@
 """Choose the retriever to deploy: every candidate a run built, compared on held-out training documents.
 
 A run builds several retrievers -- the base model, BM25, a fine-tune, a query adapter, document-side
-tuning (:mod:`embtune_core.index_tuning`), windows over long chunks -- and each dense one can be fused
-with BM25 (:mod:`embtune_core.fusion`). Which wins depends on the documents (on the shared 10-K set
+tuning (:mod:`embtune_core.retrieval.index_tuning`), windows over long chunks -- and each dense one can be fused
+with BM25 (:mod:`embtune_core.retrieval.fusion`). Which wins depends on the documents (on the shared 10-K set
 BM25 beats every single-vector model; on the quickstart's corpus the tuned models win), so
 :func:`select` measures them all on the *dev* questions: questions about training documents held out
 by source, which no candidate trained on (the fine-tune and the adapter chose their checkpoints on
@@ -33,7 +33,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from embtune_core.dataset import QADataset
+from embtune_core.data.dataset import QADataset
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +44,7 @@ class RecommendSettings:
     TABLE: ClassVar[str] = "recommend"
     latency: bool = True  # time each candidate's queries on this machine (a few seconds)
     sparse_dense: bool = True  # also a dense + BM25 system in one vector per chunk for each dense candidate
-    probe: bool = True  # "will tuning help?" on the training questions before training (embtune_core.probe)
+    probe: bool = True  # "will tuning help?" on the training questions before training (embtune_core.data.probe)
 
 
 # Two candidates closer than this on dev NDCG@10 are a tie: the cheaper one to deploy is recommended.
@@ -111,9 +111,9 @@ class Selection:
 def _latency(system: Any, texts: list[str], corpus_emb: np.ndarray | None, bm25: Any, sparse: Any = None) -> float:
     """Milliseconds per query on this machine: encode ``texts`` uncached (dense), search the index, BM25 when
     fused (a sparse-dense system also builds the query's BM25 part)."""
-    from embtune_core.evaluation import apply_adapter
-    from embtune_core.long_documents import WindowedEncoder
-    from embtune_core.search import exact_search
+    from embtune_core.encoders.long_documents import WindowedEncoder
+    from embtune_core.retrieval.search import exact_search
+    from embtune_core.scoring.evaluation import apply_adapter
 
     total = 0.0
     if not system.lexical:
@@ -151,14 +151,20 @@ def select(candidates: Sequence[Candidate], dev: QADataset, index_corpus: dict[s
            encoder_options: dict[str, Any] | None = None) -> Selection:
     """Measure ``candidates`` on ``dev`` (its questions searched over its corpus plus ``index_corpus``),
     choose each hybrid's fusion there, add a sparse-dense system for each dense candidate (BM25 in the same
-    vector, :mod:`embtune_core.sparse_dense`; its folder under ``work_dir``), and recommend one (module
+    vector, :mod:`embtune_core.retrieval.sparse_dense`; its folder under ``work_dir``), and recommend one (module
     docstring). Every row names its evaluate spec (``spec``), fusion and folders included."""
-    from embtune_core import metrics as M
-    from embtune_core.evaluation import MetricSettings, System, embed_system, evaluate_systems, score_ranking
-    from embtune_core.fusion import choose_fusion, fuse
-    from embtune_core.lexical import BM25Index, BM25Spec
+    from embtune_core.retrieval.fusion import choose_fusion, fuse
+    from embtune_core.retrieval.lexical import BM25Index, BM25Spec
+    from embtune_core.retrieval.systems import build_system, parse_system
+    from embtune_core.scoring import metrics as M
+    from embtune_core.scoring.evaluation import (
+        MetricSettings,
+        System,
+        embed_system,
+        evaluate_systems,
+        score_ranking,
+    )
     from embtune_core.settings import EvaluateSettings
-    from embtune_core.systems import build_system, parse_system
 
     settings = settings or EvaluateSettings()
     candidates = list(candidates)
@@ -200,7 +206,7 @@ def select(candidates: Sequence[Candidate], dev: QADataset, index_corpus: dict[s
             vectors[candidate.name] = (query_emb, corpus_emb, windows)
     sparse_of: dict[str, Any] = {}
     if sparse_dense and work_dir is not None:
-        from embtune_core.sparse_dense import fit_sparse_dense
+        from embtune_core.retrieval.sparse_dense import fit_sparse_dense
 
         for candidate in [c for c in plain if not c.lexical]:
             query_emb, corpus_emb, windows = vectors[candidate.name]
@@ -278,8 +284,8 @@ def select(candidates: Sequence[Candidate], dev: QADataset, index_corpus: dict[s
 
 def candidate_from_row(row: dict[str, Any]) -> Candidate:
     """A candidate as :func:`select` recorded it (its spec names every folder it needs)."""
-    from embtune_core.fusion import Fusion
-    from embtune_core.systems import parse_system
+    from embtune_core.retrieval.fusion import Fusion
+    from embtune_core.retrieval.systems import parse_system
 
     spec = parse_system(f"x={row['spec']}")
     artefacts: dict[str, str] = {}
@@ -303,8 +309,8 @@ def recommendation_summary(evaluation: Any, selection: dict[str, Any]) -> dict[s
     system's full width (BM25 has none: it pairs at every width). Holm's correction over these comparisons
     (the recommendation was fixed on dev, before the validation split was read). Also the best
     single-index system's, when it is another."""
-    from embtune_core import stats
-    from embtune_core.report_verdict import holm
+    from embtune_core.reporting.report_verdict import holm
+    from embtune_core.scoring import stats
 
     results = {s.name: s for s in evaluation.systems}
 

@@ -1,0 +1,3 @@
+"""Whole workflows: ``embtune run`` (the pipeline), the offline quickstart, the recommendation of which
+retriever to deploy.
+"""
