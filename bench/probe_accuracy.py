@@ -1,4 +1,4 @@
-"""How well "will tuning help?" (embtune_core.data.probe) predicts what a run then finds, on the data we have.
+"""How well "will tuning help?" (embtune_core.workflow.probe) predicts what a run then finds, on the data we have.
 
 For each dataset: the probe on its training split (before any training, as `embtune run` prints it),
 then one `embtune run` (base model, a linear query adapter with index pseudo-queries, document-side
@@ -94,8 +94,8 @@ def main() -> int:
             report = json.loads((folder / "run" / "report.json").read_text())
             # The probe as `embtune run` makes it, with its short adapter (a run that trains an adapter skips it).
             from embtune_core.data.dataset import QADataset
-            from embtune_core.data.probe import tuning_probe
             from embtune_core.encoders.models import DEFAULT_MODEL
+            from embtune_core.workflow.probe import tuning_probe
 
             train = QADataset.load(next((folder / "run").glob("stages/split-*/train.json")))
             probe = tuning_probe(train, DEFAULT_MODEL, seed=42, dev_fraction=0.15, adapter=True)

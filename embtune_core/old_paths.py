@@ -26,20 +26,20 @@ from types import ModuleType
 #: subpackage of ``embtune_core`` -> the modules it holds (their names are unchanged)
 GROUPS: dict[str, tuple[str, ...]] = {
     "data": ("documents", "textfiles", "loading", "splitting", "sentences", "dataset", "build", "qgen",
-             "question_filter", "probe"),
+             "question_filter"),
     "encoders": ("encoding", "encoder_identity", "encoder_options", "embedding_cache", "models",
                  "model_names", "model_modules", "fingerprint", "onnx_export", "long_documents", "token_limits",
-                 "prompts", "api_limits"),
+                 "prompts", "api_limits", "lora"),
     "finetuning": ("training", "training_args", "training_evaluator", "losses", "checkpoints",
-                   "layer_freezing", "lora", "sampler", "index_training", "tracking"),
+                   "layer_freezing", "sampler", "index_training", "tracking", "model_card"),
     "adapters": ("adapter_base", "adapter_io", "adapter_settings", "adapter_training", "pseudo_queries"),
     "retrieval": ("search", "lexical", "fusion", "sparse_dense", "systems", "index_tuning", "tune_index"),
     "scoring": ("evaluation", "metrics", "stats"),
     "reporting": ("report", "report_backend", "report_examples", "report_figures", "report_training",
-                  "report_verdict", "run_report", "model_card"),
+                  "report_verdict"),
     "runtime": ("atomic", "locking", "interrupts", "progress", "resources", "rundir", "secrets_scrub"),
     "publishing": ("export", "hub", "portable", "deploy"),
-    "workflow": ("pipeline", "quickstart", "recommend"),
+    "workflow": ("pipeline", "quickstart", "recommend", "run_report", "probe"),
 }
 
 #: old module path -> new module path, e.g. ``embtune_core.training`` -> ``embtune_core.finetuning.training``

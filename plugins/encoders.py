@@ -142,7 +142,7 @@ class SentenceTransformerEncoder(Encoder):
             content = (f"files={directory_fingerprint(resolution.target)}" if resolution.is_local
                        else f"hub={self.name}")
             if resolution.is_local:  # a LoRA adapter folder's vectors depend on its base model's files too
-                from embtune_core.finetuning.lora import base_fingerprint
+                from embtune_core.encoders.lora import base_fingerprint
 
                 base = base_fingerprint(resolution.target)
                 content += f"+base:{base}" if base else ""

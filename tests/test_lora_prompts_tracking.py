@@ -11,8 +11,8 @@ import torch
 from test_losses import _one_torch_thread, make_qa  # noqa: F401 - the fixture applies here too
 
 from embtune_core.cli import main
+from embtune_core.encoders import lora
 from embtune_core.errors import ConfigError
-from embtune_core.finetuning import lora
 from embtune_core.finetuning.training import TrainSettings, train
 
 

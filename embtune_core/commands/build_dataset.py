@@ -195,8 +195,8 @@ def run(args) -> int:
         "split_by": s["split_by"], "seed": s["seed"], "seconds": round(time.perf_counter() - started, 2),
     }
     if args.probe is not False and train.queries:  # --probe is on unless --no-probe
-        from embtune_core.data.probe import describe, tuning_probe
         from embtune_core.encoders.models import DEFAULT_MODEL
+        from embtune_core.workflow.probe import describe, tuning_probe
 
         try:
             probe = tuning_probe(train, s["model"] or DEFAULT_MODEL, seed=int(s["seed"]))

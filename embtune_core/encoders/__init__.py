@@ -1,4 +1,4 @@
 """Encoders: the embedding backends and their spec syntax, typed encoder identity and options, model loading
-and name resolution, content fingerprints, the embedding cache, ONNX export, token limits and long
-documents, prompts, API limits.
+and name resolution, LoRA weights inside a model, content fingerprints, the embedding cache, ONNX export,
+token limits and long documents, prompts, API limits.
 """

@@ -2,7 +2,7 @@
 
 Where a name resolves to (a packaged copy, a local folder, the hub) is :mod:`embtune_core.encoders.model_names`;
 its names are re-exported here, the import path callers have always used. Loading sits above
-:mod:`embtune_core.finetuning.lora` (a LoRA adapter folder loads through peft), which itself resolves names.
+:mod:`embtune_core.encoders.lora` (a LoRA adapter folder loads through peft), which itself resolves names.
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from embtune_core.encoders.lora import is_adapter_folder, load_adapter_folder
 from embtune_core.encoders.model_names import (  # noqa: F401 - the public names of embtune_core.encoders.models
     _PACKAGED,
     DEFAULT_MODEL,
@@ -24,7 +25,6 @@ from embtune_core.encoders.model_names import (  # noqa: F401 - the public names
     looks_like_path,
     resolve,
 )
-from embtune_core.finetuning.lora import is_adapter_folder, load_adapter_folder
 
 log = logging.getLogger(__name__)
 

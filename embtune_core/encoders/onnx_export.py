@@ -89,7 +89,7 @@ def export_onnx(model_dir: str | Path, out: str | Path, *, quantize: str | None 
     """
     import torch
 
-    from embtune_core.finetuning.lora import is_adapter_folder
+    from embtune_core.encoders.lora import is_adapter_folder
 
     ort = _require_onnxruntime()
     model_dir, out = Path(model_dir), Path(out)
@@ -249,7 +249,7 @@ def load_onnx_model(folder: str | Path, variant: str | None = None, *, threads: 
 def _refuse_lora(folder: Path, name: Any) -> None:
     """A LoRA adapter folder has no ONNX export and cannot get one (export_onnx refuses it too, so
     "export it first" would send the user in a circle): say what works, naming ``name`` as given."""
-    from embtune_core.finetuning.lora import is_adapter_folder
+    from embtune_core.encoders.lora import is_adapter_folder
 
     if is_adapter_folder(folder):
         raise InputError("is a LoRA adapter folder, which ONNX Runtime cannot run; train with embtune train --lora "

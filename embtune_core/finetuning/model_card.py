@@ -59,7 +59,7 @@ def save_model(model, out: str | Path, summary: dict[str, Any]) -> Path:
 
     base_model = summary.get("base_model")  # as given: name_base_portably resolves it on this machine
     summary = portable(summary)  # an exported folder records no machine's absolute path
-    from embtune_core.finetuning.lora import name_base_portably
+    from embtune_core.encoders.lora import name_base_portably
     from embtune_core.runtime.resources import guard
 
     with guard(writing=out, what="the model"), atomic.atomic_directory(out) as staging:
@@ -192,7 +192,7 @@ def embtune_section(summary: dict[str, Any]) -> str:
             f"(last {p['trained_layers']} of {p['transformer_layers']} layers + pooling/heads) |"
         )
     if summary.get("lora"):
-        from embtune_core.finetuning.lora import card_lines
+        from embtune_core.encoders.lora import card_lines
 
         lines += card_lines(summary["lora"])
     before, after = summary.get("metrics_before") or {}, summary.get("metrics_after") or {}

@@ -12,7 +12,7 @@ model, data sizes, loss, hyper-parameters and metrics before and after.
 The parts live beside it, as sentence-transformers splits its trainer: settings and the trainer's
 arguments (:mod:`embtune_core.finetuning.training_args`), layer freezing (:mod:`embtune_core.finetuning.layer_freezing`),
 the evaluator bridge (:mod:`embtune_core.finetuning.training_evaluator`), checkpoints and logs
-(:mod:`embtune_core.finetuning.checkpoints`) and the saved model with its card (:mod:`embtune_core.reporting.model_card`);
+(:mod:`embtune_core.finetuning.checkpoints`) and the saved model with its card (:mod:`embtune_core.finetuning.model_card`);
 :func:`train` runs them in order and returns a :class:`TrainResult`.
 
 The same code runs under ``torchrun`` / ``accelerate launch`` (DDP): every rank trains on its
@@ -51,6 +51,7 @@ from embtune_core.finetuning.checkpoints import (
     trim_loss_log,
 )
 from embtune_core.finetuning.layer_freezing import freeze_all_but_last
+from embtune_core.finetuning.model_card import export_limit, save_model
 from embtune_core.finetuning.training_args import TrainSettings, rank_and_world_size, training_arguments
 from embtune_core.finetuning.training_evaluator import (
     baseline_metrics,
@@ -58,7 +59,6 @@ from embtune_core.finetuning.training_evaluator import (
     metrics_after_training,
     saved_baseline,
 )
-from embtune_core.reporting.model_card import export_limit, save_model
 from embtune_core.runtime import atomic
 
 log = logging.getLogger(__name__)
@@ -81,7 +81,7 @@ class TrainResult:
     document_windows: dict[str, Any] | None  # long positives trained as their best window (long_documents)
     truncation: dict[str, Any] | None  # queries and texts longer than the trained token limit
     partial_fine_tuning: dict[str, int] | None
-    lora: dict[str, Any] | None  # LoRA rank, targets, trainable parameters (embtune_core.finetuning.lora)
+    lora: dict[str, Any] | None  # LoRA rank, targets, trainable parameters (embtune_core.encoders.lora)
     prompts: dict[str, str]  # the model's prompts as saved (config_sentence_transformers.json)
     report_to: list[str]  # experiment trackers the trainer reported to
     world_size: int
@@ -195,8 +195,8 @@ def train(settings: TrainSettings, *, exclude_questions: Iterable[str] = ()) -> 
         token_limits.check_limit(model, settings.export_max_seq_length, settings.model,
                                  field="train.export_max_seq_length")
 
-    from embtune_core.encoders import prompts
-    from embtune_core.finetuning import lora, tracking
+    from embtune_core.encoders import lora, prompts
+    from embtune_core.finetuning import tracking
 
     prompts.set_model_prompts(model, settings.query_prompt, settings.document_prompt)
     windows_record, text_groups = None, None

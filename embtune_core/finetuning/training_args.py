@@ -131,7 +131,7 @@ class TrainSettings:
                "each question trains on the window the base model ranks first)")
     split: str = setting("train", "qrels split read when --train is a BEIR folder (default: train)")
     val_split: str = setting("dev", "qrels split read when --val is a BEIR folder (default: dev)")
-    # LoRA (embtune_core.finetuning.lora): low-rank adapters inside the transformer, base frozen
+    # LoRA (embtune_core.encoders.lora): low-rank adapters inside the transformer, base frozen
     lora: bool = setting(False, "LoRA: train low-rank adapters inside every transformer layer, base weights frozen "
                                 "(needs peft: pip install 'embtune[lora]')", group="layers")
     lora_rank: int = setting(8, "LoRA rank r (default: 8)", metavar="R", parse=positive_int)
@@ -211,8 +211,8 @@ class TrainSettings:
             raise bad("freeze_layers", "give either freeze_layers or train_last_layers, not both")
         if self.matryoshka_dims is not None and not all(d > 0 for d in self.matryoshka_dims):
             raise bad("matryoshka_dims", "must be a list of positive integers")
-        from embtune_core.encoders import prompts
-        from embtune_core.finetuning import lora, tracking
+        from embtune_core.encoders import lora, prompts
+        from embtune_core.finetuning import tracking
 
         lora.validate(self, path)
         prompts.validate(self, path, table="train")

@@ -709,9 +709,9 @@ class Pipeline:
             systems.insert(2 if "bm25" in baselines else 1, ("hybrid", "hybrid:" + systems[0][1]))
 
         def work(stage: StageDir) -> dict[str, Any]:
-            from embtune_core.reporting import run_report
             from embtune_core.reporting.report import report_compact, report_json, write_reports
             from embtune_core.retrieval.systems import build_system, check_token_limit, evaluate, parse_system
+            from embtune_core.workflow import run_report
 
             specs = [parse_system(f"{name}={spec}") for name, spec in systems]
             check_token_limit(specs, settings.max_seq_length)
@@ -960,10 +960,10 @@ class Pipeline:
                                             "adapter": adapter_dir is not None}, work)
 
     def _probe(self, train_path: Path, upstream: str) -> StageDir:
-        """Will tuning help? (:mod:`embtune_core.data.probe`) on the training questions, before any training."""
+        """Will tuning help? (:mod:`embtune_core.workflow.probe`) on the training questions, before any training."""
 
         def work(stage: StageDir) -> dict[str, Any]:
-            from embtune_core.data.probe import tuning_probe
+            from embtune_core.workflow.probe import tuning_probe
 
             # A run that trains an adapter has a better probe in it: the short adapter probe is skipped.
             return tuning_probe(QADataset.load(train_path), self._base_model(),
@@ -973,7 +973,7 @@ class Pipeline:
         stage = self._stage("probe", {"data": upstream, "dev": self._dev_fraction(),
                                       "model_content": _model_content(self._base_model())},
                             work)
-        from embtune_core.data.probe import describe
+        from embtune_core.workflow.probe import describe
 
         for line in describe(stage.outputs()):
             self.echo(f"  {line}")

@@ -44,7 +44,7 @@ class RecommendSettings:
     TABLE: ClassVar[str] = "recommend"
     latency: bool = True  # time each candidate's queries on this machine (a few seconds)
     sparse_dense: bool = True  # also a dense + BM25 system in one vector per chunk for each dense candidate
-    probe: bool = True  # "will tuning help?" on the training questions before training (embtune_core.data.probe)
+    probe: bool = True  # "will tuning help?" on the training questions before training (embtune_core.workflow.probe)
 
 
 # Two candidates closer than this on dev NDCG@10 are a tie: the cheaper one to deploy is recommended.
