@@ -12,9 +12,10 @@ Strategies registered here (``embtune plugins`` lists them):
 ==================  ================  ======================================================
 name                data format       loss (sentence-transformers)
 ==================  ================  ======================================================
-mnrl                pairs / triplets  MultipleNegativesRankingLoss (triplets when negatives)
-cached-mnrl         pairs / triplets  CachedMultipleNegativesRankingLoss (GradCache)
-gist                pairs / triplets  GISTEmbedLoss (guide model filters false negatives)
+mnrl                pairs / triplets  MultipleNegativesRankingLoss (triplets when negatives); GradCache
+                                      (the cached loss) when the batch does not fit the memory budget
+cached-mnrl         pairs / triplets  CachedMultipleNegativesRankingLoss (GradCache), always
+gist                pairs / triplets  GISTEmbedLoss (guide model filters false negatives); cached likewise
 contrastive         labelled-pairs    ContrastiveLoss (1 query/good chunk, 0 query/bad chunk)
 online-contrastive  labelled-pairs    OnlineContrastiveLoss (hard pairs of each batch only)
 cosine              scored-pairs      CosineSimilarityLoss (``scores``, else labels 1/0)
@@ -103,13 +104,31 @@ class _InBatchNegatives(LossStrategy):
     """
 
     in_batch_negatives = True
+    always_cache = False  # cached-mnrl: GradCache even when the batch fits the memory budget
 
-    def __init__(self, *, use_negatives: str | bool = "auto", **options: Any) -> None:
+    def __init__(self, *, use_negatives: str | bool = "auto", mini_batch_size: int | str = "auto",
+                 **options: Any) -> None:
         super().__init__(**options)
         if use_negatives not in ("auto", True, False):
             raise ConfigError('must be "auto", true or false', field="use_negatives")
+        if mini_batch_size != "auto" and (isinstance(mini_batch_size, bool) or not isinstance(mini_batch_size, int)
+                                          or mini_batch_size < 1):
+            raise ConfigError(f'must be "auto" or a positive integer, got {mini_batch_size!r}',
+                              field="mini_batch_size")
         self.use_negatives = use_negatives
         self.needs_negatives = use_negatives is True
+        # "auto": chosen from the memory available when training starts (embtune_core.memory_plan);
+        # gradient_cache says whether the batch is embedded in mini-batches (GradCache) or at once.
+        self.mini_batch_size = mini_batch_size
+        self.gradient_cache = self.always_cache
+
+    def use_mini_batches(self, mini_batch_size: int, gradient_cache: bool) -> None:
+        """Embed each batch ``mini_batch_size`` texts at a time with GradCache (``gradient_cache``), or at once."""
+        self.mini_batch_size = int(mini_batch_size)
+        self.gradient_cache = bool(gradient_cache) or self.always_cache
+
+    def _mini_batch(self) -> int:
+        return self.mini_batch_size if isinstance(self.mini_batch_size, int) else 32  # sentence-transformers' default
 
     def build_dataset(self, qa: QADataset, path: Any = "<dataset>"):
         self.check(qa, path)
@@ -152,31 +171,26 @@ class MNRLStrategy(_InBatchNegatives):
         self.scale = float(scale)
 
     def build_loss(self, model):
-        from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
+        from sentence_transformers.sentence_transformer.losses import (
+            CachedMultipleNegativesRankingLoss,
+            MultipleNegativesRankingLoss,
+        )
 
+        if self.gradient_cache:  # the same loss, the batch embedded mini_batch_size texts at a time
+            return CachedMultipleNegativesRankingLoss(model, scale=self.scale, mini_batch_size=self._mini_batch())
         return MultipleNegativesRankingLoss(model, scale=self.scale)
 
 
 class CachedMNRLStrategy(MNRLStrategy):
     """CachedMultipleNegativesRankingLoss: MNRL with GradCache, so a large batch fits small memory.
 
-    Same inputs and objective as ``mnrl``; the batch is embedded ``mini_batch_size`` rows at a time.
+    Same inputs and objective as ``mnrl``; the batch is embedded ``mini_batch_size`` rows at a time
+    (``"auto"``: as many as the memory available allows, :mod:`embtune_core.memory_plan`). ``mnrl``
+    switches to GradCache by itself when the batch does not fit; this one always uses it.
     """
 
     name = "cached-mnrl"
-
-    def __init__(self, *, mini_batch_size: int = 32, **options: Any) -> None:
-        super().__init__(**options)
-        if int(mini_batch_size) < 1:
-            raise ConfigError("must be at least 1", field="mini_batch_size")
-        self.mini_batch_size = int(mini_batch_size)
-
-    def build_loss(self, model):
-        from sentence_transformers.sentence_transformer.losses import CachedMultipleNegativesRankingLoss
-
-        return CachedMultipleNegativesRankingLoss(
-            model, scale=self.scale, mini_batch_size=self.mini_batch_size
-        )
+    always_cache = True
 
 
 class GISTStrategy(_InBatchNegatives):
@@ -205,6 +219,11 @@ class GISTStrategy(_InBatchNegatives):
         guide.eval()
         for parameter in guide.parameters():
             parameter.requires_grad_(False)
+        if self.gradient_cache:
+            from sentence_transformers.sentence_transformer.losses import CachedGISTEmbedLoss
+
+            return CachedGISTEmbedLoss(model, guide=guide, temperature=self.temperature,
+                                       mini_batch_size=self._mini_batch())
         return GISTEmbedLoss(model, guide=guide, temperature=self.temperature)
 
 
@@ -403,16 +422,13 @@ class LossOptions:
 @dataclass
 class InBatchNegativesOptions(LossOptions):
     use_negatives: str | bool = "auto"  # "auto", true (triplets) or false (pairs)
+    # texts embedded at a time (GradCache); "auto": chosen from the memory available (embtune_core.memory_plan)
+    mini_batch_size: int | str = "auto"
 
 
 @dataclass
 class MNRLOptions(InBatchNegativesOptions):
     scale: float = 20.0  # inverse temperature
-
-
-@dataclass
-class CachedMNRLOptions(MNRLOptions):
-    mini_batch_size: int = 32  # rows embedded at a time (GradCache)
 
 
 @dataclass
@@ -434,7 +450,7 @@ class TripletOptions(LossOptions):
 
 LOSS_OPTIONS: dict[str, type] = {
     "mnrl": MNRLOptions,
-    "cached-mnrl": CachedMNRLOptions,
+    "cached-mnrl": MNRLOptions,
     "gist": GISTOptions,
     "contrastive": LabelledPairsOptions,
     "online-contrastive": LabelledPairsOptions,

@@ -24,8 +24,9 @@ class EncoderFlags:
     query_prompt: str | None = setting(None, QUERY_PROMPT_HELP, metavar="TEXT")
     document_prompt: str | None = setting(None, DOCUMENT_PROMPT_HELP, metavar="TEXT")
     backend: Literal[BACKENDS] | None = setting(  # type: ignore[valid-type]
-        None, "run local models in torch (default) or ONNX Runtime: onnx (the export's default file), onnx-fp32, "
-              "onnx-int8; the folder must come from embtune export --format onnx")
+        None, "run local models in torch (default) or ONNX Runtime: onnx (the export's default file: the one it "
+              "recommends), onnx-fp32, onnx-o2, onnx-int8, onnx-int8-mixed; the folder must come from embtune "
+              "export --format onnx")
     document_windows: Literal[MODES] | None = setting(  # type: ignore[valid-type]
         None, "documents longer than the token limit: off (cut at the limit, the model's own behaviour; default), "
               "mean (read whole as windows, one token-weighted mean vector), max (each document scored by its "

@@ -45,12 +45,13 @@ ONNX_DIR = "onnx"
 FP32_FILE = "model.onnx"
 FUSED_FILE = "model_O2.onnx"
 INT8_FILE = "model_qint8_avx512_vnni.onnx"
+MIXED_FILE = "model_qint8_mixed.onnx"  # int8, the calibration chunks' outlier channels in fp32
 # onnxruntime.transformers.optimizer fuses attention, LayerNorm and GELU for these architectures
 FUSABLE = {"bert": "bert", "roberta": "bert", "xlm-roberta": "bert", "distilbert": "bert", "electra": "bert"}
 MANIFEST = "embtune_onnx.json"
 OPSET = 17
 QUANTIZATIONS = ("int8",)
-BACKENDS = ("torch", "onnx", "onnx-fp32", "onnx-o2", "onnx-int8")
+BACKENDS = ("torch", "onnx", "onnx-fp32", "onnx-o2", "onnx-int8", "onnx-int8-mixed")
 
 
 def _require_onnxruntime() -> Any:
@@ -80,12 +81,16 @@ class _HiddenStates:
         return Wrapper().eval()
 
 
-def export_onnx(model_dir: str | Path, out: str | Path, *, quantize: str | None = None) -> dict[str, Any]:
+def export_onnx(model_dir: str | Path, out: str | Path, *, quantize: str | None = None,
+                calibration: Any = None) -> dict[str, Any]:
     """Write ``out`` (see the module docstring) from the sentence-transformers folder ``model_dir``.
 
     Refuses (InputError) a folder that is no model and a LoRA adapter folder (merge it first:
-    ``embtune train --lora --merge``); ``quantize`` is None or ``"int8"``. The folder appears complete
-    or not at all. Returns the manifest written to ``embtune_onnx.json``.
+    ``embtune train --lora --merge``); ``quantize`` is None or ``"int8"``. ``calibration`` (with
+    ``"int8"``): a :class:`~embtune_core.data.dataset.QADataset` of the user's chunks (and questions, if any):
+    the export adds ``onnx/model_qint8_mixed.onnx`` (:mod:`embtune_core.onnx_mixed_int8`) and makes the
+    fastest file that holds quality on those chunks the default (:mod:`embtune_core.onnx_choice`). The
+    folder appears complete or not at all. Returns the manifest written to ``embtune_onnx.json``.
     """
     import torch
 
@@ -100,6 +105,8 @@ def export_onnx(model_dir: str | Path, out: str | Path, *, quantize: str | None 
                          path=model_dir)
     if quantize not in (None, *QUANTIZATIONS):
         raise ConfigError(f"must be one of {', '.join(QUANTIZATIONS)}, got '{quantize}'", field="--quantize")
+    if calibration is not None and quantize != "int8":
+        raise ConfigError("calibrates int8 quantisation: give --quantize int8 with it", field="--calibration")
     from sentence_transformers import SentenceTransformer
 
     model = SentenceTransformer(str(model_dir), device="cpu")
@@ -135,6 +142,16 @@ def export_onnx(model_dir: str | Path, out: str | Path, *, quantize: str | None 
         if quantize == "int8":
             excluded = _quantize_int8(fused or fp32, staging / ONNX_DIR / INT8_FILE)
             files["int8"] = f"{ONNX_DIR}/{INT8_FILE}"
+        mixed = None
+        if calibration is not None:
+            from embtune_core import onnx_choice
+            from embtune_core.onnx_mixed_int8 import calibrate, write_mixed_int8
+
+            calibration_texts, held_out = onnx_choice.split_chunks(calibration)
+            maxima = calibrate(fused or fp32, onnx_choice.feature_batches(model, calibration_texts, names))
+            mixed = write_mixed_int8(fused or fp32, staging / ONNX_DIR / MIXED_FILE, maxima)
+            mixed["calibration_chunks"] = len(calibration_texts)
+            files["int8-mixed"] = f"{ONNX_DIR}/{MIXED_FILE}"
         default = "int8" if quantize else "O2" if fused is not None else "fp32"
         manifest = {"source": str(model_dir), "files": files, "default": default,
                     "inputs": names, "output": "last_hidden_state", "opset": OPSET,
@@ -145,9 +162,21 @@ def export_onnx(model_dir: str | Path, out: str | Path, *, quantize: str | None 
                     "quantizer": (f"onnxruntime.quantization.quantize_dynamic QInt8 per-channel {ort.__version__}"
                                   if quantize else None),
                     "kept_fp32": excluded}
+        if mixed is not None:
+            manifest["int8_mixed"] = mixed
         from embtune_core.publishing.portable import portable
 
         atomic.write_json(staging / MANIFEST, portable(manifest))  # no machine's absolute path
+        if calibration is not None:  # measured on the chunks calibration did not use
+            table = onnx_choice.measure({name: load_onnx_model(staging, name) for name in files}, held_out)
+            manifest["default"] = onnx_choice.choose(table)
+            manifest["recommendation"] = {
+                "chosen": manifest["default"], "line": onnx_choice.describe(manifest["default"], table, held_out),
+                "measured_on": {"chunks": len(held_out.corpus), "questions": len(held_out.queries)},
+                "rule": (f"fastest file whose NDCG@10 is at most {onnx_choice.NDCG_TOLERANCE} below the fp32 graph's "
+                         f"(mean cosine >= {onnx_choice.COSINE_FLOOR} to it when there are no questions)"),
+                "files": table}
+            atomic.write_json(staging / MANIFEST, portable(manifest))
     return manifest
 
 
@@ -162,9 +191,13 @@ def _fuse(source: Path, target: Path, config: Any) -> Path | None:
         return None
     from onnxruntime.transformers.optimizer import optimize_model
 
-    optimized = optimize_model(str(source), model_type=model_type, num_heads=int(config.num_attention_heads),
-                               hidden_size=int(config.hidden_size), opt_level=1)
-    optimized.save_model_to_file(str(target))
+    from embtune_core.scratch_cwd import scratch_cwd
+
+    source, target = Path(source).resolve(), Path(target).resolve()
+    with scratch_cwd():  # shape inference's leftovers go to a scratch folder, not the user's cwd
+        optimized = optimize_model(str(source), model_type=model_type, num_heads=int(config.num_attention_heads),
+                                   hidden_size=int(config.hidden_size), opt_level=1)
+        optimized.save_model_to_file(str(target))
     return target
 
 
@@ -180,8 +213,13 @@ def _quantize_int8(source: Path, target: Path) -> list[str]:
     graph = onnx.load(str(source), load_external_data=False).graph
     excluded = [n.name for n in graph.node if n.op_type == "MatMul" and "/output/dense/" in n.name
                 and "attention" not in n.name]
-    quantize_dynamic(str(source), str(target), weight_type=QuantType.QInt8, per_channel=True, reduce_range=False,
-                     nodes_to_exclude=excluded, extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
+    from embtune_core.scratch_cwd import scratch_cwd
+
+    source, target = Path(source).resolve(), Path(target).resolve()
+    with scratch_cwd():  # shape inference's leftovers go to a scratch folder, not the user's cwd
+        quantize_dynamic(str(source), str(target), weight_type=QuantType.QInt8, per_channel=True,
+                         reduce_range=False, nodes_to_exclude=excluded,
+                         extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
     return excluded
 
 
@@ -199,7 +237,8 @@ def onnx_file(folder: str | Path, variant: str | None = None) -> Path:
                              "re-export with embtune export --format onnx" + (" --quantize int8" if key == "int8" else ""),
                              path=folder)
         return folder / manifest["files"][key]
-    candidate = folder / ONNX_DIR / {"int8": INT8_FILE, "O2": FUSED_FILE}.get(variant or "", FP32_FILE)
+    candidate = folder / ONNX_DIR / {"int8": INT8_FILE, "O2": FUSED_FILE, "int8-mixed": MIXED_FILE}.get(variant or "",
+                                                                                                  FP32_FILE)
     if not candidate.is_file():
         raise InputError(f"no {candidate.relative_to(folder)}: export it first "
                          f"(embtune export {folder} --format onnx --out DIR)", path=folder)
@@ -258,7 +297,7 @@ def _refuse_lora(folder: Path, name: Any) -> None:
 
 
 def _variant(backend: str) -> str | None:
-    return {"onnx": None, "onnx-fp32": "fp32", "onnx-o2": "O2", "onnx-int8": "int8"}[backend]
+    return {"onnx": None, "onnx-fp32": "fp32", "onnx-o2": "O2", "onnx-int8": "int8", "onnx-int8-mixed": "int8-mixed"}[backend]
 
 
 def _folder(name: str) -> Path:

@@ -47,12 +47,20 @@ def prompt_for(model: Any, kind: str, explicit: str | None = None) -> str:
     return prompts.get(default, "") if default else ""
 
 
-def token_lengths(model: Any, texts: Sequence[str], prompt: str = "", kind: str | None = None) -> list[int] | None:
-    """Tokens of each ``prompt + text`` as the model's first module counts them, uncut (a transformer's
-    tokenizer with its special tokens; any module :func:`embtune_core.encoders.model_modules.token_counts`
-    knows); None when its tokenizer cannot count."""
-    from embtune_core.encoders.model_modules import token_counts
+def token_lengths(model: Any, texts: Sequence[str], prompt: str = "", kind: str | None = None,
+                  cap: int | None = None) -> list[int] | None:
+    """Tokens of each ``prompt + text`` as the model's first module counts them (a transformer's tokenizer
+    with its special tokens; any module :func:`embtune_core.encoders.model_modules.token_counts` knows); None when
+    its tokenizer cannot count. With ``cap``, a text that holds more than ``cap`` tokens on its own counts
+    ``cap + 1``, found from a prefix (:func:`embtune_core.token_prefix.capped_lengths`) where the model's
+    tokenizer is a Hugging Face one: a long text is never tokenised whole just to be counted."""
+    from embtune_core.encoders.model_modules import token_counts, tokenizer_of
 
+    tokenizer = getattr(model, "tokenizer", None)
+    if cap is not None and callable(tokenizer) and tokenizer_of(model, kind) is tokenizer:
+        from embtune_core.token_prefix import capped_lengths
+
+        return capped_lengths(model, list(texts), prompt, int(cap))
     lengths: list[int] = []
     for start in range(0, len(texts), 1024):  # bounded memory on big corpora
         counts = token_counts(model, [prompt + t for t in texts[start:start + 1024]], kind)
@@ -64,13 +72,14 @@ def token_lengths(model: Any, texts: Sequence[str], prompt: str = "", kind: str 
 
 def count_over(model: Any, texts: Sequence[str], kind: str, prompt: str | None = None) -> tuple[int, int | None]:
     """(how many ``texts`` exceed the model's limit, the limit); (0, None) when it reads texts whole
-    (a static model without truncation: nothing is cut) or its tokenizer cannot count."""
+    (a static model without truncation: nothing is cut) or its tokenizer cannot count. A text far longer
+    than the limit is known to exceed it from a prefix: it is never tokenised whole just to be counted."""
     from embtune_core.encoders.model_modules import token_limit
 
     limit = token_limit(model, kind)
     if not limit or not texts:
         return 0, limit
-    lengths = token_lengths(model, list(texts), prompt_for(model, kind, prompt), kind)
+    lengths = token_lengths(model, list(texts), prompt_for(model, kind, prompt), kind, cap=int(limit))
     if lengths is None:
         log.info("%s cannot count tokens (first module %s); texts over its %d-token limit are not reported",
                  getattr(model, "embtune_model_name", "the model"), type(model[0]).__name__, limit)

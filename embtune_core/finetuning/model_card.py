@@ -181,6 +181,11 @@ def embtune_section(summary: dict[str, Any]) -> str:
     if batches:
         lines.append(f"| batches per epoch | {batches['per_epoch']} ({batches['mean_rows_per_batch']} rows on "
                      f"average; every row used once per epoch) |")
+    memory = summary.get("memory")
+    if memory:
+        how = (f"{memory['mini_batch_size']} at a time (GradCache: the same loss and in-batch negatives)"
+               if memory["gradient_cache"] else "all at once")
+        lines.append(f"| texts of each batch embedded | {how} |")
     if summary.get("device"):
         lines.append(f"| device, precision used | {summary['device']}, {summary['precision']} |")
     lines.append(f"| processes (DDP world size) | {summary['world_size']} |")

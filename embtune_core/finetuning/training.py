@@ -99,6 +99,8 @@ class TrainResult:
     max_seq_length: int | None  # tokens the exported model reads (export_limit)
     saved: bool = False  # this process (rank 0) wrote the model
     history: list[dict[str, Any]] = field(default_factory=list)  # every trainer log record
+    # how many texts a step embedded at once and why (GradCache mini-batch, embtune_core.memory_plan)
+    memory: dict[str, Any] | None = None
 
     def __getitem__(self, key: str) -> Any:
         if key not in self.__dataclass_fields__:
@@ -212,6 +214,13 @@ def train(settings: TrainSettings, *, exclude_questions: Iterable[str] = ()) -> 
         "query": [train_qa.queries[q] for q in answered],
         "document": sorted({train_qa.corpus[c] for q in answered for c in train_qa.relevant_docs.get(q, ())
                             if c in train_qa.corpus})}, model_name=settings.model)
+    from embtune_core.token_prefix import readable_columns
+
+    # The collator tokenises every batch each epoch: rows hold what the model reads of each text (the same
+    # tokens), so a long chunk is never tokenised whole (embtune_core.token_prefix).
+    # Two chunks alike in every token the model reads become one text, which the batch sampler then keeps
+    # apart (they would be each other's indistinguishable negatives). Windows are never cut (they fit).
+    train_rows = readable_columns(train_rows, model)
     partial = lora_record = None
     if settings.train_last_layers is not None or settings.freeze_layers is not None:
         require_transformer(model, "train.train_last_layers" if settings.train_last_layers is not None
@@ -220,6 +229,7 @@ def train(settings: TrainSettings, *, exclude_questions: Iterable[str] = ()) -> 
     if settings.lora:
         require_transformer(model, "train.lora", settings.model)
         lora_record = lora.apply_lora(model, settings)
+    memory = _plan_memory(strategy, model, train_rows, settings)
     loss = strategy.build_loss(model)
     evaluator = (
         build_evaluator(val_qa, matryoshka_dims=settings.matryoshka_dims, batch_size=settings.eval_batch_size)
@@ -272,6 +282,10 @@ def train(settings: TrainSettings, *, exclude_questions: Iterable[str] = ()) -> 
     log.info("training on %s, precision %s, %d process(es)", device, precision, world_size)
     if rank == 0:  # recorded only now: a run refused for its data leaves no folder behind
         atomic.write_text(recorded, fingerprint + "\n")
+        if memory is not None:  # a resumed attempt embeds in the same mini-batches: the same bits
+            from embtune_core.memory_plan import PLAN_FILE
+
+            atomic.write_json(work_dir / PLAN_FILE, memory)
     checkpoint = latest_checkpoint(work_dir) if settings.resume else None
     if settings.resume and checkpoint is None:
         log.info("no checkpoint in %s yet; starting from the beginning", work_dir)
@@ -284,7 +298,7 @@ def train(settings: TrainSettings, *, exclude_questions: Iterable[str] = ()) -> 
         trim_loss_log(work_dir / LOSS_LOG, before["global_step"], keep_step_zero=reused)
     from embtune_core.runtime.resources import guard
 
-    advice = memory_advice(settings)
+    advice = memory_advice(settings, memory)
     with guard(doing="evaluating the base model", memory_advice=f"lower --eval-batch-size (now {settings.eval_batch_size})"):
         metrics_before = baseline_metrics(trainer, work_dir, settings, rank) if evaluator is not None else {}
     # A full disk during a checkpoint save, or memory running out in a step: one line, exit 3, advice.
@@ -326,6 +340,7 @@ def train(settings: TrainSettings, *, exclude_questions: Iterable[str] = ()) -> 
         "index_aware": index_info,
         "document_windows": windows_record,
         "truncation": truncation,
+        "memory": memory,
         "partial_fine_tuning": partial,
         "lora": lora_record,
         "prompts": dict(getattr(model, "prompts", None) or {}),
@@ -376,15 +391,47 @@ def train(settings: TrainSettings, *, exclude_questions: Iterable[str] = ()) -> 
     return TrainResult(**summary, saved=saved, history=history)
 
 
-def memory_advice(settings: TrainSettings) -> str:
-    """The settings that reduce training memory, with their current values, in one line."""
+def memory_advice(settings: TrainSettings, memory: dict[str, Any] | None = None) -> str:
+    """The settings that reduce training memory, with their current values, in one line. ``memory``:
+    the GradCache plan of an in-batch-negative loss (:func:`_plan_memory`); other losses take no
+    ``mini_batch_size``, so it is advised only with one."""
     limit = f" (now {settings.max_seq_length})" if settings.max_seq_length else ""
-    advice = [f"lower --batch-size (now {settings.batch_size})", f"--max-seq-length{limit}",
-              "--loss cached-mnrl --loss-option mini_batch_size=8 (the same batch in less memory)"]
+    advice = []
+    if memory is not None:
+        now = (f"{memory['mini_batch_size']}, chosen from the memory available" if memory["source"] == "auto"
+               else str(memory["mini_batch_size"]))
+        advice.append(f"--loss-option mini_batch_size=2 (GradCache: the same batch in less memory; now {now})")
+    advice += [f"lower --batch-size (now {settings.batch_size})", f"--max-seq-length{limit}"]
     if not settings.lora and settings.train_last_layers is None:
         advice.append("--lora or --train-last-layers 2 (fewer trained weights)")
     advice.append("or train a query adapter (embtune train-adapter), which needs far less")
     return ", ".join(advice)
+
+
+def _plan_memory(strategy, model, train_rows, settings: TrainSettings) -> dict[str, Any] | None:
+    """Choose how many texts a step embeds at once for a loss that can use GradCache, tell the strategy,
+    say it in one line and return the record (None for losses that embed each batch at once anyway)."""
+    target = getattr(strategy, "inner", strategy)  # a Matryoshka wrapper caches through its inner loss
+    if not hasattr(target, "use_mini_batches"):
+        return None
+    from embtune_core import memory_plan
+    from embtune_core.finetuning.training_args import precision_flags
+
+    requested = target.mini_batch_size
+    resumed = memory_plan.recorded(settings.checkpoints) if settings.resume and requested == "auto" else None
+    chosen = memory_plan.plan(model, batch_size=settings.batch_size,
+                              longest_tokens=memory_plan.longest_tokens(model, train_rows),
+                              device=str(model.device), dtype_bytes=2 if precision_flags(settings.precision) else 4,
+                              requested=resumed or requested)
+    if resumed:
+        chosen = dataclasses.replace(chosen, source="resumed", reason=(
+            f"the mini-batch of {resumed} the interrupted run's checkpoints were made with ({memory_plan.PLAN_FILE})"))
+    target.use_mini_batches(chosen.mini_batch_size, chosen.gradient_cache)
+    if target.gradient_cache != chosen.gradient_cache:  # cached-mnrl caches even when the batch fits
+        chosen = dataclasses.replace(chosen, gradient_cache=True, reason=chosen.reason + f"; loss '{target.name}' "
+                                     "always uses GradCache")
+    log.info(memory_plan.describe(chosen))
+    return chosen.to_dict()
 
 
 def _index_aware(train_qa, settings: TrainSettings, val_qa=None, exclude_questions: Iterable[str] = ()):

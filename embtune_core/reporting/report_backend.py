@@ -22,13 +22,14 @@ def backend_of(identity: EncoderIdentity | str) -> dict[str, Any] | None:
     if identity.family != "sentence-transformers":
         return None
     if identity.get("backend") is not None:
-        from embtune_core.encoders.onnx_export import FUSED_FILE, INT8_FILE
+        from embtune_core.encoders.onnx_export import FUSED_FILE, INT8_FILE, MIXED_FILE
 
         file = identity.get("file") or ""
         name = Path(file).name
         return {"runtime": identity.get("backend"), "file": file,
-                "quantization": "int8" if name == INT8_FILE else "none (fp32)",
-                **({"graph": "fused (O2)"} if name == FUSED_FILE else {})}
+                "quantization": "int8" if name in (INT8_FILE, MIXED_FILE) else "none (fp32)",
+                **({"graph": "fused (O2)"} if name == FUSED_FILE else {}),
+                **({"outliers": "calibrated outlier channels in fp32"} if name == MIXED_FILE else {})}
     return {"runtime": "torch", "precision": identity.get("precision") or "fp32"}
 
 
@@ -40,6 +41,8 @@ def backend_text(system: dict[str, Any]) -> str:
         return ""
     if backend.get("runtime") == "onnx":
         kind = "int8 quantised" if backend.get("quantization") == "int8" else "fp32"
+        if backend.get("outliers"):
+            kind += f", {backend['outliers']}"
         if backend.get("graph"):
             kind += f", {backend['graph']} graph"
         return f"ONNX Runtime, {kind} ({backend.get('file')})"

@@ -824,12 +824,22 @@ def training_evaluator(dataset: QADataset, *, name: str = "val", matryoshka_dims
             self.settings = metric_settings
             self.primary_metric = f"{name}_{M.PRIMARY_METRIC}" if name else M.PRIMARY_METRIC
             self.greater_is_better = True
+            self._readable: dict[Any, tuple[list[str], list[str]]] = {}
 
         def __call__(self, model, output_path: str | None = None, epoch: int = -1, steps: int = -1,
                      *args, **kwargs) -> dict[str, float]:
-            query_emb = model.encode_query(self.task.query_texts, batch_size=self.batch_size,
+            from embtune_core.token_prefix import readable_texts
+
+            # What the model reads of each text (cut once per token limit): a long chunk is never
+            # tokenised whole at every evaluation.
+            key = (getattr(model, "max_seq_length", None), id(getattr(model, "tokenizer", None)))
+            if key not in self._readable:
+                self._readable = {key: (readable_texts(model, self.task.query_texts),
+                                        readable_texts(model, self.task.corpus_texts))}
+            queries, corpus = self._readable[key]
+            query_emb = model.encode_query(queries, batch_size=self.batch_size,
                                            convert_to_numpy=True, show_progress_bar=False)
-            corpus_emb = model.encode_document(self.task.corpus_texts, batch_size=self.batch_size,
+            corpus_emb = model.encode_document(corpus, batch_size=self.batch_size,
                                                convert_to_numpy=True, show_progress_bar=False)
             full = query_emb.shape[1]
             wanted = [full] + [d for d in self.dims if d < full]
