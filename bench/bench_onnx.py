@@ -2,9 +2,9 @@
 the export recommends.
 
 One process, one export (``embtune export --format onnx --quantize int8 --calibration LYFT``: fp32, fused O2,
-int8, and int8 with the outlier channels of the calibration chunks in fp32 (embtune_core.onnx_mixed_int8);
+int8, and int8 with the outlier channels of the calibration chunks in fp32 (embtune_core.encoders.onnx_mixed_int8);
 the export measures them on Lyft chunks calibration did not use, with the Lyft questions about them, and
-makes the fastest that holds quality its default (embtune_core.onnx_choice)). The Lyft set
+makes the fastest that holds quality its default (embtune_core.encoders.onnx_choice)). The Lyft set
 (train_dataset.json) stands for the user's own chunks and questions; the Uber set (val_dataset.json),
 which the export never sees, is what is measured here: documents/s embedding the Uber corpus, timed in
 alternating rounds (torch, onnx, int8, ..., int8, onnx, torch, ...) so drifting machine load hits all

@@ -7,7 +7,7 @@ with sentence-transformers' MultipleNegativesRankingLoss (the whole batch at onc
 CachedMultipleNegativesRankingLoss with mini-batches of 4, 8, 16 and 32. Peak memory is the child's own
 max RSS (``os.wait4``); CPU seconds per step are the median of the steps after the first (warm-up).
 The growth of peak memory per text (least squares over the cached variants) is what
-embtune_core.memory_plan's estimate is checked against (tests/test_memory_plan.py), and the CPU seconds
+embtune_core.finetuning.memory_plan's estimate is checked against (tests/test_memory_plan.py), and the CPU seconds
 per step show where a larger mini-batch stops paying on CPU (its 1 GiB cap).
 
 Run (about 10 minutes on 2 cores; under the heavy-job lock on a shared machine)::

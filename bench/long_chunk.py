@@ -1,5 +1,5 @@
 """One 20 MB chunk among 21: what ``embtune evaluate`` costs before and after the bounded prefix cut
-(embtune_core.token_prefix), and against the floor of reading only what is kept.
+(embtune_core.encoders.token_prefix), and against the floor of reading only what is kept.
 
 The dataset: 20 Uber chunks with their questions (../shared/data/llamaindex-10k-qa/val_dataset.json)
 plus one chunk of ~20 MB (every Lyft and Uber chunk, repeated) that no question asks for. Three child
@@ -91,7 +91,7 @@ def main() -> int:
         print(f"bench/long_chunk.py: no data at {data}; skipping", file=sys.stderr)
         return 0
     from embtune_core.encoders.models import load_sentence_transformer
-    from embtune_core.token_prefix import readable_texts
+    from embtune_core.encoders.token_prefix import readable_texts
 
     with tempfile.TemporaryDirectory(prefix="bench-long-chunk-") as tmp:
         work = Path(tmp)

@@ -7,7 +7,7 @@ checkpoint, as bench/train_10k.py does) and every other setting at its default (
 3 epochs, batch 64, lr 5e-5, the model's 256 tokens):
 
 * ``before``: ``--loss-option mini_batch_size=64``, the whole batch of 64 rows embedded at once -- what
-  ``embtune train`` did by default before embtune_core.memory_plan (the same computation: plain
+  ``embtune train`` did by default before embtune_core.finetuning.memory_plan (the same computation: plain
   MultipleNegativesRankingLoss);
 * ``after``: no flag: the mini-batch embtune chooses from the memory available (GradCache, the same loss
   over the same 64 in-batch negatives), and the line it says about it.

@@ -7,7 +7,7 @@ tuning), ``scoring`` (metrics, statistics, the evaluation run), ``reporting`` (r
 writes, locks, interrupts, progress, run folders, secret scrubbing), ``publishing`` (export, hub, deploy),
 ``workflow`` (``embtune run``, quickstart, probe, the recommendation) and ``commands`` (the CLI). The plugin
 host, settings and errors sit here at the top. The module paths from before the grouping
-(``embtune_core.finetuning.training``, ...) still import: see :mod:`embtune_core.old_paths`.
+(``embtune_core.training``, ...) still import: see :mod:`embtune_core.old_paths`.
 """
 
 import pluggy

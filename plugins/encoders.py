@@ -260,7 +260,7 @@ class SentenceTransformerEncoder(Encoder):
                 "query_prompt": used("query", query_prompt), "document_prompt": used("document", document_prompt)}
 
     def _encode(self, texts: list[str], kind: str) -> np.ndarray:
-        from embtune_core.token_prefix import readable_texts
+        from embtune_core.encoders.token_prefix import readable_texts
 
         prompt = self.query_prompt if kind == "query" else self.document_prompt
         texts = readable_texts(self.model, texts)  # the tokens the model reads, never a long text tokenised whole

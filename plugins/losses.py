@@ -117,7 +117,7 @@ class _InBatchNegatives(LossStrategy):
                               field="mini_batch_size")
         self.use_negatives = use_negatives
         self.needs_negatives = use_negatives is True
-        # "auto": chosen from the memory available when training starts (embtune_core.memory_plan);
+        # "auto": chosen from the memory available when training starts (embtune_core.finetuning.memory_plan);
         # gradient_cache says whether the batch is embedded in mini-batches (GradCache) or at once.
         self.mini_batch_size = mini_batch_size
         self.gradient_cache = self.always_cache
@@ -185,7 +185,7 @@ class CachedMNRLStrategy(MNRLStrategy):
     """CachedMultipleNegativesRankingLoss: MNRL with GradCache, so a large batch fits small memory.
 
     Same inputs and objective as ``mnrl``; the batch is embedded ``mini_batch_size`` rows at a time
-    (``"auto"``: as many as the memory available allows, :mod:`embtune_core.memory_plan`). ``mnrl``
+    (``"auto"``: as many as the memory available allows, :mod:`embtune_core.finetuning.memory_plan`). ``mnrl``
     switches to GradCache by itself when the batch does not fit; this one always uses it.
     """
 
@@ -422,7 +422,7 @@ class LossOptions:
 @dataclass
 class InBatchNegativesOptions(LossOptions):
     use_negatives: str | bool = "auto"  # "auto", true (triplets) or false (pairs)
-    # texts embedded at a time (GradCache); "auto": chosen from the memory available (embtune_core.memory_plan)
+    # texts embedded at a time (GradCache); "auto": chosen from the memory available (embtune_core.finetuning.memory_plan)
     mini_batch_size: int | str = "auto"
 
 

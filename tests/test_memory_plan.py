@@ -1,4 +1,4 @@
-"""GradCache's mini-batch chosen from the memory available (embtune_core.memory_plan).
+"""GradCache's mini-batch chosen from the memory available (embtune_core.finetuning.memory_plan).
 
 The estimate of activations per text is checked against the growth of peak memory measured by
 bench/gradcache_minibatch.py (bench/results/gradcache_minibatch.json); GradCache's loss and gradient
@@ -16,8 +16,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from embtune_core import memory_plan
-from embtune_core.memory_plan import CPU_BUDGET_CAP, GIB, activation_bytes_per_text, plan
+from embtune_core.finetuning import memory_plan
+from embtune_core.finetuning.memory_plan import CPU_BUDGET_CAP, GIB, activation_bytes_per_text, plan
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -71,7 +71,7 @@ def test_a_given_mini_batch_wins_and_an_unknown_model_embeds_at_once(minilm_conf
 
 
 def test_an_address_space_limit_bounds_the_memory_available():
-    code = "from embtune_core.memory_plan import available_memory; print(available_memory('cpu'))"
+    code = "from embtune_core.finetuning.memory_plan import available_memory; print(available_memory('cpu'))"
     proc = subprocess.run(["bash", "-c", f'ulimit -v 3000000 && exec "{sys.executable}" -c "{code}"'],
                           capture_output=True, text=True, cwd=ROOT, check=False,
                           env={**os.environ, "OMP_NUM_THREADS": "1"})

@@ -1,4 +1,4 @@
-"""A long text costs what the model reads of it, never a whole tokenisation (embtune_core.token_prefix).
+"""A long text costs what the model reads of it, never a whole tokenisation (embtune_core.encoders.token_prefix).
 
 The reference for "the same tokens" is the tokenizer itself: the first ``limit`` tokens of the cut
 text, truncated as sentence-transformers truncates, equal those of the whole text. The cost is checked
@@ -12,7 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from embtune_core.token_prefix import CHARS_PER_TOKEN, MARGIN, prefix_end, readable_texts
+from embtune_core.encoders.token_prefix import CHARS_PER_TOKEN, MARGIN, prefix_end, readable_texts
 
 # Words that tokenise in very different ways: WordPiece pieces, punctuation splits, accents that the
 # normaliser strips, CJK characters (one word each in BERT), an emoji ([UNK]), a 150-letter word (one

@@ -19,7 +19,7 @@ evaluate/mine/train-adapter use it with --backend onnx (see embtune_core/encoder
 corpus): it adds onnx/model_qint8_mixed.onnx, int8 with the channels that carry outliers on those chunks
 kept in fp32, then measures every file on chunks calibration did not use (documents/s; NDCG@10 on the
 dataset's questions about them, else cosine to fp32) and makes the fastest that holds quality (at most
-0.005 NDCG@10 below fp32) the folder's default, saying which in one line (embtune_core/onnx_choice.py).
+0.005 NDCG@10 below fp32) the folder's default, saying which in one line (embtune_core/encoders/onnx_choice.py).
 --push-to-hub OWNER/NAME uploads MODEL_DIR (or the ONNX folder just written) to the Hugging Face hub,
 private unless --public, with the token from HF_TOKEN or `hf auth login`; --out is then optional.
 
@@ -53,7 +53,7 @@ def run(args) -> int:
         if args.quantize != "int8":
             raise UsageError("calibrates int8 quantisation: give --format onnx --quantize int8 with it",
                              field="--calibration")
-        from embtune_core.onnx_choice import calibration_dataset
+        from embtune_core.encoders.onnx_choice import calibration_dataset
 
         calibration = calibration_dataset(args.calibration)  # a bad file is refused before minutes of export
     if not args.out and not args.push_to_hub:

@@ -372,7 +372,7 @@ def best_window_positives(dataset: Any, model: Any, *, batch_size: int = 32) -> 
                                            convert_to_numpy=True, show_progress_bar=False)
     asking = sorted(q for q, docs in dataset.relevant_docs.items() if q in dataset.queries
                     and any(c in position for c in docs))
-    from embtune_core.token_prefix import readable_texts
+    from embtune_core.encoders.token_prefix import readable_texts
 
     query_vectors = model.encode_query(readable_texts(model, [dataset.queries[q] for q in asking]), batch_size=batch_size,
                                        normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False)

@@ -2,7 +2,7 @@
 
 ``embtune export MODEL --format onnx --quantize int8 --calibration DATASET`` writes several graphs of one
 model (fp32, fused O2, int8, int8 with the calibration's outlier channels in fp32:
-:mod:`embtune_core.onnx_mixed_int8`). Which one is fastest depends on the CPU (int8 gains most with
+:mod:`embtune_core.encoders.onnx_mixed_int8`). Which one is fastest depends on the CPU (int8 gains most with
 AVX-512 VNNI) and on the texts (their lengths); whether a quantised one holds quality depends on the
 texts too. So the export measures, on chunks of DATASET that calibration did not use:
 
@@ -133,7 +133,7 @@ def calibration_dataset(path: str | Path) -> Any:
 
 def feature_batches(model: Any, texts: list[str], names: list[str], batch: int = 8) -> list[dict[str, np.ndarray]]:
     """The graph inputs for ``texts`` (the model's own tokenizer and limit), ``batch`` texts at a time."""
-    from embtune_core.token_prefix import readable_texts
+    from embtune_core.encoders.token_prefix import readable_texts
 
     texts = readable_texts(model, texts)
     out = []

@@ -88,8 +88,8 @@ def export_onnx(model_dir: str | Path, out: str | Path, *, quantize: str | None 
     Refuses (InputError) a folder that is no model and a LoRA adapter folder (merge it first:
     ``embtune train --lora --merge``); ``quantize`` is None or ``"int8"``. ``calibration`` (with
     ``"int8"``): a :class:`~embtune_core.data.dataset.QADataset` of the user's chunks (and questions, if any):
-    the export adds ``onnx/model_qint8_mixed.onnx`` (:mod:`embtune_core.onnx_mixed_int8`) and makes the
-    fastest file that holds quality on those chunks the default (:mod:`embtune_core.onnx_choice`). The
+    the export adds ``onnx/model_qint8_mixed.onnx`` (:mod:`embtune_core.encoders.onnx_mixed_int8`) and makes the
+    fastest file that holds quality on those chunks the default (:mod:`embtune_core.encoders.onnx_choice`). The
     folder appears complete or not at all. Returns the manifest written to ``embtune_onnx.json``.
     """
     import torch
@@ -144,8 +144,8 @@ def export_onnx(model_dir: str | Path, out: str | Path, *, quantize: str | None 
             files["int8"] = f"{ONNX_DIR}/{INT8_FILE}"
         mixed = None
         if calibration is not None:
-            from embtune_core import onnx_choice
-            from embtune_core.onnx_mixed_int8 import calibrate, write_mixed_int8
+            from embtune_core.encoders import onnx_choice
+            from embtune_core.encoders.onnx_mixed_int8 import calibrate, write_mixed_int8
 
             calibration_texts, held_out = onnx_choice.split_chunks(calibration)
             maxima = calibrate(fused or fp32, onnx_choice.feature_batches(model, calibration_texts, names))
@@ -191,7 +191,7 @@ def _fuse(source: Path, target: Path, config: Any) -> Path | None:
         return None
     from onnxruntime.transformers.optimizer import optimize_model
 
-    from embtune_core.scratch_cwd import scratch_cwd
+    from embtune_core.runtime.scratch_cwd import scratch_cwd
 
     source, target = Path(source).resolve(), Path(target).resolve()
     with scratch_cwd():  # shape inference's leftovers go to a scratch folder, not the user's cwd
@@ -213,7 +213,7 @@ def _quantize_int8(source: Path, target: Path) -> list[str]:
     graph = onnx.load(str(source), load_external_data=False).graph
     excluded = [n.name for n in graph.node if n.op_type == "MatMul" and "/output/dense/" in n.name
                 and "attention" not in n.name]
-    from embtune_core.scratch_cwd import scratch_cwd
+    from embtune_core.runtime.scratch_cwd import scratch_cwd
 
     source, target = Path(source).resolve(), Path(target).resolve()
     with scratch_cwd():  # shape inference's leftovers go to a scratch folder, not the user's cwd

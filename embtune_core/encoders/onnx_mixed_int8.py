@@ -21,7 +21,7 @@ activations per batch, ``onnxruntime.quantization.quantize_dynamic``), with the 
 (QAttention) and every feed-forward layer in int8 and the embedding layer in fp32.
 
 :func:`calibrate` measures the per-channel maxima, :func:`write_mixed_int8` writes the graph.
-Which file a folder recommends is measured on the user's chunks by :mod:`embtune_core.onnx_choice`.
+Which file a folder recommends is measured on the user's chunks by :mod:`embtune_core.encoders.onnx_choice`.
 """
 
 from __future__ import annotations
@@ -118,7 +118,7 @@ def write_mixed_int8(source: Path, target: Path, maxima: dict[str, np.ndarray], 
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    from embtune_core.scratch_cwd import scratch_cwd
+    from embtune_core.runtime.scratch_cwd import scratch_cwd
 
     source, target = Path(source).resolve(), Path(target).resolve()
     model = onnx.load(str(source))

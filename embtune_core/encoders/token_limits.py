@@ -52,13 +52,13 @@ def token_lengths(model: Any, texts: Sequence[str], prompt: str = "", kind: str 
     """Tokens of each ``prompt + text`` as the model's first module counts them (a transformer's tokenizer
     with its special tokens; any module :func:`embtune_core.encoders.model_modules.token_counts` knows); None when
     its tokenizer cannot count. With ``cap``, a text that holds more than ``cap`` tokens on its own counts
-    ``cap + 1``, found from a prefix (:func:`embtune_core.token_prefix.capped_lengths`) where the model's
+    ``cap + 1``, found from a prefix (:func:`embtune_core.encoders.token_prefix.capped_lengths`) where the model's
     tokenizer is a Hugging Face one: a long text is never tokenised whole just to be counted."""
     from embtune_core.encoders.model_modules import token_counts, tokenizer_of
 
     tokenizer = getattr(model, "tokenizer", None)
     if cap is not None and callable(tokenizer) and tokenizer_of(model, kind) is tokenizer:
-        from embtune_core.token_prefix import capped_lengths
+        from embtune_core.encoders.token_prefix import capped_lengths
 
         return capped_lengths(model, list(texts), prompt, int(cap))
     lengths: list[int] = []

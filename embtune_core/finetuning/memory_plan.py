@@ -215,7 +215,7 @@ def _gb(size: float) -> str:
 
 def longest_tokens(model: Any, rows: Any) -> int:
     """Tokens of the longest text in the training rows' text columns, at most the model's limit."""
-    from embtune_core.token_prefix import TEXT_COLUMNS_EXCLUDED, capped_lengths
+    from embtune_core.encoders.token_prefix import TEXT_COLUMNS_EXCLUDED, capped_lengths
 
     limit = int(getattr(model, "max_seq_length", None) or 512)
     longest = 0

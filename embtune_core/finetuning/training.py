@@ -99,7 +99,7 @@ class TrainResult:
     max_seq_length: int | None  # tokens the exported model reads (export_limit)
     saved: bool = False  # this process (rank 0) wrote the model
     history: list[dict[str, Any]] = field(default_factory=list)  # every trainer log record
-    # how many texts a step embedded at once and why (GradCache mini-batch, embtune_core.memory_plan)
+    # how many texts a step embedded at once and why (GradCache mini-batch, embtune_core.finetuning.memory_plan)
     memory: dict[str, Any] | None = None
 
     def __getitem__(self, key: str) -> Any:
@@ -214,10 +214,10 @@ def train(settings: TrainSettings, *, exclude_questions: Iterable[str] = ()) -> 
         "query": [train_qa.queries[q] for q in answered],
         "document": sorted({train_qa.corpus[c] for q in answered for c in train_qa.relevant_docs.get(q, ())
                             if c in train_qa.corpus})}, model_name=settings.model)
-    from embtune_core.token_prefix import readable_columns
+    from embtune_core.encoders.token_prefix import readable_columns
 
     # The collator tokenises every batch each epoch: rows hold what the model reads of each text (the same
-    # tokens), so a long chunk is never tokenised whole (embtune_core.token_prefix).
+    # tokens), so a long chunk is never tokenised whole (embtune_core.encoders.token_prefix).
     # Two chunks alike in every token the model reads become one text, which the batch sampler then keeps
     # apart (they would be each other's indistinguishable negatives). Windows are never cut (they fit).
     train_rows = readable_columns(train_rows, model)
@@ -283,7 +283,7 @@ def train(settings: TrainSettings, *, exclude_questions: Iterable[str] = ()) -> 
     if rank == 0:  # recorded only now: a run refused for its data leaves no folder behind
         atomic.write_text(recorded, fingerprint + "\n")
         if memory is not None:  # a resumed attempt embeds in the same mini-batches: the same bits
-            from embtune_core.memory_plan import PLAN_FILE
+            from embtune_core.finetuning.memory_plan import PLAN_FILE
 
             atomic.write_json(work_dir / PLAN_FILE, memory)
     checkpoint = latest_checkpoint(work_dir) if settings.resume else None
@@ -414,7 +414,7 @@ def _plan_memory(strategy, model, train_rows, settings: TrainSettings) -> dict[s
     target = getattr(strategy, "inner", strategy)  # a Matryoshka wrapper caches through its inner loss
     if not hasattr(target, "use_mini_batches"):
         return None
-    from embtune_core import memory_plan
+    from embtune_core.finetuning import memory_plan
     from embtune_core.finetuning.training_args import precision_flags
 
     requested = target.mini_batch_size

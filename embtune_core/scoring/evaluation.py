@@ -828,7 +828,7 @@ def training_evaluator(dataset: QADataset, *, name: str = "val", matryoshka_dims
 
         def __call__(self, model, output_path: str | None = None, epoch: int = -1, steps: int = -1,
                      *args, **kwargs) -> dict[str, float]:
-            from embtune_core.token_prefix import readable_texts
+            from embtune_core.encoders.token_prefix import readable_texts
 
             # What the model reads of each text (cut once per token limit): a long chunk is never
             # tokenised whole at every evaluation.
