@@ -4,7 +4,7 @@ Data: ../shared/data/llamaindex-10k-qa (train_dataset.json = Lyft 10-K, 668 ques
 chunks; val_dataset.json = Uber 10-K, 790 questions over 395 chunks, never seen in training). The
 adapters train with the defaults of ``embtune train-adapter``: early stopping on a validation split
 held out of Lyft by chunk (Uber plays no part in training or model selection). Metrics on Uber:
-hit@1/5/10 and MRR@10 of exact search over the Uber corpus (embtune_core.metrics + .search),
+hit@1/5/10 and MRR@10 of exact search over the Uber corpus (embtune_core.scoring.metrics + .search),
 before (base MiniLM) and after, for the ``linear`` and ``two-layer`` adapters, over several seeds.
 
 References: LlamaIndex's linear adapter on bge-small-en gained hit@5 +1.2 points (0.787 -> 0.799)
@@ -12,7 +12,7 @@ and MRR +0.019 (0.643 -> 0.662); with MiniLM, LlamaIndex's engine lost (hit@5 0.
 linear, 0.665 two-layer; figures from the issue, not measured here).
 
 A third row, ``two-layer + index pseudo-queries``, is transductive: it adds LLM-free pseudo-queries
-(inverse cloze x5 + crops x5 per chunk, embtune_core/pseudo_queries.py) made from the Uber corpus
+(inverse cloze x5 + crops x5 per chunk, embtune_core/adapters/pseudo_queries.py) made from the Uber corpus
 *text*, the documents the index will hold, to the Lyft questions. No Uber question or label is read;
 the epoch is still chosen on held-out Lyft questions.
 
@@ -39,12 +39,12 @@ ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data" / "llamaindex-10k-qa"
 sys.path.insert(0, str(ROOT))
 
-from embtune_core import atomic
-from embtune_core.adapter_training import AdapterTrainingConfig, retrieval_metrics, train_adapter
-from embtune_core.dataset import QADataset
-from embtune_core.embedding_cache import EmbeddingCache
-from embtune_core.encoding import encoder_from_spec
-from embtune_core.pseudo_queries import index_pseudo_queries
+from embtune_core.adapters.adapter_training import AdapterTrainingConfig, retrieval_metrics, train_adapter
+from embtune_core.adapters.pseudo_queries import index_pseudo_queries
+from embtune_core.data.dataset import QADataset
+from embtune_core.encoders.embedding_cache import EmbeddingCache
+from embtune_core.encoders.encoding import encoder_from_spec
+from embtune_core.runtime import atomic
 
 TRANSDUCTIVE = "two-layer + index pseudo-queries"
 

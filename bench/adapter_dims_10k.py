@@ -24,14 +24,15 @@ ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data" / "llamaindex-10k-qa"
 sys.path.insert(0, str(ROOT))
 
-from embtune_core import atomic, metrics
-from embtune_core.adapter_training import AdapterTrainingConfig, train_adapter
-from embtune_core.dataset import QADataset
-from embtune_core.embedding_cache import EmbeddingCache
-from embtune_core.encoding import encoder_from_spec
-from embtune_core.evaluation import truncate
-from embtune_core.pseudo_queries import index_pseudo_queries
-from embtune_core.search import exact_search
+from embtune_core.adapters.adapter_training import AdapterTrainingConfig, train_adapter
+from embtune_core.adapters.pseudo_queries import index_pseudo_queries
+from embtune_core.data.dataset import QADataset
+from embtune_core.encoders.embedding_cache import EmbeddingCache
+from embtune_core.encoders.encoding import encoder_from_spec
+from embtune_core.retrieval.search import exact_search
+from embtune_core.runtime import atomic
+from embtune_core.scoring import metrics
+from embtune_core.scoring.evaluation import truncate
 
 DIMS = [384, 256, 128, 64]
 

@@ -40,13 +40,13 @@ ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data" / "llamaindex-10k-qa"
 sys.path.insert(0, str(ROOT))
 
-from embtune_core import atomic
-from embtune_core.adapter_io import build_adapter
-from embtune_core.adapter_training import AdapterTrainingConfig, train_adapter
-from embtune_core.dataset import QADataset
-from embtune_core.embedding_cache import EmbeddingCache
-from embtune_core.encoding import encoder_from_spec
+from embtune_core.adapters.adapter_io import build_adapter
+from embtune_core.adapters.adapter_training import AdapterTrainingConfig, train_adapter
+from embtune_core.data.dataset import QADataset
+from embtune_core.encoders.embedding_cache import EmbeddingCache
+from embtune_core.encoders.encoding import encoder_from_spec
 from embtune_core.plugins import get_registry
+from embtune_core.runtime import atomic
 
 
 def subset(dataset: QADataset, n_chunks: int) -> QADataset:

@@ -49,7 +49,7 @@ def generated_dataset(n_docs: int = 400, seed: int = 0):
     """A synthetic dataset: documents of random vocabulary, two queries per document made of its words."""
     import random
 
-    from embtune_core.dataset import QADataset
+    from embtune_core.data.dataset import QADataset
 
     rng = random.Random(seed)
     words = [f"{a}{b}" for a in ("rev", "cost", "risk", "tax", "loan", "fleet", "user", "fee") for b in
@@ -76,9 +76,9 @@ def time_st(model, dataset) -> tuple[float, dict[str, float]]:
 
 
 def time_ours(spec: str, dataset, cache_root: Path, dims, *, preload: bool, name: str = "<dataset>"):
-    from embtune_core.embedding_cache import EmbeddingCache
-    from embtune_core.encoding import encoder_from_spec
-    from embtune_core.evaluation import System, evaluate_systems
+    from embtune_core.encoders.embedding_cache import EmbeddingCache
+    from embtune_core.encoders.encoding import encoder_from_spec
+    from embtune_core.scoring.evaluation import System, evaluate_systems
 
     if preload:  # cold run: the model is loaded outside the timing, as for sentence-transformers
         encoder = encoder_from_spec(spec)
@@ -115,10 +115,10 @@ def main(argv=None) -> int:
     import numpy as np
     import torch
 
-    from embtune_core import atomic
-    from embtune_core.dataset import QADataset
-    from embtune_core.models import load_sentence_transformer
-    from embtune_core.report import write_reports
+    from embtune_core.data.dataset import QADataset
+    from embtune_core.encoders.models import load_sentence_transformer
+    from embtune_core.reporting.report import write_reports
+    from embtune_core.runtime import atomic
 
     dataset = QADataset.load(args.dataset) if args.dataset else generated_dataset()
     dataset_name = args.dataset or "generated (400 documents, 800 queries)"

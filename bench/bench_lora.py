@@ -39,7 +39,7 @@ DATA = ROOT.parent / "shared" / "data" / "llamaindex-10k-qa"
 MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 sys.path.insert(0, str(ROOT))
 
-from embtune_core import atomic
+from embtune_core.runtime import atomic
 
 
 def measure(command: list[str], env: dict[str, str], log: Path) -> dict[str, float]:
@@ -111,7 +111,7 @@ def main() -> int:
         adapter_params = sum(handle.get_tensor(k).numel() for k in handle.keys())  # noqa: SIM118 - safe_open is no dict
     from sentence_transformers import SentenceTransformer
 
-    from embtune_core.models import resolve
+    from embtune_core.encoders.models import resolve
 
     total = sum(p.numel() for p in SentenceTransformer(resolve(MODEL).target).parameters())
     params = {"full": total, "lora": lora_summary["lora"]["trainable_parameters"], "adapter": adapter_params}

@@ -2,9 +2,9 @@
 the export recommends.
 
 One process, one export (``embtune export --format onnx --quantize int8 --calibration LYFT``: fp32, fused O2,
-int8, and int8 with the outlier channels of the calibration chunks in fp32 (embtune_core.onnx_mixed_int8);
+int8, and int8 with the outlier channels of the calibration chunks in fp32 (embtune_core.encoders.onnx_mixed_int8);
 the export measures them on Lyft chunks calibration did not use, with the Lyft questions about them, and
-makes the fastest that holds quality its default (embtune_core.onnx_choice)). The Lyft set
+makes the fastest that holds quality its default (embtune_core.encoders.onnx_choice)). The Lyft set
 (train_dataset.json) stands for the user's own chunks and questions; the Uber set (val_dataset.json),
 which the export never sees, is what is measured here: documents/s embedding the Uber corpus, timed in
 alternating rounds (torch, onnx, int8, ..., int8, onnx, torch, ...) so drifting machine load hits all
@@ -39,7 +39,7 @@ DATA = ROOT.parent / "shared" / "data" / "llamaindex-10k-qa" / "val_dataset.json
 CALIBRATION = ROOT.parent / "shared" / "data" / "llamaindex-10k-qa" / "train_dataset.json"
 sys.path.insert(0, str(ROOT))
 
-from embtune_core import atomic
+from embtune_core.runtime import atomic
 
 BACKENDS = {"torch fp32": "torch", "onnx fp32": "onnx-fp32", "onnx O2": "onnx-o2", "onnx int8": "onnx-int8",
             "onnx int8-mixed": "onnx-int8-mixed"}
@@ -65,11 +65,11 @@ def main() -> int:
 
     torch.set_num_threads(opts.threads)
     from embtune_core.commands.evaluate import build_system, parse_system
-    from embtune_core.dataset import QADataset
-    from embtune_core.evaluation import evaluate_systems
-    from embtune_core.models import resolve
-    from embtune_core.onnx_export import export_onnx, load_onnx_model
-    from embtune_core.report import report_json
+    from embtune_core.data.dataset import QADataset
+    from embtune_core.encoders.models import resolve
+    from embtune_core.encoders.onnx_export import export_onnx, load_onnx_model
+    from embtune_core.reporting.report import report_json
+    from embtune_core.scoring.evaluation import evaluate_systems
 
     dataset = QADataset.load(opts.data)
     docs = list(dataset.corpus.values())
@@ -82,7 +82,7 @@ def main() -> int:
         export_seconds = time.perf_counter() - started
         recommended = "onnx " + manifest["default"]
         print(manifest["recommendation"]["line"], flush=True)
-        from embtune_core.models import load_sentence_transformer
+        from embtune_core.encoders.models import load_sentence_transformer
 
         models = {"torch fp32": load_sentence_transformer(str(folder))}
         models.update({name: load_onnx_model(folder, variant, threads=opts.threads) for name, variant in VARIANTS.items()})

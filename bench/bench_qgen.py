@@ -40,9 +40,9 @@ os.environ.setdefault("EMBTUNE_NO_PROGRESS", "1")
 import openai
 from openai_server import OpenAIServer
 
-from embtune_core import atomic
-from embtune_core.documents import Chunk
-from embtune_core.qgen import parse_questions
+from embtune_core.data.documents import Chunk
+from embtune_core.data.qgen import parse_questions
+from embtune_core.runtime import atomic
 from embtune_plugins.qgen_openai import OpenAIQuestionGenerator
 
 

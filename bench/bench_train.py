@@ -48,7 +48,7 @@ def plain_sentence_transformers(data: str, model_name: str, out: str, batch_size
     from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
     from transformers import set_seed
 
-    from embtune_core.models import resolve
+    from embtune_core.encoders.models import resolve
 
     set_seed(SEED)
     qa = json.loads(Path(data).read_text(encoding="utf-8"))
@@ -162,7 +162,7 @@ def main() -> int:
         )
         return 0
 
-    from embtune_core import atomic
+    from embtune_core.runtime import atomic
 
     env = {**os.environ, "EMBTUNE_NO_PROGRESS": "1", "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1",
            "OMP_NUM_THREADS": str(opts.threads), "MKL_NUM_THREADS": str(opts.threads)}

@@ -16,7 +16,7 @@ epoch chosen on questions held out of the Lyft training set) trains on the Lyft 
 Uber question is searched in the one index, with the base model's query vector (``HuggingFaceEmbeddings``)
 and with embtune's DocsGPT shim (``embtune:<adapter>``, the vectors DocsGPT's backend would compute).
 hit@1 per question, paired: the mean difference with its 95% paired bootstrap interval and the two-sided
-paired randomisation (sign-flip) p-value (:func:`embtune_core.stats.compare`), and McNemar's exact test
+paired randomisation (sign-flip) p-value (:func:`embtune_core.scoring.stats.compare`), and McNemar's exact test
 on the discordant questions (scipy's binomial test). "Never below the base by more than noise": the
 upper end of the interval is >= 0.
 
@@ -42,10 +42,11 @@ ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data" / "llamaindex-10k-qa"
 sys.path.insert(0, str(ROOT))
 
-from embtune_core import atomic, stats
 from embtune_core.cli import main as embtune
-from embtune_core.dataset import QADataset
-from embtune_core.models import resolve
+from embtune_core.data.dataset import QADataset
+from embtune_core.encoders.models import resolve
+from embtune_core.runtime import atomic
+from embtune_core.scoring import stats
 
 
 def make_bases(folder: Path) -> dict[str, str]:
@@ -101,7 +102,7 @@ def main() -> int:
         return 3
     from langchain_huggingface import HuggingFaceEmbeddings
 
-    from embtune_core.adapter_io import load_adapter
+    from embtune_core.adapters.adapter_io import load_adapter
     from embtune_integrations.docsgpt import embeddings_from_name
 
     val = QADataset.load(data / "val_dataset.json")

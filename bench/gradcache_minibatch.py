@@ -7,7 +7,7 @@ with sentence-transformers' MultipleNegativesRankingLoss (the whole batch at onc
 CachedMultipleNegativesRankingLoss with mini-batches of 4, 8, 16 and 32. Peak memory is the child's own
 max RSS (``os.wait4``); CPU seconds per step are the median of the steps after the first (warm-up).
 The growth of peak memory per text (least squares over the cached variants) is what
-embtune_core.memory_plan's estimate is checked against (tests/test_memory_plan.py), and the CPU seconds
+embtune_core.finetuning.memory_plan's estimate is checked against (tests/test_memory_plan.py), and the CPU seconds
 per step show where a larger mini-batch stops paying on CPU (its 1 GiB cap).
 
 Run (about 10 minutes on 2 cores; under the heavy-job lock on a shared machine)::
@@ -46,7 +46,7 @@ def child(data: str, mini: int, steps: int, threads: int) -> None:
         MultipleNegativesRankingLoss,
     )
 
-    from embtune_core.models import load_sentence_transformer
+    from embtune_core.encoders.models import load_sentence_transformer
 
     qa = json.loads(Path(data).read_text(encoding="utf-8"))
     pairs, seen = [], set()
@@ -123,7 +123,7 @@ def main() -> int:
         "steps": opts.steps, "threads": opts.threads,
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
     }
-    from embtune_core import atomic
+    from embtune_core.runtime import atomic
 
     atomic.write_json(opts.out, result)
     print(json.dumps({k: result[k] for k in ("cpu_time_vs_at_once", "measured_bytes_per_text")}, indent=2))

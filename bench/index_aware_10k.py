@@ -8,7 +8,7 @@ questions with paired 95% confidence intervals, at the model's own 256 tokens an
 * ``index-aware``: the same plus ``--index-corpus UBER`` (pseudo-queries from the Uber chunk texts,
   never its questions or labels: the index a deployment would hold), ``--index-ratio`` 1;
 * ``windows``: defaults plus ``--document-windows best`` (a positive longer than 256 tokens trains as
-  its window the base model ranks first; embtune_core.long_documents);
+  its window the base model ranks first; embtune_core.encoders.long_documents);
 * ``index-aware-windows``: index-aware plus ``--document-windows best``.
 
 Each model is evaluated with documents cut at the limit (``256``, ``512``: the model's own behaviour)
@@ -45,7 +45,7 @@ ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data" / "llamaindex-10k-qa"
 sys.path.insert(0, str(ROOT))
 
-from embtune_core import atomic
+from embtune_core.runtime import atomic
 
 MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 ADA_002_HIT5 = 0.871  # OpenAI ada-002 on the same Uber questions (LlamaIndex's finetune_embedding guide)

@@ -1,5 +1,5 @@
 """One 20 MB chunk among 21: what ``embtune evaluate`` costs before and after the bounded prefix cut
-(embtune_core.token_prefix), and against the floor of reading only what is kept.
+(embtune_core.encoders.token_prefix), and against the floor of reading only what is kept.
 
 The dataset: 20 Uber chunks with their questions (../shared/data/llamaindex-10k-qa/val_dataset.json)
 plus one chunk of ~20 MB (every Lyft and Uber chunk, repeated) that no question asks for. Three child
@@ -56,7 +56,7 @@ def dataset(data: Path, size: int) -> dict:
 
 
 def run(python_path: str | None, dataset_file: Path, work: Path, name: str) -> dict:
-    from embtune_core.models import resolve
+    from embtune_core.encoders.models import resolve
 
     env = {**os.environ, "EMBTUNE_NO_PROGRESS": "1", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
            "EMBTUNE_CACHE": str(work / f"cache-{name}")}
@@ -90,8 +90,8 @@ def main() -> int:
     if not (data / "val_dataset.json").is_file():
         print(f"bench/long_chunk.py: no data at {data}; skipping", file=sys.stderr)
         return 0
-    from embtune_core.models import load_sentence_transformer
-    from embtune_core.token_prefix import readable_texts
+    from embtune_core.encoders.models import load_sentence_transformer
+    from embtune_core.encoders.token_prefix import readable_texts
 
     with tempfile.TemporaryDirectory(prefix="bench-long-chunk-") as tmp:
         work = Path(tmp)
@@ -127,7 +127,7 @@ def main() -> int:
         "runs": runs, "long_chunk_characters": opts.size, "queries": len(qa["queries"]),
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
     }
-    from embtune_core import atomic
+    from embtune_core.runtime import atomic
 
     atomic.write_json(opts.out, result)
     print(json.dumps({k: result[k] for k in ("figures", "same_metrics")}, indent=2))

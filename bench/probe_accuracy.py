@@ -1,4 +1,4 @@
-"""How well "will tuning help?" (embtune_core.probe) predicts what a run then finds, on the data we have.
+"""How well "will tuning help?" (embtune_core.workflow.probe) predicts what a run then finds, on the data we have.
 
 For each dataset: the probe on its training split (before any training, as `embtune run` prints it),
 then one `embtune run` (base model, a linear query adapter with index pseudo-queries, document-side
@@ -58,7 +58,7 @@ def datasets(tmp: Path) -> list[tuple[str, str, str]]:
         out.append(("lyft->uber", f'train = "{lyft}"\nval = "{uber}"', "source"))
         out.append(("lyft alone", f'train = "{lyft}"', "chunk"))
         out.append(("uber alone", f'train = "{uber}"', "chunk"))
-    from embtune_core.quickstart import write_corpus
+    from embtune_core.workflow.quickstart import write_corpus
 
     corpus = tmp / "pydoc"
     write_corpus(corpus)
@@ -93,9 +93,9 @@ def main() -> int:
                 return proc.returncode
             report = json.loads((folder / "run" / "report.json").read_text())
             # The probe as `embtune run` makes it, with its short adapter (a run that trains an adapter skips it).
-            from embtune_core.dataset import QADataset
-            from embtune_core.models import DEFAULT_MODEL
-            from embtune_core.probe import tuning_probe
+            from embtune_core.data.dataset import QADataset
+            from embtune_core.encoders.models import DEFAULT_MODEL
+            from embtune_core.workflow.probe import tuning_probe
 
             train = QADataset.load(next((folder / "run").glob("stages/split-*/train.json")))
             probe = tuning_probe(train, DEFAULT_MODEL, seed=42, dev_fraction=0.15, adapter=True)

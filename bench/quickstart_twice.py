@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 BASELINES = ("bm25", "hybrid-base", "sparse-dense-base")  # no model weights or vectors tuned
 
-from embtune_core import atomic
+from embtune_core.runtime import atomic
 
 
 def main() -> int:
@@ -54,7 +54,7 @@ def main() -> int:
             into[f"{system['name']}@{dim}"] = {
                 "difference": round(versus["difference"], 4), "p_randomization": versus["p_randomization"],
                 "significant_gain": versus["difference"] > 0 and versus["p_randomization"] < 0.05}
-    from embtune_core.report_verdict import holm
+    from embtune_core.reporting.report_verdict import holm
 
     adjusted = holm([v["p_randomization"] for v in significance.values()])
     for row, p_holm in zip(significance.values(), adjusted):

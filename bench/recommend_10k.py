@@ -67,7 +67,7 @@ def paired(report: dict, a: str, b: str, metric: str) -> dict | None:
     """Mean of ``a`` minus ``b`` on the same queries, its 95% bootstrap CI and the randomisation p."""
     import numpy as np
 
-    from embtune_core import stats
+    from embtune_core.scoring import stats
 
     per_query = report["per_query"]
     if a not in per_query or b not in per_query:

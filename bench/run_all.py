@@ -304,7 +304,7 @@ def main() -> int:
                 if result.returncode != 0:
                     print(f"   {name} exited with {result.returncode}; its old figures (if any) are kept", flush=True)
     sys.path.insert(0, str(BENCH.parent))
-    from embtune_core import atomic
+    from embtune_core.runtime import atomic
 
     atomic.write_text(BENCH / "RESULTS.md", summarise())
     print(f"wrote {BENCH / 'RESULTS.md'}")

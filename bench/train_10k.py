@@ -36,7 +36,7 @@ ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data" / "llamaindex-10k-qa"
 sys.path.insert(0, str(ROOT))
 
-from embtune_core import atomic
+from embtune_core.runtime import atomic
 
 
 def main() -> int:

@@ -7,7 +7,7 @@ checkpoint, as bench/train_10k.py does) and every other setting at its default (
 3 epochs, batch 64, lr 5e-5, the model's 256 tokens):
 
 * ``before``: ``--loss-option mini_batch_size=64``, the whole batch of 64 rows embedded at once -- what
-  ``embtune train`` did by default before embtune_core.memory_plan (the same computation: plain
+  ``embtune train`` did by default before embtune_core.finetuning.memory_plan (the same computation: plain
   MultipleNegativesRankingLoss);
 * ``after``: no flag: the mini-batch embtune chooses from the memory available (GradCache, the same loss
   over the same 64 in-batch negatives), and the line it says about it.
@@ -92,9 +92,9 @@ def main() -> int:
     os.environ.setdefault("EMBTUNE_NO_PROGRESS", "1")
     os.environ["EMBTUNE_CACHE"] = str(work / "cache")  # every vector computed in this run
     from embtune_core.commands.evaluate import build_system, parse_system
-    from embtune_core.dataset import QADataset
-    from embtune_core.evaluation import evaluate_systems
-    from embtune_core.report import report_json
+    from embtune_core.data.dataset import QADataset
+    from embtune_core.reporting.report import report_json
+    from embtune_core.scoring.evaluation import evaluate_systems
 
     uber = QADataset.load(data / "val_dataset.json")
     systems = [build_system(parse_system(f"{name}=model:{runs[name]['model']}")) for name in VARIANTS]
@@ -126,7 +126,7 @@ def main() -> int:
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
     }
     result["targets_met"] = all(result["targets"].values())
-    from embtune_core import atomic
+    from embtune_core.runtime import atomic
 
     atomic.write_json(opts.out, result)
     print(json.dumps({"figures": result["figures"], "targets": result["targets"]}, indent=2))

@@ -9,7 +9,7 @@ import logging
 import re
 import sys
 
-from embtune_core import __version__, interrupts, progress
+from embtune_core import __version__
 from embtune_core.commands import COMMAND_MODULES
 from embtune_core.errors import (
     EXIT_BAD_INPUT,
@@ -20,6 +20,7 @@ from embtune_core.errors import (
     EmbtuneError,
     UsageError,
 )
+from embtune_core.runtime import interrupts, progress
 
 EPILOG = """exit codes: 0 ok, 1 unexpected error, 2 bad command line, 3 bad input file or config (or an
 output that cannot be written: disk full, read-only), 4 plugin conflict or unknown plugin, 5 external
@@ -36,7 +37,7 @@ def disk_problem(exc: BaseException) -> tuple[str, str] | None:
     raised by Python, by torch's zip writer or by safetensors; None otherwise."""
     if isinstance(exc, OSError) and exc.errno in _DISK_ERRNOS:
         return str(exc.filename or "the output"), _DISK_ERRNOS[exc.errno]
-    from embtune_core.resources import OUT_OF_MEMORY, problem_of
+    from embtune_core.runtime.resources import OUT_OF_MEMORY, problem_of
 
     problem = problem_of(exc)
     if problem is not None and problem != OUT_OF_MEMORY:
@@ -91,7 +92,7 @@ def quiet_third_party_loggers(verbose: bool = False) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from embtune_core.secrets_scrub import register_credentials, scrub_streams
+    from embtune_core.runtime.secrets_scrub import register_credentials, scrub_streams
 
     register_credentials(list(sys.argv[1:] if argv is None else argv))  # an encoder spec's URL credentials
     # Every byte printed -- our lines, log records, warnings, progress bars, tracebacks -- is scrubbed.
@@ -107,7 +108,7 @@ def _main(argv: list[str] | None) -> int:
         return exc.code if isinstance(exc.code, int) else EXIT_USAGE
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s")
-    from embtune_core.secrets_scrub import install_log_filter, scrub
+    from embtune_core.runtime.secrets_scrub import install_log_filter, scrub
 
     install_log_filter()
     interrupts.install()
@@ -128,7 +129,7 @@ def _main(argv: list[str] | None) -> int:
               file=sys.stderr)
         return EXIT_TERMINATED if terminated else EXIT_INTERRUPTED
     except Exception as exc:
-        from embtune_core.resources import OUT_OF_MEMORY, problem_of
+        from embtune_core.runtime.resources import OUT_OF_MEMORY, problem_of
 
         if problem_of(exc) == OUT_OF_MEMORY:
             print("embtune: error: out of memory (use smaller batches: --batch-size, or a machine with more memory)",

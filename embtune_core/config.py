@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from embtune_core import textfiles
+from embtune_core.data import textfiles
 from embtune_core.errors import ConfigError
 
 if sys.version_info >= (3, 11):
@@ -23,7 +23,7 @@ def load_config(path: str | Path) -> dict[str, Any]:
         config = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"invalid TOML: {exc}", path=path) from None
-    from embtune_core.secrets_scrub import register_credentials
+    from embtune_core.runtime.secrets_scrub import register_credentials
 
     register_credentials(config)  # a base_url's password, in every form it travels in, is scrubbed from now on
     return config
@@ -55,7 +55,7 @@ def secret(value: Any, *, default_env: str | None = None, path: str | Path = "<c
         raise ConfigError("API keys may not be written in config; use \"env:VARIABLE_NAME\"", path=path,
                           field=field)
     value = os.environ.get(env_name) if env_name else None
-    from embtune_core.secrets_scrub import register
+    from embtune_core.runtime.secrets_scrub import register
 
     register(value)  # never printed nor written, whatever its variable is called
     return value

@@ -27,7 +27,7 @@ class EmbtuneError(Exception):
     exit_code = EXIT_UNEXPECTED
 
     def __init__(self, problem: str, *, path: str | Path | None = None, field: str | None = None):
-        from embtune_core.secrets_scrub import scrub
+        from embtune_core.runtime.secrets_scrub import scrub
 
         self.problem = scrub(one_line(" ".join(str(problem).split())))  # one line, no secret, whatever the cause said
         self.path = str(path) if path is not None else None
@@ -35,7 +35,7 @@ class EmbtuneError(Exception):
         super().__init__(self.__str__())
 
     def __str__(self) -> str:
-        from embtune_core.secrets_scrub import scrub
+        from embtune_core.runtime.secrets_scrub import scrub
 
         parts = [scrub(one_line(p)) for p in (self.path, self.field) if p]
         return ": ".join([*parts, self.problem])

@@ -30,10 +30,10 @@ import pluggy
 if TYPE_CHECKING:  # the contracts name these types; importing them here would load numpy at plugin listing
     import numpy as np
 
-    from embtune_core.dataset import QADataset
-    from embtune_core.documents import Chunk, Document
-    from embtune_core.index_tuning import TunedIndex
-    from embtune_core.metrics import Ranking
+    from embtune_core.data.dataset import QADataset
+    from embtune_core.data.documents import Chunk, Document
+    from embtune_core.retrieval.index_tuning import TunedIndex
+    from embtune_core.scoring.metrics import Ranking
 
 hookspec = pluggy.HookspecMarker("embtune")
 
@@ -63,14 +63,14 @@ class NegativeMiner(Protocol):
 
 @runtime_checkable
 class Encoder(Protocol):
-    """An embedding backend (:mod:`embtune_core.encoding`): ``identity`` names model and settings (the
+    """An embedding backend (:mod:`embtune_core.encoders.encoding`): ``identity`` names model and settings (the
     embedding cache's key), ``encode_*`` return float32 arrays of shape ``(n, dimension)``.
 
-    Optional members, declared by :class:`embtune_core.encoding.Encoder` (None where not stated):
-    ``encoder_identity`` (:class:`~embtune_core.encoder_identity.EncoderIdentity`, whose text is
-    ``identity``), ``options`` (:class:`~embtune_core.encoder_identity.EncoderOptions`), ``name``,
+    Optional members, declared by :class:`embtune_core.encoders.encoding.Encoder` (None where not stated):
+    ``encoder_identity`` (:class:`~embtune_core.encoders.encoder_identity.EncoderIdentity`, whose text is
+    ``identity``), ``options`` (:class:`~embtune_core.encoders.encoder_identity.EncoderOptions`), ``name``,
     ``normalize``, ``weights_fingerprint``, ``token_limit``, ``convention``, gathered by
-    ``description()`` (:class:`~embtune_core.encoder_identity.EncoderDescription`): what a query
+    ``description()`` (:class:`~embtune_core.encoders.encoder_identity.EncoderDescription`): what a query
     adapter records of its base encoder and checks when it is loaded."""
 
     identity: str
@@ -83,7 +83,7 @@ class Encoder(Protocol):
 
 @runtime_checkable
 class IndexTuner(Protocol):
-    """Tunes stored document vectors without re-embedding (:mod:`embtune_core.index_tuning`)."""
+    """Tunes stored document vectors without re-embedding (:mod:`embtune_core.retrieval.index_tuning`)."""
 
     def tune(self, doc_ids: list[str], doc_texts: list[str], doc_vectors: np.ndarray, queries: np.ndarray,
              answers: list[list[int]], dev_queries: np.ndarray | None = None,
@@ -138,7 +138,7 @@ def register_negative_miners(register: Register) -> None:
 def register_loss_strategies(register: Register) -> None:
     """Register loss strategies for full fine-tuning.
 
-    ``factory(**options)`` returns a :class:`embtune_core.losses.LossStrategy`: it declares the
+    ``factory(**options)`` returns a :class:`embtune_core.finetuning.losses.LossStrategy`: it declares the
     data format it needs (pairs, triplets, labelled pairs, scored pairs), builds the training
     columns from a QADataset and builds the sentence-transformers loss for a model.
     """
@@ -172,7 +172,7 @@ def register_index_tuners(register: Register) -> None:
     ``factory(**options)`` returns an :class:`IndexTuner`: ``tune(doc_ids, doc_texts, doc_vectors
     (n_docs, dim), queries (n_queries, dim), answers (document positions per query), dev_queries=None,
     dev_answers=None, *, encoder_identity, adapter_fingerprint) -> TunedIndex`` (deltas over the base
-    vectors, :class:`embtune_core.index_tuning.TunedIndex`; saved without pickle).
+    vectors, :class:`embtune_core.retrieval.index_tuning.TunedIndex`; saved without pickle).
     """
 
 
@@ -181,7 +181,7 @@ def register_evaluators(register: Register) -> None:
     """Register evaluators.
 
     ``factory(**options)`` returns an :class:`Evaluator`:
-    ``evaluate(ranking: embtune_core.metrics.Ranking, dataset: QADataset) -> dict`` where
+    ``evaluate(ranking: embtune_core.scoring.metrics.Ranking, dataset: QADataset) -> dict`` where
     ``ranking`` holds the ranked corpus positions per query (``ranking.ranked_ids(row)`` gives the
     ids of row ``row``, the query ``ranking.query_ids[row]``); the result maps metric names to
     floats and may hold ``per_query`` scores.

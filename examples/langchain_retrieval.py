@@ -78,7 +78,7 @@ QUESTIONS = [
 
 def builtin_datasets():
     """(train, evaluation) QADatasets over the same chunks; the evaluation questions are unseen."""
-    from embtune_core.dataset import QADataset
+    from embtune_core.data.dataset import QADataset
 
     metadata = {cid: {"source": f"handbook/{cid}.md"} for cid in CHUNKS}
 
@@ -134,9 +134,9 @@ def main(argv: list[str] | None = None) -> int:
 
     from langchain_core.documents import Document
 
-    from embtune_core import atomic
-    from embtune_core.dataset import load_any
+    from embtune_core.data.dataset import load_any
     from embtune_core.errors import EmbtuneError
+    from embtune_core.runtime import atomic
     from embtune_integrations.faiss_store import (
         as_retriever,
         build_faiss_store,
@@ -156,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
 
         adapter_dir = args.adapter
         if args.train_adapter:
-            from embtune_core.adapter_training import AdapterTrainingConfig, train_adapter
+            from embtune_core.adapters.adapter_training import AdapterTrainingConfig, train_adapter
 
             train = load_any(args.train_dataset) if args.train_dataset else builtin_train
             adapter_dir = str(work / "adapter")

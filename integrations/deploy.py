@@ -1,6 +1,6 @@
 """Serve what ``embtune run`` recommended, from its deploy folder, in LangChain (and through it DocsGPT).
 
-``<run>/deploy`` (:mod:`embtune_core.deploy`) holds the recommended system's parts: a fine-tuned
+``<run>/deploy`` (:mod:`embtune_core.publishing.deploy`) holds the recommended system's parts: a fine-tuned
 model, a query adapter, tuned document vectors (NUDGE), BM25 joined in one vector (sparse-dense) or
 a BM25 fusion. These functions rebuild exactly the system the report measured:
 
@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from embtune_core.deploy import deployed_encoder, deployed_spec
+from embtune_core.publishing.deploy import deployed_encoder, deployed_spec
 
 
 def deployed_embeddings(folder: str | Path, *, single_index: bool = False, **options: Any):
@@ -50,7 +50,7 @@ def deployed_retriever(folder: str | Path, documents: Sequence[Any], *, k: int =
             raise InputError("a BM25 hybrid over best-window scores has no LangChain retriever yet; serve the "
                              "single-index system (single_index=True) or the windows retriever alone",
                              path=folder, field="recommended")
-        from embtune_core.systems import parse_system
+        from embtune_core.retrieval.systems import parse_system
         from embtune_integrations.langchain import EmbtuneEmbeddings
         from embtune_integrations.multi_vector import window_retriever
 

@@ -37,7 +37,7 @@ DocsGPT's settings read it; pydantic-settings never copies ``.env`` into the env
 ``EMBTUNE_BASE_MODEL`` (base model for an adapter name; else the one the adapter records),
 ``EMBTUNE_DEVICE`` (``cpu``, ``cuda``...), ``EMBTUNE_BATCH_SIZE`` (default 32),
 ``EMBTUNE_DOCUMENT_WINDOWS`` (``off``, the default, or ``mean``: documents longer than the model's
-token limit read whole as windows, :mod:`embtune_core.long_documents`; the index must then be
+token limit read whole as windows, :mod:`embtune_core.encoders.long_documents`; the index must then be
 built with the same setting, so set it for the worker and the backend alike).
 
 Vectors: ``embed_documents`` returns exactly what DocsGPT's own ``EmbeddingsWrapper`` returns for
@@ -164,7 +164,7 @@ def embeddings_from_name(name: str, *, base_model: str | None = None, device: st
     if not base:
         raise InputError(f"adapter folder needs its base model: set {BASE_MODEL_ENV} to the model (name or folder) "
                          "the adapter was trained on", path=target, field=BASE_MODEL_ENV)
-    from embtune_core.models import looks_like_path, resolve
+    from embtune_core.encoders.models import looks_like_path, resolve
 
     # The resolution every entry point uses: a folder, a packaged copy (the recorded name of an adapter
     # trained on the packaged MiniLM or mpnet loads that copy here too), else the hub.
@@ -217,7 +217,7 @@ def plain_adapter_error(name: str):
 
 
 def _is_adapter_folder(folder: Path) -> bool:
-    from embtune_core import adapter_io
+    from embtune_core.adapters import adapter_io
 
     return (folder / adapter_io.CONFIG_NAME).is_file() or (
         (folder / adapter_io.LLAMAINDEX_CONFIG).is_file() and (folder / adapter_io.LLAMAINDEX_WEIGHTS).is_file())
@@ -368,7 +368,7 @@ def write_pth(site_dir: str | os.PathLike | None = None) -> Path:
     Every Python process of that environment then calls :func:`register` at start-up when
     ``EMBTUNE_DOCSGPT`` is true (environment, or ``.env`` in its start folder). Returns the file's path.
     """
-    from embtune_core import atomic
+    from embtune_core.runtime import atomic
 
     directory = Path(site_dir) if site_dir is not None else Path(sysconfig.get_paths()["purelib"])
     path = directory / PTH_NAME
@@ -415,7 +415,7 @@ def check_index(folder: str | os.PathLike, embeddings, name: str) -> int:
     the index's metric (DocsGPT's: L2) where its vectors are not unit length. Only ``index.faiss`` and JSON
     are read, never ``index.pkl``. Raises :class:`~embtune_core.errors.InputError` in one line.
     """
-    from embtune_core.encoding import same_vectors
+    from embtune_core.encoders.encoding import same_vectors
     from embtune_core.errors import InputError
 
     folder = Path(folder).expanduser()

@@ -5,7 +5,7 @@ LangChain's ``FAISS`` (``langchain_community.vectorstores.FAISS``) keeps its doc
 
 * :func:`build_faiss_store` embeds documents in blocks (with a progress bar) into a ``FAISS``
   store. The index lives on the GPU when a GPU build of FAISS and a GPU are present
-  (``use_gpu=None`` decides with :func:`embtune_core.search.gpu_available`), else on the CPU.
+  (``use_gpu=None`` decides with :func:`embtune_core.retrieval.search.gpu_available`), else on the CPU.
 * :func:`save_faiss_store` writes a folder, atomically (all files or none):
   ``index.faiss`` (``faiss.write_index`` of a CPU copy: a GPU index is copied back to the CPU
   first), ``docstore.json`` (``id``, ``page_content``, ``metadata`` per vector, in index order)
@@ -99,10 +99,10 @@ from typing import Any
 from langchain_core.documents import Document
 from langchain_core.embeddings import Embeddings
 
-from embtune_core import atomic
-from embtune_core.encoding import same_vectors
+from embtune_core.encoders.encoding import same_vectors
 from embtune_core.errors import InputError
-from embtune_core.progress import progress
+from embtune_core.runtime import atomic
+from embtune_core.runtime.progress import progress
 
 log = logging.getLogger(__name__)
 
@@ -334,13 +334,13 @@ def to_gpu(store, device: int = 0) -> bool:
     Returns True when the index is on a GPU afterwards. LangChain's FAISS calls ``index.search``
     and ``index.add`` only, which GPU indexes provide, so the store works unchanged.
     """
-    from embtune_core.search import gpu_available, gpu_resources
+    from embtune_core.retrieval.search import gpu_available, gpu_resources
 
     if is_on_gpu(store):
         return True
     if not gpu_available():
         return False
-    # One StandardGpuResources per process (shared with embtune_core.search): each holds GPU scratch memory.
+    # One StandardGpuResources per process (shared with embtune_core.retrieval.search): each holds GPU scratch memory.
     store.index = _faiss().index_cpu_to_gpu(gpu_resources(), device, store.index)
     return True
 

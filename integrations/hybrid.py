@@ -1,12 +1,12 @@
 """BM25 and tuned hybrid retrieval in LangChain, ranking exactly as ``embtune evaluate`` measures them.
 
 * :class:`BM25Retriever`: a LangChain retriever over ``bm25s`` with embtune's BM25 settings
-  (:mod:`embtune_core.lexical`: lucene variant, k1 1.5, b 0.75, English stop words). Unlike
+  (:mod:`embtune_core.retrieval.lexical`: lucene variant, k1 1.5, b 0.75, English stop words). Unlike
   ``langchain_community``'s ``BM25Retriever`` (rank_bm25 over whitespace tokens), it scores as the
   ``bm25`` row of embtune's report, and like Lucene it never returns a document that shares no term
   with the query.
 * :class:`HybridRetriever`: a vector store's ranking and BM25's fused by a
-  :class:`~embtune_core.fusion.Fusion` (weighted RRF as LangChain's ``EnsembleRetriever`` computes it,
+  :class:`~embtune_core.retrieval.fusion.Fusion` (weighted RRF as LangChain's ``EnsembleRetriever`` computes it,
   or convex fusion of min-max normalised scores), each side's top ``fusion.depth``, best ``k`` returned.
   With the fusion ``embtune run`` chose (``fusion.json`` in its deploy folder) it returns what the
   report's hybrid row measured.
@@ -31,7 +31,7 @@ from langchain_core.documents import Document
 from langchain_core.retrievers import BaseRetriever
 from pydantic import ConfigDict, PrivateAttr
 
-from embtune_core.fusion import Fusion, fuse
+from embtune_core.retrieval.fusion import Fusion, fuse
 
 
 class BM25Retriever(BaseRetriever):
@@ -43,7 +43,7 @@ class BM25Retriever(BaseRetriever):
     _index: Any = PrivateAttr(default=None)
 
     def model_post_init(self, context: Any) -> None:
-        from embtune_core.lexical import BM25Index
+        from embtune_core.retrieval.lexical import BM25Index
 
         self._index = BM25Index([d.page_content for d in self.documents])
 

@@ -3,8 +3,8 @@
 :class:`EmbtuneEmbeddings` is a ``langchain_core.embeddings.Embeddings`` built from
 
 * a fine-tuned model directory (what ``embtune train`` writes), or any model name, resolved
-  offline through :mod:`embtune_core.models` (``sentence-transformers/all-MiniLM-L6-v2`` loads
-  the packaged copy), or any encoder spec of :mod:`embtune_core.encoding`
+  offline through :mod:`embtune_core.encoders.models` (``sentence-transformers/all-MiniLM-L6-v2`` loads
+  the packaged copy), or any encoder spec of :mod:`embtune_core.encoders.encoding`
   (``openai:text-embedding-3-small@http://127.0.0.1:8000/v1``); or
 * the same plus ``adapter=<adapter directory>``: the trained adapter transforms *query* vectors
   only (``embed_query``), so ``embed_documents`` returns exactly the base model's vectors and a
@@ -55,9 +55,14 @@ import numpy as np
 from langchain_core.embeddings import Embeddings
 from langchain_core.runnables.config import run_in_executor
 
-from embtune_core.encoding import AdaptedEncoder, EncoderProtocol, encoder_from_spec, parse_encoder_spec
+from embtune_core.encoders.encoding import (
+    AdaptedEncoder,
+    EncoderProtocol,
+    encoder_from_spec,
+    parse_encoder_spec,
+)
+from embtune_core.encoders.models import DEFAULT_MODEL
 from embtune_core.errors import InputError
-from embtune_core.models import DEFAULT_MODEL
 from embtune_core.plugins import get_registry
 
 log = logging.getLogger(__name__)
@@ -83,7 +88,7 @@ class EmbtuneEmbeddings(Embeddings):
             as DocsGPT and ``HuggingFaceEmbeddings`` do). Local sentence-transformers models only.
         **encoder_options: further options for the encoder factory (``query_prompt``...);
             ``document_windows="mean"`` reads documents longer than the model's token limit whole
-            (one token-weighted mean of window vectors each, :mod:`embtune_core.long_documents`).
+            (one token-weighted mean of window vectors each, :mod:`embtune_core.encoders.long_documents`).
 
     Raises:
         InputError: a bad ``batch_size``, a missing model or adapter folder, or an adapter trained
@@ -149,7 +154,7 @@ class EmbtuneEmbeddings(Embeddings):
             self.encoder: EncoderProtocol = self.base_encoder
         else:
             if isinstance(adapter, (str, os.PathLike)):
-                from embtune_core.adapter_io import load_adapter
+                from embtune_core.adapters.adapter_io import load_adapter
 
                 self.adapter_path = os.fspath(adapter)
                 adapter = load_adapter(self.adapter_path)  # AdaptedEncoder checks base and width
@@ -222,13 +227,13 @@ class EmbtuneEmbeddings(Embeddings):
 
     @property
     def adapter(self) -> Any:
-        """The query adapter (:class:`~embtune_core.adapter_io.SavedAdapter`), or None."""
+        """The query adapter (:class:`~embtune_core.adapters.adapter_io.SavedAdapter`), or None."""
         return getattr(self.encoder, "adapter", None) if self.has_adapter else None
 
     def check_index(self, metric: str, *, unit_vectors: bool | None, where: str) -> None:
         """Refuse, in one line, to serve an adapter against an index that ranks by another metric than the
         one it was trained for (``"inner_product"`` or ``"l2"``) over vectors that are not unit length
-        (:meth:`~embtune_core.adapter_io.SavedAdapter.check_index`). ``unit_vectors=None``: judged from the
+        (:meth:`~embtune_core.adapters.adapter_io.SavedAdapter.check_index`). ``unit_vectors=None``: judged from the
         base model's convention, else from one probe document. Nothing to check without an adapter."""
         adapter = self.adapter
         if adapter is None:

@@ -39,7 +39,7 @@ from typing import Any
 from llama_index.core.base.embeddings.base import BaseEmbedding, Embedding
 from pydantic import Field, PrivateAttr
 
-from embtune_core.models import DEFAULT_MODEL
+from embtune_core.encoders.models import DEFAULT_MODEL
 
 __all__ = ["EmbtuneLlamaIndexEmbedding"]
 

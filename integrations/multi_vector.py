@@ -1,7 +1,7 @@
 """MaxP retrieval in LangChain: long documents indexed as windows, returned whole by their best window.
 
 ``embtune evaluate --document-windows max`` scores a document longer than the model's token limit by
-its best window (MaxP, Dai & Callan 2019; :mod:`embtune_core.long_documents`). This module builds
+its best window (MaxP, Dai & Callan 2019; :mod:`embtune_core.encoders.long_documents`). This module builds
 the same thing for a deployment: every document is split into the same windows (the same function,
 the model's own tokenizer), the windows go into an embtune FAISS store
 (:func:`embtune_integrations.faiss_store.build_faiss_store`; GPU when present), and LangChain's own
@@ -65,7 +65,7 @@ def window_retriever(documents: Sequence[Document | str], embeddings: Any, *, k:
     docstring); ``k`` parents per query."""
     from langchain_core.stores import InMemoryStore
 
-    from embtune_core.long_documents import WindowedEncoder, windows_to_search
+    from embtune_core.encoders.long_documents import WindowedEncoder, windows_to_search
     from embtune_integrations.faiss_store import build_faiss_store
 
     base = getattr(embeddings, "base_encoder", None)

@@ -1,6 +1,6 @@
 """Serve a document-side tuned index (``embtune tune-index``, NUDGE-N) in LangChain and DocsGPT.
 
-A tuned index is the same store with some document vectors moved (:mod:`embtune_core.index_tuning`):
+A tuned index is the same store with some document vectors moved (:mod:`embtune_core.retrieval.index_tuning`):
 queries are embedded exactly as before (the base model, or base + query adapter), so anything that
 searches a FAISS store serves it unchanged. This module rewrites the vectors of a store:
 
@@ -64,7 +64,7 @@ def store_corpus(store: Any) -> tuple[list[str], list[str], np.ndarray]:
 
 
 def tune_faiss_store(store: Any, tuned: Any) -> int:
-    """Apply ``tuned`` (a :class:`~embtune_core.index_tuning.TunedIndex`) to ``store``'s vectors in place;
+    """Apply ``tuned`` (a :class:`~embtune_core.retrieval.index_tuning.TunedIndex`) to ``store``'s vectors in place;
     returns how many documents moved. The index is rebuilt with the same type, metric and order."""
     ids, texts, vectors = store_corpus(store)
     new, applied = tuned.apply(ids, texts, vectors)
@@ -92,7 +92,7 @@ def write_tuned_index_file(folder: str | Path, tuned: Any, out: str | Path, *, i
     """A LangChain/DocsGPT store folder (``index.faiss`` + ``index.pkl``) copied to ``out`` with its vectors
     tuned: ``index.pkl`` byte for byte, ``index.faiss`` rewritten; ``ids`` and ``texts`` are the store's, in
     index order (from a trusted load of that folder). Returns how many documents moved."""
-    from embtune_core import atomic
+    from embtune_core.runtime import atomic
 
     faiss = __import__("faiss")
     folder, out = Path(folder), Path(out)

@@ -9,7 +9,7 @@
   ``TwoLayerNN`` without ``add_residual`` is not residual; it is imported with ``residual=False``,
   the one configuration that is not the identity at init and that training refuses.)
 
-Trained with :mod:`embtune_core.adapter_training`, saved with :mod:`embtune_core.adapter_io`.
+Trained with :mod:`embtune_core.adapters.adapter_training`, saved with :mod:`embtune_core.adapters.adapter_io`.
 
 Example::
 
@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from embtune_core.adapter_base import QueryAdapter
+from embtune_core.adapters.adapter_base import QueryAdapter
 from embtune_core.errors import ConfigError
 
 ACTIVATIONS = {

@@ -17,9 +17,9 @@ SentenceSplitter does the same).
   finally single characters, as LangChain's RecursiveCharacterTextSplitter does; measured in
   characters.
 
-Chunk ids are :func:`~embtune_core.documents.stable_id` of (source name, page and start offset, text):
+Chunk ids are :func:`~embtune_core.data.documents.stable_id` of (source name, page and start offset, text):
 re-running on the same documents gives the same ids, from whichever folder they are read (the
-``source_name`` that :func:`~embtune_core.loading.load_documents` sets is relative to the inputs).
+``source_name`` that :func:`~embtune_core.data.loading.load_documents` sets is relative to the inputs).
 
 Example::
 
@@ -42,10 +42,10 @@ from typing import Any
 from tokenizers import Tokenizer as _RawTokenizer
 
 from embtune_core import hookimpl
-from embtune_core.documents import Chunk, Document, stable_id
+from embtune_core.data.documents import Chunk, Document, stable_id
+from embtune_core.data.sentences import sentence_spans
+from embtune_core.encoders.token_limits import model_max_seq_length
 from embtune_core.errors import ConfigError
-from embtune_core.sentences import sentence_spans
-from embtune_core.token_limits import model_max_seq_length
 
 log = logging.getLogger(__name__)
 
@@ -129,7 +129,7 @@ def load_tokenizer(folder: str) -> Any:
     """The model's fast tokenizer: straight from ``tokenizer.json`` when there is one (the
     ``tokenizers`` library imports in a fraction of the time ``transformers`` takes), else through
     ``AutoTokenizer``. Truncation and padding are off: whole documents are tokenized."""
-    from embtune_core.model_modules import input_folder
+    from embtune_core.encoders.model_modules import input_folder
 
     # The module that reads documents: the folder itself, or an asymmetric (Router) model's document route.
     files, module = input_folder(folder, "document")
@@ -165,7 +165,7 @@ class SentenceChunker:
 
     def __init__(self, chunk_size: int | None = None, chunk_overlap: int = 20, model: str | None = None,
                  tokenizer: Any = None, warn_on_truncation: bool = True):
-        from embtune_core.models import DEFAULT_MODEL, resolve
+        from embtune_core.encoders.models import DEFAULT_MODEL, resolve
 
         self.model = model or DEFAULT_MODEL
         if tokenizer is None:

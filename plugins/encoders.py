@@ -1,18 +1,18 @@
 """Built-in encoders: a sentence-transformers model, an OpenAI-compatible embeddings API, any LangChain
 ``Embeddings`` object.
 
-Each factory returns an :class:`embtune_core.encoding.Encoder` (``identity``, ``dimension``,
+Each factory returns an :class:`embtune_core.encoders.encoding.Encoder` (``identity``, ``dimension``,
 ``encode_queries``, ``encode_documents``; float32 ``(n, dimension)`` arrays, unit length by default).
 
 * ``sentence-transformers``: ``factory(model=name_or_path_or_SentenceTransformer, device=None,
   batch_size=32, normalize=True, prompts=True, query_prompt=None, document_prompt=None, truncate_dim=None,
   max_seq_length=None, precision="fp32", backend="torch")``. ``backend`` ``"onnx"`` (the export's default
   file), ``"onnx-fp32"`` or ``"onnx-int8"`` runs the transformer of a folder written by ``embtune export
-  --format onnx`` in ONNX Runtime (:mod:`embtune_core.onnx_export`); the backend and file are part of
+  --format onnx`` in ONNX Runtime (:mod:`embtune_core.encoders.onnx_export`); the backend and file are part of
   the identity, so cached vectors of two backends never mix. ``precision`` ``"bf16"``/``"fp16"`` casts a model loaded
   by name to that dtype (vectors still come back float32) and is part of the identity; the device
   and precision are logged in one line when the model loads.
-  Loaded through :func:`embtune_core.models.load_sentence_transformer` (packaged copies first),
+  Loaded through :func:`embtune_core.encoders.models.load_sentence_transformer` (packaged copies first),
   lazily: a run whose vectors are all in the embedding cache never loads the model. With
   ``prompts=True`` queries use the model's ``"query"`` prompt and documents its ``"document"``
   prompt when it defines them (``encode_query`` / ``encode_document``). With ``prompts=False``
@@ -28,7 +28,7 @@ Each factory returns an :class:`embtune_core.encoding.Encoder` (``identity``, ``
   timeout=60.0, concurrency=1, max_input_tokens=8192, max_request_tokens=300000, tokenizer=None)``.
   Works with OpenAI and any compatible server (vLLM, Ollama,
   llama.cpp, LiteLLM) through ``base_url``. Requests respect OpenAI's documented limits
-  (:mod:`embtune_core.api_limits`): at most ``batch_size`` (and 2,048) inputs and ``max_request_tokens``
+  (:mod:`embtune_core.encoders.api_limits`): at most ``batch_size`` (and 2,048) inputs and ``max_request_tokens``
   tokens each, counted with tiktoken when its encoding is available offline, else as UTF-8 bytes (an
   upper bound). An input over ``max_input_tokens`` is cut to fit, as a local model cuts at its limit,
   and said in one line per call (``token_limit``/``count_over_limit`` report it beforehand, as for
@@ -68,13 +68,19 @@ from typing import Any
 import numpy as np
 
 from embtune_core import hookimpl
-from embtune_core.api_limits import MAX_INPUT_TOKENS, MAX_INPUTS, MAX_REQUEST_TOKENS, TokenCounter, batches
 from embtune_core.config import secret
-from embtune_core.encoder_identity import EncoderIdentity, EncoderOptions
-from embtune_core.encoding import Encoder
+from embtune_core.encoders.api_limits import (
+    MAX_INPUT_TOKENS,
+    MAX_INPUTS,
+    MAX_REQUEST_TOKENS,
+    TokenCounter,
+    batches,
+)
+from embtune_core.encoders.encoder_identity import EncoderIdentity, EncoderOptions
+from embtune_core.encoders.encoding import Encoder
+from embtune_core.encoders.fingerprint import directory_fingerprint
+from embtune_core.encoders.token_limits import set_limit
 from embtune_core.errors import ConfigError, InputError, ServiceError
-from embtune_core.fingerprint import directory_fingerprint
-from embtune_core.token_limits import set_limit
 
 log = logging.getLogger(__name__)
 ENCODER_PRECISIONS = ("fp32", "bf16", "fp16")
@@ -91,7 +97,7 @@ def module_fingerprint(model: Any) -> str:
 
 
 def _own_limit(folder: str | os.PathLike) -> int | None:
-    from embtune_core.token_limits import model_max_seq_length
+    from embtune_core.encoders.token_limits import model_max_seq_length
 
     try:
         return model_max_seq_length(str(folder))
@@ -106,8 +112,8 @@ class SentenceTransformerEncoder(Encoder):
                  normalize: bool = True, prompts: bool = True, query_prompt: str | None = None,
                  document_prompt: str | None = None, truncate_dim: int | None = None,
                  max_seq_length: int | None = None, precision: str = "fp32", backend: str = "torch"):
-        from embtune_core.models import DEFAULT_MODEL, resolve
-        from embtune_core.onnx_export import BACKENDS
+        from embtune_core.encoders.models import DEFAULT_MODEL, resolve
+        from embtune_core.encoders.onnx_export import BACKENDS
 
         if backend not in BACKENDS:
             raise ConfigError(f"backend must be one of {', '.join(BACKENDS)}, got '{backend}'", field="backend")
@@ -136,7 +142,7 @@ class SentenceTransformerEncoder(Encoder):
             content = (f"files={directory_fingerprint(resolution.target)}" if resolution.is_local
                        else f"hub={self.name}")
             if resolution.is_local:  # a LoRA adapter folder's vectors depend on its base model's files too
-                from embtune_core.lora import base_fingerprint
+                from embtune_core.encoders.lora import base_fingerprint
 
                 base = base_fingerprint(resolution.target)
                 content += f"+base:{base}" if base else ""
@@ -150,19 +156,19 @@ class SentenceTransformerEncoder(Encoder):
                 set_limit(model, self.max_seq_length, self.name)
             # In memory the limit is whatever its owner set: always part of the identity (the weight
             # hash does not cover it), and compared as a number by adapters (SavedAdapter.check_base).
-            from embtune_core.model_modules import token_limit
+            from embtune_core.encoders.model_modules import token_limit
 
             self.max_seq_length = token_limit(model)  # None: a model that reads texts whole
             self._weights = module_fingerprint(model)
             content = f"weights={self._weights}"
-        # The options and identity, typed (embtune_core.encoder_identity); the identity's text is the cache key.
+        # The options and identity, typed (embtune_core.encoders.encoder_identity); the identity's text is the cache key.
         self.options = EncoderOptions(normalize=self.normalize, prompts=self.prompts, query_prompt=query_prompt,
                                       document_prompt=document_prompt, truncate_dim=truncate_dim,
                                       max_seq_length=self.max_seq_length, precision=self.precision,
                                       backend=self.backend)
         backend_file = None
         if self.backend != "torch":
-            from embtune_core.onnx_export import backend_file as onnx_backend_file
+            from embtune_core.encoders.onnx_export import backend_file as onnx_backend_file
 
             backend_file = onnx_backend_file(self.name, self.backend, self._model)
         self.encoder_identity = EncoderIdentity("sentence-transformers", content,
@@ -172,10 +178,10 @@ class SentenceTransformerEncoder(Encoder):
     @property
     def model(self):
         if self._model is None:
-            from embtune_core.models import load_sentence_transformer
+            from embtune_core.encoders.models import load_sentence_transformer
 
             if self.backend != "torch":
-                from embtune_core.onnx_export import load_backend_model
+                from embtune_core.encoders.onnx_export import load_backend_model
 
                 self._model = load_backend_model(self.name, self.backend)
             else:
@@ -208,14 +214,14 @@ class SentenceTransformerEncoder(Encoder):
     def token_limit(self) -> int | None:
         """Tokens the model reads of each text (its ``max_seq_length``, or a static model's tokenizer
         truncation); the rest is cut. None: the model reads texts whole."""
-        from embtune_core.model_modules import token_limit
+        from embtune_core.encoders.model_modules import token_limit
 
         return token_limit(self.model)
 
     def count_over_limit(self, texts: list[str], kind: str) -> tuple[int, int | None]:
         """(texts longer than :attr:`token_limit`, the limit), counted with the model's tokenizer
-        and the prompt ``kind`` gets; see :mod:`embtune_core.token_limits`."""
-        from embtune_core.token_limits import count_over
+        and the prompt ``kind`` gets; see :mod:`embtune_core.encoders.token_limits`."""
+        from embtune_core.encoders.token_limits import count_over
 
         prompt = self.query_prompt if kind == "query" else self.document_prompt
         if not self.prompts and prompt is None:
@@ -254,7 +260,7 @@ class SentenceTransformerEncoder(Encoder):
                 "query_prompt": used("query", query_prompt), "document_prompt": used("document", document_prompt)}
 
     def _encode(self, texts: list[str], kind: str) -> np.ndarray:
-        from embtune_core.token_prefix import readable_texts
+        from embtune_core.encoders.token_prefix import readable_texts
 
         prompt = self.query_prompt if kind == "query" else self.document_prompt
         texts = readable_texts(self.model, texts)  # the tokens the model reads, never a long text tokenised whole
@@ -310,7 +316,7 @@ class OpenAIEncoder(Encoder):
         self._client = openai.OpenAI(base_url=self.base_url, api_key=key or "not-needed",
                                      max_retries=self.max_retries, timeout=timeout)
         self._dimension = self.dimensions
-        from embtune_core.secrets_scrub import scrub
+        from embtune_core.runtime.secrets_scrub import scrub
 
         # Credentials in the URL change no vector: the identity (cache key, reports) never holds them.
         settings = [("model", model), ("base_url", scrub(self.base_url)), ("normalize", str(self.normalize))]
@@ -345,7 +351,7 @@ class OpenAIEncoder(Encoder):
         self._client = openai.OpenAI(base_url=self.base_url, api_key=key or "not-needed",
                                      max_retries=self.max_retries, timeout=settings["timeout"])
 
-    # -- tokens: OpenAI's documented limits (embtune_core.api_limits) ----------------------------------
+    # -- tokens: OpenAI's documented limits (embtune_core.encoders.api_limits) ----------------------------------
     @property
     def counter(self) -> TokenCounter:
         """How tokens are counted (tiktoken's encoding, or the UTF-8 byte bound)."""
@@ -371,8 +377,8 @@ class OpenAIEncoder(Encoder):
 
     def split_windows(self, texts: list[str]) -> Any:
         """``texts`` as windows that fit :attr:`token_limit` with the document prefix (``document_windows``,
-        :mod:`embtune_core.long_documents`); weights are token counts (bytes with the byte bound)."""
-        from embtune_core.long_documents import Windows
+        :mod:`embtune_core.encoders.long_documents`); weights are token counts (bytes with the byte bound)."""
+        from embtune_core.encoders.long_documents import Windows
 
         budget = (self.max_input_tokens or MAX_INPUT_TOKENS) - (self.counter.count([self.document_prefix])[0]
                                                                 if self.document_prefix else 0)

@@ -2,7 +2,7 @@
 
 Each factory takes keyword options and returns an object with
 ``evaluate(ranking: Ranking, dataset: QADataset) -> dict``: ``ranking`` (an
-:class:`embtune_core.metrics.Ranking`) holds the ranked corpus positions per query, best first;
+:class:`embtune_core.scoring.metrics.Ranking`) holds the ranked corpus positions per query, best first;
 the result maps metric names to their mean over the ranked queries that have a relevant document,
 and ``per_query`` to {metric: [score per query]} aligned with ``query_ids``.
 
@@ -20,9 +20,10 @@ from typing import Any
 
 import numpy as np
 
-from embtune_core import hookimpl, stats
-from embtune_core import metrics as M
+from embtune_core import hookimpl
 from embtune_core.errors import ConfigError
+from embtune_core.scoring import metrics as M
+from embtune_core.scoring import stats
 
 
 def _hits(ranking: M.Ranking, dataset, needed_depth: int) -> tuple[np.ndarray, np.ndarray, list[str]]:
@@ -95,7 +96,7 @@ class Significance:
 
     Computes ``metric`` (default ``ndcg@10``; any key of ``ir-metrics`` or ``hit_rate@k``/``mrr@k``)
     per query for both, then the mean difference with its bootstrap CI, a sign-flip randomisation
-    test and scipy's paired t-test (see :mod:`embtune_core.stats`).
+    test and scipy's paired t-test (see :mod:`embtune_core.scoring.stats`).
 
     Options: ``baseline`` (a Ranking, required), ``metric``, ``confidence`` (0.95), ``seed`` (0).
     """

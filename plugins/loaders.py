@@ -1,6 +1,6 @@
 """Built-in document loaders: PDF (pypdf), plain text, Markdown and JSON Lines.
 
-Each loader reads one file and returns :class:`~embtune_core.documents.Document` objects whose
+Each loader reads one file and returns :class:`~embtune_core.data.documents.Document` objects whose
 ``metadata`` holds at least ``source`` (the path) and ``file_name``; PDFs give one document per
 page with ``page`` (1-based) and ``total_pages``. A file that cannot be read raises
 :class:`~embtune_core.errors.InputError` naming the file and the problem: empty, binary, not
@@ -27,8 +27,9 @@ import re
 from pathlib import Path
 from typing import Any
 
-from embtune_core import hookimpl, textfiles
-from embtune_core.documents import Document
+from embtune_core import hookimpl
+from embtune_core.data import textfiles
+from embtune_core.data.documents import Document
 from embtune_core.errors import InputError
 
 log = logging.getLogger(__name__)

@@ -2,7 +2,7 @@
 
 A :class:`LossStrategy` declares the data format it needs (``pairs``, ``triplets``,
 ``labelled-pairs`` or ``scored-pairs``), builds that format from a
-:class:`~embtune_core.dataset.QADataset` (using mined ``negatives`` or ``scores`` where it needs
+:class:`~embtune_core.data.dataset.QADataset` (using mined ``negatives`` or ``scores`` where it needs
 them) and builds the sentence-transformers loss for a model. The user never reshapes data by hand;
 a dataset lacking what a strategy needs is refused before any training starts, with a one-line
 message saying how to get it.
@@ -22,12 +22,12 @@ cosine              scored-pairs      CosineSimilarityLoss (``scores``, else lab
 triplet             triplets          TripletLoss (needs negatives)
 ==================  ================  ======================================================
 
-The contract (:class:`~embtune_core.losses.LossStrategy`) and the Matryoshka wrapper live in
-:mod:`embtune_core.losses`; any strategy here can be wrapped with
-:func:`~embtune_core.losses.create_strategy`::
+The contract (:class:`~embtune_core.finetuning.losses.LossStrategy`) and the Matryoshka wrapper live in
+:mod:`embtune_core.finetuning.losses`; any strategy here can be wrapped with
+:func:`~embtune_core.finetuning.losses.create_strategy`::
 
-    from embtune_core.dataset import QADataset
-    from embtune_core.losses import create_strategy
+    from embtune_core.data.dataset import QADataset
+    from embtune_core.finetuning.losses import create_strategy
 
     strategy = create_strategy("mnrl", matryoshka_dims=[384, 256, 128, 64])
     train_dataset = strategy.build_dataset(QADataset.load("train_dataset.json"))
@@ -42,9 +42,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from embtune_core import hookimpl
-from embtune_core.dataset import QADataset
+from embtune_core.data.dataset import QADataset
 from embtune_core.errors import ConfigError, DatasetError
-from embtune_core.losses import HOW_TO_GET_NEGATIVES, LossStrategy, has_negatives, pair_columns
+from embtune_core.finetuning.losses import HOW_TO_GET_NEGATIVES, LossStrategy, has_negatives, pair_columns
 
 
 def _usable_negatives(qa: QADataset, qid: str, per_query: int) -> tuple[list[str], int, int]:
@@ -117,7 +117,7 @@ class _InBatchNegatives(LossStrategy):
                               field="mini_batch_size")
         self.use_negatives = use_negatives
         self.needs_negatives = use_negatives is True
-        # "auto": chosen from the memory available when training starts (embtune_core.memory_plan);
+        # "auto": chosen from the memory available when training starts (embtune_core.finetuning.memory_plan);
         # gradient_cache says whether the batch is embedded in mini-batches (GradCache) or at once.
         self.mini_batch_size = mini_batch_size
         self.gradient_cache = self.always_cache
@@ -185,7 +185,7 @@ class CachedMNRLStrategy(MNRLStrategy):
     """CachedMultipleNegativesRankingLoss: MNRL with GradCache, so a large batch fits small memory.
 
     Same inputs and objective as ``mnrl``; the batch is embedded ``mini_batch_size`` rows at a time
-    (``"auto"``: as many as the memory available allows, :mod:`embtune_core.memory_plan`). ``mnrl``
+    (``"auto"``: as many as the memory available allows, :mod:`embtune_core.finetuning.memory_plan`). ``mnrl``
     switches to GradCache by itself when the batch does not fit; this one always uses it.
     """
 
@@ -211,7 +211,7 @@ class GISTStrategy(_InBatchNegatives):
         from sentence_transformers.sentence_transformer.losses import GISTEmbedLoss
 
         if self.guide:
-            from embtune_core.models import load_sentence_transformer
+            from embtune_core.encoders.models import load_sentence_transformer
 
             guide = load_sentence_transformer(self.guide, device=str(model.device))
         else:
@@ -422,7 +422,7 @@ class LossOptions:
 @dataclass
 class InBatchNegativesOptions(LossOptions):
     use_negatives: str | bool = "auto"  # "auto", true (triplets) or false (pairs)
-    # texts embedded at a time (GradCache); "auto": chosen from the memory available (embtune_core.memory_plan)
+    # texts embedded at a time (GradCache); "auto": chosen from the memory available (embtune_core.finetuning.memory_plan)
     mini_batch_size: int | str = "auto"
 
 

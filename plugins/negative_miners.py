@@ -38,9 +38,9 @@ from typing import Any
 import numpy as np
 
 from embtune_core import hookimpl
-from embtune_core.dataset import QADataset
+from embtune_core.data.dataset import QADataset
 from embtune_core.errors import ConfigError
-from embtune_core.search import exact_search, normalize
+from embtune_core.retrieval.search import exact_search, normalize
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +52,7 @@ def as_encoder(encoder: Any) -> Any:
     from embtune_core.plugins import get_registry
 
     if isinstance(encoder, str):
-        from embtune_core.encoding import encoder_from_spec
+        from embtune_core.encoders.encoding import encoder_from_spec
 
         return encoder_from_spec(encoder)
     return get_registry().create("encoders", "sentence-transformers", model=encoder)
@@ -60,7 +60,7 @@ def as_encoder(encoder: Any) -> Any:
 
 def _embed(encoder: Any, texts: list[str], kind: str, use_cache: bool) -> np.ndarray:
     if use_cache and getattr(encoder, "identity", None):
-        from embtune_core.embedding_cache import EmbeddingCache
+        from embtune_core.encoders.embedding_cache import EmbeddingCache
 
         return EmbeddingCache().embed(encoder, texts, kind=kind)
     method = encoder.encode_queries if kind == "query" else encoder.encode_documents
@@ -104,7 +104,7 @@ class EmbeddingRankMiner:
         return float(limit)
 
     def mine(self, dataset: QADataset, encoder: Any) -> QADataset:
-        from embtune_core import token_limits
+        from embtune_core.encoders import token_limits
 
         encoder = as_encoder(encoder)
         qids = [q for q in dataset.queries if dataset.relevant_docs.get(q)]

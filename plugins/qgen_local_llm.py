@@ -34,12 +34,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from embtune_core.dataset import QADataset
-from embtune_core.documents import Chunk
+from embtune_core.data.dataset import QADataset
+from embtune_core.data.documents import Chunk
+from embtune_core.data.qgen import Journal, dataset_from_questions, parse_questions
+from embtune_core.data.question_filter import count_reasons, filter_questions
 from embtune_core.errors import ConfigError
-from embtune_core.progress import progress
-from embtune_core.qgen import Journal, dataset_from_questions, parse_questions
-from embtune_core.question_filter import count_reasons, filter_questions
+from embtune_core.runtime.progress import progress
 
 log = logging.getLogger(__name__)
 

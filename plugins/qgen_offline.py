@@ -25,12 +25,12 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 
-from embtune_core.dataset import QADataset
-from embtune_core.documents import Chunk, stable_id
+from embtune_core.data.dataset import QADataset
+from embtune_core.data.documents import Chunk, stable_id
+from embtune_core.data.qgen import corpus_metadata, query_id
+from embtune_core.data.sentences import sentence_spans, word_count
 from embtune_core.errors import ConfigError
-from embtune_core.progress import progress
-from embtune_core.qgen import corpus_metadata, query_id
-from embtune_core.sentences import sentence_spans, word_count
+from embtune_core.runtime.progress import progress
 
 log = logging.getLogger(__name__)
 _WORD = re.compile(r"\S+")

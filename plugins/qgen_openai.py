@@ -9,7 +9,7 @@ llama.cpp server) given by ``model``, ``base_url`` and an API key taken from the
   question and paraphrase, that stand on their own, answered as JSON); override it with a template
   holding ``{context_str}`` and ``{num_questions_per_chunk}``.
 * Filter: questions that refer to "the passage" or copy a sentence of the chunk are dropped and
-  counted (:mod:`embtune_core.question_filter`; ``filter=False`` keeps them).
+  counted (:mod:`embtune_core.data.question_filter`; ``filter=False`` keeps them).
 * Parsing survives numbered lists, bullets, "Q1:" labels, Markdown bold, quotes, ``<think>``
   blocks and preamble lines such as "Here are two questions:" (llama_index issues 16745, 10089).
 * Up to ``concurrency`` requests in flight (asyncio); each is retried on 429, 408/409, 5xx,
@@ -44,12 +44,12 @@ from pathlib import Path
 from typing import Any
 
 from embtune_core.config import secret
-from embtune_core.dataset import QADataset
-from embtune_core.documents import Chunk
+from embtune_core.data.dataset import QADataset
+from embtune_core.data.documents import Chunk
+from embtune_core.data.qgen import Journal, dataset_from_questions, parse_questions
+from embtune_core.data.question_filter import count_reasons, filter_questions
 from embtune_core.errors import ConfigError, ServiceError
-from embtune_core.progress import progress
-from embtune_core.qgen import Journal, dataset_from_questions, parse_questions
-from embtune_core.question_filter import count_reasons, filter_questions
+from embtune_core.runtime.progress import progress
 
 log = logging.getLogger(__name__)
 
@@ -106,7 +106,7 @@ class OpenAIQuestionGenerator:
         prompt: template with ``{context_str}`` and ``{num_questions_per_chunk}`` (default: embtune's
             own, :data:`DEFAULT_PROMPT`).
         filter: drop questions that refer to "the passage" or copy the chunk
-            (:mod:`embtune_core.question_filter`); counted in ``last_report["dropped_questions"]``.
+            (:mod:`embtune_core.data.question_filter`); counted in ``last_report["dropped_questions"]``.
         system_prompt: optional system message.
         concurrency: requests in flight at once.
         max_retries: retries per call after the first attempt. Transport faults (429, 408, 409, 5xx,
@@ -175,7 +175,7 @@ class OpenAIQuestionGenerator:
         return hashlib.sha256(payload.encode("utf-8")).hexdigest()
 
     def _scrub(self, message: str) -> str:
-        from embtune_core.secrets_scrub import register, scrub
+        from embtune_core.runtime.secrets_scrub import register, scrub
 
         if self.api_key and self.api_key != "EMPTY":
             register(self.api_key)

@@ -33,7 +33,7 @@ def shared_data() -> Path:
 
 @pytest.fixture(scope="session")
 def minilm_path() -> str:
-    from embtune_core.models import resolve
+    from embtune_core.encoders.models import resolve
 
     resolution = resolve("sentence-transformers/all-MiniLM-L6-v2")
     if not resolution.is_local:

@@ -15,17 +15,17 @@ import pytest
 import torch
 from openai_server import OpenAIServer
 
-from embtune_core.adapter_io import load_adapter
-from embtune_core.adapter_training import (
+from embtune_core.adapters.adapter_io import load_adapter
+from embtune_core.adapters.adapter_training import (
     AdapterTrainingConfig,
     no_duplicate_batches,
     split_for_validation,
     train_adapter,
 )
 from embtune_core.cli import main
-from embtune_core.dataset import QADataset
-from embtune_core.embedding_cache import EmbeddingCache
-from embtune_core.encoding import AdaptedEncoder, encoder_from_spec
+from embtune_core.data.dataset import QADataset
+from embtune_core.encoders.embedding_cache import EmbeddingCache
+from embtune_core.encoders.encoding import AdaptedEncoder, encoder_from_spec
 from embtune_core.errors import ConfigError, InputError
 
 
@@ -195,7 +195,7 @@ def test_matryoshka_adapter_never_loses_to_the_base_at_any_listed_width(tmp_path
 
 
 def test_an_epoch_that_loses_at_one_width_is_never_kept():
-    from embtune_core.adapter_training import EpochChoice
+    from embtune_core.adapters.adapter_training import EpochChoice
 
     base = {"mrr@10@dim64": 0.5, "mrr@10@dim8": 0.2}
     choice = EpochChoice(base, "mrr@10", [64, 8], patience=4)
@@ -210,7 +210,7 @@ def test_patience_follows_the_mean_not_the_gate():
     """Epochs that trail the base at one width while the mean over the widths climbs are progress:
     training goes on and keeps the first epoch that passes the gate (the quickstart's adapter had
     stopped at the identity after four such epochs)."""
-    from embtune_core.adapter_training import EpochChoice
+    from embtune_core.adapters.adapter_training import EpochChoice
 
     base = {"mrr@10@dim64": 0.5, "mrr@10@dim8": 0.2}
     choice = EpochChoice(base, "mrr@10", [64, 8], patience=2)

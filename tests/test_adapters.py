@@ -10,8 +10,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from embtune_core.adapter_base import QueryAdapter, check_identity_at_init
-from embtune_core.adapter_io import (
+from embtune_core.adapters.adapter_base import QueryAdapter, check_identity_at_init
+from embtune_core.adapters.adapter_io import (
     CONFIG_NAME,
     WEIGHTS_NAME,
     AdapterConfig,
@@ -20,7 +20,7 @@ from embtune_core.adapter_io import (
     load_adapter,
     save_adapter,
 )
-from embtune_core.encoding import AdaptedEncoder
+from embtune_core.encoders.encoding import AdaptedEncoder
 from embtune_core.errors import ConfigError, InputError, PluginError
 from embtune_core.plugins import get_registry
 

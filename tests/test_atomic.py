@@ -11,11 +11,11 @@ import time
 
 import pytest
 
-from embtune_core import atomic
+from embtune_core.runtime import atomic
 
 WRITER = """
 import sys
-from embtune_core import atomic
+from embtune_core.runtime import atomic
 path = sys.argv[1]
 i = 0
 while True:
@@ -25,7 +25,7 @@ while True:
 
 DIR_WRITER = """
 import sys, pathlib
-from embtune_core import atomic
+from embtune_core.runtime import atomic
 path = sys.argv[1]
 i = 0
 while True:

@@ -10,8 +10,8 @@ from openai_server import OpenAIServer
 from test_loaders import bad_files, make_pdf
 
 from embtune_core.cli import main
-from embtune_core.dataset import QADataset
-from embtune_core.splitting import check_no_leakage
+from embtune_core.data.dataset import QADataset
+from embtune_core.data.splitting import check_no_leakage
 
 TOPICS = ["revenue", "drivers", "insurance", "bikes", "scooters", "autonomy"]
 
@@ -163,7 +163,7 @@ def test_lyft_10k_load_chunk_ict(shared_data, minilm_path, tmp_path):
     """The Lyft 2021 10-K: load, chunk (256 MiniLM tokens), ICT-generate. Target: under 2 minutes on 2 cores."""
     import re
 
-    from embtune_core.loading import load_documents
+    from embtune_core.data.loading import load_documents
     from embtune_core.plugins import get_registry
 
     started = time.perf_counter()

@@ -10,10 +10,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from embtune_core.documents import Document
+from embtune_core.data.documents import Document
+from embtune_core.data.sentences import sentence_spans
 from embtune_core.errors import ConfigError
 from embtune_core.plugins import get_registry
-from embtune_core.sentences import sentence_spans
 from embtune_plugins.chunkers import RecursiveChunker, SentenceChunker
 
 WORDS = ["revenue", "Lyft", "drivers", "riders", "grew", "in", "2021", "the", "net", "loss", "was",
@@ -123,8 +123,8 @@ def test_default_chunk_size_fits_the_model(minilm_path):
         warnings.simplefilter("error")
         chunker = get_registry().create("chunkers", "sentence", model=minilm_path)
     assert chunker.chunk_size == 254 and chunker.chunk_overlap == 20
-    from embtune_core.models import load_sentence_transformer
-    from embtune_core.token_limits import count_over
+    from embtune_core.encoders.models import load_sentence_transformer
+    from embtune_core.encoders.token_limits import count_over
 
     text = " ".join(f"Sentence {i} is about revenue and rides." for i in range(200))
     chunks = chunker.chunk([Document(text, {"source": "long.txt"})])

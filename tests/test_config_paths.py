@@ -11,8 +11,8 @@ import sys
 from pathlib import Path
 
 from embtune_core.config_paths import resolve_encoder, resolve_table
-from embtune_core.dataset import QADataset
-from embtune_core.portable import portable
+from embtune_core.data.dataset import QADataset
+from embtune_core.publishing.portable import portable
 
 
 def _data(n: int = 8) -> QADataset:
@@ -86,7 +86,7 @@ def test_adapter_config_and_portable_values():
 
 
 def test_saved_adapter_names_no_absolute_path(tmp_path):
-    from embtune_core.adapter_io import AdapterConfig, save_adapter
+    from embtune_core.adapters.adapter_io import AdapterConfig, save_adapter
     from embtune_plugins.adapter_modules import LinearAdapter
 
     config = AdapterConfig("linear", 8, {}, base_encoder_name=str(tmp_path / "models" / "base"),

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from embtune_core.dataset import QADataset, load_any, load_beir, load_pairs
+from embtune_core.data.dataset import QADataset, load_any, load_beir, load_pairs
 from embtune_core.errors import DatasetError
 
 

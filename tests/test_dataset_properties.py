@@ -7,8 +7,8 @@ import json
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from embtune_core.dataset import QADataset
-from embtune_core.textfiles import is_blank
+from embtune_core.data.dataset import QADataset
+from embtune_core.data.textfiles import is_blank
 
 ids = st.text(min_size=1, max_size=12)
 # A valid text is one the validator accepts: not blank by its own definition (whitespace and invisible

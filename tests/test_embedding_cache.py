@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from embtune_core.embedding_cache import EmbeddingCache
+from embtune_core.encoders.embedding_cache import EmbeddingCache
 from embtune_core.errors import InputError
 
 
@@ -110,7 +110,7 @@ def _child(tmp_path: Path, root: Path, texts: list[str], delay: float, shard_siz
         import sys
         sys.path.insert(0, {str(tmp_path)!r})
         from counting_encoder import CountingEncoder
-        from embtune_core.embedding_cache import EmbeddingCache
+        from embtune_core.encoders.embedding_cache import EmbeddingCache
         EmbeddingCache({str(root)!r}, shard_size={shard_size}).embed(
             CountingEncoder(delay={delay}), {texts!r}, kind="document")
     ''')

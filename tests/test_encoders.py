@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from openai_server import OpenAIServer, hashed_bag_of_words
 
-from embtune_core.encoding import EncoderProtocol, encoder_from_spec, parse_encoder_spec
+from embtune_core.encoders.encoding import EncoderProtocol, encoder_from_spec, parse_encoder_spec
 from embtune_core.errors import EXIT_SERVICE, InputError, ServiceError
 from embtune_core.plugins import get_registry
 
@@ -171,8 +171,8 @@ def test_langchain_encoder_wraps_any_embeddings_object():
 def test_identity_text_is_the_one_caches_were_keyed_by(tiny_model_dir, monkeypatch):
     """The typed identity turns into exactly the text the encoders wrote before it existed (the
     embedding cache's key and what adapters and stores record), so existing caches stay valid."""
-    from embtune_core.embedding_cache import identity_dir_name
-    from embtune_core.fingerprint import directory_fingerprint
+    from embtune_core.encoders.embedding_cache import identity_dir_name
+    from embtune_core.encoders.fingerprint import directory_fingerprint
 
     files = f"files={directory_fingerprint(tiny_model_dir)}"
     registry = get_registry()
@@ -214,8 +214,8 @@ def test_identity_text_is_the_one_caches_were_keyed_by(tiny_model_dir, monkeypat
 
 
 def test_options_and_identity_are_typed_and_read_back_from_their_text(tiny_model_dir):
-    from embtune_core.encoder_identity import EncoderIdentity, EncoderOptions, describe, identity_of
-    from embtune_core.long_documents import wrap
+    from embtune_core.encoders.encoder_identity import EncoderIdentity, EncoderOptions, describe, identity_of
+    from embtune_core.encoders.long_documents import wrap
 
     encoder = get_registry().create("encoders", "sentence-transformers", model=tiny_model_dir, prompts=False,
                                     query_prompt="q: 'x'", max_seq_length=8)
@@ -243,8 +243,8 @@ def test_options_and_identity_are_typed_and_read_back_from_their_text(tiny_model
 
 
 def test_backend_of_reads_the_typed_identity():
-    from embtune_core.encoder_identity import EncoderIdentity, EncoderOptions
-    from embtune_core.report_backend import backend_of
+    from embtune_core.encoders.encoder_identity import EncoderIdentity, EncoderOptions
+    from embtune_core.reporting.report_backend import backend_of
 
     onnx = EncoderIdentity("sentence-transformers", "files=ab",
                            EncoderOptions(backend="onnx-int8").identity_settings("onnx/model_qint8_avx512_vnni.onnx"))

@@ -8,9 +8,10 @@ import json
 import numpy as np
 import pytest
 
-from embtune_core.dataset import QADataset
-from embtune_core.embedding_cache import EmbeddingCache
-from embtune_core.evaluation import (
+from embtune_core.data.dataset import QADataset
+from embtune_core.encoders.embedding_cache import EmbeddingCache
+from embtune_core.retrieval.search import exact_search
+from embtune_core.scoring.evaluation import (
     MetricSettings,
     RetrievalTask,
     System,
@@ -19,8 +20,7 @@ from embtune_core.evaluation import (
     training_evaluator,
     truncate,
 )
-from embtune_core.metrics import Ranking
-from embtune_core.search import exact_search
+from embtune_core.scoring.metrics import Ranking
 
 TOPICS = ["revenue", "drivers", "insurance", "litigation", "autonomous", "pandemic", "freight", "tax",
           "marketing", "headcount", "bikes", "scooters", "airports", "tipping", "safety", "privacy"]
@@ -68,7 +68,7 @@ def test_metrics_agree_with_sentence_transformers_on_the_same_model(tiny_model_d
     from sentence_transformers import SentenceTransformer
     from sentence_transformers.sentence_transformer.evaluation import InformationRetrievalEvaluator
 
-    from embtune_core.encoding import encoder_from_spec
+    from embtune_core.encoders.encoding import encoder_from_spec
 
     dataset = small_dataset()
     model = SentenceTransformer(tiny_model_dir, device="cpu")
@@ -128,7 +128,7 @@ def test_repeated_evaluation_is_served_from_the_cache(tmp_path):
 def test_identity_adapter_matches_base_and_a_bad_adapter_is_worse(tmp_path):
     import torch
 
-    from embtune_core.adapter_io import SavedAdapter
+    from embtune_core.adapters.adapter_io import SavedAdapter
 
     encoder = HashingEncoder()
     identity = SavedAdapter.wrap(torch.nn.Identity(), dimension=encoder.dimension)
@@ -248,7 +248,7 @@ def test_significance_plugin_and_shallow_ranking_error():
 # --- CLI ----------------------------------------------------------------------------------------------
 def test_system_spec_syntax():
     from embtune_core.errors import ConfigError
-    from embtune_core.systems import parse_system
+    from embtune_core.retrieval.systems import parse_system
 
     spec = parse_system("base=model:sentence-transformers/all-MiniLM-L6-v2")
     assert (spec.name, spec.encoder_spec, spec.adapter_dir) == ("base", "st:sentence-transformers/all-MiniLM-L6-v2",

@@ -19,8 +19,8 @@ from corpora import topic_corpus
 from openai_server import OpenAIServer
 from test_pipeline import PLANTED_KEY, _config, _finish, _start, interruptible_cli
 
-from embtune_core import atomic
-from embtune_core.dataset import QADataset
+from embtune_core.data.dataset import QADataset
+from embtune_core.runtime import atomic
 
 
 def _embtune(*argv: str, env: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
@@ -186,7 +186,7 @@ def test_replacing_a_model_folder_reruns_its_stages(tmp_path, tiny_model_dir):
 def test_second_writer_is_refused_naming_the_holder_and_dead_holders_are_taken_over(tmp_path, tiny_model_dir):
     run_dir = tmp_path / "run"
     holder = subprocess.Popen([sys.executable, "-c", (
-        "import sys, time; from embtune_core.locking import hold\n"
+        "import sys, time; from embtune_core.runtime.locking import hold\n"
         f"with hold({str(run_dir / '.embtune.lock')!r}, subject='x', what='run folder'):\n"
         "    print('held', flush=True); time.sleep(120)")], stdout=subprocess.PIPE, text=True)
     assert holder.stdout.readline().strip() == "held"
@@ -200,7 +200,7 @@ def test_second_writer_is_refused_naming_the_holder_and_dead_holders_are_taken_o
            in refused.stderr
     holder.send_signal(signal.SIGKILL)  # dies holding it: the kernel frees the lock
     holder.wait()
-    from embtune_core.locking import hold
+    from embtune_core.runtime.locking import hold
 
     with hold(run_dir / ".embtune.lock", subject=run_dir, what="run folder"):
         pass
@@ -414,11 +414,11 @@ def test_train_loss_of_a_resumed_run_equals_the_uninterrupted_one(tiny_model_dir
 
 
 def test_two_trainings_cannot_share_a_checkpoint_folder(tiny_model_dir, tmp_path):
-    from embtune_core.locking import lock_path_for_output
+    from embtune_core.runtime.locking import lock_path_for_output
 
     checkpoints = tmp_path / "ck"
     holder = subprocess.Popen([sys.executable, "-c", (
-        "import time; from embtune_core.locking import hold\n"
+        "import time; from embtune_core.runtime.locking import hold\n"
         f"with hold({str(lock_path_for_output(checkpoints))!r}, subject='x', what='--checkpoint-dir'):\n"
         "    print('held', flush=True); time.sleep(120)")], stdout=subprocess.PIPE, text=True)
     assert holder.stdout.readline().strip() == "held"
@@ -442,7 +442,7 @@ def test_replacing_a_symlinked_output_leaves_no_link_behind(tmp_path):
 
 
 def test_credentials_never_reach_run_folder_files(tmp_path):
-    from embtune_core.rundir import RunDir
+    from embtune_core.runtime.rundir import RunDir
 
     run = RunDir(tmp_path / "run")
     url = f"http://user:{PLANTED_KEY}@127.0.0.1:9/v1"
@@ -456,7 +456,7 @@ def test_credentials_never_reach_run_folder_files(tmp_path):
 
 
 def test_small_change_in_a_big_file_changes_the_fingerprint(tmp_path):
-    from embtune_core import fingerprint
+    from embtune_core.encoders import fingerprint
 
     folder = tmp_path / "model"
     folder.mkdir()

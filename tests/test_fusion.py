@@ -1,4 +1,4 @@
-"""Tuned hybrid fusion (embtune_core.fusion): weighted RRF ranks exactly as LangChain's EnsembleRetriever,
+"""Tuned hybrid fusion (embtune_core.retrieval.fusion): weighted RRF ranks exactly as LangChain's EnsembleRetriever,
 convex fusion as Weaviate's relativeScoreFusion defines it, BM25's zero scores are never retrieved, and the
 choice on held-out queries keeps the untuned hybrid unless another fusion is strictly better."""
 
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from embtune_core.errors import ConfigError
-from embtune_core.fusion import Fusion, candidates, choose_fusion, fuse
+from embtune_core.retrieval.fusion import Fusion, candidates, choose_fusion, fuse
 
 
 def _random_rankings(rng, n_queries=30, n_docs=25, depth=12):

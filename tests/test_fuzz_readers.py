@@ -12,9 +12,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from embtune_core.config import load_config
-from embtune_core.dataset import QADataset, load_any, load_pairs
+from embtune_core.data.dataset import QADataset, load_any, load_pairs
+from embtune_core.data.loading import load_documents
 from embtune_core.errors import EmbtuneError
-from embtune_core.loading import load_documents
 
 FUZZ = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from embtune_core.dataset import QADataset, load_split
+from embtune_core.data.dataset import QADataset, load_split
 from embtune_core.errors import DatasetError, InputError
 
 WORDS = ["revenue", "riders", "drivers", "insurance", "autonomous", "vehicles", "marketplace", "bookings",
@@ -40,9 +40,9 @@ def _run(*argv: str, env: dict | None = None, cwd: Path | None = None) -> subpro
 
 # --- 1. truncation at the token limit is counted, warned once and recorded --------------------------
 def test_truncation_is_warned_counted_and_recorded(tiny_model_dir, tmp_path, caplog):
-    from embtune_core.encoding import encoder_from_spec
-    from embtune_core.evaluation import System, evaluate_systems
-    from embtune_core.report import report_html, report_json
+    from embtune_core.encoders.encoding import encoder_from_spec
+    from embtune_core.reporting.report import report_html, report_json
+    from embtune_core.scoring.evaluation import System, evaluate_systems
 
     dataset = _qa(6, words=300)  # ~300+ tokens each; the tiny model reads 128
     encoder = encoder_from_spec(f"st:{tiny_model_dir}")
@@ -59,7 +59,7 @@ def test_truncation_is_warned_counted_and_recorded(tiny_model_dir, tmp_path, cap
 
 
 def test_truncation_shown_in_train_summary_and_model_card(tiny_model_dir, tmp_path, caplog):
-    from embtune_core.training import TrainSettings, train
+    from embtune_core.finetuning.training import TrainSettings, train
 
     path = tmp_path / "train.json"
     _qa(8, words=200).save(path)
@@ -98,7 +98,7 @@ def test_train_split_by_default_and_folders_without_it_refused(tmp_path):
 
 
 def test_train_refuses_val_sharing_queries_and_beir_val_without_dev(tiny_model_dir, tmp_path):
-    from embtune_core.training import TrainSettings, train
+    from embtune_core.finetuning.training import TrainSettings, train
 
     folder = _beir(tmp_path / "beir", {"train": [0, 1, 2, 3, 4, 5], "test": [6, 7, 8, 9]})
     with pytest.raises(DatasetError, match="no 'dev' split .* pass --val-split"):
@@ -121,7 +121,7 @@ def test_mine_reads_the_train_split_and_names_it(tiny_model_dir, tmp_path):
 
 # --- 3. every pair is used; what is left out is said ----------------------------------------------
 def test_every_pair_is_used_when_few_positives_limit_the_batch(tiny_model_dir, tmp_path, caplog):
-    from embtune_core.training import TrainSettings, train
+    from embtune_core.finetuning.training import TrainSettings, train
 
     # 20 questions over 2 chunks, batch 8: a batch holds at most 2 pairs (never one chunk twice).
     corpus = {"c0": "Rides grew in the quarter.", "c1": "Insurance costs fell sharply."}
@@ -141,7 +141,7 @@ def test_every_pair_is_used_when_few_positives_limit_the_batch(tiny_model_dir, t
 
 @pytest.mark.parametrize("seed", range(5))
 def test_sampler_plan_uses_each_row_once_without_repeats(seed):
-    from embtune_core.sampler import batch_plan, plan_epoch
+    from embtune_core.finetuning.sampler import batch_plan, plan_epoch
 
     rng = np.random.default_rng(seed)
     texts = [(f"q{i}", f"c{rng.integers(0, 7)}") for i in range(60)]
@@ -153,7 +153,7 @@ def test_sampler_plan_uses_each_row_once_without_repeats(seed):
 
 
 def test_queries_without_relevant_documents_are_counted(tmp_path, caplog):
-    from embtune_core.evaluation import RetrievalTask, evaluate_embeddings
+    from embtune_core.scoring.evaluation import RetrievalTask, evaluate_embeddings
 
     dataset = QADataset({"q1": "a", "q2": "b", "q3": "c"}, {"c1": "x", "c2": "y"}, {"q1": ["c1"], "q2": [], "q3": []})
     task = RetrievalTask.from_dataset(dataset)
@@ -165,7 +165,7 @@ def test_queries_without_relevant_documents_are_counted(tmp_path, caplog):
 
 
 def test_lopsided_split_by_source_is_warned(caplog):
-    from embtune_core.splitting import split_by_source
+    from embtune_core.data.splitting import split_by_source
 
     queries = {f"q{i}": f"question {i}" for i in range(50)}
     corpus = {f"c{i}": f"chunk {i}" for i in range(50)}
@@ -180,7 +180,7 @@ def test_lopsided_split_by_source_is_warned(caplog):
 
 # --- 4. exact duplicate texts are one document ---------------------------------------------------
 def test_duplicate_texts_count_as_one_document():
-    from embtune_core.evaluation import RetrievalTask, evaluate_embeddings
+    from embtune_core.scoring.evaluation import RetrievalTask, evaluate_embeddings
 
     corpus = {"a": "boilerplate forward-looking statements", "b": "boilerplate forward-looking statements",
               "c": "revenue grew"}
@@ -207,9 +207,9 @@ def test_validate_reports_duplicate_texts(tmp_path):
 # --- 5. assumptions about the model and adapters ----------------------------------------------------
 @pytest.fixture
 def adapter_dir(tiny_model_dir, tmp_path_factory):
-    from embtune_core.adapter_training import AdapterTrainingConfig, train_adapter
-    from embtune_core.embedding_cache import EmbeddingCache
-    from embtune_core.encoding import encoder_from_spec
+    from embtune_core.adapters.adapter_training import AdapterTrainingConfig, train_adapter
+    from embtune_core.encoders.embedding_cache import EmbeddingCache
+    from embtune_core.encoders.encoding import encoder_from_spec
 
     out = tmp_path_factory.mktemp("adapter") / "ad"
     train_adapter(encoder_from_spec(f"st:{tiny_model_dir}"), _qa(12), None,
@@ -221,8 +221,8 @@ def adapter_dir(tiny_model_dir, tmp_path_factory):
 def test_adapter_accepted_for_the_same_model_in_memory_and_at_its_own_limit(tiny_model_dir, adapter_dir):
     from sentence_transformers import SentenceTransformer
 
-    from embtune_core.adapter_io import load_adapter
-    from embtune_core.encoding import AdaptedEncoder, encoder_from_spec
+    from embtune_core.adapters.adapter_io import load_adapter
+    from embtune_core.encoders.encoding import AdaptedEncoder, encoder_from_spec
     from embtune_integrations.langchain import EmbtuneEmbeddings
 
     in_memory = EmbtuneEmbeddings(SentenceTransformer(tiny_model_dir), adapter=adapter_dir)
@@ -240,7 +240,7 @@ def test_adapter_accepted_for_the_same_model_in_memory_and_at_its_own_limit(tiny
 
 
 def test_bare_module_of_the_wrong_width_is_refused_in_one_line(tiny_model_dir):
-    from embtune_core.encoding import AdaptedEncoder, encoder_from_spec
+    from embtune_core.encoders.encoding import AdaptedEncoder, encoder_from_spec
 
     with pytest.raises(InputError, match="does not accept 32-dimensional query vectors"):
         AdaptedEncoder(encoder_from_spec(f"st:{tiny_model_dir}"), torch.nn.Linear(16, 16))
@@ -264,7 +264,7 @@ def test_train_adapter_takes_max_seq_length_and_evaluate_accepts_it(tiny_model_d
 
 
 def test_plain_hugging_face_folder_says_pooling_is_assumed(tiny_model_dir, caplog):
-    from embtune_core.models import load_sentence_transformer
+    from embtune_core.encoders.models import load_sentence_transformer
 
     with caplog.at_level(logging.WARNING):
         load_sentence_transformer(str(Path(tiny_model_dir).parent / "hf"))
@@ -303,7 +303,7 @@ def test_invisible_only_text_is_empty(tmp_path):
 
 
 def test_cjk_sentences_and_korean_words(minilm_path):
-    from embtune_core.documents import Chunk, Document
+    from embtune_core.data.documents import Chunk, Document
     from embtune_core.plugins import get_registry
     from embtune_plugins.chunkers import SentenceChunker
 
@@ -384,9 +384,9 @@ def test_train_prints_no_log_dicts_without_progress_bars(tiny_model_dir, tmp_pat
 def test_in_memory_model_at_another_limit_is_checked_by_number(tiny_model_dir, adapter_dir, tmp_path):
     from sentence_transformers import SentenceTransformer
 
-    from embtune_core.adapter_training import AdapterTrainingConfig, train_adapter
-    from embtune_core.embedding_cache import EmbeddingCache
-    from embtune_core.encoding import encoder_from_spec
+    from embtune_core.adapters.adapter_training import AdapterTrainingConfig, train_adapter
+    from embtune_core.encoders.embedding_cache import EmbeddingCache
+    from embtune_core.encoders.encoding import encoder_from_spec
     from embtune_integrations.langchain import EmbtuneEmbeddings
 
     at_64 = SentenceTransformer(tiny_model_dir)

@@ -15,9 +15,9 @@ import json
 import numpy as np
 import pytest
 
-from embtune_core.adapter_training import AdapterTrainingConfig, train_adapter
-from embtune_core.dataset import QADataset
-from embtune_core.encoding import encoder_from_spec
+from embtune_core.adapters.adapter_training import AdapterTrainingConfig, train_adapter
+from embtune_core.data.dataset import QADataset
+from embtune_core.encoders.encoding import encoder_from_spec
 from embtune_core.errors import ConfigError, InputError
 from embtune_integrations import docsgpt
 

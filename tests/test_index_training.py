@@ -1,4 +1,4 @@
-"""Index-aware fine-tuning (embtune_core.index_training): pseudo-queries over the index's chunk texts join
+"""Index-aware fine-tuning (embtune_core.finetuning.index_training): pseudo-queries over the index's chunk texts join
 the real questions without drowning them, mined negatives never name a pseudo-query's own chunk, and the
 train command and the pipeline record what each system saw."""
 
@@ -10,10 +10,10 @@ import pytest
 from test_losses import _one_torch_thread, make_qa  # noqa: F401 - the fixture applies here too
 
 from embtune_core.cli import main
-from embtune_core.dataset import QADataset
+from embtune_core.data.dataset import QADataset
 from embtune_core.errors import ConfigError, PluginError
-from embtune_core.index_training import index_aware_dataset, pseudo_pairs
-from embtune_core.training import TrainSettings
+from embtune_core.finetuning.index_training import index_aware_dataset, pseudo_pairs
+from embtune_core.finetuning.training import TrainSettings
 
 WORDS = ["harbour", "lantern", "orchard", "quarry", "meadow", "beacon", "citadel", "ferry", "granary", "vineyard"]
 
@@ -109,7 +109,7 @@ def _bare_corpora(folder, index: dict[str, str]) -> dict[str, object]:
 def test_a_bare_corpus_is_an_index_corpus(tiny_model_dir, tmp_path, capsys):
     """Only chunk texts are read, so a corpus without questions will do: each form trains on the very same
     pairs as a full QA dataset holding those chunks (the summary records the same pseudo-queries and loss)."""
-    from embtune_core.dataset import load_corpus
+    from embtune_core.data.dataset import load_corpus
 
     make_qa(negatives=False).save(tmp_path / "train.json")
     QADataset({"q": "a question"}, _index(), {"q": ["u0"]}).save(tmp_path / "full.json")
@@ -163,7 +163,7 @@ def test_a_bad_index_corpus_is_one_line_naming_file_field_and_problem(tmp_path, 
 def test_an_unknown_pseudo_query_generator_fails_when_the_settings_are_read(tmp_path, capsys):
     """Not when the stage runs: one line naming the file (or the command line) and the field, exit 4 (an
     unknown plugin name, as --loss NAME), before any dataset is read (train.json does not exist)."""
-    from embtune_core.pipeline import Pipeline
+    from embtune_core.workflow.pipeline import Pipeline
 
     index = tmp_path / "index.json"
     index.write_text(json.dumps({"corpus": _index()}))

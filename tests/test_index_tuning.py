@@ -1,4 +1,4 @@
-"""Document-side tuning (NUDGE-N, embtune_core.index_tuning): the closed form is the optimum of the paper's
+"""Document-side tuning (NUDGE-N, embtune_core.retrieval.index_tuning): the closed form is the optimum of the paper's
 constrained problem (checked against sampling the feasible set), documents without queries never move,
 gamma 0 is kept when nudging hurts held-out queries, and the saved deltas load back only where they fit."""
 
@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from embtune_core.errors import InputError
-from embtune_core.index_tuning import (
+from embtune_core.retrieval.index_tuning import (
     NudgeConfig,
     check_fit,
     choose_gamma,
@@ -95,7 +95,7 @@ def test_tune_save_load_apply_round_trip(tmp_path, caplog):
 def test_damaged_files_are_named_in_one_line(tmp_path):
     from safetensors.numpy import save_file
 
-    from embtune_core.index_tuning import TunedIndex, text_key
+    from embtune_core.retrieval.index_tuning import TunedIndex, text_key
 
     folder = TunedIndex(["a", "b"], [text_key("a"), text_key("b")], np.full((2, 4), 0.1, np.float32),
                         {"method": "nudge-n"}).save(tmp_path / "t")

@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 import torch
 
-from embtune_core.adapter_io import AdapterConfig, build_adapter, save_adapter
+from embtune_core.adapters.adapter_io import AdapterConfig, build_adapter, save_adapter
 from embtune_core.errors import InputError
 from embtune_integrations import docsgpt
 from embtune_integrations.langchain import EmbtuneEmbeddings
@@ -216,7 +216,7 @@ def test_base_model_from_the_environment(adapter_dir, tiny_model_dir, monkeypatc
 @pytest.mark.parametrize("kind", ["normalizing", "non-normalizing", "prompted"])
 def test_docsgpt_index_built_without_embtune_stays_valid_with_an_adapter(fake_docsgpt, host_models, kind, tmp_path):
     """DocsGPT ingested with its own wrapper; the adapter name must give the very same document vectors."""
-    from embtune_core.encoding import encoder_from_spec
+    from embtune_core.encoders.encoding import encoder_from_spec
 
     path = host_models[kind]
     encoder = encoder_from_spec(path, normalize=False, prompts=False)  # what train-adapter --host-vectors uses
@@ -342,8 +342,8 @@ def test_settings_in_docsgpts_env_file_are_read(docsgpt_tree, adapter_dir, tiny_
 # --- issue 27: the base recorded in the adapter resolves as every entry point resolves names ----------
 def test_recorded_packaged_base_resolves_without_the_setting(minilm_path, tmp_path, monkeypatch):
     """An adapter trained on the packaged MiniLM records the hub name; with EMBTUNE_BASE_MODEL unset the
-    shim must load the installed copy (embtune_core.models.resolve), as the CLI and LangChain do."""
-    from embtune_core.encoding import encoder_from_spec
+    shim must load the installed copy (embtune_core.encoders.models.resolve), as the CLI and LangChain do."""
+    from embtune_core.encoders.encoding import encoder_from_spec
 
     name = "sentence-transformers/all-MiniLM-L6-v2"
     encoder = encoder_from_spec(name, normalize=False, prompts=False)

@@ -16,10 +16,10 @@ import torch
 from langchain_huggingface import HuggingFaceEmbeddings
 from sentence_transformers import SentenceTransformer
 
-from embtune_core.adapter_io import AdapterConfig, build_adapter, load_adapter, save_adapter
-from embtune_core.adapter_training import AdapterTrainingConfig, train_adapter
-from embtune_core.dataset import QADataset
-from embtune_core.encoding import encoder_from_spec
+from embtune_core.adapters.adapter_io import AdapterConfig, build_adapter, load_adapter, save_adapter
+from embtune_core.adapters.adapter_training import AdapterTrainingConfig, train_adapter
+from embtune_core.data.dataset import QADataset
+from embtune_core.encoders.encoding import encoder_from_spec
 from embtune_core.errors import InputError
 from embtune_integrations.langchain import EmbtuneEmbeddings
 

@@ -10,10 +10,10 @@ pytest.importorskip("langchain_community")
 
 from langchain_core.embeddings import Embeddings
 
-from embtune_core.embedding_cache import EmbeddingCache
-from embtune_core.evaluation import MetricSettings, System, evaluate_systems
-from embtune_core.fusion import Fusion
-from embtune_core.lexical import BM25Spec
+from embtune_core.encoders.embedding_cache import EmbeddingCache
+from embtune_core.retrieval.fusion import Fusion
+from embtune_core.retrieval.lexical import BM25Spec
+from embtune_core.scoring.evaluation import MetricSettings, System, evaluate_systems
 
 
 class HashingEmbeddings(Embeddings):

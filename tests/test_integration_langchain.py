@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import torch
 
-from embtune_core.adapter_io import AdapterConfig, build_adapter, save_adapter
+from embtune_core.adapters.adapter_io import AdapterConfig, build_adapter, save_adapter
 from embtune_core.errors import InputError
-from embtune_core.search import gpu_available
+from embtune_core.retrieval.search import gpu_available
 from embtune_integrations.faiss_store import (
     MANIFEST,
     as_retriever,

@@ -8,12 +8,12 @@ import json
 import numpy as np
 import pytest
 
-from embtune_core.dataset import load_any
-from embtune_core.embedding_cache import EmbeddingCache
+from embtune_core.data.dataset import load_any
+from embtune_core.encoders.embedding_cache import EmbeddingCache
 from embtune_core.errors import ConfigError
-from embtune_core.evaluation import System, evaluate_systems
-from embtune_core.lexical import BM25Index, BM25Spec, rrf
-from embtune_core.systems import parse_system
+from embtune_core.retrieval.lexical import BM25Index, BM25Spec, rrf
+from embtune_core.retrieval.systems import parse_system
+from embtune_core.scoring.evaluation import System, evaluate_systems
 
 DOCS = [
     ("Uber revenue", "Uber reported revenue growth of 57 percent in the mobility segment during 2021."),
@@ -131,7 +131,7 @@ def test_cli_system_syntax_for_baselines():
 
 def test_evaluate_command_with_bm25_and_the_whole_index(tmp_path, capsys):
     from embtune_core.cli import main
-    from embtune_core.dataset import QADataset
+    from embtune_core.data.dataset import QADataset
 
     folder = _beir_folder(tmp_path / "beir")
     other = tmp_path / "train.json"

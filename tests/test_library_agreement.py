@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from embtune_core.dataset import load_any, load_corpus, load_pairs
+from embtune_core.data.dataset import load_any, load_corpus, load_pairs
 
 
 @pytest.fixture(scope="module")
@@ -96,7 +96,7 @@ def test_text_with_old_mac_line_endings_is_not_one_huge_line(tmp_path):
 def test_a_legacy_torch_file_in_a_checkpoint_is_not_called_torn(tmp_path):
     import torch
 
-    from embtune_core.checkpoints import checkpoint_problem
+    from embtune_core.finetuning.checkpoints import checkpoint_problem
 
     folder = tmp_path / "checkpoint-3"
     folder.mkdir()

@@ -8,8 +8,8 @@ import re
 
 import pytest
 
+from embtune_core.data.loading import collect_files, load_documents
 from embtune_core.errors import InputError
-from embtune_core.loading import collect_files, load_documents
 from embtune_plugins.loaders import clean_layout_text, load_jsonl, load_pdf
 
 

@@ -1,4 +1,4 @@
-"""Documents longer than the token limit read whole as windows (embtune_core.long_documents)."""
+"""Documents longer than the token limit read whole as windows (embtune_core.encoders.long_documents)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from embtune_core.dataset import QADataset
+from embtune_core.data.dataset import QADataset
 
 WORDS = ["revenue", "riders", "drivers", "insurance", "autonomous", "vehicles", "marketplace", "bookings",
          "quarterly", "losses", "unbelievably", "counterparty", "2021", "$1.2", "U.S.", "re-insurance"]
@@ -39,7 +39,7 @@ def _run(*argv: str, env: dict | None = None) -> subprocess.CompletedProcess:
 
 @pytest.fixture(scope="module")
 def tiny_model(tiny_model_dir):
-    from embtune_core.models import load_sentence_transformer
+    from embtune_core.encoders.models import load_sentence_transformer
 
     return load_sentence_transformer(tiny_model_dir)
 
@@ -49,7 +49,7 @@ def tiny_model(tiny_model_dir):
 @given(words=st.lists(st.sampled_from(WORDS), min_size=0, max_size=400), limit=st.integers(16, 128),
        prompt=st.sampled_from(["", "passage: "]))
 def test_windows_fit_the_limit_and_cover_the_text_in_order(tiny_model, words, limit, prompt):
-    from embtune_core.long_documents import split, window_budget
+    from embtune_core.encoders.long_documents import split, window_budget
 
     tiny_model.max_seq_length = limit
     text = " ".join(words)
@@ -66,7 +66,7 @@ def test_windows_fit_the_limit_and_cover_the_text_in_order(tiny_model, words, li
 
 
 def test_windows_of_several_documents_are_owned_and_counted(tiny_model):
-    from embtune_core.long_documents import split
+    from embtune_core.encoders.long_documents import split
 
     tiny_model.max_seq_length = 32
     windows = split(tiny_model, ["short one", " ".join(WORDS * 10), "another short"])
@@ -77,7 +77,7 @@ def test_windows_of_several_documents_are_owned_and_counted(tiny_model):
 
 # --- pooling and MaxP search --------------------------------------------------------------------------
 def test_mean_pool_weights_windows_by_tokens():
-    from embtune_core.long_documents import Windows, mean_pool
+    from embtune_core.encoders.long_documents import Windows, mean_pool
 
     vectors = np.array([[1.0, 0.0], [0.0, 1.0], [0.6, 0.8]], dtype=np.float32)
     windows = Windows(["a", "b", "c"], np.array([0, 0, 1]), np.array([3.0, 1.0, 5.0]), 2)
@@ -90,7 +90,7 @@ def test_mean_pool_weights_windows_by_tokens():
 @settings(max_examples=60, deadline=None)
 @given(seed=st.integers(0, 10_000), n_docs=st.integers(1, 12), depth=st.integers(1, 15))
 def test_max_pooled_search_equals_brute_force_maxp(seed, n_docs, depth):
-    from embtune_core.evaluation import dense_search
+    from embtune_core.scoring.evaluation import dense_search
 
     rng = np.random.default_rng(seed)
     owner = np.sort(np.concatenate([np.arange(n_docs), rng.integers(0, n_docs, rng.integers(0, 20))]))
@@ -109,7 +109,7 @@ def test_max_pooled_search_equals_brute_force_maxp(seed, n_docs, depth):
 
 # --- encoders ------------------------------------------------------------------------------------------
 def test_windowed_encoder_reads_the_whole_document_and_leaves_short_ones_alone(tiny_model_dir):
-    from embtune_core.encoding import encoder_from_spec
+    from embtune_core.encoders.encoding import encoder_from_spec
 
     plain = encoder_from_spec(f"st:{tiny_model_dir}")
     mean = encoder_from_spec(f"st:{tiny_model_dir}", document_windows="mean")
@@ -124,7 +124,7 @@ def test_windowed_encoder_reads_the_whole_document_and_leaves_short_ones_alone(t
 
 
 def test_max_and_non_local_encoders_are_refused_where_one_vector_is_needed(tiny_model_dir, monkeypatch):
-    from embtune_core.encoding import encoder_from_spec
+    from embtune_core.encoders.encoding import encoder_from_spec
     from embtune_core.errors import UsageError
     from embtune_integrations.langchain import EmbtuneEmbeddings
 
@@ -138,7 +138,7 @@ def test_max_and_non_local_encoders_are_refused_where_one_vector_is_needed(tiny_
     # OpenAI-compatible one can (issue 27: tests/test_openai_limits.py).
     from langchain_core.embeddings import FakeEmbeddings
 
-    from embtune_core.long_documents import wrap
+    from embtune_core.encoders.long_documents import wrap
     from embtune_core.plugins import get_registry
 
     with pytest.raises(UsageError, match="encoders that count their tokens"):
@@ -148,7 +148,7 @@ def test_max_and_non_local_encoders_are_refused_where_one_vector_is_needed(tiny_
 
 
 def test_langchain_embeddings_with_mean_windows(tiny_model_dir):
-    from embtune_core.encoding import encoder_from_spec
+    from embtune_core.encoders.encoding import encoder_from_spec
     from embtune_integrations.langchain import EmbtuneEmbeddings
 
     text = _long_qa(1).corpus["c0"]
@@ -163,10 +163,10 @@ def test_langchain_window_retriever_ranks_as_evaluate_maxp(tiny_model_dir, tmp_p
     pytest.importorskip("faiss")
     from langchain_core.documents import Document
 
-    from embtune_core.embedding_cache import EmbeddingCache
-    from embtune_core.encoding import encoder_from_spec
+    from embtune_core.encoders.embedding_cache import EmbeddingCache
+    from embtune_core.encoders.encoding import encoder_from_spec
     from embtune_core.errors import UsageError
-    from embtune_core.evaluation import System, evaluate_systems
+    from embtune_core.scoring.evaluation import System, evaluate_systems
     from embtune_integrations.langchain import EmbtuneEmbeddings
     from embtune_integrations.multi_vector import window_retriever
 
@@ -189,9 +189,9 @@ def test_langchain_window_retriever_ranks_as_evaluate_maxp(tiny_model_dir, tmp_p
 
 # --- evaluation ----------------------------------------------------------------------------------------
 def test_evaluation_with_windows_reports_them_and_max_matches_brute_force(tiny_model_dir, tmp_path):
-    from embtune_core.embedding_cache import EmbeddingCache
-    from embtune_core.encoding import encoder_from_spec
-    from embtune_core.evaluation import System, evaluate_systems
+    from embtune_core.encoders.embedding_cache import EmbeddingCache
+    from embtune_core.encoders.encoding import encoder_from_spec
+    from embtune_core.scoring.evaluation import System, evaluate_systems
 
     data = _long_qa(6)
     cache = EmbeddingCache(tmp_path / "cache")
@@ -233,7 +233,7 @@ def test_cli_evaluate_windows_and_refusals(tiny_model_dir, tmp_path):
 
 
 def test_pipeline_table_refuses_max_outside_evaluate(tmp_path):
-    from embtune_core.encoder_options import pop_from_table
+    from embtune_core.encoders.encoder_options import pop_from_table
     from embtune_core.errors import ConfigError
 
     assert pop_from_table({"document_windows": "max"}, tmp_path / "c.toml", "evaluate") == {"document_windows": "max"}
@@ -244,15 +244,15 @@ def test_pipeline_table_refuses_max_outside_evaluate(tmp_path):
 
 
 def test_adapter_fits_its_base_with_or_without_windows(tiny_model_dir, tmp_path):
-    from embtune_core.adapter_training import AdapterTrainingConfig, train_adapter
-    from embtune_core.embedding_cache import EmbeddingCache
-    from embtune_core.encoding import AdaptedEncoder, encoder_from_spec
+    from embtune_core.adapters.adapter_training import AdapterTrainingConfig, train_adapter
+    from embtune_core.encoders.embedding_cache import EmbeddingCache
+    from embtune_core.encoders.encoding import AdaptedEncoder, encoder_from_spec
 
     out = tmp_path / "ad"
     train_adapter(encoder_from_spec(f"st:{tiny_model_dir}", document_windows="mean"), _long_qa(12), None,
                   config=AdapterTrainingConfig(adapter="linear", epochs=1, val_fraction=0.25),
                   cache=EmbeddingCache(tmp_path / "cache"), output_dir=out)
-    from embtune_core.adapter_io import load_adapter
+    from embtune_core.adapters.adapter_io import load_adapter
 
     adapter = load_adapter(out)
     for mode in ("off", "mean", "max"):  # queries are never split: the adapter's input is the same
@@ -272,8 +272,8 @@ def test_docsgpt_setting_is_checked(tiny_model_dir, monkeypatch):
 
 def test_shared_10k_chunks_are_mostly_longer_than_minilm_reads(shared_data):
     """The reason for all this: most LlamaIndex 10-K chunks exceed MiniLM's 256 tokens."""
-    from embtune_core.long_documents import split
-    from embtune_core.models import load_sentence_transformer
+    from embtune_core.encoders.long_documents import split
+    from embtune_core.encoders.models import load_sentence_transformer
 
     corpus = json.loads((Path(shared_data) / "llamaindex-10k-qa" / "val_dataset.json").read_text())["corpus"]
     windows = split(load_sentence_transformer(), list(corpus.values())[:40])
@@ -282,8 +282,8 @@ def test_shared_10k_chunks_are_mostly_longer_than_minilm_reads(shared_data):
 
 # --- training ------------------------------------------------------------------------------------------
 def test_best_window_positives_pick_the_window_that_holds_the_answer(minilm_path):
-    from embtune_core.long_documents import best_window_positives
-    from embtune_core.models import load_sentence_transformer
+    from embtune_core.encoders.long_documents import best_window_positives
+    from embtune_core.encoders.models import load_sentence_transformer
 
     model = load_sentence_transformer(minilm_path)
     model.max_seq_length = 64
@@ -298,7 +298,7 @@ def test_best_window_positives_pick_the_window_that_holds_the_answer(minilm_path
 
 
 def test_windows_of_one_chunk_never_share_a_batch():
-    from embtune_core.sampler import batch_plan, plan_epoch
+    from embtune_core.finetuning.sampler import batch_plan, plan_epoch
 
     texts = [(f"q{i}", f"chunk{i % 3} window{i}") for i in range(12)]
     groups = {f"chunk{i % 3} window{i}": f"chunk{i % 3}" for i in range(12)}
@@ -311,7 +311,7 @@ def test_windows_of_one_chunk_never_share_a_batch():
 
 
 def test_training_with_best_windows_records_what_it_did(tiny_model_dir, tmp_path):
-    from embtune_core.training import TrainSettings, train
+    from embtune_core.finetuning.training import TrainSettings, train
 
     data = tmp_path / "long.json"
     _long_qa(8, words=200).save(data)
@@ -324,7 +324,7 @@ def test_training_with_best_windows_records_what_it_did(tiny_model_dir, tmp_path
 
 
 def test_windows_on_short_documents_say_they_change_nothing(tiny_model_dir):
-    from embtune_core.encoding import encoder_from_spec
+    from embtune_core.encoders.encoding import encoder_from_spec
 
     encoder = encoder_from_spec(f"st:{tiny_model_dir}", document_windows="max")
     line = encoder.describe(encoder.windows(["riders", "drivers and insurance"]))

@@ -10,10 +10,10 @@ import pytest
 import torch
 from test_losses import _one_torch_thread, make_qa  # noqa: F401 - the fixture applies here too
 
-from embtune_core import lora
 from embtune_core.cli import main
+from embtune_core.encoders import lora
 from embtune_core.errors import ConfigError
-from embtune_core.training import TrainSettings, train
+from embtune_core.finetuning.training import TrainSettings, train
 
 
 @pytest.fixture
@@ -71,7 +71,7 @@ def test_lora_trains_only_adapter_weights_and_loads_with_and_without_merge(tiny_
     assert sum(t.numel() for t in saved.values()) == expected
 
     texts = ["what was the revenue growth", "a risk factor about regulation"]
-    from embtune_core.models import load_sentence_transformer
+    from embtune_core.encoders.models import load_sentence_transformer
 
     loaded = load_sentence_transformer(str(folder))  # base + peft's PeftModel, the folder's prompts
     adapted = loaded.encode(texts, convert_to_numpy=True)
@@ -80,7 +80,7 @@ def test_lora_trains_only_adapter_weights_and_loads_with_and_without_merge(tiny_
     # the base weights themselves stayed frozen: without the adapter the vectors are the base's
     with loaded[0].model.disable_adapter():
         np.testing.assert_allclose(loaded.encode(texts, convert_to_numpy=True), plain, atol=1e-5)
-    from embtune_core.encoding import encoder_from_spec
+    from embtune_core.encoders.encoding import encoder_from_spec
 
     encoder = encoder_from_spec(f"st:{folder}")  # its identity covers the base model's files too
     assert f"+base:{lora.base_fingerprint(folder)}" in encoder.identity
@@ -107,7 +107,7 @@ def test_adapter_folder_loads_in_sentence_transformers_directly(tiny_model_dir, 
 
     train(TrainSettings(train=str(qa_files[0]), out=str(tmp_path / "a"), model=tiny_model_dir, max_steps=1,
                         batch_size=8, lora=True))
-    from embtune_core.models import load_sentence_transformer
+    from embtune_core.encoders.models import load_sentence_transformer
 
     texts = ["revenue"]
     np.testing.assert_allclose(SentenceTransformer(str(tmp_path / "a")).encode(texts),
@@ -153,7 +153,7 @@ def test_prompts_round_trip_train_folder_evaluate(tiny_model_dir, qa_files, tmp_
     np.testing.assert_allclose(model.encode_document(text), model.encode(["passage: " + text[0]]), atol=1e-6)
 
     # embtune's encoder of the folder applies them too, and its identity changes with them
-    from embtune_core.encoding import encoder_from_spec
+    from embtune_core.encoders.encoding import encoder_from_spec
 
     encoder = encoder_from_spec(f"st:{out}")
     np.testing.assert_allclose(encoder.encode_queries(text), model.encode_query(text, normalize_embeddings=True),
@@ -214,8 +214,8 @@ def test_report_to_unknown_tracker_refused(tmp_path):
 
 
 def test_prompts_reach_train_adapter_and_mine_and_never_mix(tiny_model_dir, qa_files, tmp_path):
-    from embtune_core.adapter_io import load_adapter
-    from embtune_core.encoding import encoder_from_spec
+    from embtune_core.adapters.adapter_io import load_adapter
+    from embtune_core.encoders.encoding import encoder_from_spec
     from embtune_core.errors import InputError
 
     out = tmp_path / "adapter"
@@ -236,7 +236,7 @@ def test_prompts_reach_train_adapter_and_mine_and_never_mix(tiny_model_dir, qa_f
 
 
 def test_pipeline_tables_take_prompts_backend_and_lora(tmp_path):
-    from embtune_core.pipeline import Pipeline
+    from embtune_core.workflow.pipeline import Pipeline
 
     (tmp_path / "docs").mkdir()
     good = {"data": {"inputs": [str(tmp_path / "docs")]},

@@ -7,11 +7,11 @@ import json
 
 import pytest
 
-from embtune_core.dataset import QADataset
+from embtune_core.data.dataset import QADataset
 from embtune_core.errors import DatasetError
-from embtune_core.losses import DATA_FORMATS, create_strategy
+from embtune_core.finetuning.losses import DATA_FORMATS, create_strategy
+from embtune_core.finetuning.training import TrainSettings, train
 from embtune_core.plugins import get_registry
-from embtune_core.training import TrainSettings, train
 
 TOPICS = ["cats sleep on warm kitchen mats", "rockets launch satellites into orbit",
           "bakers knead sourdough bread dough", "glaciers carve deep mountain valleys",

@@ -1,4 +1,4 @@
-"""GradCache's mini-batch chosen from the memory available (embtune_core.memory_plan).
+"""GradCache's mini-batch chosen from the memory available (embtune_core.finetuning.memory_plan).
 
 The estimate of activations per text is checked against the growth of peak memory measured by
 bench/gradcache_minibatch.py (bench/results/gradcache_minibatch.json); GradCache's loss and gradient
@@ -16,8 +16,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from embtune_core import memory_plan
-from embtune_core.memory_plan import CPU_BUDGET_CAP, GIB, activation_bytes_per_text, plan
+from embtune_core.finetuning import memory_plan
+from embtune_core.finetuning.memory_plan import CPU_BUDGET_CAP, GIB, activation_bytes_per_text, plan
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -71,7 +71,7 @@ def test_a_given_mini_batch_wins_and_an_unknown_model_embeds_at_once(minilm_conf
 
 
 def test_an_address_space_limit_bounds_the_memory_available():
-    code = "from embtune_core.memory_plan import available_memory; print(available_memory('cpu'))"
+    code = "from embtune_core.finetuning.memory_plan import available_memory; print(available_memory('cpu'))"
     proc = subprocess.run(["bash", "-c", f'ulimit -v 3000000 && exec "{sys.executable}" -c "{code}"'],
                           capture_output=True, text=True, cwd=ROOT, check=False,
                           env={**os.environ, "OMP_NUM_THREADS": "1"})
@@ -84,8 +84,8 @@ def test_gradcache_gives_the_plain_loss_and_gradient(tiny_model_dir):
     (dropout off, so that the two passes draw nothing at random)."""
     import torch
 
-    from embtune_core.losses import create_strategy
-    from embtune_core.models import load_sentence_transformer
+    from embtune_core.encoders.models import load_sentence_transformer
+    from embtune_core.finetuning.losses import create_strategy
 
     model = load_sentence_transformer(tiny_model_dir)
     model.eval()
@@ -113,7 +113,7 @@ def test_gradcache_gives_the_plain_loss_and_gradient(tiny_model_dir):
 
 
 def _qa(tmp_path, n: int = 12) -> Path:
-    from embtune_core.dataset import QADataset
+    from embtune_core.data.dataset import QADataset
 
     path = tmp_path / "train.json"
     QADataset({f"q{i}": f"what about topic{i}?" for i in range(n)},
@@ -123,13 +123,13 @@ def _qa(tmp_path, n: int = 12) -> Path:
 
 
 def test_training_says_records_and_resumes_with_its_mini_batch(tiny_model_dir, tmp_path, monkeypatch, caplog):
-    from embtune_core.training import TrainSettings, train
+    from embtune_core.finetuning.training import TrainSettings, train
 
     data = _qa(tmp_path)
     monkeypatch.setattr(memory_plan, "available_memory", lambda device: 1)  # a machine with no room: one at a time
     settings = TrainSettings(train=str(data), out=str(tmp_path / "m"), model=tiny_model_dir, max_steps=2,
                              batch_size=4)
-    with caplog.at_level("INFO", logger="embtune_core.training"):
+    with caplog.at_level("INFO", logger="embtune_core.finetuning.training"):
         result = train(settings)
     assert result.memory["gradient_cache"] and result.memory["mini_batch_size"] == 1
     assert result.memory["source"] == "auto" and result.loss["mini_batch_size"] == 1
@@ -149,7 +149,7 @@ def test_training_says_records_and_resumes_with_its_mini_batch(tiny_model_dir, t
 
 
 def test_losses_without_in_batch_negatives_plan_nothing(tiny_model_dir, tmp_path):
-    from embtune_core.training import TrainSettings, train
+    from embtune_core.finetuning.training import TrainSettings, train
 
     result = train(TrainSettings(train=str(_qa(tmp_path)), out=str(tmp_path / "m"), model=tiny_model_dir,
                                  max_steps=1, batch_size=4, loss="contrastive",
@@ -160,14 +160,14 @@ def test_losses_without_in_batch_negatives_plan_nothing(tiny_model_dir, tmp_path
 @pytest.mark.parametrize("bad", [0, -2, "lots", True, 2.5])
 def test_a_bad_mini_batch_size_is_refused(bad):
     from embtune_core.errors import ConfigError
-    from embtune_core.losses import create_strategy
+    from embtune_core.finetuning.losses import create_strategy
 
     with pytest.raises(ConfigError, match="mini_batch_size"):
         create_strategy("mnrl", mini_batch_size=bad)
 
 
 def test_the_out_of_memory_advice_names_the_mini_batch_only_for_losses_that_take_one():
-    from embtune_core.training import TrainSettings, memory_advice
+    from embtune_core.finetuning.training import TrainSettings, memory_advice
 
     settings = TrainSettings(train="t.json", out="m", batch_size=64, max_seq_length=256)
     chosen = {"mini_batch_size": 8, "source": "auto"}

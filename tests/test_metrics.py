@@ -9,9 +9,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from embtune_core import metrics as M
-from embtune_core import stats
-from embtune_core.search import exact_search
+from embtune_core.retrieval.search import exact_search
+from embtune_core.scoring import metrics as M
+from embtune_core.scoring import stats
 
 K_VALUES = (1, 3, 5, 10)
 

@@ -10,7 +10,7 @@ import zipfile
 
 import pytest
 
-from embtune_core import models
+from embtune_core.encoders import models
 
 
 def test_cli_shows_minilm_resolving_to_the_packaged_copy_offline():

@@ -111,8 +111,8 @@ def test_every_command_works_or_refuses_in_one_line(module_kind_models, data, ki
 def test_token_limits_are_the_modules_own(module_kind_models, kind, limit, over):
     """A static model's limit is its tokenizer's truncation (none: texts read whole), a Router's the limit of
     the route that reads the kind; over-long texts are counted with that module's own tokenizer."""
-    from embtune_core import token_limits
-    from embtune_core.encoding import encoder_from_spec
+    from embtune_core.encoders import token_limits
+    from embtune_core.encoders.encoding import encoder_from_spec
 
     encoder = encoder_from_spec(module_kind_models[kind])
     record = token_limits.check_encoder(encoder, {"document": [LONG, "a short text"], "query": ["short"]})
@@ -125,7 +125,7 @@ def test_token_limits_are_the_modules_own(module_kind_models, kind, limit, over)
 
 
 def test_max_seq_length_on_a_static_model_sets_its_tokenizer_truncation(module_kind_models):
-    from embtune_core.encoding import encoder_from_spec
+    from embtune_core.encoders.encoding import encoder_from_spec
 
     whole = encoder_from_spec(module_kind_models["static"])
     cut = encoder_from_spec(module_kind_models["static"], max_seq_length=8)

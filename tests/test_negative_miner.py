@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from embtune_core.cli import main
-from embtune_core.dataset import QADataset
+from embtune_core.data.dataset import QADataset
 from embtune_core.errors import ConfigError
 from embtune_core.plugins import get_registry
 

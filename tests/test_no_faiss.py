@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from corpora import topic_corpus
 
-from embtune_core.search import faiss_module
+from embtune_core.retrieval.search import faiss_module
 
 # Runs the CLI in a child where `import faiss` fails exactly as when no FAISS build is installed
 # (a None entry in sys.modules makes the import statement raise ImportError).
@@ -77,7 +77,7 @@ def test_pipeline_without_faiss_runs_to_the_end_on_torch_search(tmp_path, tiny_m
 
 @pytest.mark.skipif(faiss_module() is None, reason="needs a FAISS build (embtune[cpu])")
 def test_cli_run_with_faiss_prints_no_loader_noise_and_keeps_its_own_info_lines(tmp_path, tiny_model_dir):
-    from embtune_core.dataset import QADataset
+    from embtune_core.data.dataset import QADataset
 
     data = tmp_path / "qa.json"
     QADataset(queries={"q1": "volcano feature", "q2": "glacier feature"},
@@ -91,7 +91,7 @@ def test_cli_run_with_faiss_prints_no_loader_noise_and_keeps_its_own_info_lines(
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-3000:]
     assert "swigfaiss" not in out and "ModuleNotFoundError" not in out and "faiss.loader" not in out, out
-    assert "INFO embtune_core.search: exact search: faiss on cpu" in out, out  # embtune's own INFO lines stay
+    assert "INFO embtune_core.retrieval.search: exact search: faiss on cpu" in out, out  # embtune's own INFO lines stay
 
 
 def test_langchain_faiss_store_without_faiss_is_a_one_line_input_error(monkeypatch):

@@ -1,5 +1,5 @@
 """The calibrated int8 export (outlier channels of the user's chunks in fp32) and the file an ONNX export
-recommends (embtune_core.onnx_mixed_int8, embtune_core.onnx_choice)."""
+recommends (embtune_core.encoders.onnx_mixed_int8, embtune_core.encoders.onnx_choice)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ pytest.importorskip("onnx", reason="ONNX export needs the onnx extra")
 
 
 def _chunks_and_questions(tmp_path, n: int = 24):
-    from embtune_core.dataset import QADataset
+    from embtune_core.data.dataset import QADataset
 
     path = tmp_path / "calibration.json"
     QADataset({f"q{i}": f"what does chunk {i} say about topic{i}?" for i in range(n)},
@@ -41,7 +41,7 @@ def test_splitting_the_outlier_channels_computes_exactly_what_the_graph_did(tiny
     import onnx
     import onnxruntime as ort
 
-    from embtune_core.onnx_mixed_int8 import split_outliers, weight_matmuls
+    from embtune_core.encoders.onnx_mixed_int8 import split_outliers, weight_matmuls
 
     source = calibrated / "onnx" / "model_O2.onnx"
     model = onnx.load(str(source))
@@ -70,8 +70,8 @@ def test_splitting_the_outlier_channels_computes_exactly_what_the_graph_did(tiny
 
 
 def test_a_calibrated_export_recommends_the_fastest_file_that_holds_quality(calibrated):
-    from embtune_core.onnx_choice import NDCG_TOLERANCE
-    from embtune_core.onnx_export import load_onnx_model
+    from embtune_core.encoders.onnx_choice import NDCG_TOLERANCE
+    from embtune_core.encoders.onnx_export import load_onnx_model
 
     manifest = json.loads((calibrated / "embtune_onnx.json").read_text())
     assert manifest["files"]["int8-mixed"] == "onnx/model_qint8_mixed.onnx"
@@ -106,7 +106,7 @@ def test_calibration_needs_int8(tiny_model_dir, tmp_path, capsys):
 
 
 def test_choose_takes_the_fastest_that_holds_quality():
-    from embtune_core.onnx_choice import choose
+    from embtune_core.encoders.onnx_choice import choose
 
     table = {"fp32": {"docs_per_second": 10, "holds_quality": True},
              "int8": {"docs_per_second": 16, "holds_quality": True},
@@ -150,7 +150,7 @@ def test_onnx_runtime_leftovers_never_land_in_the_users_folder(tiny_model_dir, t
 
 
 def test_scratch_cwd_restores_the_folder_even_when_the_step_fails(tmp_path, monkeypatch):
-    from embtune_core.scratch_cwd import scratch_cwd
+    from embtune_core.runtime.scratch_cwd import scratch_cwd
 
     monkeypatch.chdir(tmp_path)
     with pytest.raises(RuntimeError), scratch_cwd() as scratch:

@@ -35,7 +35,7 @@ def exported(tiny_model_dir, tmp_path_factory):
 def test_onnx_export_agrees_with_torch(tiny_model_dir, exported):
     from sentence_transformers import SentenceTransformer
 
-    from embtune_core.onnx_export import load_onnx_model
+    from embtune_core.encoders.onnx_export import load_onnx_model
 
     assert (exported / "onnx" / "model.onnx").is_file()
     assert (exported / "onnx" / "model_qint8_avx512_vnni.onnx").is_file()
@@ -52,7 +52,7 @@ def test_onnx_export_agrees_with_torch(tiny_model_dir, exported):
 def test_onnx_export_of_minilm_agrees_with_torch(minilm_path, tmp_path):
     from sentence_transformers import SentenceTransformer
 
-    from embtune_core.onnx_export import export_onnx, load_onnx_model
+    from embtune_core.encoders.onnx_export import export_onnx, load_onnx_model
 
     export_onnx(minilm_path, tmp_path / "m")
     reference = SentenceTransformer(minilm_path).encode(TEXTS)
@@ -66,14 +66,14 @@ def test_sentence_transformers_onnx_backend_loads_the_export(exported):
                                                       "beside sentence-transformers 6)")
     from sentence_transformers import SentenceTransformer
 
-    from embtune_core.onnx_export import load_onnx_model
+    from embtune_core.encoders.onnx_export import load_onnx_model
 
     model = SentenceTransformer(str(exported), backend="onnx")
     assert _cos(model.encode(TEXTS), load_onnx_model(exported, "fp32").encode(TEXTS)).min() > 1 - 1e-4
 
 
 def test_onnx_backend_is_part_of_the_encoder_identity(exported):
-    from embtune_core.encoding import encoder_from_spec
+    from embtune_core.encoders.encoding import encoder_from_spec
 
     torch_encoder = encoder_from_spec(f"st:{exported}")
     onnx_encoder = encoder_from_spec(f"st:{exported}", backend="onnx-fp32")
@@ -86,7 +86,7 @@ def test_onnx_backend_is_part_of_the_encoder_identity(exported):
 
 
 def test_onnx_backend_refusals(tiny_model_dir, tmp_path, capsys):
-    from embtune_core.encoding import encoder_from_spec
+    from embtune_core.encoders.encoding import encoder_from_spec
     from embtune_core.errors import InputError
 
     with pytest.raises(InputError, match="export it first"):
@@ -166,7 +166,7 @@ def fake_hub(monkeypatch):
 def test_push_folder_creates_a_private_repo_and_commits_every_file(tiny_model_dir, fake_hub, tmp_path):
     import shutil
 
-    from embtune_core.hub import push_folder
+    from embtune_core.publishing.hub import push_folder
 
     folder = tmp_path / "model"
     shutil.copytree(tiny_model_dir, folder)
@@ -209,7 +209,7 @@ def test_the_report_names_each_systems_backend(exported, tmp_path):
     quantisation, or torch and its precision): the encoder identity held it, the report lines did not."""
     from test_losses import make_qa
 
-    from embtune_core.report import backend_of
+    from embtune_core.reporting.report import backend_of
 
     data = tmp_path / "qa.json"
     make_qa(negatives=False).save(data)

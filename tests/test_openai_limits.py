@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 from openai_server import OPENAI_LIMITS, OpenAIServer, toy_encoding, word_tokens
 
-from embtune_core import api_limits
-from embtune_core.encoding import encoder_from_spec
+from embtune_core.encoders import api_limits
+from embtune_core.encoders.encoding import encoder_from_spec
 
 WORDS = [f"w{i}" for i in range(50)] + ["the", "revenue", "grew"]
 ENCODING = toy_encoding(WORDS)

@@ -176,9 +176,9 @@ def test_bad_config_fails_before_creating_anything(tmp_path):
 
 
 def test_named_validation_sources_split_without_leaking_repeated_questions():
-    from embtune_core.dataset import QADataset
-    from embtune_core.pipeline import split_by_named_sources
-    from embtune_core.splitting import leakage
+    from embtune_core.data.dataset import QADataset
+    from embtune_core.data.splitting import leakage
+    from embtune_core.workflow.pipeline import split_by_named_sources
 
     ds = QADataset(
         queries={"q1": "revenue?", "q2": "auditor opinion?", "q3": "auditor opinion?", "q4": "drivers?"},
@@ -195,7 +195,7 @@ def test_named_validation_sources_split_without_leaking_repeated_questions():
 def test_an_encoder_spec_names_the_same_evaluate_system_with_or_without_st_prefix(tmp_path):
     """`[adapter] encoder = "st:DIR"` is the model in DIR, as a bare DIR is: the evaluate stage once
     looked for a folder literally called "st:DIR" (FileNotFoundError, exit 1)."""
-    from embtune_core.pipeline import _system_spec
+    from embtune_core.workflow.pipeline import _system_spec
 
     folder = (tmp_path / "model").as_posix()
     assert _system_spec(f"st:{folder}") == _system_spec(folder) == f"model:{folder}"

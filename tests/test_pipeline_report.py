@@ -91,7 +91,7 @@ corpus = "both"
     assert data["context"]["like for like"].startswith("NO: fine-tuned trained on pseudo-queries")
     # ...but never on a validation question: ICT pseudo-queries over the validation chunks (same seed, same
     # chunk ids) repeat some word for word; they are left out, as the adapter stage leaves them out.
-    from embtune_core.index_training import DEFAULT_MIX, pseudo_pairs
+    from embtune_core.finetuning.index_training import DEFAULT_MIX, pseudo_pairs
 
     pseudo, _ = pseudo_pairs({**train["corpus"], **val["corpus"]}, DEFAULT_MIX, seed=3)
     assert set(pseudo.queries.values()) & set(val["queries"].values())  # this data has such repeats

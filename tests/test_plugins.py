@@ -87,7 +87,7 @@ def test_example_plugin_is_listed_with_its_distribution(example_installed):
 
 def test_code_selects_the_example_chunker_by_name(example_installed):
     code = textwrap.dedent("""
-        from embtune_core.documents import Document
+        from embtune_core.data.documents import Document
         from embtune_core.plugins import get_registry
         chunker = get_registry().create("chunkers", "paragraph")
         chunks = chunker.chunk([Document("one\\n\\ntwo", {"source": "a.txt"})])
@@ -132,8 +132,8 @@ def test_two_distributions_claiming_one_name_fail_the_cli(example_installed, tmp
 def test_example_evaluator_scores_a_real_ranking(example_installed):
     code = textwrap.dedent("""
         import numpy as np
-        from embtune_core.dataset import QADataset
-        from embtune_core.metrics import Ranking
+        from embtune_core.data.dataset import QADataset
+        from embtune_core.scoring.metrics import Ranking
         from embtune_core.plugins import get_registry
         ds = QADataset({"q1": "a", "q2": "b"}, {"c1": "x", "c2": "y"}, {"q1": ["c1"], "q2": ["c1"]})
         ranking = Ranking(["q1", "q2"], ["c1", "c2"], np.array([[0, 1], [1, 0]]))
@@ -165,7 +165,7 @@ def test_contracts_live_in_core_and_plugins_import_no_other_plugin():
     assert isinstance(registry.create("chunkers", "recursive"), hookspecs.Chunker)
     assert isinstance(registry.create("question_generators", "ict"), hookspecs.QuestionGenerator)
     assert isinstance(registry.create("negative_miners", "embedding-rank"), hookspecs.NegativeMiner)
-    from embtune_core.losses import LossStrategy
+    from embtune_core.finetuning.losses import LossStrategy
 
     assert all(isinstance(registry.create("loss_strategies", name), LossStrategy)
                for name in registry.names("loss_strategies") if name != "gist")
@@ -275,7 +275,7 @@ def test_options_that_are_not_a_dataclass_are_refused_at_registration():
 
 def test_a_loss_option_typo_is_refused_before_any_model_loads():
     from embtune_core.errors import ConfigError
-    from embtune_core.losses import create_strategy
+    from embtune_core.finetuning.losses import create_strategy
 
     with pytest.raises(ConfigError, match=r"unexpected keyword argument 'scal' \(did you mean 'scale'\?\); known: "):
         create_strategy("mnrl", scal=10)

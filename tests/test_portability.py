@@ -118,7 +118,7 @@ def test_lora_folder_names_a_packaged_base_by_name(tiny_model_dir, qa_file, tmp_
     """A LoRA adapter folder on a packaged model recorded the packaged copy's path inside this venv's
     site-packages; another venv has it elsewhere. It records the name, which resolves wherever installed."""
     pytest.importorskip("peft")
-    from embtune_core import model_names
+    from embtune_core.encoders import model_names
 
     packaged = tmp_path / "venv-a" / "site-packages" / "tiny"
     shutil.copytree(tiny_model_dir, packaged)
@@ -154,7 +154,7 @@ def test_what_a_hub_upload_carries_loads_as_the_folder(trained, tmp_path, monkey
 
     from test_onnx_hub import FakeHub
 
-    from embtune_core.hub import push_folder
+    from embtune_core.publishing.hub import push_folder
 
     server = ThreadingHub.start(monkeypatch)
     try:

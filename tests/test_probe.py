@@ -1,11 +1,11 @@
-"""`will tuning help?` (embtune_core.probe): its figures are the evaluation's own on held-out training documents,
+"""`will tuning help?` (embtune_core.workflow.probe): its figures are the evaluation's own on held-out training documents,
 and each threshold turns into the prediction it documents."""
 
 from __future__ import annotations
 
 import pytest
 
-from embtune_core.probe import ADAPTER_GAIN, BM25_GAP, expectation, predict, tuning_probe
+from embtune_core.workflow.probe import ADAPTER_GAIN, BM25_GAP, expectation, predict, tuning_probe
 
 
 def test_probe_figures_on_held_out_training_documents(tiny_model_dir):

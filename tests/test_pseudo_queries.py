@@ -7,12 +7,12 @@ import pytest
 from openai_server import OpenAIServer
 from test_adapter_training import synonym_dataset
 
-from embtune_core.adapter_training import AdapterTrainingConfig, train_adapter
-from embtune_core.dataset import QADataset
-from embtune_core.embedding_cache import EmbeddingCache
-from embtune_core.encoding import encoder_from_spec
+from embtune_core.adapters.adapter_training import AdapterTrainingConfig, train_adapter
+from embtune_core.adapters.pseudo_queries import index_pseudo_queries, merge
+from embtune_core.data.dataset import QADataset
+from embtune_core.encoders.embedding_cache import EmbeddingCache
+from embtune_core.encoders.encoding import encoder_from_spec
 from embtune_core.errors import DatasetError
-from embtune_core.pseudo_queries import index_pseudo_queries, merge
 
 CORPUS = {
     "c1": "Revenue grew by a third in 2021. Ride volumes recovered after the lockdowns ended. "
@@ -72,7 +72,7 @@ def test_pseudo_queries_that_are_held_out_questions_never_train(tmp_path, caplog
     """Without ``val``, the epoch is chosen on questions held out of ``train``; an index pseudo-query
     that is one of them word for word (ICT makes such copies) would flatter that choice: left out,
     logged and counted, while the same pseudo-query of a training question still joins."""
-    from embtune_core.adapter_training import split_for_validation
+    from embtune_core.adapters.adapter_training import split_for_validation
 
     labelled = synonym_dataset(ks=range(4), js=range(4))
     config = AdapterTrainingConfig(epochs=1, seed=0)
@@ -113,7 +113,7 @@ def test_cli_index_corpus_reads_a_bare_corpus(tmp_path):
 
 def _check_adapter_trained_with_index(tmp_path, index_path) -> None:
     """`embtune train-adapter --index-corpus INDEX` on the synonym set: every pseudo-query of CORPUS joins."""
-    from embtune_core.adapter_io import load_adapter
+    from embtune_core.adapters.adapter_io import load_adapter
     from embtune_core.cli import main
 
     synonym_dataset(ks=range(4), js=range(4)).save(tmp_path / "train.json")

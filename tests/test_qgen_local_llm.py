@@ -6,7 +6,7 @@ import importlib.util
 
 import pytest
 
-from embtune_core.documents import Chunk
+from embtune_core.data.documents import Chunk
 from embtune_core.plugins import get_registry
 from embtune_plugins.qgen_local_llm import packaged_gguf
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from embtune_core.documents import Chunk
+from embtune_core.data.documents import Chunk
 from embtune_core.plugins import get_registry
 
 TEXT = ("Lyft reported revenue of 3.2 billion dollars in 2021. Active riders grew to 18.7 million people. "

@@ -15,10 +15,10 @@ from pathlib import Path
 import pytest
 from openai_server import OpenAIServer
 
-from embtune_core.documents import Chunk
+from embtune_core.data.documents import Chunk
+from embtune_core.data.qgen import Journal, parse_questions
 from embtune_core.errors import ConfigError, ServiceError
 from embtune_core.plugins import get_registry
-from embtune_core.qgen import Journal, parse_questions
 from embtune_plugins.qgen_openai import JOURNAL_NAME, OpenAIQuestionGenerator
 
 TESTS = Path(__file__).resolve().parent
@@ -202,7 +202,7 @@ def test_reply_without_questions_is_retried_then_recorded_as_failed(tmp_path):
 def test_a_model_that_cannot_write_the_json_is_reported_in_one_line(tmp_path, caplog):
     """Every reply broken JSON: no silent zero (nor fence lines as questions): a warning line naming the
     failure and the plain-text way out, and the build stage's one-line ConfigError with the reason."""
-    from embtune_core.build import generate_questions
+    from embtune_core.data.build import generate_questions
     from embtune_core.settings import PluginTable
 
     broken = '```json\n{\n  "queries": [\n    {\n      "title": "Lyft",\n      "body": "Lyft is'

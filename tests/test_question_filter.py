@@ -1,4 +1,4 @@
-"""Generated questions that cannot stand on their own are dropped and counted (embtune_core.question_filter),
+"""Generated questions that cannot stand on their own are dropped and counted (embtune_core.data.question_filter),
 through the openai generator and a real OpenAI-compatible server on 127.0.0.1."""
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ from hypothesis import strategies as st
 from openai_server import OpenAIServer
 from test_qgen_openai import generator, make_chunks
 
-from embtune_core.qgen import parse_questions
-from embtune_core.question_filter import (
+from embtune_core.data.qgen import parse_questions
+from embtune_core.data.question_filter import (
     COPIES_THE_CHUNK,
     REFERS_TO_CONTEXT,
     copies_chunk,

@@ -1,4 +1,4 @@
-"""The recommendation (embtune_core.recommend): every candidate's dev figure equals what `embtune evaluate`
+"""The recommendation (embtune_core.workflow.recommend): every candidate's dev figure equals what `embtune evaluate`
 measures for the spec it records (hybrids with their chosen fusion, sparse-dense with its folder), the winner
 is the best (or an equal that is simpler to deploy), and the deploy folder serves exactly that system."""
 
@@ -9,10 +9,10 @@ import json
 import numpy as np
 import pytest
 
-from embtune_core.embedding_cache import EmbeddingCache
-from embtune_core.evaluation import MetricSettings, evaluate_systems
-from embtune_core.recommend import Candidate, candidate_from_row, hybrid_of, select
-from embtune_core.systems import build_system, parse_system
+from embtune_core.encoders.embedding_cache import EmbeddingCache
+from embtune_core.retrieval.systems import build_system, parse_system
+from embtune_core.scoring.evaluation import MetricSettings, evaluate_systems
+from embtune_core.workflow.recommend import Candidate, candidate_from_row, hybrid_of, select
 
 
 @pytest.fixture()
@@ -58,8 +58,8 @@ def test_ties_go_to_the_simpler_system(tiny_model_dir, tmp_path, dev):
 
 def test_deploy_folder_serves_the_recommended_system(tiny_model_dir, tmp_path, dev):
     pytest.importorskip("langchain_community")
-    from embtune_core.deploy import deployed_encoder, write_deploy_folder
-    from embtune_core.evaluation import RetrievalTask, embed_system
+    from embtune_core.publishing.deploy import deployed_encoder, write_deploy_folder
+    from embtune_core.scoring.evaluation import RetrievalTask, embed_system
 
     cache = EmbeddingCache(tmp_path / "cache")
     base = Candidate("base", f"model:{tiny_model_dir}")

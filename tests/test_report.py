@@ -14,9 +14,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from test_evaluation import HashingEncoder, small_dataset
 
-from embtune_core.embedding_cache import EmbeddingCache
-from embtune_core.evaluation import System, evaluate_systems
-from embtune_core.report import rank_histogram, report_html, report_json, report_markdown, write_reports
+from embtune_core.encoders.embedding_cache import EmbeddingCache
+from embtune_core.reporting.report import (
+    rank_histogram,
+    report_html,
+    report_json,
+    report_markdown,
+    write_reports,
+)
+from embtune_core.scoring.evaluation import System, evaluate_systems
 
 CHROMIUM = "/usr/bin/chromium"
 
@@ -123,8 +129,8 @@ def _measure_in_chromium(page_path: Path, tmp_path: Path) -> dict:
 @pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian chromium is not installed")
 def test_verdict_and_headline_do_not_scroll_sideways_at_1400px(tmp_path):
     # a wide report: four systems (BM25 and a hybrid among them), four dimensions, k = 1, 5, 10
-    from embtune_core.evaluation import MetricSettings
-    from embtune_core.lexical import BM25Spec
+    from embtune_core.retrieval.lexical import BM25Spec
+    from embtune_core.scoring.evaluation import MetricSettings
 
     systems = [System("base", HashingEncoder(32), spec="hashing:32"), System("bm25", BM25Spec(), spec="bm25"),
                System("hybrid", HashingEncoder(32), spec="hybrid:hashing:32", fusion="rrf"),

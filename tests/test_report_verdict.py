@@ -7,9 +7,12 @@ import numpy as np
 import pytest
 from test_evaluation import HashingEncoder, small_dataset
 
-from embtune_core.dataset import QADataset
-from embtune_core.embedding_cache import EmbeddingCache
-from embtune_core.evaluation import (
+from embtune_core.data.dataset import QADataset
+from embtune_core.encoders.embedding_cache import EmbeddingCache
+from embtune_core.reporting.report import report_html, report_json, report_markdown
+from embtune_core.reporting.report_examples import build_examples, pick
+from embtune_core.reporting.report_verdict import comparisons, equal_metric_groups, holm, verdict
+from embtune_core.scoring.evaluation import (
     Evaluation,
     MetricSettings,
     RetrievalTask,
@@ -18,9 +21,6 @@ from embtune_core.evaluation import (
     evaluate_systems,
     score_ranking,
 )
-from embtune_core.report import report_html, report_json, report_markdown
-from embtune_core.report_examples import build_examples, pick
-from embtune_core.report_verdict import comparisons, equal_metric_groups, holm, verdict
 
 
 def _data(rows: dict[str, dict[str, tuple[float, float | None, float | None]]], confidence: float = 0.95) -> dict:

@@ -13,7 +13,7 @@ from contextlib import contextmanager
 
 import pytest
 
-from embtune_core.dataset import QADataset
+from embtune_core.data.dataset import QADataset
 
 
 def _data(n: int = 16) -> QADataset:
@@ -80,7 +80,7 @@ def test_out_of_memory_in_training_names_the_settings_that_reduce_it(tmp_path, m
     long.save(data)  # every chunk fills the 256 tokens
     # A limit on the address space the process may use: enough for torch and the model, not for a batch
     # of 64 texts of 256 tokens through MiniLM with its gradients, embedded at once (mini_batch_size=64:
-    # by default GradCache would split it to fit, embtune_core.memory_plan).
+    # by default GradCache would split it to fit, embtune_core.finetuning.memory_plan).
     result = _embtune("train", "--train", str(data), "--model", minilm_path, "--max-steps", "1",
                       "--batch-size", "64", "--max-seq-length", "256", "--loss-option", "mini_batch_size=64",
                       "--out", str(tmp_path / "m"), prefix="ulimit -v 3600000")

@@ -9,7 +9,7 @@ import json
 import pytest
 
 from embtune_core.cli import main
-from embtune_core.dataset import QADataset, load_any, load_split
+from embtune_core.data.dataset import QADataset, load_any, load_split
 from embtune_core.errors import DatasetError
 
 pytrec_eval = pytest.importorskip("pytrec_eval", reason="pytrec-eval-terrier (the dev extra) is not installed")
@@ -57,7 +57,7 @@ def test_bm25_figures_on_a_beir_folder_equal_pytrec_eval_s(tmp_path):
     assert report["notes"][0].startswith("scoring: pytrec_eval / trec_eval conventions")
     assert any("ignore_identical_ids" in n for n in report["notes"])
     # pytrec_eval on BM25's own scores (what it retrieves), own-id documents popped as BEIR does
-    from embtune_core.lexical import BM25Index
+    from embtune_core.retrieval.lexical import BM25Index
 
     ids = list(DOCS)
     qids = report["query_ids"]

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from embtune_core.search import exact_search, faiss_module, normalize
+from embtune_core.retrieval.search import exact_search, faiss_module, normalize
 
 
 def _brute_force(q, c, k):
@@ -92,7 +92,7 @@ def test_a_tie_group_longer_than_faiss_extra_fetch_still_ranks_by_position(backe
 
 def test_backend_comes_from_the_environment_and_bad_names_are_one_line_errors(monkeypatch):
     from embtune_core.errors import ConfigError
-    from embtune_core.search import choose_backend
+    from embtune_core.retrieval.search import choose_backend
 
     monkeypatch.setenv("EMBTUNE_SEARCH_BACKEND", "torch")
     assert choose_backend().name == "torch"
@@ -106,8 +106,8 @@ def test_backend_comes_from_the_environment_and_bad_names_are_one_line_errors(mo
 def test_without_faiss_auto_is_torch_and_forcing_faiss_is_a_one_line_error(monkeypatch):
     import sys
 
-    from embtune_core import search
     from embtune_core.errors import ConfigError
+    from embtune_core.retrieval import search
 
     monkeypatch.delenv("EMBTUNE_SEARCH_BACKEND", raising=False)
     monkeypatch.setitem(sys.modules, "faiss", None)  # what `import faiss` sees with no FAISS build installed
@@ -124,10 +124,10 @@ def test_without_faiss_auto_is_torch_and_forcing_faiss_is_a_one_line_error(monke
 
 
 def test_the_backend_is_logged_once_per_process_not_per_call(caplog):
-    from embtune_core import search
+    from embtune_core.retrieval import search
 
     search._announced.discard(search.Backend("torch", "cpu"))
-    with caplog.at_level("INFO", logger="embtune_core.search"):
+    with caplog.at_level("INFO", logger="embtune_core.retrieval.search"):
         for _ in range(3):
             exact_search(np.eye(3), np.eye(3), 2, backend="torch", use_gpu=False)
     assert [r.getMessage() for r in caplog.records] == ["exact search: torch on cpu"]

@@ -134,7 +134,7 @@ def test_a_secret_typed_where_a_name_belongs_is_never_echoed(tmp_path):
 def test_file_writes_scrub_secrets_split_across_pieces_and_blocks(tmp_path, monkeypatch):
     """The file writer scrubs whole lines in blocks: a secret json.dump or a caller writes in pieces, or that
     straddles a block boundary, is still masked; a secret put in the environment after earlier writes is too."""
-    from embtune_core import atomic
+    from embtune_core.runtime import atomic
 
     secret = "s3cr3t-" + "x" * 20
     monkeypatch.setenv("MY_API_KEY", secret)

@@ -13,12 +13,12 @@ from pathlib import Path
 import pytest
 from corpora import TOPICS, topic_corpus
 
-from embtune_core.adapter_training import AdapterTrainingConfig
-from embtune_core.encoder_options import TABLE_KEYS
+from embtune_core.adapters.adapter_training import AdapterTrainingConfig
+from embtune_core.encoders.encoder_options import TABLE_KEYS
 from embtune_core.errors import ConfigError
-from embtune_core.pipeline import Pipeline
+from embtune_core.finetuning.training import TrainSettings
 from embtune_core.settings import DatasetSettings, EvaluateSettings, from_table, plugin_table
-from embtune_core.training import TrainSettings
+from embtune_core.workflow.pipeline import Pipeline
 
 
 @pytest.fixture
@@ -212,7 +212,8 @@ max_seq_length = 64
 
 def _candidate_keys() -> set[str]:
     """Every key some table of some command takes, the run's own keys and the plugin tables' naming keys."""
-    from embtune_core import pipeline, settings
+    from embtune_core import settings
+    from embtune_core.workflow import pipeline
 
     classes = (settings.RunSettings, settings.DataSettings, settings.SplitSettings, settings.EvaluateSettings,
                settings.ExportSettings, settings.DatasetSettings, settings.PluginTable, TrainSettings,

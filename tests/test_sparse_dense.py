@@ -1,4 +1,4 @@
-"""Sparse-dense vectors (embtune_core.sparse_dense): the lexical part's inner product is bm25s's own BM25 score,
+"""Sparse-dense vectors (embtune_core.retrieval.sparse_dense): the lexical part's inner product is bm25s's own BM25 score,
 the joined vector scores w * cosine + (1 - w) * BM25 / scale, and equal document norms make inner product,
 cosine and L2 rank alike (so DocsGPT's L2 FaissStore serves it unchanged)."""
 
@@ -7,8 +7,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from embtune_core.lexical import BM25Index
-from embtune_core.sparse_dense import LexicalVectors, SparseDenseEncoder, fit_sparse_dense, load_sparse_dense
+from embtune_core.retrieval.lexical import BM25Index
+from embtune_core.retrieval.sparse_dense import (
+    LexicalVectors,
+    SparseDenseEncoder,
+    fit_sparse_dense,
+    load_sparse_dense,
+)
 
 TEXTS = ["Uber reported revenue growth of 57 percent in the mobility segment during 2021.",
          "Drivers are independent contractors; classification litigation could raise costs for drivers.",

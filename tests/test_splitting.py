@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from embtune_core.dataset import QADataset
+from embtune_core.data.dataset import QADataset
+from embtune_core.data.splitting import check_no_leakage, leakage, split_by_source, write_split
 from embtune_core.errors import DatasetError, InputError
-from embtune_core.splitting import check_no_leakage, leakage, split_by_source, write_split
 
 
 def dataset(n_docs: int = 6, chunks_per_doc: int = 3) -> QADataset:

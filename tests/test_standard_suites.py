@@ -33,7 +33,7 @@ def suite_adapter(tiny_model_dir, tmp_path_factory):
     import numpy as np
     import torch
 
-    from embtune_core.adapter_io import AdapterConfig, build_adapter, save_adapter
+    from embtune_core.adapters.adapter_io import AdapterConfig, build_adapter, save_adapter
 
     base = EmbtuneEmbeddings(tiny_model_dir)
     torch.manual_seed(11)

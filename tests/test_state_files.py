@@ -13,9 +13,9 @@ import torch
 from test_embedding_cache import CountingEncoder
 from test_evaluation import HashingEncoder, small_dataset
 
-from embtune_core.embedding_cache import EmbeddingCache, identity_dir_name
+from embtune_core.encoders.embedding_cache import EmbeddingCache, identity_dir_name
 from embtune_core.errors import ConfigError, InputError
-from embtune_core.evaluation import System, evaluate_systems
+from embtune_core.scoring.evaluation import System, evaluate_systems
 
 
 def _shards(root, encoder, kind="document"):
@@ -100,7 +100,7 @@ def test_identity_file_damage_and_older_shards(tmp_path, caplog):
 
 @pytest.mark.parametrize("damage", ["empty", "torn", "other stage", "file changed"])
 def test_a_damaged_stage_record_runs_the_stage_again(tmp_path, caplog, damage):
-    from embtune_core.rundir import RunDir
+    from embtune_core.runtime.rundir import RunDir
 
     run = RunDir(tmp_path / "run")
     stage = run.stage("split", {"x": 1})
@@ -127,7 +127,7 @@ def test_a_damaged_stage_record_runs_the_stage_again(tmp_path, caplog, damage):
 def test_nan_adapter_weights_are_refused_in_one_line(tmp_path, tiny_model_dir):
     from safetensors.torch import save_file
 
-    from embtune_core.adapter_io import AdapterConfig, load_adapter, save_adapter
+    from embtune_core.adapters.adapter_io import AdapterConfig, load_adapter, save_adapter
     from embtune_core.cli import main
     from embtune_plugins.adapter_modules import LinearAdapter
 
@@ -163,8 +163,8 @@ def test_a_nan_model_or_encoder_is_refused_before_the_search(tmp_path):
 
 
 def test_damaged_baseline_and_fingerprint_files(tmp_path, monkeypatch, caplog):
-    from embtune_core import training_evaluator
-    from embtune_core.training import TrainSettings, train
+    from embtune_core.finetuning import training_evaluator
+    from embtune_core.finetuning.training import TrainSettings, train
 
     work = tmp_path / "ck"
     work.mkdir()

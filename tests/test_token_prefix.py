@@ -1,4 +1,4 @@
-"""A long text costs what the model reads of it, never a whole tokenisation (embtune_core.token_prefix).
+"""A long text costs what the model reads of it, never a whole tokenisation (embtune_core.encoders.token_prefix).
 
 The reference for "the same tokens" is the tokenizer itself: the first ``limit`` tokens of the cut
 text, truncated as sentence-transformers truncates, equal those of the whole text. The cost is checked
@@ -12,7 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from embtune_core.token_prefix import CHARS_PER_TOKEN, MARGIN, prefix_end, readable_texts
+from embtune_core.encoders.token_prefix import CHARS_PER_TOKEN, MARGIN, prefix_end, readable_texts
 
 # Words that tokenise in very different ways: WordPiece pieces, punctuation splits, accents that the
 # normaliser strips, CJK characters (one word each in BERT), an emoji ([UNK]), a 150-letter word (one
@@ -91,8 +91,8 @@ LONG = "Uber's gross bookings rose as riders returned to cities after the pandem
 def test_evaluate_counts_and_embeds_a_long_text_from_what_it_keeps(tiny_model_dir, handed):
     """The truncation count and the vectors of ``embtune evaluate`` hand the tokenizer at most a few
     times the characters that 128 tokens come from; the old code handed it the whole 1.1 MB (twice)."""
-    from embtune_core import token_limits
-    from embtune_core.encoding import encoder_from_spec
+    from embtune_core.encoders import token_limits
+    from embtune_core.encoders.encoding import encoder_from_spec
 
     encoder = encoder_from_spec(f"st:{tiny_model_dir}")
     assert encoder.model is not None  # loaded before counting: loading tokenises nothing long
@@ -109,8 +109,8 @@ def test_evaluate_counts_and_embeds_a_long_text_from_what_it_keeps(tiny_model_di
 def test_training_never_tokenises_a_long_chunk_whole(tiny_model_dir, tmp_path, handed):
     """Rows, the truncation count and the validation evaluator all read a bounded prefix of a 1.1 MB
     positive: the collator (every batch, every epoch) and the evaluator never get the whole text."""
-    from embtune_core.dataset import QADataset
-    from embtune_core.training import TrainSettings, train
+    from embtune_core.data.dataset import QADataset
+    from embtune_core.finetuning.training import TrainSettings, train
 
     corpus = {f"c{i}": f"chunk {i} about drivers and insurance in city {i}" for i in range(6)}
     corpus["long"] = LONG

@@ -12,11 +12,11 @@ import pytest
 import torch
 from test_losses import _one_torch_thread, make_qa  # noqa: F401 - the fixture applies here too
 
-from embtune_core.checkpoints import latest_checkpoint
 from embtune_core.cli import main
 from embtune_core.errors import ConfigError
-from embtune_core.layer_freezing import freeze_all_but_last
-from embtune_core.training import TrainSettings, train
+from embtune_core.finetuning.checkpoints import latest_checkpoint
+from embtune_core.finetuning.layer_freezing import freeze_all_but_last
+from embtune_core.finetuning.training import TrainSettings, train
 
 
 def _state(model_dir: str) -> dict[str, torch.Tensor]:
@@ -179,7 +179,7 @@ def test_export_writes_a_loadable_zip(tiny_model_dir, tmp_path):
     from sentence_transformers import SentenceTransformer
 
     from embtune_core.errors import InputError
-    from embtune_core.export import export_zip
+    from embtune_core.publishing.export import export_zip
 
     archive = export_zip(tiny_model_dir, tmp_path / "tiny.zip")
     with zipfile.ZipFile(archive) as handle:
@@ -217,7 +217,7 @@ def test_export_keeps_the_models_own_token_limit_when_trained_shorter(tiny_model
 
 
 def test_a_model_worse_than_the_base_on_val_is_not_exported(tiny_model_dir, tmp_path, caplog):
-    from embtune_core.dataset import QADataset
+    from embtune_core.data.dataset import QADataset
 
     # Validation questions quote their chunk, so the base (bag of token embeddings) ranks them well;
     # training pairs every question with the WRONG chunk at a high learning rate, which must hurt.

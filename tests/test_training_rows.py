@@ -14,8 +14,8 @@ import sys
 
 import pytest
 
-from embtune_core.dataset import QADataset, load_pairs
-from embtune_core.losses import create_strategy
+from embtune_core.data.dataset import QADataset, load_pairs
+from embtune_core.finetuning.losses import create_strategy
 
 
 def thirty_questions(with_negative: int = 21) -> QADataset:

@@ -44,7 +44,7 @@ def test_tune_an_existing_store_without_re_embedding(tmp_path, dataset_file, tin
     import faiss
     from langchain_community.vectorstores import FAISS
 
-    from embtune_core.dataset import QADataset
+    from embtune_core.data.dataset import QADataset
     from embtune_integrations.faiss_store import build_faiss_store, load_faiss_store, save_faiss_store
     from embtune_integrations.langchain import EmbtuneEmbeddings
 
@@ -89,7 +89,7 @@ def test_a_tuned_store_passes_the_load_time_identity_check(tmp_path, dataset_fil
     pytest.importorskip("langchain_community")
     from langchain_community.vectorstores import FAISS
 
-    from embtune_core.dataset import QADataset
+    from embtune_core.data.dataset import QADataset
     from embtune_core.errors import InputError
     from embtune_integrations.faiss_store import build_faiss_store, load_faiss_store, save_faiss_store
     from embtune_integrations.langchain import EmbtuneEmbeddings

@@ -51,6 +51,9 @@ class ImportEdge:
 class ProjectGraph:
     modules: dict[str, Path] = field(default_factory=dict)  # module name -> file
     edges: list[ImportEdge] = field(default_factory=list)
+    # imports of a project path that is no module (an old path served by embtune_core.old_paths, or a typo):
+    # (importing module, imported name, line). The edge goes to the nearest package above, so it hides.
+    unresolved: list[tuple[str, str, int]] = field(default_factory=list)
 
 
 def _module_name(path: Path, root: Path) -> str | None:
@@ -132,6 +135,8 @@ def project_graph(root: Path = ROOT) -> ProjectGraph:
                     targets.append(child if child in graph.modules else base)
             seen: set[str] = set()
             for target in targets:
+                if target.partition(".")[0] in PACKAGES and target not in graph.modules:
+                    graph.unresolved.append((name, target, node.lineno))
                 # `import a.b.c` of a project module: the deepest module that exists
                 while target and target not in graph.modules:
                     target = target.rpartition(".")[0]
@@ -216,6 +221,9 @@ def stats(root: Path = ROOT) -> dict:
         "project imports at top level": sum(1 for e in runtime if not e.in_function),
         "project imports inside functions": sum(1 for e in runtime if e.in_function),
         "project imports under TYPE_CHECKING": sum(1 for e in graph.edges if e.type_only),
+        "imports of a project path that is no module": [
+            f"{source} -> {target} (line {line})" for source, target, line in graph.unresolved
+        ],
     }
 
 

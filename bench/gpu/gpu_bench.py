@@ -167,7 +167,7 @@ def grid_unit_vectors(rng, n: int, d: int):
 
 def reference_search(queries, corpus, k: int, query_block: int = 512, corpus_block: int = 262_144,
                      stop_at: float = float("inf")):
-    """Exact top-k by the tie rule, numpy only (independent of embtune_core.search), threaded over query blocks.
+    """Exact top-k by the tie rule, numpy only (independent of embtune_core.retrieval.search), threaded over query blocks.
 
     Returns ``(scores, ids, done)``: query blocks not started by ``stop_at`` (a ``time.time()``) are
     skipped, and ``done`` (n_queries,) bool says which rows were ranked.
@@ -214,7 +214,7 @@ def part_search(size: dict, work: Path, deadline: float = float("inf")) -> dict:
     import numpy as np
     import torch
 
-    from embtune_core.search import choose_backend, exact_search, faiss_module
+    from embtune_core.retrieval.search import choose_backend, exact_search, faiss_module
 
     rng = np.random.default_rng(0)
     n, d, nq, k = size["corpus"], size["dim"], size["queries"], size["k"]

@@ -184,7 +184,7 @@ def check_model(name: str, sources: Sources, key: str) -> None:
     """Refuse a model that cannot load, before anything loads it: a missing folder, a folder that is
     not a model, or (with HF_HUB_OFFLINE set) a hub name the local cache does not hold. The error
     names the model as its file and the flag or config key as its field; exit 3."""
-    from embtune_core.models import looks_like_path, resolve
+    from embtune_core.encoders.models import looks_like_path, resolve
 
     name, field = str(name), sources.where(key)[1]
     if not name.strip():
@@ -253,9 +253,9 @@ def probe_hub(name: str, field: str) -> None:
 
 
 def check_encoder(spec: str, sources: Sources, key: str) -> None:
-    """Refuse a bad encoder spec (see :mod:`embtune_core.encoding`) before the encoder is built:
+    """Refuse a bad encoder spec (see :mod:`embtune_core.encoders.encoding`) before the encoder is built:
     bad syntax, an unknown ``NAME:`` prefix (exit 4), or a sentence-transformers model that cannot load."""
-    from embtune_core.encoding import SPEC_ALIASES, parse_encoder_spec
+    from embtune_core.encoders.encoding import SPEC_ALIASES, parse_encoder_spec
     from embtune_core.plugins import get_registry
 
     try:

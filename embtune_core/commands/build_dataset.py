@@ -9,15 +9,15 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from embtune_core import atomic
-from embtune_core.build import chunk_documents, generate_questions, split_dataset, write_dataset_split
 from embtune_core.cli_fields import add_fields, setting
 from embtune_core.commands import Sources, check_model, check_output_dir, check_plugin
 from embtune_core.config import load_config, section
 from embtune_core.config_paths import resolve_table
+from embtune_core.data.build import chunk_documents, generate_questions, split_dataset, write_dataset_split
+from embtune_core.data.loading import collect_files
 from embtune_core.errors import COMMAND_LINE, ConfigError, EmbtuneError, UsageError
-from embtune_core.loading import collect_files
 from embtune_core.plugins import get_registry
+from embtune_core.runtime import atomic
 from embtune_core.settings import DatasetSettings, PluginTable, SplitSettings, as_table, from_table
 
 log = logging.getLogger(__name__)
@@ -128,7 +128,7 @@ def generator_options(s: dict[str, Any]) -> dict[str, Any]:
         options["model"] = s["llm_model"]  # None: the generator's default
         prompt = s["prompt"]
         if s["prompt_file"]:
-            from embtune_core.dataset import read_text
+            from embtune_core.data.dataset import read_text
 
             prompt = read_text(s["prompt_file"])
         options.update(prompt=prompt, temperature=s["temperature"])
@@ -195,8 +195,8 @@ def run(args) -> int:
         "split_by": s["split_by"], "seed": s["seed"], "seconds": round(time.perf_counter() - started, 2),
     }
     if args.probe is not False and train.queries:  # --probe is on unless --no-probe
-        from embtune_core.models import DEFAULT_MODEL
-        from embtune_core.probe import describe, tuning_probe
+        from embtune_core.encoders.models import DEFAULT_MODEL
+        from embtune_core.workflow.probe import describe, tuning_probe
 
         try:
             probe = tuning_probe(train, s["model"] or DEFAULT_MODEL, seed=int(s["seed"]))

@@ -7,10 +7,16 @@ from dataclasses import dataclass, fields
 
 from embtune_core.cli_fields import add_fields, from_command_line, given, setting
 from embtune_core.commands import Sources, check_encoder, check_output_dir
-from embtune_core.encoder_options import EncoderFlags
+from embtune_core.encoders.encoder_options import EncoderFlags
 from embtune_core.errors import ConfigError, EmbtuneError, UsageError
+from embtune_core.retrieval.systems import (
+    build_system,
+    check_token_limit,
+    evaluate,
+    known_width,
+    parse_system,
+)
 from embtune_core.settings import EvaluateSettings
-from embtune_core.systems import build_system, check_token_limit, evaluate, known_width, parse_system
 
 NAME = "evaluate"
 HELP = "compare systems (models, adapters, APIs) on a QA dataset: IR metrics, CIs, significance, reports"
@@ -89,8 +95,8 @@ def add_arguments(parser) -> None:
 
 def run(args) -> int:
     run_args = EvaluateRun(**given(args, EvaluateRun))
-    from embtune_core.dataset import load_any
-    from embtune_core.report import report_json, report_markdown, write_reports
+    from embtune_core.data.dataset import load_any
+    from embtune_core.reporting.report import report_json, report_markdown, write_reports
 
     # Everything the arguments alone can refute is refuted before the dataset or a model is read.
     if run_args.out:
@@ -109,7 +115,7 @@ def run(args) -> int:
             continue
         check_encoder(spec.encoder_spec, Sources().command_line(args, ("system",)), "system")
         if spec.adapter_dir:
-            from embtune_core.adapter_io import load_adapter
+            from embtune_core.adapters.adapter_io import load_adapter
 
             try:
                 adapters[spec.name] = load_adapter(spec.adapter_dir)
@@ -119,10 +125,10 @@ def run(args) -> int:
     check_token_limit(specs, settings.max_seq_length)  # a limit the model cannot read: refused before anything loads
     dims = settings.dims
     dataset = load_any(run_args.dataset, split=run_args.split)
-    from embtune_core.dataset import load_corpora
+    from embtune_core.data.dataset import load_corpora
 
     extra = load_corpora(run_args.index or [])  # only chunk texts: a bare corpus (BEIR corpus.jsonl...) will do
-    from embtune_core import encoder_options
+    from embtune_core.encoders import encoder_options
 
     systems = [build_system(spec, settings, adapter=adapters.get(spec.name),
                             encoder_options=encoder_options.from_args(args, multi_vector=True)) for spec in specs]
@@ -135,7 +141,7 @@ def run(args) -> int:
                           extra_corpus=extra)
     from pathlib import Path
 
-    from embtune_core.report_verdict import command_context
+    from embtune_core.reporting.report_verdict import command_context
 
     split = run_args.split if Path(run_args.dataset).is_dir() else None
     evaluation.context.update(command_context(run_args.dataset, split=split, index=run_args.index))

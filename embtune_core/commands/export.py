@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from embtune_core.commands import check_output_file
-from embtune_core.export import export_zip
+from embtune_core.publishing.export import export_zip
 
 NAME = "export"
 HELP = "zip a model directory, export it to ONNX (int8) for fast CPU inference, or push it to the hub"
@@ -14,12 +14,12 @@ The archive appears complete or not at all.
 
 --format onnx writes --out as a folder: the model plus onnx/model.onnx (and with --quantize int8
 onnx/model_qint8_avx512_vnni.onnx), the layout SentenceTransformer(path, backend="onnx") reads; embtune
-evaluate/mine/train-adapter use it with --backend onnx (see embtune_core/onnx_export.py).
+evaluate/mine/train-adapter use it with --backend onnx (see embtune_core/encoders/onnx_export.py).
 --calibration DATASET (with --quantize int8) reads your own chunks (any dataset embtune reads, or a bare
 corpus): it adds onnx/model_qint8_mixed.onnx, int8 with the channels that carry outliers on those chunks
 kept in fp32, then measures every file on chunks calibration did not use (documents/s; NDCG@10 on the
 dataset's questions about them, else cosine to fp32) and makes the fastest that holds quality (at most
-0.005 NDCG@10 below fp32) the folder's default, saying which in one line (embtune_core/onnx_choice.py).
+0.005 NDCG@10 below fp32) the folder's default, saying which in one line (embtune_core/encoders/onnx_choice.py).
 --push-to-hub OWNER/NAME uploads MODEL_DIR (or the ONNX folder just written) to the Hugging Face hub,
 private unless --public, with the token from HF_TOKEN or `hf auth login`; --out is then optional.
 
@@ -53,20 +53,20 @@ def run(args) -> int:
         if args.quantize != "int8":
             raise UsageError("calibrates int8 quantisation: give --format onnx --quantize int8 with it",
                              field="--calibration")
-        from embtune_core.onnx_choice import calibration_dataset
+        from embtune_core.encoders.onnx_choice import calibration_dataset
 
         calibration = calibration_dataset(args.calibration)  # a bad file is refused before minutes of export
     if not args.out and not args.push_to_hub:
         raise UsageError("give --out (or --push-to-hub)", field="--out")
     if args.push_to_hub:
-        from embtune_core.hub import check_repo_id, resolve_token
+        from embtune_core.publishing.hub import check_repo_id, resolve_token
 
         check_repo_id(args.push_to_hub)
         resolve_token()  # refuse before an export's minutes of work
     pushed = args.model_dir
     if args.out and args.format == "onnx":
         from embtune_core.commands import check_output_dir
-        from embtune_core.onnx_export import export_onnx
+        from embtune_core.encoders.onnx_export import export_onnx
 
         check_output_dir(args.out, "--out", replaces="modules.json")
         manifest = export_onnx(args.model_dir, args.out, quantize=args.quantize, calibration=calibration)
@@ -83,7 +83,7 @@ def run(args) -> int:
         out = export_zip(args.model_dir, args.out)
         print(f"{args.model_dir} -> {out} ({out.stat().st_size} bytes)")
     if args.push_to_hub:
-        from embtune_core.hub import push_folder
+        from embtune_core.publishing.hub import push_folder
 
         result = push_folder(pushed, args.push_to_hub, private=not args.public)
         print(f"{pushed} -> {result['url']} ({'private' if result['private'] else 'public'}, "

@@ -5,8 +5,6 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-from embtune_core import atomic
-from embtune_core.build import mine_negatives
 from embtune_core.commands import (
     Sources,
     check_encoder,
@@ -19,9 +17,11 @@ from embtune_core.commands import (
 )
 from embtune_core.config import load_config, section
 from embtune_core.config_paths import resolve_table
-from embtune_core.dataset import load_split, source_of
+from embtune_core.data.build import mine_negatives
+from embtune_core.data.dataset import load_split, source_of
 from embtune_core.errors import EmbtuneError
 from embtune_core.plugins import get_registry
+from embtune_core.runtime import atomic
 from embtune_core.settings import PluginTable, plugin_table
 
 NAME = "mine"
@@ -59,7 +59,7 @@ def add_arguments(parser) -> None:
                         help="drop candidates above positive*(1-m) (default: 0.05; 0 disables)")
     parser.add_argument("--margin", type=non_negative_float,
                         help="also drop candidates above positive-m (default: off)")
-    from embtune_core.encoder_options import add_arguments as add_encoder_arguments
+    from embtune_core.encoders.encoder_options import add_arguments as add_encoder_arguments
 
     add_encoder_arguments(parser)  # --query-prompt, --document-prompt, --backend (local models)
     parser.add_argument("--no-cache", dest="use_cache", action="store_false", default=None,
@@ -96,13 +96,13 @@ def run(args) -> int:
         get_registry().create("negative_miners", table.name, **table.options)
     except EmbtuneError as exc:
         raise sources.blame(exc) from None
-    from embtune_core.encoder_options import from_args
+    from embtune_core.encoders.encoder_options import from_args
 
     options = from_args(args, table.encoder or "st:")
     dataset = load_split(args.dataset, split=args.split, field="dataset")
     encoder = None
     if options:  # prompts or a backend: the encoder is built with them (they enter its identity)
-        from embtune_core.encoding import encoder_from_spec
+        from embtune_core.encoders.encoding import encoder_from_spec
 
         encoder = encoder_from_spec(table.encoder, **options)
     mined, report = mine_negatives(dataset, table, encoder)

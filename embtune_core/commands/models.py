@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from embtune_core.models import known_models, resolve
+from embtune_core.encoders.models import known_models, resolve
 
 NAME = "models"
 HELP = "show where model names resolve: packaged offline copy or the hub"

@@ -21,8 +21,8 @@ def add_arguments(parser) -> None:
 
 def run(args) -> int:
     from embtune_core.commands import check_output_dir
-    from embtune_core.pipeline import run_config
-    from embtune_core.quickstart import prepare
+    from embtune_core.workflow.pipeline import run_config
+    from embtune_core.workflow.quickstart import prepare
 
     check_output_dir(args.out, "--out")
     started = time.time()

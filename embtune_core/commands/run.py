@@ -7,7 +7,7 @@ from typing import Any
 
 from embtune_core.commands import Sources, check_encoder, check_model, check_output_dir, check_plugin
 from embtune_core.config import load_config
-from embtune_core.pipeline import run_config
+from embtune_core.workflow.pipeline import run_config
 
 NAME = "run"
 HELP = "run the whole pipeline from a TOML config (resumable: re-run to continue)"
@@ -55,7 +55,7 @@ def run(args) -> int:
     if args.print_config:
         import json
 
-        from embtune_core.pipeline import Pipeline
+        from embtune_core.workflow.pipeline import Pipeline
 
         pipeline = Pipeline(load_config(args.config), config_path=args.config, run_dir=args.run_dir)
         print(json.dumps(pipeline.resolved(), indent=2, sort_keys=False))

@@ -7,7 +7,7 @@ from embtune_core.commands import Sources, check_model, check_output_dir, check_
 from embtune_core.config import load_config, section
 from embtune_core.config_paths import resolve_table
 from embtune_core.errors import COMMAND_LINE, ConfigError, PluginError
-from embtune_core.training_args import TrainSettings
+from embtune_core.finetuning.training_args import TrainSettings
 
 NAME = "train"
 HELP = "fine-tune a sentence-transformers model on a QA dataset (full or last-N-layers)"
@@ -56,7 +56,7 @@ def settings_from_args(args):
 
 def check_settings(settings, sources: Sources) -> None:
     """Refute what the settings alone can refute, before train() reads a dataset or loads a model."""
-    from embtune_core.losses import create_strategy
+    from embtune_core.finetuning.losses import create_strategy
 
     check_output_dir(settings.out, sources.where("out")[1], replaces="modules.json")
     check_output_dir(settings.checkpoints, sources.where("checkpoint_dir")[1])
@@ -71,8 +71,8 @@ def check_settings(settings, sources: Sources) -> None:
 
 
 def run(args) -> int:
-    from embtune_core.locking import hold, lock_path_for_output
-    from embtune_core.training import train
+    from embtune_core.finetuning.training import train
+    from embtune_core.runtime.locking import hold, lock_path_for_output
 
     settings, sources = settings_from_args(args)
     check_settings(settings, sources)
@@ -116,12 +116,12 @@ def run(args) -> int:
 
 def recommend_after_training(settings) -> None:
     """The retriever to deploy, chosen on --val among the base model, the fine-tune, BM25, their tuned
-    hybrids and sparse-dense vectors (embtune_core.recommend), written to OUT.deploy; without --val there is
+    hybrids and sparse-dense vectors (embtune_core.workflow.recommend), written to OUT.deploy; without --val there is
     nothing held out to choose on, and it says so."""
     from pathlib import Path
 
-    from embtune_core.dataset import load_split
-    from embtune_core.recommend import Candidate, candidate_from_row, hybrid_of, select
+    from embtune_core.data.dataset import load_split
+    from embtune_core.workflow.recommend import Candidate, candidate_from_row, hybrid_of, select
 
     if not settings.val:
         print("  no recommendation: it is chosen on held-out questions (--val); `embtune run` holds out training "
@@ -135,7 +135,7 @@ def recommend_after_training(settings) -> None:
     print("recommendation, chosen on --val:")
     work = Path(str(settings.checkpoints)) / "recommend"
     selection = select(candidates, dev, work_dir=work, echo=lambda line: print(line))
-    from embtune_core.deploy import write_deploy_folder
+    from embtune_core.publishing.deploy import write_deploy_folder
 
     written = write_deploy_folder(deploy, selection.to_json(), [candidate_from_row(r) for r in selection.rows],
                                   base_model=str(settings.model), echo=lambda line: print(f"  {line}"))

@@ -7,18 +7,18 @@ import json
 import sys
 from dataclasses import dataclass
 
-from embtune_core.adapter_settings import AdapterTrainingConfig
+from embtune_core.adapters.adapter_settings import AdapterTrainingConfig
 from embtune_core.cli_fields import add_fields, flags_of, given, positive_int, setting
 from embtune_core.commands import Sources, check_encoder, check_output_dir, check_plugin
 from embtune_core.config import load_config, section
 from embtune_core.config_paths import resolve_table
-from embtune_core.encoder_options import EncoderFlags
+from embtune_core.encoders.encoder_options import EncoderFlags
 from embtune_core.errors import COMMAND_LINE, ConfigError, UsageError
 from embtune_plugins.adapters import TwoLayerOptions
 
 # adapter_training (and with it torch) is imported in run(): `embtune --help` and every other
 # command would otherwise pay about a second and a half for it. Its settings are declared without
-# torch (embtune_core.adapter_settings).
+# torch (embtune_core.adapters.adapter_settings).
 
 NAME = "train-adapter"
 HELP = "train a query adapter (linear, two-layer, plugin) on a frozen encoder; documents untouched"
@@ -55,7 +55,7 @@ example:
 @dataclass
 class AdapterRunInputs:
     """What one ``embtune train-adapter`` reads and writes, beside the ``[adapter]`` table's settings
-    (:class:`~embtune_core.adapter_settings.AdapterTrainingConfig`) and the encoder's options."""
+    (:class:`~embtune_core.adapters.adapter_settings.AdapterTrainingConfig`) and the encoder's options."""
 
     train: str = setting(help="training dataset (LlamaIndex JSON, BEIR folder, pairs)", required=True)
     out: str = setting(help="output adapter folder (replaced atomically)", required=True)
@@ -145,25 +145,25 @@ def run(args) -> int:
     config, sources = build_config(args)
     check_plugin("adapters", config.adapter, sources, "adapter")
 
-    from embtune_core.adapter_training import train_adapter
-    from embtune_core.dataset import check_disjoint_queries, load_split, source_of
-    from embtune_core.embedding_cache import EmbeddingCache
-    from embtune_core.encoding import encoder_from_spec
+    from embtune_core.adapters.adapter_training import train_adapter
+    from embtune_core.data.dataset import check_disjoint_queries, load_split, source_of
+    from embtune_core.encoders.embedding_cache import EmbeddingCache
+    from embtune_core.encoders.encoding import encoder_from_spec
 
     options = {"api_key": f"env:{inputs.api_key_env}"} if inputs.api_key_env else {}
     if inputs.max_seq_length:
-        from embtune_core.encoding import parse_encoder_spec
+        from embtune_core.encoders.encoding import parse_encoder_spec
 
         if parse_encoder_spec(spec)[0] != "sentence-transformers":
             raise UsageError("applies to local sentence-transformers encoders only", field="--max-seq-length")
         options["max_seq_length"] = inputs.max_seq_length
     if inputs.host_vectors:
-        from embtune_core.encoding import parse_encoder_spec
+        from embtune_core.encoders.encoding import parse_encoder_spec
 
         if parse_encoder_spec(spec)[0] != "sentence-transformers":
             raise UsageError("applies to local sentence-transformers encoders only", field="--host-vectors")
         options.update(normalize=False, prompts=False)
-    from embtune_core.encoder_options import from_args
+    from embtune_core.encoders.encoder_options import from_args
 
     options.update(from_args(args, spec))
     encoder = encoder_from_spec(spec, **options)
@@ -173,13 +173,13 @@ def run(args) -> int:
         check_disjoint_queries(train, val, path=inputs.val, field="--val")
     augment = None
     if inputs.index_corpus:
-        from embtune_core.dataset import load_corpora
-        from embtune_core.pseudo_queries import index_pseudo_queries
+        from embtune_core.adapters.pseudo_queries import index_pseudo_queries
+        from embtune_core.data.dataset import load_corpora
 
         corpus = load_corpora(inputs.index_corpus)  # only chunk texts: a bare corpus will do
         # train_adapter leaves out any that is word for word a question the epoch is chosen on (--val)
         augment = index_pseudo_queries(corpus, seed=config.seed)
-    from embtune_core.locking import hold, lock_path_for_output
+    from embtune_core.runtime.locking import hold, lock_path_for_output
 
     with hold(lock_path_for_output(inputs.out), subject=inputs.out, what="--out"):
         result = train_adapter(encoder, train, val, config=config, cache=EmbeddingCache(inputs.cache_dir),

@@ -5,7 +5,7 @@ from __future__ import annotations
 from embtune_core.commands import Sources, check_encoder, check_output_dir, check_plugin
 from embtune_core.config import load_config, section
 from embtune_core.errors import COMMAND_LINE, ConfigError, UsageError
-from embtune_core.tune_index import IndexTuningSettings
+from embtune_core.retrieval.tune_index import IndexTuningSettings
 
 NAME = "tune-index"
 HELP = "tune the stored vectors of an index (NUDGE-N): no model weights, no re-embedding"
@@ -63,13 +63,13 @@ def run(args) -> int:
     settings, sources = build_settings(args)
     if not settings.out:
         raise UsageError("give the output folder", field="--out")
-    from embtune_core.models import DEFAULT_MODEL
+    from embtune_core.encoders.models import DEFAULT_MODEL
 
     check_encoder(settings.encoder or DEFAULT_MODEL, sources, "encoder")
     check_plugin("index_tuners", settings.tuner, sources, "tuner")
     check_output_dir(settings.out, "--out", replaces="index_tuning.json")
-    from embtune_core.locking import hold, lock_path_for_output
-    from embtune_core.tune_index import tune_stored_index
+    from embtune_core.retrieval.tune_index import tune_stored_index
+    from embtune_core.runtime.locking import hold, lock_path_for_output
 
     with hold(lock_path_for_output(settings.out), subject=settings.out, what="--out"):
         if settings.store:
@@ -86,9 +86,9 @@ def _tune_store(settings: IndexTuningSettings):
     ``OUT/store`` in the store's own format (an embtune store, or LangChain's: index.pkl copied as is)."""
     from pathlib import Path
 
+    from embtune_core.encoders.models import DEFAULT_MODEL
     from embtune_core.errors import InputError
-    from embtune_core.models import DEFAULT_MODEL
-    from embtune_core.tune_index import tune_stored_index
+    from embtune_core.retrieval.tune_index import tune_stored_index
 
     try:
         from embtune_integrations.faiss_store import MANIFEST, load_faiss_store, save_faiss_store

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from embtune_core.dataset import load_any
+from embtune_core.data.dataset import load_any
 from embtune_core.errors import DatasetError
 
 NAME = "validate"
@@ -31,7 +31,7 @@ def run(args) -> int:
 
 def dataset_notes(ds) -> list[str]:
     """What evaluation will make of the dataset's duplicates and unanswerable queries, one line each."""
-    from embtune_core.evaluation import RetrievalTask
+    from embtune_core.scoring.evaluation import RetrievalTask
 
     try:
         return RetrievalTask.from_dataset(ds).notes()

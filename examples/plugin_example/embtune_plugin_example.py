@@ -19,7 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from embtune_core import hookimpl
-from embtune_core.documents import Chunk, Document, stable_id
+from embtune_core.data.documents import Chunk, Document, stable_id
 from embtune_core.errors import ConfigError
 
 
@@ -60,7 +60,7 @@ class RecallAt1:
     """Share of queries whose top-ranked document is relevant."""
 
     def evaluate(self, ranking, dataset) -> dict:
-        """``ranking``: an :class:`embtune_core.metrics.Ranking`; ``dataset``: the QA dataset."""
+        """``ranking``: an :class:`embtune_core.scoring.metrics.Ranking`; ``dataset``: the QA dataset."""
         hits = []
         for row, qid in enumerate(ranking.query_ids):
             ids = ranking.ranked_ids(row)

@@ -25,10 +25,10 @@ from hypothesis import strategies as st
 
 pytrec_eval = pytest.importorskip("pytrec_eval", reason="pytrec-eval-terrier (the dev extra) is not installed")
 
-from embtune_core import metrics as M
-from embtune_core.dataset import QADataset
-from embtune_core.evaluation import MetricSettings, RetrievalTask, evaluate_embeddings
-from embtune_core.search import exact_search, normalize
+from embtune_core.data.dataset import QADataset
+from embtune_core.retrieval.search import exact_search, normalize
+from embtune_core.scoring import metrics as M
+from embtune_core.scoring.evaluation import MetricSettings, RetrievalTask, evaluate_embeddings
 
 SETTINGS = MetricSettings(hit_rate_at=(5,), accuracy_at=(1, 3, 5, 10), precision_recall_at=(1, 3, 5, 10),
                           mrr_at=(10,), ndcg_at=(3, 10), map_at=(10, 100))

@@ -22,9 +22,9 @@ from hypothesis import strategies as st
 
 rank_bm25 = pytest.importorskip("rank_bm25", reason="rank-bm25 (the dev extra) is not installed")
 
-from embtune_core.dataset import QADataset
-from embtune_core.evaluation import System, evaluate_systems
-from embtune_core.lexical import BM25Index, BM25Spec
+from embtune_core.data.dataset import QADataset
+from embtune_core.retrieval.lexical import BM25Index, BM25Spec
+from embtune_core.scoring.evaluation import System, evaluate_systems
 
 VOCABULARY = ["alpha", "beta", "gamma", "delta", "epsilon", "zeta", "theta", "kappa", "lambda", "sigma",
               "omega", "rho", "the", "and", "of"]  # the last three are English stop words

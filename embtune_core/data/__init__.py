@@ -1,0 +1,3 @@
+"""Data: documents and chunks, loading files, QA datasets (LlamaIndex format), train/validation splits,
+question generation and filtering, dataset building and mining.
+"""
