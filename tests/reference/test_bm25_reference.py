@@ -13,11 +13,12 @@ recall@10 1.00 by corpus position, and other figures when the corpus was reorder
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 rank_bm25 = pytest.importorskip("rank_bm25", reason="rank-bm25 (the dev extra) is not installed")
@@ -44,6 +45,7 @@ def _texts(rng: np.random.Generator, n: int, max_words: int) -> list[str]:
 
 @settings(max_examples=300, deadline=None)
 @given(seed=st.integers(0, 2**32 - 1), n_docs=st.integers(1, 20), n_queries=st.integers(1, 5))
+@example(seed=26372, n_docs=18, n_queries=3)  # two documents tied in exact arithmetic, not in float32
 def test_scores_and_retrieval_equal_the_reference_bm25(seed, n_docs, n_queries):
     import bm25s
 
@@ -59,11 +61,17 @@ def test_scores_and_retrieval_equal_the_reference_bm25(seed, n_docs, n_queries):
     reference = LuceneBM25(tokens, k1=1.5, b=0.75)
     for row, query_tokens in enumerate(index.query_tokens(queries)):
         expected = reference.get_scores(query_tokens) / (1.5 + 1)  # rank_bm25 keeps the (k1 + 1) factor
-        np.testing.assert_allclose(index.scores([queries[row]])[0], expected, rtol=1e-5, atol=1e-6)
+        ours = index.scores([queries[row]])[0]
+        np.testing.assert_allclose(ours, expected, rtol=1e-5, atol=1e-6)
         retrieved = [int(i) for i in indices[row] if i >= 0]
         assert sorted(retrieved) == sorted(np.flatnonzero(expected > 0).tolist())  # Lucene's hits, no others
-        # best first, equal scores by corpus position (the stated tie rule)
-        assert retrieved == sorted(retrieved, key=lambda d: (-round(float(expected[d]), 5), d))
+        # best first, equal scores by corpus position (the stated tie rule), on the float32 scores the index
+        # computes, as Lucene ranks its float32 scores: documents tied in exact arithmetic can differ in the last
+        # bit (bm25s sums each term's float32 part), so against the float64 reference the order holds within
+        # that rounding (seed 26372 found such a pair)
+        assert retrieved == sorted(retrieved, key=lambda d: (-float(ours[d]), d))
+        for better, worse in itertools.pairwise(retrieved):
+            assert expected[better] >= expected[worse] - 1e-6 * max(1.0, abs(expected[worse]))
         assert np.all(scores[row][len(retrieved):] == 0) and np.all(indices[row][len(retrieved):] == -1)
     assert indices[0].tolist() == [-1] * min(n_docs, indices.shape[1])
 
