@@ -88,7 +88,6 @@ Example::
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import uuid
@@ -99,6 +98,7 @@ from typing import Any
 from langchain_core.documents import Document
 from langchain_core.embeddings import Embeddings
 
+from embtune_core.encoders.embedding_cache import file_checksum
 from embtune_core.encoders.encoding import same_vectors
 from embtune_core.errors import InputError
 from embtune_core.runtime import atomic
@@ -470,14 +470,6 @@ def _embedding_record(embeddings: Any, dimension: int) -> dict[str, Any]:
     return record
 
 
-def _digest(path: Path) -> str:
-    digest = hashlib.blake2b(digest_size=16)
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _json_default(doc_id: str):
     def default(value: Any) -> Any:
         raise InputError(f"document '{doc_id}': metadata value of type {type(value).__name__} cannot be saved "
@@ -531,7 +523,7 @@ def save_faiss_store(store, folder: str | Path) -> Path:
             # identity check on load embeds one it did not move
             **({"tuned_document_ids": sorted(store.embtune_moved_ids)} if getattr(store, "embtune_moved_ids", None)
                else {}),
-            "files": {INDEX_FILE: _digest(staging / INDEX_FILE), DOCSTORE_FILE: _digest(staging / DOCSTORE_FILE)},
+            "files": {INDEX_FILE: file_checksum(staging / INDEX_FILE), DOCSTORE_FILE: file_checksum(staging / DOCSTORE_FILE)},
         }
         atomic.write_json(staging / MANIFEST, manifest)
     return folder
@@ -618,7 +610,7 @@ def _load_ours(folder: Path, embeddings: Embeddings, check_embeddings: bool):
         path = folder / name
         if not path.is_file():
             raise InputError("missing file of the vector store", path=path)
-        if _digest(path) != expected:
+        if file_checksum(path) != expected:
             raise InputError("checksum differs from the manifest (file changed or truncated after saving)", path=path)
     index = faiss.read_index(str(folder / INDEX_FILE))
     docstore_path = folder / DOCSTORE_FILE

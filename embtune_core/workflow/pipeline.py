@@ -981,25 +981,11 @@ class Pipeline:
 
     def _run_relative(self, value: Any) -> Any:
         """``value`` (JSON) with this run folder's absolute path written as ``<run>`` in every string."""
-        root = str(self.root.root.resolve())
-        if isinstance(value, str):
-            return value.replace(root, RUN_MARK)
-        if isinstance(value, list):
-            return [self._run_relative(v) for v in value]
-        if isinstance(value, dict):
-            return {k: self._run_relative(v) for k, v in value.items()}
-        return value
+        return _replace_in_strings(value, str(self.root.root.resolve()), RUN_MARK)
 
     def _in_this_run(self, value: Any) -> Any:
         """The inverse of :meth:`_run_relative` for the run folder where it lies now."""
-        root = str(self.root.root.resolve())
-        if isinstance(value, str):
-            return value.replace(RUN_MARK, root)
-        if isinstance(value, list):
-            return [self._in_this_run(v) for v in value]
-        if isinstance(value, dict):
-            return {k: self._in_this_run(v) for k, v in value.items()}
-        return value
+        return _replace_in_strings(value, RUN_MARK, str(self.root.root.resolve()))
 
     def _window_candidates(self, candidates: list, train_path: Path, val_path: Path) -> list:
         """When chunks are longer than the model reads, the base model and the fine-tune reading them whole:
@@ -1184,3 +1170,14 @@ def _index_mix(value: Any, path: Path) -> dict[str, int] | None:
     if value is False:
         return None
     return dict(DEFAULT_MIX) if value is True else check_mix(value, "adapter.index_pseudo_queries", path)
+
+
+def _replace_in_strings(value: Any, old: str, new: str) -> Any:
+    """``value`` (JSON) with ``old`` replaced by ``new`` in every string inside it."""
+    if isinstance(value, str):
+        return value.replace(old, new)
+    if isinstance(value, list):
+        return [_replace_in_strings(v, old, new) for v in value]
+    if isinstance(value, dict):
+        return {k: _replace_in_strings(v, old, new) for k, v in value.items()}
+    return value
